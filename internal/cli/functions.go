@@ -1,0 +1,291 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/client"
+	"github.com/baton-faas/baton/internal/function"
+)
+
+func newDeployCmd() *cobra.Command {
+	var connect func() (*client.Client, error)
+	var (
+		spec    function.Spec
+		code    string
+		envVars []string
+	)
+	cmd := &cobra.Command{
+		Use:   "deploy NAME --runtime python3|nodejs|provided --handler HANDLER --code DIR_OR_ZIP",
+		Short: "Register a function or deploy a new version of it",
+		Long: `Register a function or update it. The flags describe the whole function:
+a flag left out takes its default, not the previous value. Changing code,
+runtime, handler, env, memory, timeout or concurrency makes a new version;
+running invocations finish on the old one.`,
+		Args: exactName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			if code == "" {
+				return errors.New("--code is required: a directory or a .zip file with the function's code")
+			}
+			zipped, err := loadCode(code)
+			if err != nil {
+				return err
+			}
+			spec.Env = map[string]string{}
+			for _, kv := range envVars {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--env %q: want KEY=VALUE", kv)
+				}
+				spec.Env[k] = v
+			}
+			v, err := c.Deploy(cmd.Context(), args[0], client.DeployRequest{Spec: spec, Code: zipped})
+			if err != nil {
+				return err
+			}
+			switch {
+			case v.Created:
+				fmt.Fprintf(cmd.OutOrStdout(), "created function %s version %d (%s)\n", v.Name, v.Version, v.Spec.Runtime)
+			case v.NewVersion:
+				fmt.Fprintf(cmd.OutOrStdout(), "deployed function %s version %d\n", v.Name, v.Version)
+			default:
+				fmt.Fprintf(cmd.OutOrStdout(), "function %s unchanged at version %d (settings updated)\n", v.Name, v.Version)
+			}
+			return nil
+		},
+	}
+	connect = serverFlag(cmd)
+	f := cmd.Flags()
+	f.StringVar(&spec.Runtime, "runtime", "", "python3, nodejs or provided")
+	f.StringVar(&spec.Handler, "handler", "", "handler, e.g. app.handler (file app, function handler)")
+	f.StringVar(&code, "code", "", "directory or .zip file with the code")
+	f.StringArrayVar(&envVars, "env", nil, "environment variable KEY=VALUE (repeatable)")
+	f.IntVar(&spec.MemoryMB, "memory", 0, fmt.Sprintf("memory in MB (default %d)", function.DefaultMemoryMB))
+	f.IntVar(&spec.TimeoutSeconds, "timeout", 0, fmt.Sprintf("timeout in seconds (default %d)", function.DefaultTimeoutSeconds))
+	f.IntVar(&spec.Concurrency, "concurrency", 0, "events one instance serves at once (nodejs only; default 1)")
+	f.IntVar(&spec.MinScale, "min-scale", 0, "instances kept even when idle")
+	f.IntVar(&spec.MaxScale, "max-scale", 0, fmt.Sprintf("most instances (default %d)", function.DefaultMaxScale))
+	f.IntVar(&spec.IdleTimeoutSeconds, "idle-timeout", 0, fmt.Sprintf("seconds an idle instance is kept (default %d)", function.DefaultIdleSeconds))
+	return cmd
+}
+
+func exactName(_ *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("want exactly one function NAME, got %d arguments", len(args))
+	}
+	return nil
+}
+
+// loadCode zips a directory, or reads a zip file as is.
+func loadCode(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("--code: %w", err)
+	}
+	if st.IsDir() {
+		var buf bytes.Buffer
+		if err := archive.ZipDir(path, &buf); err != nil {
+			return nil, fmt.Errorf("zip %s: %w", path, err)
+		}
+		return buf.Bytes(), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--code: %w", err)
+	}
+	return data, nil
+}
+
+func newInvokeCmd() *cobra.Command {
+	var connect func() (*client.Client, error)
+	var data string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "invoke NAME [--data JSON|@file]",
+		Short: "Invoke a function and print its result",
+		Args:  exactName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			payload := []byte(data)
+			if rest, ok := strings.CutPrefix(data, "@"); ok {
+				if payload, err = os.ReadFile(rest); err != nil {
+					return fmt.Errorf("--data: %w", err)
+				}
+			}
+			if len(payload) > 0 && !json.Valid(payload) {
+				return errors.New("--data is not valid JSON")
+			}
+			resp, err := c.Invoke(cmd.Context(), args[0], payload)
+			if verbose && resp.Status != 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "invocation %s  status %d  cold %v  version %d\nServer-Timing: %s\n",
+					resp.ID, resp.Status, resp.Cold, resp.Version, resp.Header.Get("Server-Timing"))
+			}
+			if err != nil {
+				var apiErr *client.Error
+				if errors.As(err, &apiErr) && len(apiErr.Body.StackTrace) > 0 {
+					return fmt.Errorf("%w\n  %s", err, strings.Join(apiErr.Body.StackTrace, "\n  "))
+				}
+				return err
+			}
+			out := cmd.OutOrStdout()
+			_, _ = out.Write(resp.Body)
+			if len(resp.Body) == 0 || resp.Body[len(resp.Body)-1] != '\n' {
+				fmt.Fprintln(out)
+			}
+			return nil
+		},
+	}
+	connect = serverFlag(cmd)
+	cmd.Flags().StringVarP(&data, "data", "d", "", "event as JSON, or @file to read it from a file")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print invocation id, cold flag and timings to stderr")
+	return cmd
+}
+
+func newListCmd() *cobra.Command {
+	var connect func() (*client.Client, error)
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List functions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			fns, err := c.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tVERSION\tRUNTIME\tHANDLER\tINSTANCES\tQUEUED\tUPDATED")
+			for _, f := range fns {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\n", f.Name, f.Version, f.Spec.Runtime, f.Spec.Handler,
+					len(f.Status.Instances), f.Status.Queued, f.UpdatedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	connect = serverFlag(cmd)
+	return cmd
+}
+
+func newGetCmd() *cobra.Command {
+	var connect func() (*client.Client, error)
+	cmd := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show a function, its settings and its live instances (JSON)",
+		Args:  exactName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			v, err := c.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), v)
+		},
+	}
+	connect = serverFlag(cmd)
+	return cmd
+}
+
+func newRemoveCmd() *cobra.Command {
+	var connect func() (*client.Client, error)
+	cmd := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Delete a function",
+		Args:  exactName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			if err := c.Delete(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted function %s\n", args[0])
+			return nil
+		},
+	}
+	connect = serverFlag(cmd)
+	return cmd
+}
+
+func newLogsCmd() *cobra.Command {
+	var connect func() (*client.Client, error)
+	var limit int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Show recent invocation records of a function with their output",
+		Args:  exactName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			if _, err := c.Get(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			recs, err := c.Invocations(cmd.Context(), args[0], limit)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), recs)
+			}
+			out := cmd.OutOrStdout()
+			// Oldest first, as a log reads.
+			for i := len(recs) - 1; i >= 0; i-- {
+				r := recs[i]
+				cold := ""
+				if r.Cold {
+					cold = fmt.Sprintf(" cold (init %.1f ms)", r.InitMs)
+				}
+				fmt.Fprintf(out, "%s  %s  v%d  %s  %.1f ms (wait %.1f, exec %.1f)%s  instance %s\n",
+					r.Start.Local().Format("2006-01-02 15:04:05.000"), r.ID, r.Version, r.Status, r.DurationMs, r.WaitMs, r.ExecMs, cold, r.Instance)
+				if r.Error != nil {
+					fmt.Fprintf(out, "  error: %s: %s\n", r.Error.Type, r.Error.Message)
+				}
+				for _, line := range strings.Split(strings.TrimRight(r.Logs, "\n"), "\n") {
+					if line != "" {
+						fmt.Fprintf(out, "  | %s\n", line)
+					}
+				}
+				if r.LogsTruncated {
+					fmt.Fprintln(out, "  | … output truncated")
+				}
+			}
+			return nil
+		},
+	}
+	connect = serverFlag(cmd)
+	cmd.Flags().IntVarP(&limit, "limit", "n", 20, "number of records")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as JSON")
+	return cmd
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,53 @@
+// Package cli is the `baton` command line: the server and the client
+// commands that drive it through the HTTP API.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/baton-faas/baton/internal/client"
+)
+
+// DefaultServer is the API address client commands use unless told
+// otherwise (flag --server or BATON_SERVER).
+const DefaultServer = "http://127.0.0.1:8080"
+
+// NewRoot builds the command tree.
+func NewRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "baton",
+		Short:         "Baton: serverless functions with millisecond cold starts",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd())
+	return root
+}
+
+// Execute runs the CLI and returns the process exit code.
+func Execute() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := NewRoot().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "baton:", err)
+		return 1
+	}
+	return 0
+}
+
+// serverFlag adds --server to a client command and returns a constructor
+// for the API client.
+func serverFlag(cmd *cobra.Command) func() (*client.Client, error) {
+	def := os.Getenv("BATON_SERVER")
+	if def == "" {
+		def = DefaultServer
+	}
+	addr := cmd.Flags().String("server", def, "URL of the baton server API (env BATON_SERVER)")
+	return func() (*client.Client, error) { return client.New(*addr, nil) }
+}

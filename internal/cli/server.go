@@ -1,0 +1,44 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/baton-faas/baton/internal/server"
+)
+
+func newServerCmd() *cobra.Command {
+	cfg := server.Config{}
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run controller, worker and embedded NATS JetStream in one process",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if strings.TrimSpace(cfg.DataDir) == "" {
+				return fmt.Errorf("--data-dir must not be empty")
+			}
+			return server.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the HTTP API")
+	f.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir(), "directory for durable state (functions, code, records)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long in-flight invocations may finish on SIGINT/SIGTERM")
+	f.IntVar(&cfg.QueueSize, "queue-size", 1000, "requests that may wait per function while instances start")
+	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", 60*time.Second, "how long a request may wait for an instance")
+	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest request or response payload in bytes")
+	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
+	return cmd
+}

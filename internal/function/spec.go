@@ -1,0 +1,196 @@
+// Package function defines what a user deploys: the function spec, its
+// validation rules and the stored, versioned form of a function.
+package function
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Runtimes Baton knows how to run.
+const (
+	RuntimePython   = "python3"
+	RuntimeNode     = "nodejs"
+	RuntimeProvided = "provided"
+)
+
+// Defaults applied to fields a spec leaves empty.
+const (
+	DefaultMemoryMB       = 128
+	DefaultTimeoutSeconds = 30
+	DefaultConcurrency    = 1
+	DefaultMaxScale       = 10
+	DefaultIdleSeconds    = 60
+
+	MaxMemoryMB       = 10240
+	MaxTimeoutSeconds = 900
+	MaxConcurrency    = 1000
+	MaxScaleLimit     = 1000
+	MaxIdleSeconds    = 86400
+	maxEnvBytes       = 64 << 10
+)
+
+// ErrInvalid marks every validation failure so the API can answer 400.
+var ErrInvalid = errors.New("invalid function spec")
+
+// Spec is the user-supplied configuration of a function, without its code.
+type Spec struct {
+	Runtime            string            `json:"runtime"`
+	Handler            string            `json:"handler"`
+	Env                map[string]string `json:"env,omitempty"`
+	MemoryMB           int               `json:"memoryMB,omitempty"`
+	TimeoutSeconds     int               `json:"timeoutSeconds,omitempty"`
+	Concurrency        int               `json:"concurrency,omitempty"`
+	MinScale           int               `json:"minScale"`
+	MaxScale           int               `json:"maxScale,omitempty"`
+	IdleTimeoutSeconds int               `json:"idleTimeoutSeconds,omitempty"`
+}
+
+// Function is the stored form of a deployed function: its current version.
+type Function struct {
+	Name       string    `json:"name"`
+	Version    int       `json:"version"`
+	Spec       Spec      `json:"spec"`
+	CodeDigest string    `json:"codeDigest"` // "sha256:<hex>" of the zip
+	CodeSize   int64     `json:"codeSize"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+}
+
+// Timeout returns the function's execution limit.
+func (s Spec) Timeout() time.Duration { return time.Duration(s.TimeoutSeconds) * time.Second }
+
+// IdleTimeout returns how long an idle instance is kept.
+func (s Spec) IdleTimeout() time.Duration {
+	return time.Duration(s.IdleTimeoutSeconds) * time.Second
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// Handlers are "module.function" style: path segments and identifiers.
+	handlerRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_./-]*$`)
+)
+
+// reservedEnv are variables Baton sets for every instance; users may not
+// override them because the runtime clients depend on them.
+var reservedEnv = map[string]bool{
+	"AWS_LAMBDA_RUNTIME_API": true, "_HANDLER": true, "LAMBDA_TASK_ROOT": true,
+	"LAMBDA_RUNTIME_DIR": true, "AWS_LAMBDA_FUNCTION_NAME": true,
+	"AWS_LAMBDA_FUNCTION_VERSION": true, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": true,
+	"AWS_LAMBDA_LOG_STREAM_NAME": true, "AWS_LAMBDA_LOG_GROUP_NAME": true,
+	"BATON_CONCURRENCY": true,
+}
+
+// ValidateName checks a function name: lower-case DNS label style, because
+// names appear in URLs, NATS subjects and file names.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: name %q must be 1-64 characters of a-z, 0-9 and '-', starting and ending with a letter or digit", ErrInvalid, name)
+	}
+	return nil
+}
+
+// Normalize fills defaults and validates the spec. It returns a copy.
+func (s Spec) Normalize() (Spec, error) {
+	switch s.Runtime {
+	case RuntimePython, RuntimeNode, RuntimeProvided:
+	case "":
+		return s, fmt.Errorf("%w: runtime is required (one of %s, %s, %s)", ErrInvalid, RuntimePython, RuntimeNode, RuntimeProvided)
+	default:
+		return s, fmt.Errorf("%w: unknown runtime %q (want one of %s, %s, %s)", ErrInvalid, s.Runtime, RuntimePython, RuntimeNode, RuntimeProvided)
+	}
+	if s.Handler == "" {
+		if s.Runtime != RuntimeProvided {
+			return s, fmt.Errorf("%w: handler is required for runtime %s (for example app.handler)", ErrInvalid, s.Runtime)
+		}
+	} else if !handlerRE.MatchString(s.Handler) || strings.Contains(s.Handler, "..") || len(s.Handler) > 128 {
+		return s, fmt.Errorf("%w: handler %q is not a valid module.function name", ErrInvalid, s.Handler)
+	} else if s.Runtime != RuntimeProvided && !strings.Contains(s.Handler, ".") {
+		return s, fmt.Errorf("%w: handler %q must be FILE.FUNCTION (for example app.handler)", ErrInvalid, s.Handler)
+	}
+	envSize := 0
+	for k, v := range s.Env {
+		if !envKeyRE.MatchString(k) {
+			return s, fmt.Errorf("%w: environment variable name %q is not valid", ErrInvalid, k)
+		}
+		if reservedEnv[k] {
+			return s, fmt.Errorf("%w: environment variable %q is reserved by Baton", ErrInvalid, k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return s, fmt.Errorf("%w: environment variable %q contains a NUL byte", ErrInvalid, k)
+		}
+		envSize += len(k) + len(v)
+	}
+	if envSize > maxEnvBytes {
+		return s, fmt.Errorf("%w: environment is %d bytes, limit is %d", ErrInvalid, envSize, maxEnvBytes)
+	}
+	if err := defaultRange(&s.MemoryMB, "memoryMB", DefaultMemoryMB, 16, MaxMemoryMB); err != nil {
+		return s, err
+	}
+	if err := defaultRange(&s.TimeoutSeconds, "timeoutSeconds", DefaultTimeoutSeconds, 1, MaxTimeoutSeconds); err != nil {
+		return s, err
+	}
+	if err := defaultRange(&s.Concurrency, "concurrency", DefaultConcurrency, 1, MaxConcurrency); err != nil {
+		return s, err
+	}
+	if s.Concurrency > 1 && s.Runtime != RuntimeNode {
+		return s, fmt.Errorf("%w: concurrency %d needs runtime %s; %s instances serve one event at a time (Baton scales them by adding instances)", ErrInvalid, s.Concurrency, RuntimeNode, s.Runtime)
+	}
+	if err := defaultRange(&s.MaxScale, "maxScale", DefaultMaxScale, 1, MaxScaleLimit); err != nil {
+		return s, err
+	}
+	if s.MinScale < 0 || s.MinScale > s.MaxScale {
+		return s, fmt.Errorf("%w: minScale %d must be between 0 and maxScale (%d)", ErrInvalid, s.MinScale, s.MaxScale)
+	}
+	if err := defaultRange(&s.IdleTimeoutSeconds, "idleTimeoutSeconds", DefaultIdleSeconds, 1, MaxIdleSeconds); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+func defaultRange(v *int, field string, def, lo, hi int) error {
+	if *v == 0 {
+		*v = def
+	}
+	if *v < lo || *v > hi {
+		return fmt.Errorf("%w: %s %d is out of range [%d, %d]", ErrInvalid, field, *v, lo, hi)
+	}
+	return nil
+}
+
+// InstanceEqual reports whether two normalized specs produce identical
+// instances. A redeploy that changes only scaling settings keeps the version
+// (and the running instances); anything else makes a new version.
+func (s Spec) InstanceEqual(o Spec) bool {
+	if s.Runtime != o.Runtime || s.Handler != o.Handler || s.MemoryMB != o.MemoryMB ||
+		s.TimeoutSeconds != o.TimeoutSeconds || s.Concurrency != o.Concurrency ||
+		len(s.Env) != len(o.Env) {
+		return false
+	}
+	for k, v := range s.Env {
+		if ov, ok := o.Env[k]; !ok || ov != v {
+			return false
+		}
+	}
+	return true
+}
+
+// EnvList renders env as sorted KEY=VALUE pairs.
+func EnvList(env map[string]string) []string {
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ARN is the invoked-function ARN Baton hands to runtimes.
+func ARN(name string, version int) string {
+	return fmt.Sprintf("arn:baton:lambda:local:000000000000:function:%s:%d", name, version)
+}

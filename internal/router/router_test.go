@@ -1,0 +1,358 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/workerapi"
+)
+
+// fakeWorker starts instances after a delay and runs invocations by
+// waiting on a release channel, so tests control timing.
+type fakeWorker struct {
+	startDelay time.Duration
+	startErr   error
+	release    chan struct{} // nil: invocations return at once
+
+	mu       sync.Mutex
+	started  int
+	stopped  map[string]bool
+	live     map[string]bool
+	maxLive  int
+	invoked  map[string]int
+	versions map[string]int
+	seq      atomic.Int64
+	events   chan workerapi.Event
+}
+
+func newFakeWorker() *fakeWorker {
+	return &fakeWorker{stopped: map[string]bool{}, live: map[string]bool{}, invoked: map[string]int{},
+		versions: map[string]int{}, events: make(chan workerapi.Event, 16)}
+}
+
+func (f *fakeWorker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
+	select {
+	case <-time.After(f.startDelay):
+	case <-ctx.Done():
+		return workerapi.Instance{}, ctx.Err()
+	}
+	if f.startErr != nil {
+		return workerapi.Instance{}, f.startErr
+	}
+	id := fmt.Sprintf("i%d", f.seq.Add(1))
+	f.mu.Lock()
+	f.started++
+	f.live[id] = true
+	f.versions[id] = spec.Version
+	f.maxLive = max(f.maxLive, len(f.live))
+	f.mu.Unlock()
+	capacity := spec.Spec.Concurrency
+	return workerapi.Instance{ID: id, Function: spec.Function, Version: spec.Version, Capacity: capacity, InitDuration: f.startDelay}, nil
+}
+
+func (f *fakeWorker) StopInstance(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopped[id] = true
+	delete(f.live, id)
+	return nil
+}
+
+func (f *fakeWorker) Invoke(ctx context.Context, id string, inv workerapi.Invocation) (workerapi.Result, error) {
+	f.mu.Lock()
+	f.invoked[id]++
+	v := f.versions[id]
+	f.mu.Unlock()
+	if f.release != nil {
+		select {
+		case <-f.release:
+		case <-ctx.Done():
+			return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureTimeout, Message: "timeout"}
+		}
+	}
+	return workerapi.Result{Payload: []byte(fmt.Sprintf(`{"instance":%q,"version":%d}`, id, v))}, nil
+}
+
+func (f *fakeWorker) Events() <-chan workerapi.Event { return f.events }
+func (f *fakeWorker) Info() workerapi.Info          { return workerapi.Info{ID: "fake", Isolation: "none"} }
+
+func (f *fakeWorker) liveCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.live)
+}
+
+func testFunction(version int, mod func(*function.Spec)) function.Function {
+	spec, err := function.Spec{Runtime: "python3", Handler: "app.handler", MaxScale: 20, IdleTimeoutSeconds: 1}.Normalize()
+	if err != nil {
+		panic(err)
+	}
+	if mod != nil {
+		mod(&spec)
+	}
+	return function.Function{Name: "f", Version: version, Spec: spec}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestColdThenWarm(t *testing.T) {
+	fw := newFakeWorker()
+	fw.startDelay = 20 * time.Millisecond
+	r := New(fw, Options{})
+	r.SetFunction(testFunction(1, nil))
+	out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{ID: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.Cold || out.Init != fw.startDelay || out.Wait < fw.startDelay {
+		t.Fatalf("first call: cold=%v init=%v wait=%v, want cold with init %v", out.Cold, out.Init, out.Wait, fw.startDelay)
+	}
+	out2, err := r.Invoke(context.Background(), "f", workerapi.Invocation{ID: "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out2.Cold || out2.Instance != out.Instance {
+		t.Fatalf("second call cold=%v on %s, want warm on %s", out2.Cold, out2.Instance, out.Instance)
+	}
+	if fw.started != 1 {
+		t.Fatalf("started %d instances, want 1", fw.started)
+	}
+}
+
+func TestUnknownFunction(t *testing.T) {
+	r := New(newFakeWorker(), Options{})
+	if _, err := r.Invoke(context.Background(), "nope", workerapi.Invocation{}); !errors.Is(err, ErrUnknownFunction) {
+		t.Fatalf("err = %v, want ErrUnknownFunction", err)
+	}
+}
+
+func TestBurstScalesToMaxAndNobodyFails(t *testing.T) {
+	fw := newFakeWorker()
+	fw.startDelay = 30 * time.Millisecond
+	fw.release = make(chan struct{})
+	r := New(fw, Options{QueueSize: 500})
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MaxScale = 20 }))
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{ID: fmt.Sprint(i)}); err != nil {
+				failed.Add(1)
+				t.Error(err)
+			}
+		}()
+	}
+	eventually(t, "20 instances", func() bool { return fw.liveCount() == 20 })
+	close(fw.release)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d requests failed", failed.Load())
+	}
+	if fw.maxLive != 20 {
+		t.Fatalf("max live instances = %d, want 20 (maxScale)", fw.maxLive)
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	fw := newFakeWorker()
+	fw.startDelay = time.Hour // nothing ever becomes ready
+	r := New(fw, Options{QueueSize: 2, StartTimeout: time.Hour})
+	r.SetFunction(testFunction(1, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := 0; i < 2; i++ {
+		go func() { _, _ = r.Invoke(ctx, "f", workerapi.Invocation{}) }()
+	}
+	eventually(t, "two queued", func() bool { s, _ := r.Status("f"); return s.Queued == 2 })
+	if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("err = %v, want ErrQueueFull", err)
+	}
+}
+
+func TestQueuedRequestLeavesOnCancel(t *testing.T) {
+	fw := newFakeWorker()
+	fw.startDelay = time.Hour
+	r := New(fw, Options{StartTimeout: time.Hour})
+	r.SetFunction(testFunction(1, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if _, err := r.Invoke(ctx, "f", workerapi.Invocation{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+	if s, _ := r.Status("f"); s.Queued != 0 {
+		t.Fatalf("queue depth %d after cancel, want 0", s.Queued)
+	}
+}
+
+func TestStartFailureFailsWaiters(t *testing.T) {
+	fw := newFakeWorker()
+	fw.startErr = &workerapi.InitError{Err: workerapi.FunctionError{Type: "ImportError", Message: "no module"}}
+	r := New(fw, Options{})
+	r.SetFunction(testFunction(1, nil))
+	_, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
+	var ie *workerapi.InitError
+	if !errors.As(err, &ie) || ie.Err.Type != "ImportError" {
+		t.Fatalf("err = %v, want the init error", err)
+	}
+}
+
+func TestScaleToZeroAndMinScale(t *testing.T) {
+	fw := newFakeWorker()
+	r := New(fw, Options{Tick: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	r.SetFunction(testFunction(1, nil)) // idle timeout 1 s
+	if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); err != nil {
+		t.Fatal(err)
+	}
+	if fw.liveCount() != 1 {
+		t.Fatalf("live = %d, want 1", fw.liveCount())
+	}
+	eventually(t, "scale to zero", func() bool { return fw.liveCount() == 0 })
+
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 2 }))
+	eventually(t, "min scale 2", func() bool { return fw.liveCount() == 2 })
+	time.Sleep(1200 * time.Millisecond)
+	if fw.liveCount() != 2 {
+		t.Fatalf("live = %d after idle timeout, want minScale 2", fw.liveCount())
+	}
+}
+
+func TestNewVersionTakesNewRequestsOldDrains(t *testing.T) {
+	fw := newFakeWorker()
+	fw.release = make(chan struct{})
+	r := New(fw, Options{})
+	r.SetFunction(testFunction(1, nil))
+	oldDone := make(chan Outcome, 1)
+	go func() {
+		out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
+		if err != nil {
+			t.Error(err)
+		}
+		oldDone <- out
+	}()
+	eventually(t, "v1 busy", func() bool { s, _ := r.Status("f"); return len(s.Instances) == 1 && s.Instances[0].InFlight == 1 })
+	r.SetFunction(testFunction(2, func(s *function.Spec) { s.Env = map[string]string{"V": "2"} }))
+	newDone := make(chan Outcome, 1)
+	go func() {
+		out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
+		if err != nil {
+			t.Error(err)
+		}
+		newDone <- out
+	}()
+	eventually(t, "v2 started", func() bool { fw.mu.Lock(); defer fw.mu.Unlock(); return fw.started == 2 })
+	close(fw.release)
+	if o := <-oldDone; o.Version != 1 {
+		t.Fatalf("in-flight call finished on version %d, want 1", o.Version)
+	}
+	if o := <-newDone; o.Version != 2 {
+		t.Fatalf("new call ran on version %d, want 2", o.Version)
+	}
+	eventually(t, "v1 instance stopped", func() bool { return fw.liveCount() == 1 })
+}
+
+func TestConcurrencyPacksOneInstance(t *testing.T) {
+	fw := newFakeWorker()
+	fw.release = make(chan struct{})
+	r := New(fw, Options{})
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.Runtime = "nodejs"; s.Concurrency = 4 }))
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	eventually(t, "4 in flight", func() bool {
+		s, _ := r.Status("f")
+		return len(s.Instances) == 1 && s.Instances[0].InFlight == 4
+	})
+	close(fw.release)
+	wg.Wait()
+	if fw.started != 1 {
+		t.Fatalf("started %d instances for 4 events at concurrency 4, want 1", fw.started)
+	}
+}
+
+func TestCrashedInstanceReplaced(t *testing.T) {
+	fw := newFakeWorker()
+	r := New(fw, Options{})
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 1 }))
+	eventually(t, "min scale", func() bool { return fw.liveCount() == 1 })
+	var id string
+	fw.mu.Lock()
+	for k := range fw.live {
+		id = k
+	}
+	delete(fw.live, id)
+	fw.mu.Unlock()
+	r.InstanceExited(workerapi.Event{Kind: workerapi.InstanceExited, Function: "f", Instance: id})
+	eventually(t, "replacement", func() bool { return fw.liveCount() == 1 })
+}
+
+func TestRemoveFunctionFailsWaitersAndStops(t *testing.T) {
+	fw := newFakeWorker()
+	fw.startDelay = time.Hour
+	r := New(fw, Options{StartTimeout: time.Hour})
+	r.SetFunction(testFunction(1, nil))
+	errc := make(chan error, 1)
+	go func() { _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); errc <- err }()
+	eventually(t, "queued", func() bool { s, _ := r.Status("f"); return s.Queued == 1 })
+	r.RemoveFunction("f")
+	if err := <-errc; !errors.Is(err, ErrFunctionRemoved) {
+		t.Fatalf("err = %v, want ErrFunctionRemoved", err)
+	}
+}
+
+func TestShutdownWaitsForInflight(t *testing.T) {
+	fw := newFakeWorker()
+	fw.release = make(chan struct{})
+	r := New(fw, Options{})
+	r.SetFunction(testFunction(1, nil))
+	done := make(chan error, 1)
+	go func() { _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); done <- err }()
+	eventually(t, "in flight", func() bool { s, _ := r.Status("f"); return len(s.Instances) == 1 && s.Instances[0].InFlight == 1 })
+	shut := make(chan error, 1)
+	go func() { shut <- r.Shutdown(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); !errors.Is(err, ErrShuttingDown) {
+		t.Fatalf("invoke during shutdown: %v, want ErrShuttingDown", err)
+	}
+	select {
+	case <-shut:
+		t.Fatal("shutdown returned with an invocation in flight")
+	default:
+	}
+	close(fw.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	if fw.liveCount() != 0 {
+		t.Fatalf("%d instances alive after shutdown", fw.liveCount())
+	}
+}

@@ -1,0 +1,135 @@
+// Package process is the sandbox runtime without isolation: processes run
+// as children of the worker in their own process group. It exists so that
+// Baton works where containers cannot be created; it gives no protection
+// between functions.
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"sync"
+	"syscall"
+
+	"github.com/baton-faas/baton/internal/sandbox"
+)
+
+// Runtime creates process sandboxes.
+type Runtime struct{}
+
+// New returns the process sandbox runtime.
+func New() *Runtime { return &Runtime{} }
+
+// Isolation implements sandbox.Runtime.
+func (*Runtime) Isolation() string {
+	return "process (no isolation: functions run as plain child processes of the worker)"
+}
+
+// Create implements sandbox.Runtime.
+func (*Runtime) Create(_ context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	paths := make(map[string]string, len(spec.Mounts))
+	for _, m := range spec.Mounts {
+		paths[m.Target] = m.Source
+	}
+	return &Sandbox{id: spec.ID, paths: paths, procs: map[*proc]struct{}{}}, nil
+}
+
+// Sandbox is a set of process groups.
+type Sandbox struct {
+	id    string
+	paths map[string]string
+
+	mu     sync.Mutex
+	procs  map[*proc]struct{}
+	closed bool
+}
+
+// ID implements sandbox.Sandbox.
+func (s *Sandbox) ID() string { return s.id }
+
+// Path implements sandbox.Sandbox: without isolation the host path is used.
+func (s *Sandbox) Path(target string) string {
+	if p, ok := s.paths[target]; ok {
+		return p
+	}
+	return target
+}
+
+// Start implements sandbox.Sandbox.
+func (s *Sandbox) Start(_ context.Context, spec sandbox.ProcessSpec) (sandbox.Process, error) {
+	if len(spec.Args) == 0 {
+		return nil, errors.New("process sandbox: no command")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("process sandbox %s: destroyed", s.id)
+	}
+	cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
+	cmd.Env = spec.Env
+	cmd.Dir = spec.Dir
+	cmd.Stdout = spec.Stdout
+	cmd.Stderr = spec.Stderr
+	cmd.ExtraFiles = spec.ExtraFiles
+	// A process group lets Kill reach everything the process forked, and
+	// the parent-death signal stops orphans if the worker dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", spec.Args[0], err)
+	}
+	p := &proc{cmd: cmd, sb: s}
+	s.procs[p] = struct{}{}
+	return p, nil
+}
+
+// Destroy implements sandbox.Sandbox.
+func (s *Sandbox) Destroy(context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	procs := make([]*proc, 0, len(s.procs))
+	for p := range s.procs {
+		procs = append(procs, p)
+	}
+	s.mu.Unlock()
+	for _, p := range procs {
+		_ = p.Kill()
+	}
+	return nil
+}
+
+type proc struct {
+	cmd *exec.Cmd
+	sb  *Sandbox
+}
+
+func (p *proc) Pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) Wait() (sandbox.ExitStatus, error) {
+	err := p.cmd.Wait()
+	// Reap the rest of the group too: nothing of an instance may outlive it.
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	p.sb.mu.Lock()
+	delete(p.sb.procs, p)
+	p.sb.mu.Unlock()
+	st := sandbox.ExitStatus{Code: p.cmd.ProcessState.ExitCode()}
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		st.Code = -1
+		st.Signal = int(ws.Signal())
+	}
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		return st, fmt.Errorf("wait: %w", err)
+	}
+	return st, nil
+}
+
+func (p *proc) Kill() error {
+	err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill process group %d: %w", p.cmd.Process.Pid, err)
+	}
+	return nil
+}
+
+var _ sandbox.Runtime = (*Runtime)(nil)

@@ -1,0 +1,172 @@
+// Package server assembles `baton server`: embedded NATS JetStream, the
+// stores, a controller and an in-process worker, and the HTTP API.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-faas/baton/internal/api"
+	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/controller"
+	"github.com/baton-faas/baton/internal/metrics"
+	"github.com/baton-faas/baton/internal/natsd"
+	"github.com/baton-faas/baton/internal/records"
+	"github.com/baton-faas/baton/internal/registry"
+	"github.com/baton-faas/baton/internal/router"
+	"github.com/baton-faas/baton/internal/sandbox/process"
+	"github.com/baton-faas/baton/internal/store/jsstore"
+	"github.com/baton-faas/baton/internal/worker"
+)
+
+// Config is the server's configuration.
+type Config struct {
+	Listen  string
+	DataDir string
+	Logger  *slog.Logger
+	// ShutdownGrace bounds how long in-flight invocations may run on
+	// SIGINT/SIGTERM before instances are killed.
+	ShutdownGrace   time.Duration
+	QueueSize       int
+	QueueTimeout    time.Duration
+	MaxPayloadBytes int64
+	MaxRecords      int
+	// Ready, if set, is called with the API's address once it serves.
+	Ready func(addr string)
+}
+
+// DefaultDataDir is $XDG_DATA_HOME/baton, or ~/.local/share/baton.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "baton")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "baton")
+	}
+	return filepath.Join(os.TempDir(), "baton")
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	ns, err := natsd.Start(ctx, natsd.Options{DataDir: cfg.DataDir, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer ns.Shutdown()
+	nc, err := ns.Connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	st, err := jsstore.Open(ctx, nc, jsstore.Options{MaxRecords: int64(max(cfg.MaxRecords, 5000)), MaxRecordBytes: 512 << 20})
+	if err != nil {
+		return err
+	}
+	reg := registry.New(st, st, archive.DefaultLimits(), log)
+	recs, err := records.Open(ctx, records.Options{Max: cfg.MaxRecords, Store: st, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer recs.Close()
+	m := metrics.New()
+
+	sandboxes := process.New()
+	log.Warn("sandbox isolation: " + sandboxes.Isolation())
+	hostname, _ := os.Hostname()
+	wk, err := worker.New(worker.Options{
+		ID: hostname, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
+		Code: reg, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
+	})
+	if err != nil {
+		return err
+	}
+	ctrl := controller.New(controller.Options{
+		Registry: reg, Worker: wk, Records: recs, Metrics: m, Logger: log.With("component", "controller"),
+		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
+	})
+	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
+	if err := ctrl.Start(runCtx); err != nil {
+		return err
+	}
+
+	handler := api.New(api.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("baton server ready", "listen", ln.Addr().String(), "dataDir", cfg.DataDir)
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr().String())
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	}
+	log.Info("shutting down", "grace", cfg.ShutdownGrace)
+	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	// Stop taking connections and let in-flight requests finish; the
+	// router refuses new invocations meanwhile.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.Shutdown(graceCtx) }()
+	routerErr := ctrl.Shutdown(graceCtx)
+	if err := <-httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("http shutdown", "err", err)
+		_ = srv.Close()
+	}
+	if routerErr != nil {
+		log.Warn("router shutdown", "err", routerErr)
+	}
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelClose()
+	if err := wk.Close(closeCtx); err != nil {
+		log.Warn("worker shutdown", "err", err)
+	}
+	stopLoops()
+	log.Info("stopped")
+	return nil
+}
+
+// lockDataDir keeps two servers from sharing one data directory.
+func lockDataDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock data dir: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another baton server: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}

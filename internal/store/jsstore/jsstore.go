@@ -1,0 +1,243 @@
+// Package jsstore implements Baton's stores on NATS JetStream: a KV bucket
+// for functions, an object store for code, and a size-bounded stream for
+// invocation records.
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/store"
+)
+
+const (
+	functionsBucket = "baton_functions"
+	codeBucket      = "baton_code"
+	recordsStream   = "BATON_RECORDS"
+	recordsSubject  = "baton.records"
+)
+
+// Options bound the record log.
+type Options struct {
+	// Replicas is the JetStream replication factor (1 for a single server).
+	Replicas int
+	// MaxRecords and MaxRecordBytes bound the invocation record stream.
+	MaxRecords     int64
+	MaxRecordBytes int64
+}
+
+// Store implements store.Functions, store.Blobs and store.Records.
+type Store struct {
+	js      jetstream.JetStream
+	fns     jetstream.KeyValue
+	code    jetstream.ObjectStore
+	records jetstream.Stream
+}
+
+// Open creates or opens the buckets and stream.
+func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	fns, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: functionsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		Description: "Baton function definitions",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open functions bucket: %w", err)
+	}
+	code, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: codeBucket, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		Description: "Baton function code archives by digest",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open code object store: %w", err)
+	}
+	records, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: recordsStream, Subjects: []string{recordsSubject + ".>"},
+		Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		MaxMsgs: o.MaxRecords, MaxBytes: o.MaxRecordBytes, Discard: jetstream.DiscardOld,
+		Description: "Baton invocation records (bounded)",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open records stream: %w", err)
+	}
+	return &Store{js: js, fns: fns, code: code, records: records}, nil
+}
+
+// GetFunction implements store.Functions.
+func (s *Store) GetFunction(ctx context.Context, name string) (function.Function, uint64, error) {
+	e, err := s.fns.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return function.Function{}, 0, fmt.Errorf("function %q: %w", name, store.ErrNotFound)
+	}
+	if err != nil {
+		return function.Function{}, 0, fmt.Errorf("get function %q: %w", name, err)
+	}
+	var fn function.Function
+	if err := json.Unmarshal(e.Value(), &fn); err != nil {
+		return function.Function{}, 0, fmt.Errorf("decode function %q: %w", name, err)
+	}
+	return fn, e.Revision(), nil
+}
+
+// ListFunctions implements store.Functions.
+func (s *Store) ListFunctions(ctx context.Context) ([]function.Function, error) {
+	lister, err := s.fns.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list functions: %w", err)
+	}
+	var out []function.Function
+	for key := range lister.Keys() {
+		fn, _, err := s.GetFunction(ctx, key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted while listing
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fn)
+	}
+	return out, nil
+}
+
+// PutFunction implements store.Functions.
+func (s *Store) PutFunction(ctx context.Context, fn function.Function, revision uint64) (uint64, error) {
+	data, err := json.Marshal(fn)
+	if err != nil {
+		return 0, fmt.Errorf("encode function %q: %w", fn.Name, err)
+	}
+	var rev uint64
+	if revision == 0 {
+		rev, err = s.fns.Create(ctx, fn.Name, data)
+	} else {
+		rev, err = s.fns.Update(ctx, fn.Name, data, revision)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+		return 0, fmt.Errorf("function %q: %w", fn.Name, store.ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store function %q: %w", fn.Name, err)
+	}
+	return rev, nil
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// DeleteFunction implements store.Functions.
+func (s *Store) DeleteFunction(ctx context.Context, name string) error {
+	if err := s.fns.Purge(ctx, name); err != nil {
+		return fmt.Errorf("delete function %q: %w", name, err)
+	}
+	return nil
+}
+
+// PutBlob implements store.Blobs.
+func (s *Store) PutBlob(ctx context.Context, name string, r io.Reader) error {
+	if _, err := s.code.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
+		return fmt.Errorf("store blob %s: %w", name, err)
+	}
+	return nil
+}
+
+// GetBlob implements store.Blobs.
+func (s *Store) GetBlob(ctx context.Context, name string) (io.ReadCloser, error) {
+	res, err := s.code.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("blob %s: %w", name, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get blob %s: %w", name, err)
+	}
+	return res, nil
+}
+
+// HasBlob implements store.Blobs.
+func (s *Store) HasBlob(ctx context.Context, name string) (bool, error) {
+	_, err := s.code.GetInfo(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stat blob %s: %w", name, err)
+	}
+	return true, nil
+}
+
+// DeleteBlob implements store.Blobs.
+func (s *Store) DeleteBlob(ctx context.Context, name string) error {
+	err := s.code.Delete(ctx, name)
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("delete blob %s: %w", name, err)
+	}
+	return nil
+}
+
+// AppendRecord implements store.Records.
+func (s *Store) AppendRecord(ctx context.Context, fn string, data []byte) error {
+	if _, err := s.js.Publish(ctx, recordsSubject+"."+fn, data); err != nil {
+		return fmt.Errorf("append record: %w", err)
+	}
+	return nil
+}
+
+// RecentRecords implements store.Records.
+func (s *Store) RecentRecords(ctx context.Context, limit int) ([][]byte, error) {
+	info, err := s.records.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("records stream info: %w", err)
+	}
+	if info.State.Msgs == 0 || limit <= 0 {
+		return nil, nil
+	}
+	start := info.State.FirstSeq
+	if info.State.Msgs > uint64(limit) {
+		start = info.State.LastSeq - uint64(limit) + 1
+	}
+	cons, err := s.records.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read records: %w", err)
+	}
+	var out [][]byte
+	for uint64(len(out)) < info.State.Msgs && len(out) < limit {
+		batch, err := cons.Fetch(limit-len(out), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("fetch records: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			out = append(out, m.Data())
+			n++
+			if meta, err := m.Metadata(); err == nil && meta.Sequence.Stream >= info.State.LastSeq {
+				return out, nil
+			}
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return out, nil
+}
+
+var (
+	_ store.Functions = (*Store)(nil)
+	_ store.Blobs     = (*Store)(nil)
+	_ store.Records   = (*Store)(nil)
+)

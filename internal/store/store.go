@@ -1,0 +1,47 @@
+// Package store defines the durable state Baton keeps: what users created
+// (functions and their code) and the bounded log of invocation records.
+// Everything else (instances, scale, queues) lives in memory and is rebuilt.
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/baton-faas/baton/internal/function"
+)
+
+// ErrNotFound is returned for missing keys.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when an optimistic update lost a race.
+var ErrConflict = errors.New("concurrent update")
+
+// Functions stores function definitions.
+type Functions interface {
+	// GetFunction returns the function and its revision for Put.
+	GetFunction(ctx context.Context, name string) (function.Function, uint64, error)
+	ListFunctions(ctx context.Context) ([]function.Function, error)
+	// PutFunction writes fn if the stored revision still equals revision
+	// (0: the function must not exist yet). It returns ErrConflict otherwise.
+	PutFunction(ctx context.Context, fn function.Function, revision uint64) (uint64, error)
+	DeleteFunction(ctx context.Context, name string) error
+}
+
+// Blobs stores content-addressed code archives.
+type Blobs interface {
+	PutBlob(ctx context.Context, name string, r io.Reader) error
+	// GetBlob opens a blob; the caller closes it.
+	GetBlob(ctx context.Context, name string) (io.ReadCloser, error)
+	HasBlob(ctx context.Context, name string) (bool, error)
+	DeleteBlob(ctx context.Context, name string) error
+}
+
+// Records is the durable, bounded log of invocation records.
+type Records interface {
+	// AppendRecord stores one encoded record; the oldest records are
+	// dropped beyond the store's bound.
+	AppendRecord(ctx context.Context, function string, data []byte) error
+	// RecentRecords returns up to limit of the newest records, oldest first.
+	RecentRecords(ctx context.Context, limit int) ([][]byte, error)
+}

@@ -1,0 +1,567 @@
+// Package worker is Baton's host agent: it creates sandboxes, grain workers
+// and function instances, gives every instance its own AWS Lambda Runtime
+// API endpoint, and runs invocations on them.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/grain"
+	"github.com/baton-faas/baton/internal/runtimeapi"
+	"github.com/baton-faas/baton/internal/runtimes"
+	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/workerapi"
+)
+
+// Options configure a worker.
+type Options struct {
+	ID        string
+	DataDir   string
+	Sandboxes sandbox.Runtime
+	Code      CodeSource
+	Logger    *slog.Logger
+	// MaxResponseBytes caps a function's response.
+	MaxResponseBytes int64
+	// LogLimit caps the output kept per invocation.
+	LogLimit      int
+	ArchiveLimits archive.Limits
+}
+
+// Worker implements workerapi.Worker on the local host.
+type Worker struct {
+	opts     Options
+	log      *slog.Logger
+	runtimes runtimes.Paths
+	python   string
+	node     string
+	events   chan workerapi.Event
+
+	mu         sync.Mutex
+	instances  map[string]*instance
+	grains     map[string]*grainWorker
+	apps       map[string]*app
+	extracting map[string]chan struct{}
+	closed     bool
+}
+
+type app struct {
+	sb        sandbox.Sandbox
+	instances int
+	ready     chan struct{}
+	err       error
+}
+
+type instance struct {
+	id       string
+	spec     workerapi.InstanceSpec
+	app      string
+	api      *runtimeapi.Server
+	logs     *logCapture
+	capacity int
+
+	// Exactly one of proc (node, provided) and child (forked python) is set.
+	proc  sandbox.Process
+	child *grain.Child
+	grain *grainWorker
+
+	done     chan struct{} // closed when the process is gone
+	exitDesc string        // set before done closes
+	stopping bool          // guarded by Worker.mu
+}
+
+// New creates a worker; it installs Baton's runtime clients under DataDir.
+func New(opts Options) (*Worker, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.LogLimit <= 0 {
+		opts.LogLimit = 16 << 10
+	}
+	if opts.MaxResponseBytes <= 0 {
+		opts.MaxResponseBytes = 32 << 20
+	}
+	if opts.ArchiveLimits == (archive.Limits{}) {
+		opts.ArchiveLimits = archive.DefaultLimits()
+	}
+	paths, err := runtimes.Install(filepath.Join(opts.DataDir, "runtimes"))
+	if err != nil {
+		return nil, fmt.Errorf("install runtime clients: %w", err)
+	}
+	w := &Worker{
+		opts: opts, log: opts.Logger, runtimes: paths,
+		events:     make(chan workerapi.Event, 1024),
+		instances:  map[string]*instance{},
+		grains:     map[string]*grainWorker{},
+		apps:       map[string]*app{},
+		extracting: map[string]chan struct{}{},
+	}
+	// Interpreters are optional: a host without Node still runs Python.
+	w.python, _ = exec.LookPath("python3")
+	w.node, _ = exec.LookPath("node")
+	return w, nil
+}
+
+// Info implements workerapi.Worker.
+func (w *Worker) Info() workerapi.Info {
+	return workerapi.Info{ID: w.opts.ID, Isolation: w.opts.Sandboxes.Isolation()}
+}
+
+// Events implements workerapi.Worker.
+func (w *Worker) Events() <-chan workerapi.Event { return w.events }
+
+func newID(prefix string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// StartInstance implements workerapi.Worker.
+func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
+	began := time.Now()
+	interp, err := w.interpreter(spec.Spec.Runtime)
+	if err != nil {
+		return workerapi.Instance{}, err
+	}
+	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
+	if err != nil {
+		return workerapi.Instance{}, err
+	}
+	a, err := w.acquireApp(ctx, spec.App, codeDir)
+	if err != nil {
+		return workerapi.Instance{}, err
+	}
+	in := &instance{
+		id: newID("i-"), spec: spec, app: spec.App, capacity: spec.Spec.Concurrency,
+		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}),
+	}
+	if spec.Spec.Runtime != function.RuntimeNode {
+		in.capacity = 1
+	}
+	// launch owns the app reference from here on, also on failure.
+	inst, err := w.launch(ctx, a, in, interp, codeDir)
+	if err != nil {
+		return workerapi.Instance{}, err
+	}
+	inst.InitDuration = time.Since(began)
+	w.log.Debug("instance ready", "function", spec.Function, "version", spec.Version, "instance", in.id, "init", inst.InitDuration, "forked", inst.Forked)
+	return inst, nil
+}
+
+func (w *Worker) interpreter(runtime string) (string, error) {
+	switch runtime {
+	case function.RuntimePython:
+		if w.python == "" {
+			return "", errors.New("runtime python3 is not available on this worker: python3 not found in PATH")
+		}
+		return w.python, nil
+	case function.RuntimeNode:
+		if w.node == "" {
+			return "", errors.New("runtime nodejs is not available on this worker: node not found in PATH")
+		}
+		return w.node, nil
+	case function.RuntimeProvided:
+		return "", nil
+	}
+	return "", fmt.Errorf("unknown runtime %q", runtime)
+}
+
+// Paths as processes inside a sandbox see them.
+const (
+	taskMount    = "/var/task"
+	runtimeMount = "/opt/baton/runtime"
+)
+
+func (w *Worker) acquireApp(ctx context.Context, name, codeDir string) (*app, error) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil, errors.New("worker is shutting down")
+	}
+	a, ok := w.apps[name]
+	if ok {
+		a.instances++
+		w.mu.Unlock()
+		select {
+		case <-a.ready:
+		case <-ctx.Done():
+			w.releaseApp(name)
+			return nil, ctx.Err()
+		}
+		if a.err != nil {
+			w.releaseApp(name)
+			return nil, a.err
+		}
+		return a, nil
+	}
+	a = &app{instances: 1, ready: make(chan struct{})}
+	w.apps[name] = a
+	w.mu.Unlock()
+
+	a.sb, a.err = w.opts.Sandboxes.Create(ctx, sandbox.Spec{
+		ID: newID("sb-"), App: name,
+		Mounts: []sandbox.Mount{
+			{Source: filepath.Dir(codeDir), Target: taskMount},
+			{Source: filepath.Dir(w.runtimes.Python), Target: runtimeMount},
+		},
+	})
+	if a.err != nil {
+		a.err = fmt.Errorf("create sandbox for app %s: %w", name, a.err)
+	}
+	close(a.ready)
+	if a.err != nil {
+		w.releaseApp(name)
+		return nil, a.err
+	}
+	return a, nil
+}
+
+// releaseApp drops one instance reference; the last one destroys the sandbox.
+func (w *Worker) releaseApp(name string) {
+	w.mu.Lock()
+	a, ok := w.apps[name]
+	if !ok {
+		w.mu.Unlock()
+		return
+	}
+	a.instances--
+	if a.instances > 0 {
+		w.mu.Unlock()
+		return
+	}
+	delete(w.apps, name)
+	w.mu.Unlock()
+	if a.sb != nil {
+		if err := a.sb.Destroy(context.Background()); err != nil {
+			w.log.Warn("destroy sandbox", "app", name, "err", err)
+		}
+	}
+}
+
+// instanceEnv is the Lambda environment of an instance.
+func (w *Worker) instanceEnv(sb sandbox.Sandbox, spec workerapi.InstanceSpec, codeDir string) map[string]string {
+	env := map[string]string{
+		"PATH":                            os.Getenv("PATH"),
+		"LANG":                            "C.UTF-8",
+		"TZ":                              ":UTC",
+		"HOME":                            os.TempDir(),
+		"LAMBDA_TASK_ROOT":                filepath.Join(sb.Path(taskMount), filepath.Base(codeDir)),
+		"LAMBDA_RUNTIME_DIR":              sb.Path(runtimeMount),
+		"_HANDLER":                        spec.Spec.Handler,
+		"AWS_LAMBDA_FUNCTION_NAME":        spec.Function,
+		"AWS_LAMBDA_FUNCTION_VERSION":     strconv.Itoa(spec.Version),
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": strconv.Itoa(spec.Spec.MemoryMB),
+		"AWS_LAMBDA_LOG_GROUP_NAME":       "/baton/" + spec.Function,
+		"AWS_LAMBDA_INITIALIZATION_TYPE":  "on-demand",
+		"AWS_REGION":                      "local",
+		"AWS_DEFAULT_REGION":              "local",
+		"AWS_EXECUTION_ENV":               "Baton_" + spec.Spec.Runtime,
+		"BATON_CONCURRENCY":               strconv.Itoa(spec.Spec.Concurrency),
+	}
+	if env["PATH"] == "" {
+		env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+	}
+	for k, v := range spec.Spec.Env {
+		env[k] = v
+	}
+	return env
+}
+
+func envList(env map[string]string) []string { return function.EnvList(env) }
+
+// launch starts the instance's process and waits for its runtime to poll.
+func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeDir string) (workerapi.Instance, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return workerapi.Instance{}, fmt.Errorf("runtime api listener: %w", err)
+	}
+	in.api = runtimeapi.New(runtimeapi.Options{Logger: w.log, MaxResponseBytes: w.opts.MaxResponseBytes})
+	go func() {
+		if err := in.api.Serve(ln); err != nil {
+			w.log.Debug("runtime api stopped", "instance", in.id, "err", err)
+		}
+	}()
+	fail := func(err error) (workerapi.Instance, error) {
+		in.api.Close()
+		w.releaseApp(in.app)
+		return workerapi.Instance{}, err
+	}
+	env := w.instanceEnv(a.sb, in.spec, codeDir)
+	env["AWS_LAMBDA_RUNTIME_API"] = ln.Addr().String()
+	env["AWS_LAMBDA_LOG_STREAM_NAME"] = in.id
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return fail(fmt.Errorf("stdout pipe: %w", err))
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return fail(fmt.Errorf("stderr pipe: %w", err))
+	}
+	in.logs.follow(outR)
+	in.logs.follow(errR)
+
+	forked := false
+	switch in.spec.Spec.Runtime {
+	case function.RuntimePython:
+		g, gerr := w.acquireGrain(ctx, a, in.spec, interp, codeDir)
+		if gerr == nil {
+			in.grain = g
+			in.child, gerr = g.z.Spawn(ctx, env, outW, errW)
+			if gerr != nil {
+				w.releaseGrain(g)
+			}
+			forked = true
+		}
+		err = gerr
+	case function.RuntimeNode:
+		in.proc, err = a.sb.Start(ctx, sandbox.ProcessSpec{
+			Args: []string{interp, filepath.Join(a.sb.Path(runtimeMount), filepath.Base(w.runtimes.Node))},
+			Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: outW, Stderr: errW,
+		})
+	case function.RuntimeProvided:
+		in.proc, err = a.sb.Start(ctx, sandbox.ProcessSpec{
+			Args: []string{filepath.Join(env["LAMBDA_TASK_ROOT"], "bootstrap")},
+			Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: outW, Stderr: errW,
+		})
+	}
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return fail(fmt.Errorf("start instance of %s: %w", in.spec.Function, err))
+	}
+	// Registered before watch starts, so that watch always finds it and
+	// releases the app reference exactly once.
+	w.mu.Lock()
+	w.instances[in.id] = in
+	w.mu.Unlock()
+	go w.watch(in)
+
+	var initErr *workerapi.InitError
+	select {
+	case <-in.api.Ready():
+		return workerapi.Instance{ID: in.id, Function: in.spec.Function, Version: in.spec.Version, Capacity: in.capacity, Forked: forked}, nil
+	case fe := <-in.api.InitError():
+		initErr = &workerapi.InitError{Err: workerapi.FunctionError{Message: fe.Message, Type: fe.Type, StackTrace: fe.StackTrace}}
+	case <-in.done:
+		initErr = &workerapi.InitError{Err: workerapi.FunctionError{
+			Type: "Runtime.ExitError", Message: "instance exited before its runtime asked for work: " + in.exitDesc,
+		}}
+		if in.spec.Spec.Runtime == function.RuntimeProvided {
+			if _, serr := os.Stat(filepath.Join(codeDir, "bootstrap")); serr != nil {
+				initErr.Err.Message = "runtime provided needs an executable named bootstrap at the root of the code archive: " + in.exitDesc
+			}
+		}
+	case <-ctx.Done():
+		initErr = &workerapi.InitError{Err: workerapi.FunctionError{
+			Type: "Runtime.InitTimeout", Message: "runtime did not ask for work before the start deadline",
+		}}
+	}
+	w.mu.Lock()
+	in.stopping = true // an init failure is reported here, not as an event
+	w.mu.Unlock()
+	w.kill(in)
+	<-in.done
+	in.logs.wait()
+	initErr.Logs = in.logs.takeOrphan()
+	return workerapi.Instance{}, initErr
+}
+
+// watch waits for the instance's process and reports unexpected exits.
+func (w *Worker) watch(in *instance) {
+	if in.child != nil {
+		<-in.child.Done()
+		in.exitDesc = describeChildExit(in.child.Exit())
+	} else {
+		st, err := in.proc.Wait()
+		in.exitDesc = describeExit(st, err)
+	}
+	close(in.done)
+	in.api.Close()
+
+	w.mu.Lock()
+	delete(w.instances, in.id)
+	stopping := in.stopping
+	w.mu.Unlock()
+	if in.grain != nil {
+		w.releaseGrain(in.grain)
+	}
+	w.releaseApp(in.app)
+	if !stopping {
+		w.log.Info("instance exited", "function", in.spec.Function, "instance", in.id, "reason", in.exitDesc)
+		w.events <- workerapi.Event{Kind: workerapi.InstanceExited, Instance: in.id, Function: in.spec.Function, Version: in.spec.Version, Reason: in.exitDesc}
+	}
+}
+
+func describeExit(st sandbox.ExitStatus, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	if st.Signal != 0 {
+		return "killed by signal " + syscall.Signal(st.Signal).String()
+	}
+	return "exit status " + strconv.Itoa(st.Code)
+}
+
+func describeChildExit(e grain.ExitStatus) string {
+	if e.ZygoteLost {
+		return "grain worker died"
+	}
+	return describeExit(sandbox.ExitStatus{Code: e.Code, Signal: e.Signal}, nil)
+}
+
+func (w *Worker) kill(in *instance) {
+	var err error
+	if in.child != nil {
+		err = in.child.Kill(syscall.SIGKILL)
+	} else if in.proc != nil {
+		err = in.proc.Kill()
+	}
+	if err != nil {
+		w.log.Debug("kill instance", "instance", in.id, "err", err)
+	}
+}
+
+// StopInstance implements workerapi.Worker.
+func (w *Worker) StopInstance(ctx context.Context, id string) error {
+	w.mu.Lock()
+	in, ok := w.instances[id]
+	if ok {
+		in.stopping = true
+	}
+	w.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	w.kill(in)
+	select {
+	case <-in.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop instance %s: %w", id, ctx.Err())
+	}
+}
+
+// Invoke implements workerapi.Worker.
+func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation) (workerapi.Result, error) {
+	w.mu.Lock()
+	in, ok := w.instances[id]
+	w.mu.Unlock()
+	if !ok {
+		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureInstanceGone, Message: "instance " + id + " is gone"}
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-in.done:
+			cancel()
+		case <-ictx.Done():
+		}
+	}()
+	in.logs.begin(inv.ID)
+	began := time.Now()
+	res, err := in.api.Invoke(ictx, runtimeapi.Event{
+		RequestID: inv.ID, Payload: inv.Payload, Deadline: inv.Deadline, TraceID: inv.TraceID,
+		FunctionARN: function.ARN(in.spec.Function, in.spec.Version),
+	})
+	elapsed := time.Since(began)
+	if err != nil {
+		var f *workerapi.Failure
+		select {
+		case <-in.done:
+			f = &workerapi.Failure{Kind: workerapi.FailureCrash, Message: "instance " + in.id + " died during the invocation: " + in.exitDesc}
+		default:
+			switch {
+			case errors.Is(err, runtimeapi.ErrResponseTooLarge):
+				f = &workerapi.Failure{Kind: workerapi.FailureTooLarge, InstanceAlive: true,
+					Message: fmt.Sprintf("response is larger than the %d byte limit", w.opts.MaxResponseBytes)}
+			case errors.Is(ctx.Err(), context.DeadlineExceeded):
+				// The runtime is still busy with the event and cannot be
+				// interrupted: the instance has to go.
+				w.kill(in)
+				<-in.done
+				f = &workerapi.Failure{Kind: workerapi.FailureTimeout,
+					Message: fmt.Sprintf("function timed out after %s", in.spec.Spec.Timeout())}
+			case ctx.Err() != nil:
+				w.kill(in)
+				<-in.done
+				f = &workerapi.Failure{Kind: workerapi.FailureInstanceGone, Message: "invocation cancelled: " + ctx.Err().Error()}
+			default:
+				w.kill(in)
+				<-in.done
+				f = &workerapi.Failure{Kind: workerapi.FailureWorkerFailure, Message: err.Error()}
+			}
+		}
+		f.Logs, f.LogsTruncated = in.logs.end(inv.ID)
+		return workerapi.Result{Duration: elapsed}, f
+	}
+	out := workerapi.Result{Payload: res.Payload, Duration: elapsed}
+	if res.Error != nil {
+		out.Error = &workerapi.FunctionError{Message: res.Error.Message, Type: res.Error.Type, StackTrace: res.Error.StackTrace}
+	}
+	out.Logs, out.LogsTruncated = in.logs.end(inv.ID)
+	return out, nil
+}
+
+// Close stops every instance, grain worker and sandbox.
+func (w *Worker) Close(ctx context.Context) error {
+	w.mu.Lock()
+	w.closed = true
+	ins := make([]*instance, 0, len(w.instances))
+	for _, in := range w.instances {
+		in.stopping = true
+		ins = append(ins, in)
+	}
+	w.mu.Unlock()
+	for _, in := range ins {
+		w.kill(in)
+	}
+	for _, in := range ins {
+		select {
+		case <-in.done:
+		case <-ctx.Done():
+			return fmt.Errorf("instances still running at shutdown: %w", ctx.Err())
+		}
+	}
+	w.mu.Lock()
+	grains := make([]*grainWorker, 0, len(w.grains))
+	for _, g := range w.grains {
+		grains = append(grains, g)
+	}
+	apps := make([]*app, 0, len(w.apps))
+	for _, a := range w.apps {
+		apps = append(apps, a)
+	}
+	w.mu.Unlock()
+	for _, g := range grains {
+		g.stop()
+	}
+	for _, a := range apps {
+		<-a.ready
+		if a.sb != nil {
+			_ = a.sb.Destroy(ctx)
+		}
+	}
+	return nil
+}
+
+var _ workerapi.Worker = (*Worker)(nil)
