@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -111,9 +112,27 @@ func New(opts Options) (*Worker, error) {
 		extracting: map[string]chan struct{}{},
 	}
 	// Interpreters are optional: a host without Node still runs Python.
-	w.python, _ = exec.LookPath("python3")
+	w.python = resolvePython()
 	w.node, _ = exec.LookPath("node")
 	return w, nil
+}
+
+// resolvePython finds the real python3 binary. PATH may hold a wrapper
+// (pyenv's shims are shell scripts) that would add its own start-up time
+// to every cold start.
+func resolvePython() string {
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		return ""
+	}
+	out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		return p
+	}
+	if real := strings.TrimSpace(string(out)); filepath.IsAbs(real) {
+		return real
+	}
+	return p
 }
 
 // Info implements workerapi.Worker.

@@ -1,0 +1,12 @@
+import json
+import os
+
+
+def handler(event, context):
+    name = event.get("name", "world") if isinstance(event, dict) else "world"
+    print(f"greeting {name} from {context.function_name} v{context.function_version}")
+    return {
+        "message": f"Hello, {name}!",
+        "requestId": context.aws_request_id,
+        "pid": os.getpid(),
+    }
