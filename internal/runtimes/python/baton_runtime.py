@@ -1,0 +1,607 @@
+"""Baton runtime client for Python (AWS Lambda Runtime API 2018-06-01).
+
+Two modes:
+
+  python3 -u baton_runtime.py          plain runtime: import the handler, then
+                                       serve invocations until the API goes away.
+  python3 -u baton_runtime.py zygote   grain worker: import the handler once and
+                                       fork a ready-to-serve child per request
+                                       received on the control socket (fd 3).
+
+Standard library only, so it runs on any stock python3.
+"""
+
+import http.client
+import importlib
+import io
+import json
+import os
+import sys
+import time
+import traceback
+
+API_PREFIX = "/2018-06-01/runtime"
+
+# Keep messages on the SEQPACKET control socket well below the socket buffer
+# size: a packet larger than it cannot be sent at all.
+MAX_ERROR_MESSAGE = 8192
+MAX_STACK_ENTRIES = 50
+
+_MISSING = object()
+
+
+class RuntimeAPIError(Exception):
+    """The Runtime API could not be reached or answered unexpectedly."""
+
+
+class RuntimeClient:
+    """Talks to the Runtime API over one kept-alive HTTP connection."""
+
+    def __init__(self, address):
+        self.address = address
+        self.conn = None
+
+    def _request(self, method, path, body=None, headers=None):
+        # One retry covers a kept-alive connection that the server closed
+        # while we were idle; anything beyond that is a real failure.
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.address)
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                resp = self.conn.getresponse()
+                data = resp.read()
+                return resp, data
+            except (http.client.HTTPException, OSError) as e:
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise RuntimeAPIError(
+                        "%s %s: %s: %s" % (method, path, type(e).__name__, e)
+                    ) from e
+        raise AssertionError("unreachable")
+
+    def next(self):
+        resp, body = self._request("GET", API_PREFIX + "/invocation/next")
+        if resp.status != 200:
+            raise RuntimeAPIError("GET /invocation/next: status %d: %r" % (resp.status, body[:200]))
+        return resp, body
+
+    def _post(self, path, body, headers):
+        _flush_std()
+        resp, data = self._request("POST", path, body, headers)
+        if resp.status >= 300:
+            # The API rejected this one post (e.g. payload too large); the
+            # runtime itself is still healthy, so log and keep serving.
+            sys.stderr.write(
+                "baton runtime: POST %s: status %d: %s\n"
+                % (path, resp.status, data[:500].decode("utf-8", "replace"))
+            )
+            sys.stderr.flush()
+
+    def post_response(self, request_id, body):
+        self._post(
+            "%s/invocation/%s/response" % (API_PREFIX, request_id),
+            body,
+            {"Content-Type": "application/json"},
+        )
+
+    def post_error(self, request_id, err):
+        self._post(
+            "%s/invocation/%s/error" % (API_PREFIX, request_id),
+            _encode_error(err),
+            {
+                "Content-Type": "application/json",
+                "Lambda-Runtime-Function-Error-Type": _header_safe(err["errorType"]),
+            },
+        )
+
+    def post_init_error(self, err):
+        self._post(
+            API_PREFIX + "/init/error",
+            _encode_error(err),
+            {
+                "Content-Type": "application/json",
+                "Lambda-Runtime-Function-Error-Type": _header_safe(err["errorType"]),
+            },
+        )
+
+
+def _flush_std():
+    # The caller reads our pipes; everything the invocation printed must be
+    # there before the result is.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def _header_safe(value):
+    return "".join(c if " " <= c <= "~" else "?" for c in str(value))
+
+
+def _encode_error(err):
+    return json.dumps(err, default=str).encode("utf-8")
+
+
+def error_body(exc, error_type=None, skip_frames=0):
+    """Builds the Runtime API error document for an exception."""
+    frames = traceback.extract_tb(exc.__traceback__)[skip_frames:]
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<unprintable %s>" % type(exc).__name__
+    return {
+        "errorMessage": message,
+        "errorType": error_type or type(exc).__name__,
+        "stackTrace": traceback.format_list(frames),
+    }
+
+
+class CognitoIdentity:
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(self, doc):
+        doc = doc if isinstance(doc, dict) else {}
+        self.cognito_identity_id = doc.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = doc.get("cognitoIdentityPoolId")
+
+
+class Client:
+    __slots__ = ("installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name")
+
+    def __init__(self, doc):
+        doc = doc if isinstance(doc, dict) else {}
+        self.installation_id = doc.get("installation_id")
+        self.app_title = doc.get("app_title")
+        self.app_version_name = doc.get("app_version_name")
+        self.app_version_code = doc.get("app_version_code")
+        self.app_package_name = doc.get("app_package_name")
+
+
+class ClientContext:
+    __slots__ = ("client", "custom", "env")
+
+    def __init__(self, doc):
+        doc = doc if isinstance(doc, dict) else {}
+        self.client = Client(doc["client"]) if isinstance(doc.get("client"), dict) else None
+        self.custom = doc.get("custom")
+        self.env = doc.get("env")
+
+
+class LambdaContext:
+    """The context object handed to handlers, shaped like Lambda's."""
+
+    def __init__(self, request_id, deadline_ms, function_arn, identity, client_context):
+        env = os.environ
+        self.aws_request_id = request_id
+        self.invoked_function_arn = function_arn
+        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.identity = identity
+        self.client_context = client_context
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        return max(0, self._deadline_ms - int(time.time() * 1000))
+
+    def __repr__(self):
+        return "LambdaContext(aws_request_id=%r, function_name=%r)" % (self.aws_request_id, self.function_name)
+
+
+def _json_header(headers, name, factory):
+    raw = headers.get(name)
+    if not raw:
+        return None
+    try:
+        return factory(json.loads(raw))
+    except Exception:
+        return None
+
+
+def load_handler():
+    """Imports the _HANDLER function. Returns (handler, None) or (None, error)."""
+    spec = os.environ.get("_HANDLER", "")
+    modname, _, funcname = spec.rpartition(".")
+    if not modname or not funcname:
+        return None, {
+            "errorMessage": "Bad handler '%s': expected module.function" % spec,
+            "errorType": "Runtime.MalformedHandlerName",
+            "stackTrace": [],
+        }
+    modname = modname.replace("/", ".")
+    try:
+        module = importlib.import_module(modname)
+    except SyntaxError as e:
+        return None, error_body(e, "Runtime.UserCodeSyntaxError")
+    except ImportError as e:
+        err = error_body(e, "Runtime.ImportModuleError")
+        err["errorMessage"] = "Unable to import module '%s': %s" % (modname, e)
+        return None, err
+    except BaseException as e:
+        # SystemExit or KeyboardInterrupt at import time is still an init
+        # failure of the function, not of the runtime.
+        return None, error_body(e)
+    handler = getattr(module, funcname, None)
+    if handler is None:
+        return None, {
+            "errorMessage": "Handler '%s' missing on module '%s'" % (funcname, modname),
+            "errorType": "Runtime.HandlerNotFound",
+            "stackTrace": [],
+        }
+    if not callable(handler):
+        return None, {
+            "errorMessage": "Handler '%s' on module '%s' is not callable" % (funcname, modname),
+            "errorType": "Runtime.HandlerNotFound",
+            "stackTrace": [],
+        }
+    return handler, None
+
+
+def setup_task_root():
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    # Our own directory must not shadow the function's modules.
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
+        del sys.path[0]
+    sys.path.insert(0, task_root)
+    try:
+        os.chdir(task_root)
+    except OSError as e:
+        sys.stderr.write("baton runtime: chdir %s: %s\n" % (task_root, e))
+
+
+def handle_one(client, handler, resp, body):
+    headers = resp.headers
+    request_id = headers.get("Lambda-Runtime-Aws-Request-Id", "")
+    try:
+        deadline_ms = int(headers.get("Lambda-Runtime-Deadline-Ms", "0"))
+    except ValueError:
+        deadline_ms = 0
+    trace_id = headers.get("Lambda-Runtime-Trace-Id")
+    if trace_id:
+        os.environ["_X_AMZN_TRACE_ID"] = trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    context = LambdaContext(
+        request_id,
+        deadline_ms,
+        headers.get("Lambda-Runtime-Invoked-Function-Arn"),
+        _json_header(headers, "Lambda-Runtime-Cognito-Identity", CognitoIdentity),
+        _json_header(headers, "Lambda-Runtime-Client-Context", ClientContext),
+    )
+    try:
+        event = json.loads(body) if body else None
+    except ValueError as e:
+        client.post_error(request_id, {
+            "errorMessage": "Unable to unmarshal input: %s" % e,
+            "errorType": "Runtime.UnmarshalError",
+            "stackTrace": [],
+        })
+        return
+    try:
+        result = handler(event, context)
+    except Exception as e:
+        # Drop the frame of this function: it is ours, not the user's.
+        client.post_error(request_id, error_body(e, skip_frames=1))
+        return
+    try:
+        payload = json.dumps(result).encode("utf-8")
+    except Exception as e:
+        client.post_error(request_id, {
+            "errorMessage": "Unable to marshal response: %s" % e,
+            "errorType": "Runtime.MarshalError",
+            "stackTrace": [],
+        })
+        return
+    client.post_response(request_id, payload)
+
+
+def invocation_loop(client, handler):
+    while True:
+        resp, body = client.next()
+        handle_one(client, handler, resp, body)
+
+
+def _runtime_api():
+    address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
+    if not address:
+        sys.stderr.write("baton runtime: AWS_LAMBDA_RUNTIME_API is not set\n")
+        sys.exit(1)
+    return address
+
+
+def serve(handler, init_error):
+    """Runs one runtime process to its end; never returns."""
+    code = 1
+    try:
+        client = RuntimeClient(_runtime_api())
+        if init_error is not None:
+            client.post_init_error(init_error)
+        else:
+            invocation_loop(client, handler)
+    except RuntimeAPIError as e:
+        sys.stderr.write("baton runtime: %s\n" % e)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    _flush_std()
+    os._exit(code)
+
+
+def plain_main():
+    setup_task_root()
+    handler, init_error = load_handler()
+    if init_error is not None:
+        sys.stderr.write("baton runtime: init error: %s: %s\n" % (init_error["errorType"], init_error["errorMessage"]))
+    serve(handler, init_error)
+
+
+# ---------------------------------------------------------------------------
+# Zygote ("grain worker") mode.
+
+
+class Zygote:
+    CTRL_FD = 3
+
+    def __init__(self):
+        import signal
+        import socket
+        import selectors
+
+        self.signal = signal
+        self.socket = socket
+        self.pid = os.getpid()
+        self.children = {}  # pid -> spawn id
+        self.ctrl = socket.socket(fileno=self.CTRL_FD)
+        self.ctrl.setblocking(True)
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.ctrl, selectors.EVENT_READ, "ctrl")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.prctl = None
+        self.handler = None
+        self.init_error = None
+
+    def prepare(self):
+        import ast  # noqa: F401  (traceback needs it to format a child's first error)
+        import ctypes
+        import gc
+
+        # A no-op Python handler is needed for SIGCHLD to reach the wakeup
+        # fd at all; the real work happens in the main loop.
+        self.signal.signal(self.signal.SIGCHLD, lambda signum, frame: None)
+        self.signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            self.prctl = libc.prctl
+        except (OSError, AttributeError):
+            self.prctl = None
+        # The child's first connect resolves the API address, which
+        # imports the idna codec (plus stringprep and unicodedata) and loads
+        # the resolver: several milliseconds per child unless done here.
+        try:
+            self.socket.getaddrinfo("127.0.0.1", 9001, 0, self.socket.SOCK_STREAM)
+            "localhost".encode("idna")
+        except (OSError, LookupError):
+            pass
+        setup_task_root()
+        self.handler, self.init_error = load_handler()
+        if self.init_error is not None:
+            err = self.init_error
+            err["errorMessage"] = str(err.get("errorMessage", ""))[:MAX_ERROR_MESSAGE]
+            err["stackTrace"] = list(err.get("stackTrace") or [])[-MAX_STACK_ENTRIES:]
+        _flush_std()
+        # Objects that exist now are shared with every child; keeping the
+        # collector away from them keeps those pages shared after fork.
+        gc.collect()
+        gc.freeze()
+
+    def send(self, msg):
+        self.ctrl.send(json.dumps(msg, separators=(",", ":")).encode("utf-8"))
+
+    def run(self):
+        self.send({"op": "ready", "pid": self.pid, "initError": self.init_error})
+        while True:
+            for key, _ in self.sel.select():
+                if key.data == "wake":
+                    self.drain_wakeup()
+                    self.reap()
+                elif not self.read_ctrl():
+                    return
+            # Children may end between wakeups we already drained; reaping
+            # each round is cheap and never misses one.
+            self.reap()
+
+    def drain_wakeup(self):
+        try:
+            while os.read(self.wake_r, 256):
+                pass
+        except BlockingIOError:
+            pass
+
+    def read_ctrl(self):
+        """Handles one control packet; returns False at end of stream."""
+        socket = self.socket
+        fds = []
+        try:
+            data, ancdata, flags, _ = self.ctrl.recvmsg(
+                1 << 16, socket.CMSG_SPACE(8 * 4), socket.MSG_CMSG_CLOEXEC
+            )
+        except (ConnectionResetError, BrokenPipeError):
+            return False
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                fds.extend(int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, usable, 4))
+        try:
+            if not data:
+                return False
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                self.log("control message truncated, dropped")
+                return True
+            try:
+                msg = json.loads(data)
+            except ValueError as e:
+                self.log("bad control message: %s" % e)
+                return True
+            op = msg.get("op") if isinstance(msg, dict) else None
+            if op == "spawn":
+                self.spawn(msg, fds)
+            elif op == "kill":
+                self.kill(msg)
+            else:
+                self.log("unknown control op %r" % (op,))
+            return True
+        finally:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def spawn(self, msg, fds):
+        spawn_id = msg.get("id")
+        env = msg.get("env") or {}
+        if len(fds) != 2:
+            self.send({"op": "spawnError", "id": spawn_id, "error": "want 2 fds (stdout, stderr), got %d" % len(fds)})
+            return
+        if not isinstance(env, dict):
+            self.send({"op": "spawnError", "id": spawn_id, "error": "env must be an object"})
+            return
+        _flush_std()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            self.send({"op": "spawnError", "id": spawn_id, "error": "fork: %s" % e})
+            return
+        if pid == 0:
+            self.child(env, fds[0], fds[1])  # never returns
+        self.children[pid] = spawn_id
+        self.send({"op": "spawned", "id": spawn_id, "pid": pid})
+
+    def child(self, env, out_fd, err_fd):
+        try:
+            signal = self.signal
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # Closing via the objects (not raw fds) so no stale object can
+            # later close a reused descriptor number. The epoll instance is
+            # shared with the zygote, so it must be closed, never modified.
+            self.sel.close()
+            self.ctrl.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            os.dup2(out_fd, 1)
+            os.dup2(err_fd, 2)
+            os.close(out_fd)
+            os.close(err_fd)
+            sys.stdout = io.TextIOWrapper(
+                io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+                line_buffering=True, write_through=True,
+            )
+            sys.stderr = io.TextIOWrapper(
+                io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+                line_buffering=True, write_through=True,
+            )
+            os.environ.update({str(k): str(v) for k, v in env.items()})
+            if self.prctl is not None:
+                self.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+            if os.getppid() != self.pid:
+                # The zygote died before the death signal was armed.
+                os._exit(1)
+        except BaseException:
+            try:
+                traceback.print_exc()
+            finally:
+                os._exit(1)
+        serve(self.handler, self.init_error)
+
+    def kill(self, msg):
+        pid = msg.get("pid")
+        sig = msg.get("signal")
+        if not isinstance(pid, int) or not isinstance(sig, int) or pid not in self.children:
+            return
+        # An optional spawn id guards against a reused pid.
+        if "id" in msg and msg["id"] is not None and msg["id"] != self.children[pid]:
+            return
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, ValueError, OSError) as e:
+            self.log("kill %d: %s" % (pid, e))
+
+    def reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            # Orphans re-parented to us (e.g. inside a PID namespace) are
+            # reaped too, but only our own children are reported.
+            if self.children.pop(pid, _MISSING) is _MISSING:
+                continue
+            if os.WIFSIGNALED(status):
+                code, sig = -1, os.WTERMSIG(status)
+            elif os.WIFEXITED(status):
+                code, sig = os.WEXITSTATUS(status), 0
+            else:
+                continue
+            self.send({"op": "exit", "pid": pid, "status": code, "signal": sig})
+
+    def shutdown(self):
+        for pid in list(self.children):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        # Reap them before leaving so none lingers as a zombie of whoever
+        # inherits it.
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        self.children.clear()
+
+    def log(self, text):
+        sys.stderr.write("baton zygote: %s\n" % text)
+        sys.stderr.flush()
+
+
+def zygote_main():
+    # Children get exactly 0, 1 and 2 from us: stdin is /dev/null and any
+    # descriptor we inherited beyond the control socket is dropped.
+    try:
+        os.closerange(Zygote.CTRL_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    except (OSError, ValueError):
+        pass
+    null = os.open(os.devnull, os.O_RDONLY)
+    if null != 0:
+        os.dup2(null, 0)
+        os.close(null)
+    z = Zygote()
+    z.prepare()
+    try:
+        z.run()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        z.shutdown()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "zygote":
+        zygote_main()
+    elif len(sys.argv) > 1:
+        sys.stderr.write("usage: baton_runtime.py [zygote]\n")
+        sys.exit(2)
+    else:
+        plain_main()

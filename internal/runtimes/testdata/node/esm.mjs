@@ -1,0 +1,5 @@
+export const handler = async (event, context) => ({
+  esm: true,
+  got: event,
+  functionName: context.functionName,
+});
