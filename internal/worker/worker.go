@@ -511,7 +511,11 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 		default:
 			switch {
 			case errors.Is(err, runtimeapi.ErrResponseTooLarge):
-				f = &workerapi.Failure{Kind: workerapi.FailureTooLarge, InstanceAlive: true,
+				// Runtime clients treat the refused post as fatal (aws-lambda-go
+				// exits), so the instance is replaced rather than trusted.
+				w.kill(in)
+				<-in.done
+				f = &workerapi.Failure{Kind: workerapi.FailureTooLarge,
 					Message: fmt.Sprintf("response is larger than the %d byte limit", w.opts.MaxResponseBytes)}
 			case errors.Is(ctx.Err(), context.DeadlineExceeded):
 				// The runtime is still busy with the event and cannot be

@@ -1,0 +1,74 @@
+package function
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestNormalizeDefaults(t *testing.T) {
+	s, err := Spec{Runtime: RuntimePython, Handler: "app.handler"}.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.MemoryMB != DefaultMemoryMB || s.TimeoutSeconds != DefaultTimeoutSeconds || s.Concurrency != 1 ||
+		s.MaxScale != DefaultMaxScale || s.IdleTimeoutSeconds != DefaultIdleSeconds || s.MinScale != 0 {
+		t.Fatalf("defaults not applied: %+v", s)
+	}
+}
+
+func TestNormalizeRejects(t *testing.T) {
+	cases := map[string]struct {
+		spec Spec
+		want string
+	}{
+		"unknown runtime":      {Spec{Runtime: "ruby", Handler: "a.b"}, `unknown runtime "ruby"`},
+		"missing runtime":      {Spec{Handler: "a.b"}, "runtime is required"},
+		"missing handler":      {Spec{Runtime: RuntimePython}, "handler is required"},
+		"handler without dot":  {Spec{Runtime: RuntimeNode, Handler: "index"}, "FILE.FUNCTION"},
+		"handler traversal":    {Spec{Runtime: RuntimePython, Handler: "../x.y"}, "not a valid"},
+		"memory too large":     {Spec{Runtime: RuntimePython, Handler: "a.b", MemoryMB: 99999}, "memoryMB 99999 is out of range"},
+		"negative timeout":     {Spec{Runtime: RuntimePython, Handler: "a.b", TimeoutSeconds: -1}, "timeoutSeconds"},
+		"python concurrency":   {Spec{Runtime: RuntimePython, Handler: "a.b", Concurrency: 4}, "concurrency 4 needs runtime nodejs"},
+		"min above max":        {Spec{Runtime: RuntimePython, Handler: "a.b", MinScale: 5, MaxScale: 2}, "minScale 5"},
+		"reserved env":         {Spec{Runtime: RuntimePython, Handler: "a.b", Env: map[string]string{"_HANDLER": "x"}}, "reserved"},
+		"bad env name":         {Spec{Runtime: RuntimePython, Handler: "a.b", Env: map[string]string{"1X": "x"}}, "not valid"},
+		"negative idle":        {Spec{Runtime: RuntimePython, Handler: "a.b", IdleTimeoutSeconds: -5}, "idleTimeoutSeconds"},
+		"max scale over limit": {Spec{Runtime: RuntimePython, Handler: "a.b", MaxScale: 100000}, "maxScale"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := c.spec.Normalize()
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want ErrInvalid mentioning %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	for _, ok := range []string{"a", "hello", "my-func-2", strings.Repeat("a", 64)} {
+		if err := ValidateName(ok); err != nil {
+			t.Errorf("ValidateName(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "Hello", "-a", "a-", "a_b", "../x", "a.b", strings.Repeat("a", 65)} {
+		if err := ValidateName(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ValidateName(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+func TestInstanceEqual(t *testing.T) {
+	a, _ := Spec{Runtime: RuntimePython, Handler: "a.b", Env: map[string]string{"K": "1"}}.Normalize()
+	b := a
+	b.MaxScale = 99
+	if !a.InstanceEqual(b) {
+		t.Fatal("a scaling-only change must keep the version")
+	}
+	c := a
+	c.Env = map[string]string{"K": "2"}
+	if a.InstanceEqual(c) {
+		t.Fatal("an env change must make a new version")
+	}
+}
