@@ -86,7 +86,11 @@ func (s *Server) functionURL(w http.ResponseWriter, r *http.Request) {
 }
 
 func buildURLEvent(r *http.Request, name, id string, body []byte) urlEvent {
-	path := "/" + r.PathValue("path")
+	// rawPath keeps the percent-encoding (so %2F stays distinct from /).
+	path := "/"
+	if rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/fn/"+name); ok && rest != "" {
+		path = rest
+	}
 	now := time.Now().UTC()
 	ev := urlEvent{
 		Version: "2.0", RouteKey: "$default", RawPath: path, RawQueryString: r.URL.RawQuery,

@@ -33,6 +33,10 @@ func TestBuildURLEvent(t *testing.T) {
 	}
 	r2 := httptest.NewRequest(http.MethodPost, "/fn/hello", strings.NewReader(`{"a":1}`))
 	r2.Header.Set("Content-Type", "application/json; charset=utf-8")
+	r3 := httptest.NewRequest(http.MethodGet, "/fn/hello/a%20b/c%2Fd", nil)
+	if ev3 := buildURLEvent(r3, "hello", "r", nil); ev3.RawPath != "/a%20b/c%2Fd" {
+		t.Fatalf("rawPath must stay encoded: %q", ev3.RawPath)
+	}
 	if ev2 := buildURLEvent(r2, "hello", "r", []byte(`{"a":1}`)); ev2.IsBase64Encoded || ev2.Body != `{"a":1}` || ev2.RawPath != "/" {
 		t.Fatalf("json body must be plain text: %+v", ev2)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/metrics"
 	"github.com/baton-faas/baton/internal/records"
 	"github.com/baton-faas/baton/internal/registry"
@@ -38,6 +39,10 @@ type Controller struct {
 	records *records.Log
 	metrics *metrics.Metrics
 	log     *slog.Logger
+	// perFunction orders deploys and deletes of one function, so that the
+	// router always ends up with what the registry holds last. The lock is
+	// per name: invocations and other functions never wait on it.
+	perFunction keyedlock.Locks
 }
 
 // New creates a controller; call Start before serving.
@@ -91,6 +96,7 @@ func (c *Controller) Isolation() string { return c.worker.Info().Isolation }
 
 // Deploy registers or updates a function.
 func (c *Controller) Deploy(ctx context.Context, name string, spec function.Spec, code []byte) (registry.DeployResult, error) {
+	defer c.perFunction.Lock(name)()
 	res, err := c.reg.Deploy(ctx, name, spec, code)
 	if err != nil {
 		return res, err
@@ -129,6 +135,7 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 	if err := function.ValidateName(name); err != nil {
 		return err
 	}
+	defer c.perFunction.Lock(name)()
 	if _, err := c.reg.Delete(ctx, name); err != nil {
 		return err
 	}
@@ -165,8 +172,14 @@ func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte
 	start := time.Now()
 	out, err := c.router.Invoke(ctx, name, workerapi.Invocation{ID: id, Payload: payload})
 	end := time.Now()
-	if errors.Is(err, router.ErrUnknownFunction) || errors.Is(err, router.ErrQueueFull) ||
-		errors.Is(err, router.ErrShuttingDown) {
+	switch {
+	case errors.Is(err, router.ErrQueueFull):
+		c.metrics.ObserveRejection(name, "queue-full")
+		return Invocation{ID: id}, err
+	case errors.Is(err, router.ErrShuttingDown):
+		c.metrics.ObserveRejection(name, "shutting-down")
+		return Invocation{ID: id}, err
+	case errors.Is(err, router.ErrUnknownFunction):
 		return Invocation{ID: id}, err
 	}
 	inv := Invocation{
@@ -188,9 +201,13 @@ func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte
 		rec.Status = records.StatusFunctionError
 	case err == nil:
 	case errors.As(err, &failure):
-		rec.Status = records.StatusCrash
-		if failure.Kind == workerapi.FailureTimeout {
+		switch failure.Kind {
+		case workerapi.FailureTimeout:
 			rec.Status = records.StatusTimeout
+		case workerapi.FailureTooLarge:
+			rec.Status = records.StatusTooLarge
+		default:
+			rec.Status = records.StatusCrash
 		}
 		rec.Error = &workerapi.FunctionError{Type: "Baton." + string(failure.Kind), Message: failure.Message}
 		rec.Logs, rec.LogsTruncated = string(failure.Logs), failure.LogsTruncated

@@ -20,6 +20,7 @@ type Metrics struct {
 	wait        *prometheus.HistogramVec
 	instances   *prometheus.GaugeVec
 	queue       *prometheus.GaugeVec
+	rejected    *prometheus.CounterVec
 }
 
 // New registers Baton's collectors in a fresh registry.
@@ -47,7 +48,10 @@ func New() *Metrics {
 	m.queue = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "baton_queue_depth", Help: "Requests waiting for an instance, per function.",
 	}, []string{"function"})
-	m.reg.MustRegister(m.invocations, m.errors, m.coldStarts, m.latency, m.wait, m.instances, m.queue,
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baton_rejected_total", Help: "Requests refused before they ran (queue full, shutting down), by function and reason.",
+	}, []string{"function", "reason"})
+	m.reg.MustRegister(m.rejected, m.invocations, m.errors, m.coldStarts, m.latency, m.wait, m.instances, m.queue,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -70,6 +74,11 @@ func (m *Metrics) ObserveInvocation(function, status string, cold bool, total, w
 	m.wait.WithLabelValues(function).Observe(wait)
 }
 
+// ObserveRejection counts a request refused before it ran.
+func (m *Metrics) ObserveRejection(function, reason string) {
+	m.rejected.WithLabelValues(function, reason).Inc()
+}
+
 // ObserveInstances implements router.Observer.
 func (m *Metrics) ObserveInstances(function string, ready, starting int) {
 	m.instances.WithLabelValues(function, "ready").Set(float64(ready))
@@ -83,7 +92,7 @@ func (m *Metrics) ObserveQueue(function string, depth int) {
 
 // Forget drops a deleted function's series.
 func (m *Metrics) Forget(function string) {
-	for _, v := range []*prometheus.CounterVec{m.invocations, m.errors} {
+	for _, v := range []*prometheus.CounterVec{m.invocations, m.errors, m.rejected} {
 		v.DeletePartialMatch(prometheus.Labels{"function": function})
 	}
 	m.coldStarts.DeleteLabelValues(function)

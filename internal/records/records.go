@@ -22,8 +22,8 @@ const (
 	StatusFunctionError = "function-error"
 	StatusTimeout       = "timeout"
 	StatusCrash         = "crash"
+	StatusTooLarge      = "response-too-large"
 	StatusInitError     = "init-error"
-	StatusRejected      = "rejected"
 	StatusFailed        = "failed"
 )
 

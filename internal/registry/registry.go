@@ -5,6 +5,7 @@
 package registry
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -12,11 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/store"
 )
 
@@ -29,6 +33,10 @@ type Registry struct {
 	blobs  store.Blobs
 	limits archive.Limits
 	log    *slog.Logger
+	// perDigest orders "store code, then reference it" against "find no
+	// reference, then delete the code", so that collection never removes
+	// code a concurrent deploy of another function is about to use.
+	perDigest keyedlock.Locks
 }
 
 // New returns a registry over the given stores.
@@ -61,33 +69,75 @@ func (r *Registry) Deploy(ctx context.Context, name string, spec function.Spec, 
 	if _, err := archive.Validate(bytes.NewReader(code), int64(len(code)), r.limits); err != nil {
 		return DeployResult{}, fmt.Errorf("%w: code archive: %w", function.ErrInvalid, err)
 	}
+	if spec.Runtime == function.RuntimeProvided {
+		if err := checkBootstrap(code); err != nil {
+			return DeployResult{}, err
+		}
+	}
 	sum := sha256.Sum256(code)
 	digest := "sha256:" + hex.EncodeToString(sum[:])
-	if err := r.ensureBlob(ctx, digest, code); err != nil {
+	res, old, err := r.store(ctx, name, spec, digest, code)
+	if err != nil {
 		return DeployResult{}, err
 	}
+	if old != "" && old != digest {
+		r.collectBlob(ctx, old)
+	}
+	return res, nil
+}
+
+// store writes the code and then the definition, holding the digest lock.
+func (r *Registry) store(ctx context.Context, name string, spec function.Spec, digest string, code []byte) (DeployResult, string, error) {
+	defer r.perDigest.Lock(digest)()
+	if err := r.ensureBlob(ctx, digest, code); err != nil {
+		return DeployResult{}, "", err
+	}
 	for attempt := 0; attempt < 5; attempt++ {
-		res, err := r.put(ctx, name, spec, digest, int64(len(code)))
+		res, old, err := r.put(ctx, name, spec, digest, int64(len(code)))
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
-		return res, err
+		return res, old, err
 	}
-	return DeployResult{}, fmt.Errorf("deploy %s: too many concurrent updates, try again", name)
+	return DeployResult{}, "", fmt.Errorf("deploy %s: too many concurrent updates, try again", name)
 }
 
-func (r *Registry) put(ctx context.Context, name string, spec function.Spec, digest string, size int64) (DeployResult, error) {
+// checkBootstrap insists that a provided-runtime archive holds an
+// executable bootstrap at its root, as Lambda custom runtimes do.
+func checkBootstrap(code []byte) error {
+	zr, err := zip.NewReader(bytes.NewReader(code), int64(len(code)))
+	if err != nil {
+		return fmt.Errorf("%w: code archive: %w", function.ErrInvalid, err)
+	}
+	for _, f := range zr.File {
+		if strings.TrimPrefix(f.Name, "./") != "bootstrap" {
+			continue
+		}
+		mode := f.Mode()
+		if mode.IsDir() {
+			break
+		}
+		if mode&0o111 == 0 && mode&fs.ModeSymlink == 0 {
+			return fmt.Errorf("%w: runtime provided: bootstrap is not executable (set its x bit before zipping)", function.ErrInvalid)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: runtime provided needs an executable file named bootstrap at the root of the code archive", function.ErrInvalid)
+}
+
+// put writes the definition; it returns the digest the function used before.
+func (r *Registry) put(ctx context.Context, name string, spec function.Spec, digest string, size int64) (DeployResult, string, error) {
 	now := time.Now().UTC()
 	old, rev, err := r.fns.GetFunction(ctx, name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		fn := function.Function{Name: name, Version: 1, Spec: spec, CodeDigest: digest, CodeSize: size, CreatedAt: now, UpdatedAt: now}
 		if _, err := r.fns.PutFunction(ctx, fn, 0); err != nil {
-			return DeployResult{}, err
+			return DeployResult{}, "", err
 		}
-		return DeployResult{Function: fn, Created: true, NewVersion: true}, nil
+		return DeployResult{Function: fn, Created: true, NewVersion: true}, "", nil
 	case err != nil:
-		return DeployResult{}, err
+		return DeployResult{}, "", err
 	}
 	fn := old
 	fn.Spec = spec
@@ -98,12 +148,9 @@ func (r *Registry) put(ctx context.Context, name string, spec function.Spec, dig
 		fn.CodeDigest, fn.CodeSize = digest, size
 	}
 	if _, err := r.fns.PutFunction(ctx, fn, rev); err != nil {
-		return DeployResult{}, err
+		return DeployResult{}, "", err
 	}
-	if old.CodeDigest != digest {
-		r.collectBlob(ctx, old.CodeDigest)
-	}
-	return DeployResult{Function: fn, NewVersion: newVersion}, nil
+	return DeployResult{Function: fn, NewVersion: newVersion}, old.CodeDigest, nil
 }
 
 func (r *Registry) ensureBlob(ctx context.Context, digest string, code []byte) error {
@@ -121,6 +168,7 @@ func (r *Registry) ensureBlob(ctx context.Context, digest string, code []byte) e
 // Workers keep their own unpacked copy, so draining instances of an old
 // version are unaffected.
 func (r *Registry) collectBlob(ctx context.Context, digest string) {
+	defer r.perDigest.Lock(digest)()
 	fns, err := r.fns.ListFunctions(ctx)
 	if err != nil {
 		r.log.Warn("code garbage collection skipped", "digest", digest, "err", err)

@@ -138,6 +138,11 @@ type fnState struct {
 	instances map[string]*instance
 	starting  int // instance starts in progress for fn.Version
 	queue     []*waiter
+	// failures counts consecutive failed starts; until retryAt, starts
+	// that only serve minScale (no request waiting) are held back, so a
+	// broken function is not restarted in a tight loop.
+	failures int
+	retryAt  time.Time
 	stopped   []string // instances to stop once the lock is released
 }
 
@@ -157,7 +162,13 @@ func (r *Router) SetFunction(fn function.Function) {
 		return
 	}
 	st.mu.Lock()
+	if fn.Version < st.fn.Version {
+		// A stale update (versions only grow while a function exists).
+		st.mu.Unlock()
+		return
+	}
 	if fn.Version != st.fn.Version {
+		st.failures, st.retryAt = 0, time.Time{}
 		st.starting = 0 // in-flight starts of the old version are discarded when they finish
 	}
 	st.fn = fn
@@ -395,6 +406,11 @@ func (r *Router) reconcile(st *fnState) {
 		}
 	}
 	d := autoscaler.Plan(in)
+	if d.Start > 0 && now.Before(st.retryAt) {
+		demandOnly := in
+		demandOnly.MinScale = 0
+		d.Start = max(0, autoscaler.Desired(demandOnly)-in.Ready-in.Starting)
+	}
 	for _, id := range d.Stop {
 		st.stopLocked(st.instances[id])
 	}
@@ -438,6 +454,10 @@ func (r *Router) start(st *fnState, fn function.Function) {
 		st.starting--
 	}
 	if err != nil {
+		if current {
+			st.failures++
+			st.retryAt = r.opts.Now().Add(startBackoff(st.failures))
+		}
 		r.log.Warn("instance start failed", "function", fn.Name, "version", fn.Version, "after", r.opts.Now().Sub(began), "err", err)
 		// Fail as many waiting requests as this instance would have
 		// served: a broken function answers every request with its init
@@ -464,10 +484,20 @@ func (r *Router) start(st *fnState, fn function.Function) {
 		r.flushStops(st)
 		return
 	}
+	st.failures, st.retryAt = 0, time.Time{}
 	st.instances[in.id] = in
 	st.handoffLocked(in, now, true)
 	st.mu.Unlock()
 	r.reconcile(st)
+}
+
+// startBackoff doubles from 250 ms up to 30 s with consecutive failures.
+func startBackoff(failures int) time.Duration {
+	d := 250 * time.Millisecond
+	for i := 1; i < failures && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 30*time.Second)
 }
 
 // InstanceExited handles a worker event about an instance that died.

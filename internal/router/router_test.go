@@ -356,3 +356,38 @@ func TestShutdownWaitsForInflight(t *testing.T) {
 		t.Fatalf("%d instances alive after shutdown", fw.liveCount())
 	}
 }
+
+func TestBrokenMinScaleBacksOff(t *testing.T) {
+	fw := newFakeWorker()
+	var attempts atomic.Int64
+	fw.startErr = errors.New("boom")
+	counting := &countingWorker{fakeWorker: fw, attempts: &attempts}
+	r := New(counting, Options{Tick: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 1 }))
+	time.Sleep(time.Second)
+	// 0, 250 ms, 750 ms: a tight loop would make hundreds of attempts.
+	if n := attempts.Load(); n < 2 || n > 4 {
+		t.Fatalf("%d start attempts in 1 s, want 2-4 with backoff", n)
+	}
+	// A request still gets an attempt of its own right away.
+	before := attempts.Load()
+	if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); err == nil {
+		t.Fatal("invoke of a broken function succeeded")
+	}
+	if attempts.Load() == before {
+		t.Fatal("a waiting request did not trigger a start during backoff")
+	}
+}
+
+type countingWorker struct {
+	*fakeWorker
+	attempts *atomic.Int64
+}
+
+func (c *countingWorker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
+	c.attempts.Add(1)
+	return c.fakeWorker.StartInstance(ctx, spec)
+}

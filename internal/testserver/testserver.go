@@ -54,6 +54,14 @@ func Binary(tb testing.TB) string {
 	return filepath.Join(buildDir, "baton")
 }
 
+// RemoveBinary deletes the built binary; call it from TestMain after
+// m.Run so test runs do not leave binaries behind.
+func RemoveBinary() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
 // BuildGo builds a Go program (a package path relative to the repository
 // root, e.g. ./examples/hello-go) as an executable named bootstrap in a new
 // temporary directory and returns that directory.

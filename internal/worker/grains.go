@@ -22,6 +22,8 @@ type grainWorker struct {
 
 	ready chan struct{}
 	err   error
+	// exited is closed once the zygote process has been reaped.
+	exited chan struct{}
 
 	children int // guarded by Worker.mu
 }
@@ -63,7 +65,7 @@ func (w *Worker) acquireGrain(ctx context.Context, a *app, spec workerapi.Instan
 		}
 		return g, nil
 	}
-	g = &grainWorker{key: key, ready: make(chan struct{}), children: 1}
+	g = &grainWorker{key: key, ready: make(chan struct{}), exited: make(chan struct{}), children: 1}
 	w.grains[key] = g
 	w.mu.Unlock()
 
@@ -115,12 +117,15 @@ func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec wo
 		return fmt.Errorf("start grain worker: %w", err)
 	}
 	g.proc = proc
+	w.grainProcs.Add(1)
 	g.z = grain.New(ours, w.log.With("grain", g.key))
 	go w.forwardGrainOutput(g.key, logR)
 	go func() {
 		st, err := proc.Wait()
 		w.log.Debug("grain worker exited", "grain", g.key, "status", describeExit(st, err))
 		g.z.Close()
+		close(g.exited)
+		w.grainProcs.Done()
 	}()
 
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -165,11 +170,20 @@ func (w *Worker) releaseGrain(g *grainWorker) {
 	}
 }
 
+// stop ends the zygote (closing its socket makes it kill its children and
+// exit) and waits until it has been reaped, so nothing outlives the worker.
 func (g *grainWorker) stop() {
 	if g.z != nil {
 		g.z.Close()
 	}
-	if g.proc != nil {
-		_ = g.proc.Kill()
+	if g.proc == nil {
+		return
 	}
+	select {
+	case <-g.exited:
+		return
+	case <-time.After(2 * time.Second):
+	}
+	_ = g.proc.Kill()
+	<-g.exited
 }

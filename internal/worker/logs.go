@@ -205,10 +205,17 @@ func (lc *logCapture) end(id string) ([]byte, bool) {
 		}
 	}
 	b := lc.inflight[id]
-	delete(lc.inflight, id)
 	if b == nil {
 		return nil, false
 	}
+	// An unfinished last line belongs to the invocation that wrote it.
+	for _, s := range lc.streams {
+		if len(s.partial) > 0 && (len(lc.inflight) == 1 || lambdaLineRequestID(s.partial) == id) {
+			b.write(append(s.partial, '\n'))
+			s.partial = s.partial[:0]
+		}
+	}
+	delete(lc.inflight, id)
 	return bytes.Clone(b.buf.Bytes()), b.truncated
 }
 

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -58,6 +59,9 @@ type Worker struct {
 	apps       map[string]*app
 	extracting map[string]chan struct{}
 	closed     bool
+	// grainProcs counts zygote processes not yet reaped, including those
+	// being stopped in the background, so Close can wait for all of them.
+	grainProcs sync.WaitGroup
 }
 
 type app struct {
@@ -365,6 +369,13 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	if err != nil {
 		outR.Close()
 		errR.Close()
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
+			// The function's own executable cannot run: that is the
+			// function's init failure, told without host paths.
+			return fail(&workerapi.InitError{Err: workerapi.FunctionError{
+				Type: "Runtime.InvalidEntrypoint", Message: entrypointProblem(in.spec.Spec.Runtime, err),
+			}})
+		}
 		return fail(fmt.Errorf("start instance of %s: %w", in.spec.Function, err))
 	}
 	// Registered before watch starts, so that watch always finds it and
@@ -402,6 +413,21 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	in.logs.wait()
 	initErr.Logs = in.logs.takeOrphan()
 	return workerapi.Instance{}, initErr
+}
+
+func entrypointProblem(runtime string, err error) string {
+	what := "the runtime interpreter"
+	if runtime == function.RuntimeProvided {
+		what = "bootstrap"
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return what + " was not found"
+	case errors.Is(err, fs.ErrPermission):
+		return what + " is not executable (permission denied)"
+	default:
+		return what + " is not a valid executable for this host (exec format error)"
+	}
 }
 
 // watch waits for the instance's process and reports unexpected exits.
@@ -583,6 +609,13 @@ func (w *Worker) Close(ctx context.Context) error {
 		if a.sb != nil {
 			_ = a.sb.Destroy(ctx)
 		}
+	}
+	reaped := make(chan struct{})
+	go func() { w.grainProcs.Wait(); close(reaped) }()
+	select {
+	case <-reaped:
+	case <-ctx.Done():
+		return fmt.Errorf("grain workers still running at shutdown: %w", ctx.Err())
 	}
 	return nil
 }

@@ -346,6 +346,15 @@ def plain_main():
 # Zygote ("grain worker") mode.
 
 
+def _kill_group(pid, sig):
+    """Signals an instance's process group, or just the instance if its
+    group is already gone."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        os.kill(pid, sig)
+
+
 class Zygote:
     CTRL_FD = 3
 
@@ -482,11 +491,22 @@ class Zygote:
             return
         if pid == 0:
             self.child(env, fds[0], fds[1])  # never returns
+        # Each instance leads its own process group, so that killing it
+        # also kills whatever it started. Set from both sides of the fork
+        # so no kill can arrive before the group exists.
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
         self.children[pid] = spawn_id
         self.send({"op": "spawned", "id": spawn_id, "pid": pid})
 
     def child(self, env, out_fd, err_fd):
         try:
+            try:
+                os.setpgid(0, 0)
+            except OSError:
+                pass
             signal = self.signal
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -531,7 +551,7 @@ class Zygote:
         if "id" in msg and msg["id"] is not None and msg["id"] != self.children[pid]:
             return
         try:
-            os.kill(pid, sig)
+            _kill_group(pid, sig)
         except (ProcessLookupError, ValueError, OSError) as e:
             self.log("kill %d: %s" % (pid, e))
 
@@ -547,6 +567,11 @@ class Zygote:
             # reaped too, but only our own children are reported.
             if self.children.pop(pid, _MISSING) is _MISSING:
                 continue
+            # Nothing an instance started may outlive it.
+            try:
+                os.killpg(pid, 9)
+            except OSError:
+                pass
             if os.WIFSIGNALED(status):
                 code, sig = -1, os.WTERMSIG(status)
             elif os.WIFEXITED(status):
@@ -558,7 +583,7 @@ class Zygote:
     def shutdown(self):
         for pid in list(self.children):
             try:
-                os.kill(pid, 9)
+                _kill_group(pid, 9)
             except OSError:
                 pass
         # Reap them before leaving so none lingers as a zombie of whoever

@@ -1,0 +1,344 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-faas/baton/internal/client"
+	"github.com/baton-faas/baton/internal/function"
+)
+
+// TestTimeout runs a function past its timeout: the caller gets 504 soon
+// after the limit, the record says "timeout", the stuck instance is gone
+// and the next call works on a new one.
+func TestTimeout(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	srv := startServer(t)
+	spec := pySpec("sleep")
+	spec.TimeoutSeconds = 1
+	deploy(t, srv, "slowpoke", spec, pyDir)
+	var warm identity
+	first := mustInvoke(t, srv, "slowpoke", `{"ms": 0}`, &warm)
+
+	began := time.Now()
+	resp, _ := invoke(t, srv, "slowpoke", `{"ms": 5000}`)
+	took := time.Since(began)
+	if resp.Status != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504: %s", resp.Status, resp.Body)
+	}
+	if took < 900*time.Millisecond || took > 3*time.Second {
+		t.Errorf("timeout answer took %s, want about 1 s (timeoutSeconds 1)", took)
+	}
+	eb := errorBody(t, resp.Status, resp.Body)
+	if eb.Code != "timeout" || !strings.Contains(eb.Message, "timed out after 1s") || eb.InvocationID != resp.ID || resp.ID == "" {
+		t.Errorf("timeout body: %s", resp.Body)
+	}
+	if resp.Header.Get("Baton-Instance-Id") != first.Header.Get("Baton-Instance-Id") {
+		t.Errorf("timed-out call ran on %q, want the warm instance %q", resp.Header.Get("Baton-Instance-Id"), first.Header.Get("Baton-Instance-Id"))
+	}
+	rec := record(t, srv, resp.ID)
+	checkRecord(t, rec, resp.ID, "slowpoke", "timeout")
+	if rec.Error == nil || rec.Error.Type != "Baton.timeout" || rec.ExecMs < 900 {
+		t.Errorf("timeout record: %+v", rec)
+	}
+	if procAlive(warm.Pid) {
+		t.Errorf("timed-out instance (pid %d) still runs", warm.Pid)
+	}
+
+	var next identity
+	r := mustInvoke(t, srv, "slowpoke", `{"ms": 10}`, &next)
+	if !r.Cold || next.Pid == warm.Pid || r.Header.Get("Baton-Instance-Id") == first.Header.Get("Baton-Instance-Id") {
+		t.Errorf("call after the timeout: cold %v, pid %d (old %d), instance %s", r.Cold, next.Pid, warm.Pid, r.Header.Get("Baton-Instance-Id"))
+	}
+}
+
+// TestCrash covers an instance that dies during an invocation and one that
+// is killed from outside while idle.
+func TestCrash(t *testing.T) {
+	requirePython(t)
+	requireNode(t)
+	t.Parallel()
+	srv := startServer(t)
+
+	t.Run("exit-during-invocation", func(t *testing.T) {
+		deploy(t, srv, "crasher", pySpec("crash"), pyDir)
+		resp, err := invoke(t, srv, "crasher", `{"code": 3}`)
+		if resp.Status != http.StatusBadGateway || err == nil {
+			t.Fatalf("status %d, want 502: %s", resp.Status, resp.Body)
+		}
+		eb := errorBody(t, resp.Status, resp.Body)
+		if eb.Code != "crash" || !strings.Contains(eb.Message, "died during the invocation") || !strings.Contains(eb.Message, "exit status 3") {
+			t.Errorf("crash body does not say what happened: %s", resp.Body)
+		}
+		rec := record(t, srv, resp.ID)
+		checkRecord(t, rec, resp.ID, "crasher", "crash")
+		if !strings.Contains(rec.Logs, "crashing now") {
+			t.Errorf("crash record lacks the output before the crash: %q", rec.Logs)
+		}
+		// Next call: same function, new instance, a normal answer.
+		var id identity
+		r := mustInvoke(t, srv, "crasher", nil, &id)
+		if !r.Cold || r.Header.Get("Baton-Instance-Id") == resp.Header.Get("Baton-Instance-Id") || id.Version != "1" {
+			t.Errorf("call after a crash: cold %v, instance %s (crashed: %s)", r.Cold, r.Header.Get("Baton-Instance-Id"), resp.Header.Get("Baton-Instance-Id"))
+		}
+		// Crashing again, on a warm instance this time, is reported the same way.
+		resp, _ = invoke(t, srv, "crasher", `{"code": 7}`)
+		if resp.Status != http.StatusBadGateway || resp.Cold || !strings.Contains(string(resp.Body), "exit status 7") {
+			t.Errorf("second crash: status %d cold %v body %s", resp.Status, resp.Cold, resp.Body)
+		}
+		waitFor(t, 5*time.Second, "crashed instances should be gone", func() (bool, string) {
+			v := status(t, srv, "crasher")
+			return len(v.Status.Instances) == 0, describeStatus(v)
+		})
+		// With no instance left, the zygote goes too.
+		waitNoFunctionProcs(t, srv, "crasher", 5*time.Second)
+	})
+
+	t.Run("node-throw", func(t *testing.T) {
+		deploy(t, srv, "thrower", function.Spec{Runtime: function.RuntimeNode, Handler: "index.throws"}, nodeDir)
+		resp, _ := invoke(t, srv, "thrower", `{"why": "negative amount"}`)
+		if resp.Status != http.StatusBadGateway {
+			t.Fatalf("status %d, want 502: %s", resp.Status, resp.Body)
+		}
+		eb := errorBody(t, resp.Status, resp.Body)
+		if eb.Code != "function_error" || eb.ErrorType != "ValidationError" || eb.ErrorMessage != "bad input: negative amount" || len(eb.StackTrace) == 0 {
+			t.Errorf("node error body: %s", resp.Body)
+		}
+		rec := record(t, srv, resp.ID)
+		checkRecord(t, rec, resp.ID, "thrower", "function-error")
+		if rec.Error == nil || rec.Error.Type != "ValidationError" || !strings.Contains(rec.Logs, "rejecting") {
+			t.Errorf("node error record: %+v", rec)
+		}
+		// A thrown error does not cost the instance.
+		resp2, _ := invoke(t, srv, "thrower", `{}`)
+		if resp2.Cold || resp2.Header.Get("Baton-Instance-Id") != resp.Header.Get("Baton-Instance-Id") {
+			t.Errorf("instance replaced after a thrown error")
+		}
+	})
+
+	t.Run("killed-minscale-instance-replaced", func(t *testing.T) {
+		spec := pySpec("whoami")
+		spec.MinScale = 1
+		deploy(t, srv, "phoenix", spec, pyDir)
+		waitFor(t, 10*time.Second, "minScale=1 should start an instance without any call", func() (bool, string) {
+			v := status(t, srv, "phoenix")
+			return len(v.Status.Instances) == 1, describeStatus(v)
+		})
+		var before identity
+		r := mustInvoke(t, srv, "phoenix", nil, &before)
+		if r.Cold {
+			t.Errorf("minScale=1: first call was cold, the instance should have been ready")
+		}
+		oldInstance := r.Header.Get("Baton-Instance-Id")
+		if err := syscall.Kill(before.Pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill instance pid %d: %v", before.Pid, err)
+		}
+		waitFor(t, 10*time.Second, "the killed instance should be replaced", func() (bool, string) {
+			v := status(t, srv, "phoenix")
+			return len(v.Status.Instances) == 1 && v.Status.Instances[0].ID != oldInstance, describeStatus(v)
+		})
+		var after identity
+		r = mustInvoke(t, srv, "phoenix", nil, &after)
+		if r.Cold || after.Pid == before.Pid || !procAlive(after.Pid) || procAlive(before.Pid) {
+			t.Errorf("after the kill: cold %v pid %d (killed %d)", r.Cold, after.Pid, before.Pid)
+		}
+	})
+
+	t.Run("killed-node-instance-replaced", func(t *testing.T) {
+		deploy(t, srv, "node-phoenix", function.Spec{Runtime: function.RuntimeNode, Handler: "index.echo", MinScale: 1}, nodeDir)
+		var first struct {
+			Pid int `json:"pid"`
+		}
+		waitFor(t, 10*time.Second, "minScale=1 node instance", func() (bool, string) {
+			v := status(t, srv, "node-phoenix")
+			return len(v.Status.Instances) == 1, describeStatus(v)
+		})
+		r := mustInvoke(t, srv, "node-phoenix", nil, &first)
+		if err := syscall.Kill(first.Pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		old := r.Header.Get("Baton-Instance-Id")
+		waitFor(t, 10*time.Second, "the killed node instance should be replaced", func() (bool, string) {
+			v := status(t, srv, "node-phoenix")
+			return len(v.Status.Instances) == 1 && v.Status.Instances[0].ID != old, describeStatus(v)
+		})
+		var second struct {
+			Pid int `json:"pid"`
+		}
+		mustInvoke(t, srv, "node-phoenix", nil, &second)
+		if second.Pid == first.Pid {
+			t.Errorf("same pid after kill")
+		}
+	})
+}
+
+var spawnedRE = regexp.MustCompile(`spawned (\d+)`)
+
+// TestInstanceProcessesDieWithInstance checks that when Baton kills an
+// instance (here: on timeout), processes the function started go with it.
+// The function's version keeps a second instance (minScale 2), so Python's
+// zygote outlives the killed instance.
+//
+// Known bug (Python): a forked Python instance is killed by pid only
+// (zygote "kill" op), not as a process group, so its children are
+// re-parented away and keep running until the zygote itself dies.
+func TestInstanceProcessesDieWithInstance(t *testing.T) {
+	requirePython(t)
+	requireNode(t)
+	t.Parallel()
+	srv := startServer(t)
+	cases := []struct {
+		name string
+		spec function.Spec
+		dir  string
+	}{
+		{"python", function.Spec{Runtime: function.RuntimePython, Handler: "app.spawn"}, pyDir},
+		{"node", function.Spec{Runtime: function.RuntimeNode, Handler: "index.spawn"}, nodeDir},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "spawner-" + tc.name
+			spec := tc.spec
+			spec.TimeoutSeconds, spec.MinScale = 1, 2
+			deploy(t, srv, name, spec, tc.dir)
+			waitFor(t, 10*time.Second, "minScale 2", func() (bool, string) {
+				v := status(t, srv, name)
+				return len(v.Status.Instances) == 2, describeStatus(v)
+			})
+			resp, _ := invoke(t, srv, name, `{"sleepMs": 5000}`)
+			if resp.Status != http.StatusGatewayTimeout {
+				t.Fatalf("status %d, want 504: %s", resp.Status, resp.Body)
+			}
+			rec := record(t, srv, resp.ID)
+			m := spawnedRE.FindStringSubmatch(rec.Logs)
+			if m == nil {
+				t.Fatalf("no spawned pid in the record's logs %q", rec.Logs)
+			}
+			pid, _ := strconv.Atoi(m[1])
+			t.Cleanup(func() {
+				if procAlive(pid) {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			})
+			waitFor(t, 3*time.Second, fmt.Sprintf("process %d started by the timed-out instance should be gone with it", pid), func() (bool, string) {
+				return !procAlive(pid), procDesc([]int{pid})
+			})
+		})
+	}
+}
+
+// TestProvidedWithoutBootstrap deploys runtime provided code that has no
+// usable bootstrap. That is the user's mistake: it must be reported as
+// such (400 at deploy, or 502 init_error naming the bootstrap), not as an
+// internal server error.
+//
+// Known bug: the process sandbox fails at fork/exec, worker.launch returns
+// a plain error, and the API answers 500 "internal" with the host path of
+// the unpacked code; the friendly message in worker.launch is never used.
+func TestProvidedWithoutBootstrap(t *testing.T) {
+	requireLinux(t)
+	t.Parallel()
+	srv := startServer(t)
+	noExec := t.TempDir()
+	if err := os.WriteFile(filepath.Join(noExec, "bootstrap"), []byte("#!/bin/sh\necho hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, dir string }{{"missing", pyDir}, {"not-executable", noExec}} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "nobootstrap-" + tc.name
+			_, err := srv.Client.Deploy(ctx(t), name, client.DeployRequest{Spec: function.Spec{Runtime: function.RuntimeProvided}, Code: zipDir(t, tc.dir)})
+			var apiErr *client.Error
+			if errors.As(err, &apiErr) {
+				if apiErr.Status != http.StatusBadRequest || !strings.Contains(apiErr.Body.Message, "bootstrap") {
+					t.Errorf("deploy refused, but not as a 400 naming the bootstrap: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, _ := invoke(t, srv, name, nil)
+			eb := errorBody(t, resp.Status, resp.Body)
+			if resp.Status != http.StatusBadGateway || eb.Code != "init_error" || !strings.Contains(eb.Message, "bootstrap") {
+				t.Errorf("invoke: HTTP %d %s, want 502 init_error naming the bootstrap: %s", resp.Status, eb.Code, eb.Message)
+			}
+			if strings.Contains(eb.Message, srv.DataDir) {
+				t.Errorf("error message exposes the server's data directory: %s", eb.Message)
+			}
+			if rec := record(t, srv, eb.InvocationID); rec.Status != "init-error" {
+				t.Errorf("record status %q, want init-error", rec.Status)
+			}
+		})
+	}
+}
+
+// TestBrokenMinScaleBacksOff deploys a function that cannot start, with
+// minScale 1: Baton keeps trying to start it, but must not do so in a
+// tight loop.
+//
+// Known bug: router.start calls reconcile right after a failed start, and
+// reconcile starts the next instance at once: ~15 Python interpreters a
+// second, forever, each one logged.
+func TestBrokenMinScaleBacksOff(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	srv := startServer(t)
+	deploy(t, srv, "crashloop", function.Spec{Runtime: function.RuntimePython, Handler: "app.handler", MinScale: 1}, pyBrokenDir)
+	time.Sleep(3 * time.Second)
+	failed := 0
+	for _, line := range strings.Split(srv.Logs(), "\n") {
+		if strings.Contains(line, "instance start failed") && strings.Contains(line, "function=crashloop") {
+			failed++
+		}
+	}
+	t.Logf("%d failed instance starts in 3 s", failed)
+	if failed < 1 {
+		t.Errorf("no failed start logged: the test no longer observes start attempts (log message changed?)")
+	}
+	if failed > 10 {
+		t.Errorf("%d failed starts of a broken minScale=1 function in 3 s: restarts need a backoff", failed)
+	}
+	// Calls still get the init error.
+	resp, _ := invoke(t, srv, "crashloop", nil)
+	if eb := errorBody(t, resp.Status, resp.Body); resp.Status != http.StatusBadGateway || eb.ErrorType != "Runtime.ImportModuleError" {
+		t.Errorf("invoke: %d %s", resp.Status, resp.Body)
+	}
+}
+
+// TestQueueTimeout lets a request wait longer than --queue-timeout.
+func TestQueueTimeout(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	srv := startServer(t, "--queue-timeout", "500ms")
+	spec := pySpec("sleep")
+	spec.MaxScale = 1
+	deploy(t, srv, "busy", spec, pyDir)
+	mustInvoke(t, srv, "busy", `{"ms": 0}`, nil)
+	long := goInvoke(t, srv, "busy", `{"ms": 2000}`)
+	waitInFlight(t, srv, "busy", 1)
+	began := time.Now()
+	resp, _ := invoke(t, srv, "busy", `{"ms": 0}`)
+	took := time.Since(began)
+	if resp.Status != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("queued past the timeout: HTTP %d, Retry-After %q: %s", resp.Status, resp.Header.Get("Retry-After"), resp.Body)
+	}
+	if eb := errorBody(t, resp.Status, resp.Body); eb.Code != "no_instance" || !strings.Contains(eb.Message, "500ms") {
+		t.Errorf("queue timeout body: %s", resp.Body)
+	}
+	if took < 450*time.Millisecond || took > 2*time.Second {
+		t.Errorf("queue timeout answer after %s, want about 500ms", took)
+	}
+	if r := <-long; r.err != nil {
+		t.Errorf("the running call: %v", r.err)
+	}
+}
