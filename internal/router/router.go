@@ -143,7 +143,7 @@ type fnState struct {
 	// broken function is not restarted in a tight loop.
 	failures int
 	retryAt  time.Time
-	stopped   []string // instances to stop once the lock is released
+	stopped  []string // instances to stop once the lock is released
 }
 
 // SetFunction adds or updates a function. A new version takes all new

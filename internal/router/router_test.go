@@ -80,7 +80,7 @@ func (f *fakeWorker) Invoke(ctx context.Context, id string, inv workerapi.Invoca
 }
 
 func (f *fakeWorker) Events() <-chan workerapi.Event { return f.events }
-func (f *fakeWorker) Info() workerapi.Info          { return workerapi.Info{ID: "fake", Isolation: "none"} }
+func (f *fakeWorker) Info() workerapi.Info           { return workerapi.Info{ID: "fake", Isolation: "none"} }
 
 func (f *fakeWorker) liveCount() int {
 	f.mu.Lock()
