@@ -372,6 +372,8 @@ func checkChildFds(t *testing.T, z *testZygote, c *Child) {
 	}
 }
 
+// checkPgrp: every instance leads its own process group (so killing it
+// kills what it started), distinct from the zygote's.
 func checkPgrp(t *testing.T, z *testZygote, c *Child) {
 	t.Helper()
 	zp, err1 := unix.Getpgid(z.cmd.Process.Pid)
@@ -379,8 +381,8 @@ func checkPgrp(t *testing.T, z *testZygote, c *Child) {
 	if err1 != nil || err2 != nil {
 		t.Fatalf("getpgid: %v %v", err1, err2)
 	}
-	if zp != cp {
-		t.Errorf("child process group %d, zygote's %d", cp, zp)
+	if cp != c.Pid() || cp == zp {
+		t.Errorf("child %d in process group %d (zygote's is %d), want its own group", c.Pid(), cp, zp)
 	}
 }
 
