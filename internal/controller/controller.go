@@ -176,7 +176,7 @@ func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte
 	case errors.Is(err, router.ErrQueueFull):
 		c.metrics.ObserveRejection(name, "queue-full")
 		return Invocation{ID: id}, err
-	case errors.Is(err, router.ErrShuttingDown):
+	case errors.Is(err, router.ErrShuttingDown) && out.Instance == "":
 		c.metrics.ObserveRejection(name, "shutting-down")
 		return Invocation{ID: id}, err
 	case errors.Is(err, router.ErrUnknownFunction):

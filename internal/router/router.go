@@ -258,7 +258,17 @@ func (r *Router) Invoke(ctx context.Context, name string, inv workerapi.Invocati
 	var failure *workerapi.Failure
 	dead := errors.As(err, &failure) && !failure.InstanceAlive
 	r.release(st, g.inst, dead)
+	if dead && r.isDraining() {
+		// The shutdown grace ran out and the instance was stopped under it.
+		return out, fmt.Errorf("%w: the invocation was stopped when the shutdown grace period ended (%v)", ErrShuttingDown, err)
+	}
 	return out, err
+}
+
+func (r *Router) isDraining() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.draining
 }
 
 // acquire returns a slot, waiting in the queue if needed.

@@ -137,16 +137,19 @@ func Run(ctx context.Context, cfg Config) error {
 	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	// Stop taking connections and let in-flight requests finish; the
-	// router refuses new invocations meanwhile.
+	// router refuses new invocations meanwhile. When the grace runs out
+	// the router stops the instances, which fails what is still running
+	// with a 503; the HTTP server gets a moment more to send those answers.
+	httpCtx, cancelHTTP := context.WithTimeout(context.Background(), cfg.ShutdownGrace+3*time.Second)
+	defer cancelHTTP()
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- srv.Shutdown(graceCtx) }()
-	routerErr := ctrl.Shutdown(graceCtx)
+	go func() { httpDone <- srv.Shutdown(httpCtx) }()
+	if err := ctrl.Shutdown(graceCtx); err != nil {
+		log.Warn("router shutdown", "err", err)
+	}
 	if err := <-httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("http shutdown", "err", err)
 		_ = srv.Close()
-	}
-	if routerErr != nil {
-		log.Warn("router shutdown", "err", routerErr)
 	}
 	closeCtx, cancelClose := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelClose()
