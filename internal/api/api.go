@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-faas/baton/internal/archive"
@@ -31,6 +32,8 @@ type Options struct {
 	MaxSpecBytes int64
 	// MaxPayloadBytes caps an invocation's request body.
 	MaxPayloadBytes int64
+	// MaxInflightBytes caps the request payload bytes held at once.
+	MaxInflightBytes int64
 }
 
 // Server serves the API.
@@ -39,6 +42,8 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+
+	inflightBytes atomic.Int64
 }
 
 // New builds the API handler.
@@ -49,6 +54,10 @@ func New(o Options) *Server {
 	if o.MaxPayloadBytes <= 0 {
 		o.MaxPayloadBytes = 32 << 20
 	}
+	if o.MaxInflightBytes <= 0 {
+		o.MaxInflightBytes = 1 << 30
+	}
+	o.MaxInflightBytes = max(o.MaxInflightBytes, o.MaxPayloadBytes)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -105,6 +114,8 @@ func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusBadRequest, "invalid_spec", err.Error())
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "function_not_found", err.Error())
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
 	default:
 		s.log.Error("api", "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", err.Error())
@@ -213,20 +224,64 @@ func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
 }
 
-// readPayload reads an invocation body within the payload limit.
-func (s *Server) readPayload(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// readPayload checks that the function exists, then reads an invocation
+// body within the payload limit and the server's budget of request bytes
+// held at once (queued requests keep their bodies in memory). The caller
+// must call the returned release when the invocation is over.
+func (s *Server) readPayload(w http.ResponseWriter, r *http.Request, name string) ([]byte, func(), bool) {
+	if !s.c.Exists(name) {
+		writeError(w, http.StatusNotFound, "function_not_found", fmt.Sprintf("function %q not found", name))
+		return nil, nil, false
+	}
+	reserved := max(r.ContentLength, 0)
+	if !s.reserve(reserved) {
+		s.writeBusy(w)
+		return nil, nil, false
+	}
+	release := func() { s.inflightBytes.Add(-reserved) }
+	body, err := s.readBody(w, r)
+	if err != nil {
+		release()
+		return nil, nil, false
+	}
+	if extra := int64(len(body)) - reserved; extra > 0 {
+		if !s.reserve(extra) {
+			release()
+			s.writeBusy(w)
+			return nil, nil, false
+		}
+		reserved += extra
+	}
+	return body, release, true
+}
+
+func (s *Server) reserve(n int64) bool {
+	if s.inflightBytes.Add(n) > s.opts.MaxInflightBytes {
+		s.inflightBytes.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (s *Server) writeBusy(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusTooManyRequests, "server_busy",
+		fmt.Sprintf("the server already holds %d bytes of request payloads; retry later", s.opts.MaxInflightBytes))
+}
+
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxPayloadBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "payload_too_large",
 				fmt.Sprintf("request body is larger than the %d byte payload limit", s.opts.MaxPayloadBytes))
-			return nil, false
+			return nil, err
 		}
 		writeError(w, http.StatusBadRequest, "bad_body", "could not read request body: "+err.Error())
-		return nil, false
+		return nil, err
 	}
-	return body, true
+	return body, nil
 }
 
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
@@ -235,10 +290,11 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_name", err.Error())
 		return
 	}
-	payload, ok := s.readPayload(w, r)
+	payload, release, ok := s.readPayload(w, r, name)
 	if !ok {
 		return
 	}
+	defer release()
 	if len(payload) == 0 {
 		payload = []byte("{}")
 	} else if !json.Valid(payload) {
@@ -308,6 +364,9 @@ func (s *Server) writeInvocationError(w http.ResponseWriter, name string, inv co
 		body.ErrorType, body.ErrorMessage, body.StackTrace = initErr.Err.Type, initErr.Err.Message, initErr.Err.StackTrace
 	case errors.Is(err, router.ErrQueueTimeout):
 		status, body.Code, body.Message = http.StatusServiceUnavailable, "no_instance", err.Error()
+		w.Header().Set("Retry-After", "1")
+	case errors.Is(err, router.ErrStartFailed):
+		status, body.Code, body.Message = http.StatusServiceUnavailable, "start_failed", fmt.Sprintf("function %s: %v", name, err)
 		w.Header().Set("Retry-After", "1")
 	case errors.Is(err, router.ErrFunctionRemoved):
 		status, body.Code, body.Message = http.StatusNotFound, "function_not_found", err.Error()

@@ -67,10 +67,11 @@ func (s *Server) functionURL(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_name", err.Error())
 		return
 	}
-	body, ok := s.readPayload(w, r)
+	body, release, ok := s.readPayload(w, r, name)
 	if !ok {
 		return
 	}
+	defer release()
 	id := controller.NewRequestID()
 	ev := buildURLEvent(r, name, id, body)
 	payload, err := json.Marshal(ev)

@@ -39,6 +39,7 @@ func newServerCmd() *cobra.Command {
 	f.IntVar(&cfg.QueueSize, "queue-size", 1000, "requests that may wait per function while instances start")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", 60*time.Second, "how long a request may wait for an instance")
 	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest request or response payload in bytes")
+	f.Int64Var(&cfg.MaxInflightBytes, "max-inflight-bytes", 1<<30, "request payload bytes the server holds at once (beyond: 429)")
 	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
 	return cmd
 }

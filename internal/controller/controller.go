@@ -124,6 +124,12 @@ func (c *Controller) List(ctx context.Context) ([]function.Function, error) {
 	return c.reg.List(ctx)
 }
 
+// Exists reports whether a function is deployed (from memory, no store
+// access: it runs before every invocation).
+func (c *Controller) Exists(name string) bool {
+	return c.router.Has(name)
+}
+
 // Status returns a function's live state.
 func (c *Controller) Status(name string) router.Status {
 	st, _ := c.router.Status(name)

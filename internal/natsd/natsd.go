@@ -34,7 +34,6 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   filepath.Join(o.DataDir, "jetstream"),
 		NoSigs:     true,
-		NoLog:      true,
 		DontListen: o.Listen == "",
 		// Code archives go through the object store in chunks, but a single
 		// invocation record or function spec can still be large.
@@ -50,6 +49,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("create embedded nats server: %w", err)
+	}
+	if o.Logger != nil {
+		// Notices are routine chatter at info level; warnings and errors
+		// (limits reached, a damaged store) must reach the operator.
+		ns.SetLoggerV2(slogLogger{o.Logger.With("component", "nats")}, false, false, false)
 	}
 	ns.Start()
 	deadline := 30 * time.Second
@@ -94,3 +98,13 @@ func splitHostPort(addr string) (string, int, error) {
 	}
 	return host, port, nil
 }
+
+// slogLogger adapts slog to nats-server's logger interface.
+type slogLogger struct{ l *slog.Logger }
+
+func (s slogLogger) Noticef(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Tracef(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }

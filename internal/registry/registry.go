@@ -99,7 +99,7 @@ func (r *Registry) store(ctx context.Context, name string, spec function.Spec, d
 		}
 		return res, old, err
 	}
-	return DeployResult{}, "", fmt.Errorf("deploy %s: too many concurrent updates, try again", name)
+	return DeployResult{}, "", fmt.Errorf("deploy %s: too many concurrent updates, try again: %w", name, store.ErrConflict)
 }
 
 // checkBootstrap insists that a provided-runtime archive holds an

@@ -28,6 +28,9 @@ var (
 	ErrQueueTimeout    = errors.New("no instance became available in time")
 	ErrShuttingDown    = errors.New("server is shutting down")
 	ErrFunctionRemoved = errors.New("function was deleted while the request waited")
+	// ErrStartFailed wraps a failure of the platform (not of the
+	// function's code) to start an instance.
+	ErrStartFailed = errors.New("could not start an instance")
 )
 
 // Options tune the router.
@@ -232,6 +235,24 @@ func (r *Router) Invoke(ctx context.Context, name string, inv workerapi.Invocati
 	defer r.inflight.Done()
 	arrived := r.opts.Now()
 
+	for attempt := 1; ; attempt++ {
+		out, err := r.invokeOnce(ctx, st, inv, arrived)
+		var failure *workerapi.Failure
+		// An event the dead instance never received is run again on
+		// another one: the client should not see a crash of an instance
+		// that was idle.
+		if attempt < maxDeliveryAttempts && errors.As(err, &failure) && failure.Kind == workerapi.FailureNotDelivered {
+			r.log.Info("event not delivered, retrying on another instance", "function", name, "invocation", inv.ID, "reason", failure.Message)
+			continue
+		}
+		return out, err
+	}
+}
+
+// maxDeliveryAttempts bounds how often an undelivered event is retried.
+const maxDeliveryAttempts = 3
+
+func (r *Router) invokeOnce(ctx context.Context, st *fnState, inv workerapi.Invocation, arrived time.Time) (Outcome, error) {
 	g, err := r.acquire(ctx, st)
 	if err != nil {
 		return Outcome{}, err
@@ -474,8 +495,13 @@ func (r *Router) start(st *fnState, fn function.Function) {
 		// error instead of letting them all time out, while a transient
 		// failure costs only the requests it was meant to serve.
 		n := fn.Spec.Concurrency
+		waiterErr := err
+		var initErr *workerapi.InitError
+		if !errors.As(err, &initErr) {
+			waiterErr = fmt.Errorf("%w: %w", ErrStartFailed, err)
+		}
 		for n > 0 && len(st.queue) > 0 && current {
-			st.queue[0].ch <- grant{err: err}
+			st.queue[0].ch <- grant{err: waiterErr}
 			st.queue = st.queue[1:]
 			n--
 		}
@@ -636,6 +662,14 @@ type Status struct {
 	Instances []InstanceStatus `json:"instances"`
 	Starting  int              `json:"starting"`
 	Queued    int              `json:"queued"`
+}
+
+// Has reports whether the router knows a function.
+func (r *Router) Has(name string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.fns[name]
+	return ok
 }
 
 // Status returns the live state of a function.

@@ -391,3 +391,29 @@ func (c *countingWorker) StartInstance(ctx context.Context, spec workerapi.Insta
 	c.attempts.Add(1)
 	return c.fakeWorker.StartInstance(ctx, spec)
 }
+
+// flakyWorker fails the first invocation as undelivered.
+type flakyWorker struct {
+	*fakeWorker
+	failed atomic.Bool
+}
+
+func (f *flakyWorker) Invoke(ctx context.Context, id string, inv workerapi.Invocation) (workerapi.Result, error) {
+	if f.failed.CompareAndSwap(false, true) {
+		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureNotDelivered, Message: "died idle"}
+	}
+	return f.fakeWorker.Invoke(ctx, id, inv)
+}
+
+func TestUndeliveredEventRetried(t *testing.T) {
+	fw := &flakyWorker{fakeWorker: newFakeWorker()}
+	r := New(fw, Options{})
+	r.SetFunction(testFunction(1, nil))
+	out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{ID: "x"})
+	if err != nil {
+		t.Fatalf("undelivered event was not retried: %v", err)
+	}
+	if fw.started != 2 || out.Instance != "i2" {
+		t.Fatalf("ran on %s after %d starts, want a second instance", out.Instance, fw.started)
+	}
+}

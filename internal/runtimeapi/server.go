@@ -26,6 +26,10 @@ var (
 	// ErrClosed is returned by Invoke when the server is closed before the
 	// invocation completes.
 	ErrClosed = errors.New("runtimeapi: server closed")
+	// ErrNotDelivered marks an Invoke that ended (closed server, cancelled
+	// context) before any runtime received the event, so it is safe to
+	// run the event elsewhere.
+	ErrNotDelivered = errors.New("runtimeapi: event was not delivered to the runtime")
 	// ErrResponseTooLarge is returned by Invoke when the function posted a
 	// response (or error) larger than Options.MaxResponseBytes.
 	ErrResponseTooLarge = errors.New("runtimeapi: function response too large")
@@ -271,6 +275,12 @@ func (s *Server) Invoke(ctx context.Context, ev Event) (Result, error) {
 	case <-p.done:
 		return p.result, p.err
 	case <-s.done:
+		s.mu.Lock()
+		queued := p.state == stateQueued
+		s.mu.Unlock()
+		if queued {
+			return Result{}, fmt.Errorf("%w: %w", ErrClosed, ErrNotDelivered)
+		}
 		return Result{}, ErrClosed
 	case <-ctx.Done():
 	}
@@ -284,6 +294,9 @@ func (s *Server) Invoke(ctx context.Context, ev Event) (Result, error) {
 	case stateQueued:
 		s.queue = slices.DeleteFunc(s.queue, func(q *pending) bool { return q == p })
 		s.log.Debug("invocation withdrawn before delivery", "request_id", ev.RequestID)
+		p.state = stateDone
+		delete(s.byID, ev.RequestID)
+		return Result{}, fmt.Errorf("runtimeapi: invocation %s: %w: %w", ev.RequestID, ErrNotDelivered, context.Cause(ctx))
 	default:
 		// A poller holding it in stateHanded sees stateDone and skips it;
 		// result posts find no entry in byID and get 400.

@@ -275,8 +275,8 @@ func TestWithdrawOnCancel(t *testing.T) {
 	ch := invokeAsync(ctx, s, Event{RequestID: "withdrawn", Payload: []byte(`{}`)})
 	waitFor(t, s, "event to be queued", func() bool { return len(s.queue) == 1 })
 	cancel()
-	if r := waitResult(t, ch); !errors.Is(r.err, context.Canceled) {
-		t.Fatalf("Invoke after cancel: %v", r.err)
+	if r := waitResult(t, ch); !errors.Is(r.err, context.Canceled) || !errors.Is(r.err, ErrNotDelivered) {
+		t.Fatalf("Invoke after cancel: %v, want cancelled and not delivered", r.err)
 	}
 	keep := invokeAsync(t.Context(), s, Event{RequestID: "kept", Payload: []byte(`{}`)})
 	if d := c.mustNext(); d.id != "kept" {
@@ -292,8 +292,8 @@ func TestWithdrawOnCancel(t *testing.T) {
 	ch = invokeAsync(ctx, s, Event{RequestID: "abandoned", Payload: []byte(`{}`)})
 	d := c.mustNext()
 	cancel()
-	if r := waitResult(t, ch); !errors.Is(r.err, context.Canceled) {
-		t.Fatalf("Invoke after cancel: %v", r.err)
+	if r := waitResult(t, ch); !errors.Is(r.err, context.Canceled) || errors.Is(r.err, ErrNotDelivered) {
+		t.Fatalf("Invoke after cancel: %v, want cancelled after delivery", r.err)
 	}
 	status, out := c.post("/invocation/"+d.id+"/response", []byte(`{}`), false, nil)
 	if status != http.StatusBadRequest || out["errorType"] != "InvalidRequestID" {

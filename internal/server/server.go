@@ -39,7 +39,9 @@ type Config struct {
 	QueueSize       int
 	QueueTimeout    time.Duration
 	MaxPayloadBytes int64
-	MaxRecords      int
+	// MaxInflightBytes caps the request payload bytes held at once.
+	MaxInflightBytes int64
+	MaxRecords       int
 	// Ready, if set, is called with the API's address once it serves.
 	Ready func(addr string)
 }
@@ -72,6 +74,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer unlock()
+	// Listen before anything starts processes, so a taken port fails fast.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
 
 	ns, err := natsd.Start(ctx, natsd.Options{DataDir: cfg.DataDir, Logger: log})
 	if err != nil {
@@ -105,6 +113,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Whatever happens from here on, no instance outlives Run.
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := wk.Close(closeCtx); err != nil {
+			log.Warn("worker shutdown", "err", err)
+		}
+	}()
 	ctrl := controller.New(controller.Options{
 		Registry: reg, Worker: wk, Records: recs, Metrics: m, Logger: log.With("component", "controller"),
 		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
@@ -115,12 +131,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	handler := api.New(api.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes})
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	handler := api.New(api.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log,
+		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes})
+	// Bodies must arrive within ReadTimeout (slow clients must not hold
+	// memory and goroutines); responses may take as long as functions run.
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute,
+		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("baton server ready", "listen", ln.Addr().String(), "dataDir", cfg.DataDir)
@@ -150,11 +166,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := <-httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("http shutdown", "err", err)
 		_ = srv.Close()
-	}
-	closeCtx, cancelClose := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancelClose()
-	if err := wk.Close(closeCtx); err != nil {
-		log.Warn("worker shutdown", "err", err)
 	}
 	stopLoops()
 	log.Info("stopped")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/baton-faas/baton/internal/archive"
 )
@@ -16,6 +17,74 @@ import (
 // the object store in a cluster).
 type CodeSource interface {
 	Code(ctx context.Context, digest string) (io.ReadCloser, error)
+}
+
+// codeUse tracks who uses an unpacked code directory.
+type codeUse struct {
+	refs     int
+	lastUsed time.Time
+}
+
+// codeCacheTTL is how long unused unpacked code is kept for the next cold
+// start before the janitor removes it.
+const codeCacheTTL = 10 * time.Minute
+
+func (w *Worker) holdCode(digest string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	u := w.codeUses[digest]
+	if u == nil {
+		u = &codeUse{}
+		w.codeUses[digest] = u
+	}
+	u.refs++
+	u.lastUsed = time.Now()
+}
+
+func (w *Worker) releaseCode(digest string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if u := w.codeUses[digest]; u != nil {
+		u.refs--
+		u.lastUsed = time.Now()
+	}
+}
+
+// collectCode removes unpacked code that no instance used for ttl, so
+// that deploys of new code cannot fill the disk over time.
+func (w *Worker) collectCode(ttl time.Duration) {
+	now := time.Now()
+	var victims []string
+	w.mu.Lock()
+	for digest, u := range w.codeUses {
+		if u.refs <= 0 && now.Sub(u.lastUsed) >= ttl {
+			if _, busy := w.extracting[digest]; busy {
+				continue
+			}
+			delete(w.codeUses, digest)
+			victims = append(victims, digest)
+		}
+	}
+	w.mu.Unlock()
+	for _, digest := range victims {
+		dir := filepath.Join(w.opts.DataDir, "code", strings.TrimPrefix(digest, "sha256:"))
+		if err := os.RemoveAll(dir); err != nil {
+			w.log.Warn("remove unused code", "digest", digest, "err", err)
+		}
+	}
+}
+
+func (w *Worker) janitor() {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+			w.collectCode(codeCacheTTL)
+		}
+	}
 }
 
 // codeDir returns the unpacked code of digest, fetching and extracting it

@@ -2,6 +2,9 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,8 +31,14 @@ type grainWorker struct {
 	children int // guarded by Worker.mu
 }
 
+// grainKey identifies what a zygote has loaded. Versions restart at 1
+// after a function is deleted, so the key also holds the code digest and a
+// hash of the spec: a zygote must never serve code or settings it did not
+// load.
 func grainKey(spec workerapi.InstanceSpec) string {
-	return spec.Function + "/" + strconv.Itoa(spec.Version)
+	specJSON, _ := json.Marshal(spec.Spec)
+	sum := sha256.Sum256(specJSON)
+	return spec.Function + "/" + strconv.Itoa(spec.Version) + "/" + spec.CodeDigest + "/" + hex.EncodeToString(sum[:8])
 }
 
 // acquireGrain returns the running grain worker of the version, starting it
@@ -133,6 +142,12 @@ func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec wo
 	info, err := g.z.Ready(rctx)
 	if err != nil {
 		g.stop()
+		if rctx.Err() != nil {
+			// The handler's module did not finish importing in time.
+			return &workerapi.InitError{Err: workerapi.FunctionError{
+				Type: "Runtime.InitTimeout", Message: "the handler module did not finish loading before the start deadline",
+			}}
+		}
 		return fmt.Errorf("grain worker did not become ready: %w", err)
 	}
 	// An import error is not a grain failure: children report it through

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -229,5 +230,20 @@ func (lc *logCapture) takeOrphan() []byte {
 	return out
 }
 
-// wait blocks until every followed pipe reached EOF.
-func (lc *logCapture) wait() { lc.wg.Wait() }
+// waitOrClose waits until every followed pipe reached EOF, or closes them
+// after d (a process the instance started may hold them open forever).
+func (lc *logCapture) waitOrClose(d time.Duration) {
+	done := make(chan struct{})
+	go func() { lc.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(d):
+	}
+	lc.mu.Lock()
+	for _, s := range lc.streams {
+		_ = s.f.Close()
+	}
+	lc.mu.Unlock()
+	<-done
+}

@@ -59,6 +59,8 @@ type Worker struct {
 	apps       map[string]*app
 	extracting map[string]chan struct{}
 	closed     bool
+	codeUses   map[string]*codeUse
+	stop       chan struct{}
 	// grainProcs counts zygote processes not yet reaped, including those
 	// being stopped in the background, so Close can wait for all of them.
 	grainProcs sync.WaitGroup
@@ -114,7 +116,14 @@ func New(opts Options) (*Worker, error) {
 		grains:     map[string]*grainWorker{},
 		apps:       map[string]*app{},
 		extracting: map[string]chan struct{}{},
+		codeUses:   map[string]*codeUse{},
+		stop:       make(chan struct{}),
 	}
+	// Unpacked code is a cache: nothing of a previous run is in use.
+	if err := os.RemoveAll(filepath.Join(opts.DataDir, "code")); err != nil {
+		return nil, fmt.Errorf("clear code cache: %w", err)
+	}
+	go w.janitor()
 	// Interpreters are optional: a host without Node still runs Python.
 	w.python = resolvePython()
 	w.node, _ = exec.LookPath("node")
@@ -160,12 +169,15 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 	if err != nil {
 		return workerapi.Instance{}, err
 	}
+	w.holdCode(spec.CodeDigest)
 	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
 	if err != nil {
+		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
 	a, err := w.acquireApp(ctx, spec.App, codeDir)
 	if err != nil {
+		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
 	in := &instance{
@@ -321,6 +333,7 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	fail := func(err error) (workerapi.Instance, error) {
 		in.api.Close()
 		w.releaseApp(in.app)
+		w.releaseCode(in.spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
 	env := w.instanceEnv(a.sb, in.spec, codeDir)
@@ -390,7 +403,7 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	case <-in.api.Ready():
 		return workerapi.Instance{ID: in.id, Function: in.spec.Function, Version: in.spec.Version, Capacity: in.capacity, Forked: forked}, nil
 	case fe := <-in.api.InitError():
-		initErr = &workerapi.InitError{Err: workerapi.FunctionError{Message: fe.Message, Type: fe.Type, StackTrace: fe.StackTrace}}
+		initErr = &workerapi.InitError{Err: *boundedError(fe)}
 	case <-in.done:
 		initErr = &workerapi.InitError{Err: workerapi.FunctionError{
 			Type: "Runtime.ExitError", Message: "instance exited before its runtime asked for work: " + in.exitDesc,
@@ -408,9 +421,10 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	w.mu.Lock()
 	in.stopping = true // an init failure is reported here, not as an event
 	w.mu.Unlock()
-	w.kill(in)
-	<-in.done
-	in.logs.wait()
+	w.killAndWait(in)
+	// Something the instance started may still hold its pipes; its output
+	// is not worth waiting for.
+	in.logs.waitOrClose(time.Second)
 	initErr.Logs = in.logs.takeOrphan()
 	return workerapi.Instance{}, initErr
 }
@@ -450,6 +464,7 @@ func (w *Worker) watch(in *instance) {
 		w.releaseGrain(in.grain)
 	}
 	w.releaseApp(in.app)
+	w.releaseCode(in.spec.CodeDigest)
 	if !stopping {
 		w.log.Info("instance exited", "function", in.spec.Function, "instance", in.id, "reason", in.exitDesc)
 		w.events <- workerapi.Event{Kind: workerapi.InstanceExited, Instance: in.id, Function: in.spec.Function, Version: in.spec.Version, Reason: in.exitDesc}
@@ -472,6 +487,53 @@ func describeChildExit(e grain.ExitStatus) string {
 	}
 	return describeExit(sandbox.ExitStatus{Code: e.Code, Signal: e.Signal}, nil)
 }
+
+// Limits on what a function's error may carry: it is kept in records and
+// memory, so a hostile function must not make it huge.
+const (
+	maxErrorMessage    = 4 << 10
+	maxStackTraceBytes = 16 << 10
+)
+
+func boundedError(fe *runtimeapi.FunctionError) *workerapi.FunctionError {
+	out := &workerapi.FunctionError{Message: truncate(fe.Message, maxErrorMessage), Type: truncate(fe.Type, 256)}
+	budget := maxStackTraceBytes
+	for _, line := range fe.StackTrace {
+		if budget <= 0 {
+			out.StackTrace = append(out.StackTrace, "… stack trace truncated")
+			break
+		}
+		line = truncate(line, budget)
+		budget -= len(line)
+		out.StackTrace = append(out.StackTrace, line)
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "… (truncated)"
+}
+
+// killAndWait kills an instance and waits, bounded, until its process is
+// gone; it reports whether the process really ended. A process that
+// escaped every signal is logged and abandoned rather than blocking the
+// caller forever.
+func (w *Worker) killAndWait(in *instance) bool {
+	w.kill(in)
+	select {
+	case <-in.done:
+		return true
+	case <-time.After(killWait):
+		w.log.Error("instance did not die after SIGKILL; abandoning it", "function", in.spec.Function, "instance", in.id)
+		return false
+	}
+}
+
+// killWait bounds how long a killed instance may take to be reaped.
+const killWait = 5 * time.Second
 
 func (w *Worker) kill(in *instance) {
 	var err error
@@ -533,30 +595,30 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 		var f *workerapi.Failure
 		select {
 		case <-in.done:
+			if errors.Is(err, runtimeapi.ErrNotDelivered) {
+				f = &workerapi.Failure{Kind: workerapi.FailureNotDelivered, Message: "instance " + in.id + " died before it received the event: " + in.exitDesc}
+				break
+			}
 			f = &workerapi.Failure{Kind: workerapi.FailureCrash, Message: "instance " + in.id + " died during the invocation: " + in.exitDesc}
 		default:
 			switch {
 			case errors.Is(err, runtimeapi.ErrResponseTooLarge):
 				// Runtime clients treat the refused post as fatal (aws-lambda-go
 				// exits), so the instance is replaced rather than trusted.
-				w.kill(in)
-				<-in.done
+				w.killAndWait(in)
 				f = &workerapi.Failure{Kind: workerapi.FailureTooLarge,
 					Message: fmt.Sprintf("response is larger than the %d byte limit", w.opts.MaxResponseBytes)}
 			case errors.Is(ctx.Err(), context.DeadlineExceeded):
 				// The runtime is still busy with the event and cannot be
 				// interrupted: the instance has to go.
-				w.kill(in)
-				<-in.done
+				w.killAndWait(in)
 				f = &workerapi.Failure{Kind: workerapi.FailureTimeout,
 					Message: fmt.Sprintf("function timed out after %s", in.spec.Spec.Timeout())}
 			case ctx.Err() != nil:
-				w.kill(in)
-				<-in.done
+				w.killAndWait(in)
 				f = &workerapi.Failure{Kind: workerapi.FailureInstanceGone, Message: "invocation cancelled: " + ctx.Err().Error()}
 			default:
-				w.kill(in)
-				<-in.done
+				w.killAndWait(in)
 				f = &workerapi.Failure{Kind: workerapi.FailureWorkerFailure, Message: err.Error()}
 			}
 		}
@@ -565,7 +627,7 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 	}
 	out := workerapi.Result{Payload: res.Payload, Duration: elapsed}
 	if res.Error != nil {
-		out.Error = &workerapi.FunctionError{Message: res.Error.Message, Type: res.Error.Type, StackTrace: res.Error.StackTrace}
+		out.Error = boundedError(res.Error)
 	}
 	out.Logs, out.LogsTruncated = in.logs.end(inv.ID)
 	return out, nil
@@ -574,6 +636,9 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 // Close stops every instance, grain worker and sandbox.
 func (w *Worker) Close(ctx context.Context) error {
 	w.mu.Lock()
+	if !w.closed {
+		close(w.stop)
+	}
 	w.closed = true
 	ins := make([]*instance, 0, len(w.instances))
 	for _, in := range w.instances {

@@ -89,11 +89,14 @@ type Result struct {
 type FailureKind string
 
 const (
-	FailureTimeout       FailureKind = "timeout"
-	FailureCrash         FailureKind = "crash"
-	FailureOutOfMemory   FailureKind = "out-of-memory"
-	FailureTooLarge      FailureKind = "response-too-large"
-	FailureInstanceGone  FailureKind = "instance-gone"
+	FailureTimeout      FailureKind = "timeout"
+	FailureCrash        FailureKind = "crash"
+	FailureOutOfMemory  FailureKind = "out-of-memory"
+	FailureTooLarge     FailureKind = "response-too-large"
+	FailureInstanceGone FailureKind = "instance-gone"
+	// FailureNotDelivered: the instance died before its runtime received
+	// the event, so the event can safely run on another instance.
+	FailureNotDelivered  FailureKind = "not-delivered"
 	FailureWorkerFailure FailureKind = "worker"
 )
 

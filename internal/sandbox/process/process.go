@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -125,9 +126,17 @@ func (p *proc) Wait() (sandbox.ExitStatus, error) {
 }
 
 func (p *proc) Kill() error {
-	err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	if err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("kill process group %d: %w", p.cmd.Process.Pid, err)
+	// The leader is signalled on its own too: it may have moved itself
+	// out of its group.
+	// os.Process knows when the leader was reaped, so this never hits a
+	// reused pid.
+	errGroup := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	errLeader := p.cmd.Process.Signal(syscall.SIGKILL)
+	if errGroup != nil && !errors.Is(errGroup, syscall.ESRCH) {
+		return fmt.Errorf("kill process group %d: %w", p.cmd.Process.Pid, errGroup)
+	}
+	if errLeader != nil && !errors.Is(errLeader, os.ErrProcessDone) {
+		return fmt.Errorf("kill process %d: %w", p.cmd.Process.Pid, errLeader)
 	}
 	return nil
 }
