@@ -69,6 +69,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /v1/functions/{name}", s.getFunction)
 	s.mux.HandleFunc("DELETE /v1/functions/{name}", s.deleteFunction)
 	s.mux.HandleFunc("POST /v1/functions/{name}/invoke", s.invoke)
+	s.mux.HandleFunc("DELETE /v1/functions/{name}/instances", s.recycle)
 	s.mux.HandleFunc("GET /v1/invocations", s.listInvocations)
 	s.mux.HandleFunc("GET /v1/invocations/{id}", s.getInvocation)
 	s.mux.HandleFunc("/fn/{name}", s.functionURL)
@@ -222,6 +223,16 @@ func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
+}
+
+// recycle stops a function's instances so that its next request is cold.
+func (s *Server) recycle(w http.ResponseWriter, r *http.Request) {
+	stopped, pending, err := s.c.Recycle(r.PathValue("name"))
+	if err != nil {
+		s.writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"stopped": stopped, "stoppingWhenIdle": pending})
 }
 
 // readPayload checks that the function exists, then reads an invocation

@@ -123,6 +123,12 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/functions/"+url.PathEscape(name), nil, nil)
 }
 
+// Recycle stops all instances of a function (busy ones once idle), so its
+// next request is a cold start.
+func (c *Client) Recycle(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/functions/"+url.PathEscape(name)+"/instances", nil, nil)
+}
+
 // InvokeResponse is the raw outcome of an invocation.
 type InvokeResponse struct {
 	Status  int

@@ -18,6 +18,7 @@ import (
 	"github.com/baton-faas/baton/internal/records"
 	"github.com/baton-faas/baton/internal/registry"
 	"github.com/baton-faas/baton/internal/router"
+	"github.com/baton-faas/baton/internal/store"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -122,6 +123,18 @@ func (c *Controller) Get(ctx context.Context, name string) (function.Function, r
 // List returns all functions.
 func (c *Controller) List(ctx context.Context) ([]function.Function, error) {
 	return c.reg.List(ctx)
+}
+
+// Recycle stops all instances of a function (busy ones once idle).
+func (c *Controller) Recycle(name string) (stopped, pending int, err error) {
+	if err := function.ValidateName(name); err != nil {
+		return 0, 0, err
+	}
+	stopped, pending, ok := c.router.Recycle(name)
+	if !ok {
+		return 0, 0, fmt.Errorf("function %q: %w", name, store.ErrNotFound)
+	}
+	return stopped, pending, nil
 }
 
 // Exists reports whether a function is deployed (from memory, no store

@@ -119,6 +119,8 @@ type instance struct {
 	lastUsed  time.Time
 	init      time.Duration
 	served    int
+	// recycle marks an instance to stop as soon as it is idle.
+	recycle bool
 }
 
 type grant struct {
@@ -352,7 +354,7 @@ func (r *Router) release(st *fnState, in *instance, dead bool) {
 			st.stopLocked(in)
 		}
 	case in.state != stateReady:
-	case st.removed || in.version != st.fn.Version:
+	case st.removed || in.version != st.fn.Version || in.recycle:
 		if in.inflight == 0 {
 			st.stopLocked(in)
 		}
@@ -372,7 +374,7 @@ func (r *Router) release(st *fnState, in *instance, dead bool) {
 func (st *fnState) pickLocked() *instance {
 	var best *instance
 	for _, in := range st.instances {
-		if in.state != stateReady || in.version != st.fn.Version || in.inflight >= in.capacity {
+		if in.state != stateReady || in.version != st.fn.Version || in.inflight >= in.capacity || in.recycle {
 			continue
 		}
 		if best == nil || in.inflight > best.inflight ||
@@ -534,6 +536,34 @@ func startBackoff(failures int) time.Duration {
 		d *= 2
 	}
 	return min(d, 30*time.Second)
+}
+
+// Recycle stops every instance of a function: idle ones now, busy ones
+// when their invocation ends. The function stays deployed and the next
+// request is a cold start (benchmarks use this to measure cold starts
+// deterministically; operators to drop instances after a host change).
+// It returns how many instances were stopped at once and how many will be.
+func (r *Router) Recycle(name string) (stopped, pending int, ok bool) {
+	r.mu.RLock()
+	st, ok := r.fns[name]
+	r.mu.RUnlock()
+	if !ok {
+		return 0, 0, false
+	}
+	st.mu.Lock()
+	for _, in := range st.instances {
+		if in.inflight == 0 {
+			st.stopLocked(in)
+			stopped++
+		} else {
+			in.recycle = true
+			pending++
+		}
+	}
+	st.mu.Unlock()
+	r.flushStops(st)
+	r.observe(st)
+	return stopped, pending, true
 }
 
 // InstanceExited handles a worker event about an instance that died.

@@ -417,3 +417,27 @@ func TestUndeliveredEventRetried(t *testing.T) {
 		t.Fatalf("ran on %s after %d starts, want a second instance", out.Instance, fw.started)
 	}
 }
+
+func TestRecycle(t *testing.T) {
+	fw := newFakeWorker()
+	fw.release = make(chan struct{})
+	r := New(fw, Options{})
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 0 }))
+	done := make(chan Outcome, 1)
+	go func() { out, _ := r.Invoke(context.Background(), "f", workerapi.Invocation{}); done <- out }()
+	eventually(t, "busy", func() bool { s, _ := r.Status("f"); return len(s.Instances) == 1 && s.Instances[0].InFlight == 1 })
+	stopped, pending, ok := r.Recycle("f")
+	if !ok || stopped != 0 || pending != 1 {
+		t.Fatalf("Recycle = %d, %d, %v; want 0 stopped, 1 pending", stopped, pending, ok)
+	}
+	close(fw.release)
+	first := <-done
+	eventually(t, "recycled", func() bool { return fw.liveCount() == 0 })
+	out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.Cold || out.Instance == first.Instance {
+		t.Fatalf("after recycle: cold=%v on %s (before: %s), want a new cold instance", out.Cold, out.Instance, first.Instance)
+	}
+}
