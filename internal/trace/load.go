@@ -84,8 +84,12 @@ func Load(dir string, o Options) (*Trace, error) {
 	if err := l.durations(files[kindDurations]); err != nil {
 		return nil, err
 	}
-	if err := l.memory(files[kindMemory]); err != nil {
-		return nil, err
+	if path, ok := files[kindMemory]; ok {
+		if err := l.memory(path); err != nil {
+			return nil, err
+		}
+	} else {
+		l.warns = append(l.warns, fmt.Sprintf("no *%s*.csv file for day %q: functions get default memory", kindMemory, day))
 	}
 	l.finish()
 	return l.t, nil
@@ -139,7 +143,7 @@ func findFiles(dir, want string) (map[string]string, string, error) {
 			if names[0] == "" {
 				names[0] = "undated"
 			}
-			return nil, "", fmt.Errorf("trace: %s holds several days (%s): choose one with Options.Day",
+			return nil, "", fmt.Errorf("trace: %s holds several days (%s): choose one (baton replay --day)",
 				dir, strings.Join(names, ", "))
 		}
 		day = invDays[0]
@@ -155,6 +159,9 @@ func findFiles(dir, want string) (map[string]string, string, error) {
 		switch {
 		case len(match) == 1:
 			files[k] = filepath.Join(dir, match[0])
+		case len(match) == 0 && k == kindMemory:
+			// The public trace has no memory file for some days; functions
+			// then run with default memory.
 		case len(match) > 1:
 			return nil, "", fmt.Errorf("trace: several *%s*.csv files for day %q in %s: %s",
 				k, day, dir, strings.Join(match, ", "))

@@ -424,7 +424,7 @@ func TestDaySelection(t *testing.T) {
 	}
 
 	_, err := Load(dir, Options{})
-	if err == nil || !strings.Contains(err.Error(), "holds several days (d01, d02): choose one with Options.Day") {
+	if err == nil || !strings.Contains(err.Error(), "holds several days (d01, d02): choose one (baton replay --day)") {
 		t.Errorf("no day: err = %v", err)
 	}
 	for day, n := range map[string]int{"d01": 2, "d02": 3} {
@@ -443,14 +443,30 @@ func TestDaySelection(t *testing.T) {
 		t.Errorf("d05: err = %v\nwant %s", err, want)
 	}
 
-	// A day lacking one kind of file.
+	// A day without a memory file (as some public days are) loads with a
+	// warning; a day without durations does not load.
 	if err := os.Remove(filepath.Join(dir, "app_memory_percentiles.anon.d02.csv")); err != nil {
 		t.Fatal(err)
 	}
+	tr, err := Load(dir, Options{Day: "d02"})
+	if err != nil {
+		t.Fatalf("missing memory for d02: %v", err)
+	}
+	if len(tr.Warnings) == 0 || !strings.Contains(strings.Join(tr.Warnings, "\n"), "default memory") {
+		t.Errorf("missing memory for d02: warnings %v", tr.Warnings)
+	}
+	for _, f := range tr.Functions {
+		if f.HasMemory {
+			t.Errorf("function %s has memory without a memory file", f.ID)
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, "function_durations_percentiles.anon.d02.csv")); err != nil {
+		t.Fatal(err)
+	}
 	_, err = Load(dir, Options{Day: "d02"})
-	if err == nil || !strings.Contains(err.Error(), `no *app_memory_percentiles*.csv file for day "d02"`) ||
-		!strings.Contains(err.Error(), "found: app_memory_percentiles.anon.d01.csv") {
-		t.Errorf("missing memory for d02: err = %v", err)
+	if err == nil || !strings.Contains(err.Error(), `no *function_durations_percentiles*.csv file for day "d02"`) ||
+		!strings.Contains(err.Error(), "found: function_durations_percentiles.anon.d01.csv") {
+		t.Errorf("missing durations for d02: err = %v", err)
 	}
 
 	// Two candidates for one day.
