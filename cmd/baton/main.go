@@ -4,10 +4,19 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 
 	"github.com/baton-faas/baton/internal/cli"
+	"github.com/baton-faas/baton/internal/synthetic"
 )
 
 func main() {
+	// Deployed as a provided-runtime function, the binary is named bootstrap
+	// and serves the Go synthetic function, so benchmarks need no Go
+	// toolchain.
+	if filepath.Base(os.Args[0]) == "bootstrap" {
+		synthetic.RunGo()
+		return
+	}
 	os.Exit(cli.Execute())
 }

@@ -26,7 +26,7 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd())
+	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd())
 	return root
 }
 
@@ -44,10 +44,6 @@ func Execute() int {
 // serverFlag adds --server to a client command and returns a constructor
 // for the API client.
 func serverFlag(cmd *cobra.Command) func() (*client.Client, error) {
-	def := os.Getenv("BATON_SERVER")
-	if def == "" {
-		def = DefaultServer
-	}
-	addr := cmd.Flags().String("server", def, "URL of the baton server API (env BATON_SERVER)")
+	addr := cmd.Flags().String("server", defaultServer(), "URL of the baton server API (env BATON_SERVER)")
 	return func() (*client.Client, error) { return client.New(*addr, nil) }
 }
