@@ -280,7 +280,7 @@ func scaleToZero(ctx context.Context, c *client.Client, name string) error {
 		if err != nil {
 			return err
 		}
-		if len(v.Status.Instances) == 0 && v.Status.Starting == 0 {
+		if len(v.Status.Instances) == 0 && v.Status.Starting == 0 && v.Status.Stopping == 0 {
 			return nil
 		}
 		select {

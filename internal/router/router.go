@@ -143,6 +143,8 @@ type fnState struct {
 	instances map[string]*instance
 	starting  int // instance starts in progress for fn.Version
 	queue     []*waiter
+	// stopping counts stops sent to the worker that have not returned.
+	stopping int
 	// failures counts consecutive failed starts; until retryAt, starts
 	// that only serve minScale (no request waiting) are held back, so a
 	// broken function is not restarted in a tight loop.
@@ -265,7 +267,9 @@ func (r *Router) invokeOnce(ctx context.Context, st *fnState, inv workerapi.Invo
 	st.mu.Unlock()
 	out := Outcome{Version: version, Instance: g.inst.id, Cold: g.cold, Wait: r.opts.Now().Sub(arrived)}
 	if g.cold {
-		out.Init = g.inst.init
+		// The part of the instance's init this request actually waited
+		// for: a request that arrived late in a start waited less.
+		out.Init = min(g.inst.init, out.Wait)
 	}
 
 	started := r.opts.Now()
@@ -462,6 +466,7 @@ func (r *Router) flushStops(st *fnState) {
 	st.mu.Lock()
 	ids := st.stopped
 	st.stopped = nil
+	st.stopping += len(ids)
 	st.mu.Unlock()
 	for _, id := range ids {
 		go func() {
@@ -470,6 +475,9 @@ func (r *Router) flushStops(st *fnState) {
 			if err := r.worker.StopInstance(ctx, id); err != nil {
 				r.log.Warn("stop instance", "function", st.name, "instance", id, "err", err)
 			}
+			st.mu.Lock()
+			st.stopping--
+			st.mu.Unlock()
 		}()
 	}
 }
@@ -691,7 +699,10 @@ type InstanceStatus struct {
 type Status struct {
 	Instances []InstanceStatus `json:"instances"`
 	Starting  int              `json:"starting"`
-	Queued    int              `json:"queued"`
+	// Stopping counts instances being stopped: a function is at zero when
+	// Instances, Starting and Stopping are all empty.
+	Stopping int `json:"stopping"`
+	Queued   int `json:"queued"`
 }
 
 // Has reports whether the router knows a function.
@@ -713,7 +724,7 @@ func (r *Router) Status(name string) (Status, bool) {
 	now := r.opts.Now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	s := Status{Starting: st.starting, Queued: len(st.queue), Instances: []InstanceStatus{}}
+	s := Status{Starting: st.starting, Stopping: st.stopping, Queued: len(st.queue), Instances: []InstanceStatus{}}
 	for _, in := range st.instances {
 		is := InstanceStatus{ID: in.id, Version: in.version, InFlight: in.inflight, Capacity: in.capacity, Served: in.served, LastUsed: in.lastUsed}
 		if in.inflight == 0 {

@@ -88,7 +88,10 @@ type instance struct {
 
 	done     chan struct{} // closed when the process is gone
 	exitDesc string        // set before done closes
-	stopping bool          // guarded by Worker.mu
+	// released is closed once the instance's grain worker, sandbox and
+	// code references are released (a last instance's zygote has exited).
+	released chan struct{}
+	stopping bool // guarded by Worker.mu
 }
 
 // New creates a worker; it installs Baton's runtime clients under DataDir.
@@ -182,7 +185,7 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 	}
 	in := &instance{
 		id: newID("i-"), spec: spec, app: spec.App, capacity: spec.Spec.Concurrency,
-		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}),
+		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
 	}
 	if spec.Spec.Runtime != function.RuntimeNode {
 		in.capacity = 1
@@ -465,6 +468,7 @@ func (w *Worker) watch(in *instance) {
 	}
 	w.releaseApp(in.app)
 	w.releaseCode(in.spec.CodeDigest)
+	close(in.released)
 	if !stopping {
 		w.log.Info("instance exited", "function", in.spec.Function, "instance", in.id, "reason", in.exitDesc)
 		w.events <- workerapi.Event{Kind: workerapi.InstanceExited, Instance: in.id, Function: in.spec.Function, Version: in.spec.Version, Reason: in.exitDesc}
@@ -559,8 +563,10 @@ func (w *Worker) StopInstance(ctx context.Context, id string) error {
 		return nil
 	}
 	w.kill(in)
+	// Returns once everything the instance held is released, so that a
+	// function reported at zero really holds no process.
 	select {
-	case <-in.done:
+	case <-in.released:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("stop instance %s: %w", id, ctx.Err())
