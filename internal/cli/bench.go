@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +28,7 @@ import (
 
 type benchFlags struct {
 	server, function, data, runtime, mode, arrivalKind, out string
-	viaURL, keep                                            bool
+	viaURL, keep, baseline                                  bool
 	sleepMs, busyMs, rate                                   float64
 	responseBytes, touchMB, memoryMB, payloadBytes, chain   int
 	concurrency, burst, requests, warmup, maxInFlight       int
@@ -79,6 +81,7 @@ falls behind its schedule it says so and by how much.`,
 	fl.IntVarP(&f.requests, "requests", "n", 0, "measure this many requests")
 	fl.IntVar(&f.warmup, "warmup", 0, "requests sent and discarded before measuring (warm mode: default 2×concurrency, at least 20)")
 	fl.IntVar(&f.maxInFlight, "max-inflight", 10000, "open/burst: most outstanding requests; beyond it sending falls behind (and says so)")
+	fl.BoolVar(&f.baseline, "baseline", false, "first run the same load against a plain HTTP server on loopback in this process and report Baton's overhead")
 	fl.StringVarP(&f.out, "out", "o", "", "directory for requests.csv, summary.json and SVG plots")
 	return cmd
 }
@@ -147,7 +150,23 @@ func runBench(cmd *cobra.Command, f benchFlags) error {
 	plan.Function = target
 	plan.ScaleToZero = func(ctx context.Context) error { return scaleToZero(ctx, c, target) }
 
-	tgt, err := loadgen.NewHTTPTarget(f.server, target, f.viaURL, max(f.concurrency, f.burst, 64))
+	conns := max(f.concurrency, f.burst, 64)
+	var base *loadgen.Summary
+	var baseRes loadgen.Result
+	if f.baseline {
+		if mode == loadgen.Cold {
+			return errors.New("--baseline compares warm request paths; it has no meaning in cold mode")
+		}
+		fmt.Fprintln(cmd.ErrOrStderr(), "measuring the baseline: the same load against a plain HTTP server on loopback…")
+		baseRes, err = runBaseline(ctx, plan, f.responseBytes, conns, cmd.ErrOrStderr())
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		s := loadgen.Summarize(baseRes.Samples, baseRes.Start, baseRes.End)
+		s.Function, s.Mode = "baseline", string(mode)
+		base = &s
+	}
+	tgt, err := loadgen.NewHTTPTarget(f.server, target, f.viaURL, conns)
 	if err != nil {
 		return err
 	}
@@ -160,10 +179,20 @@ func runBench(cmd *cobra.Command, f benchFlags) error {
 	if len(chain) > 1 {
 		sum.Hops = hopSummaries(chain, res.Bodies, res.Samples)
 	}
+	if base != nil {
+		sum.Compare(*base)
+	}
 	sum.Print(cmd.OutOrStdout())
 	if f.out != "" {
 		if err := writeBenchOutput(f.out, res, sum, chain); err != nil {
 			return err
+		}
+		if base != nil {
+			if err := writeFile(filepath.Join(f.out, "baseline-requests.csv"), func(w io.Writer) error {
+				return report.WriteCSV(w, baseRes.Samples)
+			}); err != nil {
+				return err
+			}
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "results in %s\n", f.out)
 	}
@@ -174,6 +203,29 @@ func runBench(cmd *cobra.Command, f benchFlags) error {
 		return errors.New("no request was measured")
 	}
 	return nil
+}
+
+// runBaseline runs plan against a plain HTTP server on loopback that
+// answers every POST with a small JSON body of the function's response
+// size: the floor under any request/response platform on this machine.
+func runBaseline(ctx context.Context, plan loadgen.Plan, responseBytes, conns int, log io.Writer) (loadgen.Result, error) {
+	reply := []byte(`{"execMs":0,"body":"` + strings.Repeat("x", responseBytes) + `"}`)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return loadgen.Result{}, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(reply)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	tgt := loadgen.NewURLTarget("http://"+ln.Addr().String()+"/", conns)
+	defer tgt.CloseIdle()
+	plan.Function = "baseline"
+	runner := &loadgen.Runner{Target: tgt, Plan: plan, OnProgress: progressPrinter(log)}
+	return runner.Run(ctx)
 }
 
 // config records the flags in summary.json, so a result says how it was made.

@@ -45,8 +45,38 @@ type Summary struct {
 	DurationSeconds float64        `json:"durationSeconds"`
 	ThroughputRPS   float64        `json:"throughputRps"` // successful responses per second
 	Schedule        Schedule       `json:"schedule"`
-	Hops            []HopSummary   `json:"hops,omitempty"`
-	FirstError      string         `json:"firstError,omitempty"`
+	// ScaleUpMs is the time from the start of the run until the last of
+	// the distinct instances answered its first request (how long the
+	// platform took to bring up all instances that served the run).
+	ScaleUpMs  float64      `json:"scaleUpMs"`
+	Hops       []HopSummary `json:"hops,omitempty"`
+	FirstError string       `json:"firstError,omitempty"`
+	// Baseline is the same load against a plain HTTP server on loopback,
+	// measured in the same run; Overhead compares the two.
+	Baseline *Summary  `json:"baseline,omitempty"`
+	Overhead *Overhead `json:"overheadMs,omitempty"`
+}
+
+// Overhead is the latency Baton adds over the baseline, per percentile.
+type Overhead struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	// ThroughputRatio is Baton's throughput over the baseline's.
+	ThroughputRatio float64 `json:"throughputRatio"`
+}
+
+// Compare sets the baseline and the overhead against it.
+func (s *Summary) Compare(base Summary) {
+	s.Baseline = &base
+	s.Overhead = &Overhead{
+		P50: s.LatencyMs.P50 - base.LatencyMs.P50,
+		P90: s.LatencyMs.P90 - base.LatencyMs.P90,
+		P99: s.LatencyMs.P99 - base.LatencyMs.P99,
+	}
+	if base.ThroughputRPS > 0 {
+		s.Overhead.ThroughputRatio = s.ThroughputRPS / base.ThroughputRPS
+	}
 }
 
 // HopSummary describes one hop of a chain.
@@ -64,7 +94,7 @@ type HopSummary struct {
 func Summarize(samples []report.Sample, start, end time.Time) Summary {
 	s := Summary{Count: len(samples), Statuses: map[string]int{}}
 	var all, warm, cold, wait, init, exec, lags []float64
-	instances := map[string]bool{}
+	firstServed := map[string]int64{} // instance -> end of its first answer (ns since start)
 	ok := 0
 	for _, x := range samples {
 		ms := float64(x.LatencyNs) / 1e6
@@ -83,7 +113,10 @@ func Summarize(samples []report.Sample, start, end time.Time) Summary {
 		}
 		ok++
 		if x.Instance != "" {
-			instances[x.Instance] = true
+			end := x.StartNs + x.LatencyNs - start.UnixNano()
+			if t, seen := firstServed[x.Instance]; !seen || end < t {
+				firstServed[x.Instance] = end
+			}
 		}
 		wait = append(wait, x.WaitMs)
 		exec = append(exec, x.ExecMs)
@@ -96,7 +129,10 @@ func Summarize(samples []report.Sample, start, end time.Time) Summary {
 	}
 	s.LatencyMs, s.WarmLatencyMs, s.ColdLatencyMs = stats.Describe(all), stats.Describe(warm), stats.Describe(cold)
 	s.WaitMs, s.InitMs, s.ExecMs = stats.Describe(wait), stats.Describe(init), stats.Describe(exec)
-	s.Instances = len(instances)
+	s.Instances = len(firstServed)
+	for _, t := range firstServed {
+		s.ScaleUpMs = max(s.ScaleUpMs, float64(t)/1e6)
+	}
 	if s.Count > 0 {
 		s.ErrorRate = float64(s.Errors) / float64(s.Count)
 		s.Schedule.LateFraction = float64(s.Schedule.LateRequests) / float64(s.Count)
@@ -116,8 +152,8 @@ func Summarize(samples []report.Sample, start, end time.Time) Summary {
 // Print writes a human summary.
 func (s Summary) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "\n%s (%s): %d requests in %.1fs, %d errors (%.2f%%), %.1f req/s, %.1f%% cold, %d instances\n",
-		s.Function, s.Mode, s.Count, s.DurationSeconds, s.Errors, 100*s.ErrorRate, s.ThroughputRPS, 100*s.ColdFraction, s.Instances)
+	fmt.Fprintf(w, "\n%s (%s): %d requests in %.1fs, %d errors (%.2f%%), %.1f req/s, %.1f%% cold, %d instances (all serving after %.0f ms)\n",
+		s.Function, s.Mode, s.Count, s.DurationSeconds, s.Errors, 100*s.ErrorRate, s.ThroughputRPS, 100*s.ColdFraction, s.Instances, s.ScaleUpMs)
 	fmt.Fprintln(tw, "ms\tcount\tp50\tp90\tp99\tp99.9\tmax\tp99/p50\t")
 	row := func(name string, d stats.Dist) {
 		if d.Count == 0 {
@@ -136,6 +172,12 @@ func (s Summary) Print(w io.Writer) {
 		row(fmt.Sprintf("hop %d hand-off", h.Hop), h.OverheadMs)
 	}
 	tw.Flush()
+	if b := s.Baseline; b != nil {
+		fmt.Fprintf(w, "baseline (plain HTTP on loopback, same load, same run): p50 %.3f  p90 %.3f  p99 %.3f ms, %.1f req/s\n",
+			b.LatencyMs.P50, b.LatencyMs.P90, b.LatencyMs.P99, b.ThroughputRPS)
+		fmt.Fprintf(w, "Baton's overhead: p50 +%.3f  p90 +%.3f  p99 +%.3f ms, throughput ×%.2f of baseline\n",
+			s.Overhead.P50, s.Overhead.P90, s.Overhead.P99, s.Overhead.ThroughputRatio)
+	}
 	if s.Schedule.LateRequests > 0 {
 		fmt.Fprintf(w, "client fell behind schedule: %d requests (%.1f%%) sent late, mean %.2f ms, p99 %.2f ms, max %.2f ms (latency is measured from the intended send time)\n",
 			s.Schedule.LateRequests, 100*s.Schedule.LateFraction, s.Schedule.MeanLagMs, s.Schedule.P99LagMs, s.Schedule.MaxLagMs)

@@ -59,6 +59,11 @@ func NewHTTPTarget(server, name string, viaURL bool, maxConns int) (*HTTPTarget,
 	return t, nil
 }
 
+// NewURLTarget posts to an arbitrary URL (the baseline server).
+func NewURLTarget(rawURL string, maxConns int) *HTTPTarget {
+	return &HTTPTarget{method: http.MethodPost, url: rawURL, client: &http.Client{Transport: NewTransport(maxConns)}}
+}
+
 // NewTransport returns a transport that keeps enough connections alive
 // for maxConns concurrent requests, so the client never pays connection
 // set-up inside a measurement.
