@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/client"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/testserver"
 )
 
 // TestTimeout runs a function past its timeout: the caller gets 504 soon
@@ -340,5 +342,145 @@ func TestQueueTimeout(t *testing.T) {
 	}
 	if r := <-long; r.err != nil {
 		t.Errorf("the running call: %v", r.err)
+	}
+}
+
+// TestInitFailureWithDetachedGrandchild deploys a bootstrap that starts a
+// process in a session of its own (it keeps the instance's stdout and
+// stderr open) and exits 1 before polling the Runtime API: the call gets
+// the init error at once, and no start stays pending.
+//
+// Regression: the failed start waited for EOF on the instance's output
+// pipes, which the detached process held for its whole life: the call
+// hung until the queue timeout and the function showed a start in
+// progress forever.
+func TestInitFailureWithDetachedGrandchild(t *testing.T) {
+	requireLinux(t)
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("setsid is not installed: skipping a test whose bootstrap detaches a process with it")
+	}
+	t.Parallel()
+	srv := startServer(t, "--queue-timeout", "10s")
+	// A unique argument finds the detached sleep, which Baton cannot kill
+	// (nor may it: it is no longer the instance's).
+	arg := fmt.Sprintf("120.%d%06d", os.Getpid(), time.Now().Nanosecond()/1000)
+	detached := func() []int { return withArgs(allProcs(), "sleep", arg) }
+	killAtCleanup(t, detached)
+	deploy(t, srv, "detacher", function.Spec{Runtime: function.RuntimeProvided, Env: map[string]string{"DETACH_SLEEP": arg}}, failBootDir)
+
+	resp, took := invokeWithin(t, srv, "detacher", "", 20*time.Second)
+	if len(detached()) == 0 {
+		t.Fatalf("no detached `sleep %s` is running: the test does not exercise a process holding the instance's pipes", arg)
+	}
+	eb := errorBody(t, resp.Status, resp.Body)
+	if resp.Status != http.StatusBadGateway || eb.Code != "init_error" || eb.ErrorType != "Runtime.ExitError" {
+		t.Errorf("after %s: HTTP %d %s, want 502 init_error (Runtime.ExitError): %s", took, resp.Status, eb.Code, resp.Body)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the init error took %s to arrive", took)
+	}
+	waitFor(t, 5*time.Second, "no start of detacher should be pending", func() (bool, string) {
+		v := status(t, srv, "detacher")
+		return v.Status.Starting == 0 && len(v.Status.Instances) == 0, describeStatus(v)
+	})
+}
+
+// TestTimeoutOfInstanceOutsideItsGroup runs a bootstrap that left the
+// process group Baton made it lead, past its 1 s timeout: the call still
+// gets its 504 in time, the instance is killed, and the server still shuts
+// down at once with such an instance warm.
+//
+// Regression: instances were killed only through their process group, so
+// this one survived: the timed-out call never got an answer, and shutdown
+// waited out its 10 s limit for the instance.
+func TestTimeoutOfInstanceOutsideItsGroup(t *testing.T) {
+	requireLinux(t)
+	t.Parallel()
+	srv := startServer(t)
+	const name = "escaper"
+	deploy(t, srv, name, function.Spec{Runtime: function.RuntimeProvided, TimeoutSeconds: 1}, testserver.BuildGo(t, goEscapePkg))
+	type where struct {
+		Pid  int `json:"pid"`
+		Pgid int `json:"pgid"`
+	}
+	var pids []int
+	killAtCleanup(t, func() []int { return withEnv(pids, "AWS_LAMBDA_FUNCTION_NAME="+name) })
+	warm := func() int {
+		var w where
+		mustInvoke(t, srv, name, `{"sleepMs": 0}`, &w)
+		pids = append(pids, w.Pid)
+		if w.Pgid == w.Pid {
+			t.Fatalf("instance %d still leads its own process group: the test does not exercise an escaped instance", w.Pid)
+		}
+		return w.Pid
+	}
+
+	first := warm()
+	resp, took := invokeWithin(t, srv, name, `{"sleepMs": 30000}`, 15*time.Second)
+	if resp.Status != http.StatusGatewayTimeout || took > 5*time.Second {
+		t.Errorf("call past the timeout: HTTP %d after %s, want 504 after about 1 s: %s", resp.Status, took, resp.Body)
+	}
+	waitFor(t, 3*time.Second, "the timed-out instance should be killed", func() (bool, string) {
+		return !procAlive(first), procDesc([]int{first})
+	})
+
+	second := warm()
+	procs := testserver.Descendants(srv.Pid())
+	began := time.Now()
+	if err := srv.Stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("the server took %s to stop with an instance outside its process group", took)
+	}
+	if left := liveOf(append(procs, second)); len(left) > 0 {
+		t.Errorf("processes left after shutdown: %s", procDesc(left))
+	}
+}
+
+// TestHugeFunctionErrorIsCapped raises an exception with a 10 MiB message,
+// ten times: the message is cut to a few KiB in the answer and in the
+// records, and every record can still be fetched.
+//
+// Regression: the whole message went into the answer and the record; a
+// record that large could not be stored (NATS refuses messages over 8 MiB),
+// so the invocation had no record at all.
+func TestHugeFunctionErrorIsCapped(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	srv := startServer(t)
+	deploy(t, srv, "shouter", pySpec("fail"), pyDir)
+	const calls, maxMessage = 10, 8 << 10
+	checkMessage := func(what, msg string) {
+		t.Helper()
+		if len(msg) > maxMessage || !strings.HasPrefix(msg, "xxxx") || !strings.HasSuffix(msg, "(truncated)") {
+			t.Errorf("%s: errorMessage of %d bytes ending %q, want at most %d bytes ending in (truncated)",
+				what, len(msg), msg[max(0, len(msg)-40):], maxMessage)
+		}
+	}
+	var ids []string
+	for i := 0; i < calls; i++ {
+		resp, _ := invoke(t, srv, "shouter", `{"message": "x", "repeat": 10485760}`)
+		if resp.Status != http.StatusBadGateway {
+			t.Fatalf("call %d: HTTP %d, want 502: %.300s", i, resp.Status, resp.Body)
+		}
+		if len(resp.Body) > 64<<10 {
+			t.Errorf("call %d: error answer of %d bytes", i, len(resp.Body))
+		}
+		eb := errorBody(t, resp.Status, resp.Body)
+		if eb.Code != "function_error" || eb.ErrorType != "CustomError" {
+			t.Errorf("call %d: code %q, type %q", i, eb.Code, eb.ErrorType)
+		}
+		checkMessage(fmt.Sprintf("call %d", i), eb.ErrorMessage)
+		ids = append(ids, resp.ID)
+	}
+	for _, id := range ids {
+		rec := record(t, srv, id)
+		checkRecord(t, rec, id, "shouter", "function-error")
+		if rec.Error == nil {
+			t.Errorf("record %s has no error", id)
+			continue
+		}
+		checkMessage("record "+id, rec.Error.Message)
 	}
 }

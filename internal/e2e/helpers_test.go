@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,12 @@ const (
 	nodeDir     = "testdata/node"
 	goEchoPkg   = "./internal/e2e/testdata/goecho"
 	helloGoPkg  = "./examples/hello-go"
+	// failBootDir is a shell bootstrap (runtime provided) that exits
+	// before it polls the Runtime API; see its header for the variables
+	// that make it leave traces.
+	failBootDir = "testdata/failboot"
+	// goEscapePkg moves itself out of its instance's process group.
+	goEscapePkg = "./internal/e2e/testdata/goescape"
 )
 
 func requireLinux(t *testing.T) {
@@ -144,6 +151,21 @@ func invoke(t *testing.T, srv *testserver.Server, name string, event any) (clien
 		t.Fatalf("invoke %s: %v", name, err)
 	}
 	return resp, err
+}
+
+// invokeWithin invokes with the call bounded by d and says how long the
+// answer took; no answer within d fails the test (a hung invocation).
+func invokeWithin(t *testing.T, srv *testserver.Server, name, payload string, d time.Duration) (client.InvokeResponse, time.Duration) {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx(t), d)
+	defer cancel()
+	began := time.Now()
+	resp, err := srv.Client.Invoke(c, name, []byte(payload))
+	took := time.Since(began)
+	if resp.Status == 0 {
+		t.Fatalf("invoke %s: no answer after %s: %v", name, took.Round(time.Millisecond), err)
+	}
+	return resp, took
 }
 
 // mustInvoke invokes and requires a 200; it decodes the result into out
@@ -305,9 +327,28 @@ func procAlive(pid int) bool {
 // named function: every instance process (and a Python function's zygote)
 // carries AWS_LAMBDA_FUNCTION_NAME in its environment.
 func functionProcs(serverPid int, name string) []int {
-	want := []byte("AWS_LAMBDA_FUNCTION_NAME=" + name + "\x00")
+	return withEnv(testserver.Descendants(serverPid), "AWS_LAMBDA_FUNCTION_NAME="+name)
+}
+
+// allProcs lists every process of /proc, for processes that are no
+// longer (or never were) descendants of a server.
+func allProcs() []int {
+	entries, _ := os.ReadDir("/proc")
 	var out []int
-	for _, pid := range testserver.Descendants(serverPid) {
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// withEnv returns the live processes of pids whose environment holds kv
+// ("NAME=value").
+func withEnv(pids []int, kv string) []int {
+	want := []byte(kv + "\x00")
+	var out []int
+	for _, pid := range pids {
 		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 		if err != nil || !procAlive(pid) {
 			continue
@@ -317,6 +358,30 @@ func functionProcs(serverPid int, name string) []int {
 		}
 	}
 	return out
+}
+
+// withArgs returns the live processes of pids whose command line is args.
+func withArgs(pids []int, args ...string) []int {
+	want := []byte(strings.Join(args, "\x00") + "\x00")
+	var out []int
+	for _, pid := range pids {
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && bytes.Equal(cmd, want) && procAlive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// killAtCleanup kills, when the test ends, the processes find returns
+// then: a process a test lets escape Baton's control must not outlive the
+// test, whether or not Baton managed to stop it.
+func killAtCleanup(t *testing.T, find func() []int) {
+	t.Cleanup(func() {
+		for _, pid := range find() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
 }
 
 // procDesc describes pids for failure messages.

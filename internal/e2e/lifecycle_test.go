@@ -3,8 +3,11 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +26,9 @@ type identity struct {
 	RequestID  string `json:"requestId"`
 	Marker     string `json:"marker"`
 	AppVersion string `json:"appVersion"`
+	// ImportAppVersion is APP_VERSION as the code saw it when it was
+	// loaded (in a Python zygote: when the zygote imported it).
+	ImportAppVersion string `json:"importAppVersion"`
 }
 
 type callResult struct {
@@ -229,6 +235,117 @@ func TestDelete(t *testing.T) {
 		t.Errorf("re-created function: %+v", v)
 	}
 	mustInvoke(t, srv, "doomed-py", nil, nil)
+}
+
+// TestRecreateWhileOldCallRuns deletes a Python function while one of its
+// calls still runs, then deploys the name again: version numbering starts
+// over at 1, but the new function must run its own code and environment.
+//
+// Regression: zygotes were keyed by function and version only, so the new
+// version 1 was forked from the old version 1's zygote, which the running
+// call kept alive: old code, and the old environment as seen at import.
+func TestRecreateWhileOldCallRuns(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	srv := startServer(t)
+	withAppVersion := func(v string) function.Spec {
+		s := pySpec("whoami")
+		s.Env = map[string]string{"APP_VERSION": v}
+		return s
+	}
+	sameCode := copyDir(t, pyDir, map[string]string{"marker.txt": "same"})
+	cases := []struct {
+		name             string
+		oldSpec, newSpec function.Spec
+		oldDir, newDir   string
+		want             identity // marker and environment of the new function
+	}{
+		{"new-code", pySpec("whoami"), pySpec("whoami"),
+			copyDir(t, pyDir, map[string]string{"marker.txt": "old"}), copyDir(t, pyDir, map[string]string{"marker.txt": "new"}),
+			identity{Marker: "new"}},
+		{"new-env", withAppVersion("old"), withAppVersion("new"), sameCode, sameCode,
+			identity{Marker: "same", AppVersion: "new", ImportAppVersion: "new"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			name := "reborn-" + tc.name
+			deploy(t, srv, name, tc.oldSpec, tc.oldDir)
+			running := goInvoke(t, srv, name, `{"sleepMs": 3000}`)
+			waitInFlight(t, srv, name, 1)
+			if err := srv.Client.Delete(ctx(t), name); err != nil {
+				t.Fatal(err)
+			}
+			if v := deploy(t, srv, name, tc.newSpec, tc.newDir); v.Version != 1 || !v.Created {
+				t.Fatalf("re-created function: version %d, created %v; want a new version 1", v.Version, v.Created)
+			}
+			var got identity
+			mustInvoke(t, srv, name, nil, &got)
+			select {
+			case <-running:
+				t.Fatal("the deleted function's call ended before the new function answered: nothing kept the old zygote alive, the test proves nothing")
+			default:
+			}
+			if got.Marker != tc.want.Marker || got.AppVersion != tc.want.AppVersion || got.ImportAppVersion != tc.want.ImportAppVersion {
+				t.Errorf("re-created function answered with marker %q, APP_VERSION %q (at import: %q); want %q, %q (%q): it runs what the deleted function loaded",
+					got.Marker, got.AppVersion, got.ImportAppVersion, tc.want.Marker, tc.want.AppVersion, tc.want.ImportAppVersion)
+			}
+			if r := <-running; r.err != nil || r.resp.Status != http.StatusOK {
+				t.Errorf("call running during the delete: HTTP %d, %v", r.resp.Status, r.err)
+			}
+		})
+	}
+}
+
+// TestListenAddressTaken starts `baton server` on an address that is in
+// use, with a data directory holding a minScale function: the server
+// exits non-zero naming the address, without having run any function code
+// and without leaving a process behind.
+func TestListenAddressTaken(t *testing.T) {
+	requireLinux(t)
+	t.Parallel()
+	dataDir := t.TempDir()
+	started := filepath.Join(t.TempDir(), "started")
+	spec := function.Spec{Runtime: function.RuntimeProvided, MinScale: 1, Env: map[string]string{"STARTED_FILE": started}}
+	srv := testserver.Start(t, testserver.Options{DataDir: dataDir})
+	deploy(t, srv, "eager", spec, failBootDir)
+	// A server that starts normally runs the function's code at once.
+	waitFor(t, 10*time.Second, "the minScale function's code should run", func() (bool, string) {
+		_, err := os.Stat(started)
+		return err == nil, fmt.Sprint(err)
+	})
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(started); err != nil {
+		t.Fatal(err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	// A server that listens last races its minScale start against its
+	// exit, and does not always lose: a few attempts make that show.
+	for attempt := 1; attempt <= 5 && !t.Failed(); attempt++ {
+		began := time.Now()
+		stdout, stderr, code := cli(t, "server", "--listen", addr, "--data-dir", dataDir)
+		took := time.Since(began)
+		if code == 0 || !strings.Contains(stderr, addr) {
+			t.Errorf("attempt %d: baton server on a taken address: exit %d, want non-zero with a message naming %s\nstdout: %s\nstderr: %s", attempt, code, addr, stdout, stderr)
+		}
+		if took > 5*time.Second {
+			t.Errorf("attempt %d: baton server took %s to give up on a taken address", attempt, took)
+		}
+		if _, err := os.Stat(started); err == nil {
+			t.Errorf("attempt %d: the server ran the minScale function's code before it found its address taken", attempt)
+		}
+		if left := withEnv(allProcs(), "STARTED_FILE="+started); len(left) > 0 {
+			t.Errorf("attempt %d: processes of the function left running: %s", attempt, procDesc(left))
+		}
+	}
 }
 
 // TestRestartPersistence stops a server and starts a new one on the same

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/testserver"
 )
 
 // TestBurstScaleUp sends 50 concurrent requests to a Python function that
@@ -105,6 +106,75 @@ func TestBurstScaleUp(t *testing.T) {
 	}
 }
 
+// probe is the answer of the Node probe handler.
+type probe struct {
+	Pid        int `json:"pid"`
+	Seen       int `json:"seen"`
+	MaxOverlap int `json:"maxOverlap"`
+}
+
+// probeBurst sends n concurrent calls of event to a Node function running
+// the probe handler; unless all succeed it fails the test. It returns the
+// answers and the instances that served them.
+func probeBurst(t *testing.T, srv *testserver.Server, name string, n int, event string) ([]probe, map[string]bool) {
+	t.Helper()
+	c := ctx(t)
+	var mu sync.Mutex
+	instances := map[string]bool{}
+	var results []probe
+	var errs []string
+	parallel(n, func(int) {
+		resp, err := srv.Client.Invoke(c, name, []byte(event))
+		var p probe
+		if err == nil {
+			err = json.Unmarshal(resp.Body, &p)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err.Error())
+			return
+		}
+		results = append(results, p)
+		instances[resp.Header.Get("Baton-Instance-Id")] = true
+	})
+	if len(errs) > 0 {
+		t.Fatalf("%d of %d concurrent calls to %s failed: %v", len(errs), n, name, errs)
+	}
+	return results, instances
+}
+
+// TestNodeConcurrencyBurst sends a burst of 10 calls to a cold Node
+// function with concurrency 2: every call succeeds, runs exactly once
+// (one record each), and no instance takes more than 2 at a time. It
+// checks that retrying events a dead instance never received does not
+// disturb ordinary bursts.
+func TestNodeConcurrencyBurst(t *testing.T) {
+	requireNode(t)
+	t.Parallel()
+	srv := startServer(t)
+	const name, burst = "pairs", 10
+	deploy(t, srv, name, function.Spec{Runtime: function.RuntimeNode, Handler: "index.probe", Concurrency: 2}, nodeDir)
+	results, instances := probeBurst(t, srv, name, burst, `{"target": 2, "waitMs": 1000}`)
+	for _, p := range results {
+		if p.MaxOverlap > 2 {
+			t.Errorf("an instance had %d events in flight, more than concurrency 2: %+v", p.MaxOverlap, results)
+			break
+		}
+	}
+	t.Logf("%d calls on %d instances", burst, len(instances))
+	waitFor(t, 5*time.Second, fmt.Sprintf("%d successful records of %s", burst, name), func() (bool, string) {
+		recs := recordsOf(t, srv, name)
+		ids := map[string]bool{}
+		for _, r := range recs {
+			if r.Status == "success" {
+				ids[r.ID] = true
+			}
+		}
+		return len(recs) == burst && len(ids) == burst, fmt.Sprintf("%d records, %d distinct successful", len(recs), len(ids))
+	})
+}
+
 // TestNodeConcurrency checks that one Node instance with concurrency 4
 // serves 4 events at once.
 func TestNodeConcurrency(t *testing.T) {
@@ -114,35 +184,7 @@ func TestNodeConcurrency(t *testing.T) {
 	const name = "probe"
 	deploy(t, srv, name, function.Spec{Runtime: function.RuntimeNode, Handler: "index.probe", Concurrency: 4, MaxScale: 5}, nodeDir)
 
-	type probe struct {
-		Pid        int `json:"pid"`
-		Seen       int `json:"seen"`
-		MaxOverlap int `json:"maxOverlap"`
-	}
-	c := ctx(t)
-	var mu sync.Mutex
-	instances := map[string]bool{}
-	var results []probe
-	var errs []string
-	parallel(4, func(int) {
-		resp, err := srv.Client.Invoke(c, name, []byte(`{"target": 4, "waitMs": 5000}`))
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			errs = append(errs, err.Error())
-			return
-		}
-		var p probe
-		if err := json.Unmarshal(resp.Body, &p); err != nil {
-			errs = append(errs, err.Error())
-			return
-		}
-		results = append(results, p)
-		instances[resp.Header.Get("Baton-Instance-Id")] = true
-	})
-	if len(errs) > 0 {
-		t.Fatalf("probe calls failed: %v", errs)
-	}
+	results, instances := probeBurst(t, srv, name, 4, `{"target": 4, "waitMs": 5000}`)
 	if len(instances) != 1 {
 		t.Errorf("4 concurrent calls ran on %d instances, want 1 (concurrency 4)", len(instances))
 	}
@@ -158,27 +200,7 @@ func TestNodeConcurrency(t *testing.T) {
 
 	// Five concurrent calls do not fit one instance: a second one starts,
 	// and no instance ever has more than 4 events in flight.
-	results, errs = nil, nil
-	instances = map[string]bool{}
-	parallel(5, func(int) {
-		resp, err := srv.Client.Invoke(c, name, []byte(`{"target": 5, "waitMs": 1500}`))
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			errs = append(errs, err.Error())
-			return
-		}
-		var p probe
-		if err := json.Unmarshal(resp.Body, &p); err != nil {
-			errs = append(errs, err.Error())
-			return
-		}
-		results = append(results, p)
-		instances[resp.Header.Get("Baton-Instance-Id")] = true
-	})
-	if len(errs) > 0 {
-		t.Fatalf("second round failed: %v", errs)
-	}
+	results, instances = probeBurst(t, srv, name, 5, `{"target": 5, "waitMs": 1500}`)
 	if len(instances) != 2 {
 		t.Errorf("5 concurrent calls ran on %d instances, want 2", len(instances))
 	}

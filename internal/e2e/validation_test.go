@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"archive/zip"
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -224,6 +228,42 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
+// TestUnknownFunctionBodyNotRead calls a function that does not exist
+// with a 5 MiB body of which only the first 64 KiB are sent: the 404 must
+// come anyway, since the body is not needed to answer.
+//
+// Regression: the whole body was read (and held) before the function was
+// looked up.
+func TestUnknownFunctionBodyNotRead(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const size = 5 << 20
+	head := fmt.Sprintf("POST /v1/functions/ghost/invoke HTTP/1.1\r\nHost: baton\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", size)
+	if _, err := conn.Write(append([]byte(head), bytes.Repeat([]byte(" "), 64<<10)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while most of the %d-byte body is unsent (the server waits for a body it does not need): %v", size, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eb := errorBody(t, resp.StatusCode, body); resp.StatusCode != http.StatusNotFound || eb.Code != "function_not_found" {
+		t.Errorf("HTTP %d: %s, want 404 function_not_found", resp.StatusCode, body)
+	}
+}
+
 // TestPayloadLimit starts a server with a 1 MiB payload limit.
 func TestPayloadLimit(t *testing.T) {
 	requirePython(t)
@@ -268,11 +308,12 @@ func TestPayloadLimit(t *testing.T) {
 }
 
 // TestQueueFull fills a one-instance function's queue: excess requests get
-// 429 with Retry-After, and every request gets an answer.
+// 429 with Retry-After, every request gets an answer, and the refusals are
+// counted in baton_rejected_total.
 func TestQueueFull(t *testing.T) {
 	requirePython(t)
 	t.Parallel()
-	srv := startServer(t, "--queue-size", "2")
+	srv := startServer(t, "--queue-size", "1")
 	spec := pySpec("sleep")
 	spec.MaxScale = 1
 	deploy(t, srv, "narrow", spec, pyDir)
@@ -323,9 +364,12 @@ func TestQueueFull(t *testing.T) {
 			t.Errorf("request %d: HTTP %d (%s), want 200 or 429", i, o.status, o.code)
 		}
 	}
-	// One runs, two wait, three are refused.
-	if ok < 1 || ok > 3 || ok+rejected != n {
-		t.Errorf("%d succeeded and %d were refused, want 1..3 and the rest 429", ok, rejected)
+	// One runs, one waits, four are refused.
+	if ok < 1 || ok > 2 || ok+rejected != n {
+		t.Errorf("%d succeeded and %d were refused, want 1..2 and the rest 429", ok, rejected)
+	}
+	if got := metrics(t, srv)[`baton_rejected_total{function="narrow",reason="queue-full"}`]; got != float64(rejected) {
+		t.Errorf("baton_rejected_total for queue-full = %v, want %d", got, rejected)
 	}
 	recs := recordsOf(t, srv, "narrow")
 	if len(recs) != ok+1 {

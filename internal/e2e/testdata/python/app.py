@@ -2,7 +2,9 @@
 
 MARKER is read once at import time from marker.txt (tests write it into a
 copy of this directory to make a new code version); APP_VERSION comes from
-the function's environment.
+the function's environment; IMPORT_APP_VERSION is APP_VERSION as the module
+saw it at import, so that a test can tell which environment the loaded code
+(a Python zygote) was started with.
 """
 
 import base64
@@ -17,6 +19,8 @@ try:
 except OSError:
     MARKER = ""
 
+IMPORT_APP_VERSION = os.environ.get("APP_VERSION", "")
+
 
 def _ev(event):
     return event if isinstance(event, dict) else {}
@@ -30,6 +34,7 @@ def _identity(context):
         "requestId": context.aws_request_id,
         "marker": MARKER,
         "appVersion": os.environ.get("APP_VERSION", ""),
+        "importAppVersion": IMPORT_APP_VERSION,
     }
 
 
@@ -73,9 +78,11 @@ class CustomError(Exception):
 
 
 def fail(event, context):
-    """Raises CustomError with the event's message."""
+    """Raises CustomError with the event's message, repeated {"repeat": N}
+    times (a huge message without a huge event)."""
+    ev = _ev(event)
     print("about to fail")
-    raise CustomError(_ev(event).get("message", "boom"))
+    raise CustomError(ev.get("message", "boom") * int(ev.get("repeat", 1)))
 
 
 def crash(event, context):
