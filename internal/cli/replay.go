@@ -30,6 +30,7 @@ type replayFlags struct {
 	server, traceDir, day, placement, runtime, execKind, out string
 	functions, minutes, startMinute, maxScale, maxInFlight   int
 	compress                                                 float64
+	maxExec                                                  time.Duration
 	seed                                                     uint64
 	keep                                                     bool
 }
@@ -62,6 +63,7 @@ requested duration), as Dirigent and In-Vitro do, into --out DIR.`,
 	fl.StringVar(&f.placement, "placement", "poisson", "arrivals within a minute: poisson or uniform")
 	fl.StringVar(&f.runtime, "runtime", function.RuntimePython, "synthetic function runtime: python3, nodejs or provided")
 	fl.StringVar(&f.execKind, "exec", "sleep", "how functions spend their duration: sleep or busy (CPU)")
+	fl.DurationVar(&f.maxExec, "max-exec", 0, "cap each invocation's execution time (0: as the trace says); for quick runs")
 	fl.IntVar(&f.maxScale, "max-scale", 20, "maxScale of each deployed function")
 	fl.IntVar(&f.maxInFlight, "max-inflight", 10000, "most outstanding requests; beyond it sending falls behind (and says so)")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed (sampling, arrivals, durations)")
@@ -185,6 +187,9 @@ func dispatch(ctx context.Context, f replayFlags, fns map[string]*replayFunction
 	for i, a := range arrivals {
 		rf := fns[a.Function]
 		j := job{rf: rf, at: a.At, requested: math.Max(rf.tf.Duration.Sample(rng), 0)}
+		if f.maxExec > 0 {
+			j.requested = math.Min(j.requested, float64(f.maxExec)/float64(time.Millisecond))
+		}
 		if rf.tf.HasMemory {
 			// Touch a share of the app's memory, bounded by the function's limit.
 			j.touchMB = int(math.Min(rf.tf.MemoryMB.Sample(rng)/4, float64(replayMemory(rf.tf))/2))
