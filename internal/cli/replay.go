@@ -215,7 +215,7 @@ func dispatch(ctx context.Context, f replayFlags, fns map[string]*replayFunction
 				return
 			case <-t.C:
 				mu.Lock()
-				fmt.Fprintf(log, "%6.0fs  sent %d of %d  late %d\n", time.Since(start).Seconds(), done, len(jobs), late)
+				fmt.Fprintf(log, "%6.0fs  answered %d of %d  sent late %d\n", time.Since(start).Seconds(), done, len(jobs), late)
 				mu.Unlock()
 			}
 		}

@@ -283,6 +283,9 @@ func (r *Runner) schedule(ctx context.Context, size int, at func(k int) time.Tim
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for k := 0; ; k++ {
+		if r.Plan.Requests > 0 && r.sent.Load() >= int64(r.Plan.Requests) {
+			return ignoreDeadline(ctx) // all sent: do not wait for a next batch
+		}
 		due := at(k)
 		if r.Plan.Duration > 0 && due.Sub(r.start) >= r.Plan.Duration {
 			return ignoreDeadline(ctx)

@@ -46,8 +46,8 @@ type Summary struct {
 	ThroughputRPS   float64        `json:"throughputRps"` // successful responses per second
 	Schedule        Schedule       `json:"schedule"`
 	// ScaleUpMs is the time from the start of the run until the last of
-	// the distinct instances answered its first request (how long the
-	// platform took to bring up all instances that served the run).
+	// the distinct instances began executing its first request (how long
+	// the platform took to bring up all instances that served the run).
 	ScaleUpMs  float64      `json:"scaleUpMs"`
 	Hops       []HopSummary `json:"hops,omitempty"`
 	FirstError string       `json:"firstError,omitempty"`
@@ -113,9 +113,11 @@ func Summarize(samples []report.Sample, start, end time.Time) Summary {
 		}
 		ok++
 		if x.Instance != "" {
-			end := x.StartNs + x.LatencyNs - start.UnixNano()
-			if t, seen := firstServed[x.Instance]; !seen || end < t {
-				firstServed[x.Instance] = end
+			// When execution began: the answer's arrival minus the
+			// execution time the server reported.
+			began := x.StartNs + x.LatencyNs - int64(x.ExecMs*1e6) - start.UnixNano()
+			if t, seen := firstServed[x.Instance]; !seen || began < t {
+				firstServed[x.Instance] = began
 			}
 		}
 		wait = append(wait, x.WaitMs)
@@ -152,7 +154,7 @@ func Summarize(samples []report.Sample, start, end time.Time) Summary {
 // Print writes a human summary.
 func (s Summary) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "\n%s (%s): %d requests in %.1fs, %d errors (%.2f%%), %.1f req/s, %.1f%% cold, %d instances (all serving after %.0f ms)\n",
+	fmt.Fprintf(w, "\n%s (%s): %d requests in %.1fs, %d errors (%.2f%%), %.1f req/s, %.1f%% cold, %d instances (all serving %.0f ms after the start)\n",
 		s.Function, s.Mode, s.Count, s.DurationSeconds, s.Errors, 100*s.ErrorRate, s.ThroughputRPS, 100*s.ColdFraction, s.Instances, s.ScaleUpMs)
 	fmt.Fprintln(tw, "ms\tcount\tp50\tp90\tp99\tp99.9\tmax\tp99/p50\t")
 	row := func(name string, d stats.Dist) {

@@ -8,6 +8,7 @@ package loadgen
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -95,13 +96,25 @@ func (t *HTTPTarget) Send(ctx context.Context, payload []byte) Response {
 		Cold: resp.Header.Get("Baton-Cold-Start") == "true", Instance: resp.Header.Get("Baton-Instance-Id")}
 	r.WaitMs, r.InitMs, r.ExecMs = ParseServerTiming(resp.Header.Get("Server-Timing"))
 	if r.Err == nil && resp.StatusCode >= 400 {
-		r.Err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, firstLine(body))
+		r.Err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, errorMessage(body))
 	}
 	return r
 }
 
 // CloseIdle drops kept-alive connections.
 func (t *HTTPTarget) CloseIdle() { t.client.CloseIdleConnections() }
+
+// errorMessage prefers the message of Baton's JSON error body.
+func errorMessage(b []byte) string {
+	var e struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Message != "" {
+		return e.Code + ": " + firstLine([]byte(e.Message))
+	}
+	return firstLine(b)
+}
 
 func firstLine(b []byte) string {
 	s := strings.TrimSpace(string(b))
