@@ -26,6 +26,7 @@ import (
 	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/client"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/testserver"
 )
 
@@ -233,16 +234,8 @@ func requireCommand(tb testing.TB, name string) string {
 // times. Baton's worker resolves it the same way.
 func realPython(tb testing.TB) string {
 	tb.Helper()
-	p := requireCommand(tb, "python3")
-	out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
-	if err != nil {
-		tb.Fatalf("asking python3 for its executable: %v", err)
-	}
-	real := strings.TrimSpace(string(out))
-	if !filepath.IsAbs(real) {
-		return p
-	}
-	return real
+	requireCommand(tb, "python3")
+	return runtimes.Python()
 }
 
 // baseEnv is the part of the environment Baton's worker gives every

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // File names of the installed scripts.
@@ -81,4 +83,23 @@ func writeAtomic(path string, content []byte) error {
 		return fmt.Errorf("runtimes: install %s: %w", path, err)
 	}
 	return nil
+}
+
+// Python returns the real python3 binary, or "" when there is none. PATH
+// may hold a wrapper (pyenv's shims are shell scripts) that would add its
+// own start-up time to every cold start, so the interpreter is asked for
+// its own path.
+func Python() string {
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		return ""
+	}
+	out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		return p
+	}
+	if real := strings.TrimSpace(string(out)); filepath.IsAbs(real) {
+		return real
+	}
+	return p
 }

@@ -128,28 +128,11 @@ func New(opts Options) (*Worker, error) {
 	}
 	go w.janitor()
 	// Interpreters are optional: a host without Node still runs Python.
-	w.python = resolvePython()
+	w.python = runtimes.Python()
 	w.node, _ = exec.LookPath("node")
 	return w, nil
 }
 
-// resolvePython finds the real python3 binary. PATH may hold a wrapper
-// (pyenv's shims are shell scripts) that would add its own start-up time
-// to every cold start.
-func resolvePython() string {
-	p, err := exec.LookPath("python3")
-	if err != nil {
-		return ""
-	}
-	out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
-	if err != nil {
-		return p
-	}
-	if real := strings.TrimSpace(string(out)); filepath.IsAbs(real) {
-		return real
-	}
-	return p
-}
 
 // Info implements workerapi.Worker.
 func (w *Worker) Info() workerapi.Info {
