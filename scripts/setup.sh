@@ -12,6 +12,9 @@ command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v zip >/dev/null 2>&1 || need_pkgs+=(zip)
+# seccomp filters for container sandboxes are built with cgo against libseccomp.
+dpkg -s libseccomp-dev >/dev/null 2>&1 || need_pkgs+=(libseccomp-dev)
+command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need_pkgs[*]}; run as root or install them" >&2
