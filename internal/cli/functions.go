@@ -79,6 +79,9 @@ running invocations finish on the old one.`,
 	f.IntVar(&spec.Concurrency, "concurrency", 0, "events one instance serves at once (nodejs only; default 1)")
 	f.IntVar(&spec.MinScale, "min-scale", 0, "instances kept even when idle")
 	f.IntVar(&spec.MaxScale, "max-scale", 0, fmt.Sprintf("most instances (default %d)", function.DefaultMaxScale))
+	f.StringVar(&spec.App, "app", "", "application: functions of one app share a sandbox per host (default: the function's name)")
+	f.StringVar(&spec.Network, "network", "", "isolated (own network namespace, loopback only; default) or host")
+	f.StringVar(&spec.Image, "image", "", "root filesystem image (default: the runtime's base image)")
 	f.IntVar(&spec.IdleTimeoutSeconds, "idle-timeout", 0, fmt.Sprintf("seconds an idle instance is kept (default %d)", function.DefaultIdleSeconds))
 	return cmd
 }

@@ -48,7 +48,22 @@ type Spec struct {
 	MinScale           int               `json:"minScale"`
 	MaxScale           int               `json:"maxScale,omitempty"`
 	IdleTimeoutSeconds int               `json:"idleTimeoutSeconds,omitempty"`
+	// App groups functions that share one sandbox per host (default: the
+	// function's own name). Functions of different apps never share one.
+	App string `json:"app,omitempty"`
+	// Network is "isolated" (own network namespace, loopback only) or
+	// "host".
+	Network string `json:"network,omitempty"`
+	// Image names the root filesystem image; empty means the runtime's
+	// default base image.
+	Image string `json:"image,omitempty"`
 }
+
+// Network modes.
+const (
+	NetworkIsolated = "isolated"
+	NetworkHost     = "host"
+)
 
 // Function is the stored form of a deployed function: its current version.
 type Function struct {
@@ -74,6 +89,7 @@ var (
 	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	// Handlers are "module.function" style: path segments and identifiers.
 	handlerRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_./-]*$`)
+	imageRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._/:-]{0,127}$`)
 )
 
 // reservedEnv are variables Baton sets for every instance; users may not
@@ -150,7 +166,28 @@ func (s Spec) Normalize() (Spec, error) {
 	if err := defaultRange(&s.IdleTimeoutSeconds, "idleTimeoutSeconds", DefaultIdleSeconds, 1, MaxIdleSeconds); err != nil {
 		return s, err
 	}
+	switch s.Network {
+	case "":
+		s.Network = NetworkIsolated
+	case NetworkIsolated, NetworkHost:
+	default:
+		return s, fmt.Errorf("%w: network %q must be %s or %s", ErrInvalid, s.Network, NetworkIsolated, NetworkHost)
+	}
+	if s.App != "" && !nameRE.MatchString(s.App) {
+		return s, fmt.Errorf("%w: app %q must be 1-64 characters of a-z, 0-9 and '-', starting and ending with a letter or digit", ErrInvalid, s.App)
+	}
+	if s.Image != "" && !imageRE.MatchString(s.Image) {
+		return s, fmt.Errorf("%w: image %q is not a valid image name (lower-case letters, digits and . _ - / :, at most 128 characters)", ErrInvalid, s.Image)
+	}
 	return s, nil
+}
+
+// AppOf returns the application a function belongs to.
+func AppOf(name string, s Spec) string {
+	if s.App != "" {
+		return s.App
+	}
+	return name
 }
 
 func defaultRange(v *int, field string, def, lo, hi int) error {
@@ -169,6 +206,7 @@ func defaultRange(v *int, field string, def, lo, hi int) error {
 func (s Spec) InstanceEqual(o Spec) bool {
 	if s.Runtime != o.Runtime || s.Handler != o.Handler || s.MemoryMB != o.MemoryMB ||
 		s.TimeoutSeconds != o.TimeoutSeconds || s.Concurrency != o.Concurrency ||
+		s.App != o.App || s.Network != o.Network || s.Image != o.Image ||
 		len(s.Env) != len(o.Env) {
 		return false
 	}

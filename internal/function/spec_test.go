@@ -72,3 +72,29 @@ func TestInstanceEqual(t *testing.T) {
 		t.Fatal("an env change must make a new version")
 	}
 }
+
+func TestAppNetworkImage(t *testing.T) {
+	s, err := Spec{Runtime: RuntimePython, Handler: "a.b"}.Normalize()
+	if err != nil || s.Network != NetworkIsolated || AppOf("f", s) != "f" {
+		t.Fatalf("defaults: %+v %v", s, err)
+	}
+	s, err = Spec{Runtime: RuntimePython, Handler: "a.b", App: "shop", Network: "host", Image: "python:3.11-slim"}.Normalize()
+	if err != nil || AppOf("f", s) != "shop" {
+		t.Fatalf("explicit: %+v %v", s, err)
+	}
+	for _, bad := range []Spec{
+		{Runtime: RuntimePython, Handler: "a.b", Network: "bridge"},
+		{Runtime: RuntimePython, Handler: "a.b", App: "Shop"},
+		{Runtime: RuntimePython, Handler: "a.b", Image: "UPPER"},
+	} {
+		if _, err := bad.Normalize(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+	a, _ := Spec{Runtime: RuntimePython, Handler: "a.b"}.Normalize()
+	b := a
+	b.App = "other"
+	if a.InstanceEqual(b) {
+		t.Fatal("moving a function to another app must make a new version")
+	}
+}

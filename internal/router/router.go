@@ -487,7 +487,7 @@ func (r *Router) start(st *fnState, fn function.Function) {
 	defer cancel()
 	began := r.opts.Now()
 	info, err := r.worker.StartInstance(ctx, workerapi.InstanceSpec{
-		Function: fn.Name, Version: fn.Version, App: fn.Name, Spec: fn.Spec, CodeDigest: fn.CodeDigest,
+		Function: fn.Name, Version: fn.Version, App: function.AppOf(fn.Name, fn.Spec), Spec: fn.Spec, CodeDigest: fn.CodeDigest,
 	})
 	st.mu.Lock()
 	current := !st.removed && st.fn.Version == fn.Version
