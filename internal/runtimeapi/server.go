@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -59,7 +60,15 @@ type Options struct {
 	// function. Larger posts get HTTP 413 and make Invoke return
 	// ErrResponseTooLarge. Zero or negative means DefaultMaxResponseBytes.
 	MaxResponseBytes int64
+	// MaxConns bounds the connections one instance may hold open at once,
+	// so a hostile function cannot exhaust the worker's file descriptors.
+	// Zero or negative means DefaultMaxConns.
+	MaxConns int
 }
+
+// DefaultMaxConns is the connection bound when Options.MaxConns is unset:
+// enough for a runtime with hundreds of concurrent long polls.
+const DefaultMaxConns = 1024
 
 // Event is one invocation to hand to the function.
 type Event struct {
@@ -95,9 +104,10 @@ type Result struct {
 // Server is the Runtime API endpoint of one function instance. It has no
 // global state; create one per instance.
 type Server struct {
-	log     *slog.Logger
-	maxResp int64
-	srv     *http.Server
+	log      *slog.Logger
+	maxResp  int64
+	maxConns int
+	srv      *http.Server
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -154,13 +164,18 @@ func New(opts Options) *Server {
 	if maxResp <= 0 {
 		maxResp = DefaultMaxResponseBytes
 	}
+	maxConns := opts.MaxConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
 	s := &Server{
-		log:     logger,
-		maxResp: maxResp,
-		ready:   make(chan struct{}),
-		initErr: make(chan *FunctionError, 1),
-		done:    make(chan struct{}),
-		byID:    make(map[string]*pending),
+		log:      logger,
+		maxResp:  maxResp,
+		maxConns: maxConns,
+		ready:    make(chan struct{}),
+		initErr:  make(chan *FunctionError, 1),
+		done:     make(chan struct{}),
+		byID:     make(map[string]*pending),
 	}
 	// Plain HTTP/1.1 with keep-alive: that is what Lambda runtime clients
 	// speak. No write timeout because /next is a long poll.
@@ -192,7 +207,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return nil
 	}
-	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := s.srv.Serve(&limitListener{Listener: ln, slots: make(chan struct{}, s.maxConns), done: s.done}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("runtimeapi: serving: %w", err)
 	}
 	return nil
@@ -418,4 +433,47 @@ func newRequestID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// limitListener accepts a new connection only while fewer than cap(slots)
+// are open; further clients wait in the kernel's backlog.
+type limitListener struct {
+	net.Listener
+	slots chan struct{}
+	done  <-chan struct{} // the server's: closed by Close
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+// SyscallConn exposes the socket for peerClosed's non-blocking peek.
+func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("runtimeapi: connection has no file descriptor")
+	}
+	return sc.SyscallConn()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

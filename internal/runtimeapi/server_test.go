@@ -738,3 +738,37 @@ func TestConcurrentStress(t *testing.T) {
 func base64Std(s string) string {
 	return base64.StdEncoding.EncodeToString([]byte(s))
 }
+
+func TestConnectionLimit(t *testing.T) {
+	s, addr := startServer(t, Options{MaxConns: 2})
+	var conns []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	// A third connection is accepted by the kernel but not served until
+	// one of the first two closes.
+	third, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	if _, err := third.Write([]byte("GET /2018-06-01/nope HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = third.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	buf := make([]byte, 64)
+	if n, err := third.Read(buf); err == nil {
+		t.Fatalf("third connection was served beyond the limit: %q", buf[:n])
+	}
+	conns[0].Close()
+	_ = third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := third.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 404") {
+		t.Fatalf("after a slot freed: %q, %v", buf[:n], err)
+	}
+	_ = s
+}
