@@ -72,6 +72,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("DELETE /v1/functions/{name}/instances", s.recycle)
 	s.mux.HandleFunc("GET /v1/invocations", s.listInvocations)
 	s.mux.HandleFunc("GET /v1/invocations/{id}", s.getInvocation)
+	s.registerImageRoutes()
 	s.mux.HandleFunc("/fn/{name}", s.functionURL)
 	s.mux.HandleFunc("/fn/{name}/{path...}", s.functionURL)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

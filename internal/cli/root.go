@@ -26,7 +26,7 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd())
+	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd(), newImageCmd())
 	return root
 }
 

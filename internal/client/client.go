@@ -15,6 +15,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/api"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/records"
 )
 
@@ -186,4 +187,25 @@ func (c *Client) Invocation(ctx context.Context, id string) (records.Record, err
 	var r records.Record
 	err := c.do(ctx, http.MethodGet, "/v1/invocations/"+url.PathEscape(id), nil, &r)
 	return r, err
+}
+
+// Images lists the server's images.
+func (c *Client) Images(ctx context.Context) ([]image.Image, error) {
+	var v struct {
+		Images []image.Image `json:"images"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/images", nil, &v)
+	return v.Images, err
+}
+
+// ImportImage uploads an OCI layout tarball or docker-save archive.
+func (c *Client) ImportImage(ctx context.Context, name string, archive io.Reader) (image.Image, error) {
+	var img image.Image
+	err := c.do(ctx, http.MethodPut, "/v1/images/"+name, archive, &img)
+	return img, err
+}
+
+// RemoveImage deletes an image.
+func (c *Client) RemoveImage(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/images/"+name, nil, nil)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/metrics"
 	"github.com/baton-faas/baton/internal/records"
@@ -28,8 +29,10 @@ type Options struct {
 	Worker   workerapi.Worker
 	Records  *records.Log
 	Metrics  *metrics.Metrics
-	Router   router.Options
-	Logger   *slog.Logger
+	// Images is the host's image store; nil when unavailable.
+	Images *image.Store
+	Router router.Options
+	Logger *slog.Logger
 }
 
 // Controller serves the API's needs.
@@ -44,6 +47,8 @@ type Controller struct {
 	// router always ends up with what the registry holds last. The lock is
 	// per name: invocations and other functions never wait on it.
 	perFunction keyedlock.Locks
+	images      *image.Store
+	base        baseImages
 }
 
 // New creates a controller; call Start before serving.
@@ -55,7 +60,7 @@ func New(o Options) *Controller {
 	o.Router.Logger = o.Logger
 	return &Controller{
 		reg: o.Registry, worker: o.Worker, router: router.New(o.Worker, o.Router),
-		records: o.Records, metrics: o.Metrics, log: o.Logger,
+		records: o.Records, metrics: o.Metrics, log: o.Logger, images: o.Images,
 	}
 }
 
@@ -97,6 +102,9 @@ func (c *Controller) Isolation() string { return c.worker.Info().Isolation }
 
 // Deploy registers or updates a function.
 func (c *Controller) Deploy(ctx context.Context, name string, spec function.Spec, code []byte) (registry.DeployResult, error) {
+	if err := c.checkImage(spec); err != nil {
+		return registry.DeployResult{}, err
+	}
 	defer c.perFunction.Lock(name)()
 	res, err := c.reg.Deploy(ctx, name, spec, code)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/baton-faas/baton/internal/api"
 	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/controller"
+	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/metrics"
 	"github.com/baton-faas/baton/internal/natsd"
 	"github.com/baton-faas/baton/internal/records"
@@ -103,6 +104,12 @@ func Run(ctx context.Context, cfg Config) error {
 	defer recs.Close()
 	m := metrics.New()
 
+	images, err := image.Open(filepath.Join(cfg.DataDir, "images"), log)
+	if err != nil {
+		return fmt.Errorf("image store: %w", err)
+	}
+	defer images.Close()
+
 	sandboxes := process.New()
 	log.Warn("sandbox isolation: " + sandboxes.Isolation())
 	hostname, _ := os.Hostname()
@@ -122,7 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	ctrl := controller.New(controller.Options{
-		Registry: reg, Worker: wk, Records: recs, Metrics: m, Logger: log.With("component", "controller"),
+		Registry: reg, Worker: wk, Records: recs, Metrics: m, Images: images, Logger: log.With("component", "controller"),
 		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
 	})
 	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
