@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"sync"
 
 	"github.com/baton-faas/baton/internal/image"
 )
@@ -53,4 +54,43 @@ func Ensure(ctx context.Context, store *image.Store, rt Runtime) (image.Image, e
 		Cmd:    []string{info.Interpreter},
 		Source: fmt.Sprintf("baton: host %s %s", rt, info.Version),
 	})
+}
+
+// Cache builds each runtime's base image at most once per process (and
+// again after Forget), on first need, so that a server that never uses
+// images pays nothing.
+type Cache struct {
+	Store *image.Store
+
+	mu   sync.Mutex
+	done map[Runtime]image.Image
+}
+
+// Get returns the base image of rt, building it if needed.
+func (c *Cache) Get(ctx context.Context, rt Runtime) (image.Image, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if img, ok := c.done[rt]; ok {
+		return img, nil
+	}
+	img, err := Ensure(ctx, c.Store, rt)
+	if err != nil {
+		return image.Image{}, err
+	}
+	if c.done == nil {
+		c.done = map[Runtime]image.Image{}
+	}
+	c.done[rt] = img
+	return img, nil
+}
+
+// Forget drops a cached image (after it was removed from the store).
+func (c *Cache) Forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for rt, img := range c.done {
+		if img.Name == name {
+			delete(c.done, rt)
+		}
+	}
 }

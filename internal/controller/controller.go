@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/baton-faas/baton/internal/baseimage"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/keyedlock"
@@ -31,8 +32,10 @@ type Options struct {
 	Metrics  *metrics.Metrics
 	// Images is the host's image store; nil when unavailable.
 	Images *image.Store
-	Router router.Options
-	Logger *slog.Logger
+	// BaseImages builds the runtime base images into Images on demand.
+	BaseImages *baseimage.Cache
+	Router     router.Options
+	Logger     *slog.Logger
 }
 
 // Controller serves the API's needs.
@@ -48,7 +51,7 @@ type Controller struct {
 	// per name: invocations and other functions never wait on it.
 	perFunction keyedlock.Locks
 	images      *image.Store
-	base        baseImages
+	base        *baseimage.Cache
 }
 
 // New creates a controller; call Start before serving.
@@ -60,7 +63,7 @@ func New(o Options) *Controller {
 	o.Router.Logger = o.Logger
 	return &Controller{
 		reg: o.Registry, worker: o.Worker, router: router.New(o.Worker, o.Router),
-		records: o.Records, metrics: o.Metrics, log: o.Logger, images: o.Images,
+		records: o.Records, metrics: o.Metrics, log: o.Logger, images: o.Images, base: o.BaseImages,
 	}
 }
 

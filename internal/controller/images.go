@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/baton-faas/baton/internal/baseimage"
 	"github.com/baton-faas/baton/internal/function"
@@ -14,34 +13,17 @@ import (
 // ErrNoImageStore is returned when the server runs without an image store.
 var ErrNoImageStore = errors.New("this server has no image store")
 
-// baseImages builds each runtime's base image once per process, on first
-// need, so that servers that never list or use images pay nothing.
-type baseImages struct {
-	mu   sync.Mutex
-	done map[baseimage.Runtime]bool
-}
-
 func (c *Controller) ensureBaseImages(ctx context.Context) {
-	c.base.mu.Lock()
-	defer c.base.mu.Unlock()
-	if c.base.done == nil {
-		c.base.done = map[baseimage.Runtime]bool{}
-	}
 	for _, rt := range []baseimage.Runtime{baseimage.Python, baseimage.Node} {
-		if c.base.done[rt] {
-			continue
-		}
-		img, err := baseimage.Ensure(ctx, c.images, rt)
+		img, err := c.base.Get(ctx, rt)
 		switch {
 		case errors.Is(err, baseimage.ErrNoInterpreter):
-			c.log.Info("no base image: interpreter not installed on this host", "runtime", rt)
+			c.log.Debug("no base image: interpreter not installed on this host", "runtime", rt)
 		case err != nil:
 			c.log.Warn("base image not built", "runtime", rt, "err", err)
-			continue
 		default:
-			c.log.Info("base image ready", "image", img.Name, "size", img.Size)
+			c.log.Debug("base image ready", "image", img.Name, "size", img.Size)
 		}
-		c.base.done[rt] = true
 	}
 }
 
@@ -91,13 +73,7 @@ func (c *Controller) RemoveImage(ctx context.Context, name string) error {
 		return err
 	}
 	// A removed base image is built again when next needed.
-	c.base.mu.Lock()
-	for rt := range c.base.done {
-		if baseimage.ImageName(rt) == name {
-			delete(c.base.done, rt)
-		}
-	}
-	c.base.mu.Unlock()
+	c.base.Forget(name)
 	if _, err := c.images.GC(ctx); err != nil {
 		c.log.Warn("image layer collection", "err", err)
 	}

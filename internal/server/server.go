@@ -17,6 +17,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/api"
 	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/baseimage"
 	"github.com/baton-faas/baton/internal/controller"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/metrics"
@@ -129,7 +130,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	ctrl := controller.New(controller.Options{
-		Registry: reg, Worker: wk, Records: recs, Metrics: m, Images: images, Logger: log.With("component", "controller"),
+		Registry: reg, Worker: wk, Records: recs, Metrics: m, Images: images, BaseImages: &baseimage.Cache{Store: images}, Logger: log.With("component", "controller"),
 		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
 	})
 	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
