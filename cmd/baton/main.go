@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 
 	"github.com/baton-faas/baton/internal/cli"
+	"github.com/baton-faas/baton/internal/sandbox/container"
 	"github.com/baton-faas/baton/internal/synthetic"
 )
 
 func main() {
+	container.Reexec() // sandbox helper roles (libcontainer init, reaper) do not return
 	// Deployed as a provided-runtime function, the binary is named bootstrap
 	// and serves the Go synthetic function, so benchmarks need no Go
 	// toolchain.

@@ -236,6 +236,8 @@ func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte
 			rec.Status = records.StatusTimeout
 		case workerapi.FailureTooLarge:
 			rec.Status = records.StatusTooLarge
+		case workerapi.FailureOutOfMemory:
+			rec.Status = records.StatusOutOfMemory
 		default:
 			rec.Status = records.StatusCrash
 		}

@@ -23,6 +23,7 @@ const (
 	StatusTimeout       = "timeout"
 	StatusCrash         = "crash"
 	StatusTooLarge      = "response-too-large"
+	StatusOutOfMemory   = "out-of-memory"
 	StatusInitError     = "init-error"
 	StatusFailed        = "failed"
 )

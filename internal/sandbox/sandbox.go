@@ -1,11 +1,13 @@
 // Package sandbox is the boundary between the worker and whatever isolates
-// function code: plain processes today, containers and microVMs later. A
-// sandbox belongs to one application on one host; every grain worker of
-// the application's functions runs inside it.
+// function code: plain processes (package process), Linux containers
+// (package container) and, later, microVMs. A sandbox belongs to one
+// application on one host; every grain worker of the application's
+// functions runs inside it.
 package sandbox
 
 import (
 	"context"
+	"net"
 	"os"
 )
 
@@ -17,14 +19,58 @@ type Runtime interface {
 	Create(ctx context.Context, spec Spec) (Sandbox, error)
 }
 
+// Network modes of a sandbox (Spec.Network).
+const (
+	// NetworkIsolated gives the sandbox its own network namespace with
+	// only a loopback interface (up). It is the default.
+	NetworkIsolated = "isolated"
+	// NetworkHost shares the host's network namespace.
+	NetworkHost = "host"
+)
+
+// Defaults applied by runtimes that enforce limits.
+const (
+	DefaultTmpMB = 64
+	DefaultPIDs  = 512
+)
+
 // Spec describes a sandbox to create.
 type Spec struct {
 	ID  string
 	App string
+	// RootLowerDirs are host paths of already-mounted, read-only image
+	// layers, top-most first. Isolating runtimes assemble the sandbox's
+	// root from them (an overlay with a private writable upper that
+	// processes still see read-only); the process runtime ignores them.
+	RootLowerDirs []string
 	// Mounts makes host directories visible inside the sandbox, read-only.
 	Mounts []Mount
-	// MemoryMB caps the sandbox's memory; 0 means unlimited.
+	// Network is NetworkIsolated (also when empty) or NetworkHost.
+	Network string
+	// TmpMB sizes the writable tmpfs at /tmp; 0 means DefaultTmpMB.
+	TmpMB int
+	// MemoryMB, CPUMillis and PIDs are the sandbox's initial limits, with
+	// the meaning of the Resources fields (see Sandbox.Resize).
+	MemoryMB  int
+	CPUMillis int
+	PIDs      int
+}
+
+// Resources returns the spec's initial limits.
+func (s Spec) Resources() Resources {
+	return Resources{MemoryMB: s.MemoryMB, CPUMillis: s.CPUMillis, PIDs: s.PIDs}
+}
+
+// Resources are the limits of a whole sandbox. Runtimes without isolation
+// ignore them.
+type Resources struct {
+	// MemoryMB caps the sandbox's memory (no swap); 0 means unlimited.
 	MemoryMB int
+	// CPUMillis caps CPU time in thousandths of a CPU (1500 = one and a
+	// half CPUs); 0 means unlimited.
+	CPUMillis int
+	// PIDs caps the number of processes and threads; 0 means DefaultPIDs.
+	PIDs int
 }
 
 // Mount maps a host directory to a path inside the sandbox.
@@ -41,8 +87,28 @@ type Sandbox interface {
 	Path(target string) string
 	// Start runs a process inside the sandbox.
 	Start(ctx context.Context, spec ProcessSpec) (Process, error)
+	// Resize replaces the sandbox's limits, for example as instances come
+	// and go. Shrinking memory below what is in use fails and leaves the
+	// limits as they were.
+	Resize(ctx context.Context, r Resources) error
+	// Listen creates a listener that processes inside the sandbox can
+	// reach at the address it is bound to (for example each instance's
+	// Runtime API endpoint at 127.0.0.1:port in an isolated sandbox). The
+	// worker serves it from outside.
+	Listen(network, address string) (net.Listener, error)
 	// Destroy kills every process of the sandbox and releases it.
 	Destroy(ctx context.Context) error
+}
+
+// OOMNotifier is implemented by sandboxes that enforce a memory limit and
+// learn about out-of-memory kills (the container runtime does; the process
+// runtime does not).
+type OOMNotifier interface {
+	// OOMEvents receives a value each time the kernel's OOM killer killed
+	// a process of the sandbox because the sandbox's memory limit was
+	// reached. The channel is buffered and never closed; events that find
+	// it full are dropped, so read it continuously.
+	OOMEvents() <-chan struct{}
 }
 
 // ProcessSpec describes a process to start in a sandbox. Paths are as the

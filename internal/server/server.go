@@ -25,6 +25,8 @@ import (
 	"github.com/baton-faas/baton/internal/records"
 	"github.com/baton-faas/baton/internal/registry"
 	"github.com/baton-faas/baton/internal/router"
+	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/sandbox/container"
 	"github.com/baton-faas/baton/internal/sandbox/process"
 	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/worker"
@@ -44,6 +46,9 @@ type Config struct {
 	// MaxInflightBytes caps the request payload bytes held at once.
 	MaxInflightBytes int64
 	MaxRecords       int
+	// Sandbox selects the isolation: "container", "process", or "auto"
+	// (containers where this host can run them, else processes).
+	Sandbox string
 	// Ready, if set, is called with the API's address once it serves.
 	Ready func(addr string)
 }
@@ -111,12 +116,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer images.Close()
 
-	sandboxes := process.New()
-	log.Warn("sandbox isolation: " + sandboxes.Isolation())
+	bases := &baseimage.Cache{Store: images}
+	sandboxes, rootFS, err := chooseSandboxes(cfg, images, bases, log)
+	if err != nil {
+		return err
+	}
 	hostname, _ := os.Hostname()
 	wk, err := worker.New(worker.Options{
 		ID: hostname, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
 		Code: reg, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
+		RootFS: rootFS,
 	})
 	if err != nil {
 		return err
@@ -130,7 +139,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	ctrl := controller.New(controller.Options{
-		Registry: reg, Worker: wk, Records: recs, Metrics: m, Images: images, BaseImages: &baseimage.Cache{Store: images}, Logger: log.With("component", "controller"),
+		Registry: reg, Worker: wk, Records: recs, Metrics: m, Images: images, BaseImages: bases, Logger: log.With("component", "controller"),
 		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
 	})
 	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
@@ -191,4 +200,28 @@ func lockDataDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("data dir %s is in use by another baton server: %w", dir, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// chooseSandboxes picks the sandbox runtime. Without containers the
+// server still runs, with process isolation, and says so loudly.
+func chooseSandboxes(cfg Config, images *image.Store, bases *baseimage.Cache, log *slog.Logger) (sandbox.Runtime, worker.RootFSProvider, error) {
+	switch cfg.Sandbox {
+	case "", "process":
+		p := process.New()
+		log.Warn("SANDBOX ISOLATION IS OFF: " + p.Isolation() + " (run as root with --sandbox container or auto for containers)")
+		return p, nil, nil
+	case "container", "auto":
+		c, err := container.New(container.Options{StateDir: filepath.Join(cfg.DataDir, "sandboxes-state"), Logger: log.With("component", "sandbox")})
+		if err == nil {
+			log.Info("sandbox isolation: " + c.Isolation())
+			return c, imageRootFS{store: images, base: bases}, nil
+		}
+		if cfg.Sandbox == "container" {
+			return nil, nil, fmt.Errorf("--sandbox container: %w", err)
+		}
+		p := process.New()
+		log.Warn("SANDBOX ISOLATION IS OFF: containers are unavailable here (" + err.Error() + "); " + p.Isolation())
+		return p, nil, nil
+	}
+	return nil, nil, fmt.Errorf("--sandbox %q: want auto, container or process", cfg.Sandbox)
 }

@@ -43,7 +43,7 @@ func grainKey(spec workerapi.InstanceSpec) string {
 
 // acquireGrain returns the running grain worker of the version, starting it
 // if needed, and counts one more child against it.
-func (w *Worker) acquireGrain(ctx context.Context, a *app, spec workerapi.InstanceSpec, interp, codeDir string) (*grainWorker, error) {
+func (w *Worker) acquireGrain(ctx context.Context, a *app, spec workerapi.InstanceSpec, interp, taskRoot string) (*grainWorker, error) {
 	key := grainKey(spec)
 	w.mu.Lock()
 	g, ok := w.grains[key]
@@ -78,7 +78,7 @@ func (w *Worker) acquireGrain(ctx context.Context, a *app, spec workerapi.Instan
 	w.grains[key] = g
 	w.mu.Unlock()
 
-	g.err = w.startGrain(ctx, a, g, spec, interp, codeDir)
+	g.err = w.startGrain(ctx, a, g, spec, interp, taskRoot)
 	close(g.ready)
 	if g.err != nil {
 		w.releaseGrain(g)
@@ -99,12 +99,12 @@ func isDone(z *grain.Zygote) bool {
 	}
 }
 
-func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec workerapi.InstanceSpec, interp, codeDir string) error {
+func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec workerapi.InstanceSpec, interp, taskRoot string) error {
 	ours, theirs, err := grain.SocketPair()
 	if err != nil {
 		return fmt.Errorf("grain worker socket: %w", err)
 	}
-	env := w.instanceEnv(a.sb, spec, codeDir)
+	env := w.instanceEnv(a, spec, taskRoot)
 	// The zygote's own output (import-time prints) goes to the worker log;
 	// each forked instance gets its own pipes.
 	logR, logW, err := os.Pipe()

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +41,30 @@ type Options struct {
 	// LogLimit caps the output kept per invocation.
 	LogLimit      int
 	ArchiveLimits archive.Limits
+	// RootFS provides sandbox root filesystems. Set it with a runtime that
+	// isolates (containers); leave it nil with the process runtime, whose
+	// instances see the host's files.
+	RootFS RootFSProvider
+}
+
+// RootFSProvider mounts the image a sandbox's root is made of.
+type RootFSProvider interface {
+	// RootFS mounts the named image, or the runtime's base image when
+	// image is empty. Release unmounts it when the sandbox is gone.
+	RootFS(ctx context.Context, runtime, image string) (RootImage, error)
+}
+
+// RootImage is a mounted image.
+type RootImage struct {
+	Name string
+	// LowerDirs are the mounted layers, top-most first.
+	LowerDirs []string
+	// Env is the image's environment (PATH in particular).
+	Env []string
+	// Interpreter is the runtime's interpreter inside the image; empty
+	// means "look it up by name on the image's PATH".
+	Interpreter string
+	Release     func()
 }
 
 // Worker implements workerapi.Worker on the local host.
@@ -67,16 +90,28 @@ type Worker struct {
 }
 
 type app struct {
+	key       string
 	sb        sandbox.Sandbox
 	instances int
 	ready     chan struct{}
 	err       error
+	// Isolated sandboxes only: the image, and the host directory bound
+	// read-only at /var/task into which each version's code is linked.
+	image   RootImage
+	taskDir string
+	// memoryMB sums the memory of the app's live instances (guarded by
+	// Worker.mu); the sandbox's limit follows it.
+	memoryMB int
+	codeMu   sync.Mutex
+	linked   map[string]bool
+	oom      chan struct{} // closed and replaced on every OOM kill
 }
 
 type instance struct {
 	id       string
 	spec     workerapi.InstanceSpec
-	app      string
+	app      string // key of its sandbox in Worker.apps
+	sandbox  *app
 	api      *runtimeapi.Server
 	logs     *logCapture
 	capacity int
@@ -133,7 +168,6 @@ func New(opts Options) (*Worker, error) {
 	return w, nil
 }
 
-
 // Info implements workerapi.Worker.
 func (w *Worker) Info() workerapi.Info {
 	return workerapi.Info{ID: w.opts.ID, Isolation: w.opts.Sandboxes.Isolation()}
@@ -151,9 +185,13 @@ func newID(prefix string) string {
 // StartInstance implements workerapi.Worker.
 func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
 	began := time.Now()
-	interp, err := w.interpreter(spec.Spec.Runtime)
-	if err != nil {
-		return workerapi.Instance{}, err
+	var interp string
+	if !w.isolated() {
+		// Without isolation the host's interpreter runs the function.
+		var err error
+		if interp, err = w.interpreter(spec.Spec.Runtime); err != nil {
+			return workerapi.Instance{}, err
+		}
 	}
 	w.holdCode(spec.CodeDigest)
 	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
@@ -161,17 +199,25 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
-	a, err := w.acquireApp(ctx, spec.App, codeDir)
+	a, err := w.acquireApp(ctx, spec, codeDir)
 	if err != nil {
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
 	in := &instance{
-		id: newID("i-"), spec: spec, app: spec.App, capacity: spec.Spec.Concurrency,
+		id: newID("i-"), spec: spec, app: a.key, sandbox: a, capacity: spec.Spec.Concurrency,
 		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
 	}
 	if spec.Spec.Runtime != function.RuntimeNode {
 		in.capacity = 1
+	}
+	if w.isolated() {
+		interp = a.image.Interpreter
+		if interp == "" || (spec.Spec.Runtime == function.RuntimeNode) != strings.Contains(filepath.Base(interp), "node") {
+			// A custom image, or a base image of another runtime: the
+			// interpreter is looked up on the image's PATH.
+			interp = map[string]string{function.RuntimePython: "python3", function.RuntimeNode: "node"}[spec.Spec.Runtime]
+		}
 	}
 	// launch owns the app reference from here on, also on failure.
 	inst, err := w.launch(ctx, a, in, interp, codeDir)
@@ -207,81 +253,15 @@ const (
 	runtimeMount = "/opt/baton/runtime"
 )
 
-func (w *Worker) acquireApp(ctx context.Context, name, codeDir string) (*app, error) {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return nil, errors.New("worker is shutting down")
-	}
-	a, ok := w.apps[name]
-	if ok {
-		a.instances++
-		w.mu.Unlock()
-		select {
-		case <-a.ready:
-		case <-ctx.Done():
-			w.releaseApp(name)
-			return nil, ctx.Err()
-		}
-		if a.err != nil {
-			w.releaseApp(name)
-			return nil, a.err
-		}
-		return a, nil
-	}
-	a = &app{instances: 1, ready: make(chan struct{})}
-	w.apps[name] = a
-	w.mu.Unlock()
-
-	a.sb, a.err = w.opts.Sandboxes.Create(ctx, sandbox.Spec{
-		ID: newID("sb-"), App: name,
-		Mounts: []sandbox.Mount{
-			{Source: filepath.Dir(codeDir), Target: taskMount},
-			{Source: filepath.Dir(w.runtimes.Python), Target: runtimeMount},
-		},
-	})
-	if a.err != nil {
-		a.err = fmt.Errorf("create sandbox for app %s: %w", name, a.err)
-	}
-	close(a.ready)
-	if a.err != nil {
-		w.releaseApp(name)
-		return nil, a.err
-	}
-	return a, nil
-}
-
-// releaseApp drops one instance reference; the last one destroys the sandbox.
-func (w *Worker) releaseApp(name string) {
-	w.mu.Lock()
-	a, ok := w.apps[name]
-	if !ok {
-		w.mu.Unlock()
-		return
-	}
-	a.instances--
-	if a.instances > 0 {
-		w.mu.Unlock()
-		return
-	}
-	delete(w.apps, name)
-	w.mu.Unlock()
-	if a.sb != nil {
-		if err := a.sb.Destroy(context.Background()); err != nil {
-			w.log.Warn("destroy sandbox", "app", name, "err", err)
-		}
-	}
-}
-
 // instanceEnv is the Lambda environment of an instance.
-func (w *Worker) instanceEnv(sb sandbox.Sandbox, spec workerapi.InstanceSpec, codeDir string) map[string]string {
+func (w *Worker) instanceEnv(a *app, spec workerapi.InstanceSpec, taskRoot string) map[string]string {
 	env := map[string]string{
 		"PATH":                            os.Getenv("PATH"),
 		"LANG":                            "C.UTF-8",
 		"TZ":                              ":UTC",
 		"HOME":                            os.TempDir(),
-		"LAMBDA_TASK_ROOT":                filepath.Join(sb.Path(taskMount), filepath.Base(codeDir)),
-		"LAMBDA_RUNTIME_DIR":              sb.Path(runtimeMount),
+		"LAMBDA_TASK_ROOT":                taskRoot,
+		"LAMBDA_RUNTIME_DIR":              a.sb.Path(runtimeMount),
 		"_HANDLER":                        spec.Spec.Handler,
 		"AWS_LAMBDA_FUNCTION_NAME":        spec.Function,
 		"AWS_LAMBDA_FUNCTION_VERSION":     strconv.Itoa(spec.Version),
@@ -292,6 +272,16 @@ func (w *Worker) instanceEnv(sb sandbox.Sandbox, spec workerapi.InstanceSpec, co
 		"AWS_DEFAULT_REGION":              "local",
 		"AWS_EXECUTION_ENV":               "Baton_" + spec.Spec.Runtime,
 		"BATON_CONCURRENCY":               strconv.Itoa(spec.Spec.Concurrency),
+	}
+	if w.isolated() {
+		// Inside the sandbox only the image's files exist.
+		env["HOME"] = "/tmp"
+		env["PATH"] = ""
+		for _, kv := range a.image.Env {
+			if p, ok := strings.CutPrefix(kv, "PATH="); ok {
+				env["PATH"] = p
+			}
+		}
 	}
 	if env["PATH"] == "" {
 		env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
@@ -306,8 +296,18 @@ func envList(env map[string]string) []string { return function.EnvList(env) }
 
 // launch starts the instance's process and waits for its runtime to poll.
 func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeDir string) (workerapi.Instance, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	taskRoot, err := w.taskRoot(a, in.spec.CodeDigest, codeDir)
 	if err != nil {
+		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
+		w.releaseCode(in.spec.CodeDigest)
+		return workerapi.Instance{}, err
+	}
+	// The endpoint lives in the sandbox's network namespace, so that an
+	// isolated instance reaches it at 127.0.0.1 and nothing else does.
+	ln, err := a.sb.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
+		w.releaseCode(in.spec.CodeDigest)
 		return workerapi.Instance{}, fmt.Errorf("runtime api listener: %w", err)
 	}
 	in.api = runtimeapi.New(runtimeapi.Options{Logger: w.log, MaxResponseBytes: w.opts.MaxResponseBytes})
@@ -318,11 +318,11 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	}()
 	fail := func(err error) (workerapi.Instance, error) {
 		in.api.Close()
-		w.releaseApp(in.app)
+		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
 		w.releaseCode(in.spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
-	env := w.instanceEnv(a.sb, in.spec, codeDir)
+	env := w.instanceEnv(a, in.spec, taskRoot)
 	env["AWS_LAMBDA_RUNTIME_API"] = ln.Addr().String()
 	env["AWS_LAMBDA_LOG_STREAM_NAME"] = in.id
 
@@ -342,7 +342,7 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	forked := false
 	switch in.spec.Spec.Runtime {
 	case function.RuntimePython:
-		g, gerr := w.acquireGrain(ctx, a, in.spec, interp, codeDir)
+		g, gerr := w.acquireGrain(ctx, a, in.spec, interp, taskRoot)
 		if gerr == nil {
 			in.grain = g
 			in.child, gerr = g.z.Spawn(ctx, env, outW, errW)
@@ -449,7 +449,7 @@ func (w *Worker) watch(in *instance) {
 	if in.grain != nil {
 		w.releaseGrain(in.grain)
 	}
-	w.releaseApp(in.app)
+	w.releaseApp(in.app, in.spec.Spec.MemoryMB)
 	w.releaseCode(in.spec.CodeDigest)
 	close(in.released)
 	if !stopping {
@@ -502,6 +502,20 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "") + "… (truncated)"
+}
+
+// oomKilled reports whether the sandbox saw an OOM kill since oom was
+// taken; the kernel's notice may trail the process's death a little.
+func oomKilled(oom <-chan struct{}) bool {
+	if oom == nil {
+		return false
+	}
+	select {
+	case <-oom:
+		return true
+	case <-time.After(100 * time.Millisecond):
+		return false
+	}
 }
 
 // killAndWait kills an instance and waits, bounded, until its process is
@@ -573,6 +587,9 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 		case <-ictx.Done():
 		}
 	}()
+	w.mu.Lock()
+	oom := in.sandbox.oom
+	w.mu.Unlock()
 	in.logs.begin(inv.ID)
 	began := time.Now()
 	res, err := in.api.Invoke(ictx, runtimeapi.Event{
@@ -589,6 +606,10 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 				break
 			}
 			f = &workerapi.Failure{Kind: workerapi.FailureCrash, Message: "instance " + in.id + " died during the invocation: " + in.exitDesc}
+			if oomKilled(oom) {
+				f = &workerapi.Failure{Kind: workerapi.FailureOutOfMemory, Message: fmt.Sprintf(
+					"instance %s ran out of memory (memoryMB %d) and was killed", in.id, in.spec.Spec.MemoryMB)}
+			}
 		default:
 			switch {
 			case errors.Is(err, runtimeapi.ErrResponseTooLarge):

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"sync"
@@ -84,6 +85,16 @@ func (s *Sandbox) Start(_ context.Context, spec sandbox.ProcessSpec) (sandbox.Pr
 	return p, nil
 }
 
+// Resize implements sandbox.Sandbox: without isolation there are no limits
+// to change.
+func (s *Sandbox) Resize(context.Context, sandbox.Resources) error { return nil }
+
+// Listen implements sandbox.Sandbox: processes share the host's network,
+// so a plain listener is reachable from them.
+func (s *Sandbox) Listen(network, address string) (net.Listener, error) {
+	return net.Listen(network, address)
+}
+
 // Destroy implements sandbox.Sandbox.
 func (s *Sandbox) Destroy(context.Context) error {
 	s.mu.Lock()
@@ -141,4 +152,7 @@ func (p *proc) Kill() error {
 	return nil
 }
 
-var _ sandbox.Runtime = (*Runtime)(nil)
+var (
+	_ sandbox.Runtime = (*Runtime)(nil)
+	_ sandbox.Sandbox = (*Sandbox)(nil)
+)

@@ -1,0 +1,89 @@
+//go:build linux && cgo
+
+package container
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/baton-faas/baton/internal/sandbox"
+)
+
+// Benchmarks of the container runtime, with a baseline from the same run:
+//
+//	sudo go test -run '^$' -bench . -benchtime 30x ./internal/sandbox/container/
+//
+// Each reports the median and 99th percentile of its operation.
+
+// BenchmarkCreate measures Create (overlay root, container, reaper running,
+// ready for processes); Destroy is measured apart.
+func BenchmarkCreate(b *testing.B) {
+	r := newRuntime(b)
+	spec := testSpec(b, "")
+	var create, destroy []time.Duration
+	for i := 0; b.Loop(); i++ {
+		spec.ID = fmt.Sprintf("bench-%d", i)
+		t0 := time.Now()
+		sb, err := r.Create(context.Background(), spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := sb.Destroy(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		create = append(create, t1.Sub(t0))
+		destroy = append(destroy, time.Since(t1))
+	}
+	report(b, "create", create)
+	report(b, "destroy", destroy)
+}
+
+// BenchmarkExec measures starting /usr/bin/true in a running sandbox and
+// waiting for it; BenchmarkExecHostBaseline does the same on the host
+// without any sandbox.
+func BenchmarkExec(b *testing.B) {
+	r := newRuntime(b)
+	sb := create(b, r, testSpec(b, "bench-exec"))
+	var d []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		p, err := sb.Start(context.Background(), sandbox.ProcessSpec{Args: []string{"/usr/bin/true"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st, err := p.Wait(); err != nil || st.Code != 0 {
+			b.Fatal(st, err)
+		}
+		d = append(d, time.Since(t0))
+	}
+	report(b, "exec", d)
+}
+
+func BenchmarkExecHostBaseline(b *testing.B) {
+	var d []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if err := exec.Command("/usr/bin/true").Run(); err != nil {
+			b.Fatal(err)
+		}
+		d = append(d, time.Since(t0))
+	}
+	report(b, "exec", d)
+}
+
+func report(b *testing.B, what string, d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	pct := func(p float64) float64 {
+		return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), what+"-p50-ms")
+	b.ReportMetric(pct(0.99), what+"-p99-ms")
+}

@@ -1,0 +1,60 @@
+// Package container is the sandbox runtime that isolates each application
+// in a Linux container, built with runc's libcontainer used as a library.
+//
+// One sandbox is one libcontainer container with its own mount, PID, IPC,
+// UTS and (unless Spec.Network is "host") network namespace, and a cgroup
+// namespace where the kernel has one. Its root is an overlay of
+// Spec.RootLowerDirs with a private upper directory, mounted read-only for
+// processes; /tmp is a size-limited tmpfs. Spec.Mounts are read-only binds
+// at their targets, so Path(target) is the target itself.
+//
+// The container's PID 1 is this very binary (bind-mounted read-only at
+// /.baton/baton) running as a minimal reaper. Every process the worker
+// starts is exec'd into the running container with libcontainer's
+// Container.Run, in a cgroup of its own below the sandbox's, so that Kill
+// reaches everything the process forked even when the children changed
+// their process group or were re-parented.
+//
+// Security: processes run as Options.UID/GID (1000:1000 by default) with
+// no capabilities at all, no_new_privs, a seccomp filter (see
+// deniedSyscalls), Docker's masked and read-only /proc and /sys paths and
+// /dev with the default device set only. The reaper runs as uid 0 without
+// capabilities, so no process of the sandbox can signal or inspect it.
+//
+// Programs using this package must call Reexec first thing in main (and in
+// TestMain): libcontainer re-executes the binary to set up each container
+// process, and the sandbox's reaper is the same binary.
+package container
+
+import (
+	"errors"
+	"log/slog"
+)
+
+// ErrUnavailable is wrapped by New's error when this host or binary cannot
+// run container sandboxes; callers fall back to process isolation.
+var ErrUnavailable = errors.New("container sandboxes unavailable")
+
+// Options configure the container runtime.
+type Options struct {
+	// StateDir holds libcontainer's state and each sandbox's overlay
+	// upper, work and root directories. It must be on a filesystem that
+	// can be an overlay upper layer (ext4, xfs, btrfs, tmpfs). Leftovers
+	// of a previous run in it (processes, mounts, cgroups) are removed by
+	// New. Required.
+	StateDir string
+	// CgroupParent is the cgroup, relative to the cgroup root, under which
+	// each sandbox gets its own; default "/baton".
+	CgroupParent string
+	// UID and GID run the processes started in sandboxes; 0 means the
+	// default, 1000. Root cannot be chosen: the sandbox's reaper runs as
+	// uid 0 so that no process of the sandbox can signal or inspect it.
+	UID, GID int
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+const (
+	defaultCgroupParent = "/baton"
+	defaultUID          = 1000
+)
