@@ -56,9 +56,9 @@ var (
 	builds   = map[Runtime]*built{}
 )
 
-// image builds rt once per test run and shares the tar between tests; the
+// builtImage builds rt once per test run and shares the tar between tests; the
 // test is skipped when the host lacks the interpreter.
-func image(t *testing.T, rt Runtime) (string, Info) {
+func builtImage(t *testing.T, rt Runtime) (string, Info) {
 	t.Helper()
 	buildsMu.Lock()
 	defer buildsMu.Unlock()
@@ -208,7 +208,7 @@ func rootfs(t *testing.T, rt Runtime) (string, Info) {
 	if os.Geteuid() != 0 {
 		t.Skip("chroot tests need root (run go test as root)")
 	}
-	name, info := image(t, rt)
+	name, info := builtImage(t, rt)
 	dir := t.TempDir()
 	extract(t, name, dir)
 	if _, err := runtimes.Install(filepath.Join(dir, "opt", "baton")); err != nil {
@@ -367,7 +367,7 @@ func checkResponse(t *testing.T, a *fakeAPI, res result) {
 }
 
 func TestPythonImage(t *testing.T) {
-	name, info := image(t, Python)
+	name, info := builtImage(t, Python)
 	byName := checkContents(t, readTar(t, name))
 	if info.Runtime != Python || info.Version == "" || !path.IsAbs(info.Interpreter) {
 		t.Errorf("info %+v", info)
@@ -460,7 +460,7 @@ def handler(event, context):
 }
 
 func TestNodeImage(t *testing.T) {
-	name, info := image(t, Node)
+	name, info := builtImage(t, Node)
 	byName := checkContents(t, readTar(t, name))
 	if info.Runtime != Node || info.Version == "" || !path.IsAbs(info.Interpreter) {
 		t.Errorf("info %+v", info)
@@ -516,7 +516,7 @@ exports.handler = async (event) => ({ n: event.n + 1, sum: crypto.createHash('sh
 func TestDeterministic(t *testing.T) {
 	for _, rt := range []Runtime{Python, Node} {
 		t.Run(string(rt), func(t *testing.T) {
-			name, first := image(t, rt)
+			name, first := builtImage(t, rt)
 			data, err := os.ReadFile(name)
 			if err != nil {
 				t.Fatal(err)
