@@ -110,7 +110,13 @@ func Start(tb testing.TB, o Options) *Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	args := append([]string{"server", "--listen", addr, "--data-dir", o.DataDir}, o.Args...)
+	args := []string{"server", "--listen", addr, "--data-dir", o.DataDir}
+	// BATON_TEST_SANDBOX runs the suites against another sandbox runtime
+	// (e.g. "container") without changing the tests.
+	if sb := os.Getenv("BATON_TEST_SANDBOX"); sb != "" {
+		args = append(args, "--sandbox", sb)
+	}
+	args = append(args, o.Args...)
 	cmd := exec.Command(Binary(tb), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
