@@ -59,7 +59,10 @@ type Store struct {
 
 	mu     sync.Mutex
 	mounts map[string]*layerMount // by layer hex digest
-	closed bool
+	// verified remembers the file stamp of each layer's last successful
+	// digest check.
+	verified map[string]fileStamp
+	closed   bool
 }
 
 // layerMount is one kernel mount of a layer file, shared by all users.
@@ -106,7 +109,7 @@ func Open(root string, log *slog.Logger) (*Store, error) {
 	_ = lock.Truncate(0)
 	_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
 
-	s := &Store{root: abs, log: log.With("component", "image"), lock: lock, mounts: map[string]*layerMount{}}
+	s := &Store{root: abs, log: log.With("component", "image"), lock: lock, mounts: map[string]*layerMount{}, verified: map[string]fileStamp{}}
 	if err := s.cleanStale(); err != nil {
 		lock.Close()
 		return nil, err
