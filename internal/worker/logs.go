@@ -240,10 +240,16 @@ func (lc *logCapture) waitOrClose(d time.Duration) {
 		return
 	case <-time.After(d):
 	}
+	// Close outside mu: Close waits for the follower's in-progress read,
+	// whose callback needs mu.
 	lc.mu.Lock()
+	files := make([]*os.File, 0, len(lc.streams))
 	for _, s := range lc.streams {
-		_ = s.f.Close()
+		files = append(files, s.f)
 	}
 	lc.mu.Unlock()
+	for _, f := range files {
+		_ = f.Close()
+	}
 	<-done
 }
