@@ -424,3 +424,42 @@ func closedLoop(hc *http.Client, url string, body []byte, conc int, dur time.Dur
 	all.Elapsed = time.Since(start)
 	return all
 }
+
+// startVariant is one way of starting an instance, measured against others.
+type startVariant struct {
+	name string
+	run  func(i int) (time.Duration, error)
+	lat  []float64
+}
+
+// measureStarts runs one unmeasured round of every variant (warming caches
+// and writing .pyc files), then n interleaved rounds, so that drift on the
+// shared machine hits all variants alike. It returns one table row per
+// variant with its ratios to the first variant, after reporting metrics.
+func measureStarts(b *testing.B, variants []*startVariant, n int) [][]string {
+	b.Helper()
+	for _, v := range variants {
+		if _, err := v.run(-1); err != nil {
+			b.Fatalf("%s: %v", v.name, err)
+		}
+	}
+	for i := range n {
+		for k := range variants {
+			v := variants[(k+i)%len(variants)]
+			d, err := v.run(i)
+			if err != nil {
+				b.Fatalf("%s start %d: %v", v.name, i, err)
+			}
+			v.lat = append(v.lat, msOf(d))
+		}
+	}
+	suppressNsOp(b)
+	first := summarize(variants[0].lat)
+	var rows [][]string
+	for _, v := range variants {
+		s := summarize(v.lat)
+		s.report(b, v.name+"-")
+		rows = append(rows, append(append([]string{v.name}, s.cells()...), f1(s.P50/first.P50), f1(s.P99/first.P99)))
+	}
+	return rows
+}

@@ -255,12 +255,7 @@ func benchRuntimeAPIStarts(b *testing.B) {
 	}
 	b.Cleanup(stop)
 
-	type variant struct {
-		name string
-		run  func(i int) (time.Duration, error)
-		lat  []float64
-	}
-	variants := []*variant{
+	variants := []*startVariant{
 		{name: "fork", run: func(i int) (time.Duration, error) { return p.timeFork(z, i) }},
 		{name: "exec", run: func(i int) (time.Duration, error) { return p.timeExec(p.interp, i) }},
 		{name: "zygote-fork", run: p.timeZygoteFork},
@@ -269,34 +264,11 @@ func benchRuntimeAPIStarts(b *testing.B) {
 		resolved, _ := filepath.EvalSymlinks(onPath)
 		real, _ := filepath.EvalSymlinks(p.interp)
 		if resolved != real {
-			variants = append(variants, &variant{name: "exec-path", run: func(i int) (time.Duration, error) { return p.timeExec(onPath, i) }})
+			variants = append(variants, &startVariant{name: "exec-path", run: func(i int) (time.Duration, error) { return p.timeExec(onPath, i) }})
 		}
 	}
-	// One unmeasured round writes the handler's .pyc and warms the caches.
-	for _, v := range variants {
-		if _, err := v.run(-1); err != nil {
-			b.Fatalf("%s: %v", v.name, err)
-		}
-	}
-	for i := range b.N * instanceStarts {
-		for k := range variants {
-			v := variants[(k+i)%len(variants)]
-			d, err := v.run(i)
-			if err != nil {
-				b.Fatalf("%s start %d: %v", v.name, i, err)
-			}
-			v.lat = append(v.lat, msOf(d))
-		}
-	}
-
-	suppressNsOp(b)
+	rows := measureStarts(b, variants, b.N*instanceStarts)
 	fork := summarize(variants[0].lat)
-	var rows [][]string
-	for _, v := range variants {
-		s := summarize(v.lat)
-		s.report(b, v.name+"-")
-		rows = append(rows, append(append([]string{v.name}, s.cells()...), f1(s.P50/fork.P50), f1(s.P99/fork.P99)))
-	}
 	execP50 := summarize(variants[1].lat).P50
 	b.ReportMetric(execP50/fork.P50, "exec/fork-p50")
 	b.ReportMetric(summarize(variants[2].lat).P50/execP50, "zygote-fork/exec-p50")

@@ -607,11 +607,6 @@ func benchSandboxInstance(b *testing.B, r *container.Runtime, p *pyImage, runtim
 	}
 	b.Cleanup(z.stop)
 
-	type variant struct {
-		name string
-		run  func(i int) (time.Duration, error)
-		lat  []float64
-	}
 	timed := func(start func() (*sbInstance, error)) (time.Duration, error) {
 		t0 := time.Now()
 		in, err := start()
@@ -621,7 +616,7 @@ func benchSandboxInstance(b *testing.B, r *container.Runtime, p *pyImage, runtim
 		}
 		return d, err
 	}
-	variants := []*variant{
+	variants := []*startVariant{
 		{name: "fork", run: func(i int) (time.Duration, error) {
 			return timed(func() (*sbInstance, error) { return p.forkIn(sb, z, null, i) })
 		}},
@@ -643,30 +638,8 @@ func benchSandboxInstance(b *testing.B, r *container.Runtime, p *pyImage, runtim
 			return d, err
 		}},
 	}
-	for _, v := range variants {
-		if _, err := v.run(-1); err != nil {
-			b.Fatalf("%s: %v", v.name, err)
-		}
-	}
-	for i := range b.N * sandboxStarts {
-		for k := range variants {
-			v := variants[(k+i)%len(variants)]
-			d, err := v.run(i)
-			if err != nil {
-				b.Fatalf("%s start %d: %v", v.name, i, err)
-			}
-			v.lat = append(v.lat, msOf(d))
-		}
-	}
-
-	suppressNsOp(b)
+	rows := measureStarts(b, variants, b.N*sandboxStarts)
 	fork := summarize(variants[0].lat)
-	var rows [][]string
-	for _, v := range variants {
-		s := summarize(v.lat)
-		s.report(b, v.name+"-")
-		rows = append(rows, append(append([]string{v.name}, s.cells()...), f1(s.P50/fork.P50), f1(s.P99/fork.P99)))
-	}
 	b.ReportMetric(summarize(variants[1].lat).P50/fork.P50, "exec/fork-p50")
 	b.Logf("new Python instance in a running container sandbox, request to first /next (ms), %d starts per variant, interleaved:%s",
 		len(variants[0].lat), table([]string{"variant", "n", "p50", "p90", "p99", "max", "p50/fork", "p99/fork"}, rows))
