@@ -61,7 +61,7 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, co
 		return a, nil
 	}
 	a = &app{key: key, instances: 1, memoryMB: spec.Spec.MemoryMB, ready: make(chan struct{}),
-		linked: map[string]bool{}, oom: make(chan struct{})}
+		linked: map[string]bool{}}
 	w.apps[key] = a
 	w.mu.Unlock()
 
@@ -103,12 +103,12 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 		return fmt.Errorf("create sandbox for app %s: %w", spec.App, err)
 	}
 	a.sb = sb
+	// Only sandboxes that report OOM kills get a broadcast channel; a nil
+	// one means "never".
 	if n, ok := sb.(sandbox.OOMNotifier); ok {
+		ch := make(chan struct{})
+		a.oom.Store(&ch)
 		go w.watchOOM(a, n.OOMEvents())
-	} else {
-		w.mu.Lock()
-		a.oom = nil // this sandbox never reports OOM kills
-		w.mu.Unlock()
 	}
 	return nil
 }
@@ -137,10 +137,8 @@ func (w *Worker) watchOOM(a *app, events <-chan struct{}) {
 			if !ok {
 				return
 			}
-			w.mu.Lock()
-			close(a.oom)
-			a.oom = make(chan struct{})
-			w.mu.Unlock()
+			next := make(chan struct{})
+			close(*a.oom.Swap(&next))
 			w.log.Warn("out-of-memory kill in sandbox", "app", a.key)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -104,7 +105,9 @@ type app struct {
 	memoryMB int
 	codeMu   sync.Mutex
 	linked   map[string]bool
-	oom      chan struct{} // closed and replaced on every OOM kill
+	// oom is closed and replaced on every OOM kill; unset for sandboxes
+	// that do not report them. Atomic: read on every invocation.
+	oom atomic.Pointer[chan struct{}]
 }
 
 type instance struct {
@@ -587,9 +590,10 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 		case <-ictx.Done():
 		}
 	}()
-	w.mu.Lock()
-	oom := in.sandbox.oom
-	w.mu.Unlock()
+	var oom <-chan struct{}
+	if p := in.sandbox.oom.Load(); p != nil {
+		oom = *p
+	}
 	in.logs.begin(inv.ID)
 	began := time.Now()
 	res, err := in.api.Invoke(ictx, runtimeapi.Event{
