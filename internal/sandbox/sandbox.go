@@ -54,11 +54,12 @@ type Spec struct {
 	MemoryMB  int
 	CPUMillis int
 	PIDs      int
+	CPUShares int
 }
 
 // Resources returns the spec's initial limits.
 func (s Spec) Resources() Resources {
-	return Resources{MemoryMB: s.MemoryMB, CPUMillis: s.CPUMillis, PIDs: s.PIDs}
+	return Resources{MemoryMB: s.MemoryMB, CPUMillis: s.CPUMillis, PIDs: s.PIDs, CPUShares: s.CPUShares}
 }
 
 // Resources are the limits of a whole sandbox. Runtimes without isolation
@@ -71,6 +72,10 @@ type Resources struct {
 	CPUMillis int
 	// PIDs caps the number of processes and threads; 0 means DefaultPIDs.
 	PIDs int
+	// CPUShares weighs the sandbox's claim to CPU against other
+	// sandboxes' under contention (see Limits.CPUShares); 0 leaves the
+	// kernel's default.
+	CPUShares int
 }
 
 // Mount maps a host directory to a path inside the sandbox.
@@ -100,15 +105,37 @@ type Sandbox interface {
 	Destroy(ctx context.Context) error
 }
 
-// OOMNotifier is implemented by sandboxes that enforce a memory limit and
-// learn about out-of-memory kills (the container runtime does; the process
-// runtime does not).
-type OOMNotifier interface {
-	// OOMEvents receives a value each time the kernel's OOM killer killed
-	// a process of the sandbox because the sandbox's memory limit was
-	// reached. The channel is buffered and never closed; events that find
-	// it full are dropped, so read it continuously.
-	OOMEvents() <-chan struct{}
+// Limits confine one process of a sandbox together with everything it
+// starts, inside the sandbox's own limits: one instance that runs out of
+// memory or forks without end cannot take the sandbox's other processes
+// (other functions of the app, the sandbox's init) with it. Zero fields
+// leave only the sandbox's limit in force. Runtimes without isolation
+// ignore them.
+type Limits struct {
+	MemoryMB int
+	PIDs     int
+	// CPUShares weighs the process's claim to CPU against its siblings'
+	// when the CPU is contended (1024 is the kernel's default weight); it
+	// never throttles an otherwise idle CPU.
+	CPUShares int
+}
+
+// Confiner is implemented by the processes of runtimes that enforce
+// Limits. A grain worker forks its instances itself; Confine moves such a
+// fork, with everything it starts from then on, into a group of its own.
+type Confiner interface {
+	// Confine takes the pid of a child of this process as the sandbox sees
+	// it (the grain worker's report).
+	Confine(ctx context.Context, pid int, l Limits) (Group, error)
+}
+
+// Group is a confined process and everything it started.
+type Group interface {
+	// Kill sends SIGKILL to every process of the group.
+	Kill() error
+	// Close kills what is left of the group, removes it and reports
+	// whether the kernel's OOM killer killed any of its processes.
+	Close() (oomKilled bool)
 }
 
 // ProcessSpec describes a process to start in a sandbox. Paths are as the
@@ -121,12 +148,17 @@ type ProcessSpec struct {
 	Stderr *os.File
 	// ExtraFiles become fds 3, 4, ... in the process.
 	ExtraFiles []*os.File
+	// Limits confine the process and everything it starts.
+	Limits Limits
 }
 
 // ExitStatus says how a process ended.
 type ExitStatus struct {
 	Code   int // -1 when killed by a signal
 	Signal int
+	// OOMKilled is set when the kernel's OOM killer killed the process or
+	// one it started, by runtimes that enforce memory limits.
+	OOMKilled bool
 }
 
 // Process is a running process in a sandbox.

@@ -117,6 +117,8 @@ func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec wo
 		Args: []string{interp, "-u", filepath.Join(a.sb.Path(runtimeMount), filepath.Base(w.runtimes.Python)), "zygote"},
 		Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: logW, Stderr: logW,
 		ExtraFiles: []*os.File{theirs},
+		// The grain worker is the function's code too (its import).
+		Limits: instanceLimits(spec),
 	})
 	theirs.Close()
 	logW.Close()

@@ -25,13 +25,29 @@ func appKey(spec workerapi.InstanceSpec) string {
 	return spec.App + "|" + spec.Spec.Image + "|" + spec.Spec.Runtime + "|" + spec.Spec.Network
 }
 
-// Per-instance memory beyond the function's memoryMB that a sandbox's
-// limit allows for: the grain worker and the runtime client.
+// Limits. Each instance (and each grain worker) is confined to its
+// function's memoryMB and instancePIDs processes and threads; the
+// sandbox's own limits are the sum over what it may hold, plus room for
+// its init, so they bound the app as a whole and never decide which
+// instance dies.
 const (
-	sandboxBaseMB  = 64
-	grainWorkerMB  = 64
-	minSandboxPIDs = 256
+	sandboxBaseMB     = 64
+	instancePIDs      = 256
+	sandboxReservePID = 64
 )
+
+// instanceLimits confine one instance of spec, or its grain worker.
+func instanceLimits(spec workerapi.InstanceSpec) sandbox.Limits {
+	return sandbox.Limits{MemoryMB: spec.Spec.MemoryMB, PIDs: instancePIDs, CPUShares: cpuSharesFor(spec.Spec.MemoryMB)}
+}
+
+// cpuSharesFor gives CPU in proportion to memory, as Lambda does (one
+// full CPU's default weight at 1769 MB), as a weight under contention
+// rather than a cap, so an idle host still runs a cold start at full
+// speed.
+func cpuSharesFor(memoryMB int) int {
+	return max(memoryMB*1024/1769, 2)
+}
 
 // acquireApp returns the sandbox for spec's app, creating it if needed,
 // and counts one more instance (with its memory) against it.
@@ -77,7 +93,7 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, co
 func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.InstanceSpec, codeDir string) error {
 	sbSpec := sandbox.Spec{
 		ID: newID("sb-"), App: spec.App, Network: spec.Spec.Network,
-		MemoryMB: a.limitMB(), PIDs: minSandboxPIDs,
+		MemoryMB: a.limits().MemoryMB, PIDs: a.limits().PIDs, CPUShares: a.limits().CPUShares,
 		Mounts: []sandbox.Mount{{Source: filepath.Dir(w.runtimes.Python), Target: runtimeMount}},
 	}
 	if !w.isolated() {
@@ -103,18 +119,18 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 		return fmt.Errorf("create sandbox for app %s: %w", spec.App, err)
 	}
 	a.sb = sb
-	// Only sandboxes that report OOM kills get a broadcast channel; a nil
-	// one means "never".
-	if n, ok := sb.(sandbox.OOMNotifier); ok {
-		ch := make(chan struct{})
-		a.oom.Store(&ch)
-		go w.watchOOM(a, n.OOMEvents())
-	}
 	return nil
 }
 
-func (a *app) limitMB() int {
-	return sandboxBaseMB + a.memoryMB + grainWorkerMB
+// limits are the sandbox's: every instance's memory, as much again for
+// the grain workers they may have been forked from (an upper bound: one
+// grain worker serves all instances of a version), and their processes.
+func (a *app) limits() sandbox.Resources {
+	return sandbox.Resources{
+		MemoryMB:  sandboxBaseMB + 2*a.memoryMB,
+		PIDs:      sandboxReservePID + 2*a.instances*instancePIDs,
+		CPUShares: cpuSharesFor(a.memoryMB),
+	}
 }
 
 func (a *app) cleanupFiles() {
@@ -126,34 +142,16 @@ func (a *app) cleanupFiles() {
 	}
 }
 
-// watchOOM turns the sandbox's OOM kills into a broadcast that invocations
-// of dying instances check to say "out of memory" instead of "crashed".
-func (w *Worker) watchOOM(a *app, events <-chan struct{}) {
-	for {
-		select {
-		case <-w.stop:
-			return
-		case _, ok := <-events:
-			if !ok {
-				return
-			}
-			next := make(chan struct{})
-			close(*a.oom.Swap(&next))
-			w.log.Warn("out-of-memory kill in sandbox", "app", a.key)
-		}
-	}
-}
-
-// resize sets the sandbox's memory limit to what its instances need.
+// resize sets the sandbox's limits to what its instances need.
 func (w *Worker) resize(ctx context.Context, a *app) {
 	w.mu.Lock()
-	limit := a.limitMB()
+	limits := a.limits()
 	w.mu.Unlock()
 	if a.sb == nil {
 		return
 	}
-	if err := a.sb.Resize(ctx, sandbox.Resources{MemoryMB: limit, PIDs: minSandboxPIDs}); err != nil {
-		w.log.Debug("resize sandbox", "app", a.key, "memoryMB", limit, "err", err)
+	if err := a.sb.Resize(ctx, limits); err != nil {
+		w.log.Debug("resize sandbox", "app", a.key, "limits", limits, "err", err)
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -105,9 +104,6 @@ type app struct {
 	memoryMB int
 	codeMu   sync.Mutex
 	linked   map[string]bool
-	// oom is closed and replaced on every OOM kill; unset for sandboxes
-	// that do not report them. Atomic: read on every invocation.
-	oom atomic.Pointer[chan struct{}]
 }
 
 type instance struct {
@@ -123,9 +119,12 @@ type instance struct {
 	proc  sandbox.Process
 	child *grain.Child
 	grain *grainWorker
+	// group confines child where the sandbox enforces limits.
+	group sandbox.Group
 
-	done     chan struct{} // closed when the process is gone
-	exitDesc string        // set before done closes
+	done      chan struct{} // closed when the process is gone
+	exitDesc  string        // set before done closes
+	oomKilled bool          // set before done closes
 	// released is closed once the instance's grain worker, sandbox and
 	// code references are released (a last instance's zygote has exited).
 	released chan struct{}
@@ -349,6 +348,9 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 		if gerr == nil {
 			in.grain = g
 			in.child, gerr = g.z.Spawn(ctx, env, outW, errW)
+			if gerr == nil {
+				gerr = w.confine(ctx, in)
+			}
 			if gerr != nil {
 				w.releaseGrain(g)
 			}
@@ -359,11 +361,13 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 		in.proc, err = a.sb.Start(ctx, sandbox.ProcessSpec{
 			Args: []string{interp, filepath.Join(a.sb.Path(runtimeMount), filepath.Base(w.runtimes.Node))},
 			Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: outW, Stderr: errW,
+			Limits: instanceLimits(in.spec),
 		})
 	case function.RuntimeProvided:
 		in.proc, err = a.sb.Start(ctx, sandbox.ProcessSpec{
 			Args: []string{filepath.Join(env["LAMBDA_TASK_ROOT"], "bootstrap")},
 			Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: outW, Stderr: errW,
+			Limits: instanceLimits(in.spec),
 		})
 	}
 	outW.Close()
@@ -418,6 +422,24 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	return workerapi.Instance{}, initErr
 }
 
+// confine gives a forked instance limits of its own where the sandbox
+// enforces them, before it receives any work. An instance that cannot be
+// confined is killed: it must not run unconfined.
+func (w *Worker) confine(ctx context.Context, in *instance) error {
+	c, ok := in.grain.proc.(sandbox.Confiner)
+	if !ok {
+		return nil
+	}
+	g, err := c.Confine(ctx, in.child.Pid(), instanceLimits(in.spec))
+	if err != nil {
+		_ = in.child.Kill(syscall.SIGKILL)
+		<-in.child.Done()
+		return fmt.Errorf("confine instance: %w", err)
+	}
+	in.group = g
+	return nil
+}
+
 func entrypointProblem(runtime string, err error) string {
 	what := "the runtime interpreter"
 	if runtime == function.RuntimeProvided {
@@ -438,9 +460,13 @@ func (w *Worker) watch(in *instance) {
 	if in.child != nil {
 		<-in.child.Done()
 		in.exitDesc = describeChildExit(in.child.Exit())
+		if in.group != nil {
+			in.oomKilled = in.group.Close()
+		}
 	} else {
 		st, err := in.proc.Wait()
 		in.exitDesc = describeExit(st, err)
+		in.oomKilled = st.OOMKilled
 	}
 	close(in.done)
 	in.api.Close()
@@ -507,20 +533,6 @@ func truncate(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "") + "… (truncated)"
 }
 
-// oomKilled reports whether the sandbox saw an OOM kill since oom was
-// taken; the kernel's notice may trail the process's death a little.
-func oomKilled(oom <-chan struct{}) bool {
-	if oom == nil {
-		return false
-	}
-	select {
-	case <-oom:
-		return true
-	case <-time.After(100 * time.Millisecond):
-		return false
-	}
-}
-
 // killAndWait kills an instance and waits, bounded, until its process is
 // gone; it reports whether the process really ended. A process that
 // escaped every signal is logged and abandoned rather than blocking the
@@ -541,7 +553,10 @@ const killWait = 5 * time.Second
 
 func (w *Worker) kill(in *instance) {
 	var err error
-	if in.child != nil {
+	if in.group != nil {
+		// Reaches whatever the instance started, in any session.
+		err = in.group.Kill()
+	} else if in.child != nil {
 		err = in.child.Kill(syscall.SIGKILL)
 	} else if in.proc != nil {
 		err = in.proc.Kill()
@@ -590,10 +605,6 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 		case <-ictx.Done():
 		}
 	}()
-	var oom <-chan struct{}
-	if p := in.sandbox.oom.Load(); p != nil {
-		oom = *p
-	}
 	in.logs.begin(inv.ID)
 	began := time.Now()
 	res, err := in.api.Invoke(ictx, runtimeapi.Event{
@@ -610,7 +621,7 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 				break
 			}
 			f = &workerapi.Failure{Kind: workerapi.FailureCrash, Message: "instance " + in.id + " died during the invocation: " + in.exitDesc}
-			if oomKilled(oom) {
+			if in.oomKilled {
 				f = &workerapi.Failure{Kind: workerapi.FailureOutOfMemory, Message: fmt.Sprintf(
 					"instance %s ran out of memory (memoryMB %d) and was killed", in.id, in.spec.Spec.MemoryMB)}
 			}

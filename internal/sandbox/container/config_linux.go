@@ -141,12 +141,21 @@ func (r *Runtime) setLimits(res *cgroups.Resources, l sandbox.Resources) {
 	} else {
 		res.CpuQuota = -1
 	}
+	if l.CPUShares > 0 {
+		res.CpuShares = cpuShares(l.CPUShares)
+	}
 	pids := l.PIDs
 	if pids <= 0 {
 		pids = sandbox.DefaultPIDs
 	}
 	n := int64(pids)
 	res.PidsLimit = &n
+}
+
+// cpuShares clamps a weight to what cgroup v1's cpu.shares accepts
+// (libcontainer maps it onto cpu.weight on v2).
+func cpuShares(n int) uint64 {
+	return uint64(min(max(n, 2), 262144))
 }
 
 func cgroupPath(parent, id string) string {

@@ -268,24 +268,82 @@ func TestMemoryLimitKillsAndReportsOOM(t *testing.T) {
 	spec.MemoryMB = 64
 	sb := create(t, r, spec)
 	_, st := python(t, sb, `x = bytearray(b"\x01") * (200 << 20); print("allocated")`)
-	if st.Signal != 9 {
-		t.Fatalf("allocating 200 MB under a 64 MB limit: exit %d signal %d, want SIGKILL", st.Code, st.Signal)
-	}
-	select {
-	case <-sb.OOMEvents():
-	case <-time.After(5 * time.Second):
-		t.Fatal("no OOM event")
+	if st.Signal != 9 || !st.OOMKilled {
+		t.Fatalf("allocating 200 MB under a 64 MB limit: %+v, want an OOM kill", st)
 	}
 	// The sandbox still works, and a small allocation is fine.
-	if out, _ := python(t, sb, `x = bytearray(b"\x01") * (16 << 20); print("ok")`); strings.TrimSpace(out) != "ok" {
-		t.Fatalf("after the OOM kill: %q", out)
+	out, st := python(t, sb, `x = bytearray(b"\x01") * (16 << 20); print("ok")`)
+	if strings.TrimSpace(out) != "ok" || st.OOMKilled {
+		t.Fatalf("after the OOM kill: %q %+v", out, st)
 	}
 }
 
+// A process's own memory limit kills it, not its neighbours, which may
+// use more than it under the sandbox's larger limit.
+func TestProcessMemoryLimit(t *testing.T) {
+	r := newRuntime(t)
+	spec := testSpec(t, "procmem")
+	spec.MemoryMB = 512
+	sb := create(t, r, spec)
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	p, err := sb.Start(context.Background(), sandbox.ProcessSpec{
+		Args:   []string{"python3", "-c", `x = bytearray(b"\x01") * (200 << 20); print("allocated")`},
+		Env:    []string{"PATH=/usr/bin:/bin"},
+		Stdout: out, Stderr: out,
+		Limits: sandbox.Limits{MemoryMB: 64},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := p.Wait(); st.Signal != 9 || !st.OOMKilled {
+		b, _ := os.ReadFile(out.Name())
+		t.Fatalf("allocating 200 MB under a 64 MB process limit: %+v, want an OOM kill (%s)", st, b)
+	}
+	got, st := python(t, sb, `x = bytearray(b"\x01") * (200 << 20); print("ok")`)
+	if strings.TrimSpace(got) != "ok" || st.OOMKilled {
+		t.Fatalf("an unconfined neighbour allocating 200 MB under the 512 MB sandbox: %q %+v", got, st)
+	}
+}
+
+func TestProcessLimitsAreSet(t *testing.T) {
+	r := newRuntime(t)
+	sb := create(t, r, testSpec(t, "proclimits"))
+	p, err := sb.Start(context.Background(), sandbox.ProcessSpec{
+		Args:   []string{"/usr/bin/sleep", "60"},
+		Limits: sandbox.Limits{MemoryMB: 96, PIDs: 7, CPUShares: 250},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Kill(); _, _ = p.Wait() }()
+	stats, err := p.(*process).cg.GetStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stats.MemoryStats.Usage.Limit; got != 96<<20 {
+		t.Errorf("memory limit %d, want %d", got, 96<<20)
+	}
+	if got := stats.PidsStats.Limit; got != 7 {
+		t.Errorf("pids limit %d, want 7", got)
+	}
+	if !r.v2 {
+		shares, err := cgroups.ReadFile(p.(*process).cg.Path("cpu"), "cpu.shares")
+		if err != nil || strings.TrimSpace(shares) != "250" {
+			t.Errorf("cpu shares %q (%v), want 250", shares, err)
+		}
+	}
+}
+
+// A fork bomb fills its own process limit; the sandbox's init and other
+// processes go on working meanwhile.
 func TestForkBombStopsAtPIDLimit(t *testing.T) {
 	r := newRuntime(t)
 	spec := testSpec(t, "forkbomb")
-	spec.PIDs = 64
+	spec.PIDs = 256
 	sb := create(t, r, spec)
 	out, err := os.CreateTemp(t.TempDir(), "bomb")
 	if err != nil {
@@ -294,28 +352,30 @@ func TestForkBombStopsAtPIDLimit(t *testing.T) {
 	defer out.Close()
 	bomb, err := sb.Start(context.Background(), sandbox.ProcessSpec{
 		Args: []string{"/bin/sh", "-c", "f() { f | f & }; f; sleep 30"}, Stdout: out, Stderr: out,
+		Limits: sandbox.Limits{PIDs: 48},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := sb.cgroupManager()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The bomb reaches the limit and stays there.
-	waitFor(t, 10*time.Second, "the fork bomb to hit the PID limit", func() bool {
-		s, err := m.GetStats()
-		return err == nil && s.PidsStats.Current >= 60
-	})
-	for range 10 {
-		s, err := m.GetStats()
+	bombGroup := bomb.(*process).cg
+	current := func() int64 {
+		s, err := bombGroup.GetStats()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.PidsStats.Current > 64 {
-			t.Fatalf("%d tasks in a sandbox limited to 64", s.PidsStats.Current)
+		return int64(s.PidsStats.Current)
+	}
+	// The bomb reaches its limit and stays there.
+	waitFor(t, 10*time.Second, "the fork bomb to hit its PID limit", func() bool { return current() >= 44 })
+	for range 10 {
+		if n := current(); n > 48 {
+			t.Fatalf("%d tasks in a process limited to 48", n)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Meanwhile the sandbox is usable: another process starts and forks.
+	if got := mustRun(t, sb, "echo alive & wait"); got != "alive\n" {
+		t.Fatalf("during the fork bomb: %q", got)
 	}
 	if err := bomb.Kill(); err != nil {
 		t.Fatal(err)
@@ -327,6 +387,68 @@ func TestForkBombStopsAtPIDLimit(t *testing.T) {
 	waitFor(t, 5*time.Second, "the fork bomb's processes to go", func() bool { return len(sandboxPids(t, sb)) == 1 })
 	if got := mustRun(t, sb, "echo alive"); got != "alive\n" {
 		t.Fatalf("after the fork bomb: %q", got)
+	}
+}
+
+// Confine moves a fork (as a grain worker's instance is) into a group with
+// its own limits: its memory limit kills it alone and is reported.
+func TestConfineForkedChild(t *testing.T) {
+	r := newRuntime(t)
+	spec := testSpec(t, "confine")
+	spec.MemoryMB = 512
+	sb := create(t, r, spec)
+	dir := t.TempDir()
+	out, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	// The parent reports its child's pid, the child allocates once told
+	// to through /tmp/go, the parent reports how the child ended.
+	parent, err := sb.Start(context.Background(), sandbox.ProcessSpec{
+		Args: []string{"python3", "-u", "-c", `
+import os, time
+pid = os.fork()
+if pid == 0:
+    while not os.path.exists("/tmp/go"):
+        time.sleep(0.01)
+    x = bytearray(b"\x01") * (200 << 20)
+    os._exit(0)
+print("child", pid)
+_, status = os.waitpid(pid, 0)
+print("signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0)
+`},
+		Env: []string{"PATH=/usr/bin:/bin"}, Stdout: out, Stderr: out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var childPid int
+	waitFor(t, 10*time.Second, "the child's pid", func() bool {
+		b, _ := os.ReadFile(out.Name())
+		_, err := fmt.Sscanf(string(b), "child %d", &childPid)
+		return err == nil
+	})
+	if _, err := parent.(sandbox.Confiner).Confine(context.Background(), 99999, sandbox.Limits{MemoryMB: 32}); err == nil {
+		t.Fatal("Confine accepted a pid that is not the process's child")
+	}
+	g, err := parent.(sandbox.Confiner).Confine(context.Background(), childPid, sandbox.Limits{MemoryMB: 64, PIDs: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, sb, "touch /tmp/go")
+	st, err := parent.Wait()
+	if err != nil || st.Code != 0 {
+		t.Fatalf("parent: %+v %v", st, err)
+	}
+	if b, _ := os.ReadFile(out.Name()); !strings.Contains(string(b), "signal 9") {
+		t.Fatalf("the confined child was not killed: %s", b)
+	}
+	if st.OOMKilled {
+		t.Fatal("the parent's own group reports the child's OOM kill")
+	}
+	if !g.Close() {
+		t.Fatal("the child's group does not report its OOM kill")
 	}
 }
 
@@ -385,7 +507,7 @@ func TestResize(t *testing.T) {
 	if _, st := python(t, sb, alloc); st.Signal != 9 {
 		t.Fatalf("100 MB under 64 MB: %+v", st)
 	}
-	if err := sb.Resize(context.Background(), sandbox.Resources{MemoryMB: 256, CPUMillis: 500, PIDs: 200}); err != nil {
+	if err := sb.Resize(context.Background(), sandbox.Resources{MemoryMB: 256, CPUMillis: 500, PIDs: 200, CPUShares: 300}); err != nil {
 		t.Fatal(err)
 	}
 	if out, st := python(t, sb, alloc); st.Code != 0 || strings.TrimSpace(out) != "ok" {
@@ -409,6 +531,10 @@ func TestResize(t *testing.T) {
 		quota, err := cgroups.ReadFile(m.Path("cpu"), "cpu.cfs_quota_us")
 		if err != nil || strings.TrimSpace(quota) != "50000" {
 			t.Errorf("cpu quota %q (%v), want 50000", quota, err)
+		}
+		shares, err := cgroups.ReadFile(m.Path("cpu"), "cpu.shares")
+		if err != nil || strings.TrimSpace(shares) != "300" {
+			t.Errorf("cpu shares %q (%v), want 300", shares, err)
 		}
 	}
 	// Shrinking below what is in use fails.

@@ -42,13 +42,10 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 	s.mu.Unlock()
 	defer s.starting.Done()
 
-	sub := "p" + strconv.FormatUint(s.seq.Add(1), 10)
-	cg, err := manager.New(&cgroups.Cgroup{Path: path.Join(s.cgPath, sub), Resources: &cgroups.Resources{}})
-	if err == nil {
-		err = cg.Apply(-1)
-	}
+	sub := s.nextGroupName()
+	cg, err := s.newGroup(sub, -1, spec.Limits)
 	if err != nil {
-		return nil, fmt.Errorf("container sandbox %s: create the process's cgroup: %w", s.id, err)
+		return nil, fmt.Errorf("container sandbox %s: %w", s.id, err)
 	}
 	dir := spec.Dir
 	if dir == "" {
@@ -76,7 +73,47 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 		return nil, startError(spec.Args[0], err)
 	}
 	pid, _ := lp.Pid()
-	return &process{lp: lp, cg: cg, pid: pid}, nil
+	return &process{s: s, lp: lp, cg: cg, pid: pid}, nil
+}
+
+func (s *Sandbox) nextGroupName() string {
+	return "p" + strconv.FormatUint(s.seq.Add(1), 10)
+}
+
+// newGroup creates the cgroup sub below the sandbox's with the limits l,
+// holding pid (-1: none yet). Device rules are left alone: on cgroup v1 a
+// new devices cgroup starts with a copy of its parent's, the sandbox's.
+func (s *Sandbox) newGroup(sub string, pid int, l sandbox.Limits) (cgroups.Manager, error) {
+	res := &cgroups.Resources{SkipDevices: true}
+	if l.MemoryMB > 0 {
+		res.Memory = int64(l.MemoryMB) << 20
+		if s.r.swap {
+			res.MemorySwap = res.Memory // no swap
+		}
+	}
+	if l.PIDs > 0 {
+		n := int64(l.PIDs)
+		res.PidsLimit = &n
+	}
+	if l.CPUShares > 0 {
+		res.CpuShares = cpuShares(l.CPUShares)
+	}
+	// Created in every hierarchy (devices included, for the processes
+	// libcontainer joins to it); only Set skips the device rules.
+	cg, err := manager.New(&cgroups.Cgroup{Path: path.Join(s.cgPath, sub), Resources: &cgroups.Resources{}})
+	if err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", sub, err)
+	}
+	if err := cg.Apply(pid); err != nil {
+		_ = cg.Destroy()
+		return nil, fmt.Errorf("create cgroup %s: %w", sub, err)
+	}
+	if err := cg.Set(res); err != nil {
+		_ = killCgroup(cg)
+		_ = cg.Destroy()
+		return nil, fmt.Errorf("limit cgroup %s to %+v: %w", sub, l, err)
+	}
+	return cg, nil
 }
 
 // startError keeps the cause of a failed start recognisable
@@ -108,6 +145,7 @@ func (w *wrapped) Unwrap() []error { return []error{w.err, w.kind} }
 
 // process is a process started in a sandbox.
 type process struct {
+	s   *Sandbox
 	lp  *libcontainer.Process
 	cg  cgroups.Manager
 	pid int
@@ -125,16 +163,13 @@ func (p *process) Pid() int { return p.pid }
 func (p *process) Wait() (sandbox.ExitStatus, error) {
 	ps, err := p.lp.Wait()
 	p.mu.Lock()
-	_ = killCgroup(p.cg)
-	// Should removal fail (a killed leftover not yet reaped), the
-	// sandbox's Destroy removes the cgroup with the sandbox's.
-	_ = p.cg.Destroy()
+	oom := closeGroup(p.cg)
 	p.done = true
 	p.mu.Unlock()
 	if ps == nil {
-		return sandbox.ExitStatus{Code: -1}, fmt.Errorf("wait: %w", err)
+		return sandbox.ExitStatus{Code: -1, OOMKilled: oom}, fmt.Errorf("wait: %w", err)
 	}
-	st := sandbox.ExitStatus{Code: ps.ExitCode()}
+	st := sandbox.ExitStatus{Code: ps.ExitCode(), OOMKilled: oom}
 	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		st.Code = -1
 		st.Signal = int(ws.Signal())
@@ -166,3 +201,92 @@ func (p *process) Kill() error {
 	}
 	return nil
 }
+
+// closeGroup kills what is left in a process's cgroup, removes it and
+// reports whether the OOM killer killed any of its processes. The kill
+// count is kept per cgroup of the victim, whichever limit (the group's or
+// the sandbox's) was reached.
+func closeGroup(cg cgroups.Manager) (oomKilled bool) {
+	n, err := cg.OOMKillCount()
+	_ = killCgroup(cg)
+	// Should removal fail (a killed leftover not yet reaped), the
+	// sandbox's Destroy removes the cgroup with the sandbox's.
+	_ = cg.Destroy()
+	return err == nil && n > 0
+}
+
+// Confine implements sandbox.Confiner: the child pid (as the sandbox sees
+// it) of this process, still in this process's cgroup, moves to a cgroup
+// of its own. The host pid is found among this cgroup's processes by the
+// innermost entry of their NSpid, so no pid outside the group is touched.
+func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandbox.Group, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	hostPid, err := hostPidIn(p.cg, pid)
+	if err != nil {
+		return nil, fmt.Errorf("confine process %d: %w", pid, err)
+	}
+	cg, err := p.s.newGroup(p.s.nextGroupName(), hostPid, l)
+	if err != nil {
+		return nil, fmt.Errorf("confine process %d: %w", pid, err)
+	}
+	return &group{cg: cg}, nil
+}
+
+// hostPidIn finds the process of cg whose pid in its own PID namespace is
+// nsPid.
+func hostPidIn(cg cgroups.Manager, nsPid int) (int, error) {
+	pids, err := cg.GetPids()
+	if err != nil {
+		return 0, err
+	}
+	want := strconv.Itoa(nsPid)
+	for _, hp := range pids {
+		status, err := os.ReadFile("/proc/" + strconv.Itoa(hp) + "/status")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		for line := range strings.Lines(string(status)) {
+			if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				f := strings.Fields(rest)
+				if len(f) > 0 && f[len(f)-1] == want {
+					return hp, nil
+				}
+				break
+			}
+		}
+	}
+	return 0, fmt.Errorf("no process %d in the group", nsPid)
+}
+
+// group is a confined fork and what it started.
+type group struct {
+	mu     sync.Mutex
+	cg     cgroups.Manager
+	closed bool
+}
+
+func (g *group) Kill() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	return killCgroup(g.cg)
+}
+
+func (g *group) Close() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.closed = true
+	return closeGroup(g.cg)
+}
+
+var (
+	_ sandbox.Confiner = (*process)(nil)
+	_ sandbox.Group    = (*group)(nil)
+)

@@ -39,7 +39,6 @@ type Sandbox struct {
 	init    *libcontainer.Process
 	netns   *os.File // the container's network namespace
 	cg      cgroups.Manager
-	oom     chan struct{}
 	seq     atomic.Uint64
 
 	mu         sync.Mutex
@@ -99,7 +98,6 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		dir:       filepath.Join(r.sbRoot, spec.ID),
 		cgPath:    cgroupPath(r.opts.CgroupParent, spec.ID),
 		network:   spec.Network,
-		oom:       make(chan struct{}, 16),
 		destroyed: make(chan struct{}),
 	}
 	if s.network == "" {
@@ -159,11 +157,6 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if s.cg, err = newCgroupManager(c); err != nil {
 		return nil, err
 	}
-	oom, err := c.NotifyOOM()
-	if err != nil {
-		return nil, fmt.Errorf("watch for OOM kills: %w", err)
-	}
-	go s.forwardOOM(oom)
 	return s, nil
 }
 
@@ -175,39 +168,6 @@ func (s *Sandbox) forwardReaperOutput(r *os.File) {
 		s.r.log.Warn("sandbox reaper", "sandbox", s.id, "output", sc.Text())
 	}
 }
-
-// forwardOOM turns libcontainer's notifications into OOMEvents: on cgroup
-// v1 one per OOM-killer invocation in the sandbox's memory cgroup, on v2
-// one per increase of its oom_kill count.
-func (s *Sandbox) forwardOOM(ch <-chan struct{}) {
-	m, _ := s.cgroupManager()
-	var last uint64
-	if m != nil {
-		last, _ = m.OOMKillCount()
-	}
-	for range ch {
-		if m != nil {
-			// cgroup v2 reports every change of memory.events; keep the
-			// ones where the kill count went up. v1's notification comes
-			// when the OOM killer is invoked, before it has counted.
-			n, err := m.OOMKillCount()
-			if err == nil && n == last && s.r.v2 {
-				continue
-			}
-			if err == nil {
-				last = n
-			}
-		}
-		select {
-		case s.oom <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// OOMEvents implements sandbox.OOMNotifier: a value per OOM kill in the
-// sandbox. The channel is never closed.
-func (s *Sandbox) OOMEvents() <-chan struct{} { return s.oom }
 
 // ID implements sandbox.Sandbox.
 func (s *Sandbox) ID() string { return s.id }
@@ -479,7 +439,4 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
-var (
-	_ sandbox.Sandbox     = (*Sandbox)(nil)
-	_ sandbox.OOMNotifier = (*Sandbox)(nil)
-)
+var _ sandbox.Sandbox = (*Sandbox)(nil)
