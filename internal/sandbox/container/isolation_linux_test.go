@@ -818,3 +818,39 @@ func TestNewExplainsWhyContainersAreUnavailable(t *testing.T) {
 		t.Fatalf("New without Reexec: %v", err)
 	}
 }
+
+// moveToLeaf is how cgroup v2 sandboxes get their init out of the way; on
+// a v1 host it is exercised on the pids hierarchy.
+func TestMoveToLeaf(t *testing.T) {
+	newRuntime(t) // skips where containers cannot run
+	dir := "/sys/fs/cgroup/pids/baton-test-leaf-" + randomID()
+	if cgroups.IsCgroup2UnifiedMode() {
+		dir = "/sys/fs/cgroup/baton-test-leaf-" + randomID()
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot create a test cgroup: %v", err)
+	}
+	cmd := exec.Command("/usr/bin/sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = os.Remove(filepath.Join(dir, "init"))
+		_ = os.Remove(dir)
+	})
+	if err := cgroups.WriteCgroupProc(dir, cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := moveToLeaf(dir, "init", cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	procs, err := cgroups.ReadFile(filepath.Join(dir, "init"), "cgroup.procs")
+	if err != nil || strings.TrimSpace(procs) != strconv.Itoa(cmd.Process.Pid) {
+		t.Fatalf("the leaf holds %q (%v), want %d", procs, err, cmd.Process.Pid)
+	}
+	if left, _ := cgroups.ReadFile(dir, "cgroup.procs"); strings.TrimSpace(left) != "" {
+		t.Fatalf("the parent still holds %q", left)
+	}
+}

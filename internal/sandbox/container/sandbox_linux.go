@@ -157,6 +157,14 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if s.cg, err = newCgroupManager(c); err != nil {
 		return nil, err
 	}
+	if r.v2 {
+		// cgroup v2 lets no process live in a cgroup whose children have
+		// controllers: the reaper moves to a leaf of its own, so that
+		// every process started later can have its own limited group.
+		if err := moveToLeaf(s.cg.Path(""), "init", pid); err != nil {
+			return nil, fmt.Errorf("move the sandbox's init to a leaf cgroup: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -329,6 +337,16 @@ func newCgroupManager(c *libcontainer.Container) (cgroups.Manager, error) {
 	res := *cg.Resources
 	cg.Resources = &res
 	return manager.NewWithPaths(&cg, maps.Clone(st.CgroupPaths))
+}
+
+// moveToLeaf moves pid into a new child cgroup name of dir (created
+// without controllers, which is allowed while dir still holds pid).
+func moveToLeaf(dir, name string, pid int) error {
+	leaf := filepath.Join(dir, name)
+	if err := os.Mkdir(leaf, 0o755); err != nil {
+		return err
+	}
+	return cgroups.WriteCgroupProc(leaf, pid)
 }
 
 // mountOverlay mounts dir/rootfs: the layers under a private upper.
