@@ -731,7 +731,12 @@ func TestReaperRoles(t *testing.T) {
 				waitFor(t, 10*time.Second, "the reaper to install its filter and close its executable's descriptor", func() bool {
 					st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 					fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-					return strings.Contains(string(st), "Seccomp:\t2\n") && len(fds) <= 3
+					for _, fd := range fds {
+						if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); strings.Contains(l, ReaperName) {
+							return false
+						}
+					}
+					return strings.Contains(string(st), "Seccomp:\t2\n")
 				})
 			}
 		})

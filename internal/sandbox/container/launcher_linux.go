@@ -16,6 +16,8 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-faas/baton/internal/sandbox/container/pid1"
 )
 
 // ReaperName is the file name of the baton-reaper executable that New looks
@@ -122,10 +124,6 @@ func soname(p string) string {
 	return filepath.Base(p)
 }
 
-// helperFd is the descriptor number of the helper in a sandbox process:
-// the first of its ExtraFiles.
-const helperFd = 3
-
 // useHelper loads the baton-reaper executable at path into a sealed
 // memfd, so that neither a change of the file on the host nor a process
 // in a sandbox can alter what later sandboxes run.
@@ -185,7 +183,8 @@ func (l *launcher) dropHelper() {
 // inside a sandbox.
 func (l *launcher) process(role string) (args []string, files []*os.File) {
 	if l.helper != nil {
-		return []string{"/proc/self/fd/" + strconv.Itoa(helperFd), role}, []*os.File{l.helper}
+		// The helper is the first of the process's extra files.
+		return []string{pid1.ExecPath, role}, []*os.File{l.helper}
 	}
 	return l.args(role), nil
 }

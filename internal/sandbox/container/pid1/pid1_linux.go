@@ -31,6 +31,14 @@ const (
 	SelfTestOK = "sandbox ok"
 )
 
+// ExecFd is the descriptor from which the container runtime execs
+// baton-reaper (the first of a process's extra files), and ExecPath its
+// path in the process.
+const (
+	ExecFd   = 3
+	ExecPath = "/proc/self/fd/3"
+)
+
 // Run plays the role that args[1] names and returns the exit code; ok is
 // false when args name no role.
 func Run(args []string) (code int, ok bool) {
@@ -55,9 +63,12 @@ func Reaper() int {
 		fmt.Fprintln(os.Stderr, "baton sandbox reaper:", err)
 		return 1
 	}
-	// A reaper exec'd from a descriptor still holds that descriptor (and
-	// libcontainer passes nothing else above stderr): it needs none.
-	_ = unix.CloseRange(3, ^uint(0), 0)
+	// A reaper exec'd from a descriptor still holds it; it needs it no
+	// more. (Only that one: descriptors the Go runtime or package
+	// initialisation opened are not ours to close.)
+	if os.Args[0] == ExecPath {
+		_ = unix.Close(ExecFd)
+	}
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
 	for {
