@@ -7,7 +7,7 @@ bash scripts/setup.sh
 export PATH="$PATH:/usr/local/go/bin"
 
 mkdir -p bin
-go build -o bin/baton ./cmd/baton
+go build -o bin/ ./cmd/baton ./cmd/baton-reaper
 
 listen="${BATON_LISTEN:-127.0.0.1:8080}"
 server="http://$listen"

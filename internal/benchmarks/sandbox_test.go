@@ -30,6 +30,7 @@ import (
 	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/sandbox"
 	"github.com/baton-faas/baton/internal/sandbox/container"
+	"github.com/baton-faas/baton/internal/sandbox/container/reaperbuild"
 	"github.com/baton-faas/baton/internal/testserver"
 )
 
@@ -98,11 +99,20 @@ func requireRoot(b *testing.B) {
 }
 
 // newContainerRuntime returns a container runtime of this test binary, or
-// skips with the reason this host cannot run container sandboxes.
-func newContainerRuntime(b *testing.B) *container.Runtime {
+// skips with the reason this host cannot run container sandboxes. Its
+// sandboxes run baton-reaper as PID 1, as a server's do; with self, this
+// test binary instead (the way before baton-reaper, a baseline).
+func newContainerRuntime(b *testing.B, self bool) *container.Runtime {
 	b.Helper()
 	requireRoot(b)
-	r, err := container.New(container.Options{StateDir: filepath.Join(b.TempDir(), "state")})
+	opts := container.Options{StateDir: filepath.Join(b.TempDir(), "state")}
+	if !self {
+		var err error
+		if opts.ReaperPath, err = reaperbuild.Build(b.TempDir()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r, err := container.New(opts)
 	if errors.Is(err, container.ErrUnavailable) {
 		b.Skipf("this host cannot run container sandboxes; skipping: %v", err)
 	}
@@ -116,7 +126,7 @@ func newContainerRuntime(b *testing.B) *container.Runtime {
 // can work here (root, kernel features), so that it is not a failure.
 func requireContainerServer(b *testing.B) {
 	b.Helper()
-	newContainerRuntime(b)
+	newContainerRuntime(b, true)
 }
 
 // requireRunc returns Debian's runc, or skips.
@@ -421,10 +431,13 @@ func devNull(b *testing.B) *os.File {
 // image (built from the host's interpreter into an EROFS layer store of
 // the benchmark's own). See Create, Instance and PSS below.
 func BenchmarkSandbox(b *testing.B) {
-	r := newContainerRuntime(b)
+	r := newContainerRuntime(b, false)
 	p := openPythonImage(b)
 	runtimeDir, taskDir := sandboxCode(b)
-	b.Run("Create", func(b *testing.B) { logLoad(b); benchSandboxCreate(b, r, p, runtimeDir, taskDir) })
+	b.Run("Create", func(b *testing.B) {
+		logLoad(b)
+		benchSandboxCreate(b, r, newContainerRuntime(b, true), p, runtimeDir, taskDir)
+	})
 	b.Run("Instance", func(b *testing.B) { logLoad(b); benchSandboxInstance(b, r, p, runtimeDir, taskDir) })
 	b.Run("PSS", func(b *testing.B) { logLoad(b); benchSandboxPSS(b, r, p, runtimeDir, taskDir) })
 }
@@ -481,7 +494,7 @@ func runcRun(runc, state, bundle, id string) error {
 // of a sandbox that runs `python3 -c pass`; Debian's `runc run` of the
 // same image and command; and the same interpreter started in a chroot of
 // the image without any container, as the floor.
-func benchSandboxCreate(b *testing.B, r *container.Runtime, p *pyImage, runtimeDir, taskDir string) {
+func benchSandboxCreate(b *testing.B, r, rSelf *container.Runtime, p *pyImage, runtimeDir, taskDir string) {
 	runc := requireRunc(b)
 	bundle := b.TempDir()
 	p.exportRootFS(b, filepath.Join(bundle, "rootfs"))
@@ -493,6 +506,7 @@ func benchSandboxCreate(b *testing.B, r *container.Runtime, p *pyImage, runtimeD
 	ctx := context.Background()
 
 	var create, run, destroy, whole, runcLat, chroot []float64
+	var selfCreate, selfRun, selfWhole []float64
 	seq := 0
 	batonRun := func() error {
 		seq++
@@ -523,6 +537,32 @@ func benchSandboxCreate(b *testing.B, r *container.Runtime, p *pyImage, runtimeD
 		whole = append(whole, msOf(t3.Sub(t0)))
 		return err
 	}
+	// The baseline from before baton-reaper: the test binary as PID 1.
+	selfRunOnce := func() error {
+		seq++
+		spec := p.sandboxSpec(fmt.Sprintf("bench-create-%d", seq), runtimeDir, taskDir, 256)
+		t0 := time.Now()
+		sb, err := rSelf.Create(ctx, spec)
+		if err != nil {
+			return err
+		}
+		t1 := time.Now()
+		proc, err := sb.Start(ctx, sandbox.ProcessSpec{Args: args, Env: env})
+		if err == nil {
+			var st sandbox.ExitStatus
+			if st, err = proc.Wait(); err == nil && st.Code != 0 {
+				err = fmt.Errorf("python3 -c pass in the sandbox: exit %d signal %d", st.Code, st.Signal)
+			}
+		}
+		t2 := time.Now()
+		if derr := sb.Destroy(ctx); err == nil {
+			err = derr
+		}
+		selfCreate = append(selfCreate, msOf(t1.Sub(t0)))
+		selfRun = append(selfRun, msOf(t2.Sub(t1)))
+		selfWhole = append(selfWhole, msOf(time.Since(t0)))
+		return err
+	}
 	runcRunOnce := func() error {
 		seq++
 		t0 := time.Now()
@@ -542,7 +582,7 @@ func benchSandboxCreate(b *testing.B, r *container.Runtime, p *pyImage, runtimeD
 		}
 		return nil
 	}
-	variants := []func() error{batonRun, runcRunOnce, chrootRun}
+	variants := []func() error{batonRun, selfRunOnce, runcRunOnce, chrootRun}
 	// One unmeasured round warms the caches.
 	for _, v := range variants {
 		if err := v(); err != nil {
@@ -550,6 +590,7 @@ func benchSandboxCreate(b *testing.B, r *container.Runtime, p *pyImage, runtimeD
 		}
 	}
 	create, run, destroy, whole, runcLat, chroot = nil, nil, nil, nil, nil, nil
+	selfCreate, selfRun, selfWhole = nil, nil, nil
 	for i := range b.N * sandboxRuns {
 		for k := range variants {
 			if err := variants[(k+i)%len(variants)](); err != nil {
@@ -560,7 +601,9 @@ func benchSandboxCreate(b *testing.B, r *container.Runtime, p *pyImage, runtimeD
 
 	suppressNsOp(b)
 	c, rn, d, w, rc, ch := summarize(create), summarize(run), summarize(destroy), summarize(whole), summarize(runcLat), summarize(chroot)
+	sc, sr, sw := summarize(selfCreate), summarize(selfRun), summarize(selfWhole)
 	c.report(b, "create-")
+	sc.report(b, "self-reaper-create-")
 	d.report(b, "destroy-")
 	w.report(b, "baton-run-")
 	rc.report(b, "runc-run-")
@@ -574,6 +617,9 @@ func benchSandboxCreate(b *testing.B, r *container.Runtime, p *pyImage, runtimeD
 				append([]string{"Start+Wait python3 -c pass in it"}, rn.cells()...),
 				append([]string{"Destroy"}, d.cells()...),
 				append([]string{"whole: Create+run+Destroy"}, w.cells()...),
+				append([]string{"before: Create, binary itself as reaper"}, sc.cells()...),
+				append([]string{"before: Start+Wait python3 -c pass"}, sr.cells()...),
+				append([]string{"before: whole"}, sw.cells()...),
 				append([]string{"baseline: runc run, same image+command"}, rc.cells()...),
 				append([]string{"floor: chroot, no container"}, ch.cells()...),
 			}))

@@ -332,6 +332,13 @@ func TestIsolationReadOnlyRoot(t *testing.T) {
 	for _, p := range denied {
 		switch res := r.Results[p]; res {
 		case "EROFS", "EACCES", "EPERM":
+		case "ENOENT":
+			// /.baton exists only where the server has no baton-reaper
+			// and bind-mounts itself there; a missing directory on the
+			// read-only root cannot be created either.
+			if !strings.HasPrefix(p, "/.baton/") {
+				t.Errorf("writing %s: %q, want a read-only or permission error", p, res)
+			}
 		default:
 			t.Errorf("writing %s: %q, want a read-only or permission error", p, res)
 		}

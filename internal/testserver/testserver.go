@@ -34,7 +34,8 @@ func moduleRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// Binary builds cmd/baton once per test process and returns its path.
+// Binary builds cmd/baton (and cmd/baton-reaper next to it) once per test
+// process and returns the path of baton.
 func Binary(tb testing.TB) string {
 	tb.Helper()
 	buildOnce.Do(func() {
@@ -42,7 +43,8 @@ func Binary(tb testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, "baton"), "./cmd/baton")
+		// baton-reaper goes next to baton, where the server finds it.
+		cmd := exec.Command("go", "build", "-o", buildDir+string(filepath.Separator), "./cmd/baton", "./cmd/baton-reaper")
 		cmd.Dir = moduleRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build baton: %v\n%s", err, out)

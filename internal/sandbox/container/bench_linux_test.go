@@ -20,27 +20,39 @@ import (
 // Each reports the median and 99th percentile of its operation.
 
 // BenchmarkCreate measures Create (overlay root, container, reaper running,
-// ready for processes); Destroy is measured apart.
+// ready for processes); Destroy is measured apart. Each iteration also
+// creates a sandbox whose reaper is the test binary itself (the way
+// before baton-reaper), as an interleaved baseline ("self-").
 func BenchmarkCreate(b *testing.B) {
 	r := newRuntime(b)
+	rSelf := newRuntimeWith(b, "")
 	spec := testSpec(b, "")
-	var create, destroy []time.Duration
+	var create, destroy, selfCreate, selfDestroy []time.Duration
 	for i := 0; b.Loop(); i++ {
-		spec.ID = fmt.Sprintf("bench-%d", i)
-		t0 := time.Now()
-		sb, err := r.Create(context.Background(), spec)
-		if err != nil {
-			b.Fatal(err)
+		for k, rt := range []*Runtime{r, rSelf} {
+			spec.ID = fmt.Sprintf("bench-%d-%d", i, k)
+			t0 := time.Now()
+			sb, err := rt.Create(context.Background(), spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			if err := sb.Destroy(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			if k == 0 {
+				create = append(create, t1.Sub(t0))
+				destroy = append(destroy, time.Since(t1))
+			} else {
+				selfCreate = append(selfCreate, t1.Sub(t0))
+				selfDestroy = append(selfDestroy, time.Since(t1))
+			}
 		}
-		t1 := time.Now()
-		if err := sb.Destroy(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-		create = append(create, t1.Sub(t0))
-		destroy = append(destroy, time.Since(t1))
 	}
 	report(b, "create", create)
 	report(b, "destroy", destroy)
+	report(b, "self-create", selfCreate)
+	report(b, "self-destroy", selfDestroy)
 }
 
 // BenchmarkExec measures starting /usr/bin/true in a running sandbox and

@@ -8,8 +8,10 @@
 // processes; /tmp is a size-limited tmpfs. Spec.Mounts are read-only binds
 // at their targets, so Path(target) is the target itself.
 //
-// The container's PID 1 is this very binary (bind-mounted read-only at
-// /.baton/baton) running as a minimal reaper. Every process the worker
+// The container's PID 1 is a minimal reaper: the small static program
+// baton-reaper (cmd/baton-reaper, found next to the running executable),
+// exec'd from a sealed in-memory copy, or, without it, this very binary
+// (bind-mounted read-only at /.baton/baton). Every process the worker
 // starts is exec'd into the running container with libcontainer's
 // Container.Run, in a cgroup of its own below the sandbox's, so that Kill
 // reaches everything the process forked even when the children changed
@@ -23,7 +25,8 @@
 //
 // Programs using this package must call Reexec first thing in main (and in
 // TestMain): libcontainer re-executes the binary to set up each container
-// process, and the sandbox's reaper is the same binary.
+// process, and without baton-reaper the sandbox's reaper is the same
+// binary.
 package container
 
 import (
@@ -50,6 +53,12 @@ type Options struct {
 	// default, 1000. Root cannot be chosen: the sandbox's reaper runs as
 	// uid 0 so that no process of the sandbox can signal or inspect it.
 	UID, GID int
+	// ReaperPath is the baton-reaper executable that runs as each
+	// sandbox's PID 1. Empty means ReaperName next to this program's
+	// executable if it is there, else this program itself (through
+	// Reexec), which costs every sandbox a start of this program and its
+	// mounts.
+	ReaperPath string
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
 }

@@ -4,6 +4,7 @@ package container
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,11 +12,31 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/sandbox/container/reaperbuild"
 )
 
 func TestMain(m *testing.M) {
 	Reexec()
-	os.Exit(m.Run())
+	os.Exit(runTests(m))
+}
+
+// reaperPath is the baton-reaper built for this test run: the tests run
+// sandboxes the way a server does, with the static reaper. "" where it
+// could not be built (the tests then use this binary as the reaper).
+var reaperPath string
+
+func runTests(m *testing.M) int {
+	if os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "baton-reaper-")
+		if err == nil {
+			defer os.RemoveAll(dir)
+			reaperPath, err = reaperbuild.Build(dir)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tests use the test binary as the sandboxes' reaper:", err)
+		}
+	}
+	return m.Run()
 }
 
 // requireContainers skips the test where container sandboxes cannot work
@@ -34,7 +55,17 @@ func requireContainers(t testing.TB) {
 func newRuntime(t testing.TB) *Runtime {
 	t.Helper()
 	requireContainers(t)
-	r, err := New(Options{StateDir: filepath.Join(t.TempDir(), "state")})
+	return newRuntimeWith(t, reaperPath)
+}
+
+// newRuntimeWith makes a runtime whose sandboxes run reaper as PID 1; ""
+// means the default: baton-reaper next to the test binary, which a test
+// binary in Go's build cache does not have, so the test binary itself.
+func newRuntimeWith(t testing.TB, reaper string) *Runtime {
+	t.Helper()
+	requireContainers(t)
+	opts := Options{StateDir: filepath.Join(t.TempDir(), "state"), ReaperPath: reaper}
+	r, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -3,23 +3,21 @@
 package container
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"strings"
 	"sync/atomic"
 
 	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter" // joins namespaces before the Go runtime starts
-	"golang.org/x/sys/unix"
+
+	"github.com/baton-faas/baton/internal/sandbox/container/pid1"
 )
 
-// Hidden first arguments of this binary's roles inside a sandbox.
+// Hidden first arguments of the roles inside a sandbox (see package pid1).
 const (
-	reaperArg   = "__baton_sandbox_reaper"
-	selfTestArg = "__baton_sandbox_selftest"
-	selfTestOK  = "sandbox ok"
+	reaperArg   = pid1.ReaperArg
+	selfTestArg = pid1.SelfTestArg
+	selfTestOK  = pid1.SelfTestOK
 )
 
 var reexecCalled atomic.Bool
@@ -29,8 +27,8 @@ var reexecCalled atomic.Bool
 // sandbox's helpers it plays that role and never returns:
 //   - libcontainer's re-executed init ("init", recognised by libcontainer's
 //     environment), which sets up a container process and execs it;
-//   - the sandbox's PID 1, a reaper;
-//   - New's test process.
+//   - the sandbox's PID 1, a reaper, and New's test process, where the
+//     runtime found no baton-reaper executable (see package pid1).
 //
 // Otherwise it returns at once.
 func Reexec() {
@@ -50,69 +48,14 @@ func Reexec() {
 		// and pivot_root; the reaper it becomes installs the filter
 		// itself.
 		if os.Getenv("_LIBCONTAINER_INITTYPE") != "standard" {
-			if err := installSeccomp(); err != nil {
+			if err := pid1.InstallSeccomp(); err != nil {
 				fmt.Fprintln(os.Stderr, "baton sandbox:", err)
 				os.Exit(255)
 			}
 		}
 		libcontainer.Init() // does not return
-	case reaperArg:
-		os.Exit(reaper())
-	case selfTestArg:
-		os.Exit(selfTest())
+	case reaperArg, selfTestArg:
+		code, _ := pid1.Run(os.Args)
+		os.Exit(code)
 	}
-}
-
-// reaper is the sandbox's PID 1: it reaps the processes re-parented to it
-// and exits on SIGTERM or SIGINT. Signals sent from inside the sandbox
-// never reach it: it runs as uid 0 (without capabilities) and the
-// sandbox's processes do not.
-func reaper() int {
-	if err := installSeccomp(); err != nil {
-		fmt.Fprintln(os.Stderr, "baton sandbox reaper:", err)
-		return 1
-	}
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
-	for {
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil || pid <= 0 {
-				break
-			}
-		}
-		if sig := <-sigs; sig != unix.SIGCHLD {
-			return 0
-		}
-	}
-}
-
-// selfTest runs inside New's test sandbox and reports what it sees.
-func selfTest() int {
-	var problems []string
-	status, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		problems = append(problems, fmt.Sprintf("no /proc: %v", err))
-	}
-	for _, want := range []string{"Seccomp:\t2", "NoNewPrivs:\t1", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {
-		if !strings.Contains(string(status), want+"\n") {
-			problems = append(problems, fmt.Sprintf("status lacks %q", want))
-		}
-	}
-	if err := unix.Unshare(unix.CLONE_NEWUSER); !errors.Is(err, unix.EPERM) {
-		problems = append(problems, fmt.Sprintf("unshare(CLONE_NEWUSER) returned %v, want EPERM", err))
-	}
-	if os.Getpid() == 1 {
-		problems = append(problems, "the test process is PID 1")
-	}
-	if len(problems) > 0 {
-		fmt.Println(strings.Join(problems, "; "))
-		return 1
-	}
-	fmt.Println(selfTestOK)
-	return 0
 }

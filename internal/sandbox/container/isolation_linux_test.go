@@ -854,3 +854,62 @@ func TestMoveToLeaf(t *testing.T) {
 		t.Fatalf("the parent still holds %q", left)
 	}
 }
+
+// TestReaperRoles checks both ways of running the sandbox's PID 1: the
+// static baton-reaper, exec'd from a sealed memfd without any mount, and
+// the fallback, this binary bind-mounted at /.baton/baton.
+func TestReaperRoles(t *testing.T) {
+	if reaperPath == "" {
+		t.Skip("baton-reaper could not be built")
+	}
+	for _, tc := range []struct {
+		name, reaper string
+		helper       bool
+	}{{"baton-reaper", reaperPath, true}, {"self", "", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRuntimeWith(t, tc.reaper)
+			if got := r.launcher.helper != nil; got != tc.helper {
+				t.Fatalf("runtime uses baton-reaper: %v, want %v", got, tc.helper)
+			}
+			sb := create(t, r, testSpec(t, "reaper-"+tc.name))
+			init := mustRun(t, sb, `tr '\0' ' ' < /proc/1/cmdline`)
+			if !strings.Contains(init, reaperArg) {
+				t.Fatalf("PID 1 is %q, want the sandbox reaper", init)
+			}
+			if _, st := run(t, sb, "test -e /.baton"); (st.Code == 0) == tc.helper {
+				t.Errorf("/.baton exists: %v, want %v", st.Code == 0, !tc.helper)
+			}
+			// PID 1 runs as root: nothing in the sandbox may read or write
+			// its executable or descriptors.
+			for _, cmd := range []string{"cat /proc/1/exe > /dev/null", "ls /proc/1/fd", "echo x >> /proc/1/exe"} {
+				if out, st := run(t, sb, cmd); st.Code == 0 {
+					t.Errorf("%q succeeded in the sandbox: %s", cmd, out)
+				}
+			}
+			if tc.helper {
+				// The reaper installs its filter and closes the memfd
+				// right after it starts.
+				pid := mustPid(t, sb)
+				waitFor(t, 10*time.Second, "the reaper to install its filter and close its executable's descriptor", func() bool {
+					st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+					fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+					for _, fd := range fds {
+						if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); strings.Contains(l, ReaperName) {
+							return false
+						}
+					}
+					return strings.Contains(string(st), "Seccomp:\t2\n")
+				})
+			}
+		})
+	}
+}
+
+func mustPid(t *testing.T, sb *Sandbox) int {
+	t.Helper()
+	pid, err := sb.init.Pid()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}

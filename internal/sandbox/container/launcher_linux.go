@@ -5,32 +5,53 @@ package container
 import (
 	"bufio"
 	"debug/elf"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-faas/baton/internal/sandbox/container/pid1"
 )
 
-// The running binary is visible in every sandbox below /.baton, on a tmpfs
-// of its own so that nothing of the image can shadow it.
+// ReaperName is the file name of the baton-reaper executable that New looks
+// for next to the running program (see Options.ReaperPath).
+const ReaperName = "baton-reaper"
+
+// Without baton-reaper, the running binary is visible in every sandbox
+// below /.baton, on a tmpfs of its own so that nothing of the image can
+// shadow it.
 const (
 	batonDir = "/.baton"
 	batonExe = batonDir + "/baton"
 	batonLib = batonDir + "/lib"
 )
 
-// launcher knows how to run this binary inside a sandbox whose image may
-// have no (or another) C library: a binary linked with cgo (libcontainer's
-// nsenter needs cgo) is started through the host's dynamic loader with the
-// host's shared objects, bind-mounted next to it.
+// launcher knows how to run the sandbox's own programs (the reaper, the
+// self-test) inside a sandbox whose image may have no (or another) C
+// library.
+//
+// With baton-reaper (a static executable) it needs no mounts: a sealed
+// in-memory copy of it is passed to the process as a file descriptor and
+// exec'd through /proc/self/fd. That spares every sandbox a second start
+// of the whole (large, cgo-linked) running binary and seven to ten mounts.
+//
+// Without it, the running binary plays those roles: a binary linked with
+// cgo (libcontainer's nsenter needs cgo) is started through the host's
+// dynamic loader with the host's shared objects, bind-mounted next to it.
 type launcher struct {
 	exe    string            // host path of the binary
 	interp string            // host path of its ELF interpreter; "" if static
 	libs   map[string]string // name in batonLib -> host path
+
+	helper     *os.File // sealed memfd with baton-reaper; nil: run exe
+	helperPath string   // where helper was read from
 }
 
 func newLauncher() (*launcher, error) {
@@ -103,6 +124,71 @@ func soname(p string) string {
 	return filepath.Base(p)
 }
 
+// useHelper loads the baton-reaper executable at path into a sealed
+// memfd, so that neither a change of the file on the host nor a process
+// in a sandbox can alter what later sandboxes run.
+func (l *launcher) useHelper(path string) error {
+	src, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	f, err := elf.NewFile(src)
+	if err != nil {
+		return fmt.Errorf("%s is not an ELF executable: %w", path, err)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked; it must be static to run in any image", path)
+		}
+	}
+	fd, err := unix.MemfdCreate(ReaperName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) { // kernels before 6.3 know no MFD_EXEC
+		fd, err = unix.MemfdCreate(ReaperName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
+	if err != nil {
+		return fmt.Errorf("memfd for %s: %w", ReaperName, err)
+	}
+	mem := os.NewFile(uintptr(fd), ReaperName)
+	defer mem.Close()
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := io.Copy(mem, src); err != nil {
+		return fmt.Errorf("copy %s: %w", path, err)
+	}
+	const seals = unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	if _, err := unix.FcntlInt(mem.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+		return fmt.Errorf("seal the copy of %s: %w", path, err)
+	}
+	// A read-only descriptor: exec refuses a file someone holds open for
+	// writing (ETXTBSY).
+	ro, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(mem.Fd())), os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("reopen the copy of %s: %w", path, err)
+	}
+	l.helper, l.helperPath = ro, path
+	return nil
+}
+
+// dropHelper goes back to running the program itself.
+func (l *launcher) dropHelper() {
+	if l.helper != nil {
+		l.helper.Close()
+		l.helper, l.helperPath = nil, ""
+	}
+}
+
+// process is the command line (and the files it needs) that plays role
+// inside a sandbox.
+func (l *launcher) process(role string) (args []string, files []*os.File) {
+	if l.helper != nil {
+		// The helper is the first of the process's extra files.
+		return []string{pid1.ExecPath, role}, []*os.File{l.helper}
+	}
+	return l.args(role), nil
+}
+
 // args is the command line that runs this binary inside a sandbox.
 func (l *launcher) args(arg ...string) []string {
 	if l.interp == "" {
@@ -112,8 +198,11 @@ func (l *launcher) args(arg ...string) []string {
 }
 
 // mounts are the mounts that make the binary runnable in a sandbox; empty
-// is the host path of an empty file.
+// is the host path of an empty file. The helper needs none.
 func (l *launcher) mounts(empty string) []*configs.Mount {
+	if l.helper != nil {
+		return nil
+	}
 	const roBind = unix.MS_BIND | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV
 	ms := []*configs.Mount{
 		{Source: "tmpfs", Destination: batonDir, Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, Data: "mode=755,size=64k"},

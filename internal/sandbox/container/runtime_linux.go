@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/sandbox/container/pid1"
 )
 
 // Runtime creates container sandboxes.
@@ -104,11 +105,65 @@ func New(opts Options) (*Runtime, error) {
 		return nil, fmt.Errorf("%w: state directory: %v", ErrUnavailable, err)
 	}
 	r.cleanLeftovers()
-	if err := r.selfTest(); err != nil {
+	if err := r.findReaper(); err != nil {
+		r.lock.Close()
+		return nil, fmt.Errorf("container runtime: %w", err)
+	}
+	err = r.selfTest()
+	if err != nil && r.launcher.helper != nil {
+		// The sandbox's own programs can still come from this binary.
+		log.Warn("container runtime: a test sandbox failed with baton-reaper; sandboxes use this program as their reaper",
+			"reaper", r.launcher.helperPath, "err", err)
+		r.launcher.dropHelper()
+		err = r.selfTest()
+	}
+	if err != nil {
 		r.lock.Close()
 		return nil, fmt.Errorf("%w: a test sandbox failed: %v", ErrUnavailable, err)
 	}
+	r.warnSlowExec()
 	return r, nil
+}
+
+// findReaper loads baton-reaper from Options.ReaperPath, or from next to
+// this program's executable where it is optional.
+func (r *Runtime) findReaper() error {
+	path, explicit := r.opts.ReaperPath, r.opts.ReaperPath != ""
+	if !explicit {
+		path = filepath.Join(filepath.Dir(r.launcher.exe), ReaperName)
+		if _, err := os.Stat(path); err != nil {
+			r.log.Info("container runtime: no baton-reaper next to this program; sandboxes use this program as their reaper, "+
+				"which makes each sandbox start slower (build it with go build ./cmd/baton-reaper)", "looked-for", path)
+			return nil
+		}
+	}
+	if err := r.launcher.useHelper(path); err != nil {
+		if explicit {
+			return fmt.Errorf("reaper %s: %w", path, err)
+		}
+		r.log.Warn("container runtime: baton-reaper is unusable; sandboxes use this program as their reaper", "reaper", path, "err", err)
+	}
+	return nil
+}
+
+// warnSlowExec warns where libcontainer cannot give its re-executed init a
+// zero-copy sealed view of this program (an overlay whose lower layers are
+// this program's directory and the container's state directory, which
+// must not contain one another): it then copies the whole executable into
+// memory for every process started in a sandbox.
+func (r *Runtime) warnSlowExec() {
+	exeDir := filepath.Dir(r.launcher.exe)
+	if within(r.lcRoot, exeDir) || within(exeDir, r.lcRoot) {
+		r.log.Warn("container runtime: the state directory and this program's directory contain one another; "+
+			"every process started in a sandbox copies the whole executable first (move one of them)",
+			"state", r.lcRoot, "executable", r.launcher.exe)
+	}
+}
+
+// within tells whether path is dir or below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // check lists every reason this host or binary cannot run containers.
@@ -165,7 +220,7 @@ func (r *Runtime) check() error {
 	if fss, err := os.ReadFile("/proc/filesystems"); err != nil || !bytes.Contains(fss, []byte("\toverlay\n")) {
 		add("the kernel has no overlay filesystem")
 	}
-	if err := seccompAvailable(); err != nil {
+	if err := pid1.SeccompAvailable(); err != nil {
 		add("%v", err)
 	}
 	l, err := newLauncher()
@@ -189,8 +244,8 @@ func (r *Runtime) Isolation() string {
 		"seccomp, no capabilities, read-only root, uid %d)", cg, r.opts.UID)
 }
 
-// selfTest creates a sandbox with an empty root and runs this binary in it
-// to check what it sees: namespaces, cgroups, the overlay, the reaper and
+// selfTest creates a sandbox with an empty root and runs the sandbox's own
+// program (baton-reaper or this binary) in it to check what it sees: namespaces, cgroups, the overlay, the reaper and
 // the seccomp filter all work, or containers are not usable here.
 func (r *Runtime) selfTest() error {
 	lower := filepath.Join(r.opts.StateDir, "selftest-root")
@@ -210,7 +265,8 @@ func (r *Runtime) selfTest() error {
 	}
 	defer os.Remove(out.Name())
 	defer out.Close()
-	p, err := sb.Start(ctx, sandbox.ProcessSpec{Args: r.launcher.args(selfTestArg), Stdout: out, Stderr: out})
+	args, files := r.launcher.process(selfTestArg)
+	p, err := sb.Start(ctx, sandbox.ProcessSpec{Args: args, ExtraFiles: files, Stdout: out, Stderr: out})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}

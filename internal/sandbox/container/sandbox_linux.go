@@ -132,12 +132,14 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if err != nil {
 		return nil, err
 	}
+	args, files := r.launcher.process(reaperArg)
 	s.init = &libcontainer.Process{
-		Args:   r.launcher.args(reaperArg),
-		Env:    []string{"GOMAXPROCS=1", "GOGC=50"},
-		Stdout: logW,
-		Stderr: logW,
-		Init:   true,
+		Args:       args,
+		Env:        []string{"GOMAXPROCS=1", "GOGC=50"},
+		Stdout:     logW,
+		Stderr:     logW,
+		ExtraFiles: files,
+		Init:       true,
 	}
 	err = c.Run(s.init)
 	logW.Close()

@@ -1,6 +1,6 @@
-//go:build linux && cgo
+//go:build linux
 
-package container
+package pid1
 
 import "golang.org/x/sys/unix"
 

@@ -1,6 +1,6 @@
-//go:build linux && cgo
+//go:build linux
 
-package container
+package pid1
 
 import (
 	"errors"
@@ -21,7 +21,7 @@ import (
 // libcontainer's configs.Seccomp, because libcontainer's seccomp support is
 // compiled only with the `seccomp` build tag (and links libseccomp), while
 // Baton is built and tested with a plain `go build`. It is installed by the
-// sandbox's own code, see installSeccomp.
+// sandbox's own code, see InstallSeccomp.
 var deniedSyscalls = append([]denied{
 	// Mounting and changing roots.
 	{"mount", unix.SYS_MOUNT},
@@ -141,10 +141,10 @@ func seccompProgram() ([]unix.SockFilter, error) {
 	return a.assemble()
 }
 
-// installSeccomp applies the filter to every thread of the calling process
+// InstallSeccomp applies the filter to every thread of the calling process
 // (TSYNC); it survives execve and is inherited by every child. The caller
 // must have set no_new_privs or hold CAP_SYS_ADMIN.
-func installSeccomp() error {
+func InstallSeccomp() error {
 	prog, err := seccompProgram()
 	if err != nil {
 		return err
@@ -159,8 +159,8 @@ func installSeccomp() error {
 	return nil
 }
 
-// seccompAvailable tells whether the kernel supports seccomp filters.
-func seccompAvailable() error {
+// SeccompAvailable tells whether the kernel supports seccomp filters.
+func SeccompAvailable() error {
 	if _, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("seccomp is not available in this kernel: %w", err)
 	}
