@@ -671,6 +671,24 @@ func TestPythonResult(t *testing.T) {
 	}
 }
 
+// Large events arrive chunked from the fake API (it sets no
+// Content-Length) and large responses are sent in two writes: both paths of
+// the runtime's own HTTP client, over one kept-alive connection.
+func TestPythonLargePayloads(t *testing.T) {
+	api := newFakeAPI(t)
+	p := startPython(t, api, "app.echo")
+	for i, size := range []int{10, 100 << 10, 1 << 20} {
+		x := strings.Repeat("a", size)
+		id := fmt.Sprintf("py-large-%d", i)
+		api.enqueue(t, id, map[string]any{"x": x}, nil)
+		got := api.waitPost(t, p)
+		want := `{"echo": {"x": "` + x + `"}}`
+		if got.Kind != "response" || got.ID != id || string(got.Body) != want {
+			t.Fatalf("%d bytes: got %s %s with %d bytes: %.300s", size, got.Kind, got.ID, len(got.Body), got.Body)
+		}
+	}
+}
+
 // Without -u stdout is block-buffered into a pipe; the runtime must still
 // flush what the invocation printed before posting its result.
 func TestPythonFlushesOutputWithoutUnbufferedMode(t *testing.T) {

@@ -8,17 +8,18 @@ Two modes:
                                        fork a ready-to-serve child per request
                                        received on the control socket (fd 3).
 
-Standard library only, so it runs on any stock python3.
+Standard library only, so it runs on any stock python3. It speaks the
+Runtime API's plain HTTP/1.1 itself: importing http.client (with ssl and
+email) would cost about a third of an interpreter's start.
 """
 
-import http.client
 import importlib
 import io
 import json
 import os
+import socket
 import sys
 import time
-import traceback
 
 API_PREFIX = "/2018-06-01/runtime"
 
@@ -34,6 +35,99 @@ class RuntimeAPIError(Exception):
     """The Runtime API could not be reached or answered unexpectedly."""
 
 
+class _Headers(dict):
+    """Response headers; names compare case-insensitively."""
+
+    def get(self, name, default=None):
+        return dict.get(self, name.lower(), default)
+
+
+class _Response:
+    def __init__(self, status, headers):
+        self.status = status
+        self.headers = headers
+
+
+class _Connection:
+    """One kept-alive HTTP/1.1 connection to the Runtime API."""
+
+    MAX_HEADER_LINE = 64 << 10
+
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self.sock = socket.create_connection((host.strip("[]"), int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+        self.host = address
+        self.closed = False
+
+    def close(self):
+        for f in (self.rfile, self.sock):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def request(self, method, path, body, headers):
+        body = body or b""
+        lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + self.host]
+        if method != "GET" or body:
+            lines.append("Content-Length: %d" % len(body))
+        for name, value in headers.items():
+            lines.append("%s: %s" % (name, value))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.sock.sendall(head + body if len(body) < 16384 else head)
+        if len(body) >= 16384:
+            self.sock.sendall(body)
+        return self._read_response()
+
+    def _line(self):
+        line = self.rfile.readline(self.MAX_HEADER_LINE + 1)
+        if not line:
+            raise ConnectionError("connection closed by the Runtime API")
+        if len(line) > self.MAX_HEADER_LINE:
+            raise ConnectionError("header line too long")
+        return line
+
+    def _read_response(self):
+        parts = self._line().split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+            raise ConnectionError("bad status line %r" % parts)
+        status = int(parts[1])
+        headers = _Headers()
+        while True:
+            line = self._line()
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = self._read_chunked()
+        else:
+            length = int(headers.get("Content-Length", "0"))
+            data = self.rfile.read(length)
+            if len(data) != length:
+                raise ConnectionError("connection closed mid-body")
+        if headers.get("Connection", "").lower() == "close":
+            self.close()
+            self.closed = True
+        return _Response(status, headers), data
+
+    def _read_chunked(self):
+        chunks = []
+        while True:
+            size = int(self._line().split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while self._line() not in (b"\r\n", b"\n"):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunk = self.rfile.read(size)
+            if len(chunk) != size:
+                raise ConnectionError("connection closed mid-chunk")
+            chunks.append(chunk)
+            self._line()
+
+
 class RuntimeClient:
     """Talks to the Runtime API over one kept-alive HTTP connection."""
 
@@ -45,16 +139,17 @@ class RuntimeClient:
         # One retry covers a kept-alive connection that the server closed
         # while we were idle; anything beyond that is a real failure.
         for attempt in (0, 1):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.address)
             try:
-                self.conn.request(method, path, body=body, headers=headers or {})
-                resp = self.conn.getresponse()
-                data = resp.read()
+                if self.conn is None:
+                    self.conn = _Connection(self.address)
+                resp, data = self.conn.request(method, path, body, headers or {})
+                if self.conn.closed:
+                    self.conn = None
                 return resp, data
-            except (http.client.HTTPException, OSError) as e:
-                self.conn.close()
-                self.conn = None
+            except (OSError, ValueError) as e:
+                if self.conn is not None:
+                    self.conn.close()
+                    self.conn = None
                 if attempt:
                     raise RuntimeAPIError(
                         "%s %s: %s: %s" % (method, path, type(e).__name__, e)
@@ -127,6 +222,8 @@ def _encode_error(err):
 
 def error_body(exc, error_type=None, skip_frames=0):
     """Builds the Runtime API error document for an exception."""
+    import traceback  # only on errors; the zygote imports it before forking
+
     frames = traceback.extract_tb(exc.__traceback__)[skip_frames:]
     try:
         message = str(exc)
@@ -329,6 +426,8 @@ def serve(handler, init_error):
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
+        import traceback
+
         traceback.print_exc()
     _flush_std()
     os._exit(code)
@@ -378,7 +477,10 @@ class Zygote:
         self.init_error = None
 
     def prepare(self):
-        import ast  # noqa: F401  (traceback needs it to format a child's first error)
+        # Imported here, not after each fork: a child's first error
+        # would otherwise pay for them (traceback formats with ast).
+        import ast  # noqa: F401
+        import traceback  # noqa: F401
         import ctypes
         import gc
 
@@ -537,6 +639,8 @@ class Zygote:
                 os._exit(1)
         except BaseException:
             try:
+                import traceback
+
                 traceback.print_exc()
             finally:
                 os._exit(1)

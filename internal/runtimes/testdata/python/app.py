@@ -32,3 +32,7 @@ def ctx(event, context):
         "trace_env": os.environ.get("_X_AMZN_TRACE_ID"),
         "cwd": os.getcwd(),
     }
+
+
+def echo(event, context):
+    return {"echo": event}
