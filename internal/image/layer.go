@@ -192,6 +192,7 @@ type DirOption func(*dirOptions)
 
 type dirOptions struct {
 	prefix string
+	ref    string
 }
 
 // WithPrefix places the directory's content at prefix inside the layer
@@ -207,12 +208,18 @@ func WithPrefix(prefix string) DirOption {
 // diffID whatever the files' times and owners. Permission bits and
 // symlinks are kept; hard links become copies. The top directory (and any
 // prefix directories) are 0755 so code stays readable by unprivileged users.
+// Without WithRef, the layer may be collected by GC unless an image uses it.
 func (s *Store) AddLayerFromDir(ctx context.Context, dir string, opts ...DirOption) (Layer, error) {
 	var o dirOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
 	prefix := strings.Trim(path.Clean("/"+o.prefix), "/")
+	if o.ref != "" {
+		if err := validRef(o.ref); err != nil {
+			return Layer{}, err
+		}
+	}
 	// WalkDir does not descend into a root that is a symlink.
 	dir, err := filepath.EvalSymlinks(dir)
 	if err != nil {
@@ -237,6 +244,11 @@ func (s *Store) AddLayerFromDir(ctx context.Context, dir string, opts ...DirOpti
 	pr.CloseWithError(errors.New("layer conversion stopped")) // unblocks the writer on failure
 	if err != nil {
 		return Layer{}, fmt.Errorf("layer from directory %s: %w", dir, err)
+	}
+	if o.ref != "" {
+		if err := s.putRef(o.ref, l); err != nil {
+			return Layer{}, err
+		}
 	}
 	return l, nil
 }
