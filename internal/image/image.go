@@ -131,7 +131,7 @@ func (s *Store) putImage(ctx context.Context, img Image) (Image, error) {
 	}
 	s.imgMu.Lock()
 	defer s.imgMu.Unlock()
-	if err := s.writeJSON(s.imageFile(img.Name), img); err != nil {
+	if err := s.writeJSON(s.imageFile(img.Name), img, true); err != nil {
 		return Image{}, fmt.Errorf("store image %s: %w", img.Name, err)
 	}
 	s.log.Info("image stored", "name", img.Name, "id", img.ID, "layers", len(img.Layers), "size", img.Size, "source", img.Source)

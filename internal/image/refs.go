@@ -43,8 +43,8 @@ func (s *Store) refFile(name string) string {
 }
 
 // putRef writes a ref. Callers hold gcMu (shared or exclusive).
-func (s *Store) putRef(name string, l Layer) error {
-	if err := s.writeJSON(s.refFile(name), ref{Name: name, DiffID: l.DiffID}); err != nil {
+func (s *Store) putRef(name string, l Layer, durable bool) error {
+	if err := s.writeJSON(s.refFile(name), ref{Name: name, DiffID: l.DiffID}, durable); err != nil {
 		return fmt.Errorf("store ref %s: %w", name, err)
 	}
 	return nil

@@ -214,9 +214,10 @@ func (s *Store) cleanStale() error {
 	return nil
 }
 
-// writeFileAtomic writes data to path through a synced temporary file and
-// a rename, so readers see either the old or the new content.
-func (s *Store) writeFileAtomic(path string, data []byte) error {
+// writeFileAtomic writes data to path through a temporary file and a
+// rename, so readers see either the old or the new content. durable syncs
+// the file and the directory, so that the content also survives a crash.
+func (s *Store) writeFileAtomic(path string, data []byte, durable bool) error {
 	f, err := os.CreateTemp(s.tmpDir(), "write-*")
 	if err != nil {
 		return err
@@ -231,9 +232,11 @@ func (s *Store) writeFileAtomic(path string, data []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -241,15 +244,18 @@ func (s *Store) writeFileAtomic(path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
+	if !durable {
+		return nil
+	}
 	return syncDir(filepath.Dir(path))
 }
 
-func (s *Store) writeJSON(path string, v any) error {
+func (s *Store) writeJSON(path string, v any, durable bool) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return s.writeFileAtomic(path, append(data, '\n'))
+	return s.writeFileAtomic(path, append(data, '\n'), durable)
 }
 
 func syncDir(dir string) error {

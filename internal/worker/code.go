@@ -181,6 +181,11 @@ func (w *Worker) codeLayer(ctx context.Context, digest string) (string, error) {
 	var diffID string
 	err = w.prepareCode(ctx, digest, func() bool {
 		l, err := w.opts.Layers.Ref(codeRefPrefix + hexDigest)
+		if err != nil && !errors.Is(err, image.ErrNotFound) {
+			// Code layers are not synced to disk (image.Rebuildable): a
+			// crash can leave them unreadable. Building again repairs.
+			w.log.Warn("code layer unreadable; building it again", "digest", digest, "err", err)
+		}
 		diffID = l.DiffID
 		return err == nil
 	}, func() error {
@@ -212,7 +217,7 @@ func (w *Worker) buildCodeLayer(ctx context.Context, digest, hexDigest string) (
 		return image.Layer{}, err
 	}
 	unpacked := time.Since(start)
-	l, err := w.opts.Layers.AddLayerFromDir(ctx, dir, image.WithRef(codeRefPrefix+hexDigest))
+	l, err := w.opts.Layers.AddLayerFromDir(ctx, dir, image.WithRef(codeRefPrefix+hexDigest), image.Rebuildable())
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("code layer of %s: %w", digest, err)
 	}
