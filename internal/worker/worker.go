@@ -89,12 +89,12 @@ type Worker struct {
 	extracting map[string]chan struct{}
 	closed     bool
 	codeUses   map[string]*codeUse
-	// codeLocks orders checking for a digest's code against removing it.
-	codeLocks keyedlock.Locks
-	stop      chan struct{}
+	stop       chan struct{}
 	// grainProcs counts zygote processes not yet reaped, including those
 	// being stopped in the background, so Close can wait for all of them.
 	grainProcs sync.WaitGroup
+	// codeLocks orders checking for a digest's code against removing it.
+	codeLocks keyedlock.Locks
 }
 
 type app struct {
