@@ -131,7 +131,7 @@ func (s *Store) putImage(ctx context.Context, img Image) (Image, error) {
 	}
 	s.imgMu.Lock()
 	defer s.imgMu.Unlock()
-	if err := s.writeJSON(s.imageFile(img.Name), img); err != nil {
+	if err := s.writeJSON(s.imageFile(img.Name), img, true); err != nil {
 		return Image{}, fmt.Errorf("store image %s: %w", img.Name, err)
 	}
 	s.log.Info("image stored", "name", img.Name, "id", img.ID, "layers", len(img.Layers), "size", img.Size, "source", img.Source)
@@ -221,9 +221,9 @@ func (s *Store) Remove(name string, inUse func(name string) bool) error {
 	return nil
 }
 
-// GC deletes the layers that no image references, that are not mounted
-// and that are not listed in keep (diffIDs of layers used outside images,
-// such as functions' code layers). It returns the removed diffIDs.
+// GC deletes the layers that no image or ref names, that are not mounted
+// and that are not listed in keep (diffIDs of layers needed for a while
+// outside images and refs). It returns the removed diffIDs.
 func (s *Store) GC(ctx context.Context, keep ...string) (removed []string, err error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -231,24 +231,16 @@ func (s *Store) GC(ctx context.Context, keep ...string) (removed []string, err e
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 
-	live := map[string]bool{}
+	live, err := s.liveLayers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
 	for _, d := range keep {
 		h, err := parseDigest(d)
 		if err != nil {
 			return nil, fmt.Errorf("gc: keep: %w", err)
 		}
 		live[h] = true
-	}
-	imgs, err := s.List()
-	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err)
-	}
-	for _, img := range imgs {
-		for _, d := range img.Layers {
-			if h, err := parseDigest(d); err == nil {
-				live[h] = true
-			}
-		}
 	}
 
 	ents, err := os.ReadDir(s.layerDir())

@@ -184,14 +184,27 @@ func (s *Store) AddLayerFromTar(ctx context.Context, r io.Reader) (Layer, error)
 	}
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
-	return s.addLayer(ctx, r)
+	return s.addLayer(ctx, r, true)
 }
 
 // DirOption adjusts AddLayerFromDir.
 type DirOption func(*dirOptions)
 
 type dirOptions struct {
-	prefix string
+	prefix      string
+	ref         string
+	rebuildable bool
+}
+
+// Rebuildable says the caller can build the layer again from its source
+// (a function's code archive), so it is not forced to disk: the fsyncs
+// of a durable layer cost more than writing a small layer does. After a
+// crash such a layer may be torn or missing; the digest check before its
+// first mount refuses a torn file, and a missing or unreadable layer or
+// ref reads as absent or as an error, upon which the caller builds the
+// layer again.
+func Rebuildable() DirOption {
+	return func(o *dirOptions) { o.rebuildable = true }
 }
 
 // WithPrefix places the directory's content at prefix inside the layer
@@ -207,12 +220,18 @@ func WithPrefix(prefix string) DirOption {
 // diffID whatever the files' times and owners. Permission bits and
 // symlinks are kept; hard links become copies. The top directory (and any
 // prefix directories) are 0755 so code stays readable by unprivileged users.
+// Without WithRef, the layer may be collected by GC unless an image uses it.
 func (s *Store) AddLayerFromDir(ctx context.Context, dir string, opts ...DirOption) (Layer, error) {
 	var o dirOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
 	prefix := strings.Trim(path.Clean("/"+o.prefix), "/")
+	if o.ref != "" {
+		if err := validRef(o.ref); err != nil {
+			return Layer{}, err
+		}
+	}
 	// WalkDir does not descend into a root that is a symlink.
 	dir, err := filepath.EvalSymlinks(dir)
 	if err != nil {
@@ -233,10 +252,15 @@ func (s *Store) AddLayerFromDir(ctx context.Context, dir string, opts ...DirOpti
 	go func() {
 		pw.CloseWithError(writeDirTar(ctx, pw, dir, prefix))
 	}()
-	l, err := s.addLayer(ctx, pr)
+	l, err := s.addLayer(ctx, pr, !o.rebuildable)
 	pr.CloseWithError(errors.New("layer conversion stopped")) // unblocks the writer on failure
 	if err != nil {
 		return Layer{}, fmt.Errorf("layer from directory %s: %w", dir, err)
+	}
+	if o.ref != "" {
+		if err := s.putRef(o.ref, l, !o.rebuildable); err != nil {
+			return Layer{}, err
+		}
 	}
 	return l, nil
 }
@@ -333,8 +357,9 @@ func unixPerm(m fs.FileMode) uint32 {
 }
 
 // addLayer converts the tar stream to a temporary EROFS file and commits it
-// under its diffID. Callers hold gcMu shared.
-func (s *Store) addLayer(ctx context.Context, r io.Reader) (Layer, error) {
+// under its diffID; durable forces it to disk first. Callers hold gcMu
+// shared.
+func (s *Store) addLayer(ctx context.Context, r io.Reader, durable bool) (Layer, error) {
 	start := time.Now()
 	out, err := os.CreateTemp(s.tmpDir(), "layer-*.erofs")
 	if err != nil {
@@ -344,7 +369,7 @@ func (s *Store) addLayer(ctx context.Context, r io.Reader) (Layer, error) {
 	defer os.Remove(tmp) // no-op after the commit's rename
 
 	res, err := convertTar(ctx, ctxReader{ctx, r}, out, s.tmpDir())
-	if err == nil {
+	if err == nil && durable {
 		err = out.Sync()
 	}
 	if cerr := out.Close(); err == nil {
@@ -354,7 +379,7 @@ func (s *Store) addLayer(ctx context.Context, r io.Reader) (Layer, error) {
 		return Layer{}, fmt.Errorf("add layer: %w", err)
 	}
 	l := Layer{DiffID: "sha256:" + res.diffID, Digest: "sha256:" + res.erofsDigest, Size: res.erofsSize}
-	if err := s.commitLayer(res.diffID, tmp, l); err != nil {
+	if err := s.commitLayer(res.diffID, tmp, l, durable); err != nil {
 		return Layer{}, err
 	}
 	s.log.Info("layer stored", "diffID", l.DiffID, "size", l.Size, "entries", res.entries,
@@ -365,7 +390,12 @@ func (s *Store) addLayer(ctx context.Context, r io.Reader) (Layer, error) {
 // commitLayer moves a finished EROFS file into place and records its
 // metadata. The file goes first: a crash in between leaves a file without
 // metadata, which reads as absent and is overwritten by the next add.
-func (s *Store) commitLayer(h, tmp string, l Layer) error {
+//
+// The file counts as verified as committed: l.Digest was computed over
+// the very bytes written, and its stamp (see verifyLayer) proves any later
+// change. So the first mount after an add does not hash the file again,
+// which for a new code version is most of the mount's cost.
+func (s *Store) commitLayer(h, tmp string, l Layer, durable bool) error {
 	unlock := s.layerLocks.Lock(h)
 	defer unlock()
 	if err := os.Chmod(tmp, 0o600); err != nil {
@@ -374,8 +404,19 @@ func (s *Store) commitLayer(h, tmp string, l Layer) error {
 	if err := os.Rename(tmp, s.layerFile(h)); err != nil {
 		return fmt.Errorf("add layer %s: %w", l.DiffID, err)
 	}
-	if err := s.writeJSON(s.layerMeta(h), l); err != nil {
+	if err := s.writeJSON(s.layerMeta(h), l, durable); err != nil {
 		return fmt.Errorf("add layer %s: write metadata: %w", l.DiffID, err)
+	}
+	if f, err := os.Open(s.layerFile(h)); err == nil {
+		stamp, err := stampOf(f)
+		f.Close()
+		s.mu.Lock()
+		if err == nil {
+			s.verified[h] = stamp
+		} else {
+			delete(s.verified, h)
+		}
+		s.mu.Unlock()
 	}
 	return nil
 }

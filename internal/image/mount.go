@@ -166,9 +166,14 @@ func (s *Store) RootFS(ctx context.Context, img Image, extraTop ...string) (lowe
 }
 
 // mountPointsUnder lists the mount points at or below dir, deepest first,
-// from /proc/self/mountinfo.
+// from the calling thread's mountinfo. Not /proc/self: that is the main
+// thread's, which libcontainer may have left wedged in a container's mount
+// namespace (a locked goroutine that joined it and exited on that thread).
 func mountPointsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo")
+	if errors.Is(err, fs.ErrNotExist) {
+		f, err = os.Open("/proc/self/mountinfo") // kernels before 3.17
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -149,7 +149,7 @@ func (s *Store) importImage(ctx context.Context, img v1.Image, imgName, source s
 		if err != nil {
 			return Image{}, fmt.Errorf("import %s: layer %d (%s): %w", imgName, i, want, err)
 		}
-		got, err := s.addLayer(ctx, rc)
+		got, err := s.addLayer(ctx, rc, true)
 		rc.Close()
 		if err != nil {
 			return Image{}, fmt.Errorf("import %s: layer %d (%s): %w", imgName, i, want, err)

@@ -12,7 +12,9 @@
 //	layers/sha256/<hex>.erofs     the layer as an EROFS image
 //	layers/sha256/<hex>.json      its metadata: diffID, sha256 and size of the .erofs
 //	images/<name>.json            image records ('/' in names escaped)
+//	refs/<name>.json              named references to layers outside images (code layers)
 //	mnt/<hex>                     read-only mount point of a layer while in use
+//	views/<id>/<name>             views: layers attached by name (a sandbox's /var/task)
 //	tmp/                          files being written; emptied at Open
 package image
 
@@ -62,6 +64,7 @@ type Store struct {
 	// verified remembers the file stamp of each layer's last successful
 	// digest check.
 	verified map[string]fileStamp
+	views    map[string]*View // open views by id
 	closed   bool
 }
 
@@ -83,7 +86,7 @@ func Open(root string, log *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("image store %s: %w", root, err)
 	}
 	for _, d := range []string{abs, filepath.Join(abs, "layers", "sha256"), filepath.Join(abs, "images"),
-		filepath.Join(abs, "mnt"), filepath.Join(abs, "tmp")} {
+		filepath.Join(abs, "mnt"), filepath.Join(abs, "tmp"), filepath.Join(abs, "refs"), filepath.Join(abs, "views")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("image store: create %s: %w", d, err)
 		}
@@ -109,7 +112,8 @@ func Open(root string, log *slog.Logger) (*Store, error) {
 	_ = lock.Truncate(0)
 	_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
 
-	s := &Store{root: abs, log: log.With("component", "image"), lock: lock, mounts: map[string]*layerMount{}, verified: map[string]fileStamp{}}
+	s := &Store{root: abs, log: log.With("component", "image"), lock: lock, mounts: map[string]*layerMount{}, verified: map[string]fileStamp{},
+		views: map[string]*View{}}
 	if err := s.cleanStale(); err != nil {
 		lock.Close()
 		return nil, err
@@ -120,9 +124,10 @@ func Open(root string, log *slog.Logger) (*Store, error) {
 // Root returns the store's root directory.
 func (s *Store) Root() string { return s.root }
 
-// Close unmounts every layer the store mounted and releases the store.
-// Release functions handed out earlier become no-ops. Overlays built on the
-// layers keep working: the unmount is lazy.
+// Close closes the views still open, unmounts every layer the store
+// mounted and releases the store. Release functions handed out earlier
+// become no-ops. Overlays built on the layers keep working: the unmount is
+// lazy.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -130,11 +135,22 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	mounts := s.mounts
-	s.mounts = map[string]*layerMount{}
+	views := make([]*View, 0, len(s.views))
+	for _, v := range s.views {
+		views = append(views, v)
+	}
 	s.mu.Unlock()
 
 	var errs []error
+	for _, v := range views {
+		if err := v.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.mu.Lock()
+	mounts := s.mounts
+	s.mounts = map[string]*layerMount{}
+	s.mu.Unlock()
 	for hex, m := range mounts {
 		unlock := s.layerLocks.Lock(hex)
 		if err := s.unmount(m.dir); err != nil {
@@ -164,21 +180,27 @@ func (s *Store) mountDir(hex string) string  { return filepath.Join(s.root, "mnt
 func (s *Store) tmpDir() string              { return filepath.Join(s.root, "tmp") }
 func (s *Store) imageDir() string            { return filepath.Join(s.root, "images") }
 
-// cleanStale unmounts layer mounts and removes temporary files left by a
-// crashed run.
+// cleanStale unmounts layer mounts and views and removes temporary files
+// left by a crashed run.
 func (s *Store) cleanStale() error {
-	mntRoot := filepath.Join(s.root, "mnt")
-	points, err := mountPointsUnder(mntRoot)
-	if err != nil {
-		return fmt.Errorf("image store: find stale mounts: %w", err)
-	}
-	for _, p := range points {
-		s.log.Warn("unmounting layer left mounted by a previous run", "path", p)
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("image store: unmount stale %s: %w", p, err)
+	mntRoot, viewRoot := filepath.Join(s.root, "mnt"), filepath.Join(s.root, "views")
+	// Views first: their binds hold layer mounts.
+	for _, dir := range []string{viewRoot, mntRoot} {
+		points, err := mountPointsUnder(dir)
+		if err != nil {
+			return fmt.Errorf("image store: find stale mounts: %w", err)
+		}
+		for _, p := range points {
+			if p == dir {
+				continue
+			}
+			s.log.Warn("unmounting what a previous run left mounted", "path", p)
+		}
+		if err := unmountTree(dir); err != nil {
+			return fmt.Errorf("image store: %w", err)
 		}
 	}
-	for _, dir := range []string{mntRoot, s.tmpDir()} {
+	for _, dir := range []string{viewRoot, mntRoot, s.tmpDir()} {
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			return fmt.Errorf("image store: %w", err)
@@ -192,9 +214,10 @@ func (s *Store) cleanStale() error {
 	return nil
 }
 
-// writeFileAtomic writes data to path through a synced temporary file and
-// a rename, so readers see either the old or the new content.
-func (s *Store) writeFileAtomic(path string, data []byte) error {
+// writeFileAtomic writes data to path through a temporary file and a
+// rename, so readers see either the old or the new content. durable syncs
+// the file and the directory, so that the content also survives a crash.
+func (s *Store) writeFileAtomic(path string, data []byte, durable bool) error {
 	f, err := os.CreateTemp(s.tmpDir(), "write-*")
 	if err != nil {
 		return err
@@ -209,9 +232,11 @@ func (s *Store) writeFileAtomic(path string, data []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -219,15 +244,18 @@ func (s *Store) writeFileAtomic(path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
+	if !durable {
+		return nil
+	}
 	return syncDir(filepath.Dir(path))
 }
 
-func (s *Store) writeJSON(path string, v any) error {
+func (s *Store) writeJSON(path string, v any, durable bool) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return s.writeFileAtomic(path, append(data, '\n'))
+	return s.writeFileAtomic(path, append(data, '\n'), durable)
 }
 
 func syncDir(dir string) error {

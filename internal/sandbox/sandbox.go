@@ -82,6 +82,11 @@ type Resources struct {
 type Mount struct {
 	Source string
 	Target string
+	// Propagate makes mounts made later below Source (on the host) appear
+	// below Target in the running sandbox, as a slave: nothing the
+	// sandbox does propagates back. Source must then be a shared mount
+	// point (see image.View).
+	Propagate bool
 }
 
 // Sandbox is an isolated environment that runs processes.

@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wk, err := worker.New(worker.Options{
 		ID: hostname, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
 		Code: reg, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
-		RootFS: rootFS,
+		RootFS: rootFS, Layers: images,
 	})
 	if err != nil {
 		return err

@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
+	"path"
 	"path/filepath"
-	"strings"
-	"syscall"
 
+	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/sandbox"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
@@ -77,7 +74,7 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, co
 		return a, nil
 	}
 	a = &app{key: key, instances: 1, memoryMB: spec.Spec.MemoryMB, ready: make(chan struct{}),
-		linked: map[string]bool{}}
+		codes: map[string]bool{}}
 	w.apps[key] = a
 	w.mu.Unlock()
 
@@ -105,17 +102,19 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 			return fmt.Errorf("root filesystem for app %s: %w", spec.App, err)
 		}
 		a.image = img
-		a.taskDir = filepath.Join(w.opts.DataDir, "sandboxes", sbSpec.ID, "task")
-		if err := os.MkdirAll(a.taskDir, 0o755); err != nil {
+		// The versions' code layers are attached to the view while the
+		// sandbox runs; its /var/task is a slave of the view, so they
+		// appear there without files linked or copied (see taskRoot).
+		if a.task, err = w.opts.Layers.NewView(sbSpec.ID); err != nil {
 			img.Release()
-			return fmt.Errorf("sandbox task dir: %w", err)
+			return fmt.Errorf("sandbox task directory: %w", err)
 		}
 		sbSpec.RootLowerDirs = img.LowerDirs
-		sbSpec.Mounts = append(sbSpec.Mounts, sandbox.Mount{Source: a.taskDir, Target: taskMount})
+		sbSpec.Mounts = append(sbSpec.Mounts, sandbox.Mount{Source: a.task.Path(), Target: taskMount, Propagate: true})
 	}
 	sb, err := w.opts.Sandboxes.Create(ctx, sbSpec)
 	if err != nil {
-		a.cleanupFiles()
+		w.cleanupFiles(a)
 		return fmt.Errorf("create sandbox for app %s: %w", spec.App, err)
 	}
 	a.sb = sb
@@ -133,12 +132,23 @@ func (a *app) limits() sandbox.Resources {
 	}
 }
 
-func (a *app) cleanupFiles() {
+// cleanupFiles releases what an isolated sandbox's root and /var/task were
+// made of; the sandbox is gone.
+func (w *Worker) cleanupFiles(a *app) {
+	if a.task != nil {
+		if err := a.task.Close(); err != nil {
+			w.log.Error("remove sandbox task directory", "app", a.key, "err", err)
+		}
+		a.codeMu.Lock()
+		codes := a.codes
+		a.codes = map[string]bool{}
+		a.codeMu.Unlock()
+		for digest := range codes {
+			w.releaseCode(digest)
+		}
+	}
 	if a.image.Release != nil {
 		a.image.Release()
-	}
-	if a.taskDir != "" {
-		_ = os.RemoveAll(filepath.Dir(a.taskDir))
 	}
 }
 
@@ -181,80 +191,54 @@ func (w *Worker) destroyApp(a *app) {
 			w.log.Warn("destroy sandbox", "app", a.key, "err", err)
 		}
 	}
-	a.cleanupFiles()
+	w.cleanupFiles(a)
 }
 
 // taskRoot makes the version's code visible in the sandbox and returns its
-// path there. Isolated sandboxes see only the code of their own app:
-// it is hard-linked (cheap, read-only through the bind mount) from the
-// host's code cache into the sandbox's task directory.
-func (w *Worker) taskRoot(a *app, digest, codeDir string) (string, error) {
-	hexDigest := strings.TrimPrefix(digest, "sha256:")
+// path there and a host path of the same files. An isolated sandbox sees
+// only the code of its own app: the version's code layer, mounted once per
+// host, is attached to the sandbox's task view and so appears read-only at
+// /var/task/<hex> in the running sandbox. The sandbox holds the code until
+// it is destroyed.
+func (w *Worker) taskRoot(ctx context.Context, a *app, digest, codeDir string) (inSandbox, onHost string, err error) {
+	hexDigest, err := codeHex(digest)
+	if err != nil {
+		return "", "", err
+	}
 	if !w.isolated() {
-		return filepath.Join(a.sb.Path(taskMount), hexDigest), nil
+		return filepath.Join(a.sb.Path(taskMount), hexDigest), codeDir, nil
 	}
 	a.codeMu.Lock()
 	defer a.codeMu.Unlock()
-	if !a.linked[digest] {
-		dst := filepath.Join(a.taskDir, hexDigest)
-		if err := linkTree(codeDir, dst); err != nil {
-			_ = os.RemoveAll(dst)
-			return "", fmt.Errorf("place code in sandbox: %w", err)
+	if !a.codes[digest] {
+		if err := w.attachCode(ctx, a, digest, hexDigest); err != nil {
+			return "", "", fmt.Errorf("place code in sandbox: %w", err)
 		}
-		a.linked[digest] = true
+		w.holdCode(digest)
+		a.codes[digest] = true
 	}
-	return filepath.Join(taskMount, hexDigest), nil
+	return path.Join(taskMount, hexDigest), filepath.Join(a.task.Path(), hexDigest), nil
 }
 
-// linkTree recreates src at dst with hard links (copies across
-// filesystems) and the same symlinks.
-func linkTree(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+// attachCode attaches the code layer to the app's view. A layer file that
+// fails its digest check is never mounted: it is deleted and built again
+// from the code archive, which is the source of truth.
+func (w *Worker) attachCode(ctx context.Context, a *app, digest, hexDigest string) error {
+	for attempt := 0; ; attempt++ {
+		diffID, err := w.codeLayer(ctx, digest)
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(src, path)
+		_, err = a.task.Attach(ctx, hexDigest, diffID)
+		if err == nil || !errors.Is(err, image.ErrCorrupt) || attempt > 0 {
+			return err
+		}
+		w.log.Warn("code layer failed its digest check; building it again", "digest", digest, "err", err)
+		unlock := w.codeLocks.Lock(digest)
+		err = w.opts.Layers.DeleteRef(ctx, codeRefPrefix+hexDigest)
+		unlock()
 		if err != nil {
 			return err
 		}
-		target := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(target, 0o755)
-		case d.Type()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		default:
-			if err := os.Link(path, target); err == nil {
-				return nil
-			} else if !errors.Is(err, syscall.EXDEV) {
-				return err
-			}
-			return copyFile(path, target)
-		}
-	})
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
 	}
-	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, st.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

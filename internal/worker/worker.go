@@ -23,6 +23,8 @@ import (
 	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/grain"
+	"github.com/baton-faas/baton/internal/image"
+	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/runtimeapi"
 	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/sandbox"
@@ -45,6 +47,9 @@ type Options struct {
 	// isolates (containers); leave it nil with the process runtime, whose
 	// instances see the host's files.
 	RootFS RootFSProvider
+	// Layers stores functions' code as read-only layers for isolated
+	// sandboxes (required with RootFS).
+	Layers *image.Store
 }
 
 // RootFSProvider mounts the image a sandbox's root is made of.
@@ -87,6 +92,8 @@ type Worker struct {
 	// grainProcs counts zygote processes not yet reaped, including those
 	// being stopped in the background, so Close can wait for all of them.
 	grainProcs sync.WaitGroup
+	// codeLocks orders checking for a digest's code against removing it.
+	codeLocks keyedlock.Locks
 }
 
 type app struct {
@@ -95,15 +102,15 @@ type app struct {
 	instances int
 	ready     chan struct{}
 	err       error
-	// Isolated sandboxes only: the image, and the host directory bound
-	// read-only at /var/task into which each version's code is linked.
-	image   RootImage
-	taskDir string
+	// Isolated sandboxes only: the image, and the view (bound at
+	// /var/task) to which each version's code layer is attached.
+	image RootImage
+	task  *image.View
 	// memoryMB sums the memory of the app's live instances (guarded by
 	// Worker.mu); the sandbox's limit follows it.
 	memoryMB int
 	codeMu   sync.Mutex
-	linked   map[string]bool
+	codes    map[string]bool // digests attached to task
 }
 
 type instance struct {
@@ -145,6 +152,9 @@ func New(opts Options) (*Worker, error) {
 	if opts.ArchiveLimits == (archive.Limits{}) {
 		opts.ArchiveLimits = archive.DefaultLimits()
 	}
+	if opts.RootFS != nil && opts.Layers == nil {
+		return nil, errors.New("worker: isolated sandboxes need a layer store for code (Options.Layers)")
+	}
 	paths, err := runtimes.Install(filepath.Join(opts.DataDir, "runtimes"))
 	if err != nil {
 		return nil, fmt.Errorf("install runtime clients: %w", err)
@@ -162,6 +172,11 @@ func New(opts Options) (*Worker, error) {
 	// Unpacked code is a cache: nothing of a previous run is in use.
 	if err := os.RemoveAll(filepath.Join(opts.DataDir, "code")); err != nil {
 		return nil, fmt.Errorf("clear code cache: %w", err)
+	}
+	if w.isolated() {
+		if err := w.adoptCodeLayers(); err != nil {
+			return nil, err
+		}
 	}
 	go w.janitor()
 	// Interpreters are optional: a host without Node still runs Python.
@@ -298,7 +313,7 @@ func envList(env map[string]string) []string { return function.EnvList(env) }
 
 // launch starts the instance's process and waits for its runtime to poll.
 func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeDir string) (workerapi.Instance, error) {
-	taskRoot, err := w.taskRoot(a, in.spec.CodeDigest, codeDir)
+	taskRoot, codeDir, err := w.taskRoot(ctx, a, in.spec.CodeDigest, codeDir)
 	if err != nil {
 		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
 		w.releaseCode(in.spec.CodeDigest)
@@ -699,6 +714,7 @@ func (w *Worker) Close(ctx context.Context) error {
 		if a.sb != nil {
 			_ = a.sb.Destroy(ctx)
 		}
+		w.cleanupFiles(a)
 	}
 	reaped := make(chan struct{})
 	go func() { w.grainProcs.Wait(); close(reaped) }()

@@ -77,8 +77,19 @@ func (r *Runtime) config(spec sandbox.Spec, rootfs string) *configs.Config {
 		{Source: "tmpfs", Destination: "/tmp", Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: fmt.Sprintf("mode=1777,size=%dm", tmpMB)},
 	}
 	mounts = append(mounts, r.launcher.mounts(r.emptyFile)...)
+	rootPropagation := unix.MS_PRIVATE | unix.MS_REC
 	for _, m := range spec.Mounts {
-		mounts = append(mounts, &configs.Mount{Source: m.Source, Destination: m.Target, Device: "bind", Flags: roBind})
+		cm := &configs.Mount{Source: m.Source, Destination: m.Target, Device: "bind", Flags: roBind}
+		if m.Propagate {
+			// The container's copy of the host's shared source must stay
+			// linked to it: a private root would cut every copy off
+			// before the bind is made, so the root becomes a slave (host
+			// mounts below the sandbox's root could reach it; the host
+			// makes none) and the bind itself is made a slave explicitly.
+			rootPropagation = unix.MS_SLAVE | unix.MS_REC
+			cm.PropagationFlags = []int{unix.MS_SLAVE | unix.MS_REC}
+		}
+		mounts = append(mounts, cm)
 	}
 
 	// Only the default devices (null, zero, full, random, urandom, tty and
@@ -98,7 +109,7 @@ func (r *Runtime) config(spec sandbox.Spec, rootfs string) *configs.Config {
 	return &configs.Config{
 		Rootfs:          rootfs,
 		Readonlyfs:      true,
-		RootPropagation: unix.MS_PRIVATE | unix.MS_REC,
+		RootPropagation: rootPropagation,
 		Mounts:          mounts,
 		Devices:         devs,
 		Hostname:        "baton",
