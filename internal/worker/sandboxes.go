@@ -15,11 +15,13 @@ import (
 // isolated reports whether sandboxes have their own root filesystem.
 func (w *Worker) isolated() bool { return w.opts.RootFS != nil }
 
-// appKey: one sandbox per application and image on this host. Functions
-// of one app that need different images (a Python and a Node function)
-// get one sandbox each; functions of different apps never share one.
+// appKey: one sandbox per application on this host. Functions of one app
+// share it whatever their runtimes when they use the host's runtime images
+// (no image named); functions that name different images, or want
+// different networks, cannot share a root or a network namespace and get
+// one sandbox each. Functions of different apps never share one.
 func appKey(spec workerapi.InstanceSpec) string {
-	return spec.App + "|" + spec.Spec.Image + "|" + spec.Spec.Runtime + "|" + spec.Spec.Network
+	return spec.App + "|" + spec.Spec.Image + "|" + spec.Spec.Network
 }
 
 // Limits. Each instance (and each grain worker) is confined to its

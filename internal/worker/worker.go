@@ -54,8 +54,11 @@ type Options struct {
 
 // RootFSProvider mounts the image a sandbox's root is made of.
 type RootFSProvider interface {
-	// RootFS mounts the named image, or the runtime's base image when
-	// image is empty. Release unmounts it when the sandbox is gone.
+	// RootFS mounts the named image or, when image is empty, the host's
+	// runtimes: a root with every runtime's base image that this host can
+	// build (runtime's own first and required), so that the functions of
+	// an app share one sandbox whatever their runtimes. Release unmounts
+	// it when the sandbox is gone.
 	RootFS(ctx context.Context, runtime, image string) (RootImage, error)
 }
 
@@ -66,10 +69,11 @@ type RootImage struct {
 	LowerDirs []string
 	// Env is the image's environment (PATH in particular).
 	Env []string
-	// Interpreter is the runtime's interpreter inside the image; empty
-	// means "look it up by name on the image's PATH".
-	Interpreter string
-	Release     func()
+	// Interpreters are the runtimes' interpreters inside the image, by
+	// runtime; a runtime missing here has its interpreter looked up by
+	// name on the image's PATH.
+	Interpreters map[string]string
+	Release      func()
 }
 
 // Worker implements workerapi.Worker on the local host.
@@ -229,10 +233,9 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 		in.capacity = 1
 	}
 	if w.isolated() {
-		interp = a.image.Interpreter
-		if interp == "" || (spec.Spec.Runtime == function.RuntimeNode) != strings.Contains(filepath.Base(interp), "node") {
-			// A custom image, or a base image of another runtime: the
-			// interpreter is looked up on the image's PATH.
+		interp = a.image.Interpreters[spec.Spec.Runtime]
+		if interp == "" {
+			// A custom image: the interpreter is looked up on its PATH.
 			interp = map[string]string{function.RuntimePython: "python3", function.RuntimeNode: "node"}[spec.Spec.Runtime]
 		}
 	}
