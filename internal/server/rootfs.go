@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/baton-faas/baton/internal/baseimage"
-	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/worker"
 )
@@ -24,14 +23,10 @@ func (p imageRootFS) RootFS(ctx context.Context, runtime, name string) (worker.R
 	var err error
 	interp := ""
 	if name == "" {
-		rt := baseimage.Runtime(runtime)
-		if runtime == function.RuntimeProvided {
-			// Custom runtimes get the Python base image: a libc, CA
-			// certificates and /etc files, which static and dynamically
-			// linked bootstraps need.
-			rt = baseimage.Python
-		}
-		img, err = p.base.Get(ctx, rt)
+		// Runtime provided gets baseimage.Provided: a C library, CA
+		// certificates, /etc files and a POSIX shell, which static,
+		// dynamically linked and shell-script bootstraps need.
+		img, err = p.base.Get(ctx, baseimage.Runtime(runtime))
 		if err == nil && len(img.Cmd) > 0 {
 			interp = img.Cmd[0]
 		}
