@@ -410,7 +410,12 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	w.mu.Lock()
 	in.stopping = true // an init failure is reported here, not as an event
 	w.mu.Unlock()
-	w.killAndWait(in)
+	if w.killAndWait(in) {
+		// As in StopInstance: the failure is reported once the instance
+		// released its sandbox (the last one destroys it), so that no
+		// teardown still runs when a shutdown follows.
+		<-in.released
+	}
 	// Something the instance started may still hold its pipes; its output
 	// is not worth waiting for.
 	in.logs.waitOrClose(time.Second)
@@ -664,8 +669,11 @@ func (w *Worker) Close(ctx context.Context) error {
 		w.kill(in)
 	}
 	for _, in := range ins {
+		// released, not done: the instance's last sandbox reference may
+		// destroy the sandbox, which must finish before the process exits
+		// (or its mounts and cgroups outlive it).
 		select {
-		case <-in.done:
+		case <-in.released:
 		case <-ctx.Done():
 			return fmt.Errorf("instances still running at shutdown: %w", ctx.Err())
 		}
