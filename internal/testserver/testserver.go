@@ -95,6 +95,9 @@ type Options struct {
 	DataDir string
 	// Args are extra server flags.
 	Args []string
+	// DefaultSandbox leaves out the --sandbox flag that BATON_TEST_SANDBOX
+	// asks for, so that the server picks its default.
+	DefaultSandbox bool
 }
 
 // Start runs a server and waits until /healthz answers. It is stopped at
@@ -112,8 +115,9 @@ func Start(tb testing.TB, o Options) *Server {
 	}
 	args := []string{"server", "--listen", addr, "--data-dir", o.DataDir}
 	// BATON_TEST_SANDBOX runs the suites against another sandbox runtime
-	// (e.g. "container") without changing the tests.
-	if sb := os.Getenv("BATON_TEST_SANDBOX"); sb != "" {
+	// than the server's default, auto (e.g. "process"), without changing
+	// the tests.
+	if sb := os.Getenv("BATON_TEST_SANDBOX"); sb != "" && !o.DefaultSandbox {
 		args = append(args, "--sandbox", sb)
 	}
 	args = append(args, o.Args...)
