@@ -88,6 +88,13 @@ type Worker struct {
 	// grainProcs counts zygote processes not yet reaped, including those
 	// being stopped in the background, so Close can wait for all of them.
 	grainProcs sync.WaitGroup
+	// releases counts instance and sandbox releases under way; Close
+	// waits until none is left (releasesIdle), since a sandbox whose
+	// teardown the exiting process cuts short leaks its mounts and
+	// cgroups. A counter under mu, not a WaitGroup: a release may begin
+	// while Close waits.
+	releases     int
+	releasesIdle chan struct{}
 }
 
 type app struct {
@@ -452,6 +459,7 @@ func (w *Worker) watch(in *instance) {
 
 	w.mu.Lock()
 	delete(w.instances, in.id)
+	w.releases++ // Close no longer sees the instance, but must wait for this
 	stopping := in.stopping
 	w.mu.Unlock()
 	if in.grain != nil {
@@ -460,6 +468,7 @@ func (w *Worker) watch(in *instance) {
 	w.releaseApp(in.app, in.spec.Spec.MemoryMB)
 	w.releaseCode(in.spec.CodeDigest)
 	close(in.released)
+	w.endRelease() // before the event, which may wait for a reader
 	if !stopping {
 		w.log.Info("instance exited", "function", in.spec.Function, "instance", in.id, "reason", in.exitDesc)
 		w.events <- workerapi.Event{Kind: workerapi.InstanceExited, Instance: in.id, Function: in.spec.Function, Version: in.spec.Version, Reason: in.exitDesc}
@@ -704,7 +713,31 @@ func (w *Worker) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("grain workers still running at shutdown: %w", ctx.Err())
 	}
+	idle := make(chan struct{})
+	w.mu.Lock()
+	if w.releases == 0 {
+		close(idle)
+	} else {
+		w.releasesIdle = idle
+	}
+	w.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		return fmt.Errorf("sandboxes still being released at shutdown: %w", ctx.Err())
+	}
 	return nil
+}
+
+// endRelease ends a release counted in w.releases (under mu).
+func (w *Worker) endRelease() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.releases--
+	if w.releases == 0 && w.releasesIdle != nil {
+		close(w.releasesIdle)
+		w.releasesIdle = nil
+	}
 }
 
 var _ workerapi.Worker = (*Worker)(nil)
