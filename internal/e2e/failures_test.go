@@ -184,9 +184,9 @@ func TestCrash(t *testing.T) {
 // zygote outlives the killed instance. The started process carries a
 // unique argument, by which the test finds it in any PID namespace.
 //
-// Known bug (Python): a forked Python instance is killed by pid only
-// (zygote "kill" op), not as a process group, so its children are
-// re-parented away and keep running until the zygote itself dies.
+// Regression (Python): a forked Python instance was killed by pid only,
+// so its children were re-parented away and kept running until the zygote
+// itself died.
 func TestInstanceProcessesDieWithInstance(t *testing.T) {
 	requirePython(t)
 	requireNode(t)
