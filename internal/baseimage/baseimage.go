@@ -7,7 +7,9 @@
 // interpreter loads at run time (Python's standard library and extension
 // modules), a CA bundle, a few generated /etc files and empty mount points
 // for the sandbox. Nothing else of the host goes in: no shell, no package
-// manager, no site-packages, no home directories.
+// manager, no site-packages, no home directories. The exception is the
+// image of runtime provided (provided.go): it has no interpreter but the
+// host's POSIX shell and two tools, for shell-script bootstraps.
 //
 // The layer is a deterministic tar: the same host gives byte-identical output
 // on every build, so its digest can name it.
@@ -44,6 +46,9 @@ type Runtime string
 const (
 	Python Runtime = "python3"
 	Node   Runtime = "nodejs"
+	// Provided is the image of custom runtimes (a bootstrap executable):
+	// C library, shell and a few tools; its "interpreter" is the shell.
+	Provided Runtime = "provided"
 )
 
 // ErrNoInterpreter is returned (wrapped) by Build when the host has no
@@ -62,13 +67,14 @@ const relocTarget = "/usr/local"
 // Info describes a built image.
 type Info struct {
 	Runtime     Runtime
-	Interpreter string // absolute path of the interpreter binary inside the image
-	Version     string // interpreter version, e.g. "3.11.7" or "20.20.2"
+	Interpreter string // absolute path of the interpreter binary (provided: the shell) inside the image
+	Version     string // interpreter version, e.g. "3.11.7" or "20.20.2"; provided: the shell's name
 	Files       int    // regular files in the layer
 	Bytes       int64  // size of the tar
 	Digest      string // "sha256:<hex>" of the tar, i.e. the layer's diffID
 	// Omitted lists host extension modules left out because a library they
-	// link is missing on the host (they could not load there either).
+	// link is missing on the host (they could not load there either), and
+	// tools of the provided image the host does not have.
 	Omitted []string
 }
 
@@ -83,6 +89,8 @@ func Build(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
 		err = b.python(&info)
 	case Node:
 		err = b.node(&info)
+	case Provided:
+		err = b.provided(&info)
 	default:
 		return Info{}, fmt.Errorf("baseimage: unknown runtime %q", rt)
 	}

@@ -378,6 +378,12 @@ func TestPythonImage(t *testing.T) {
 	if h := byName["usr/bin/python3"]; h == nil {
 		t.Errorf("usr/bin/python3 missing")
 	}
+	// Only the provided image has a shell.
+	for _, sh := range []string{"bin/sh", "usr/bin/sh"} {
+		if byName[sh] != nil {
+			t.Errorf("the python image has a shell at %s", sh)
+		}
+	}
 
 	root, _ := rootfs(t, Python)
 	py := "/usr/bin/python3"
@@ -512,9 +518,47 @@ exports.handler = async (event) => ({ n: event.n + 1, sum: crypto.createHash('sh
 	})
 }
 
+// TestProvidedImage runs a shell-script bootstrap's usual moves in the
+// provided image: the shell, its tools, and a detached helper.
+func TestProvidedImage(t *testing.T) {
+	name, info := builtImage(t, Provided)
+	byName := checkContents(t, readTar(t, name))
+	if info.Runtime != Provided || info.Version == "" || !path.IsAbs(info.Interpreter) || len(info.Omitted) > 0 {
+		t.Errorf("info %+v", info)
+	}
+	if h := byName[strings.TrimPrefix(info.Interpreter, "/")]; h == nil || h.Typeflag != tar.TypeReg {
+		t.Errorf("shell %s is not a regular file of the image", info.Interpreter)
+	}
+	for p, h := range byName {
+		if strings.Contains(p, "python") || strings.Contains(p, "node") {
+			t.Errorf("provided image holds %s (%c)", p, h.Typeflag)
+		}
+	}
+
+	root, _ := rootfs(t, Provided)
+	// setsid -w waits for the command, so the output is ordered; cat is
+	// not in the image, which holds no more than it says.
+	res := inChroot(t, root, []string{"GREETING=hi"}, "/bin/sh", "-c",
+		`sleep 0.01 && setsid -w sh -c 'echo "$GREETING"' && ! command -v cat && echo done`)
+	if res.code != 0 || res.stdout != "hi\ndone\n" {
+		t.Fatalf("exit %d, stdout %q, stderr:\n%s", res.code, res.stdout, res.stderr)
+	}
+
+	// A bootstrap linking glibc's maths library finds it.
+	libm := false
+	for p := range byName {
+		if path.Base(p) == "libm.so.6" {
+			libm = true
+		}
+	}
+	if !libm {
+		t.Errorf("libm.so.6 missing from the provided image")
+	}
+}
+
 // TestDeterministic builds each image again and expects the same bytes.
 func TestDeterministic(t *testing.T) {
-	for _, rt := range []Runtime{Python, Node} {
+	for _, rt := range []Runtime{Python, Node, Provided} {
 		t.Run(string(rt), func(t *testing.T) {
 			name, first := builtImage(t, rt)
 			data, err := os.ReadFile(name)

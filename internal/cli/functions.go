@@ -204,11 +204,20 @@ func newGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			warnIsolation(cmd.ErrOrStderr(), v.Isolation)
 			return printJSON(cmd.OutOrStdout(), v)
 		},
 	}
 	connect = serverFlag(cmd)
 	return cmd
+}
+
+// warnIsolation says loudly, on stderr so that the JSON on stdout stays
+// parseable, when the server runs functions without container isolation.
+func warnIsolation(w io.Writer, isolation string) {
+	if !strings.HasPrefix(isolation, "container (") {
+		fmt.Fprintf(w, "WARNING: SANDBOX ISOLATION IS OFF on this server: %s\n", isolation)
+	}
 }
 
 func newRemoveCmd() *cobra.Command {

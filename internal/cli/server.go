@@ -34,7 +34,7 @@ func newServerCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the HTTP API")
 	f.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir(), "directory for durable state (functions, code, records)")
-	f.StringVar(&cfg.Sandbox, "sandbox", "process", "isolation: container (fail if unavailable), auto (containers where possible) or process (no isolation)")
+	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "isolation: auto (containers where this host can run them, else processes with a warning), container (fail if unavailable) or process (no isolation)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long in-flight invocations may finish on SIGINT/SIGTERM")
 	f.IntVar(&cfg.QueueSize, "queue-size", 1000, "requests that may wait per function while instances start")

@@ -14,7 +14,7 @@ import (
 var ErrNoImageStore = errors.New("this server has no image store")
 
 func (c *Controller) ensureBaseImages(ctx context.Context) {
-	for _, rt := range []baseimage.Runtime{baseimage.Python, baseimage.Node} {
+	for _, rt := range []baseimage.Runtime{baseimage.Python, baseimage.Node, baseimage.Provided} {
 		img, err := c.base.Get(ctx, rt)
 		switch {
 		case errors.Is(err, baseimage.ErrNoInterpreter):

@@ -373,6 +373,128 @@ func withArgs(pids []int, args ...string) []int {
 	return out
 }
 
+// withArg returns the live processes of pids one of whose arguments is
+// arg: tests hand functions a unique marker to put on a command line, which
+// the host sees whatever PID namespace the process is in.
+func withArg(pids []int, arg string) []int {
+	want := []byte(arg)
+	var out []int
+	for _, pid := range pids {
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !procAlive(pid) {
+			continue
+		}
+		for _, a := range bytes.Split(bytes.TrimSuffix(cmd, []byte{0}), []byte{0}) {
+			if bytes.Equal(a, want) {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// hostProc is a process as the host sees it. Functions report their pid
+// as their PID namespace counts it (a container sandbox has its own), so
+// tests map it to the host's pid while the process is known to run; the
+// start time tells a reused pid from the process itself.
+type hostProc struct {
+	Pid   int
+	start string // field 22 of /proc/PID/stat, in clock ticks after boot
+}
+
+func (p hostProc) String() string { return procDesc([]int{p.Pid}) }
+
+// alive says whether the process still runs (a zombie does not).
+func (p hostProc) alive() bool {
+	return procAlive(p.Pid) && procStart(p.Pid) == p.start
+}
+
+// kill sends SIGKILL to the process.
+func (p hostProc) kill(t *testing.T) {
+	t.Helper()
+	if !p.alive() {
+		t.Fatalf("process %d to kill is not running", p.Pid)
+	}
+	if err := syscall.Kill(p.Pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill process %d: %v", p.Pid, err)
+	}
+}
+
+// procStart returns the start time field of /proc/PID/stat, or "".
+func procStart(pid int) string {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return ""
+	}
+	// After the command name: state is field 3, starttime field 22.
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 20 {
+		return ""
+	}
+	return fields[19]
+}
+
+// hostProcOf finds the running process that is nspid in the PID namespace
+// pidns (as /proc/self/ns/pid names it inside, e.g. "pid:[4026531836]"):
+// the last pid of a process's NSpid line is its pid in its own namespace.
+// It fails the test when there is none.
+func hostProcOf(t *testing.T, pidns string, nspid int) hostProc {
+	t.Helper()
+	if pidns == "" || nspid <= 0 {
+		t.Fatalf("no process to look for: pid %d in namespace %q", nspid, pidns)
+	}
+	for _, pid := range allProcs() {
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || ns != pidns {
+			continue
+		}
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			ids, ok := strings.CutPrefix(line, "NSpid:")
+			if !ok {
+				continue
+			}
+			f := strings.Fields(ids)
+			if len(f) > 0 && f[len(f)-1] == strconv.Itoa(nspid) && procAlive(pid) {
+				return hostProc{Pid: pid, start: procStart(pid)}
+			}
+		}
+	}
+	t.Fatalf("no running process is pid %d in PID namespace %s", nspid, pidns)
+	return hostProc{}
+}
+
+// liveProcs returns the processes of the list that still run.
+func liveProcs(procs []hostProc) []hostProc {
+	var out []hostProc
+	for _, p := range procs {
+		if p.alive() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// containerSandboxes says whether the server isolates functions in
+// containers (its /healthz names the isolation): a few behaviours differ
+// there by design, and tests assert the container's version of them.
+func containerSandboxes(t *testing.T, srv *testserver.Server) bool {
+	t.Helper()
+	res := do(t, http.MethodGet, srv.URL+"/healthz", nil, nil)
+	var health struct{ Isolation string }
+	if err := json.Unmarshal(res.Body, &health); err != nil || res.Status != http.StatusOK || health.Isolation == "" {
+		t.Fatalf("/healthz: HTTP %d %s (%v)", res.Status, res.Body, err)
+	}
+	return strings.HasPrefix(health.Isolation, "container (")
+}
+
 // killAtCleanup kills, when the test ends, the processes find returns
 // then: a process a test lets escape Baton's control must not outlive the
 // test, whether or not Baton managed to stop it.

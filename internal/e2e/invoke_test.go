@@ -242,6 +242,9 @@ func TestCLI(t *testing.T) {
 	if rc != 0 {
 		t.Fatalf("get: exit %d: %s", rc, errOut)
 	}
+	if warned := strings.Contains(errOut, "SANDBOX ISOLATION IS OFF"); warned == containerSandboxes(t, srv) {
+		t.Errorf("get: isolation warning on stderr %v, container sandboxes %v: %q", warned, !warned, errOut)
+	}
 	var view struct {
 		Name    string        `json:"name"`
 		Version int           `json:"version"`

@@ -81,6 +81,46 @@ func startContainerServer(t *testing.T) *testserver.Server {
 	return srv
 }
 
+// TestDefaultSandboxIsAuto starts a server without --sandbox: it runs
+// functions in containers when this host can run them (as a server with
+// --sandbox container shows), and otherwise with process isolation, saying
+// so loudly in its log and in `baton get`.
+func TestDefaultSandboxIsAuto(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{DefaultSandbox: true})
+	deploy(t, srv, "auto-echo", pySpec("echo"), pyDir)
+	mustInvoke(t, srv, "auto-echo", `{"n": 1}`, nil)
+	_, getErr, rc := cli(t, "get", "auto-echo", "--server="+srv.URL)
+	if rc != 0 {
+		t.Fatalf("get: exit %d: %s", rc, getErr)
+	}
+	warned := strings.Contains(getErr, "SANDBOX ISOLATION IS OFF")
+
+	// Whether containers work here: ask a server that must use them (the
+	// subtest skips when this host cannot run them).
+	available := false
+	t.Run("container-probe", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skipf("container sandboxes need root (euid %d)", os.Geteuid())
+		}
+		testserver.Start(skipUnavailable{t}, testserver.Options{Args: []string{"--sandbox", "container"}})
+		available = true
+	})
+	if containerSandboxes(t, srv) {
+		if !available || warned || !strings.Contains(srv.Logs(), "sandbox isolation: container") {
+			t.Errorf("default server uses containers (available: %v), get warned %v (%q); log:\n%s", available, warned, getErr, srv.Logs())
+		}
+		return
+	}
+	if available {
+		t.Errorf("this host runs container sandboxes, but a server without --sandbox does not use them; log:\n%s", srv.Logs())
+	}
+	if !warned || !strings.Contains(srv.Logs(), "SANDBOX ISOLATION IS OFF: containers are unavailable here (") {
+		t.Errorf("process isolation by default without a loud warning: get stderr %q; log:\n%s", getErr, srv.Logs())
+	}
+}
+
 // Results of the handlers of testdata/isolation/app.py.
 
 type procEntry struct {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,7 +19,10 @@ import (
 )
 
 type identity struct {
-	Pid        int    `json:"pid"`
+	Pid int `json:"pid"`
+	// Pidns is the PID namespace Pid is counted in: a container sandbox
+	// has its own, so pids of different sandboxes may be equal.
+	Pidns      string `json:"pidns"`
 	Version    string `json:"version"`
 	Function   string `json:"function"`
 	RequestID  string `json:"requestId"`
@@ -29,6 +31,13 @@ type identity struct {
 	// ImportAppVersion is APP_VERSION as the code saw it when it was
 	// loaded (in a Python zygote: when the zygote imported it).
 	ImportAppVersion string `json:"importAppVersion"`
+}
+
+// host is the host's view of the process that answered, looked up while
+// it is known to run.
+func (id identity) host(t *testing.T) hostProc {
+	t.Helper()
+	return hostProcOf(t, id.Pidns, id.Pid)
 }
 
 type callResult struct {
@@ -68,6 +77,7 @@ func TestRedeploy(t *testing.T) {
 	if id1.Marker != "one" || id1.Version != "1" {
 		t.Fatalf("v1 answered %+v", id1)
 	}
+	proc1 := id1.host(t)
 
 	// A slow call on v1 is in flight while v2 is deployed.
 	slow := goInvoke(t, srv, name, `{"sleepMs": 1500}`)
@@ -82,6 +92,7 @@ func TestRedeploy(t *testing.T) {
 	if resp.Version != 2 || id2.Marker != "two" || id2.Version != "2" {
 		t.Errorf("call after the v2 deploy: header version %d, answer %+v", resp.Version, id2)
 	}
+	proc2 := id2.host(t)
 	if !resp.Cold {
 		t.Errorf("first v2 call should start a v2 instance (cold)")
 	}
@@ -93,7 +104,7 @@ func TestRedeploy(t *testing.T) {
 		}
 		var got identity
 		mustUnmarshal(t, r.resp.Body, &got)
-		if r.resp.Version != 1 || got.Marker != "one" || got.Version != "1" || got.Pid != id1.Pid {
+		if r.resp.Version != 1 || got.Marker != "one" || got.Version != "1" || got.Pid != id1.Pid || got.Pidns != id1.Pidns {
 			t.Errorf("in-flight call should finish on v1's instance (pid %d): header version %d, answer %+v", id1.Pid, r.resp.Version, got)
 		}
 	case <-time.After(30 * time.Second):
@@ -108,7 +119,7 @@ func TestRedeploy(t *testing.T) {
 				return false, describeStatus(v)
 			}
 		}
-		return len(v.Status.Instances) == 1 && procAlive(id2.Pid) && !procAlive(id1.Pid), describeStatus(v)
+		return len(v.Status.Instances) == 1 && proc2.alive() && !proc1.alive(), describeStatus(v)
 	})
 
 	// Identical spec and code: same version, nothing restarts.
@@ -118,8 +129,8 @@ func TestRedeploy(t *testing.T) {
 	}
 	var again identity
 	resp = mustInvoke(t, srv, name, nil, &again)
-	if resp.Cold || resp.Version != 2 || again.Pid != id2.Pid {
-		t.Errorf("after an identical redeploy: cold %v version %d pid %d (was %d)", resp.Cold, resp.Version, again.Pid, id2.Pid)
+	if now := again.host(t); resp.Cold || resp.Version != 2 || now != proc2 {
+		t.Errorf("after an identical redeploy: cold %v version %d process %s (was %d)", resp.Cold, resp.Version, now, proc2.Pid)
 	}
 
 	// Scaling-only change: same version, settings updated, instance kept.
@@ -133,8 +144,8 @@ func TestRedeploy(t *testing.T) {
 		t.Errorf("get after the maxScale change: version %d maxScale %d", got.Version, got.Spec.MaxScale)
 	}
 	resp = mustInvoke(t, srv, name, nil, &again)
-	if resp.Cold || again.Pid != id2.Pid {
-		t.Errorf("after a maxScale change: cold %v pid %d (was %d)", resp.Cold, again.Pid, id2.Pid)
+	if now := again.host(t); resp.Cold || now != proc2 {
+		t.Errorf("after a maxScale change: cold %v process %s (was %d)", resp.Cold, now, proc2.Pid)
 	}
 
 	// An env change is a new version too, and the instance sees it.
@@ -170,6 +181,7 @@ func TestDelete(t *testing.T) {
 	mustInvoke(t, srv, "doomed-py", nil, &py)
 	mustInvoke(t, srv, "doomed-node", nil, &node)
 	mustInvoke(t, srv, "survivor", nil, &survivor)
+	pyProc, nodeProc, survivorProc := py.host(t), node.host(t), survivor.host(t)
 	if len(functionProcs(srv.Pid(), "doomed-py")) < 2 {
 		// The zygote and its forked instance.
 		t.Errorf("expected zygote and instance of doomed-py, found %s", procDesc(functionProcs(srv.Pid(), "doomed-py")))
@@ -200,12 +212,12 @@ func TestDelete(t *testing.T) {
 	}
 	waitNoFunctionProcs(t, srv, "doomed-py", 5*time.Second)
 	waitNoFunctionProcs(t, srv, "doomed-node", 5*time.Second)
-	if procAlive(py.Pid) || procAlive(node.Pid) {
-		t.Errorf("instance processes %d / %d still alive", py.Pid, node.Pid)
+	if pyProc.alive() || nodeProc.alive() {
+		t.Errorf("instance processes %s / %s still alive", pyProc, nodeProc)
 	}
 	// Other functions are unaffected.
 	var again identity
-	if resp := mustInvoke(t, srv, "survivor", nil, &again); resp.Cold || again.Pid != survivor.Pid {
+	if resp := mustInvoke(t, srv, "survivor", nil, &again); resp.Cold || again.host(t) != survivorProc {
 		t.Errorf("survivor lost its instance: cold %v pid %d (was %d)", resp.Cold, again.Pid, survivor.Pid)
 	}
 
@@ -214,6 +226,7 @@ func TestDelete(t *testing.T) {
 	deploy(t, srv, "doomed-busy", pySpec("sleep"), pyDir)
 	var busy identity
 	mustInvoke(t, srv, "doomed-busy", `{"ms": 0}`, &busy)
+	busyProc := busy.host(t)
 	call := goInvoke(t, srv, "doomed-busy", `{"ms": 1000}`)
 	waitInFlight(t, srv, "doomed-busy", 1)
 	if err := srv.Client.Delete(ctx(t), "doomed-busy"); err != nil {
@@ -226,8 +239,8 @@ func TestDelete(t *testing.T) {
 		t.Errorf("call in flight during delete: HTTP %d, %v", r.resp.Status, r.err)
 	}
 	waitNoFunctionProcs(t, srv, "doomed-busy", 5*time.Second)
-	if procAlive(busy.Pid) {
-		t.Errorf("instance %d of the deleted function still runs", busy.Pid)
+	if busyProc.alive() {
+		t.Errorf("instance %s of the deleted function still runs", busyProc)
 	}
 
 	// A function deleted and created again starts from version 1.
@@ -301,23 +314,33 @@ func TestRecreateWhileOldCallRuns(t *testing.T) {
 // use, with a data directory holding a minScale function: the server
 // exits non-zero naming the address, without having run any function code
 // and without leaving a process behind.
+//
+// The function's bootstrap fails, saying so on stderr, and the server logs
+// a failed start with the instance's output: in the server's log that line
+// shows, in any sandbox, that the function's code ran.
 func TestListenAddressTaken(t *testing.T) {
 	requireLinux(t)
 	t.Parallel()
 	dataDir := t.TempDir()
-	started := filepath.Join(t.TempDir(), "started")
-	spec := function.Spec{Runtime: function.RuntimeProvided, MinScale: 1, Env: map[string]string{"STARTED_FILE": started}}
+	marker := fmt.Sprintf("eager-%d-%d", os.Getpid(), time.Now().UnixNano())
+	spec := function.Spec{Runtime: function.RuntimeProvided, MinScale: 1, Env: map[string]string{"EAGER_MARKER": marker}}
+	ran := func(log string) bool {
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, "instance start failed") && strings.Contains(line, "function=eager") &&
+				strings.Contains(line, "bootstrap: giving up before polling the Runtime API") {
+				return true
+			}
+		}
+		return false
+	}
 	srv := testserver.Start(t, testserver.Options{DataDir: dataDir})
 	deploy(t, srv, "eager", spec, failBootDir)
 	// A server that starts normally runs the function's code at once.
 	waitFor(t, 10*time.Second, "the minScale function's code should run", func() (bool, string) {
-		_, err := os.Stat(started)
-		return err == nil, fmt.Sprint(err)
+		log := srv.Logs()
+		return ran(log), lastLines(log, 3)
 	})
 	if err := srv.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(started); err != nil {
 		t.Fatal(err)
 	}
 
@@ -339,10 +362,10 @@ func TestListenAddressTaken(t *testing.T) {
 		if took > 5*time.Second {
 			t.Errorf("attempt %d: baton server took %s to give up on a taken address", attempt, took)
 		}
-		if _, err := os.Stat(started); err == nil {
-			t.Errorf("attempt %d: the server ran the minScale function's code before it found its address taken", attempt)
+		if ran(stderr) || strings.Contains(stderr, "function=eager") {
+			t.Errorf("attempt %d: the server started the minScale function before it found its address taken:\n%s", attempt, stderr)
 		}
-		if left := withEnv(allProcs(), "STARTED_FILE="+started); len(left) > 0 {
+		if left := withEnv(allProcs(), "EAGER_MARKER="+marker); len(left) > 0 {
 			t.Errorf("attempt %d: processes of the function left running: %s", attempt, procDesc(left))
 		}
 	}
@@ -364,6 +387,7 @@ func TestRestartPersistence(t *testing.T) {
 	deploy(t, srv, "persist-node", function.Spec{Runtime: function.RuntimeNode, Handler: "index.echo", MinScale: 1}, nodeDir)
 	var before identity
 	r1 := mustInvoke(t, srv, "persist-py", `{"before":"restart"}`, &before)
+	beforeProc := before.host(t)
 	r2 := mustInvoke(t, srv, "persist-node", nil, nil)
 	fail, _ := invoke(t, srv, "persist-py", `not json`) // a 400 makes no record
 	if fail.Status != http.StatusBadRequest {
@@ -407,7 +431,7 @@ func TestRestartPersistence(t *testing.T) {
 	}
 	var after identity
 	resp := mustInvoke(t, srv2, "persist-py", nil, &after)
-	if resp.Version != 2 || after.Marker != "two" || !resp.Cold || after.Pid == before.Pid {
+	if resp.Version != 2 || after.Marker != "two" || !resp.Cold || after.host(t) == beforeProc {
 		t.Errorf("call after restart: version %d cold %v answer %+v", resp.Version, resp.Cold, after)
 	}
 	// minScale is honoured again after the restart.

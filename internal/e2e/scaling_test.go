@@ -51,7 +51,7 @@ func TestBurstScaleUp(t *testing.T) {
 	type outcome struct {
 		status   int
 		instance string
-		pid      int
+		pid      string // pid and PID namespace
 		err      error
 	}
 	outs := make([]outcome, burst)
@@ -61,7 +61,7 @@ func TestBurstScaleUp(t *testing.T) {
 		outs[i] = outcome{status: resp.Status, instance: resp.Header.Get("Baton-Instance-Id"), err: err}
 		var id identity
 		if err == nil && json.Unmarshal(resp.Body, &id) == nil {
-			outs[i].pid = id.Pid
+			outs[i].pid = fmt.Sprintf("%d in %s", id.Pid, id.Pidns)
 		}
 	})
 	took := time.Since(began)
@@ -69,7 +69,7 @@ func TestBurstScaleUp(t *testing.T) {
 	<-watchDone
 
 	instances := map[string]int{}
-	pids := map[int]bool{}
+	pids := map[string]bool{}
 	failures := 0
 	for i, o := range outs {
 		if o.status != http.StatusOK || o.err != nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -499,15 +500,23 @@ func (r *Router) start(st *fnState, fn function.Function) {
 			st.failures++
 			st.retryAt = r.opts.Now().Add(startBackoff(st.failures))
 		}
-		r.log.Warn("instance start failed", "function", fn.Name, "version", fn.Version, "after", r.opts.Now().Sub(began), "err", err)
+		var initErr *workerapi.InitError
+		isInit := errors.As(err, &initErr)
+		attrs := []any{"function", fn.Name, "version", fn.Version, "after", r.opts.Now().Sub(began), "err", err}
+		if isInit && len(initErr.Logs) > 0 {
+			// What the function printed usually says why it failed; a
+			// start no request waits for (minScale, a retry) has no
+			// record to keep it in.
+			attrs = append(attrs, "output", logTail(initErr.Logs, maxLoggedInitOutput))
+		}
+		r.log.Warn("instance start failed", attrs...)
 		// Fail as many waiting requests as this instance would have
 		// served: a broken function answers every request with its init
 		// error instead of letting them all time out, while a transient
 		// failure costs only the requests it was meant to serve.
 		n := fn.Spec.Concurrency
 		waiterErr := err
-		var initErr *workerapi.InitError
-		if !errors.As(err, &initErr) {
+		if !isInit {
 			waiterErr = fmt.Errorf("%w: %w", ErrStartFailed, err)
 		}
 		for n > 0 && len(st.queue) > 0 && current {
@@ -535,6 +544,19 @@ func (r *Router) start(st *fnState, fn function.Function) {
 	st.handoffLocked(in, now, true)
 	st.mu.Unlock()
 	r.reconcile(st)
+}
+
+// maxLoggedInitOutput bounds the init output in the server log: its end
+// is where a failing start says why.
+const maxLoggedInitOutput = 2048
+
+// logTail returns at most the last n bytes of b as valid UTF-8, marked
+// when cut.
+func logTail(b []byte, n int) string {
+	if len(b) <= n {
+		return strings.ToValidUTF8(string(b), "\uFFFD")
+	}
+	return "…" + strings.ToValidUTF8(string(b[len(b)-n:]), "")
 }
 
 // startBackoff doubles from 250 ms up to 30 s with consecutive failures.

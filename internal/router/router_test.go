@@ -1,9 +1,12 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -211,6 +214,44 @@ func TestStartFailureFailsWaiters(t *testing.T) {
 	if !errors.As(err, &ie) || ie.Err.Type != "ImportError" {
 		t.Fatalf("err = %v, want the init error", err)
 	}
+}
+
+// TestStartFailureLogsOutput checks that a failed start with nobody
+// waiting (minScale) still leaves the function's output where an operator
+// looks: the server log, its end kept when it is long.
+func TestStartFailureLogsOutput(t *testing.T) {
+	fw := newFakeWorker()
+	output := strings.Repeat("noise\n", 1000) + "ImportError: no module named app\n"
+	fw.startErr = &workerapi.InitError{Err: workerapi.FunctionError{Type: "Runtime.ImportModuleError", Message: "no module"}, Logs: []byte(output)}
+	var buf syncBuffer
+	r := New(fw, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Tick: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 1 }))
+	eventually(t, "a logged start failure", func() bool { return strings.Contains(buf.String(), "instance start failed") })
+	line, _, _ := strings.Cut(buf.String()[strings.Index(buf.String(), "instance start failed"):], "\n")
+	if !strings.Contains(line, `ImportError: no module named app\n`) || len(line) > 3*maxLoggedInitOutput {
+		t.Errorf("log line of %d bytes lacks the end of the init output: %.300s", len(line), line)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestScaleToZeroAndMinScale(t *testing.T) {

@@ -47,7 +47,8 @@ type Config struct {
 	MaxInflightBytes int64
 	MaxRecords       int
 	// Sandbox selects the isolation: "container", "process", or "auto"
-	// (containers where this host can run them, else processes).
+	// (containers where this host can run them, else processes); empty
+	// means "auto".
 	Sandbox string
 	// Ready, if set, is called with the API's address once it serves.
 	Ready func(addr string)
@@ -206,11 +207,11 @@ func lockDataDir(dir string) (func(), error) {
 // server still runs, with process isolation, and says so loudly.
 func chooseSandboxes(cfg Config, images *image.Store, bases *baseimage.Cache, log *slog.Logger) (sandbox.Runtime, worker.RootFSProvider, error) {
 	switch cfg.Sandbox {
-	case "", "process":
+	case "process":
 		p := process.New()
-		log.Warn("SANDBOX ISOLATION IS OFF: " + p.Isolation() + " (run as root with --sandbox container or auto for containers)")
+		log.Warn("SANDBOX ISOLATION IS OFF: " + p.Isolation() + " (run as root with --sandbox auto or container for containers)")
 		return p, nil, nil
-	case "container", "auto":
+	case "", "container", "auto":
 		c, err := container.New(container.Options{StateDir: filepath.Join(cfg.DataDir, "sandboxes-state"), Logger: log.With("component", "sandbox")})
 		if err == nil {
 			log.Info("sandbox isolation: " + c.Isolation())

@@ -176,13 +176,18 @@ func zipFile(name string, perm fs.FileMode, content io.Reader, level int) ([]byt
 
 // Deploy deploys (or updates) a synthetic function named name with the
 // given spec fields. spec.Runtime picks the implementation; Handler and
-// the code are filled in.
+// the code are filled in, and Network defaults to host.
 func Deploy(ctx context.Context, c *client.Client, name string, spec function.Spec) error {
 	code, handler, err := Code(spec.Runtime)
 	if err != nil {
 		return err
 	}
 	spec.Handler = handler
+	if spec.Network == "" {
+		// Chains call the next function through the server's HTTP API,
+		// which an isolated sandbox (loopback only) cannot reach.
+		spec.Network = function.NetworkHost
+	}
 	if _, err := c.Deploy(ctx, name, client.DeployRequest{Spec: spec, Code: code}); err != nil {
 		return fmt.Errorf("deploy synthetic %s function %s: %w", spec.Runtime, name, err)
 	}

@@ -97,6 +97,9 @@ type Options struct {
 	DataDir string
 	// Args are extra server flags.
 	Args []string
+	// DefaultSandbox leaves out the --sandbox flag that BATON_TEST_SANDBOX
+	// asks for, so that the server picks its default.
+	DefaultSandbox bool
 }
 
 // Start runs a server and waits until /healthz answers. It is stopped at
@@ -114,8 +117,9 @@ func Start(tb testing.TB, o Options) *Server {
 	}
 	args := []string{"server", "--listen", addr, "--data-dir", o.DataDir}
 	// BATON_TEST_SANDBOX runs the suites against another sandbox runtime
-	// (e.g. "container") without changing the tests.
-	if sb := os.Getenv("BATON_TEST_SANDBOX"); sb != "" {
+	// than the server's default, auto (e.g. "process"), without changing
+	// the tests.
+	if sb := os.Getenv("BATON_TEST_SANDBOX"); sb != "" && !o.DefaultSandbox {
 		args = append(args, "--sandbox", sb)
 	}
 	args = append(args, o.Args...)
@@ -154,6 +158,9 @@ func Start(tb testing.TB, o Options) *Server {
 	tb.Cleanup(func() {
 		if err := s.Stop(); err != nil {
 			tb.Errorf("stop server: %v", err)
+		}
+		if left := MountsUnder(s.DataDir); len(left) > 0 {
+			tb.Errorf("mounts left under the data directory after the server exited: %v", left)
 		}
 		if tb.Failed() {
 			tb.Logf("server log:\n%s", s.Logs())
@@ -232,6 +239,28 @@ func Descendants(pid int) []int {
 		for _, c := range parents[p] {
 			out = append(out, c)
 			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+// MountsUnder lists the mount points at or below dir (from
+// /proc/self/mountinfo): a stopped server must leave none of its sandbox
+// roots or image layers mounted.
+func MountsUnder(dir string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		// Field 5 is the mount point, with spaces escaped as \040.
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		if mp := f[4]; mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
 		}
 	}
 	return out

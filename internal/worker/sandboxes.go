@@ -183,8 +183,10 @@ func (w *Worker) releaseApp(key string, memoryMB int) {
 		return
 	}
 	delete(w.apps, key)
+	w.releases++ // Close no longer sees the app, but must wait for this
 	w.mu.Unlock()
 	w.destroyApp(a)
+	w.endRelease()
 }
 
 func (w *Worker) destroyApp(a *app) {

@@ -98,6 +98,13 @@ type Worker struct {
 	grainProcs sync.WaitGroup
 	// codeLocks orders checking for a digest's code against removing it.
 	codeLocks keyedlock.Locks
+	// releases counts instance and sandbox releases under way; Close
+	// waits until none is left (releasesIdle), since a sandbox whose
+	// teardown the exiting process cuts short leaks its mounts and
+	// cgroups. A counter under mu, not a WaitGroup: a release may begin
+	// while Close waits.
+	releases     int
+	releasesIdle chan struct{}
 }
 
 type app struct {
@@ -432,7 +439,12 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	w.mu.Lock()
 	in.stopping = true // an init failure is reported here, not as an event
 	w.mu.Unlock()
-	w.killAndWait(in)
+	if w.killAndWait(in) {
+		// As in StopInstance: the failure is reported once the instance
+		// released its sandbox (the last one destroys it), so that no
+		// teardown still runs when a shutdown follows.
+		<-in.released
+	}
 	// Something the instance started may still hold its pipes; its output
 	// is not worth waiting for.
 	in.logs.waitOrClose(time.Second)
@@ -491,6 +503,7 @@ func (w *Worker) watch(in *instance) {
 
 	w.mu.Lock()
 	delete(w.instances, in.id)
+	w.releases++ // Close no longer sees the instance, but must wait for this
 	stopping := in.stopping
 	w.mu.Unlock()
 	if in.grain != nil {
@@ -499,6 +512,7 @@ func (w *Worker) watch(in *instance) {
 	w.releaseApp(in.app, in.spec.Spec.MemoryMB)
 	w.releaseCode(in.spec.CodeDigest)
 	close(in.released)
+	w.endRelease() // before the event, which may wait for a reader
 	if !stopping {
 		w.log.Info("instance exited", "function", in.spec.Function, "instance", in.id, "reason", in.exitDesc)
 		w.events <- workerapi.Event{Kind: workerapi.InstanceExited, Instance: in.id, Function: in.spec.Function, Version: in.spec.Version, Reason: in.exitDesc}
@@ -693,8 +707,11 @@ func (w *Worker) Close(ctx context.Context) error {
 		w.kill(in)
 	}
 	for _, in := range ins {
+		// released, not done: the instance's last sandbox reference may
+		// destroy the sandbox, which must finish before the process exits
+		// (or its mounts and cgroups outlive it).
 		select {
-		case <-in.done:
+		case <-in.released:
 		case <-ctx.Done():
 			return fmt.Errorf("instances still running at shutdown: %w", ctx.Err())
 		}
@@ -726,7 +743,31 @@ func (w *Worker) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("grain workers still running at shutdown: %w", ctx.Err())
 	}
+	idle := make(chan struct{})
+	w.mu.Lock()
+	if w.releases == 0 {
+		close(idle)
+	} else {
+		w.releasesIdle = idle
+	}
+	w.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		return fmt.Errorf("sandboxes still being released at shutdown: %w", ctx.Err())
+	}
 	return nil
+}
+
+// endRelease ends a release counted in w.releases (under mu).
+func (w *Worker) endRelease() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.releases--
+	if w.releases == 0 && w.releasesIdle != nil {
+		close(w.releasesIdle)
+		w.releasesIdle = nil
+	}
 }
 
 var _ workerapi.Worker = (*Worker)(nil)

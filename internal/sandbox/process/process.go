@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/baton-faas/baton/internal/sandbox"
 )
@@ -68,22 +69,38 @@ func (s *Sandbox) Start(_ context.Context, spec sandbox.ProcessSpec) (sandbox.Pr
 	if s.closed {
 		return nil, fmt.Errorf("process sandbox %s: destroyed", s.id)
 	}
-	cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
-	cmd.Env = spec.Env
-	cmd.Dir = spec.Dir
-	cmd.Stdout = spec.Stdout
-	cmd.Stderr = spec.Stderr
-	cmd.ExtraFiles = spec.ExtraFiles
-	// A process group lets Kill reach everything the process forked, and
-	// the parent-death signal stops orphans if the worker dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", spec.Args[0], err)
+	var cmd *exec.Cmd
+	for attempt := 0; ; attempt++ {
+		cmd = exec.Command(spec.Args[0], spec.Args[1:]...)
+		cmd.Env = spec.Env
+		cmd.Dir = spec.Dir
+		cmd.Stdout = spec.Stdout
+		cmd.Stderr = spec.Stderr
+		cmd.ExtraFiles = spec.ExtraFiles
+		// A process group lets Kill reach everything the process forked,
+		// and the parent-death signal stops orphans if the worker dies.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		err := cmd.Start()
+		if err == nil {
+			break
+		}
+		// An executable the worker has just written (a bootstrap from the
+		// code cache) is "busy" while any process forked meanwhile still
+		// holds the inherited write descriptor, until that child execs:
+		// a moment, so try again briefly (as cmd/go does, Go issue 22315).
+		if !errors.Is(err, syscall.ETXTBSY) || attempt >= textBusyRetries {
+			return nil, fmt.Errorf("start %s: %w", spec.Args[0], err)
+		}
+		time.Sleep(time.Duration(attempt+1) * time.Millisecond)
 	}
 	p := &proc{cmd: cmd, sb: s}
 	s.procs[p] = struct{}{}
 	return p, nil
 }
+
+// textBusyRetries bounds the retries of a start that failed with ETXTBSY
+// (about 0.2 s in all).
+const textBusyRetries = 20
 
 // Resize implements sandbox.Sandbox: without isolation there are no limits
 // to change.

@@ -23,6 +23,9 @@ type result struct {
 	RequestID string         `json:"requestId"`
 	Version   string         `json:"version"`
 	Pid       int            `json:"pid"`
+	// Pidns is the PID namespace Pid is counted in (a container sandbox
+	// has its own); tests map the pair to the host's pid.
+	Pidns string `json:"pidns"`
 }
 
 func handle(ctx context.Context, ev event) (result, error) {
@@ -31,7 +34,8 @@ func handle(ctx context.Context, ev event) (result, error) {
 		return result{}, errors.New(ev.Fail)
 	}
 	lc, _ := lambdacontext.FromContext(ctx)
-	return result{Data: ev.Data, RequestID: lc.AwsRequestID, Version: lambdacontext.FunctionVersion, Pid: os.Getpid()}, nil
+	pidns, _ := os.Readlink("/proc/self/ns/pid")
+	return result{Data: ev.Data, RequestID: lc.AwsRequestID, Version: lambdacontext.FunctionVersion, Pid: os.Getpid(), Pidns: pidns}, nil
 }
 
 func main() {

@@ -1,9 +1,20 @@
 'use strict';
 // Node functions of Baton's end-to-end tests.
 
+// pidns is the PID namespace process.pid is counted in: in a container
+// sandbox that is the sandbox's, and tests map the pair to the host's pid.
+const pidns = (() => {
+  try {
+    return require('node:fs').readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return '';
+  }
+})();
+
 exports.echo = async (event, context) => ({
   event,
   pid: process.pid,
+  pidns,
   version: context.functionVersion,
   requestId: context.awsRequestId,
 });
@@ -52,11 +63,14 @@ exports.throws = async (event) => {
   throw new ValidationError(`bad input: ${(event && event.why) || 'no reason'}`);
 };
 
-// spawn starts a background `sleep 60`, logs its pid, then waits
-// event.sleepMs before answering.
+// spawn starts a background process that sleeps 60 s, with event.marker
+// as its last argument so that tests find it in any PID namespace, logs
+// its pid, then waits event.sleepMs before answering. The child is this
+// node binary: a base image has no `sleep`.
 exports.spawn = async (event) => {
-  const child = require('node:child_process').spawn('sleep', ['60'], { stdio: 'ignore' });
+  const marker = String((event && event.marker) || '');
+  const child = require('node:child_process').spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)', marker], { stdio: 'ignore' });
   console.log(`spawned ${child.pid}`);
   await new Promise((resolve) => setTimeout(resolve, (event && event.sleepMs) || 0));
-  return { pid: process.pid, childPid: child.pid };
+  return { pid: process.pid, pidns, childPid: child.pid };
 };

@@ -26,9 +26,19 @@ def _ev(event):
     return event if isinstance(event, dict) else {}
 
 
+def _pidns():
+    """The PID namespace the pid is counted in: in a container sandbox
+    that is the sandbox's, and tests map the pair to the host's pid."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _identity(context):
     return {
         "pid": os.getpid(),
+        "pidns": _pidns(),
         "version": context.function_version,
         "function": context.function_name,
         "requestId": context.aws_request_id,
@@ -140,12 +150,15 @@ def chatty(event, context):
 
 
 def spawn(event, context):
-    """Starts a background `sleep 60` process and prints its pid; then
-    sleeps {"sleepMs": N} and answers, or ends the instance with exit code
-    {"exit": N}."""
+    """Starts a background process that sleeps 60 s, with {"marker": S} as
+    its last argument so that tests find it in any PID namespace, and
+    prints its pid; then sleeps {"sleepMs": N} and answers, or ends the
+    instance with exit code {"exit": N}. The child is this interpreter:
+    a base image has no `sleep`."""
     import subprocess
 
-    child = subprocess.Popen(["sleep", "60"])
+    marker = str(_ev(event).get("marker", ""))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     print("spawned %d" % child.pid, flush=True)
     ev = _ev(event)
     if "exit" in ev:
