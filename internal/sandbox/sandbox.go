@@ -7,6 +7,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 )
@@ -124,6 +125,10 @@ type Limits struct {
 	// never throttles an otherwise idle CPU.
 	CPUShares int
 }
+
+// ErrProcessGone is returned (wrapped) by Confine when the process exited
+// before it could be confined.
+var ErrProcessGone = errors.New("the process is gone")
 
 // Confiner is implemented by the processes of runtimes that enforce
 // Limits. A grain worker forks its instances itself; Confine moves such a

@@ -461,6 +461,12 @@ func (w *Worker) confine(ctx context.Context, in *instance) error {
 		return nil
 	}
 	g, err := c.Confine(ctx, in.child.Pid(), instanceLimits(in.spec))
+	if errors.Is(err, sandbox.ErrProcessGone) {
+		// It exited already (an import error it reported, say): nothing
+		// runs unconfined, and its exit is reported as usual.
+		w.log.Debug("instance exited before it was confined", "instance", in.id, "err", err)
+		return nil
+	}
 	if err != nil {
 		_ = in.child.Kill(syscall.SIGKILL)
 		<-in.child.Done()

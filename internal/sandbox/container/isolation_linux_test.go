@@ -429,8 +429,8 @@ print("signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0)
 		_, err := fmt.Sscanf(string(b), "child %d", &childPid)
 		return err == nil
 	})
-	if _, err := parent.(sandbox.Confiner).Confine(context.Background(), 99999, sandbox.Limits{MemoryMB: 32}); err == nil {
-		t.Fatal("Confine accepted a pid that is not the process's child")
+	if _, err := parent.(sandbox.Confiner).Confine(context.Background(), 99999, sandbox.Limits{MemoryMB: 32}); !errors.Is(err, sandbox.ErrProcessGone) {
+		t.Fatalf("Confine of a pid that is not in the process's group: %v, want ErrProcessGone", err)
 	}
 	g, err := parent.(sandbox.Confiner).Confine(context.Background(), childPid, sandbox.Limits{MemoryMB: 64, PIDs: 8})
 	if err != nil {

@@ -228,6 +228,9 @@ func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandb
 		return nil, fmt.Errorf("confine process %d: %w", pid, err)
 	}
 	cg, err := p.s.newGroup(p.s.nextGroupName(), hostPid, l)
+	if errors.Is(err, unix.ESRCH) {
+		err = fmt.Errorf("%w: %w", sandbox.ErrProcessGone, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("confine process %d: %w", pid, err)
 	}
@@ -257,7 +260,9 @@ func hostPidIn(cg cgroups.Manager, nsPid int) (int, error) {
 			}
 		}
 	}
-	return 0, fmt.Errorf("no process %d in the group", nsPid)
+	// A child stays in its parent's group until moved: not found, it has
+	// exited (and been reaped).
+	return 0, fmt.Errorf("no process %d in the group: %w", nsPid, sandbox.ErrProcessGone)
 }
 
 // group is a confined fork and what it started.
