@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/baton-faas/baton/internal/baseimage"
 	"github.com/baton-faas/baton/internal/function"
@@ -20,6 +21,9 @@ type imageRootFS struct {
 	store *image.Store
 	base  *baseimage.Cache
 	log   *slog.Logger
+	// warned holds the runtimes whose missing base image was logged, so a
+	// host without Node says so once, not per sandbox.
+	warned *sync.Map
 }
 
 // hostRuntimes are the runtimes whose base images make up the root of a
@@ -48,7 +52,9 @@ func (p imageRootFS) RootFS(ctx context.Context, runtime, name string) (worker.R
 			if i == 0 {
 				return worker.RootImage{}, fmt.Errorf("base image for runtime %s: %w", runtime, err)
 			}
-			p.log.Debug("runtime base image unavailable; sandboxes leave it out", "runtime", rt, "err", err)
+			if _, seen := p.warned.LoadOrStore(rt, true); !seen {
+				p.log.Warn("runtime base image unavailable; sandboxes leave it out, and that runtime's functions cannot start in them", "runtime", rt, "err", err)
+			}
 			continue
 		}
 		imgs = append(imgs, img)

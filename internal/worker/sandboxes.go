@@ -143,7 +143,7 @@ func (w *Worker) cleanupFiles(a *app) {
 		}
 		a.codeMu.Lock()
 		codes := a.codes
-		a.codes = map[string]bool{}
+		a.codes = nil // an attach finishing now releases its own hold
 		a.codeMu.Unlock()
 		for digest := range codes {
 			w.releaseCode(digest)
@@ -212,14 +212,28 @@ func (w *Worker) taskRoot(ctx context.Context, a *app, digest, codeDir string) (
 	if !w.isolated() {
 		return filepath.Join(a.sb.Path(taskMount), hexDigest), codeDir, nil
 	}
+	// Per digest: attaching may fetch and build the layer, which other
+	// versions of the app need not wait for.
+	unlock := a.attaching.Lock(digest)
+	defer unlock()
 	a.codeMu.Lock()
-	defer a.codeMu.Unlock()
-	if !a.codes[digest] {
+	attached := a.codes[digest]
+	a.codeMu.Unlock()
+	if !attached {
 		if err := w.attachCode(ctx, a, digest, hexDigest); err != nil {
 			return "", "", fmt.Errorf("place code in sandbox: %w", err)
 		}
 		w.holdCode(digest)
-		a.codes[digest] = true
+		a.codeMu.Lock()
+		closed := a.codes == nil
+		if !closed {
+			a.codes[digest] = true
+		}
+		a.codeMu.Unlock()
+		if closed {
+			w.releaseCode(digest)
+			return "", "", errors.New("place code in sandbox: the sandbox is gone")
+		}
 	}
 	return path.Join(taskMount, hexDigest), filepath.Join(a.task.Path(), hexDigest), nil
 }

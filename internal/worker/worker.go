@@ -119,9 +119,10 @@ type app struct {
 	task  *image.View
 	// memoryMB sums the memory of the app's live instances (guarded by
 	// Worker.mu); the sandbox's limit follows it.
-	memoryMB int
-	codeMu   sync.Mutex
-	codes    map[string]bool // digests attached to task
+	memoryMB  int
+	codeMu    sync.Mutex
+	codes     map[string]bool // digests attached to task (guarded by codeMu)
+	attaching keyedlock.Locks // one attach per digest at a time
 }
 
 type instance struct {
@@ -241,6 +242,13 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 	}
 	if w.isolated() {
 		interp = a.image.Interpreters[spec.Spec.Runtime]
+		if interp == "" && spec.Spec.Image == "" && spec.Spec.Runtime != function.RuntimeProvided {
+			// The host runtimes' root lacks this runtime: its base image
+			// could not be built when the sandbox was made.
+			w.releaseApp(a.key, spec.Spec.MemoryMB)
+			w.releaseCode(spec.CodeDigest)
+			return workerapi.Instance{}, fmt.Errorf("runtime %s is not available in app %s's sandbox: its base image could not be built on this host (see the server log)", spec.Spec.Runtime, spec.App)
+		}
 		if interp == "" {
 			// A custom image: the interpreter is looked up on its PATH.
 			interp = map[string]string{function.RuntimePython: "python3", function.RuntimeNode: "node"}[spec.Spec.Runtime]
@@ -462,10 +470,15 @@ func (w *Worker) confine(ctx context.Context, in *instance) error {
 	}
 	g, err := c.Confine(ctx, in.child.Pid(), instanceLimits(in.spec))
 	if errors.Is(err, sandbox.ErrProcessGone) {
-		// It exited already (an import error it reported, say): nothing
-		// runs unconfined, and its exit is reported as usual.
-		w.log.Debug("instance exited before it was confined", "instance", in.id, "err", err)
-		return nil
+		// It exited already (an import error it reported, say); its exit
+		// is reported as usual. Confirmed by the grain worker, since a
+		// live instance must not run unconfined.
+		select {
+		case <-in.child.Done():
+			w.log.Debug("instance exited before it was confined", "instance", in.id, "err", err)
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
 	if err != nil {
 		_ = in.child.Kill(syscall.SIGKILL)

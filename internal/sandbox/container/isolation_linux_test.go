@@ -410,10 +410,17 @@ func TestConfineForkedChild(t *testing.T) {
 import os, time
 pid = os.fork()
 if pid == 0:
+    if os.fork() == 0:
+        # A grandchild forked before the child is confined.
+        open("/tmp/grandchild", "w").close()
+        time.sleep(600)
+        os._exit(0)
     while not os.path.exists("/tmp/go"):
         time.sleep(0.01)
     x = bytearray(b"\x01") * (200 << 20)
     os._exit(0)
+while not os.path.exists("/tmp/grandchild"):
+    time.sleep(0.01)
 print("child", pid)
 _, status = os.waitpid(pid, 0)
 print("signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0)
@@ -435,6 +442,9 @@ print("signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0)
 	g, err := parent.(sandbox.Confiner).Confine(context.Background(), childPid, sandbox.Limits{MemoryMB: 64, PIDs: 8})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pids, err := g.(*group).cg.GetPids(); err != nil || len(pids) != 2 {
+		t.Fatalf("the confined group holds %v (%v), want the child and its grandchild", pids, err)
 	}
 	mustRun(t, sb, "touch /tmp/go")
 	st, err := parent.Wait()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
@@ -152,6 +153,8 @@ type process struct {
 
 	mu   sync.Mutex
 	done bool // exited and its cgroup removed
+
+	confining sync.Mutex // serialises Confine's freeze and thaw
 }
 
 // Pid is the process's id in the host's PID namespace.
@@ -216,53 +219,178 @@ func closeGroup(cg cgroups.Manager) (oomKilled bool) {
 }
 
 // Confine implements sandbox.Confiner: the child pid (as the sandbox sees
-// it) of this process, still in this process's cgroup, moves to a cgroup
-// of its own. The host pid is found among this cgroup's processes by the
-// innermost entry of their NSpid, so no pid outside the group is touched.
+// it) of this process, still in this process's cgroup, moves with what it
+// forked so far to a cgroup of its own.
+//
+// Baton writes host pids into cgroups as root, so a pid must never name
+// another process by the time it is written. This process's cgroup is
+// frozen meanwhile: its processes cannot reap the child (on cgroup v1 a
+// frozen task cannot even exit), so the child's pid stays its own. The
+// child is found among the group's processes by its parent and the
+// innermost entry of its NSpid, and a pidfd checks afterwards that it was
+// alive throughout.
 func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandbox.Group, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	hostPid, err := hostPidIn(p.cg, pid)
+	s := p.s
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("container sandbox %s: destroyed", s.id)
+	}
+	s.starting.Add(1)
+	s.mu.Unlock()
+	defer s.starting.Done()
+
+	// One confinement at a time per parent: another's thaw must not end
+	// this one's freeze.
+	p.confining.Lock()
+	defer p.confining.Unlock()
+	if err := freeze(p.cg); err != nil {
+		return nil, fmt.Errorf("confine process %d: freeze its parent's group: %w", pid, err)
+	}
+	defer func() { _ = p.cg.Freeze(cgroups.Thawed) }()
+	tree, err := childTreeIn(p.cg, p.pid, pid)
 	if err != nil {
 		return nil, fmt.Errorf("confine process %d: %w", pid, err)
 	}
-	cg, err := p.s.newGroup(p.s.nextGroupName(), hostPid, l)
+	hostPid := tree[0]
+	pidfd, err := unix.PidfdOpen(hostPid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("confine process %d: %w: %w", pid, sandbox.ErrProcessGone, err)
+	}
+	defer unix.Close(pidfd)
+	// The pidfd names the process that has hostPid now; it must still be
+	// the child (the pid could have been reused before the pidfd).
+	if tree, err = childTreeIn(p.cg, p.pid, pid); err != nil || tree[0] != hostPid {
+		return nil, fmt.Errorf("confine process %d: %w", pid, sandbox.ErrProcessGone)
+	}
+	cg, err := s.newGroup(s.nextGroupName(), hostPid, l)
 	if errors.Is(err, unix.ESRCH) {
 		err = fmt.Errorf("%w: %w", sandbox.ErrProcessGone, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("confine process %d: %w", pid, err)
 	}
-	return &group{cg: cg}, nil
+	g := &group{cg: cg}
+	for _, d := range tree[1:] {
+		// What the child forked before it was confined (at-fork
+		// handlers of the function's code) goes with it.
+		if err := cg.AddPid("", d); err != nil && !errors.Is(err, unix.ESRCH) {
+			g.Close()
+			return nil, fmt.Errorf("confine process %d: move its child %d: %w", pid, d, err)
+		}
+	}
+	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
+		// Gone before the move: what was moved may not be the child.
+		// Kill nothing that is not of the sandbox.
+		if foreign := s.foreignPids(cg); len(foreign) > 0 {
+			s.r.log.Error("confining an instance moved processes outside the sandbox; leaving them and their cgroup alone",
+				"sandbox", s.id, "pids", foreign)
+			return nil, fmt.Errorf("confine process %d: %w", pid, sandbox.ErrProcessGone)
+		}
+		g.Close()
+		return nil, fmt.Errorf("confine process %d: %w", pid, sandbox.ErrProcessGone)
+	}
+	return g, nil
 }
 
-// hostPidIn finds the process of cg whose pid in its own PID namespace is
-// nsPid.
-func hostPidIn(cg cgroups.Manager, nsPid int) (int, error) {
+// freeze freezes cg, trying again a few times: a kill of the group
+// (killCgroup freezes and thaws it) may interleave.
+func freeze(cg cgroups.Manager) error {
+	var err error
+	for attempt := range 3 {
+		if err = cg.Freeze(cgroups.Frozen); err == nil {
+			return nil
+		}
+		time.Sleep(time.Duration(attempt+1) * time.Millisecond)
+	}
+	return err
+}
+
+// childTreeIn returns the host pid of the process of cg that is a child of
+// parent (a host pid) and has the pid nsPid in its own PID namespace,
+// followed by the host pids of its descendants in cg.
+func childTreeIn(cg cgroups.Manager, parent, nsPid int) ([]int, error) {
 	pids, err := cg.GetPids()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	want := strconv.Itoa(nsPid)
+	children := map[int][]int{}
+	root := 0
 	for _, hp := range pids {
-		status, err := os.ReadFile("/proc/" + strconv.Itoa(hp) + "/status")
-		if err != nil {
-			continue // gone meanwhile
+		st, ok := readStatus(hp)
+		if !ok || st.zombie {
+			continue // gone, or going
 		}
-		for line := range strings.Lines(string(status)) {
-			if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
-				f := strings.Fields(rest)
-				if len(f) > 0 && f[len(f)-1] == want {
-					return hp, nil
-				}
-				break
-			}
+		children[st.ppid] = append(children[st.ppid], hp)
+		if st.ppid == parent && st.nsPid == want {
+			root = hp
 		}
 	}
-	// A child stays in its parent's group until moved: not found, it has
-	// exited (and been reaped).
-	return 0, fmt.Errorf("no process %d in the group: %w", nsPid, sandbox.ErrProcessGone)
+	if root == 0 {
+		// A child stays in its parent's group until moved: not found, it
+		// has exited.
+		return nil, fmt.Errorf("no child %d in the group: %w", nsPid, sandbox.ErrProcessGone)
+	}
+	tree := []int{root}
+	for i := 0; i < len(tree); i++ {
+		tree = append(tree, children[tree[i]]...)
+	}
+	return tree, nil
+}
+
+type procStatus struct {
+	ppid   int
+	nsPid  string // innermost entry of NSpid
+	zombie bool
+}
+
+func readStatus(pid int) (procStatus, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return procStatus{}, false
+	}
+	var st procStatus
+	for line := range strings.Lines(string(b)) {
+		key, val, _ := strings.Cut(line, ":")
+		f := strings.Fields(val)
+		if len(f) == 0 {
+			continue
+		}
+		switch key {
+		case "State":
+			st.zombie = f[0] == "Z" || f[0] == "X"
+		case "PPid":
+			st.ppid, _ = strconv.Atoi(f[0])
+		case "NSpid":
+			st.nsPid = f[len(f)-1]
+		}
+	}
+	return st, true
+}
+
+// foreignPids lists the processes of cg that are not in the sandbox's PID
+// namespace.
+func (s *Sandbox) foreignPids(cg cgroups.Manager) []int {
+	initPid, err := s.init.Pid()
+	if err != nil {
+		return nil
+	}
+	ns, err := os.Readlink("/proc/" + strconv.Itoa(initPid) + "/ns/pid")
+	if err != nil {
+		return nil
+	}
+	pids, _ := cg.GetPids()
+	var out []int
+	for _, hp := range pids {
+		if other, err := os.Readlink("/proc/" + strconv.Itoa(hp) + "/ns/pid"); err == nil && other != ns {
+			out = append(out, hp)
+		}
+	}
+	return out
 }
 
 // group is a confined fork and what it started.
