@@ -431,12 +431,19 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	case fe := <-in.api.InitError():
 		initErr = &workerapi.InitError{Err: *boundedError(fe)}
 	case <-in.done:
-		initErr = &workerapi.InitError{Err: workerapi.FunctionError{
-			Type: "Runtime.ExitError", Message: "instance exited before its runtime asked for work: " + in.exitDesc,
-		}}
-		if in.spec.Spec.Runtime == function.RuntimeProvided {
-			if _, serr := os.Stat(filepath.Join(codeDir, "bootstrap")); serr != nil {
-				initErr.Err.Message = "runtime provided needs an executable named bootstrap at the root of the code archive: " + in.exitDesc
+		// A runtime that reported its init error and then exited: the
+		// report is the better explanation than the exit.
+		select {
+		case fe := <-in.api.InitError():
+			initErr = &workerapi.InitError{Err: *boundedError(fe)}
+		default:
+			initErr = &workerapi.InitError{Err: workerapi.FunctionError{
+				Type: "Runtime.ExitError", Message: "instance exited before its runtime asked for work: " + in.exitDesc,
+			}}
+			if in.spec.Spec.Runtime == function.RuntimeProvided {
+				if _, serr := os.Stat(filepath.Join(codeDir, "bootstrap")); serr != nil {
+					initErr.Err.Message = "runtime provided needs an executable named bootstrap at the root of the code archive: " + in.exitDesc
+				}
 			}
 		}
 	case <-ctx.Done():
