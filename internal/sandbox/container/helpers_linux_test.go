@@ -202,7 +202,9 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 
 func mountsUnder(t testing.TB, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	// The calling thread's view: libcontainer can leave the process's main
+	// thread (what /proc/self shows) in a container's mount namespace.
+	b, err := os.ReadFile("/proc/thread-self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
