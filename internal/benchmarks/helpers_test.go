@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -253,6 +254,27 @@ func baseEnv() map[string]string {
 }
 
 func baseEnvList() []string { return function.EnvList(baseEnv()) }
+
+// benchFunctionEnv is the Lambda environment of the benchmarks' Python
+// function "bench" with its code at taskRoot and Baton's runtime clients
+// at runtimeDir, added to env.
+func benchFunctionEnv(env map[string]string, taskRoot, runtimeDir string) map[string]string {
+	maps.Copy(env, map[string]string{
+		"LAMBDA_TASK_ROOT":                taskRoot,
+		"LAMBDA_RUNTIME_DIR":              runtimeDir,
+		"_HANDLER":                        "app.handler",
+		"AWS_LAMBDA_FUNCTION_NAME":        "bench",
+		"AWS_LAMBDA_FUNCTION_VERSION":     "1",
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+		"AWS_LAMBDA_LOG_GROUP_NAME":       "/baton/bench",
+		"AWS_LAMBDA_INITIALIZATION_TYPE":  "on-demand",
+		"AWS_REGION":                      "local",
+		"AWS_DEFAULT_REGION":              "local",
+		"AWS_EXECUTION_ENV":               "Baton_python3",
+		"BATON_CONCURRENCY":               "1",
+	})
+	return env
+}
 
 // zipDir archives a directory below testdata.
 func zipDir(tb testing.TB, dir string) []byte {

@@ -77,21 +77,7 @@ func newPyEnv(b *testing.B) *pyEnv {
 	if err := os.WriteFile(filepath.Join(root, "app.py"), src, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	env := baseEnv()
-	maps.Copy(env, map[string]string{
-		"LAMBDA_TASK_ROOT":                root,
-		"LAMBDA_RUNTIME_DIR":              filepath.Dir(paths.Python),
-		"_HANDLER":                        "app.handler",
-		"AWS_LAMBDA_FUNCTION_NAME":        "bench",
-		"AWS_LAMBDA_FUNCTION_VERSION":     "1",
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-		"AWS_LAMBDA_LOG_GROUP_NAME":       "/baton/bench",
-		"AWS_LAMBDA_INITIALIZATION_TYPE":  "on-demand",
-		"AWS_REGION":                      "local",
-		"AWS_DEFAULT_REGION":              "local",
-		"AWS_EXECUTION_ENV":               "Baton_python3",
-		"BATON_CONCURRENCY":               "1",
-	})
+	env := benchFunctionEnv(baseEnv(), root, filepath.Dir(paths.Python))
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		b.Fatal(err)

@@ -249,21 +249,8 @@ func (p *pyImage) sandboxSpec(id, runtimeDir, taskDir string, memoryMB int) sand
 // instanceEnv is the environment the worker gives a Python instance in an
 // isolated sandbox.
 func (p *pyImage) instanceEnv() map[string]string {
-	return map[string]string{
-		"PATH": p.path, "LANG": "C.UTF-8", "TZ": ":UTC", "HOME": "/tmp",
-		"LAMBDA_TASK_ROOT":                sbTaskDir,
-		"LAMBDA_RUNTIME_DIR":              sbRuntimeDir,
-		"_HANDLER":                        "app.handler",
-		"AWS_LAMBDA_FUNCTION_NAME":        "bench",
-		"AWS_LAMBDA_FUNCTION_VERSION":     "1",
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-		"AWS_LAMBDA_LOG_GROUP_NAME":       "/baton/bench",
-		"AWS_LAMBDA_INITIALIZATION_TYPE":  "on-demand",
-		"AWS_REGION":                      "local",
-		"AWS_DEFAULT_REGION":              "local",
-		"AWS_EXECUTION_ENV":               "Baton_python3",
-		"BATON_CONCURRENCY":               "1",
-	}
+	env := map[string]string{"PATH": p.path, "LANG": "C.UTF-8", "TZ": ":UTC", "HOME": "/tmp"}
+	return benchFunctionEnv(env, sbTaskDir, sbRuntimeDir)
 }
 
 func (p *pyImage) runtimeScript() string { return sbRuntimeDir + "/" + runtimes.PythonFile }

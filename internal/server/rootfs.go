@@ -21,9 +21,10 @@ type imageRootFS struct {
 	store *image.Store
 	base  *baseimage.Cache
 	log   *slog.Logger
-	// warned holds the runtimes whose missing base image was logged, so a
-	// host without Node says so once, not per sandbox.
-	warned *sync.Map
+	// unavailable holds the optional runtimes whose base image could not
+	// be built: a host without Node says so once and does not try again
+	// for every sandbox.
+	unavailable *sync.Map
 }
 
 // hostRuntimes are the runtimes whose base images make up the root of a
@@ -47,14 +48,16 @@ func (p imageRootFS) RootFS(ctx context.Context, runtime, name string) (worker.R
 	var imgs []image.Image
 	interps := map[string]string{}
 	for i, rt := range order {
+		if _, skip := p.unavailable.Load(rt); skip && i > 0 {
+			continue
+		}
 		img, err := p.base.Get(ctx, baseimage.Runtime(rt))
 		if err != nil {
 			if i == 0 {
 				return worker.RootImage{}, fmt.Errorf("base image for runtime %s: %w", runtime, err)
 			}
-			if _, seen := p.warned.LoadOrStore(rt, true); !seen {
-				p.log.Warn("runtime base image unavailable; sandboxes leave it out, and that runtime's functions cannot start in them", "runtime", rt, "err", err)
-			}
+			p.unavailable.Store(rt, true)
+			p.log.Warn("runtime base image unavailable; sandboxes leave it out, and that runtime's functions cannot start in them until the server restarts", "runtime", rt, "err", err)
 			continue
 		}
 		imgs = append(imgs, img)

@@ -216,7 +216,7 @@ func chooseSandboxes(cfg Config, images *image.Store, bases *baseimage.Cache, lo
 		c, err := container.New(container.Options{StateDir: filepath.Join(cfg.DataDir, "sandboxes-state"), Logger: log.With("component", "sandbox")})
 		if err == nil {
 			log.Info("sandbox isolation: " + c.Isolation())
-			return c, imageRootFS{store: images, base: bases, log: log, warned: &sync.Map{}}, nil
+			return c, imageRootFS{store: images, base: bases, log: log, unavailable: &sync.Map{}}, nil
 		}
 		if cfg.Sandbox == "container" {
 			return nil, nil, fmt.Errorf("--sandbox container: %w", err)

@@ -126,6 +126,12 @@ func create(t testing.TB, r *Runtime, spec sandbox.Spec) *Sandbox {
 // status.
 func run(t testing.TB, sb sandbox.Sandbox, script string) (string, sandbox.ExitStatus) {
 	t.Helper()
+	return runLimited(t, sb, script, sandbox.Limits{})
+}
+
+// runLimited is run with the process confined to limits.
+func runLimited(t testing.TB, sb sandbox.Sandbox, script string, limits sandbox.Limits) (string, sandbox.ExitStatus) {
+	t.Helper()
 	out, err := os.CreateTemp(t.TempDir(), "out")
 	if err != nil {
 		t.Fatal(err)
@@ -137,6 +143,7 @@ func run(t testing.TB, sb sandbox.Sandbox, script string) (string, sandbox.ExitS
 		Args:   []string{"/bin/sh", "-c", script},
 		Env:    []string{"PATH=/usr/bin:/bin", "HOME=/tmp"},
 		Stdout: out, Stderr: out,
+		Limits: limits,
 	})
 	if err != nil {
 		t.Fatalf("Start %q: %v", script, err)
@@ -163,7 +170,13 @@ func mustRun(t testing.TB, sb sandbox.Sandbox, script string) string {
 // the bind-mounted /usr).
 func python(t testing.TB, sb sandbox.Sandbox, program string) (string, sandbox.ExitStatus) {
 	t.Helper()
-	return run(t, sb, "exec python3 -c '"+strings.ReplaceAll(program, "'", `'"'"'`)+"'")
+	return pythonLimited(t, sb, program, sandbox.Limits{})
+}
+
+// pythonLimited is python with the process confined to limits.
+func pythonLimited(t testing.TB, sb sandbox.Sandbox, program string, limits sandbox.Limits) (string, sandbox.ExitStatus) {
+	t.Helper()
+	return runLimited(t, sb, "exec python3 -c '"+strings.ReplaceAll(program, "'", `'"'"'`)+"'", limits)
 }
 
 // pyLibc gives Python programs libc and errno_of(result) (0 on success).

@@ -285,25 +285,11 @@ func TestProcessMemoryLimit(t *testing.T) {
 	spec := testSpec(t, "procmem")
 	spec.MemoryMB = 512
 	sb := create(t, r, spec)
-	out, err := os.CreateTemp(t.TempDir(), "out")
-	if err != nil {
-		t.Fatal(err)
+	alloc := `x = bytearray(b"\x01") * (200 << 20); print("ok")`
+	if out, st := pythonLimited(t, sb, alloc, sandbox.Limits{MemoryMB: 64}); st.Signal != 9 || !st.OOMKilled {
+		t.Fatalf("allocating 200 MB under a 64 MB process limit: %+v, want an OOM kill (%s)", st, out)
 	}
-	defer out.Close()
-	p, err := sb.Start(context.Background(), sandbox.ProcessSpec{
-		Args:   []string{"python3", "-c", `x = bytearray(b"\x01") * (200 << 20); print("allocated")`},
-		Env:    []string{"PATH=/usr/bin:/bin"},
-		Stdout: out, Stderr: out,
-		Limits: sandbox.Limits{MemoryMB: 64},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, _ := p.Wait(); st.Signal != 9 || !st.OOMKilled {
-		b, _ := os.ReadFile(out.Name())
-		t.Fatalf("allocating 200 MB under a 64 MB process limit: %+v, want an OOM kill (%s)", st, b)
-	}
-	got, st := python(t, sb, `x = bytearray(b"\x01") * (200 << 20); print("ok")`)
+	got, st := python(t, sb, alloc)
 	if strings.TrimSpace(got) != "ok" || st.OOMKilled {
 		t.Fatalf("an unconfined neighbour allocating 200 MB under the 512 MB sandbox: %q %+v", got, st)
 	}
