@@ -198,7 +198,9 @@ func (p *pyEnv) forkInstance(z *grain.Zygote, i int, start time.Time) (time.Dura
 	if err != nil {
 		return 0, err
 	}
-	err = api.awaitReady(child.Done())
+	if err = child.Release(); err == nil {
+		err = api.awaitReady(child.Done())
+	}
 	d := time.Since(start)
 	_ = child.Kill(syscall.SIGKILL)
 	<-child.Done()

@@ -367,6 +367,10 @@ func (p *pyImage) forkIn(sb sandbox.Sandbox, z *sbZygote, out *os.File, i int) (
 		return nil, err
 	}
 	in := &sbInstance{api: api, done: child.Done(), killFn: func() { _ = child.Kill(syscall.SIGKILL) }}
+	if err := child.Release(); err != nil {
+		in.kill()
+		return nil, err
+	}
 	if err := api.awaitReady(child.Done()); err != nil {
 		in.kill()
 		return nil, err

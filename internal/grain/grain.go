@@ -4,7 +4,9 @@
 // then forks a ready-to-serve child per request. Baton talks to it over one
 // end of an AF_UNIX SOCK_SEQPACKET socket pair: each packet is one JSON
 // object, spawn requests carry the child's stdout and stderr as SCM_RIGHTS
-// descriptors.
+// descriptors, and the read end of a hold pipe: a new child waits on it,
+// before any of the function's code runs in it, until Child.Release (so
+// that the caller can first give it limits of its own).
 package grain
 
 import (
@@ -99,6 +101,9 @@ type spawnResult struct {
 
 type pendingSpawn struct {
 	reply chan spawnResult // buffered; the reader never blocks on it
+	// hold is the write end of the child's hold pipe, handed to the
+	// Child; closed unwritten, it makes the child exit.
+	hold *os.File
 	// abandoned is set when the caller gave up waiting; a child that
 	// still appears is killed instead of leaked.
 	abandoned bool
@@ -134,6 +139,9 @@ type Child struct {
 	pid  int
 	done chan struct{}
 	exit ExitStatus // written before done is closed
+
+	holdMu sync.Mutex
+	hold   *os.File // nil once released or dropped
 }
 
 // SocketPair creates the control channel. Pass theirs to the zygote as fd
@@ -204,8 +212,9 @@ func (z *Zygote) Ready(ctx context.Context) (ReadyInfo, error) {
 }
 
 // Spawn asks the zygote to fork a child whose stdout and stderr are the
-// given files. The caller keeps ownership of the files and may close them
-// once Spawn returns. Concurrent calls are fine.
+// given files. The child is held, running none of the function's code,
+// until Release. The caller keeps ownership of the files and may close
+// them once Spawn returns. Concurrent calls are fine.
 func (z *Zygote) Spawn(ctx context.Context, env map[string]string, stdout, stderr *os.File) (*Child, error) {
 	if stdout == nil || stderr == nil {
 		return nil, errors.New("grain: spawn: stdout and stderr are required")
@@ -222,18 +231,29 @@ func (z *Zygote) Spawn(ctx context.Context, env map[string]string, stdout, stder
 		return nil, fmt.Errorf("grain: spawn: request of %d bytes exceeds %d (environment too large)", len(payload), maxPacket)
 	}
 
-	p := &pendingSpawn{reply: make(chan spawnResult, 1)}
+	holdR, holdW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("grain: spawn: hold pipe: %w", err)
+	}
+	p := &pendingSpawn{reply: make(chan spawnResult, 1), hold: holdW}
 	z.mu.Lock()
 	if z.lost {
 		z.mu.Unlock()
+		holdR.Close()
+		holdW.Close()
 		return nil, fmt.Errorf("grain: spawn: %w", z.Err())
 	}
 	z.pending[id] = p
 	z.mu.Unlock()
 
-	if err := z.sendWithFiles(payload, stdout, stderr); err != nil {
+	err = z.sendWithFiles(payload, stdout, stderr, holdR)
+	holdR.Close() // the zygote has its own copy now
+	if err != nil {
 		z.mu.Lock()
-		delete(z.pending, id)
+		if _, ok := z.pending[id]; ok {
+			delete(z.pending, id)
+			holdW.Close()
+		}
 		z.mu.Unlock()
 		return nil, fmt.Errorf("grain: spawn: %w", err)
 	}
@@ -248,6 +268,7 @@ func (z *Zygote) Spawn(ctx context.Context, env map[string]string, stdout, stder
 		select {
 		case r := <-p.reply:
 			if r.child != nil {
+				r.child.dropHold()
 				z.killAsyncLocked(r.child)
 			}
 		default:
@@ -288,6 +309,33 @@ func (c *Child) Pid() int { return c.pid }
 
 // Done is closed when the child exited or the zygote was lost.
 func (c *Child) Done() <-chan struct{} { return c.done }
+
+// Release lets a held child run. A child never released exits once its
+// hold is dropped (its exit, the zygote's loss, or this process's).
+func (c *Child) Release() error {
+	c.holdMu.Lock()
+	defer c.holdMu.Unlock()
+	if c.hold == nil {
+		return fmt.Errorf("grain: release child %d: %w", c.pid, ErrChildExited)
+	}
+	_, err := c.hold.Write([]byte{'g'})
+	c.hold.Close()
+	c.hold = nil
+	if err != nil {
+		return fmt.Errorf("grain: release child %d: %w", c.pid, err)
+	}
+	return nil
+}
+
+// dropHold closes the hold pipe of a child that ended or was given up.
+func (c *Child) dropHold() {
+	c.holdMu.Lock()
+	defer c.holdMu.Unlock()
+	if c.hold != nil {
+		c.hold.Close()
+		c.hold = nil
+	}
+}
 
 // Exit reports how the child ended; valid once Done is closed.
 func (c *Child) Exit() ExitStatus {
@@ -338,30 +386,30 @@ func (z *Zygote) killAsyncLocked(c *Child) {
 	}()
 }
 
-func (z *Zygote) sendWithFiles(payload []byte, stdout, stderr *os.File) error {
+func (z *Zygote) sendWithFiles(payload []byte, files ...*os.File) error {
 	// SyscallConn gives the descriptors without switching the files to
-	// blocking mode, as Fd would.
-	outRaw, err := stdout.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("stdout: %w", err)
-	}
-	errRaw, err := stderr.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("stderr: %w", err)
-	}
-	var sendErr error
-	ctlErr := outRaw.Control(func(outFd uintptr) {
-		ctlErr := errRaw.Control(func(errFd uintptr) {
-			sendErr = z.send(payload, unix.UnixRights(int(outFd), int(errFd)))
-		})
-		if ctlErr != nil {
-			sendErr = fmt.Errorf("stderr: %w", ctlErr)
+	// blocking mode, as Fd would. Each Control keeps its descriptor from
+	// being closed until the packet is sent.
+	fds := make([]int, 0, len(files))
+	var send func(i int) error
+	send = func(i int) error {
+		if i == len(files) {
+			return z.send(payload, unix.UnixRights(fds...))
 		}
-	})
-	if ctlErr != nil {
-		return fmt.Errorf("stdout: %w", ctlErr)
+		raw, err := files[i].SyscallConn()
+		if err != nil {
+			return fmt.Errorf("%s: %w", files[i].Name(), err)
+		}
+		var sendErr error
+		if err := raw.Control(func(fd uintptr) {
+			fds = append(fds, int(fd))
+			sendErr = send(i + 1)
+		}); err != nil {
+			return fmt.Errorf("%s: %w", files[i].Name(), err)
+		}
+		return sendErr
 	}
-	return sendErr
+	return send(0)
 }
 
 func (z *Zygote) send(payload, oob []byte) error {
@@ -460,12 +508,19 @@ func (z *Zygote) dispatch(m *message) {
 		var res spawnResult
 		if m.Op == opSpawned {
 			c := &Child{z: z, id: *m.ID, pid: m.Pid, done: make(chan struct{})}
+			if p != nil {
+				c.hold, p.hold = p.hold, nil
+			}
 			// Registered here, in the reader, so the exit event that can
 			// only follow this reply always finds the child.
 			z.children[m.Pid] = c
 			res.child = c
 		} else {
 			res.err = fmt.Errorf("grain: spawn: zygote: %s", m.Error)
+			if p != nil && p.hold != nil {
+				p.hold.Close()
+				p.hold = nil
+			}
 		}
 		switch {
 		case p == nil || p.abandoned:
@@ -473,6 +528,7 @@ func (z *Zygote) dispatch(m *message) {
 				z.logger.Warn("grain: spawn reply for unknown id", "id", *m.ID)
 			}
 			if res.child != nil {
+				res.child.dropHold()
 				z.killAsyncLocked(res.child)
 			}
 		default:
@@ -495,6 +551,7 @@ func (z *Zygote) dispatch(m *message) {
 		if m.Signal != nil {
 			st.Signal = *m.Signal
 		}
+		c.dropHold()
 		c.exit = st
 		close(c.done)
 	default:
@@ -516,12 +573,17 @@ func (z *Zygote) shutdown(cause error) {
 	z.pending = make(map[int64]*pendingSpawn)
 	z.children = make(map[int]*Child)
 	for _, p := range pending {
+		if p.hold != nil {
+			p.hold.Close()
+			p.hold = nil
+		}
 		if !p.abandoned {
 			p.reply <- spawnResult{err: fmt.Errorf("grain: spawn: %w", cause)}
 		}
 	}
 	z.mu.Unlock()
 	for _, c := range children {
+		c.dropHold()
 		c.exit = ExitStatus{Code: -1, ZygoteLost: true}
 		close(c.done)
 	}

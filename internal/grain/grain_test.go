@@ -130,7 +130,7 @@ type testZygote struct {
 	err    error
 }
 
-func startZygote(t *testing.T, handlerDir string) *testZygote {
+func startZygote(t *testing.T, handlerDir string, env ...string) *testZygote {
 	t.Helper()
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("python3 not found in PATH; skipping zygote test")
@@ -158,6 +158,7 @@ func startZygote(t *testing.T, handlerDir string) *testZygote {
 		// Keep testdata free of __pycache__ directories.
 		"PYTHONDONTWRITEBYTECODE=1",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stdout = testWriter{t}
 	cmd.Stderr = testWriter{t}
@@ -232,6 +233,11 @@ func trySpawn(t *testing.T, z *testZygote) (*testChild, error) {
 	// The child holds its own copies now.
 	outW.Close()
 	errW.Close()
+	if err == nil {
+		if err = c.Release(); err != nil {
+			c.Kill(syscall.SIGKILL)
+		}
+	}
 	if err != nil {
 		outR.Close()
 		errR.Close()
@@ -556,6 +562,52 @@ func TestSpawnCancelledContext(t *testing.T) {
 	c.api.waitNext(t)
 }
 
+// A child is held, running neither the runtime client nor the function's
+// at-fork handlers, until it is released; one never released exits.
+func TestChildHeldUntilReleased(t *testing.T) {
+	marks := t.TempDir()
+	z := startZygote(t, "atfork", "GRAIN_TEST_MARKS="+marks)
+	ready(t, z)
+	api := newFakeAPI(t)
+	held := func() *Child {
+		c, err := z.Spawn(context.Background(), map[string]string{"AWS_LAMBDA_RUNTIME_API": api.addr()}, os.Stdout, os.Stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := held()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-api.nextCalls:
+		t.Fatal("a held child asked for work")
+	default:
+	}
+	mark := filepath.Join(marks, strconv.Itoa(c.Pid()))
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("the function's at-fork handler ran in a held child")
+	}
+	if err := c.Release(); err != nil {
+		t.Fatal(err)
+	}
+	api.waitNext(t)
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("the function's at-fork handler did not run after the release: %v", err)
+	}
+	if err := c.Release(); err == nil {
+		t.Error("a second Release succeeded")
+	}
+	c.Kill(syscall.SIGKILL)
+	waitDone(t, c)
+
+	// Given up: its hold is dropped and it exits by itself.
+	c = held()
+	c.dropHold()
+	if st := waitDone(t, c); st.Code != 1 {
+		t.Errorf("a child given up exited with %+v, want code 1", st)
+	}
+}
+
 // TestSpawnLatency reports the time from Spawn to the child's first /next.
 func TestSpawnLatency(t *testing.T) {
 	z := startZygote(t, "ok")
@@ -567,6 +619,9 @@ func TestSpawnLatency(t *testing.T) {
 		start := time.Now()
 		c, err := z.Spawn(context.Background(), map[string]string{"AWS_LAMBDA_RUNTIME_API": api.addr()}, outW, outW)
 		outW.Close()
+		if err == nil {
+			err = c.Release()
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -671,7 +726,7 @@ func TestProtocolScripted(t *testing.T) {
 		res <- result{c, err}
 	}()
 	m, nfds := f.recv()
-	if m["op"] != "spawn" || nfds != 2 || fmt.Sprint(m["env"]) != "map[K:V]" {
+	if m["op"] != "spawn" || nfds != 3 || fmt.Sprint(m["env"]) != "map[K:V]" {
 		t.Fatalf("spawn request %v with %d fds", m, nfds)
 	}
 	f.send(fmt.Sprintf(`{"op":"spawned","id":%v,"pid":42}`, m["id"]))

@@ -135,7 +135,9 @@ var ErrProcessGone = errors.New("the process is gone")
 // fork, with everything it starts from then on, into a group of its own.
 type Confiner interface {
 	// Confine takes the pid of a child of this process as the sandbox sees
-	// it (the grain worker's report).
+	// it (the grain worker's report). The child must be held until Confine
+	// returns: running none of its own code, it neither forks nor exits
+	// (grain.Child.Release lets it go).
 	Confine(ctx context.Context, pid int, l Limits) (Group, error)
 }
 

@@ -468,24 +468,17 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 }
 
 // confine gives a forked instance limits of its own where the sandbox
-// enforces them, before it receives any work. An instance that cannot be
-// confined is killed: it must not run unconfined.
+// enforces them, then releases it: it runs none of the function's code
+// before. An instance that cannot be confined is killed: it must not run
+// unconfined.
 func (w *Worker) confine(ctx context.Context, in *instance) error {
 	c, ok := in.grain.proc.(sandbox.Confiner)
 	if !ok {
-		return nil
+		return w.release(in)
 	}
 	g, err := c.Confine(ctx, in.child.Pid(), instanceLimits(in.spec))
-	if errors.Is(err, sandbox.ErrProcessGone) {
-		// It exited already (an import error it reported, say); its exit
-		// is reported as usual. Confirmed by the grain worker, since a
-		// live instance must not run unconfined.
-		select {
-		case <-in.child.Done():
-			w.log.Debug("instance exited before it was confined", "instance", in.id, "err", err)
-			return nil
-		case <-time.After(time.Second):
-		}
+	if errors.Is(err, sandbox.ErrProcessGone) && w.exitedMeanwhile(in, "confined", err) {
+		return nil
 	}
 	if err != nil {
 		_ = in.child.Kill(syscall.SIGKILL)
@@ -493,7 +486,33 @@ func (w *Worker) confine(ctx context.Context, in *instance) error {
 		return fmt.Errorf("confine instance: %w", err)
 	}
 	in.group = g
-	return nil
+	return w.release(in)
+}
+
+// release lets a held fork run.
+func (w *Worker) release(in *instance) error {
+	err := in.child.Release()
+	if err == nil || w.exitedMeanwhile(in, "released", err) {
+		return nil
+	}
+	_ = in.child.Kill(syscall.SIGKILL)
+	<-in.child.Done()
+	return fmt.Errorf("release instance: %w", err)
+}
+
+// exitedMeanwhile tells whether a held fork that could not be confined or
+// released is gone (killed: it runs nothing of its own while held), as
+// the grain worker confirms; its exit is then reported as usual. A live
+// instance must not run unconfined, so only the grain worker's word
+// counts.
+func (w *Worker) exitedMeanwhile(in *instance, what string, err error) bool {
+	select {
+	case <-in.child.Done():
+		w.log.Debug("instance exited before it was "+what, "instance", in.id, "err", err)
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
 }
 
 func entrypointProblem(runtime string, err error) string {

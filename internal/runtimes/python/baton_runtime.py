@@ -7,6 +7,9 @@ Two modes:
   python3 -u baton_runtime.py zygote   grain worker: import the handler once and
                                        fork a ready-to-serve child per request
                                        received on the control socket (fd 3).
+                                       Each child waits on its hold pipe until
+                                       Baton has confined it, before any of the
+                                       function's code runs in it.
 
 Standard library only, so it runs on any stock python3. It speaks the
 Runtime API's plain HTTP/1.1 itself: importing http.client (with ssl and
@@ -20,6 +23,7 @@ import os
 import socket
 import sys
 import time
+import _thread
 
 API_PREFIX = "/2018-06-01/runtime"
 
@@ -475,6 +479,12 @@ class Zygote:
         self.prctl = None
         self.handler = None
         self.init_error = None
+        # The hold pipe of the child being forked, and the thread forking it.
+        self.hold_fd = None
+        self.hold_thread = None
+        # Registered before the function's code is imported, so that this
+        # runs in a new child before any at-fork handler of that code.
+        os.register_at_fork(after_in_child=self.wait_for_release)
 
     def prepare(self):
         # Imported here, not after each fork: a child's first error
@@ -579,18 +589,21 @@ class Zygote:
     def spawn(self, msg, fds):
         spawn_id = msg.get("id")
         env = msg.get("env") or {}
-        if len(fds) != 2:
-            self.send({"op": "spawnError", "id": spawn_id, "error": "want 2 fds (stdout, stderr), got %d" % len(fds)})
+        if len(fds) != 3:
+            self.send({"op": "spawnError", "id": spawn_id, "error": "want 3 fds (stdout, stderr, hold), got %d" % len(fds)})
             return
         if not isinstance(env, dict):
             self.send({"op": "spawnError", "id": spawn_id, "error": "env must be an object"})
             return
         _flush_std()
+        self.hold_fd, self.hold_thread = fds[2], _thread.get_ident()
         try:
             pid = os.fork()
         except OSError as e:
             self.send({"op": "spawnError", "id": spawn_id, "error": "fork: %s" % e})
             return
+        finally:
+            self.hold_fd = None
         if pid == 0:
             self.child(env, fds[0], fds[1])  # never returns
         # Each instance leads its own process group, so that killing it
@@ -602,6 +615,22 @@ class Zygote:
             pass
         self.children[pid] = spawn_id
         self.send({"op": "spawned", "id": spawn_id, "pid": pid})
+
+    def wait_for_release(self):
+        # Only the zygote's own fork of a child is held: a fork by a thread
+        # the function's code started in the zygote is not.
+        fd = self.hold_fd
+        if fd is None or _thread.get_ident() != self.hold_thread:
+            return
+        self.hold_fd = None
+        try:
+            os.set_blocking(fd, True)  # Baton's end may have made it non-blocking
+            go = os.read(fd, 1)
+        except OSError:
+            go = b""
+        if go != b"g":
+            os._exit(1)  # Baton gave this child up
+        os.close(fd)
 
     def child(self, env, out_fd, err_fd):
         try:

@@ -376,8 +376,9 @@ func TestForkBombStopsAtPIDLimit(t *testing.T) {
 	}
 }
 
-// Confine moves a fork (as a grain worker's instance is) into a group with
-// its own limits: its memory limit kills it alone and is reported.
+// Confine moves a held fork (as a grain worker's instance is) into a group
+// with its own limits: what it forks afterwards is in that group too, and
+// its memory limit kills it alone and is reported.
 func TestConfineForkedChild(t *testing.T) {
 	r := newRuntime(t)
 	spec := testSpec(t, "confine")
@@ -389,24 +390,25 @@ func TestConfineForkedChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	// The parent reports its child's pid, the child allocates once told
-	// to through /tmp/go, the parent reports how the child ended.
+	// The parent reports its child's pid; the child, held until
+	// /tmp/released exists, forks a grandchild and allocates once told to
+	// through /tmp/go; the parent reports how the child ended.
 	parent, err := sb.Start(context.Background(), sandbox.ProcessSpec{
 		Args: []string{"python3", "-u", "-c", `
 import os, time
+def wait_for(path):
+    while not os.path.exists(path):
+        time.sleep(0.01)
 pid = os.fork()
 if pid == 0:
+    wait_for("/tmp/released")
     if os.fork() == 0:
-        # A grandchild forked before the child is confined.
         open("/tmp/grandchild", "w").close()
         time.sleep(600)
         os._exit(0)
-    while not os.path.exists("/tmp/go"):
-        time.sleep(0.01)
+    wait_for("/tmp/go")
     x = bytearray(b"\x01") * (200 << 20)
     os._exit(0)
-while not os.path.exists("/tmp/grandchild"):
-    time.sleep(0.01)
 print("child", pid)
 _, status = os.waitpid(pid, 0)
 print("signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0)
@@ -429,6 +431,10 @@ print("signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mustRun(t, sb, "touch /tmp/released")
+	waitFor(t, 10*time.Second, "the grandchild", func() bool {
+		return mustRun(t, sb, "if test -e /tmp/grandchild; then echo yes; fi") == "yes\n"
+	})
 	if pids, err := g.(*group).cg.GetPids(); err != nil || len(pids) != 2 {
 		t.Fatalf("the confined group holds %v (%v), want the child and its grandchild", pids, err)
 	}

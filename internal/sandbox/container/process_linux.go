@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
@@ -153,8 +152,6 @@ type process struct {
 
 	mu   sync.Mutex
 	done bool // exited and its cgroup removed
-
-	confining sync.Mutex // serialises Confine's freeze and thaw
 }
 
 // Pid is the process's id in the host's PID namespace.
@@ -219,16 +216,17 @@ func closeGroup(cg cgroups.Manager) (oomKilled bool) {
 }
 
 // Confine implements sandbox.Confiner: the child pid (as the sandbox sees
-// it) of this process, still in this process's cgroup, moves with what it
-// forked so far to a cgroup of its own.
+// it) of this process, still in this process's cgroup, moves to a cgroup
+// of its own.
 //
 // Baton writes host pids into cgroups as root, so a pid must never name
-// another process by the time it is written. This process's cgroup is
-// frozen meanwhile: its processes cannot reap the child (on cgroup v1 a
-// frozen task cannot even exit), so the child's pid stays its own. The
-// child is found among the group's processes by its parent and the
-// innermost entry of its NSpid, and a pidfd checks afterwards that it was
-// alive throughout.
+// another process by the time it is written. The child is held by its
+// parent (sandbox.Confiner), so it neither forks nor exits of its own
+// accord; should it be killed meanwhile, a pidfd opened on the process
+// found by its parent and the innermost entry of its NSpid, and checked
+// again after the move, tells, and nothing outside the sandbox is touched.
+// The parent's cgroup is not frozen: freezing waits for every task of it
+// to reach a freezable state, which a loaded host can delay for seconds.
 func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandbox.Group, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -243,19 +241,10 @@ func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandb
 	s.mu.Unlock()
 	defer s.starting.Done()
 
-	// One confinement at a time per parent: another's thaw must not end
-	// this one's freeze.
-	p.confining.Lock()
-	defer p.confining.Unlock()
-	if err := freeze(p.cg); err != nil {
-		return nil, fmt.Errorf("confine process %d: freeze its parent's group: %w", pid, err)
-	}
-	defer func() { _ = p.cg.Freeze(cgroups.Thawed) }()
-	tree, err := childTreeIn(p.cg, p.pid, pid)
+	hostPid, err := childIn(p.cg, p.pid, pid)
 	if err != nil {
 		return nil, fmt.Errorf("confine process %d: %w", pid, err)
 	}
-	hostPid := tree[0]
 	pidfd, err := unix.PidfdOpen(hostPid, 0)
 	if err != nil {
 		return nil, fmt.Errorf("confine process %d: %w: %w", pid, sandbox.ErrProcessGone, err)
@@ -263,7 +252,7 @@ func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandb
 	defer unix.Close(pidfd)
 	// The pidfd names the process that has hostPid now; it must still be
 	// the child (the pid could have been reused before the pidfd).
-	if tree, err = childTreeIn(p.cg, p.pid, pid); err != nil || tree[0] != hostPid {
+	if again, err := childIn(p.cg, p.pid, pid); err != nil || again != hostPid {
 		return nil, fmt.Errorf("confine process %d: %w", pid, sandbox.ErrProcessGone)
 	}
 	cg, err := s.newGroup(s.nextGroupName(), hostPid, l)
@@ -274,14 +263,6 @@ func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandb
 		return nil, fmt.Errorf("confine process %d: %w", pid, err)
 	}
 	g := &group{cg: cg}
-	for _, d := range tree[1:] {
-		// What the child forked before it was confined (at-fork
-		// handlers of the function's code) goes with it.
-		if err := cg.AddPid("", d); err != nil && !errors.Is(err, unix.ESRCH) {
-			g.Close()
-			return nil, fmt.Errorf("confine process %d: move its child %d: %w", pid, d, err)
-		}
-	}
 	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
 		// Gone before the move: what was moved may not be the child.
 		// Kill nothing that is not of the sandbox.
@@ -296,50 +277,23 @@ func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandb
 	return g, nil
 }
 
-// freeze freezes cg, trying again a few times: a kill of the group
-// (killCgroup freezes and thaws it) may interleave.
-func freeze(cg cgroups.Manager) error {
-	var err error
-	for attempt := range 3 {
-		if err = cg.Freeze(cgroups.Frozen); err == nil {
-			return nil
-		}
-		time.Sleep(time.Duration(attempt+1) * time.Millisecond)
-	}
-	return err
-}
-
-// childTreeIn returns the host pid of the process of cg that is a child of
-// parent (a host pid) and has the pid nsPid in its own PID namespace,
-// followed by the host pids of its descendants in cg.
-func childTreeIn(cg cgroups.Manager, parent, nsPid int) ([]int, error) {
+// childIn returns the host pid of the process of cg that is a child of
+// parent (a host pid) and has the pid nsPid in its own PID namespace.
+func childIn(cg cgroups.Manager, parent, nsPid int) (int, error) {
 	pids, err := cg.GetPids()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	want := strconv.Itoa(nsPid)
-	children := map[int][]int{}
-	root := 0
 	for _, hp := range pids {
 		st, ok := readStatus(hp)
-		if !ok || st.zombie {
-			continue // gone, or going
-		}
-		children[st.ppid] = append(children[st.ppid], hp)
-		if st.ppid == parent && st.nsPid == want {
-			root = hp
+		if ok && !st.zombie && st.ppid == parent && st.nsPid == want {
+			return hp, nil
 		}
 	}
-	if root == 0 {
-		// A child stays in its parent's group until moved: not found, it
-		// has exited.
-		return nil, fmt.Errorf("no child %d in the group: %w", nsPid, sandbox.ErrProcessGone)
-	}
-	tree := []int{root}
-	for i := 0; i < len(tree); i++ {
-		tree = append(tree, children[tree[i]]...)
-	}
-	return tree, nil
+	// A child stays in its parent's group until moved: not found, it has
+	// exited.
+	return 0, fmt.Errorf("no child %d in the group: %w", nsPid, sandbox.ErrProcessGone)
 }
 
 type procStatus struct {
