@@ -352,7 +352,7 @@ func TestForkBombStopsAtPIDLimit(t *testing.T) {
 		return int64(s.PidsStats.Current)
 	}
 	// The bomb reaches its limit and stays there.
-	waitFor(t, 10*time.Second, "the fork bomb to hit its PID limit", func() bool { return current() >= 44 })
+	waitFor(t, time.Minute, "the fork bomb to hit its PID limit", func() bool { return current() >= 44 })
 	for range 10 {
 		if n := current(); n > 48 {
 			t.Fatalf("%d tasks in a process limited to 48", n)
@@ -914,4 +914,38 @@ func mustPid(t *testing.T, sb *Sandbox) int {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// Destroy reaps the processes their owner never waited for: the sandbox's
+// PID 1 only finishes dying once every process of its namespace is
+// reaped, and those started in the sandbox are children of this process.
+func TestDestroyReapsUnwaitedProcesses(t *testing.T) {
+	r := newRuntime(t)
+	sb := create(t, r, testSpec(t, "unwaited"))
+	exited, err := sb.Start(context.Background(), sandbox.ProcessSpec{Args: []string{"/bin/sh", "-c", "exit 3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.Start(context.Background(), sandbox.ProcessSpec{Args: []string{"/usr/bin/sleep", "600"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The first one is a zombie by now, or soon.
+	waitFor(t, 10*time.Second, "the first process to exit", func() bool {
+		st, ok := readStatus(exited.(*process).pid)
+		return !ok || st.zombie
+	})
+	destroyed := make(chan error, 1)
+	go func() { destroyed <- sb.Destroy(context.Background()) }()
+	select {
+	case err := <-destroyed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Destroy hangs on processes nobody waited for")
+	}
+	// Their owner may still wait, and learns how they ended.
+	if st, err := exited.Wait(); err != nil || st.Code != 3 {
+		t.Fatalf("Wait after Destroy: %+v %v, want exit code 3", st, err)
+	}
 }

@@ -73,7 +73,11 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 		return nil, startError(spec.Args[0], err)
 	}
 	pid, _ := lp.Pid()
-	return &process{s: s, lp: lp, cg: cg, pid: pid}, nil
+	proc := &process{s: s, lp: lp, cg: cg, pid: pid}
+	s.mu.Lock()
+	s.live[proc] = struct{}{}
+	s.mu.Unlock()
+	return proc, nil
 }
 
 func (s *Sandbox) nextGroupName() string {
@@ -152,6 +156,10 @@ type process struct {
 
 	mu   sync.Mutex
 	done bool // exited and its cgroup removed
+
+	waitOnce sync.Once
+	status   sandbox.ExitStatus
+	waitErr  error
 }
 
 // Pid is the process's id in the host's PID namespace.
@@ -159,8 +167,20 @@ func (p *process) Pid() int { return p.pid }
 
 // Wait implements sandbox.Process. When the process has ended, whatever it
 // left running is killed and its cgroup removed: nothing of an instance
-// outlives it.
+// outlives it. It may be called more than once (the sandbox's Destroy
+// reaps what its owner has not yet waited for); every call reports the
+// same.
 func (p *process) Wait() (sandbox.ExitStatus, error) {
+	p.waitOnce.Do(func() {
+		p.status, p.waitErr = p.reap()
+		p.s.mu.Lock()
+		delete(p.s.live, p)
+		p.s.mu.Unlock()
+	})
+	return p.status, p.waitErr
+}
+
+func (p *process) reap() (sandbox.ExitStatus, error) {
 	ps, err := p.lp.Wait()
 	p.mu.Lock()
 	oom := closeGroup(p.cg)

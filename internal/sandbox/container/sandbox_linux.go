@@ -46,6 +46,7 @@ type Sandbox struct {
 	destroyed  chan struct{} // closed when Destroy has finished
 	destroyErr error
 	starting   sync.WaitGroup
+	live       map[*process]struct{} // started and not yet waited for
 }
 
 // validID accepts what libcontainer accepts as a container id, at most
@@ -99,6 +100,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		cgPath:    cgroupPath(r.opts.CgroupParent, spec.ID),
 		network:   spec.Network,
 		destroyed: make(chan struct{}),
+		live:      map[*process]struct{}{},
 	}
 	if s.network == "" {
 		s.network = sandbox.NetworkIsolated
@@ -295,6 +297,17 @@ func (s *Sandbox) teardown() error {
 			if err := s.c.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 				errs = append(errs, fmt.Errorf("kill sandbox: %w", err))
 			}
+			// The kernel kills everything in the sandbox's PID namespace
+			// with its PID 1, but PID 1 only finishes dying once they are
+			// all reaped, and the processes started in the sandbox are
+			// this process's children: reap those nobody waited for yet.
+			s.mu.Lock()
+			var unreaped sync.WaitGroup
+			for p := range s.live {
+				unreaped.Go(func() { _, _ = p.Wait() })
+			}
+			s.mu.Unlock()
+			unreaped.Wait()
 			if _, err := s.init.Pid(); err == nil {
 				_, _ = s.init.Wait()
 			}
