@@ -207,7 +207,15 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return nil
 	}
-	if err := s.srv.Serve(&limitListener{Listener: ln, slots: make(chan struct{}, s.maxConns), done: s.done}); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := s.srv.Serve(&limitListener{Listener: ln, slots: make(chan struct{}, s.maxConns), done: s.done})
+	select {
+	case <-s.done:
+		// Close ends a waiting Accept (net.ErrClosed) before the HTTP
+		// server knows it is shutting down.
+		return nil
+	default:
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("runtimeapi: serving: %w", err)
 	}
 	return nil
