@@ -752,6 +752,14 @@ func endlessForkBomb(t *testing.T, srv *testserver.Server, app string) {
 		}
 	}
 
+	sandboxGroup, err := pidsCgroupDir(reaper)
+	if err != nil {
+		t.Fatalf("%s: the sandbox's PID cgroup: %v", app, err)
+	}
+	if filepath.Base(sandboxGroup) == "init" {
+		sandboxGroup = filepath.Dir(sandboxGroup) // cgroup v2: PID 1 is in a leaf
+	}
+
 	var bombResp client.InvokeResponse
 	bombDone := make(chan struct{})
 	began := time.Now()
@@ -761,17 +769,25 @@ func endlessForkBomb(t *testing.T, srv *testserver.Server, app string) {
 	}()
 	// Full: the bomb's instance is at its PID limit (a group of its own
 	// inside the sandbox, so that the sandbox's init and the app's other
-	// instances can still create processes and threads).
-	// (The function's grain worker, in a group of its own, matches
-	// bombProcs too.)
+	// instances can still create processes and threads). Read from the
+	// instances' cgroups below the sandbox's, not from the processes:
+	// reading a bomb process's /proc files waits for its memory map, which
+	// a process forking at its memory limit can hold for seconds.
 	full := func() (bool, string) {
-		state := "no bomb process yet"
-		for _, pid := range bombProcs() {
-			cur, limit, err := cgroupPids(pid)
+		state := "no instance group yet"
+		entries, _ := os.ReadDir(sandboxGroup)
+		most := -1
+		for _, e := range entries {
+			if !e.IsDir() || !strings.HasPrefix(e.Name(), "p") {
+				continue
+			}
+			cur, limit, err := readPids(filepath.Join(sandboxGroup, e.Name()))
 			if err != nil {
 				continue // gone meanwhile
 			}
-			state = fmt.Sprintf("%d of %d PIDs", cur, limit)
+			if cur > most {
+				most, state = cur, fmt.Sprintf("fullest instance group %d of %d PIDs", cur, limit)
+			}
 			if cur >= limit {
 				return true, state
 			}
@@ -841,12 +857,12 @@ func reaperIn(pidns string) int {
 	return 0
 }
 
-// cgroupPids reads the PID count and limit of the cgroup (v1 or v2) that
-// holds pid, as the host sees it.
-func cgroupPids(pid int) (cur, limit int, err error) {
+// pidsCgroupDir is the directory of the cgroup (v1 pids hierarchy, or v2)
+// that holds pid, as the host sees it.
+func pidsCgroupDir(pid int) (string, error) {
 	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
-		return 0, 0, err
+		return "", err
 	}
 	var dir string
 	for _, line := range strings.Split(strings.TrimSpace(string(cg)), "\n") {
@@ -855,13 +871,20 @@ func cgroupPids(pid int) (cur, limit int, err error) {
 			continue
 		}
 		if slices.Contains(strings.Split(parts[1], ","), "pids") {
-			dir = filepath.Join("/sys/fs/cgroup/pids", parts[2])
-			break
+			return filepath.Join("/sys/fs/cgroup/pids", parts[2]), nil
 		}
 		if parts[0] == "0" && parts[1] == "" {
 			dir = filepath.Join("/sys/fs/cgroup", parts[2])
 		}
 	}
+	if dir == "" {
+		return "", fmt.Errorf("process %d is in no pids cgroup", pid)
+	}
+	return dir, nil
+}
+
+// readPids reads the PID count and limit of the cgroup in dir.
+func readPids(dir string) (cur, limit int, err error) {
 	read := func(name string) (int, error) {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -870,10 +893,10 @@ func cgroupPids(pid int) (cur, limit int, err error) {
 		return strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	if cur, err = read("pids.current"); err != nil {
-		return 0, 0, fmt.Errorf("the sandbox's PID cgroup: %w", err)
+		return 0, 0, err
 	}
 	if limit, err = read("pids.max"); err != nil {
-		return 0, 0, fmt.Errorf("the sandbox's PID cgroup: %w", err)
+		return 0, 0, err
 	}
 	return cur, limit, nil
 }
