@@ -212,9 +212,11 @@ func TestDelete(t *testing.T) {
 	}
 	waitNoFunctionProcs(t, srv, "doomed-py", 5*time.Second)
 	waitNoFunctionProcs(t, srv, "doomed-node", 5*time.Second)
-	if pyProc.alive() || nodeProc.alive() {
-		t.Errorf("instance processes %s / %s still alive", pyProc, nodeProc)
-	}
+	// A dying process loses its environment (which functionProcs reads)
+	// before it is gone from /proc.
+	waitFor(t, 5*time.Second, "the deleted functions' instances to be gone", func() (bool, string) {
+		return !pyProc.alive() && !nodeProc.alive(), fmt.Sprintf("instance processes %s / %s still alive", pyProc, nodeProc)
+	})
 	// Other functions are unaffected.
 	var again identity
 	if resp := mustInvoke(t, srv, "survivor", nil, &again); resp.Cold || again.host(t) != survivorProc {
