@@ -6,9 +6,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/baton-faas/baton/internal/bench/synthetic"
 	"github.com/baton-faas/baton/internal/cli"
 	"github.com/baton-faas/baton/internal/sandbox/container"
-	"github.com/baton-faas/baton/internal/synthetic"
 )
 
 func main() {

@@ -17,13 +17,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/baton-faas/baton/internal/arrival"
-	"github.com/baton-faas/baton/internal/client"
+	"github.com/baton-faas/baton/client"
+	"github.com/baton-faas/baton/internal/bench/arrival"
+	"github.com/baton-faas/baton/internal/bench/loadgen"
+	"github.com/baton-faas/baton/internal/bench/report"
+	"github.com/baton-faas/baton/internal/bench/stats"
+	"github.com/baton-faas/baton/internal/bench/synthetic"
 	"github.com/baton-faas/baton/internal/function"
-	"github.com/baton-faas/baton/internal/loadgen"
-	"github.com/baton-faas/baton/internal/report"
-	"github.com/baton-faas/baton/internal/stats"
-	"github.com/baton-faas/baton/internal/synthetic"
 )
 
 type benchFlags struct {

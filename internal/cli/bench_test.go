@@ -11,15 +11,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/baton-faas/baton/internal/loadgen"
-	"github.com/baton-faas/baton/internal/report"
-	"github.com/baton-faas/baton/internal/testserver"
-	"github.com/baton-faas/baton/internal/trace"
+	"github.com/baton-faas/baton/internal/bench/loadgen"
+	"github.com/baton-faas/baton/internal/bench/report"
+	"github.com/baton-faas/baton/internal/bench/trace"
+	"github.com/baton-faas/baton/test/harness"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testserver.RemoveBinary()
+	harness.RemoveBinary()
 	os.Exit(code)
 }
 
@@ -38,7 +38,7 @@ func runCLI(t *testing.T, args ...string) (string, string, error) {
 	root.SetOut(&out)
 	root.SetErr(&errOut)
 	root.SetArgs(args)
-	err := root.ExecuteContext(testserver.Context(t))
+	err := root.ExecuteContext(harness.Context(t))
 	return out.String(), errOut.String(), err
 }
 
@@ -86,7 +86,7 @@ func readSamples(t *testing.T, path string) []report.Sample {
 
 func TestBenchAgainstRealServer(t *testing.T) {
 	requirePython(t)
-	srv := testserver.Start(t, testserver.Options{})
+	srv := harness.Start(t, harness.Options{})
 	out := t.TempDir()
 
 	stdout, stderr, err := runCLI(t, "bench", "--server", srv.URL, "--mode", "warm", "-c", "2", "-n", "60",
@@ -146,7 +146,7 @@ func TestBenchAgainstRealServer(t *testing.T) {
 	}
 
 	// Everything bench deployed is gone.
-	fns, err := srv.Client.List(testserver.Context(t))
+	fns, err := srv.Client.List(harness.Context(t))
 	if err != nil || len(fns) != 0 {
 		t.Fatalf("functions left after bench: %v %v", fns, err)
 	}
@@ -172,7 +172,7 @@ func TestBenchBadFlags(t *testing.T) {
 
 func TestReplayAgainstRealServer(t *testing.T) {
 	requirePython(t)
-	srv := testserver.Start(t, testserver.Options{})
+	srv := harness.Start(t, harness.Options{})
 	dir := filepath.Join("..", "trace", "testdata", "azure-mini")
 	out := t.TempDir()
 	args := []string{"replay", "--server", srv.URL, "--trace", dir, "--functions", "4", "--minutes", "1",
@@ -214,7 +214,7 @@ func TestReplayAgainstRealServer(t *testing.T) {
 	for _, name := range []string{"scheduling-cdf.svg", "slowdown-cdf.svg", "functions-p99.svg", "response-timeline.svg"} {
 		checkSVG(t, filepath.Join(out, name))
 	}
-	if left, err := srv.Client.List(testserver.Context(t)); err != nil || len(left) != 0 {
+	if left, err := srv.Client.List(harness.Context(t)); err != nil || len(left) != 0 {
 		t.Fatalf("functions left after replay: %v %v", left, err)
 	}
 }

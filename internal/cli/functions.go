@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/archive"
-	"github.com/baton-faas/baton/internal/client"
 	"github.com/baton-faas/baton/internal/function"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/baton-faas/baton/internal/client"
+	"github.com/baton-faas/baton/client"
 )
 
 // DefaultServer is the API address client commands use unless told

@@ -9,11 +9,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/baton-faas/baton/internal/server"
+	"github.com/baton-faas/baton/internal/assemble"
 )
 
 func newServerCmd() *cobra.Command {
-	cfg := server.Config{}
+	cfg := assemble.Config{}
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -28,12 +28,12 @@ func newServerCmd() *cobra.Command {
 			if strings.TrimSpace(cfg.DataDir) == "" {
 				return fmt.Errorf("--data-dir must not be empty")
 			}
-			return server.Run(cmd.Context(), cfg)
+			return assemble.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the HTTP API")
-	f.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir(), "directory for durable state (functions, code, records)")
+	f.StringVar(&cfg.DataDir, "data-dir", assemble.DefaultDataDir(), "directory for durable state (functions, code, records)")
 	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "isolation: auto (containers where this host can run them, else processes with a warning), container (fail if unavailable) or process (no isolation)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long in-flight invocations may finish on SIGINT/SIGTERM")

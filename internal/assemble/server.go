@@ -1,0 +1,229 @@
+// Package assemble assembles `baton server`: embedded NATS JetStream, the
+// stores, a controller and an in-process worker, and the HTTP API.
+package assemble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/controlplane/controller"
+	"github.com/baton-faas/baton/internal/controlplane/httpapi"
+	"github.com/baton-faas/baton/internal/controlplane/metrics"
+	"github.com/baton-faas/baton/internal/controlplane/records"
+	"github.com/baton-faas/baton/internal/controlplane/registry"
+	"github.com/baton-faas/baton/internal/controlplane/router"
+	"github.com/baton-faas/baton/internal/image"
+	"github.com/baton-faas/baton/internal/image/baseimage"
+	"github.com/baton-faas/baton/internal/node"
+	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/sandbox/container"
+	"github.com/baton-faas/baton/internal/sandbox/process"
+	"github.com/baton-faas/baton/internal/store/jsstore"
+	"github.com/baton-faas/baton/internal/store/natsd"
+)
+
+// Config is the server's configuration.
+type Config struct {
+	Listen  string
+	DataDir string
+	Logger  *slog.Logger
+	// ShutdownGrace bounds how long in-flight invocations may run on
+	// SIGINT/SIGTERM before instances are killed.
+	ShutdownGrace   time.Duration
+	QueueSize       int
+	QueueTimeout    time.Duration
+	MaxPayloadBytes int64
+	// MaxInflightBytes caps the request payload bytes held at once.
+	MaxInflightBytes int64
+	MaxRecords       int
+	// Sandbox selects the isolation: "container", "process", or "auto"
+	// (containers where this host can run them, else processes); empty
+	// means "auto".
+	Sandbox string
+	// Ready, if set, is called with the API's address once it serves.
+	Ready func(addr string)
+}
+
+// DefaultDataDir is $XDG_DATA_HOME/baton, or ~/.local/share/baton.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "baton")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "baton")
+	}
+	return filepath.Join(os.TempDir(), "baton")
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// Listen before anything starts processes, so a taken port fails fast.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+
+	ns, err := natsd.Start(ctx, natsd.Options{DataDir: cfg.DataDir, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer ns.Shutdown()
+	nc, err := ns.Connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	st, err := jsstore.Open(ctx, nc, jsstore.Options{MaxRecords: int64(max(cfg.MaxRecords, 5000)), MaxRecordBytes: 512 << 20})
+	if err != nil {
+		return err
+	}
+	reg := registry.New(st, st, archive.DefaultLimits(), log)
+	recs, err := records.Open(ctx, records.Options{Max: cfg.MaxRecords, Store: st, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer recs.Close()
+	m := metrics.New()
+
+	images, err := image.Open(filepath.Join(cfg.DataDir, "images"), log)
+	if err != nil {
+		return fmt.Errorf("image store: %w", err)
+	}
+	defer images.Close()
+
+	bases := &baseimage.Cache{Store: images}
+	sandboxes, rootFS, err := chooseSandboxes(cfg, images, bases, log)
+	if err != nil {
+		return err
+	}
+	hostname, _ := os.Hostname()
+	wk, err := node.New(node.Options{
+		ID: hostname, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
+		Code: reg, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
+		RootFS: rootFS, Layers: images,
+	})
+	if err != nil {
+		return err
+	}
+	// Whatever happens from here on, no instance outlives Run.
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := wk.Close(closeCtx); err != nil {
+			log.Warn("worker shutdown", "err", err)
+		}
+	}()
+	ctrl := controller.New(controller.Options{
+		Registry: reg, Worker: wk, Records: recs, Metrics: m, Images: images, BaseImages: bases, Logger: log.With("component", "controller"),
+		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
+	})
+	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
+	if err := ctrl.Start(runCtx); err != nil {
+		return err
+	}
+
+	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log,
+		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes})
+	// Bodies must arrive within ReadTimeout (slow clients must not hold
+	// memory and goroutines); responses may take as long as functions run.
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute,
+		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("baton server ready", "listen", ln.Addr().String(), "dataDir", cfg.DataDir)
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr().String())
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	}
+	log.Info("shutting down", "grace", cfg.ShutdownGrace)
+	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	// Stop taking connections and let in-flight requests finish; the
+	// router refuses new invocations meanwhile. When the grace runs out
+	// the router stops the instances, which fails what is still running
+	// with a 503; the HTTP server gets a moment more to send those answers.
+	httpCtx, cancelHTTP := context.WithTimeout(context.Background(), cfg.ShutdownGrace+3*time.Second)
+	defer cancelHTTP()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.Shutdown(httpCtx) }()
+	if err := ctrl.Shutdown(graceCtx); err != nil {
+		log.Warn("router shutdown", "err", err)
+	}
+	if err := <-httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("http shutdown", "err", err)
+		_ = srv.Close()
+	}
+	stopLoops()
+	log.Info("stopped")
+	return nil
+}
+
+// lockDataDir keeps two servers from sharing one data directory.
+func lockDataDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock data dir: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another baton server: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// chooseSandboxes picks the sandbox runtime. Without containers the
+// server still runs, with process isolation, and says so loudly.
+func chooseSandboxes(cfg Config, images *image.Store, bases *baseimage.Cache, log *slog.Logger) (sandbox.Runtime, node.RootFSProvider, error) {
+	switch cfg.Sandbox {
+	case "process":
+		p := process.New()
+		log.Warn("SANDBOX ISOLATION IS OFF: " + p.Isolation() + " (run as root with --sandbox auto or container for containers)")
+		return p, nil, nil
+	case "", "container", "auto":
+		c, err := container.New(container.Options{StateDir: filepath.Join(cfg.DataDir, "sandboxes-state"), Logger: log.With("component", "sandbox")})
+		if err == nil {
+			log.Info("sandbox isolation: " + c.Isolation())
+			return c, imageRootFS{store: images, base: bases, log: log, unavailable: &sync.Map{}}, nil
+		}
+		if cfg.Sandbox == "container" {
+			return nil, nil, fmt.Errorf("--sandbox container: %w", err)
+		}
+		p := process.New()
+		log.Warn("SANDBOX ISOLATION IS OFF: containers are unavailable here (" + err.Error() + "); " + p.Isolation())
+		return p, nil, nil
+	}
+	return nil, nil, fmt.Errorf("--sandbox %q: want auto, container or process", cfg.Sandbox)
+}

@@ -1,0 +1,396 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/baton-faas/baton/internal/bench/arrival"
+	"github.com/baton-faas/baton/internal/bench/report"
+)
+
+// Mode is a load model.
+type Mode string
+
+// Load models.
+const (
+	// Closed: Concurrency clients, each sends its next request when the
+	// previous one answered.
+	Closed Mode = "closed"
+	// Open: requests start on a schedule (Rate, Arrival) whether or not
+	// earlier ones answered.
+	Open Mode = "open"
+	// Burst: BurstSize requests start together every BurstGap.
+	Burst Mode = "burst"
+	// Cold: one request at a time, each to a function just scaled to zero.
+	Cold Mode = "cold"
+	// Warm: a closed loop after a warm-up whose requests are discarded.
+	Warm Mode = "warm"
+)
+
+// ParseMode validates a mode name.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case Closed, Open, Burst, Cold, Warm:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown mode %q (want closed, open, burst, cold or warm)", s)
+}
+
+// Plan describes a run.
+type Plan struct {
+	Mode        Mode
+	Concurrency int
+	Rate        float64
+	Arrival     arrival.Kind
+	Seed        uint64
+	BurstSize   int
+	BurstGap    time.Duration
+	// Stop after Duration or Requests measured requests, whichever first
+	// (zero means no limit of that kind; one of them must be set).
+	Duration time.Duration
+	Requests int
+	// Warmup requests are sent (closed loop) and discarded first.
+	Warmup int
+	// MaxInFlight caps outstanding requests in open and burst modes; when
+	// reached, sending falls behind schedule and that lag is reported.
+	MaxInFlight int
+	// Payload returns the body of request i.
+	Payload func(i int) []byte
+	// ScaleToZero makes the target function drop all instances and returns
+	// once it has none (cold mode).
+	ScaleToZero func(ctx context.Context) error
+	// Function names the target in samples.
+	Function string
+}
+
+// Validate checks a plan and fills defaults.
+func (p *Plan) Validate() error {
+	if p.Duration <= 0 && p.Requests <= 0 {
+		return errors.New("set --duration or --requests")
+	}
+	if p.Concurrency <= 0 {
+		p.Concurrency = 1
+	}
+	if p.MaxInFlight <= 0 {
+		p.MaxInFlight = 10000
+	}
+	if p.Payload == nil {
+		p.Payload = func(int) []byte { return []byte("{}") }
+	}
+	switch p.Mode {
+	case Open:
+		if p.Rate <= 0 {
+			return errors.New("open loop needs --rate > 0 (requests per second)")
+		}
+		if p.Arrival == "" {
+			p.Arrival = "exponential"
+		}
+	case Burst:
+		if p.BurstSize <= 0 || p.BurstGap <= 0 {
+			return errors.New("burst mode needs --burst > 0 and --burst-gap > 0")
+		}
+	case Cold:
+		if p.ScaleToZero == nil {
+			return errors.New("cold mode needs a way to scale the function to zero")
+		}
+	case Warm:
+		if p.Warmup <= 0 {
+			p.Warmup = max(20, 2*p.Concurrency)
+		}
+	case Closed:
+	default:
+		return fmt.Errorf("unknown mode %q", p.Mode)
+	}
+	return nil
+}
+
+// Progress is a live view of a run.
+type Progress struct {
+	Elapsed  time.Duration
+	Sent     int64
+	Done     int64
+	Errors   int64
+	InFlight int64
+	// Behind is how late the latest scheduled request was sent.
+	Behind time.Duration
+}
+
+// Result is what a run recorded.
+type Result struct {
+	Samples []report.Sample
+	// Bodies holds response bodies when the plan asked to keep them
+	// (chains read per-hop timings from them); indexed like Samples.
+	Bodies [][]byte
+	Start  time.Time
+	End    time.Time
+}
+
+// Runner executes a plan against a target.
+type Runner struct {
+	Target     Target
+	Plan       Plan
+	KeepBodies bool
+	// OnProgress is called about twice a second while the run lasts.
+	OnProgress func(Progress)
+
+	start    time.Time
+	mu       sync.Mutex
+	samples  []report.Sample
+	bodies   [][]byte
+	sent     atomic.Int64
+	done     atomic.Int64
+	errs     atomic.Int64
+	inflight atomic.Int64
+	behind   atomic.Int64
+}
+
+// Run executes the plan. A cancelled ctx ends the run early; what was
+// recorded until then is returned.
+func (r *Runner) Run(ctx context.Context) (Result, error) {
+	if err := r.Plan.Validate(); err != nil {
+		return Result{}, err
+	}
+	if r.Plan.Warmup > 0 {
+		if err := r.warmup(ctx); err != nil {
+			return Result{}, err
+		}
+	}
+	r.start = time.Now()
+	stopProgress := r.reportProgress()
+	var err error
+	switch r.Plan.Mode {
+	case Closed, Warm:
+		err = r.closed(ctx)
+	case Open:
+		err = r.open(ctx)
+	case Burst:
+		err = r.burst(ctx)
+	case Cold:
+		err = r.cold(ctx)
+	}
+	stopProgress()
+	return Result{Samples: r.samples, Bodies: r.bodies, Start: r.start, End: time.Now()}, err
+}
+
+func (r *Runner) warmup(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	var failed atomic.Int64
+	for c := 0; c < r.Plan.Concurrency; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && next.Add(1) <= int64(r.Plan.Warmup) {
+				if resp := r.Target.Send(ctx, r.Plan.Payload(-1)); resp.Err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n == int64(r.Plan.Warmup) {
+		return fmt.Errorf("all %d warm-up requests failed", n)
+	}
+	return ctx.Err()
+}
+
+// deadline returns the context that ends the measured phase by duration.
+func (r *Runner) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.Plan.Duration > 0 {
+		return context.WithDeadline(ctx, r.start.Add(r.Plan.Duration))
+	}
+	return context.WithCancel(ctx)
+}
+
+// claim reserves the next request index, or reports that the run is over.
+func (r *Runner) claim(ctx context.Context) (int, bool) {
+	if ctx.Err() != nil {
+		return 0, false
+	}
+	n := r.sent.Add(1)
+	if r.Plan.Requests > 0 && n > int64(r.Plan.Requests) {
+		r.sent.Add(-1)
+		return 0, false
+	}
+	return int(n - 1), true
+}
+
+// send performs request i intended to start at intended, recording lag
+// and latency from the intended time. The request itself is not bound to
+// the run's deadline: a request that started is allowed to finish.
+func (r *Runner) send(ctx context.Context, i int, intended time.Time) {
+	actual := time.Now()
+	lag := actual.Sub(intended)
+	if lag < 0 {
+		lag = 0
+	}
+	r.behind.Store(int64(lag))
+	r.inflight.Add(1)
+	resp := r.Target.Send(context.WithoutCancel(ctx), r.Plan.Payload(i))
+	latency := time.Since(intended)
+	r.inflight.Add(-1)
+	r.done.Add(1)
+	s := report.Sample{
+		Function: r.Plan.Function, StartNs: intended.UnixNano(), LatencyNs: latency.Nanoseconds(),
+		Status: resp.Status, Cold: resp.Cold, WaitMs: resp.WaitMs, InitMs: resp.InitMs, ExecMs: resp.ExecMs,
+		Instance: resp.Instance, LagNs: lag.Nanoseconds(),
+	}
+	if resp.Err != nil {
+		r.errs.Add(1)
+		s.Error = resp.Err.Error()
+	}
+	r.mu.Lock()
+	r.samples = append(r.samples, s)
+	if r.KeepBodies {
+		r.bodies = append(r.bodies, resp.Body)
+	}
+	r.mu.Unlock()
+}
+
+func (r *Runner) closed(ctx context.Context) error {
+	dctx, cancel := r.deadline(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for c := 0; c < r.Plan.Concurrency; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i, ok := r.claim(dctx)
+				if !ok {
+					return
+				}
+				// In a closed loop the next request is due when the
+				// previous one answered: intended == actual.
+				r.send(dctx, i, time.Now())
+			}
+		}()
+	}
+	wg.Wait()
+	return ignoreDeadline(ctx)
+}
+
+// schedule runs an open-loop schedule: at(k) gives the intended start of
+// batch k (size requests each), or false when the schedule is over.
+func (r *Runner) schedule(ctx context.Context, size int, at func(k int) time.Time) error {
+	dctx, cancel := r.deadline(ctx)
+	defer cancel()
+	slots := make(chan struct{}, r.Plan.MaxInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for k := 0; ; k++ {
+		if r.Plan.Requests > 0 && r.sent.Load() >= int64(r.Plan.Requests) {
+			return ignoreDeadline(ctx) // all sent: do not wait for a next batch
+		}
+		due := at(k)
+		if r.Plan.Duration > 0 && due.Sub(r.start) >= r.Plan.Duration {
+			return ignoreDeadline(ctx)
+		}
+		if wait := time.Until(due); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-dctx.Done():
+				t.Stop()
+				return ignoreDeadline(ctx)
+			case <-t.C:
+			}
+		}
+		for j := 0; j < size; j++ {
+			i, ok := r.claim(dctx)
+			if !ok {
+				return ignoreDeadline(ctx)
+			}
+			// Waiting for a slot makes us late; the lag is recorded.
+			select {
+			case slots <- struct{}{}:
+			case <-dctx.Done():
+				return ignoreDeadline(ctx)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				r.send(dctx, i, due)
+			}()
+		}
+	}
+}
+
+func (r *Runner) open(ctx context.Context) error {
+	gen, err := arrival.New(r.Plan.Arrival, r.Plan.Rate, r.Plan.Seed)
+	if err != nil {
+		return err
+	}
+	next := r.start
+	return r.schedule(ctx, 1, func(int) time.Time {
+		due := next
+		next = next.Add(gen.Next())
+		return due
+	})
+}
+
+func (r *Runner) burst(ctx context.Context) error {
+	return r.schedule(ctx, r.Plan.BurstSize, func(k int) time.Time {
+		return r.start.Add(time.Duration(k) * r.Plan.BurstGap)
+	})
+}
+
+// cold sends one request at a time, each after the function dropped all
+// its instances; the time spent scaling to zero is not measured.
+func (r *Runner) cold(ctx context.Context) error {
+	dctx, cancel := r.deadline(ctx)
+	defer cancel()
+	for {
+		if err := r.Plan.ScaleToZero(dctx); err != nil {
+			if dctx.Err() != nil {
+				return ignoreDeadline(ctx)
+			}
+			return fmt.Errorf("scale to zero: %w", err)
+		}
+		i, ok := r.claim(dctx)
+		if !ok {
+			return ignoreDeadline(ctx)
+		}
+		r.send(dctx, i, time.Now())
+	}
+}
+
+// ignoreDeadline: the measured phase ending by duration is not an error;
+// the caller's own cancellation is.
+func ignoreDeadline(ctx context.Context) error {
+	return ctx.Err()
+}
+
+func (r *Runner) reportProgress() func() {
+	if r.OnProgress == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				r.OnProgress(r.progress())
+				return
+			case <-t.C:
+				r.OnProgress(r.progress())
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+func (r *Runner) progress() Progress {
+	return Progress{
+		Elapsed: time.Since(r.start), Sent: r.sent.Load(), Done: r.done.Load(), Errors: r.errs.Load(),
+		InFlight: r.inflight.Load(), Behind: time.Duration(r.behind.Load()),
+	}
+}

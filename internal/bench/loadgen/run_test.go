@@ -1,0 +1,209 @@
+package loadgen
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/baton-faas/baton/internal/bench/report"
+)
+
+// fakeTarget answers after delay and counts concurrent calls.
+type fakeTarget struct {
+	delay    time.Duration
+	inflight atomic.Int64
+	peak     atomic.Int64
+	calls    atomic.Int64
+	mu       sync.Mutex
+	sendAt   []time.Time
+}
+
+func (f *fakeTarget) Send(ctx context.Context, _ []byte) Response {
+	n := f.inflight.Add(1)
+	for {
+		p := f.peak.Load()
+		if n <= p || f.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	f.mu.Lock()
+	f.sendAt = append(f.sendAt, time.Now())
+	f.mu.Unlock()
+	f.calls.Add(1)
+	time.Sleep(f.delay)
+	f.inflight.Add(-1)
+	return Response{Status: 200, ExecMs: 1}
+}
+
+func TestClosedLoopRequestsAndConcurrency(t *testing.T) {
+	tg := &fakeTarget{delay: 2 * time.Millisecond}
+	r := &Runner{Target: tg, Plan: Plan{Mode: Closed, Concurrency: 4, Requests: 40}}
+	res, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Samples) != 40 || tg.calls.Load() != 40 {
+		t.Fatalf("%d samples, %d calls; want 40", len(res.Samples), tg.calls.Load())
+	}
+	if tg.peak.Load() != 4 {
+		t.Fatalf("peak concurrency %d, want 4", tg.peak.Load())
+	}
+	for _, s := range res.Samples {
+		if s.LatencyNs < (2 * time.Millisecond).Nanoseconds() {
+			t.Fatalf("latency %v below the target's delay", time.Duration(s.LatencyNs))
+		}
+	}
+}
+
+func TestWarmupIsDiscarded(t *testing.T) {
+	tg := &fakeTarget{}
+	r := &Runner{Target: tg, Plan: Plan{Mode: Warm, Concurrency: 2, Requests: 10, Warmup: 7}}
+	res, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Samples) != 10 || tg.calls.Load() != 17 {
+		t.Fatalf("%d samples after %d calls, want 10 after 17", len(res.Samples), tg.calls.Load())
+	}
+}
+
+func TestOpenLoopKeepsScheduleWhileTargetIsSlow(t *testing.T) {
+	// 200 req/s with fixed gaps against a 50 ms target: an open loop must
+	// not wait for answers, so ~10 requests overlap.
+	tg := &fakeTarget{delay: 50 * time.Millisecond}
+	r := &Runner{Target: tg, Plan: Plan{Mode: Open, Rate: 200, Arrival: "fixed", Requests: 60}}
+	res, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Samples) != 60 {
+		t.Fatalf("%d samples", len(res.Samples))
+	}
+	if p := tg.peak.Load(); p < 5 {
+		t.Fatalf("peak in flight %d: the open loop waited for answers", p)
+	}
+	// Not earlier than the schedule, and far from the 3 s a loop that
+	// waited for each 50 ms answer would take (wide bounds: shared CI).
+	span := tg.sendAt[len(tg.sendAt)-1].Sub(tg.sendAt[0])
+	if span < 250*time.Millisecond || span > 2*time.Second {
+		t.Fatalf("60 requests at 200/s spanned %v, want about 295 ms", span)
+	}
+}
+
+func TestCoordinatedOmissionIsReported(t *testing.T) {
+	// One slot and a 20 ms target at 200 req/s: sending must fall behind,
+	// the lag must be recorded and the latency include it.
+	tg := &fakeTarget{delay: 20 * time.Millisecond}
+	r := &Runner{Target: tg, Plan: Plan{Mode: Open, Rate: 200, Arrival: "fixed", Requests: 20, MaxInFlight: 1}}
+	res, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := Summarize(res.Samples, res.Start, res.End)
+	if sum.Schedule.LateRequests < 15 {
+		t.Fatalf("only %d late requests reported", sum.Schedule.LateRequests)
+	}
+	// The last request was due at 95 ms but could only start after 19
+	// earlier ones of 20 ms each: its latency from the intended time must
+	// show that wait.
+	if sum.LatencyMs.Max < 250 {
+		t.Fatalf("max latency %.1f ms hides the client's lag", sum.LatencyMs.Max)
+	}
+}
+
+func TestBurstStartsTogether(t *testing.T) {
+	tg := &fakeTarget{delay: 30 * time.Millisecond}
+	r := &Runner{Target: tg, Plan: Plan{Mode: Burst, BurstSize: 10, BurstGap: 100 * time.Millisecond, Requests: 20}}
+	res, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Samples) != 20 || tg.peak.Load() != 10 {
+		t.Fatalf("%d samples, peak %d; want 20 and 10", len(res.Samples), tg.peak.Load())
+	}
+	starts := map[int64]int{}
+	for _, s := range res.Samples {
+		starts[s.StartNs]++
+	}
+	if len(starts) != 2 {
+		t.Fatalf("intended start times %v, want two bursts", starts)
+	}
+}
+
+func TestColdModeScalesToZeroBeforeEachRequest(t *testing.T) {
+	tg := &fakeTarget{}
+	var scaled atomic.Int64
+	r := &Runner{Target: tg, Plan: Plan{Mode: Cold, Requests: 5, ScaleToZero: func(context.Context) error {
+		if scaled.Load() != tg.calls.Load() {
+			t.Error("scale-to-zero not called before every request")
+		}
+		scaled.Add(1)
+		return nil
+	}}}
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if tg.calls.Load() != 5 {
+		t.Fatalf("%d calls", tg.calls.Load())
+	}
+}
+
+func TestDurationBound(t *testing.T) {
+	tg := &fakeTarget{delay: time.Millisecond}
+	r := &Runner{Target: tg, Plan: Plan{Mode: Closed, Duration: 100 * time.Millisecond}}
+	begin := time.Now()
+	res, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(begin); took > time.Second || len(res.Samples) == 0 {
+		t.Fatalf("took %v with %d samples", took, len(res.Samples))
+	}
+}
+
+func TestPlanValidation(t *testing.T) {
+	bad := []Plan{
+		{Mode: Closed},
+		{Mode: Open, Requests: 1},
+		{Mode: Burst, Requests: 1, BurstSize: 1},
+		{Mode: Cold, Requests: 1},
+		{Mode: "zigzag", Requests: 1},
+	}
+	for _, p := range bad {
+		if err := p.Validate(); err == nil {
+			t.Errorf("plan %+v accepted", p)
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	start := time.Unix(100, 0)
+	samples := []report.Sample{
+		{LatencyNs: 10e6, Status: 200, Cold: true, InitMs: 8, Instance: "a"},
+		{LatencyNs: 1e6, Status: 200, Instance: "a"},
+		{LatencyNs: 2e6, Status: 200, Instance: "b", LagNs: 5e6},
+		{LatencyNs: 3e6, Status: 502, Error: "HTTP 502: boom"},
+	}
+	s := Summarize(samples, start, start.Add(2*time.Second))
+	if s.Count != 4 || s.Errors != 1 || s.Instances != 2 || s.ColdLatencyMs.Count != 1 || s.InitMs.P50 != 8 {
+		t.Fatalf("summary %+v", s)
+	}
+	if s.ColdFraction != 1.0/3 || s.ThroughputRPS != 1.5 || s.Schedule.LateRequests != 1 || s.Statuses["502"] != 1 {
+		t.Fatalf("summary %+v", s)
+	}
+	if s.FirstError != "HTTP 502: boom" {
+		t.Fatalf("first error %q", s.FirstError)
+	}
+}
+
+func TestParseServerTiming(t *testing.T) {
+	w, i, e := ParseServerTiming("wait;dur=1.5, init;dur=30.25, exec;dur=2")
+	if w != 1.5 || i != 30.25 || e != 2 {
+		t.Fatalf("got %v %v %v", w, i, e)
+	}
+	if w, i, e := ParseServerTiming(""); w != 0 || i != 0 || e != 0 {
+		t.Fatal("empty header must give zeros")
+	}
+}

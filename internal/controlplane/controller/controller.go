@@ -1,0 +1,278 @@
+// Package controller is Baton's control plane and data plane in one place
+// (as in Dirigent): it owns the function registry, the router with its
+// per-function queues and autoscaler, the invocation records and metrics,
+// and talks to workers only through workerapi.Worker.
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/baton-faas/baton/internal/controlplane/metrics"
+	"github.com/baton-faas/baton/internal/controlplane/records"
+	"github.com/baton-faas/baton/internal/controlplane/registry"
+	"github.com/baton-faas/baton/internal/controlplane/router"
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/image"
+	"github.com/baton-faas/baton/internal/image/baseimage"
+	"github.com/baton-faas/baton/internal/keyedlock"
+	"github.com/baton-faas/baton/internal/store"
+	"github.com/baton-faas/baton/internal/workerapi"
+)
+
+// Options configure the controller.
+type Options struct {
+	Registry *registry.Registry
+	Worker   workerapi.Worker
+	Records  *records.Log
+	Metrics  *metrics.Metrics
+	// Images is the host's image store; nil when unavailable.
+	Images *image.Store
+	// BaseImages builds the runtime base images into Images on demand.
+	BaseImages *baseimage.Cache
+	Router     router.Options
+	Logger     *slog.Logger
+}
+
+// Controller serves the API's needs.
+type Controller struct {
+	reg     *registry.Registry
+	worker  workerapi.Worker
+	router  *router.Router
+	records *records.Log
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	// perFunction orders deploys and deletes of one function, so that the
+	// router always ends up with what the registry holds last. The lock is
+	// per name: invocations and other functions never wait on it.
+	perFunction keyedlock.Locks
+	images      *image.Store
+	base        *baseimage.Cache
+}
+
+// New creates a controller; call Start before serving.
+func New(o Options) *Controller {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	o.Router.Observer = o.Metrics
+	o.Router.Logger = o.Logger
+	return &Controller{
+		reg: o.Registry, worker: o.Worker, router: router.New(o.Worker, o.Router),
+		records: o.Records, metrics: o.Metrics, log: o.Logger, images: o.Images, base: o.BaseImages,
+	}
+}
+
+// Start loads the stored functions into the router and runs the
+// background loops until ctx ends.
+func (c *Controller) Start(ctx context.Context) error {
+	fns, err := c.reg.List(ctx)
+	if err != nil {
+		return fmt.Errorf("load functions: %w", err)
+	}
+	for _, fn := range fns {
+		c.router.SetFunction(fn)
+	}
+	c.log.Info("functions loaded", "count", len(fns))
+	go c.router.Run(ctx)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-c.worker.Events():
+				if ev.Kind == workerapi.InstanceExited {
+					c.router.InstanceExited(ev)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// Shutdown drains in-flight invocations until ctx ends, then stops all
+// instances.
+func (c *Controller) Shutdown(ctx context.Context) error {
+	return c.router.Shutdown(ctx)
+}
+
+// Isolation describes the worker's sandboxing.
+func (c *Controller) Isolation() string { return c.worker.Info().Isolation }
+
+// Deploy registers or updates a function.
+func (c *Controller) Deploy(ctx context.Context, name string, spec function.Spec, code []byte) (registry.DeployResult, error) {
+	if err := c.checkImage(spec); err != nil {
+		return registry.DeployResult{}, err
+	}
+	defer c.perFunction.Lock(name)()
+	res, err := c.reg.Deploy(ctx, name, spec, code)
+	if err != nil {
+		return res, err
+	}
+	c.router.SetFunction(res.Function)
+	c.log.Info("function deployed", "function", name, "version", res.Function.Version, "created", res.Created, "newVersion", res.NewVersion)
+	return res, nil
+}
+
+// Get returns a function and its live status.
+func (c *Controller) Get(ctx context.Context, name string) (function.Function, router.Status, error) {
+	if err := function.ValidateName(name); err != nil {
+		return function.Function{}, router.Status{}, err
+	}
+	fn, err := c.reg.Get(ctx, name)
+	if err != nil {
+		return fn, router.Status{}, err
+	}
+	st, _ := c.router.Status(name)
+	return fn, st, nil
+}
+
+// List returns all functions.
+func (c *Controller) List(ctx context.Context) ([]function.Function, error) {
+	return c.reg.List(ctx)
+}
+
+// Recycle stops all instances of a function (busy ones once idle).
+func (c *Controller) Recycle(name string) (stopped, pending int, err error) {
+	if err := function.ValidateName(name); err != nil {
+		return 0, 0, err
+	}
+	stopped, pending, ok := c.router.Recycle(name)
+	if !ok {
+		return 0, 0, fmt.Errorf("function %q: %w", name, store.ErrNotFound)
+	}
+	return stopped, pending, nil
+}
+
+// Exists reports whether a function is deployed (from memory, no store
+// access: it runs before every invocation).
+func (c *Controller) Exists(name string) bool {
+	return c.router.Has(name)
+}
+
+// Status returns a function's live state.
+func (c *Controller) Status(name string) router.Status {
+	st, _ := c.router.Status(name)
+	return st
+}
+
+// Delete removes a function; its instances stop once idle.
+func (c *Controller) Delete(ctx context.Context, name string) error {
+	if err := function.ValidateName(name); err != nil {
+		return err
+	}
+	defer c.perFunction.Lock(name)()
+	if _, err := c.reg.Delete(ctx, name); err != nil {
+		return err
+	}
+	c.router.RemoveFunction(name)
+	c.metrics.Forget(name)
+	c.log.Info("function deleted", "function", name)
+	return nil
+}
+
+// Invocation is the outcome of Invoke. Err is nil on success and for a
+// function error (FunctionError set); otherwise it says what failed.
+type Invocation struct {
+	ID       string
+	Version  int
+	Instance string
+	Cold     bool
+	Wait     time.Duration
+	Init     time.Duration
+	Exec     time.Duration
+	Payload  []byte
+	// FunctionError is the error the function itself returned.
+	FunctionError *workerapi.FunctionError
+	Err           error
+}
+
+// Invoke runs one event. Errors before an invocation exists (unknown
+// function, full queue) are returned as error; everything after is in the
+// Invocation and recorded.
+// An empty id gets a fresh one.
+func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte) (Invocation, error) {
+	if id == "" {
+		id = NewRequestID()
+	}
+	start := time.Now()
+	out, err := c.router.Invoke(ctx, name, workerapi.Invocation{ID: id, Payload: payload})
+	end := time.Now()
+	switch {
+	case errors.Is(err, router.ErrQueueFull):
+		c.metrics.ObserveRejection(name, "queue-full")
+		return Invocation{ID: id}, err
+	case errors.Is(err, router.ErrShuttingDown) && out.Instance == "":
+		c.metrics.ObserveRejection(name, "shutting-down")
+		return Invocation{ID: id}, err
+	case errors.Is(err, router.ErrUnknownFunction):
+		return Invocation{ID: id}, err
+	}
+	inv := Invocation{
+		ID: id, Version: out.Version, Instance: out.Instance, Cold: out.Cold,
+		Wait: out.Wait, Init: out.Init, Exec: out.Exec, Payload: out.Result.Payload,
+		FunctionError: out.Result.Error, Err: err,
+	}
+	rec := &records.Record{
+		ID: id, Function: name, Version: out.Version, Start: start.UTC(), End: end.UTC(),
+		DurationMs: ms(end.Sub(start)), WaitMs: ms(out.Wait), InitMs: ms(out.Init), ExecMs: ms(out.Exec),
+		Cold: out.Cold, Instance: out.Instance, Logs: string(out.Result.Logs), LogsTruncated: out.Result.LogsTruncated,
+		ResponseBytes: len(out.Result.Payload), RequestBytes: len(payload),
+		Status: records.StatusSuccess, Error: out.Result.Error,
+	}
+	var failure *workerapi.Failure
+	var initErr *workerapi.InitError
+	switch {
+	case err == nil && out.Result.Error != nil:
+		rec.Status = records.StatusFunctionError
+	case err == nil:
+	case errors.As(err, &failure):
+		switch failure.Kind {
+		case workerapi.FailureTimeout:
+			rec.Status = records.StatusTimeout
+		case workerapi.FailureTooLarge:
+			rec.Status = records.StatusTooLarge
+		case workerapi.FailureOutOfMemory:
+			rec.Status = records.StatusOutOfMemory
+		default:
+			rec.Status = records.StatusCrash
+		}
+		rec.Error = &workerapi.FunctionError{Type: "Baton." + string(failure.Kind), Message: failure.Message}
+		rec.Logs, rec.LogsTruncated = string(failure.Logs), failure.LogsTruncated
+	case errors.As(err, &initErr):
+		rec.Status = records.StatusInitError
+		fe := initErr.Err
+		rec.Error = &fe
+		rec.Logs = string(initErr.Logs)
+	default:
+		rec.Status = records.StatusFailed
+		rec.Error = &workerapi.FunctionError{Type: "Baton.Error", Message: err.Error()}
+	}
+	c.records.Add(rec)
+	c.metrics.ObserveInvocation(name, rec.Status, out.Cold, end.Sub(start).Seconds(), out.Wait.Seconds())
+	return inv, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// NewRequestID returns a random UUID (version 4), the shape Lambda request
+// ids have and runtime clients expect.
+func NewRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// Record returns an invocation record.
+func (c *Controller) Record(id string) (records.Record, bool) { return c.records.Get(id) }
+
+// Records returns recent records, newest first.
+func (c *Controller) Records(fn string, limit int) []records.Record {
+	return c.records.Query(fn, limit)
+}

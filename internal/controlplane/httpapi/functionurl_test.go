@@ -1,0 +1,61 @@
+package httpapi
+
+import (
+	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestBuildURLEvent(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "/fn/hello/a/b?x=1&x=2&y=3", strings.NewReader("\x00\x01binary"))
+	r.SetPathValue("name", "hello")
+	r.SetPathValue("path", "a/b")
+	r.Header.Set("Content-Type", "application/octet-stream")
+	r.Header.Set("X-Thing", "v")
+	r.Header.Add("Cookie", "a=1; b=2")
+	ev := buildURLEvent(r, "hello", "req-1", []byte("\x00\x01binary"))
+	if ev.Version != "2.0" || ev.RawPath != "/a/b" || ev.RawQueryString != "x=1&x=2&y=3" {
+		t.Fatalf("bad event: %+v", ev)
+	}
+	if ev.QueryStringParameters["x"] != "1,2" || ev.Headers["x-thing"] != "v" {
+		t.Fatalf("query/headers: %+v %+v", ev.QueryStringParameters, ev.Headers)
+	}
+	if len(ev.Cookies) != 2 || ev.Cookies[1] != "b=2" {
+		t.Fatalf("cookies: %v", ev.Cookies)
+	}
+	if !ev.IsBase64Encoded || ev.Body != base64.StdEncoding.EncodeToString([]byte("\x00\x01binary")) {
+		t.Fatalf("binary body must be base64: %+v", ev)
+	}
+	if ev.RequestContext.HTTP.Method != http.MethodPost || ev.RequestContext.RequestID != "req-1" {
+		t.Fatalf("request context: %+v", ev.RequestContext)
+	}
+	r2 := httptest.NewRequest(http.MethodPost, "/fn/hello", strings.NewReader(`{"a":1}`))
+	r2.Header.Set("Content-Type", "application/json; charset=utf-8")
+	r3 := httptest.NewRequest(http.MethodGet, "/fn/hello/a%20b/c%2Fd", nil)
+	if ev3 := buildURLEvent(r3, "hello", "r", nil); ev3.RawPath != "/a%20b/c%2Fd" {
+		t.Fatalf("rawPath must stay encoded: %q", ev3.RawPath)
+	}
+	if ev2 := buildURLEvent(r2, "hello", "r", []byte(`{"a":1}`)); ev2.IsBase64Encoded || ev2.Body != `{"a":1}` || ev2.RawPath != "/" {
+		t.Fatalf("json body must be plain text: %+v", ev2)
+	}
+}
+
+func TestWriteURLResponse(t *testing.T) {
+	w := httptest.NewRecorder()
+	writeURLResponse(w, []byte(`{"statusCode":201,"headers":{"X-A":"b"},"cookies":["c=1"],"body":"aGk=","isBase64Encoded":true}`))
+	if w.Code != 201 || w.Body.String() != "hi" || w.Header().Get("X-A") != "b" || w.Header().Get("Set-Cookie") != "c=1" {
+		t.Fatalf("got %d %q %v", w.Code, w.Body.String(), w.Header())
+	}
+	w = httptest.NewRecorder()
+	writeURLResponse(w, []byte(`{"hello":"world"}`))
+	if w.Code != 200 || w.Body.String() != `{"hello":"world"}` || w.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("plain object: %d %q", w.Code, w.Body.String())
+	}
+	w = httptest.NewRecorder()
+	writeURLResponse(w, []byte(`{"statusCode":200,"body":"%%%","isBase64Encoded":true}`))
+	if w.Code != http.StatusBadGateway {
+		t.Fatalf("bad base64 must be 502, got %d", w.Code)
+	}
+}

@@ -1,0 +1,818 @@
+// Package node is Baton's host agent: it creates sandboxes, grain workers
+// and function instances, gives every instance its own AWS Lambda Runtime
+// API endpoint, and runs invocations on them.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/image"
+	"github.com/baton-faas/baton/internal/keyedlock"
+	"github.com/baton-faas/baton/internal/node/grain"
+	"github.com/baton-faas/baton/internal/node/runtimeapi"
+	"github.com/baton-faas/baton/internal/runtimes"
+	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/workerapi"
+)
+
+// Options configure a worker.
+type Options struct {
+	ID        string
+	DataDir   string
+	Sandboxes sandbox.Runtime
+	Code      CodeSource
+	Logger    *slog.Logger
+	// MaxResponseBytes caps a function's response.
+	MaxResponseBytes int64
+	// LogLimit caps the output kept per invocation.
+	LogLimit      int
+	ArchiveLimits archive.Limits
+	// RootFS provides sandbox root filesystems. Set it with a runtime that
+	// isolates (containers); leave it nil with the process runtime, whose
+	// instances see the host's files.
+	RootFS RootFSProvider
+	// Layers stores functions' code as read-only layers for isolated
+	// sandboxes (required with RootFS).
+	Layers *image.Store
+}
+
+// RootFSProvider mounts the image a sandbox's root is made of.
+type RootFSProvider interface {
+	// RootFS mounts the named image or, when image is empty, the host's
+	// runtimes: a root with every runtime's base image that this host can
+	// build (runtime's own first and required), so that the functions of
+	// an app share one sandbox whatever their runtimes. Release unmounts
+	// it when the sandbox is gone.
+	RootFS(ctx context.Context, runtime, image string) (RootImage, error)
+}
+
+// RootImage is a mounted image.
+type RootImage struct {
+	Name string
+	// LowerDirs are the mounted layers, top-most first.
+	LowerDirs []string
+	// Env is the image's environment (PATH in particular).
+	Env []string
+	// Interpreters are the runtimes' interpreters inside the image, by
+	// runtime; a runtime missing here has its interpreter looked up by
+	// name on the image's PATH.
+	Interpreters map[string]string
+	Release      func()
+}
+
+// Worker implements workerapi.Worker on the local host.
+type Worker struct {
+	opts     Options
+	log      *slog.Logger
+	runtimes runtimes.Paths
+	python   string
+	node     string
+	events   chan workerapi.Event
+
+	mu         sync.Mutex
+	instances  map[string]*instance
+	grains     map[string]*grainWorker
+	apps       map[string]*app
+	extracting map[string]chan struct{}
+	closed     bool
+	codeUses   map[string]*codeUse
+	stop       chan struct{}
+	// grainProcs counts zygote processes not yet reaped, including those
+	// being stopped in the background, so Close can wait for all of them.
+	grainProcs sync.WaitGroup
+	// codeLocks orders checking for a digest's code against removing it.
+	codeLocks keyedlock.Locks
+	// releases counts instance and sandbox releases under way; Close
+	// waits until none is left (releasesIdle), since a sandbox whose
+	// teardown the exiting process cuts short leaks its mounts and
+	// cgroups. A counter under mu, not a WaitGroup: a release may begin
+	// while Close waits.
+	releases     int
+	releasesIdle chan struct{}
+}
+
+type app struct {
+	key       string
+	sb        sandbox.Sandbox
+	instances int
+	ready     chan struct{}
+	err       error
+	// Isolated sandboxes only: the image, and the view (bound at
+	// /var/task) to which each version's code layer is attached.
+	image RootImage
+	task  *image.View
+	// memoryMB sums the memory of the app's live instances (guarded by
+	// Worker.mu); the sandbox's limit follows it.
+	memoryMB  int
+	codeMu    sync.Mutex
+	codes     map[string]bool // digests attached to task (guarded by codeMu)
+	attaching keyedlock.Locks // one attach per digest at a time
+}
+
+type instance struct {
+	id       string
+	spec     workerapi.InstanceSpec
+	app      string // key of its sandbox in Worker.apps
+	sandbox  *app
+	api      *runtimeapi.Server
+	logs     *logCapture
+	capacity int
+
+	// Exactly one of proc (node, provided) and child (forked python) is set.
+	proc  sandbox.Process
+	child *grain.Child
+	grain *grainWorker
+	// group confines child where the sandbox enforces limits.
+	group sandbox.Group
+
+	done      chan struct{} // closed when the process is gone
+	exitDesc  string        // set before done closes
+	oomKilled bool          // set before done closes
+	// released is closed once the instance's grain worker, sandbox and
+	// code references are released (a last instance's zygote has exited).
+	released chan struct{}
+	stopping bool // guarded by Worker.mu
+}
+
+// New creates a worker; it installs Baton's runtime clients under DataDir.
+func New(opts Options) (*Worker, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.LogLimit <= 0 {
+		opts.LogLimit = 16 << 10
+	}
+	if opts.MaxResponseBytes <= 0 {
+		opts.MaxResponseBytes = 32 << 20
+	}
+	if opts.ArchiveLimits == (archive.Limits{}) {
+		opts.ArchiveLimits = archive.DefaultLimits()
+	}
+	if opts.RootFS != nil && opts.Layers == nil {
+		return nil, errors.New("worker: isolated sandboxes need a layer store for code (Options.Layers)")
+	}
+	paths, err := runtimes.Install(filepath.Join(opts.DataDir, "runtimes"))
+	if err != nil {
+		return nil, fmt.Errorf("install runtime clients: %w", err)
+	}
+	w := &Worker{
+		opts: opts, log: opts.Logger, runtimes: paths,
+		events:     make(chan workerapi.Event, 1024),
+		instances:  map[string]*instance{},
+		grains:     map[string]*grainWorker{},
+		apps:       map[string]*app{},
+		extracting: map[string]chan struct{}{},
+		codeUses:   map[string]*codeUse{},
+		stop:       make(chan struct{}),
+	}
+	// Unpacked code is a cache: nothing of a previous run is in use.
+	if err := os.RemoveAll(filepath.Join(opts.DataDir, "code")); err != nil {
+		return nil, fmt.Errorf("clear code cache: %w", err)
+	}
+	if w.isolated() {
+		if err := w.adoptCodeLayers(); err != nil {
+			return nil, err
+		}
+	}
+	go w.janitor()
+	// Interpreters are optional: a host without Node still runs Python.
+	w.python = runtimes.Python()
+	w.node, _ = exec.LookPath("node")
+	return w, nil
+}
+
+// Info implements workerapi.Worker.
+func (w *Worker) Info() workerapi.Info {
+	return workerapi.Info{ID: w.opts.ID, Isolation: w.opts.Sandboxes.Isolation()}
+}
+
+// Events implements workerapi.Worker.
+func (w *Worker) Events() <-chan workerapi.Event { return w.events }
+
+func newID(prefix string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// StartInstance implements workerapi.Worker.
+func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
+	began := time.Now()
+	var interp string
+	if !w.isolated() {
+		// Without isolation the host's interpreter runs the function.
+		var err error
+		if interp, err = w.interpreter(spec.Spec.Runtime); err != nil {
+			return workerapi.Instance{}, err
+		}
+	}
+	w.holdCode(spec.CodeDigest)
+	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
+	if err != nil {
+		w.releaseCode(spec.CodeDigest)
+		return workerapi.Instance{}, err
+	}
+	a, err := w.acquireApp(ctx, spec, codeDir)
+	if err != nil {
+		w.releaseCode(spec.CodeDigest)
+		return workerapi.Instance{}, err
+	}
+	in := &instance{
+		id: newID("i-"), spec: spec, app: a.key, sandbox: a, capacity: spec.Spec.Concurrency,
+		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
+	}
+	if spec.Spec.Runtime != function.RuntimeNode {
+		in.capacity = 1
+	}
+	if w.isolated() {
+		interp = a.image.Interpreters[spec.Spec.Runtime]
+		if interp == "" && spec.Spec.Image == "" && spec.Spec.Runtime != function.RuntimeProvided {
+			// The host runtimes' root lacks this runtime: its base image
+			// could not be built when the sandbox was made.
+			w.releaseApp(a.key, spec.Spec.MemoryMB)
+			w.releaseCode(spec.CodeDigest)
+			return workerapi.Instance{}, fmt.Errorf("runtime %s is not available in app %s's sandbox: its base image could not be built on this host (see the server log)", spec.Spec.Runtime, spec.App)
+		}
+		if interp == "" {
+			// A custom image: the interpreter is looked up on its PATH.
+			interp = map[string]string{function.RuntimePython: "python3", function.RuntimeNode: "node"}[spec.Spec.Runtime]
+		}
+	}
+	// launch owns the app reference from here on, also on failure.
+	inst, err := w.launch(ctx, a, in, interp, codeDir)
+	if err != nil {
+		return workerapi.Instance{}, err
+	}
+	inst.InitDuration = time.Since(began)
+	w.log.Debug("instance ready", "function", spec.Function, "version", spec.Version, "instance", in.id, "init", inst.InitDuration, "forked", inst.Forked)
+	return inst, nil
+}
+
+func (w *Worker) interpreter(runtime string) (string, error) {
+	switch runtime {
+	case function.RuntimePython:
+		if w.python == "" {
+			return "", errors.New("runtime python3 is not available on this worker: python3 not found in PATH")
+		}
+		return w.python, nil
+	case function.RuntimeNode:
+		if w.node == "" {
+			return "", errors.New("runtime nodejs is not available on this worker: node not found in PATH")
+		}
+		return w.node, nil
+	case function.RuntimeProvided:
+		return "", nil
+	}
+	return "", fmt.Errorf("unknown runtime %q", runtime)
+}
+
+// Paths as processes inside a sandbox see them.
+const (
+	taskMount    = "/var/task"
+	runtimeMount = "/opt/baton/runtime"
+)
+
+// instanceEnv is the Lambda environment of an instance.
+func (w *Worker) instanceEnv(a *app, spec workerapi.InstanceSpec, taskRoot string) map[string]string {
+	env := map[string]string{
+		"PATH":                            os.Getenv("PATH"),
+		"LANG":                            "C.UTF-8",
+		"TZ":                              ":UTC",
+		"HOME":                            os.TempDir(),
+		"LAMBDA_TASK_ROOT":                taskRoot,
+		"LAMBDA_RUNTIME_DIR":              a.sb.Path(runtimeMount),
+		"_HANDLER":                        spec.Spec.Handler,
+		"AWS_LAMBDA_FUNCTION_NAME":        spec.Function,
+		"AWS_LAMBDA_FUNCTION_VERSION":     strconv.Itoa(spec.Version),
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": strconv.Itoa(spec.Spec.MemoryMB),
+		"AWS_LAMBDA_LOG_GROUP_NAME":       "/baton/" + spec.Function,
+		"AWS_LAMBDA_INITIALIZATION_TYPE":  "on-demand",
+		"AWS_REGION":                      "local",
+		"AWS_DEFAULT_REGION":              "local",
+		"AWS_EXECUTION_ENV":               "Baton_" + spec.Spec.Runtime,
+		"BATON_CONCURRENCY":               strconv.Itoa(spec.Spec.Concurrency),
+	}
+	if w.isolated() {
+		// Inside the sandbox only the image's files exist.
+		env["HOME"] = "/tmp"
+		env["PATH"] = ""
+		for _, kv := range a.image.Env {
+			if p, ok := strings.CutPrefix(kv, "PATH="); ok {
+				env["PATH"] = p
+			}
+		}
+	}
+	if env["PATH"] == "" {
+		env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+	}
+	for k, v := range spec.Spec.Env {
+		env[k] = v
+	}
+	return env
+}
+
+func envList(env map[string]string) []string { return function.EnvList(env) }
+
+// launch starts the instance's process and waits for its runtime to poll.
+func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeDir string) (workerapi.Instance, error) {
+	taskRoot, codeDir, err := w.taskRoot(ctx, a, in.spec.CodeDigest, codeDir)
+	if err != nil {
+		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
+		w.releaseCode(in.spec.CodeDigest)
+		return workerapi.Instance{}, err
+	}
+	// The endpoint lives in the sandbox's network namespace, so that an
+	// isolated instance reaches it at 127.0.0.1 and nothing else does.
+	ln, err := a.sb.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
+		w.releaseCode(in.spec.CodeDigest)
+		return workerapi.Instance{}, fmt.Errorf("runtime api listener: %w", err)
+	}
+	in.api = runtimeapi.New(runtimeapi.Options{Logger: w.log, MaxResponseBytes: w.opts.MaxResponseBytes})
+	go func() {
+		if err := in.api.Serve(ln); err != nil {
+			w.log.Debug("runtime api stopped", "instance", in.id, "err", err)
+		}
+	}()
+	fail := func(err error) (workerapi.Instance, error) {
+		in.api.Close()
+		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
+		w.releaseCode(in.spec.CodeDigest)
+		return workerapi.Instance{}, err
+	}
+	env := w.instanceEnv(a, in.spec, taskRoot)
+	env["AWS_LAMBDA_RUNTIME_API"] = ln.Addr().String()
+	env["AWS_LAMBDA_LOG_STREAM_NAME"] = in.id
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return fail(fmt.Errorf("stdout pipe: %w", err))
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return fail(fmt.Errorf("stderr pipe: %w", err))
+	}
+	in.logs.follow(outR)
+	in.logs.follow(errR)
+
+	forked := false
+	switch in.spec.Spec.Runtime {
+	case function.RuntimePython:
+		g, gerr := w.acquireGrain(ctx, a, in.spec, interp, taskRoot)
+		if gerr == nil {
+			in.grain = g
+			in.child, gerr = g.z.Spawn(ctx, env, outW, errW)
+			if gerr == nil {
+				gerr = w.confine(ctx, in)
+			}
+			if gerr != nil {
+				w.releaseGrain(g)
+			}
+			forked = true
+		}
+		err = gerr
+	case function.RuntimeNode:
+		in.proc, err = a.sb.Start(ctx, sandbox.ProcessSpec{
+			Args: []string{interp, filepath.Join(a.sb.Path(runtimeMount), filepath.Base(w.runtimes.Node))},
+			Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: outW, Stderr: errW,
+			Limits: instanceLimits(in.spec),
+		})
+	case function.RuntimeProvided:
+		in.proc, err = a.sb.Start(ctx, sandbox.ProcessSpec{
+			Args: []string{filepath.Join(env["LAMBDA_TASK_ROOT"], "bootstrap")},
+			Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: outW, Stderr: errW,
+			Limits: instanceLimits(in.spec),
+		})
+	}
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
+			// The function's own executable cannot run: that is the
+			// function's init failure, told without host paths.
+			return fail(&workerapi.InitError{Err: workerapi.FunctionError{
+				Type: "Runtime.InvalidEntrypoint", Message: entrypointProblem(in.spec.Spec.Runtime, err),
+			}})
+		}
+		return fail(fmt.Errorf("start instance of %s: %w", in.spec.Function, err))
+	}
+	// Registered before watch starts, so that watch always finds it and
+	// releases the app reference exactly once.
+	w.mu.Lock()
+	w.instances[in.id] = in
+	w.mu.Unlock()
+	go w.watch(in)
+
+	var initErr *workerapi.InitError
+	select {
+	case <-in.api.Ready():
+		return workerapi.Instance{ID: in.id, Function: in.spec.Function, Version: in.spec.Version, Capacity: in.capacity, Forked: forked}, nil
+	case fe := <-in.api.InitError():
+		initErr = &workerapi.InitError{Err: *boundedError(fe)}
+	case <-in.done:
+		// A runtime that reported its init error and then exited: the
+		// report is the better explanation than the exit.
+		select {
+		case fe := <-in.api.InitError():
+			initErr = &workerapi.InitError{Err: *boundedError(fe)}
+		default:
+			initErr = &workerapi.InitError{Err: workerapi.FunctionError{
+				Type: "Runtime.ExitError", Message: "instance exited before its runtime asked for work: " + in.exitDesc,
+			}}
+			if in.spec.Spec.Runtime == function.RuntimeProvided {
+				if _, serr := os.Stat(filepath.Join(codeDir, "bootstrap")); serr != nil {
+					initErr.Err.Message = "runtime provided needs an executable named bootstrap at the root of the code archive: " + in.exitDesc
+				}
+			}
+		}
+	case <-ctx.Done():
+		initErr = &workerapi.InitError{Err: workerapi.FunctionError{
+			Type: "Runtime.InitTimeout", Message: "runtime did not ask for work before the start deadline",
+		}}
+	}
+	w.mu.Lock()
+	in.stopping = true // an init failure is reported here, not as an event
+	w.mu.Unlock()
+	if w.killAndWait(in) {
+		// As in StopInstance: the failure is reported once the instance
+		// released its sandbox (the last one destroys it), so that no
+		// teardown still runs when a shutdown follows.
+		<-in.released
+	}
+	// Something the instance started may still hold its pipes; its output
+	// is not worth waiting for.
+	in.logs.waitOrClose(time.Second)
+	initErr.Logs = in.logs.takeOrphan()
+	return workerapi.Instance{}, initErr
+}
+
+// confine gives a forked instance limits of its own where the sandbox
+// enforces them, then releases it: it runs none of the function's code
+// before. An instance that cannot be confined is killed: it must not run
+// unconfined.
+func (w *Worker) confine(ctx context.Context, in *instance) error {
+	c, ok := in.grain.proc.(sandbox.Confiner)
+	if !ok {
+		return w.release(in)
+	}
+	g, err := c.Confine(ctx, in.child.Pid(), instanceLimits(in.spec))
+	if errors.Is(err, sandbox.ErrProcessGone) && w.exitedMeanwhile(in, "confined", err) {
+		return nil
+	}
+	if err != nil {
+		_ = in.child.Kill(syscall.SIGKILL)
+		<-in.child.Done()
+		return fmt.Errorf("confine instance: %w", err)
+	}
+	in.group = g
+	return w.release(in)
+}
+
+// release lets a held fork run.
+func (w *Worker) release(in *instance) error {
+	err := in.child.Release()
+	if err == nil || w.exitedMeanwhile(in, "released", err) {
+		return nil
+	}
+	_ = in.child.Kill(syscall.SIGKILL)
+	<-in.child.Done()
+	return fmt.Errorf("release instance: %w", err)
+}
+
+// exitedMeanwhile tells whether a held fork that could not be confined or
+// released is gone (killed: it runs nothing of its own while held), as
+// the grain worker confirms; its exit is then reported as usual. A live
+// instance must not run unconfined, so only the grain worker's word
+// counts.
+func (w *Worker) exitedMeanwhile(in *instance, what string, err error) bool {
+	select {
+	case <-in.child.Done():
+		w.log.Debug("instance exited before it was "+what, "instance", in.id, "err", err)
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
+}
+
+func entrypointProblem(runtime string, err error) string {
+	what := "the runtime interpreter"
+	if runtime == function.RuntimeProvided {
+		what = "bootstrap"
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return what + " was not found"
+	case errors.Is(err, fs.ErrPermission):
+		return what + " is not executable (permission denied)"
+	default:
+		return what + " is not a valid executable for this host (exec format error)"
+	}
+}
+
+// watch waits for the instance's process and reports unexpected exits.
+func (w *Worker) watch(in *instance) {
+	if in.child != nil {
+		<-in.child.Done()
+		in.exitDesc = describeChildExit(in.child.Exit())
+		if in.group != nil {
+			in.oomKilled = in.group.Close()
+		}
+	} else {
+		st, err := in.proc.Wait()
+		in.exitDesc = describeExit(st, err)
+		in.oomKilled = st.OOMKilled
+	}
+	close(in.done)
+	in.api.Close()
+
+	w.mu.Lock()
+	delete(w.instances, in.id)
+	w.releases++ // Close no longer sees the instance, but must wait for this
+	stopping := in.stopping
+	w.mu.Unlock()
+	if in.grain != nil {
+		w.releaseGrain(in.grain)
+	}
+	w.releaseApp(in.app, in.spec.Spec.MemoryMB)
+	w.releaseCode(in.spec.CodeDigest)
+	close(in.released)
+	w.endRelease() // before the event, which may wait for a reader
+	if !stopping {
+		w.log.Info("instance exited", "function", in.spec.Function, "instance", in.id, "reason", in.exitDesc)
+		w.events <- workerapi.Event{Kind: workerapi.InstanceExited, Instance: in.id, Function: in.spec.Function, Version: in.spec.Version, Reason: in.exitDesc}
+	}
+}
+
+func describeExit(st sandbox.ExitStatus, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	if st.Signal != 0 {
+		return "killed by signal " + syscall.Signal(st.Signal).String()
+	}
+	return "exit status " + strconv.Itoa(st.Code)
+}
+
+func describeChildExit(e grain.ExitStatus) string {
+	if e.ZygoteLost {
+		return "grain worker died"
+	}
+	return describeExit(sandbox.ExitStatus{Code: e.Code, Signal: e.Signal}, nil)
+}
+
+// Limits on what a function's error may carry: it is kept in records and
+// memory, so a hostile function must not make it huge.
+const (
+	maxErrorMessage    = 4 << 10
+	maxStackTraceBytes = 16 << 10
+)
+
+func boundedError(fe *runtimeapi.FunctionError) *workerapi.FunctionError {
+	out := &workerapi.FunctionError{Message: truncate(fe.Message, maxErrorMessage), Type: truncate(fe.Type, 256)}
+	budget := maxStackTraceBytes
+	for _, line := range fe.StackTrace {
+		if budget <= 0 {
+			out.StackTrace = append(out.StackTrace, "… stack trace truncated")
+			break
+		}
+		line = truncate(line, budget)
+		budget -= len(line)
+		out.StackTrace = append(out.StackTrace, line)
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "… (truncated)"
+}
+
+// killAndWait kills an instance and waits, bounded, until its process is
+// gone; it reports whether the process really ended. A process that
+// escaped every signal is logged and abandoned rather than blocking the
+// caller forever.
+func (w *Worker) killAndWait(in *instance) bool {
+	w.kill(in)
+	select {
+	case <-in.done:
+		return true
+	case <-time.After(killWait):
+		w.log.Error("instance did not die after SIGKILL; abandoning it", "function", in.spec.Function, "instance", in.id)
+		return false
+	}
+}
+
+// killWait bounds how long a killed instance may take to be reaped.
+const killWait = 5 * time.Second
+
+func (w *Worker) kill(in *instance) {
+	var err error
+	if in.group != nil {
+		// Reaches whatever the instance started, in any session.
+		err = in.group.Kill()
+	} else if in.child != nil {
+		err = in.child.Kill(syscall.SIGKILL)
+	} else if in.proc != nil {
+		err = in.proc.Kill()
+	}
+	if err != nil {
+		w.log.Debug("kill instance", "instance", in.id, "err", err)
+	}
+}
+
+// StopInstance implements workerapi.Worker.
+func (w *Worker) StopInstance(ctx context.Context, id string) error {
+	w.mu.Lock()
+	in, ok := w.instances[id]
+	if ok {
+		in.stopping = true
+	}
+	w.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	w.kill(in)
+	// Returns once everything the instance held is released, so that a
+	// function reported at zero really holds no process.
+	select {
+	case <-in.released:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop instance %s: %w", id, ctx.Err())
+	}
+}
+
+// Invoke implements workerapi.Worker.
+func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation) (workerapi.Result, error) {
+	w.mu.Lock()
+	in, ok := w.instances[id]
+	w.mu.Unlock()
+	if !ok {
+		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureInstanceGone, Message: "instance " + id + " is gone"}
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-in.done:
+			cancel()
+		case <-ictx.Done():
+		}
+	}()
+	in.logs.begin(inv.ID)
+	began := time.Now()
+	res, err := in.api.Invoke(ictx, runtimeapi.Event{
+		RequestID: inv.ID, Payload: inv.Payload, Deadline: inv.Deadline, TraceID: inv.TraceID,
+		FunctionARN: function.ARN(in.spec.Function, in.spec.Version),
+	})
+	elapsed := time.Since(began)
+	if err != nil {
+		var f *workerapi.Failure
+		select {
+		case <-in.done:
+			if errors.Is(err, runtimeapi.ErrNotDelivered) {
+				f = &workerapi.Failure{Kind: workerapi.FailureNotDelivered, Message: "instance " + in.id + " died before it received the event: " + in.exitDesc}
+				break
+			}
+			f = &workerapi.Failure{Kind: workerapi.FailureCrash, Message: "instance " + in.id + " died during the invocation: " + in.exitDesc}
+			if in.oomKilled {
+				f = &workerapi.Failure{Kind: workerapi.FailureOutOfMemory, Message: fmt.Sprintf(
+					"instance %s ran out of memory (memoryMB %d) and was killed", in.id, in.spec.Spec.MemoryMB)}
+			}
+		default:
+			switch {
+			case errors.Is(err, runtimeapi.ErrResponseTooLarge):
+				// Runtime clients treat the refused post as fatal (aws-lambda-go
+				// exits), so the instance is replaced rather than trusted.
+				w.killAndWait(in)
+				f = &workerapi.Failure{Kind: workerapi.FailureTooLarge,
+					Message: fmt.Sprintf("response is larger than the %d byte limit", w.opts.MaxResponseBytes)}
+			case errors.Is(ctx.Err(), context.DeadlineExceeded):
+				// The runtime is still busy with the event and cannot be
+				// interrupted: the instance has to go.
+				w.killAndWait(in)
+				f = &workerapi.Failure{Kind: workerapi.FailureTimeout,
+					Message: fmt.Sprintf("function timed out after %s", in.spec.Spec.Timeout())}
+			case ctx.Err() != nil:
+				w.killAndWait(in)
+				f = &workerapi.Failure{Kind: workerapi.FailureInstanceGone, Message: "invocation cancelled: " + ctx.Err().Error()}
+			default:
+				w.killAndWait(in)
+				f = &workerapi.Failure{Kind: workerapi.FailureWorkerFailure, Message: err.Error()}
+			}
+		}
+		f.Logs, f.LogsTruncated = in.logs.end(inv.ID)
+		return workerapi.Result{Duration: elapsed}, f
+	}
+	out := workerapi.Result{Payload: res.Payload, Duration: elapsed}
+	if res.Error != nil {
+		out.Error = boundedError(res.Error)
+	}
+	out.Logs, out.LogsTruncated = in.logs.end(inv.ID)
+	return out, nil
+}
+
+// Close stops every instance, grain worker and sandbox.
+func (w *Worker) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if !w.closed {
+		close(w.stop)
+	}
+	w.closed = true
+	ins := make([]*instance, 0, len(w.instances))
+	for _, in := range w.instances {
+		in.stopping = true
+		ins = append(ins, in)
+	}
+	w.mu.Unlock()
+	for _, in := range ins {
+		w.kill(in)
+	}
+	for _, in := range ins {
+		// released, not done: the instance's last sandbox reference may
+		// destroy the sandbox, which must finish before the process exits
+		// (or its mounts and cgroups outlive it).
+		select {
+		case <-in.released:
+		case <-ctx.Done():
+			return fmt.Errorf("instances still running at shutdown: %w", ctx.Err())
+		}
+	}
+	w.mu.Lock()
+	grains := make([]*grainWorker, 0, len(w.grains))
+	for _, g := range w.grains {
+		grains = append(grains, g)
+	}
+	apps := make([]*app, 0, len(w.apps))
+	for _, a := range w.apps {
+		apps = append(apps, a)
+	}
+	w.mu.Unlock()
+	for _, g := range grains {
+		g.stop()
+	}
+	for _, a := range apps {
+		<-a.ready
+		if a.sb != nil {
+			_ = a.sb.Destroy(ctx)
+		}
+		w.cleanupFiles(a)
+	}
+	reaped := make(chan struct{})
+	go func() { w.grainProcs.Wait(); close(reaped) }()
+	select {
+	case <-reaped:
+	case <-ctx.Done():
+		return fmt.Errorf("grain workers still running at shutdown: %w", ctx.Err())
+	}
+	idle := make(chan struct{})
+	w.mu.Lock()
+	if w.releases == 0 {
+		close(idle)
+	} else {
+		w.releasesIdle = idle
+	}
+	w.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		return fmt.Errorf("sandboxes still being released at shutdown: %w", ctx.Err())
+	}
+	return nil
+}
+
+// endRelease ends a release counted in w.releases (under mu).
+func (w *Worker) endRelease() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.releases--
+	if w.releases == 0 && w.releasesIdle != nil {
+		close(w.releasesIdle)
+		w.releasesIdle = nil
+	}
+}
+
+var _ workerapi.Worker = (*Worker)(nil)
