@@ -1,39 +1,95 @@
-// Package workerapi is the boundary between the controller and a worker.
-// In `baton server` the controller calls the worker in-process through this
-// interface; cluster mode adds a network transport that implements it.
+// Package workerapi is the boundary between the control plane and a worker
+// (the host agent). In `baton server` the controller calls the worker
+// in-process (package inproc); cluster mode puts a network transport behind
+// the same interface. Every call takes a context and can fail: a caller
+// must treat a worker as something that can disappear at any time.
 package workerapi
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
+	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/function"
 )
 
 // Worker runs function instances on one host.
 type Worker interface {
-	// StartInstance creates an instance and returns once its runtime has
-	// asked for work. An instance whose code fails to initialise returns an
-	// *InitError.
+	// Info describes the worker: identity, isolation, capacity and usage.
+	Info(ctx context.Context) (Info, error)
+
+	// StartInstance asks the worker to create an instance and returns as
+	// soon as the worker accepted the request, with the instance's id and
+	// State Starting. How the start ends (ready or failed) is observed with
+	// WaitInstance or on the event stream (InstanceReady, InstanceFailed).
+	// Stopping a starting instance cancels its start.
 	StartInstance(ctx context.Context, spec InstanceSpec) (Instance, error)
-	// StopInstance kills an instance. Stopping an unknown or already
-	// stopped instance is not an error.
+	// WaitInstance blocks until the instance left State Starting or ctx
+	// ends. It returns the ready instance, or for a start that failed an
+	// *InitError (the function's code failed to initialise) or another
+	// error. An unknown id gives an error wrapping ErrUnknownInstance.
+	WaitInstance(ctx context.Context, id string) (Instance, error)
+	// StopInstance kills an instance, starting or running. Stopping an
+	// unknown or already stopped instance is not an error.
 	StopInstance(ctx context.Context, id string) error
-	// Invoke runs one event on an instance. Failures of the instance rather
-	// than of the function (crash, timeout) are returned as *Failure.
+	// Instances lists the worker's live instances (starting and ready), so
+	// that a controller can rebuild its view after a restart or a gap in
+	// the event stream.
+	Instances(ctx context.Context) ([]Instance, error)
+
+	// Invoke runs one event on a ready instance. Failures of the instance
+	// rather than of the function (crash, timeout) are returned as *Failure.
 	Invoke(ctx context.Context, instanceID string, inv Invocation) (Result, error)
-	// Events reports instances that ended without being asked to stop.
-	Events() <-chan Event
-	// Info describes the worker, including its isolation level.
-	Info() Info
+
+	// Events streams the worker's events with Seq greater than after (0:
+	// from now on). The channel is closed when ctx ends or the stream
+	// breaks; the caller resumes by calling Events again with the last Seq
+	// it saw. When events after that Seq were already dropped, the first
+	// event is a Resync: the caller must reconcile with Instances.
+	Events(ctx context.Context, after uint64) (<-chan Event, error)
+
+	// Images lists the images stored on the worker's host, building the
+	// runtime base images first. A worker without an image store returns
+	// an error wrapping ErrNoImageStore.
+	Images(ctx context.Context) ([]Image, error)
+	// CheckImage says whether the worker can run functions of the named
+	// image (nil), or why not (ErrImageNotFound, ErrNoImageStore).
+	CheckImage(ctx context.Context, name string) error
+	// ImportImage stores the image read from archive (an OCI layout
+	// tarball or a docker-save archive, optionally gzipped) under name.
+	ImportImage(ctx context.Context, name string, archive io.Reader) (Image, error)
+	// RemoveImage deletes an image unless inUse says a function uses it
+	// (ErrImageInUse), then collects the layers nothing references.
+	RemoveImage(ctx context.Context, name string, inUse []string) error
+}
+
+// CodeStore is where a worker fetches function code: the archive stored
+// under a digest by the registry (the JetStream object store, in-process or
+// over the network). The worker verifies what it reads against the digest.
+type CodeStore interface {
+	Code(ctx context.Context, digest string) (io.ReadCloser, error)
 }
 
 // Info describes a worker.
 type Info struct {
 	ID        string `json:"id"`
 	Isolation string `json:"isolation"`
+	// Capacity is what the host offers to instances.
+	Capacity Resources `json:"capacity"`
+	// Reserved is what its live instances were promised.
+	Reserved  Resources `json:"reserved"`
+	Instances int       `json:"instances"`
+	Sandboxes int       `json:"sandboxes"`
+}
+
+// Resources are amounts of host resources.
+type Resources struct {
+	MemoryMB int `json:"memoryMB"`
+	// MilliCPUs is CPU in thousandths of a core.
+	MilliCPUs int `json:"milliCPUs"`
 }
 
 // InstanceSpec says which function version to instantiate.
@@ -45,15 +101,28 @@ type InstanceSpec struct {
 	CodeDigest string        `json:"codeDigest"`
 }
 
-// Instance describes a started instance.
+// State is where an instance is in its life.
+type State string
+
+const (
+	Starting State = "starting"
+	Ready    State = "ready"
+	Failed   State = "failed"
+	Stopped  State = "stopped"
+)
+
+// Instance describes an instance.
 type Instance struct {
-	ID       string `json:"id"`
+	ID string `json:"id"`
+	// Worker is the id of the worker that runs the instance.
+	Worker   string `json:"worker"`
 	Function string `json:"function"`
 	Version  int    `json:"version"`
+	State    State  `json:"state"`
 	// Capacity is how many events the instance serves at once.
 	Capacity int `json:"capacity"`
 	// InitDuration runs from the start request until the runtime first
-	// asked for work.
+	// asked for work (set once Ready).
 	InitDuration time.Duration `json:"initDuration"`
 	// Forked is true when the instance was forked from a warm grain worker.
 	Forked bool `json:"forked"`
@@ -112,8 +181,9 @@ type Failure struct {
 
 func (f *Failure) Error() string { return fmt.Sprintf("%s: %s", f.Kind, f.Message) }
 
-// InitError is returned by StartInstance when the function's code failed
-// to initialise (import error, missing handler, bootstrap exited).
+// InitError is returned for a start that failed because the function's
+// code failed to initialise (import error, missing handler, bootstrap
+// exited).
 type InitError struct {
 	Err  FunctionError `json:"error"`
 	Logs []byte        `json:"logs,omitempty"`
@@ -126,20 +196,77 @@ func (e *InitError) Error() string {
 // EventKind names worker events.
 type EventKind string
 
-// InstanceExited is sent when an instance ended on its own.
-const InstanceExited EventKind = "instance-exited"
+const (
+	// InstanceReady: a start finished; Instance is the ready instance.
+	InstanceReady EventKind = "instance-ready"
+	// InstanceFailed: a start failed; Reason (and InitError for the
+	// function's own init failure) say why.
+	InstanceFailed EventKind = "instance-failed"
+	// InstanceExited: a ready instance ended without being asked to stop.
+	InstanceExited EventKind = "instance-exited"
+	// Resync: events were lost; reconcile with Worker.Instances.
+	Resync EventKind = "resync"
+)
 
 // Event is a notification from a worker.
 type Event struct {
-	Kind     EventKind `json:"kind"`
-	Instance string    `json:"instance"`
-	Function string    `json:"function"`
-	Version  int       `json:"version"`
-	Reason   string    `json:"reason"`
+	// Seq orders a worker's events (1, 2, ...); resume a stream after it.
+	Seq      uint64     `json:"seq"`
+	Kind     EventKind  `json:"kind"`
+	Worker   string     `json:"worker"`
+	Instance string     `json:"instance,omitempty"`
+	Function string     `json:"function,omitempty"`
+	Version  int        `json:"version,omitempty"`
+	Reason   string     `json:"reason,omitempty"`
+	Ready    *Instance  `json:"ready,omitempty"`
+	InitErr  *InitError `json:"initError,omitempty"`
+}
+
+// Image describes an image stored on a worker's host.
+type Image struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+	// Layers are diffIDs, bottom first.
+	Layers     []string  `json:"layers"`
+	Env        []string  `json:"env,omitempty"`
+	Entrypoint []string  `json:"entrypoint,omitempty"`
+	Cmd        []string  `json:"cmd,omitempty"`
+	WorkingDir string    `json:"workingDir,omitempty"`
+	User       string    `json:"user,omitempty"`
+	Created    time.Time `json:"created"`
+	Size       int64     `json:"size"`
+	Source     string    `json:"source,omitempty"`
 }
 
 // MarshalFunctionError renders a function error as the JSON body clients see.
 func MarshalFunctionError(fe *FunctionError) []byte {
 	b, _ := json.Marshal(fe)
 	return b
+}
+
+// Errors of the worker API, classified for the control plane and the API.
+var (
+	ErrUnknownInstance = errdefs.New(errdefs.NotFound, "instance_not_found", "no such instance on this worker")
+	ErrNoImageStore    = errdefs.New(errdefs.NotImplemented, "no_image_store", "this worker has no image store")
+	ErrImageNotFound   = errdefs.New(errdefs.NotFound, "image_not_found", "image not found")
+	ErrImageInUse      = errdefs.New(errdefs.Conflict, "image_in_use", "image is in use")
+	// ErrWorkerUnavailable: the worker could not be reached or is closing.
+	ErrWorkerUnavailable = errdefs.New(errdefs.Unavailable, "worker_unavailable", "worker unavailable")
+)
+
+// ErrorClass classifies a failure of an instance: a timeout is a Timeout,
+// everything else the function's (its instance's) failure.
+func (f *Failure) ErrorClass() (errdefs.Class, string) {
+	if f.Kind == FailureTimeout {
+		return errdefs.Timeout, "timeout"
+	}
+	if f.Kind == FailureWorkerFailure {
+		return errdefs.Unavailable, "worker_failure"
+	}
+	return errdefs.FunctionFailed, string(f.Kind)
+}
+
+// ErrorClass classifies an init failure as the function's.
+func (e *InitError) ErrorClass() (errdefs.Class, string) {
+	return errdefs.FunctionFailed, "init_error"
 }
