@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,12 +15,6 @@ import (
 	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/image"
 )
-
-// CodeSource hands out code archives by digest (the registry in-process,
-// the object store in a cluster).
-type CodeSource interface {
-	Code(ctx context.Context, digest string) (io.ReadCloser, error)
-}
 
 // codeUse tracks who uses a digest's code (unpacked or its layer): its
 // instances, and the isolated sandboxes that show it.
@@ -277,9 +273,15 @@ func (w *Worker) extract(ctx context.Context, digest, dir string) error {
 	}
 	defer os.Remove(tmpZip.Name())
 	defer tmpZip.Close()
-	size, err := io.Copy(tmpZip, rc)
+	// What the store handed out must be what the digest names: a worker
+	// never runs code it cannot vouch for.
+	sum := sha256.New()
+	size, err := io.Copy(io.MultiWriter(tmpZip, sum), rc)
 	if err != nil {
 		return fmt.Errorf("fetch code %s: %w", digest, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(sum.Sum(nil)); got != digest {
+		return fmt.Errorf("fetch code %s: the code store returned content with digest %s", digest, got)
 	}
 	tmpDir, err := os.MkdirTemp(parent, "unpack-*")
 	if err != nil {

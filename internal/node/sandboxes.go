@@ -80,19 +80,32 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, co
 	w.apps[key] = a
 	w.mu.Unlock()
 
-	a.err = w.createSandbox(ctx, a, spec, codeDir)
+	created, err := w.createSandbox(ctx, a, spec, codeDir)
+	a.err = err
 	close(a.ready)
 	if a.err != nil {
 		w.releaseApp(key, spec.Spec.MemoryMB)
 		return nil, a.err
 	}
+	// Instances that joined or left while the sandbox was being created
+	// did not resize it (see resize): catch up.
+	w.mu.Lock()
+	now := a.limits()
+	w.mu.Unlock()
+	if now != created {
+		w.resize(ctx, a)
+	}
 	return a, nil
 }
 
-func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.InstanceSpec, codeDir string) error {
+// createSandbox creates a's sandbox and returns the limits it was given.
+func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.InstanceSpec, codeDir string) (sandbox.Resources, error) {
+	w.mu.Lock()
+	limits := a.limits()
+	w.mu.Unlock()
 	sbSpec := sandbox.Spec{
 		ID: newID("sb-"), App: spec.App, Network: spec.Spec.Network,
-		MemoryMB: a.limits().MemoryMB, PIDs: a.limits().PIDs, CPUShares: a.limits().CPUShares,
+		MemoryMB: limits.MemoryMB, PIDs: limits.PIDs, CPUShares: limits.CPUShares,
 		Mounts: []sandbox.Mount{{Source: filepath.Dir(w.runtimes.Python), Target: runtimeMount}},
 	}
 	if !w.isolated() {
@@ -101,7 +114,7 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 	} else {
 		img, err := w.opts.RootFS.RootFS(ctx, spec.Spec.Runtime, spec.Spec.Image)
 		if err != nil {
-			return fmt.Errorf("root filesystem for app %s: %w", spec.App, err)
+			return limits, fmt.Errorf("root filesystem for app %s: %w", spec.App, err)
 		}
 		a.image = img
 		// The versions' code layers are attached to the view while the
@@ -109,7 +122,7 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 		// appear there without files linked or copied (see taskRoot).
 		if a.task, err = w.opts.Layers.NewView(sbSpec.ID); err != nil {
 			img.Release()
-			return fmt.Errorf("sandbox task directory: %w", err)
+			return limits, fmt.Errorf("sandbox task directory: %w", err)
 		}
 		sbSpec.RootLowerDirs = img.LowerDirs
 		sbSpec.Mounts = append(sbSpec.Mounts, sandbox.Mount{Source: a.task.Path(), Target: taskMount, Propagate: true})
@@ -117,10 +130,10 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 	sb, err := w.opts.Sandboxes.Create(ctx, sbSpec)
 	if err != nil {
 		w.cleanupFiles(a)
-		return fmt.Errorf("create sandbox for app %s: %w", spec.App, err)
+		return limits, fmt.Errorf("create sandbox for app %s: %w", spec.App, err)
 	}
 	a.sb = sb
-	return nil
+	return limits, nil
 }
 
 // limits are the sandbox's: every instance's memory, as much again for
@@ -154,8 +167,15 @@ func (w *Worker) cleanupFiles(a *app) {
 	}
 }
 
-// resize sets the sandbox's limits to what its instances need.
+// resize sets the sandbox's limits to what its instances need. Until the
+// sandbox is ready its creator owns a.sb (and catches up on the limits
+// once it is created), so a waiter that gives up earlier must not read it.
 func (w *Worker) resize(ctx context.Context, a *app) {
+	select {
+	case <-a.ready:
+	default:
+		return
+	}
 	w.mu.Lock()
 	limits := a.limits()
 	w.mu.Unlock()

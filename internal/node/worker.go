@@ -14,21 +14,26 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/image"
+	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/node/grain"
 	"github.com/baton-faas/baton/internal/node/runtimeapi"
 	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/sandbox"
 	"github.com/baton-faas/baton/internal/workerapi"
+	"github.com/baton-faas/baton/internal/workerapi/eventlog"
 )
 
 // Options configure a worker.
@@ -36,8 +41,23 @@ type Options struct {
 	ID        string
 	DataDir   string
 	Sandboxes sandbox.Runtime
-	Code      CodeSource
-	Logger    *slog.Logger
+	// Code is where the worker fetches function code by digest.
+	Code   workerapi.CodeStore
+	Logger *slog.Logger
+	// Capacity is what the host offers to instances; a zero field means
+	// what the host has (its memory, its CPUs).
+	Capacity workerapi.Resources
+	// StartTimeout bounds an instance start, runtime init included
+	// (default 30 s).
+	StartTimeout time.Duration
+	// EventBuffer is how many events the worker keeps for readers of its
+	// event stream that fell behind (default eventlog.DefaultSize).
+	EventBuffer int
+	// Images is the host's image store behind the worker API's image
+	// calls; nil when the host has none.
+	Images *image.Store
+	// BaseImages builds the runtime base images into Images on demand.
+	BaseImages *baseimage.Cache
 	// MaxResponseBytes caps a function's response.
 	MaxResponseBytes int64
 	// LogLimit caps the output kept per invocation.
@@ -77,15 +97,29 @@ type RootImage struct {
 }
 
 // Worker implements workerapi.Worker on the local host.
+//
+// Lock order: Worker.mu, then app.codeMu; the event log's lock is a leaf
+// taken under either. No lock is held across a sandbox or process call.
 type Worker struct {
 	opts     Options
 	log      *slog.Logger
 	runtimes runtimes.Paths
 	python   string
 	node     string
-	events   chan workerapi.Event
+	events   *eventlog.Log
+	capacity workerapi.Resources
 
-	mu         sync.Mutex
+	// ctx is the parent of every start; Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// starts counts the start goroutines; Close waits for them.
+	starts sync.WaitGroup
+
+	mu sync.Mutex
+	// live holds the instances from StartInstance until they are gone,
+	// starting and ready; instances those whose process runs.
+	live       map[string]*tracked
+	ended      endedStarts
 	instances  map[string]*instance
 	grains     map[string]*grainWorker
 	apps       map[string]*app
@@ -164,6 +198,12 @@ func New(opts Options) (*Worker, error) {
 	if opts.ArchiveLimits == (archive.Limits{}) {
 		opts.ArchiveLimits = archive.DefaultLimits()
 	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 30 * time.Second
+	}
+	if opts.Code == nil {
+		return nil, errors.New("worker: no code store (Options.Code)")
+	}
 	if opts.RootFS != nil && opts.Layers == nil {
 		return nil, errors.New("worker: isolated sandboxes need a layer store for code (Options.Layers)")
 	}
@@ -173,7 +213,9 @@ func New(opts Options) (*Worker, error) {
 	}
 	w := &Worker{
 		opts: opts, log: opts.Logger, runtimes: paths,
-		events:     make(chan workerapi.Event, 1024),
+		events:     eventlog.New(opts.ID, opts.EventBuffer),
+		capacity:   hostCapacity(opts.Capacity),
+		live:       map[string]*tracked{},
 		instances:  map[string]*instance{},
 		grains:     map[string]*grainWorker{},
 		apps:       map[string]*app{},
@@ -190,6 +232,7 @@ func New(opts Options) (*Worker, error) {
 			return nil, err
 		}
 	}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.janitor()
 	// Interpreters are optional: a host without Node still runs Python.
 	w.python = runtimes.Python()
@@ -197,13 +240,203 @@ func New(opts Options) (*Worker, error) {
 	return w, nil
 }
 
+// tracked is an instance from StartInstance until it is gone.
+type tracked struct {
+	inst     workerapi.Instance // guarded by Worker.mu
+	memoryMB int
+	// cancel cancels the start (StopInstance, Close).
+	cancel context.CancelCauseFunc
+	// done is closed when the start ended; err says why it failed.
+	done chan struct{}
+	err  error
+	// stopped: StopInstance was called (guarded by Worker.mu).
+	stopped bool
+}
+
+// errStopped is the cause of a start cancelled by StopInstance.
+var errStopped = errors.New("instance stopped while starting")
+
+// endedStarts remembers how the latest failed starts ended, so that
+// WaitInstance answers after the instance is gone.
+type endedStarts struct {
+	errs  map[string]error
+	order []string
+}
+
+const maxEndedStarts = 1024
+
+func (e *endedStarts) add(id string, err error) {
+	if e.errs == nil {
+		e.errs = map[string]error{}
+	}
+	if len(e.order) == maxEndedStarts {
+		delete(e.errs, e.order[0])
+		e.order = e.order[1:]
+	}
+	e.errs[id] = err
+	e.order = append(e.order, id)
+}
+
 // Info implements workerapi.Worker.
-func (w *Worker) Info() workerapi.Info {
-	return workerapi.Info{ID: w.opts.ID, Isolation: w.opts.Sandboxes.Isolation()}
+func (w *Worker) Info(ctx context.Context) (workerapi.Info, error) {
+	if err := ctx.Err(); err != nil {
+		return workerapi.Info{}, fmt.Errorf("worker info: %w", err)
+	}
+	info := workerapi.Info{ID: w.opts.ID, Isolation: w.opts.Sandboxes.Isolation(), Capacity: w.capacity}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, t := range w.live {
+		info.Reserved.MemoryMB += t.memoryMB
+		info.Reserved.MilliCPUs += milliCPUsFor(t.memoryMB)
+	}
+	info.Instances = len(w.live)
+	info.Sandboxes = len(w.apps)
+	return info, nil
+}
+
+// milliCPUsFor is the CPU an instance is promised: in proportion to its
+// memory, one core at 1769 MB (the weight cpuSharesFor gives it).
+func milliCPUsFor(memoryMB int) int { return memoryMB * 1000 / 1769 }
+
+// hostCapacity fills what o leaves zero with what the host has.
+func hostCapacity(o workerapi.Resources) workerapi.Resources {
+	if o.MilliCPUs <= 0 {
+		o.MilliCPUs = runtime.NumCPU() * 1000
+	}
+	if o.MemoryMB <= 0 {
+		var si unix.Sysinfo_t
+		if err := unix.Sysinfo(&si); err == nil {
+			o.MemoryMB = int(uint64(si.Totalram) * uint64(si.Unit) >> 20)
+		}
+	}
+	return o
 }
 
 // Events implements workerapi.Worker.
-func (w *Worker) Events() <-chan workerapi.Event { return w.events }
+func (w *Worker) Events(ctx context.Context, after uint64) (<-chan workerapi.Event, error) {
+	ch, err := w.events.Stream(ctx, after)
+	if err != nil {
+		return nil, fmt.Errorf("worker events: %w", err)
+	}
+	return ch, nil
+}
+
+// StartInstance implements workerapi.Worker: the start runs in a
+// goroutine of the worker, under a context of the worker's (Close and
+// StopInstance cancel it), not the caller's.
+func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return workerapi.Instance{}, fmt.Errorf("start instance: %w", err)
+	}
+	sctx, cancel := context.WithCancelCause(w.ctx)
+	t := &tracked{
+		inst: workerapi.Instance{ID: newID("i-"), Worker: w.opts.ID, Function: spec.Function, Version: spec.Version,
+			State: workerapi.Starting, Capacity: max(spec.Spec.Concurrency, 1)},
+		memoryMB: spec.Spec.MemoryMB, cancel: cancel, done: make(chan struct{}),
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		cancel(nil)
+		return workerapi.Instance{}, fmt.Errorf("start instance: worker is shutting down: %w", workerapi.ErrWorkerUnavailable)
+	}
+	w.live[t.inst.ID] = t
+	w.starts.Add(1)
+	inst := t.inst
+	w.mu.Unlock()
+	go w.runStart(sctx, t, spec)
+	return inst, nil
+}
+
+func (w *Worker) runStart(ctx context.Context, t *tracked, spec workerapi.InstanceSpec) {
+	defer w.starts.Done()
+	defer t.cancel(nil)
+	id := t.inst.ID
+	sctx, cancel := context.WithTimeout(ctx, w.opts.StartTimeout)
+	inst, err := w.start(sctx, id, spec)
+	cancel()
+	w.mu.Lock()
+	_, running := w.instances[id]
+	switch {
+	case err == nil && t.stopped:
+		err = errStopped
+	case err == nil && !running:
+		err = fmt.Errorf("instance %s exited as it became ready", id)
+	}
+	if err == nil {
+		inst.Worker, inst.State = w.opts.ID, workerapi.Ready
+		t.inst = inst
+		ready := inst
+		w.events.Append(workerapi.Event{Kind: workerapi.InstanceReady, Instance: id, Function: spec.Function, Version: spec.Version, Ready: &ready})
+		w.mu.Unlock()
+		w.log.Debug("instance ready", "function", spec.Function, "version", spec.Version, "instance", id, "init", inst.InitDuration, "forked", inst.Forked)
+		close(t.done)
+		return
+	}
+	delete(w.live, id)
+	in := w.instances[id]
+	if in != nil {
+		in.stopping = true // the start reports it: no exit event
+	}
+	w.mu.Unlock()
+	if in != nil {
+		// Ready, but stopped (or gone) meanwhile.
+		if w.killAndWait(in) {
+			<-in.released
+		}
+	}
+	ev := workerapi.Event{Kind: workerapi.InstanceFailed, Instance: id, Function: spec.Function, Version: spec.Version, Reason: err.Error()}
+	var initErr *workerapi.InitError
+	if errors.As(err, &initErr) {
+		ev.InitErr = initErr
+	}
+	w.mu.Lock()
+	t.err = err
+	w.ended.add(id, err)
+	w.events.Append(ev)
+	w.mu.Unlock()
+	close(t.done)
+}
+
+// WaitInstance implements workerapi.Worker.
+func (w *Worker) WaitInstance(ctx context.Context, id string) (workerapi.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return workerapi.Instance{}, fmt.Errorf("wait for instance %s: %w", id, err)
+	}
+	w.mu.Lock()
+	t := w.live[id]
+	if t == nil {
+		err, ok := w.ended.errs[id]
+		w.mu.Unlock()
+		if ok {
+			return workerapi.Instance{}, err
+		}
+		return workerapi.Instance{}, fmt.Errorf("instance %s: %w", id, workerapi.ErrUnknownInstance)
+	}
+	w.mu.Unlock()
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		return workerapi.Instance{}, fmt.Errorf("wait for instance %s: %w", id, ctx.Err())
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return t.inst, t.err
+}
+
+// Instances implements workerapi.Worker.
+func (w *Worker) Instances(ctx context.Context) ([]workerapi.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]workerapi.Instance, 0, len(w.live))
+	for _, t := range w.live {
+		out = append(out, t.inst)
+	}
+	return out, nil
+}
 
 func newID(prefix string) string {
 	var b [8]byte
@@ -211,8 +444,9 @@ func newID(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// StartInstance implements workerapi.Worker.
-func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
+// start creates instance id of spec and waits until its runtime asks for
+// work. ctx ends when the start is cancelled or its deadline passes.
+func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
 	began := time.Now()
 	var interp string
 	if !w.isolated() {
@@ -234,7 +468,7 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 		return workerapi.Instance{}, err
 	}
 	in := &instance{
-		id: newID("i-"), spec: spec, app: a.key, sandbox: a, capacity: spec.Spec.Concurrency,
+		id: id, spec: spec, app: a.key, sandbox: a, capacity: spec.Spec.Concurrency,
 		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
 	}
 	if spec.Spec.Runtime != function.RuntimeNode {
@@ -260,7 +494,6 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 		return workerapi.Instance{}, err
 	}
 	inst.InitDuration = time.Since(began)
-	w.log.Debug("instance ready", "function", spec.Function, "version", spec.Version, "instance", in.id, "init", inst.InitDuration, "forked", inst.Forked)
 	return inst, nil
 }
 
@@ -425,6 +658,7 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	go w.watch(in)
 
 	var initErr *workerapi.InitError
+	var cancelled error
 	select {
 	case <-in.api.Ready():
 		return workerapi.Instance{ID: in.id, Function: in.spec.Function, Version: in.spec.Version, Capacity: in.capacity, Forked: forked}, nil
@@ -447,6 +681,11 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 			}
 		}
 	case <-ctx.Done():
+		if !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			// Stopped while starting: not the function's failure.
+			cancelled = fmt.Errorf("start of instance %s cancelled: %w", in.id, context.Cause(ctx))
+			break
+		}
 		initErr = &workerapi.InitError{Err: workerapi.FunctionError{
 			Type: "Runtime.InitTimeout", Message: "runtime did not ask for work before the start deadline",
 		}}
@@ -463,6 +702,9 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	// Something the instance started may still hold its pipes; its output
 	// is not worth waiting for.
 	in.logs.waitOrClose(time.Second)
+	if cancelled != nil {
+		return workerapi.Instance{}, cancelled
+	}
 	initErr.Logs = in.logs.takeOrphan()
 	return workerapi.Instance{}, initErr
 }
@@ -548,6 +790,13 @@ func (w *Worker) watch(in *instance) {
 
 	w.mu.Lock()
 	delete(w.instances, in.id)
+	// Only a ready instance's end is news: a start that fails is
+	// reported by its start (InstanceFailed).
+	t := w.live[in.id]
+	wasReady := t != nil && t.inst.State == workerapi.Ready
+	if wasReady {
+		delete(w.live, in.id)
+	}
 	w.releases++ // Close no longer sees the instance, but must wait for this
 	stopping := in.stopping
 	w.mu.Unlock()
@@ -558,9 +807,9 @@ func (w *Worker) watch(in *instance) {
 	w.releaseCode(in.spec.CodeDigest)
 	close(in.released)
 	w.endRelease() // before the event, which may wait for a reader
-	if !stopping {
+	if wasReady && !stopping {
 		w.log.Info("instance exited", "function", in.spec.Function, "instance", in.id, "reason", in.exitDesc)
-		w.events <- workerapi.Event{Kind: workerapi.InstanceExited, Instance: in.id, Function: in.spec.Function, Version: in.spec.Version, Reason: in.exitDesc}
+		w.events.Append(workerapi.Event{Kind: workerapi.InstanceExited, Instance: in.id, Function: in.spec.Function, Version: in.spec.Version, Reason: in.exitDesc})
 	}
 }
 
@@ -645,6 +894,25 @@ func (w *Worker) kill(in *instance) {
 
 // StopInstance implements workerapi.Worker.
 func (w *Worker) StopInstance(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("stop instance %s: %w", id, err)
+	}
+	w.mu.Lock()
+	t := w.live[id]
+	if t != nil {
+		t.stopped = true
+	}
+	w.mu.Unlock()
+	if t != nil {
+		// A start under way is cancelled; it releases what it took
+		// (and kills an instance that became ready meanwhile).
+		t.cancel(errStopped)
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+			return fmt.Errorf("stop instance %s: %w", id, ctx.Err())
+		}
+	}
 	w.mu.Lock()
 	in, ok := w.instances[id]
 	if ok {
@@ -667,6 +935,9 @@ func (w *Worker) StopInstance(ctx context.Context, id string) error {
 
 // Invoke implements workerapi.Worker.
 func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation) (workerapi.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return workerapi.Result{}, fmt.Errorf("invoke instance %s: %w", id, err)
+	}
 	w.mu.Lock()
 	in, ok := w.instances[id]
 	w.mu.Unlock()
@@ -742,6 +1013,18 @@ func (w *Worker) Close(ctx context.Context) error {
 		close(w.stop)
 	}
 	w.closed = true
+	w.mu.Unlock()
+	// Starts under way are cancelled first: each releases what it took.
+	w.cancel()
+	started := make(chan struct{})
+	go func() { w.starts.Wait(); close(started) }()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		return fmt.Errorf("instance starts still running at shutdown: %w", ctx.Err())
+	}
+	defer w.events.Close()
+	w.mu.Lock()
 	ins := make([]*instance, 0, len(w.instances))
 	for _, in := range w.instances {
 		in.stopping = true
