@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wk, err := node.New(node.Options{
 		ID: hostname, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
 		Code: reg, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
-		RootFS: rootFS, Layers: images,
+		RootFS: rootFS, Layers: images, Images: images, BaseImages: bases,
 	})
 	if err != nil {
 		return err
@@ -140,8 +140,11 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("worker shutdown", "err", err)
 		}
 	}()
+	// The controller holds the node as a workerapi.Worker directly: in
+	// `baton server` the worker API is an in-process call, and the image
+	// store is the node's alone.
 	ctrl := controller.New(controller.Options{
-		Registry: reg, Worker: wk, Records: recs, Metrics: m, Images: images, BaseImages: bases, Logger: log.With("component", "controller"),
+		Registry: reg, Worker: wk, Records: recs, Metrics: m, Logger: log.With("component", "controller"),
 		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
 	})
 	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))

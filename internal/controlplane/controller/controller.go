@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
@@ -17,8 +18,6 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/registry"
 	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/function"
-	"github.com/baton-faas/baton/internal/image"
-	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/store"
 	"github.com/baton-faas/baton/internal/workerapi"
@@ -30,12 +29,8 @@ type Options struct {
 	Worker   workerapi.Worker
 	Records  *records.Log
 	Metrics  *metrics.Metrics
-	// Images is the host's image store; nil when unavailable.
-	Images *image.Store
-	// BaseImages builds the runtime base images into Images on demand.
-	BaseImages *baseimage.Cache
-	Router     router.Options
-	Logger     *slog.Logger
+	Router   router.Options
+	Logger   *slog.Logger
 }
 
 // Controller serves the API's needs.
@@ -50,8 +45,11 @@ type Controller struct {
 	// router always ends up with what the registry holds last. The lock is
 	// per name: invocations and other functions never wait on it.
 	perFunction keyedlock.Locks
-	images      *image.Store
-	base        *baseimage.Cache
+
+	// stopLoops ends the loops Start runs (the router's, the events
+	// loop); loops counts them so that Shutdown waits until they are gone.
+	stopLoops context.CancelFunc
+	loops     sync.WaitGroup
 }
 
 // New creates a controller; call Start before serving.
@@ -63,49 +61,125 @@ func New(o Options) *Controller {
 	o.Router.Logger = o.Logger
 	return &Controller{
 		reg: o.Registry, worker: o.Worker, router: router.New(o.Worker, o.Router),
-		records: o.Records, metrics: o.Metrics, log: o.Logger, images: o.Images, base: o.BaseImages,
+		records: o.Records, metrics: o.Metrics, log: o.Logger, stopLoops: func() {},
 	}
 }
 
 // Start loads the stored functions into the router and runs the
-// background loops until ctx ends.
+// background loops until ctx ends or Shutdown.
 func (c *Controller) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	// Follow the worker's events before any instance starts, so that no
+	// exit goes unseen.
+	events, err := c.worker.Events(ctx, 0)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("worker events: %w", err)
+	}
 	fns, err := c.reg.List(ctx)
 	if err != nil {
+		cancel()
 		return fmt.Errorf("load functions: %w", err)
 	}
 	for _, fn := range fns {
 		c.router.SetFunction(fn)
 	}
 	c.log.Info("functions loaded", "count", len(fns))
-	go c.router.Run(ctx)
+	c.stopLoops = cancel
+	c.loops.Add(2)
 	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-c.worker.Events():
-				if ev.Kind == workerapi.InstanceExited {
-					c.router.InstanceExited(ev)
-				}
-			}
-		}
+		defer c.loops.Done()
+		c.router.Run(ctx)
+	}()
+	go func() {
+		defer c.loops.Done()
+		c.followEvents(ctx, events)
 	}()
 	return nil
 }
 
+// followEvents handles the worker's events until ctx ends, resuming the
+// stream where it broke off.
+func (c *Controller) followEvents(ctx context.Context, events <-chan workerapi.Event) {
+	var last uint64
+	for {
+		for ev := range events {
+			last = ev.Seq
+			switch ev.Kind {
+			case workerapi.InstanceExited:
+				c.router.InstanceExited(ev)
+			case workerapi.Resync:
+				c.resync(ctx)
+			}
+		}
+		for {
+			if ctx.Err() != nil {
+				return
+			}
+			var err error
+			if events, err = c.worker.Events(ctx, last); err == nil {
+				break
+			}
+			c.log.Warn("worker events: resuming", "after", last, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// resync drops the instances the router knows that the worker no longer
+// runs: their exits were among the events lost.
+func (c *Controller) resync(ctx context.Context) {
+	live, err := c.worker.Instances(ctx)
+	if err != nil {
+		c.log.Warn("worker events lost, and its instances could not be listed", "err", err)
+		return
+	}
+	alive := make(map[string]bool, len(live))
+	for _, in := range live {
+		alive[in.ID] = true
+	}
+	fns, err := c.reg.List(ctx)
+	if err != nil {
+		c.log.Warn("worker events lost, and the functions could not be listed", "err", err)
+		return
+	}
+	for _, fn := range fns {
+		st, _ := c.router.Status(fn.Name)
+		for _, in := range st.Instances {
+			if !alive[in.ID] {
+				c.router.InstanceExited(workerapi.Event{Kind: workerapi.InstanceExited, Function: fn.Name,
+					Instance: in.ID, Version: in.Version, Reason: "gone from the worker (events were lost)"})
+			}
+		}
+	}
+}
+
 // Shutdown drains in-flight invocations until ctx ends, then stops all
-// instances.
+// instances and the controller's loops, and waits for them.
 func (c *Controller) Shutdown(ctx context.Context) error {
-	return c.router.Shutdown(ctx)
+	err := c.router.Shutdown(ctx)
+	c.stopLoops()
+	c.loops.Wait()
+	return err
 }
 
 // Isolation describes the worker's sandboxing.
-func (c *Controller) Isolation() string { return c.worker.Info().Isolation }
+func (c *Controller) Isolation(ctx context.Context) string {
+	info, err := c.worker.Info(ctx)
+	if err != nil {
+		c.log.Warn("worker info", "err", err)
+		return "unknown (worker unavailable)"
+	}
+	return info.Isolation
+}
 
 // Deploy registers or updates a function.
 func (c *Controller) Deploy(ctx context.Context, name string, spec function.Spec, code []byte) (registry.DeployResult, error) {
-	if err := c.checkImage(spec); err != nil {
+	if err := c.checkImage(ctx, spec); err != nil {
 		return registry.DeployResult{}, err
 	}
 	defer c.perFunction.Lock(name)()

@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,8 +125,8 @@ func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
 	}
 }
 
-func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "isolation": s.c.Isolation()})
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "isolation": s.c.Isolation(r.Context())})
 }
 
 // deployRequest is the PUT body: the spec plus the code archive.
@@ -150,10 +151,10 @@ type FunctionView struct {
 	NewVersion bool `json:"newVersion,omitempty"`
 }
 
-func (s *Server) view(fn function.Function) FunctionView {
+func (s *Server) view(ctx context.Context, fn function.Function) FunctionView {
 	return FunctionView{
 		Name: fn.Name, Version: fn.Version, Spec: fn.Spec, CodeDigest: fn.CodeDigest, CodeSize: fn.CodeSize,
-		CreatedAt: fn.CreatedAt, UpdatedAt: fn.UpdatedAt, Isolation: s.c.Isolation(), Status: s.c.Status(fn.Name),
+		CreatedAt: fn.CreatedAt, UpdatedAt: fn.UpdatedAt, Isolation: s.c.Isolation(ctx), Status: s.c.Status(fn.Name),
 	}
 }
 
@@ -186,7 +187,7 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request) {
 		s.writeStoreError(w, err)
 		return
 	}
-	v := s.view(res.Function)
+	v := s.view(r.Context(), res.Function)
 	v.Created, v.NewVersion = res.Created, res.NewVersion
 	status := http.StatusOK
 	if res.Created {
@@ -201,7 +202,7 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 		s.writeStoreError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.view(fn))
+	writeJSON(w, http.StatusOK, s.view(r.Context(), fn))
 }
 
 func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
@@ -212,7 +213,7 @@ func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]FunctionView, 0, len(fns))
 	for _, fn := range fns {
-		out = append(out, s.view(fn))
+		out = append(out, s.view(r.Context(), fn))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"functions": out})
 }

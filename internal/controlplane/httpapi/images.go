@@ -3,12 +3,10 @@ package httpapi
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 
-	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/image"
+	"github.com/baton-faas/baton/internal/workerapi"
 )
 
 // maxImageBytes caps an uploaded image archive.
@@ -22,13 +20,13 @@ func (s *Server) registerImageRoutes() {
 
 func (s *Server) writeImageError(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, controller.ErrNoImageStore):
+	case errors.Is(err, workerapi.ErrNoImageStore):
 		writeError(w, http.StatusNotImplemented, "no_image_store", err.Error())
 	case errors.Is(err, image.ErrInvalidName):
 		writeError(w, http.StatusBadRequest, "invalid_image_name", err.Error())
-	case errors.Is(err, image.ErrNotFound):
+	case errors.Is(err, workerapi.ErrImageNotFound):
 		writeError(w, http.StatusNotFound, "image_not_found", err.Error())
-	case errors.Is(err, image.ErrInUse):
+	case errors.Is(err, workerapi.ErrImageInUse):
 		writeError(w, http.StatusConflict, "image_in_use", err.Error())
 	default:
 		s.log.Warn("image request", "err", err)
@@ -53,25 +51,15 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 		s.writeImageError(w, err)
 		return
 	}
-	tmp, err := os.CreateTemp("", "baton-image-*.tar")
+	// The body streams to the worker, which stores the archive.
+	img, err := s.c.ImportImage(r.Context(), name, http.MaxBytesReader(w, r.Body, maxImageBytes))
 	if err != nil {
-		s.writeImageError(w, err)
-		return
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	if _, err := io.Copy(tmp, http.MaxBytesReader(w, r.Body, maxImageBytes)); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "image_too_large", fmt.Sprintf("image archive is larger than %d bytes", int64(maxImageBytes)))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "bad_body", "could not read the image archive: "+err.Error())
-		return
-	}
-	img, err := s.c.ImportImage(r.Context(), name, tmp.Name())
-	if err != nil {
-		if errors.Is(err, image.ErrInvalidName) || errors.Is(err, controller.ErrNoImageStore) {
+		if errors.Is(err, image.ErrInvalidName) || errors.Is(err, workerapi.ErrNoImageStore) {
 			s.writeImageError(w, err)
 			return
 		}

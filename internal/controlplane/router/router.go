@@ -490,6 +490,17 @@ func (r *Router) start(st *fnState, fn function.Function) {
 	info, err := r.worker.StartInstance(ctx, workerapi.InstanceSpec{
 		Function: fn.Name, Version: fn.Version, App: function.AppOf(fn.Name, fn.Spec), Spec: fn.Spec, CodeDigest: fn.CodeDigest,
 	})
+	if err == nil {
+		id := info.ID
+		if info, err = r.worker.WaitInstance(ctx, id); err != nil && ctx.Err() != nil {
+			// The worker keeps starting until told otherwise.
+			stopCtx, cancelStop := context.WithTimeout(context.Background(), 10*time.Second)
+			if serr := r.worker.StopInstance(stopCtx, id); serr != nil {
+				r.log.Warn("stop instance", "function", fn.Name, "instance", id, "err", serr)
+			}
+			cancelStop()
+		}
+	}
 	st.mu.Lock()
 	current := !st.removed && st.fn.Version == fn.Version
 	if current && st.starting > 0 {

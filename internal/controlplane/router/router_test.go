@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -30,13 +31,14 @@ type fakeWorker struct {
 	maxLive  int
 	invoked  map[string]int
 	versions map[string]int
+	insts    map[string]workerapi.Instance
 	seq      atomic.Int64
 	events   chan workerapi.Event
 }
 
 func newFakeWorker() *fakeWorker {
 	return &fakeWorker{stopped: map[string]bool{}, live: map[string]bool{}, invoked: map[string]int{},
-		versions: map[string]int{}, events: make(chan workerapi.Event, 16)}
+		versions: map[string]int{}, insts: map[string]workerapi.Instance{}, events: make(chan workerapi.Event, 16)}
 }
 
 func (f *fakeWorker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
@@ -54,9 +56,33 @@ func (f *fakeWorker) StartInstance(ctx context.Context, spec workerapi.InstanceS
 	f.live[id] = true
 	f.versions[id] = spec.Version
 	f.maxLive = max(f.maxLive, len(f.live))
-	f.mu.Unlock()
 	capacity := spec.Spec.Concurrency
-	return workerapi.Instance{ID: id, Function: spec.Function, Version: spec.Version, Capacity: capacity, InitDuration: f.startDelay}, nil
+	in := workerapi.Instance{ID: id, Worker: "fake", Function: spec.Function, Version: spec.Version, State: workerapi.Ready, Capacity: capacity, InitDuration: f.startDelay}
+	f.insts[id] = in
+	f.mu.Unlock()
+	return in, nil
+}
+
+// WaitInstance returns the instance StartInstance started (this fake
+// starts synchronously).
+func (f *fakeWorker) WaitInstance(_ context.Context, id string) (workerapi.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	in, ok := f.insts[id]
+	if !ok {
+		return workerapi.Instance{}, workerapi.ErrUnknownInstance
+	}
+	return in, nil
+}
+
+func (f *fakeWorker) Instances(context.Context) ([]workerapi.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []workerapi.Instance
+	for id := range f.live {
+		out = append(out, f.insts[id])
+	}
+	return out, nil
 }
 
 func (f *fakeWorker) StopInstance(_ context.Context, id string) error {
@@ -82,8 +108,22 @@ func (f *fakeWorker) Invoke(ctx context.Context, id string, inv workerapi.Invoca
 	return workerapi.Result{Payload: []byte(fmt.Sprintf(`{"instance":%q,"version":%d}`, id, v))}, nil
 }
 
-func (f *fakeWorker) Events() <-chan workerapi.Event { return f.events }
-func (f *fakeWorker) Info() workerapi.Info           { return workerapi.Info{ID: "fake", Isolation: "none"} }
+func (f *fakeWorker) Events(context.Context, uint64) (<-chan workerapi.Event, error) {
+	return f.events, nil
+}
+func (f *fakeWorker) Info(context.Context) (workerapi.Info, error) {
+	return workerapi.Info{ID: "fake", Isolation: "none"}, nil
+}
+func (f *fakeWorker) Images(context.Context) ([]workerapi.Image, error) {
+	return nil, workerapi.ErrNoImageStore
+}
+func (f *fakeWorker) CheckImage(context.Context, string) error { return workerapi.ErrNoImageStore }
+func (f *fakeWorker) ImportImage(context.Context, string, io.Reader) (workerapi.Image, error) {
+	return workerapi.Image{}, workerapi.ErrNoImageStore
+}
+func (f *fakeWorker) RemoveImage(context.Context, string, []string) error {
+	return workerapi.ErrNoImageStore
+}
 
 func (f *fakeWorker) liveCount() int {
 	f.mu.Lock()
