@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -144,6 +145,10 @@ func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec wo
 	info, err := g.z.Ready(rctx)
 	if err != nil {
 		g.stop()
+		if ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			// The start was cancelled (its instance stopped), not slow.
+			return fmt.Errorf("grain worker start cancelled: %w", context.Cause(ctx))
+		}
 		if rctx.Err() != nil {
 			// The handler's module did not finish importing in time.
 			return &workerapi.InitError{Err: workerapi.FunctionError{
