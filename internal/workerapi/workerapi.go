@@ -1,7 +1,9 @@
 // Package workerapi is the boundary between the control plane and a worker
-// (the host agent). In `baton server` the controller calls the worker
-// in-process (package inproc); cluster mode puts a network transport behind
-// the same interface. Every call takes a context and can fail: a caller
+// (the host agent). In `baton server` the controller holds the node's
+// *node.Worker as a Worker and calls it directly (no transport in
+// between); cluster mode puts a network transport behind the same
+// interface. Package workerapitest is the conformance suite of every
+// implementation, package fake an in-memory one for tests at scale. Every call takes a context and can fail: a caller
 // must treat a worker as something that can disappear at any time.
 package workerapi
 
