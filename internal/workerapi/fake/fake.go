@@ -60,6 +60,9 @@ type Worker struct {
 	ended     map[string]error // failed starts, for WaitInstance
 	images    map[string]workerapi.Image
 	closed    bool
+	// pending counts start timers that have not finished (fired and
+	// returned, or stopped); Close waits for them.
+	pending sync.WaitGroup
 }
 
 type instance struct {
@@ -134,7 +137,11 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 	}
 	w.live[in.inst.ID] = in
 	began := time.Now()
-	in.timer = time.AfterFunc(latency, func() { w.finishStart(in, spec, b, began) })
+	w.pending.Add(1)
+	in.timer = time.AfterFunc(latency, func() {
+		defer w.pending.Done()
+		w.finishStart(in, spec, b, began)
+	})
 	return in.inst, nil
 }
 
@@ -232,7 +239,7 @@ func (w *Worker) StopInstance(ctx context.Context, id string) error {
 		return nil
 	}
 	if in.inst.State == workerapi.Starting {
-		in.timer.Stop()
+		w.stopTimer(in)
 		w.failLocked(in, fmt.Errorf("start of instance %s cancelled: instance stopped while starting", id))
 		return nil
 	}
@@ -376,13 +383,22 @@ func (w *Worker) Close() {
 	w.closed = true
 	for _, in := range w.live {
 		if in.inst.State == workerapi.Starting {
-			in.timer.Stop()
+			w.stopTimer(in)
 			w.failLocked(in, fmt.Errorf("start of instance %s cancelled: %w", in.inst.ID, workerapi.ErrWorkerUnavailable))
 		}
 	}
 	w.live = map[string]*instance{}
 	w.mu.Unlock()
+	w.pending.Wait()
 	w.events.Close()
+}
+
+// stopTimer stops a pending start's timer; a timer that already fired
+// finds the start ended and returns.
+func (w *Worker) stopTimer(in *instance) {
+	if in.timer.Stop() {
+		w.pending.Done()
+	}
 }
 
 var _ workerapi.Worker = (*Worker)(nil)
