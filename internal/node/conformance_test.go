@@ -35,3 +35,49 @@ func TestConformanceProcess(t *testing.T) {
 		return w, code
 	})
 }
+
+// A start stopped while the handler still imports releases everything it
+// took: the grain worker, the sandbox, the code reference.
+func TestStoppedStartReleasesEverything(t *testing.T) {
+	if runtimes.Python() == "" {
+		t.Skip("python3 is not installed: the test's function is Python")
+	}
+	code := workerapitest.NewPythonCode()
+	w, err := New(Options{ID: "node-test", DataDir: t.TempDir(), Sandboxes: process.New(), Code: code})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	spec := code.Deploy(t, "slow", workerapitest.SlowStart)
+	in, err := w.StartInstance(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the grain worker is importing (the start is deep in its
+	// path), then stop.
+	for {
+		w.mu.Lock()
+		n := len(w.grains)
+		w.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the grain worker never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := w.StopInstance(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.grains) != 0 || len(w.apps) != 0 || len(w.live) != 0 || len(w.instances) != 0 {
+		t.Errorf("left after the stop: %d grain workers, %d sandboxes, %d live, %d instances", len(w.grains), len(w.apps), len(w.live), len(w.instances))
+	}
+	if u := w.codeUses[spec.CodeDigest]; u == nil || u.refs != 0 {
+		t.Errorf("code use after the stop: %+v; want no reference", u)
+	}
+}
