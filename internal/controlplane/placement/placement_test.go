@@ -31,7 +31,7 @@ func TestDefault(t *testing.T) {
 		{"app's worker without room is skipped", []Candidate{worker("a", 1024, 512, nil), worker("b", 1024, 1000, map[string]int{"shop": 7})}, "a"},
 		{"least loaded among the app's workers", []Candidate{worker("a", 1024, 900, map[string]int{"shop": 1}), worker("b", 1024, 300, map[string]int{"shop": 1}), worker("c", 1024, 0, nil)}, "b"},
 		{"exactly full still fits", []Candidate{worker("a", 1024, 896, nil)}, "a"},
-		{"unbounded worker fits", []Candidate{worker("a", 0, 1 << 20, nil)}, "a"},
+		{"unbounded worker fits", []Candidate{worker("a", 0, 1<<20, nil)}, "a"},
 		{"tie goes to the lower id", []Candidate{worker("b", 1024, 0, nil), worker("a", 1024, 0, nil)}, "a"},
 	}
 	for _, c := range cases {

@@ -62,10 +62,10 @@ type Log struct {
 	opts Options
 	log  *slog.Logger
 
-	mu    sync.RWMutex
-	ring  []*Record // oldest first, at most Max
-	head  int       // index of the oldest record once the ring is full
-	byID  map[string]*Record
+	mu   sync.RWMutex
+	ring []*Record // oldest first, at most Max
+	head int       // index of the oldest record once the ring is full
+	byID map[string]*Record
 	// closed is set by Close under mu; Add sends on queue only under mu
 	// and while !closed, so it never sends on the closed channel.
 	closed bool
