@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,14 +32,19 @@ func TestRedeployStorm(t *testing.T) {
 	defer stop()
 
 	var wg sync.WaitGroup
+	var storming atomic.Bool
+	var duringStorm atomic.Int64
 	errs := make(chan error, 8*25)
 	for range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for range 25 {
-				if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); err != nil {
+				_, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
+				if err != nil {
 					errs <- err
+				} else if storming.Load() {
+					duringStorm.Add(1)
 				}
 			}
 		}()
@@ -46,11 +52,19 @@ func TestRedeployStorm(t *testing.T) {
 	// Let the first version come up and serve, then the storm.
 	eventually(t, "version 1 serving", func() bool { s, _ := r.Status("f"); return len(s.Instances) > 0 })
 	const last = 61
+	storming.Store(true)
 	for v := 2; v <= last; v++ {
 		clk.sleep(10 * time.Millisecond)
 		r.SetFunction(testFunction(v, spec))
 	}
+	storming.Store(false)
 	wg.Wait()
+	// No version after the first became ready during the storm: the
+	// first one's instances kept serving. (At 5 ms per call on 4
+	// instances, the storm has room for ~480 calls.)
+	if n := duringStorm.Load(); n < 50 {
+		t.Errorf("only %d invocations completed during the storm", n)
+	}
 	close(errs)
 	for err := range errs {
 		t.Errorf("invocation during the storm: %v", err)
