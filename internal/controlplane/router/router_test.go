@@ -43,12 +43,18 @@ func invokeAsync(r *Router, ctx context.Context) <-chan result {
 	return ch
 }
 
-// await ticks the clock until the invocation ends.
+// await ticks the clock by 5 ms until the invocation ends.
 func await(t *testing.T, clk *fakeClock, ch <-chan result) result {
+	t.Helper()
+	return awaitEvery(t, clk, 5*time.Millisecond, ch)
+}
+
+// awaitEvery ticks the clock by step until the invocation ends.
+func awaitEvery(t *testing.T, clk *fakeClock, step time.Duration, ch <-chan result) result {
 	t.Helper()
 	var res result
 	got := false
-	advanceUntil(t, clk, 5*time.Millisecond, "the invocation to end", func() bool {
+	advanceUntil(t, clk, step, "the invocation to end", func() bool {
 		select {
 		case res = <-ch:
 			got = true
