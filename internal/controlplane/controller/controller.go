@@ -62,7 +62,7 @@ func New(o Options) *Controller {
 	o.Router.Observer = o.Metrics
 	o.Router.Logger = o.Logger
 	return &Controller{
-		reg: o.Registry, worker: o.Worker, router: router.New(o.Worker, o.Router),
+		reg: o.Registry, worker: o.Worker, router: router.New(o.Router),
 		records: o.Records, metrics: o.Metrics, log: o.Logger, images: o.Images, base: o.BaseImages,
 	}
 }
@@ -70,6 +70,9 @@ func New(o Options) *Controller {
 // Start loads the stored functions into the router and runs the
 // background loops until ctx ends.
 func (c *Controller) Start(ctx context.Context) error {
+	if err := c.router.AddWorker(ctx, c.worker); err != nil {
+		return err
+	}
 	fns, err := c.reg.List(ctx)
 	if err != nil {
 		return fmt.Errorf("load functions: %w", err)
