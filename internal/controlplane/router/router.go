@@ -1072,6 +1072,11 @@ func (r *Router) Status(name string) (Status, bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	s := Status{Starting: st.startingLocked(st.fn.Version), Stopping: st.stopping, Queued: len(st.queue), Instances: []InstanceStatus{}}
+	for ps := range st.starts {
+		if ps.cancelled {
+			s.Stopping++ // a cancelled start ends with a stop on its worker
+		}
+	}
 	for _, in := range st.instances {
 		is := InstanceStatus{ID: in.id, Worker: in.w.id, Version: in.version, InFlight: in.inflight, Capacity: in.capacity, Served: in.served, LastUsed: in.lastUsed}
 		if in.inflight == 0 {
