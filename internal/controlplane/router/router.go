@@ -368,6 +368,12 @@ func (r *Router) invokeOnce(ctx context.Context, st *fnState, inv workerapi.Invo
 		out.Init = min(in.init, out.Wait)
 	}
 
+	if in.w.ctx.Err() != nil && r.ctx.Err() == nil {
+		// The worker was removed after this slot was granted: the event
+		// was never sent, so it may run on another instance.
+		r.release(st, in, true, 0)
+		return out, &workerapi.Failure{Kind: workerapi.FailureNotDelivered, Message: fmt.Sprintf("worker %s was removed", in.w.id)}
+	}
 	started := r.clock.Now()
 	inv.Deadline = started.Add(spec.Timeout())
 	// A client that goes away does not cancel the invocation (as on
