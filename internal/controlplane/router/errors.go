@@ -1,6 +1,7 @@
 package router
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/baton-faas/baton/internal/errdefs"
@@ -37,3 +38,52 @@ func (e *OverloadError) Unwrap() error { return ErrQueueFull }
 // until a request like this one would be admitted (at least a second:
 // HTTP's Retry-After counts whole seconds).
 func (e *OverloadError) RetryAfter() time.Duration { return e.retryAfter }
+
+// admitLocked refuses a request that would have to wait in the queue
+// longer than the queue timeout: its expected wait is the requests ahead
+// of it times the observed service time, shared by the function's
+// capacity at max scale. Before any service time is observed only the
+// queue bound applies.
+func (r *Router) admitLocked(st *fnState) error {
+	ahead := len(st.queue)
+	capacity := max(st.fn.Spec.MaxScale, 1) * max(st.fn.Spec.Concurrency, 1)
+	perRequest := st.service / time.Duration(capacity)
+	if ahead >= r.opts.QueueSize {
+		// The queue moves one place per perRequest (a second if unknown).
+		retry := time.Second
+		if perRequest > 0 {
+			retry = time.Duration(ahead-r.opts.QueueSize+1) * perRequest
+		}
+		return &OverloadError{
+			msg:        fmt.Sprintf("%s: %d requests of %s are waiting", ErrQueueFull.Error(), ahead, st.name),
+			retryAfter: roundUpSecond(retry),
+		}
+	}
+	if perRequest <= 0 {
+		return nil
+	}
+	wait := time.Duration(ahead+1) * perRequest
+	if wait <= r.opts.QueueTimeout {
+		return nil
+	}
+	return &OverloadError{
+		msg: fmt.Sprintf("%s is overloaded: %d requests are waiting, which takes about %s at %s each on %d slots, more than the queue timeout of %s",
+			st.name, ahead, wait.Round(time.Millisecond), st.service.Round(time.Millisecond), capacity, r.opts.QueueTimeout),
+		retryAfter: roundUpSecond(wait - r.opts.QueueTimeout),
+	}
+}
+
+func roundUpSecond(d time.Duration) time.Duration {
+	return max(time.Second, (d+time.Second-1)/time.Second*time.Second)
+}
+
+// observeServiceLocked folds one invocation's slot time into the mean.
+func (st *fnState) observeServiceLocked(d time.Duration) {
+	if st.service == 0 {
+		st.service = d
+		return
+	}
+	// Weight 1/8: follows a change within tens of invocations without
+	// jumping on one slow call.
+	st.service += (d - st.service) / 8
+}
