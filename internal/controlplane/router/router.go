@@ -689,6 +689,15 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	r.closed = true
 	r.tmu.Unlock()
 	r.tasks.Wait()
+	// Invocations cut off above return as their workers' contexts end;
+	// wait for them (and the goroutine counting them), within reason.
+	late, stop := r.after(r.opts.StopTimeout)
+	defer stop()
+	select {
+	case <-done:
+	case <-late:
+		r.log.Warn("invocations still running after shutdown")
+	}
 	return err
 }
 
