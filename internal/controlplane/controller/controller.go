@@ -60,7 +60,7 @@ func New(o Options) *Controller {
 	o.Router.Observer = o.Metrics
 	o.Router.Logger = o.Logger
 	return &Controller{
-		reg: o.Registry, worker: o.Worker, router: router.New(o.Worker, o.Router),
+		reg: o.Registry, worker: o.Worker, router: router.New(o.Router),
 		records: o.Records, metrics: o.Metrics, log: o.Logger, stopLoops: func() {},
 	}
 }
@@ -75,6 +75,10 @@ func (c *Controller) Start(ctx context.Context) error {
 	if err != nil {
 		cancel()
 		return fmt.Errorf("worker events: %w", err)
+	}
+	if err := c.router.AddWorker(ctx, c.worker); err != nil {
+		cancel()
+		return err
 	}
 	fns, err := c.reg.List(ctx)
 	if err != nil {

@@ -62,12 +62,15 @@ type Log struct {
 	opts Options
 	log  *slog.Logger
 
-	mu    sync.RWMutex
-	ring  []*Record // oldest first, at most Max
-	head  int       // index of the oldest record once the ring is full
-	byID  map[string]*Record
-	queue chan *Record
-	done  chan struct{}
+	mu   sync.RWMutex
+	ring []*Record // oldest first, at most Max
+	head int       // index of the oldest record once the ring is full
+	byID map[string]*Record
+	// closed is set by Close under mu; Add sends on queue only under mu
+	// and while !closed, so it never sends on the closed channel.
+	closed bool
+	queue  chan *Record
+	done   chan struct{}
 }
 
 // Open loads the newest records from the store and starts the writer.
@@ -107,16 +110,25 @@ func (l *Log) insert(r *Record) {
 }
 
 // Add records an invocation. It never blocks on the store: if the writer
-// is far behind, the record is kept in memory only and a warning logged.
+// is far behind, or the log is closed, the record is kept in memory only
+// and a warning logged.
 func (l *Log) Add(r *Record) {
 	l.mu.Lock()
 	l.insert(r)
-	l.mu.Unlock()
-	if l.opts.Store == nil {
-		return
+	queued := l.opts.Store == nil
+	if !queued && !l.closed {
+		select {
+		case l.queue <- r: // never blocks: the lock is not held across a wait
+			queued = true
+		default:
+		}
 	}
-	select {
-	case l.queue <- r:
+	closed := l.closed
+	l.mu.Unlock()
+	switch {
+	case queued:
+	case closed:
+		l.log.Warn("invocation record log is closed; record kept in memory only", "id", r.ID)
 	default:
 		l.log.Warn("invocation record store is behind; record kept in memory only", "id", r.ID)
 	}
@@ -137,9 +149,15 @@ func (l *Log) write() {
 	}
 }
 
-// Close flushes pending records to the store.
+// Close flushes pending records to the store. Records added afterwards
+// stay in memory only; closing twice is harmless.
 func (l *Log) Close() {
-	close(l.queue)
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.queue)
+	}
+	l.mu.Unlock()
 	<-l.done
 }
 

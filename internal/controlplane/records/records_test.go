@@ -3,6 +3,7 @@ package records
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 )
 
@@ -58,4 +59,42 @@ func TestBoundedAndReloaded(t *testing.T) {
 	if _, ok := l2.Get("0"); ok {
 		t.Fatal("reload must keep only the newest Max records")
 	}
+}
+
+// TestAddAfterClose adds records while and after the log closes: Add must
+// not send on the closed queue (a panic), and the records stay queryable.
+func TestAddAfterClose(t *testing.T) {
+	l, err := Open(context.Background(), Options{Max: 100, Store: &lockedStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 20 {
+				l.Add(&Record{ID: fmt.Sprintf("%d-%d", i, j), Function: "f"})
+			}
+		}()
+	}
+	l.Close()
+	wg.Wait()
+	l.Add(&Record{ID: "late", Function: "f"})
+	l.Close()
+	if _, ok := l.Get("late"); !ok {
+		t.Fatal("a record added after Close is not kept in memory")
+	}
+}
+
+// lockedStore is a memStore safe for the writer and the test at once.
+type lockedStore struct {
+	mu sync.Mutex
+	memStore
+}
+
+func (s *lockedStore) AppendRecord(ctx context.Context, fn string, b []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.memStore.AppendRecord(ctx, fn, b)
 }

@@ -1,10 +1,20 @@
 // Package router is Baton's data plane: it hands each invocation a slot on a
-// ready instance of the function's current version, queues it in a bounded
-// per-function queue while instances start, and drives the autoscaler.
+// ready instance of the function's newest version, queues it in a bounded
+// per-function queue while instances start, drives the autoscaler, and
+// places new instances on a set of workers through a placement policy.
 //
 // Locking: each function has its own mutex; no lock is held while calling
-// the worker (starting, stopping, invoking), so a slow instance start never
+// a worker (starting, stopping, invoking), so a slow instance start never
 // blocks other functions or other requests of the same function.
+// Lock order, where the locks meet:
+//
+//	Router.mu → fnState.mu → Router.wmu (workers) → Router.tmu (tasks)
+//
+// wmu and tmu are leaves: nothing else is locked while they are held.
+//
+// Goroutines: every start and stop runs as a task the router owns
+// (Router.tasks); their contexts derive from the router's lifetime, which
+// Shutdown cancels before it waits for them.
 package router
 
 import (
@@ -13,42 +23,34 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/baton-faas/baton/internal/controlplane/autoscaler"
+	"github.com/baton-faas/baton/internal/controlplane/placement"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/workerapi"
-)
-
-// Errors the API maps to HTTP statuses.
-var (
-	ErrUnknownFunction = errors.New("function not found")
-	ErrQueueFull       = errors.New("function queue is full")
-	ErrQueueTimeout    = errors.New("no instance became available in time")
-	ErrShuttingDown    = errors.New("server is shutting down")
-	ErrFunctionRemoved = errors.New("function was deleted while the request waited")
-	// ErrStartFailed wraps a failure of the platform (not of the
-	// function's code) to start an instance.
-	ErrStartFailed = errors.New("could not start an instance")
 )
 
 // Options tune the router.
 type Options struct {
 	// QueueSize bounds the requests waiting per function.
 	QueueSize int
-	// QueueTimeout bounds how long a request waits for an instance.
+	// QueueTimeout bounds how long a request waits for an instance; a
+	// request whose expected wait is longer is refused at once.
 	QueueTimeout time.Duration
 	// StartTimeout bounds an instance start (runtime init included).
 	StartTimeout time.Duration
+	// StopTimeout bounds a stop request to a worker.
+	StopTimeout time.Duration
 	// Tick is the period of the scale-down and min-scale check.
 	Tick time.Duration
+	// Placement chooses a worker for each start (default: placement.Default).
+	Placement placement.Policy
 	// Observer receives gauge updates; may be nil.
 	Observer Observer
 	Logger   *slog.Logger
-	// Now is the clock (tests replace it).
-	Now func() time.Time
+	// Clock is the time source (tests replace it; default: real time).
+	Clock Clock
 }
 
 // Observer is told about instance counts and queue depth.
@@ -61,27 +63,44 @@ type Observer interface {
 type Outcome struct {
 	Version  int
 	Instance string
-	Cold     bool
-	Wait     time.Duration
-	Init     time.Duration
-	Exec     time.Duration
-	Result   workerapi.Result
+	// Worker is the id of the worker that ran the invocation.
+	Worker string
+	Cold   bool
+	Wait   time.Duration
+	Init   time.Duration
+	Exec   time.Duration
+	Result workerapi.Result
 }
 
 // Router dispatches invocations to instances.
 type Router struct {
-	worker workerapi.Worker
 	opts   Options
 	log    *slog.Logger
+	clock  Clock
+	policy placement.Policy
+
+	// ctx is the router's lifetime: Shutdown cancels it, which cancels
+	// pending starts and ends the workers' contexts.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu       sync.RWMutex
 	fns      map[string]*fnState
 	draining bool
 	inflight sync.WaitGroup
+
+	wmu     sync.Mutex
+	workers map[string]*workerState
+
+	// tmu guards closed; tasks counts the router's start and stop
+	// goroutines. Once closed, no task is added (Shutdown is waiting).
+	tmu    sync.Mutex
+	closed bool
+	tasks  sync.WaitGroup
 }
 
-// New returns a router that places instances on worker.
-func New(worker workerapi.Worker, opts Options) *Router {
+// New returns a router without workers; add them with AddWorker.
+func New(opts Options) *Router {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 1000
 	}
@@ -91,16 +110,43 @@ func New(worker workerapi.Worker, opts Options) *Router {
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 30 * time.Second
 	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = 10 * time.Second
+	}
 	if opts.Tick <= 0 {
 		opts.Tick = 250 * time.Millisecond
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
+	if opts.Placement == nil {
+		opts.Placement = placement.Default{}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Router{worker: worker, opts: opts, log: opts.Logger, fns: map[string]*fnState{}}
+	r := &Router{
+		opts: opts, log: opts.Logger, clock: opts.Clock, policy: opts.Placement,
+		fns: map[string]*fnState{}, workers: map[string]*workerState{},
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r
+}
+
+// goTask runs f as a task the router owns. It returns false, without
+// running f, once Shutdown stopped accepting tasks.
+func (r *Router) goTask(f func()) bool {
+	r.tmu.Lock()
+	defer r.tmu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.tasks.Add(1)
+	go func() {
+		defer r.tasks.Done()
+		f()
+	}()
+	return true
 }
 
 type instState int
@@ -110,8 +156,12 @@ const (
 	stateStopping
 )
 
+type instKey struct{ worker, id string }
+
 type instance struct {
 	id        string
+	w         *workerState
+	res       *reservation
 	version   int
 	capacity  int
 	inflight  int
@@ -122,6 +172,17 @@ type instance struct {
 	served    int
 	// recycle marks an instance to stop as soon as it is idle.
 	recycle bool
+}
+
+func (in *instance) key() instKey { return instKey{in.w.id, in.id} }
+
+// pendingStart is an instance start in progress.
+type pendingStart struct {
+	version int
+	cancel  context.CancelFunc
+	// cancelled: the start is no longer wanted (its version was
+	// superseded or the function removed); it is not a failure.
+	cancelled bool
 }
 
 type grant struct {
@@ -139,29 +200,53 @@ type fnState struct {
 	name string
 
 	mu        sync.Mutex
-	fn        function.Function
+	fn        function.Function // the newest version
 	removed   bool
-	instances map[string]*instance
-	starting  int // instance starts in progress for fn.Version
+	instances map[instKey]*instance
+	starts    map[*pendingStart]struct{}
 	queue     []*waiter
 	// stopping counts stops sent to the worker that have not returned.
 	stopping int
-	// failures counts consecutive failed starts; until retryAt, starts
-	// that only serve minScale (no request waiting) are held back, so a
-	// broken function is not restarted in a tight loop.
-	failures int
-	retryAt  time.Time
-	stopped  []string // instances to stop once the lock is released
+	// failures counts consecutive failed starts of failedVersion; until
+	// retryAt, starts that only serve minScale (no request waiting) are
+	// held back, so a broken version is not restarted in a tight loop.
+	// A newer version starts afresh.
+	failures      int
+	failedVersion int
+	retryAt       time.Time
+	stopped       []*instance // instances to stop once the lock is released
+	// service is the observed time an invocation holds its slot (an
+	// exponentially weighted mean); zero until observed.
+	service time.Duration
+}
+
+// states returns the functions' states.
+func (r *Router) states() []*fnState {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*fnState, 0, len(r.fns))
+	for _, st := range r.fns {
+		out = append(out, st)
+	}
+	return out
+}
+
+func (r *Router) reconcileAll() {
+	for _, st := range r.states() {
+		r.reconcile(st)
+	}
 }
 
 // SetFunction adds or updates a function. A new version takes all new
-// requests at once; instances of older versions finish what they are doing
-// and are then stopped.
+// requests once it has a ready instance; until then, instances of older
+// versions that are still busy keep serving the queue, so a redeploy (or a
+// storm of them) never leaves the function without instances. Starts of
+// superseded versions are cancelled.
 func (r *Router) SetFunction(fn function.Function) {
 	r.mu.Lock()
 	st, ok := r.fns[fn.Name]
 	if !ok {
-		st = &fnState{name: fn.Name, fn: fn, instances: map[string]*instance{}}
+		st = &fnState{name: fn.Name, fn: fn, instances: map[instKey]*instance{}, starts: map[*pendingStart]struct{}{}}
 		r.fns[fn.Name] = st
 	}
 	r.mu.Unlock()
@@ -176,8 +261,12 @@ func (r *Router) SetFunction(fn function.Function) {
 		return
 	}
 	if fn.Version != st.fn.Version {
-		st.failures, st.retryAt = 0, time.Time{}
-		st.starting = 0 // in-flight starts of the old version are discarded when they finish
+		for ps := range st.starts {
+			if ps.version < fn.Version {
+				ps.cancelled = true
+				ps.cancel()
+			}
+		}
 	}
 	st.fn = fn
 	for _, in := range st.instances {
@@ -189,8 +278,8 @@ func (r *Router) SetFunction(fn function.Function) {
 	r.reconcile(st)
 }
 
-// RemoveFunction forgets a function: waiting requests fail, idle instances
-// stop now, busy ones when their invocation ends.
+// RemoveFunction forgets a function: waiting requests fail, starts are
+// cancelled, idle instances stop now, busy ones when their invocation ends.
 func (r *Router) RemoveFunction(name string) {
 	r.mu.Lock()
 	st, ok := r.fns[name]
@@ -205,6 +294,10 @@ func (r *Router) RemoveFunction(name string) {
 		w.ch <- grant{err: ErrFunctionRemoved}
 	}
 	st.queue = nil
+	for ps := range st.starts {
+		ps.cancelled = true
+		ps.cancel()
+	}
 	for _, in := range st.instances {
 		if in.inflight == 0 {
 			st.stopLocked(in)
@@ -238,7 +331,7 @@ func (r *Router) Invoke(ctx context.Context, name string, inv workerapi.Invocati
 		return Outcome{}, err
 	}
 	defer r.inflight.Done()
-	arrived := r.opts.Now()
+	arrived := r.clock.Now()
 
 	for attempt := 1; ; attempt++ {
 		out, err := r.invokeOnce(ctx, st, inv, arrived)
@@ -264,28 +357,43 @@ func (r *Router) invokeOnce(ctx context.Context, st *fnState, inv workerapi.Invo
 	}
 	st.mu.Lock()
 	spec := st.fn.Spec
-	version := g.inst.version
 	st.mu.Unlock()
-	out := Outcome{Version: version, Instance: g.inst.id, Cold: g.cold, Wait: r.opts.Now().Sub(arrived)}
+	in := g.inst
+	out := Outcome{Version: in.version, Instance: in.id, Worker: in.w.id, Cold: g.cold, Wait: r.clock.Now().Sub(arrived)}
 	if g.cold {
 		// The part of the instance's init this request actually waited
 		// for: a request that arrived late in a start waited less.
-		out.Init = min(g.inst.init, out.Wait)
+		out.Init = min(in.init, out.Wait)
 	}
 
-	started := r.opts.Now()
+	if in.w.ctx.Err() != nil && r.ctx.Err() == nil {
+		// The worker was removed after this slot was granted: the event
+		// was never sent, so it may run on another instance.
+		r.release(st, in, true, 0)
+		return out, &workerapi.Failure{Kind: workerapi.FailureNotDelivered, Message: fmt.Sprintf("worker %s was removed", in.w.id)}
+	}
+	started := r.clock.Now()
 	inv.Deadline = started.Add(spec.Timeout())
 	// A client that goes away does not cancel the invocation (as on
-	// Lambda): it runs to completion or its timeout and is recorded.
-	ictx, cancel := context.WithDeadline(context.WithoutCancel(ctx), inv.Deadline)
-	res, err := r.worker.Invoke(ictx, g.inst.id, inv)
+	// Lambda): it runs to completion or its timeout and is recorded. The
+	// worker's removal (or the router's shutdown) does end it.
+	ictx, cancel := r.withTimeout(context.WithoutCancel(ctx), spec.Timeout())
+	stopLink := context.AfterFunc(in.w.ctx, cancel)
+	res, err := in.w.api.Invoke(ictx, in.id, inv)
+	stopLink()
 	cancel()
-	out.Exec = r.opts.Now().Sub(started)
+	out.Exec = r.clock.Now().Sub(started)
 	out.Result = res
 
 	var failure *workerapi.Failure
 	dead := errors.As(err, &failure) && !failure.InstanceAlive
-	r.release(st, g.inst, dead)
+	if err != nil && in.w.ctx.Err() != nil {
+		dead = true
+		if r.ctx.Err() == nil {
+			err = &workerapi.Failure{Kind: workerapi.FailureWorkerFailure, Message: fmt.Sprintf("worker %s was removed while the invocation ran: %v", in.w.id, err)}
+		}
+	}
+	r.release(st, in, dead, out.Exec)
 	if dead && r.isDraining() {
 		// The shutdown grace ran out and the instance was stopped under it.
 		return out, fmt.Errorf("%w: the invocation was stopped when the shutdown grace period ended (%v)", ErrShuttingDown, err)
@@ -307,28 +415,28 @@ func (r *Router) acquire(ctx context.Context, st *fnState) (grant, error) {
 		return grant{}, ErrFunctionRemoved
 	}
 	if in := st.pickLocked(); in != nil {
-		st.takeLocked(in, r.opts.Now())
+		st.takeLocked(in, r.clock.Now())
 		st.mu.Unlock()
 		return grant{inst: in}, nil
 	}
-	if len(st.queue) >= r.opts.QueueSize {
+	if err := r.admitLocked(st); err != nil {
 		st.mu.Unlock()
-		return grant{}, fmt.Errorf("%w: %d requests of %s are waiting", ErrQueueFull, r.opts.QueueSize, st.name)
+		return grant{}, err
 	}
-	w := &waiter{ch: make(chan grant, 1), enqueued: r.opts.Now()}
+	w := &waiter{ch: make(chan grant, 1), enqueued: r.clock.Now()}
 	st.queue = append(st.queue, w)
 	st.mu.Unlock()
 	r.reconcile(st)
 
-	timer := time.NewTimer(r.opts.QueueTimeout)
-	defer timer.Stop()
+	timeout, stopTimer := r.after(r.opts.QueueTimeout)
+	defer stopTimer()
 	var cause error
 	select {
 	case g := <-w.ch:
 		return g, g.err
 	case <-ctx.Done():
 		cause = ctx.Err()
-	case <-timer.C:
+	case <-timeout:
 		cause = fmt.Errorf("%w: waited %s for %s", ErrQueueTimeout, r.opts.QueueTimeout, st.name)
 	}
 	st.mu.Lock()
@@ -343,23 +451,36 @@ func (r *Router) acquire(ctx context.Context, st *fnState) (grant, error) {
 	st.mu.Unlock()
 	// The grant raced with our giving up: hand the slot back.
 	if g := <-w.ch; g.inst != nil {
-		r.release(st, g.inst, false)
+		r.release(st, g.inst, false, 0)
 	}
 	return grant{}, cause
 }
 
-// release returns a slot; dead says the instance did not survive.
-func (r *Router) release(st *fnState, in *instance, dead bool) {
+// release returns a slot; dead says the instance did not survive; exec is
+// how long the slot was used (0: not used).
+func (r *Router) release(st *fnState, in *instance, dead bool, exec time.Duration) {
 	st.mu.Lock()
 	in.inflight--
-	now := r.opts.Now()
+	if exec > 0 {
+		st.observeServiceLocked(exec)
+	}
+	now := r.clock.Now()
 	switch {
 	case dead:
-		if _, ok := st.instances[in.id]; ok {
+		if st.instances[in.key()] == in {
 			st.stopLocked(in)
 		}
 	case in.state != stateReady:
-	case st.removed || in.version != st.fn.Version || in.recycle:
+	case st.removed || in.recycle:
+		if in.inflight == 0 {
+			st.stopLocked(in)
+		}
+	case in.version != st.fn.Version:
+		// An instance of an older version serves waiting requests only
+		// while the newest version has no ready instance.
+		if !st.versionReadyLocked(st.fn.Version) {
+			st.handoffLocked(in, now, false)
+		}
 		if in.inflight == 0 {
 			st.stopLocked(in)
 		}
@@ -373,19 +494,48 @@ func (r *Router) release(st *fnState, in *instance, dead bool) {
 	r.reconcile(st)
 }
 
-// pickLocked prefers the busiest instance with a free slot, then the most
-// recently used, so that load packs onto few instances and the rest go idle
-// and can be scaled down.
-func (st *fnState) pickLocked() *instance {
-	var best *instance
+// versionReadyLocked reports whether the version has a ready instance.
+func (st *fnState) versionReadyLocked(version int) bool {
 	for _, in := range st.instances {
-		if in.state != stateReady || in.version != st.fn.Version || in.inflight >= in.capacity || in.recycle {
+		if in.version == version && in.state == stateReady && !in.recycle {
+			return true
+		}
+	}
+	return false
+}
+
+// pickLocked prefers the busiest instance of the newest version with a
+// free slot, then the most recently used, so that load packs onto few
+// instances and the rest go idle and can be scaled down. While the newest
+// version has no ready instance, instances of older versions still alive
+// (busy when it was deployed) are used instead.
+func (st *fnState) pickLocked() *instance {
+	var best, fallback *instance
+	newestReady := false
+	better := func(in, than *instance) bool {
+		return than == nil || in.inflight > than.inflight ||
+			(in.inflight == than.inflight && in.lastUsed.After(than.lastUsed))
+	}
+	for _, in := range st.instances {
+		if in.state != stateReady || in.recycle {
 			continue
 		}
-		if best == nil || in.inflight > best.inflight ||
-			(in.inflight == best.inflight && in.lastUsed.After(best.lastUsed)) {
-			best = in
+		if in.version == st.fn.Version {
+			newestReady = true
 		}
+		if in.inflight >= in.capacity {
+			continue
+		}
+		if in.version == st.fn.Version {
+			if better(in, best) {
+				best = in
+			}
+		} else if better(in, fallback) {
+			fallback = in
+		}
+	}
+	if best == nil && !newestReady {
+		return fallback
 	}
 	return best
 }
@@ -411,172 +561,19 @@ func (st *fnState) stopLocked(in *instance) {
 		return
 	}
 	in.state = stateStopping
-	delete(st.instances, in.id)
-	st.stopped = append(st.stopped, in.id)
+	delete(st.instances, in.key())
+	st.stopped = append(st.stopped, in)
 }
 
-// reconcile runs the autoscaler for one function and carries out its plan.
-func (r *Router) reconcile(st *fnState) {
-	st.mu.Lock()
-	if st.removed {
-		st.mu.Unlock()
-		r.flushStops(st)
-		return
-	}
-	now := r.opts.Now()
-	in := autoscaler.Input{
-		Demand:      len(st.queue),
-		Concurrency: st.fn.Spec.Concurrency,
-		Starting:    st.starting,
-		MinScale:    st.fn.Spec.MinScale,
-		MaxScale:    st.fn.Spec.MaxScale,
-		IdleTimeout: st.fn.Spec.IdleTimeout(),
-		Now:         now,
-	}
-	for _, i := range st.instances {
-		if i.version != st.fn.Version || i.state != stateReady {
-			continue
-		}
-		in.Ready++
-		in.Demand += i.inflight
-		if i.inflight == 0 {
-			in.Idle = append(in.Idle, autoscaler.IdleInstance{ID: i.id, Since: i.idleSince})
+// startingLocked counts the starts in progress of a version.
+func (st *fnState) startingLocked(version int) int {
+	n := 0
+	for ps := range st.starts {
+		if ps.version == version && !ps.cancelled {
+			n++
 		}
 	}
-	d := autoscaler.Plan(in)
-	if d.Start > 0 && now.Before(st.retryAt) {
-		demandOnly := in
-		demandOnly.MinScale = 0
-		d.Start = max(0, autoscaler.Desired(demandOnly)-in.Ready-in.Starting)
-	}
-	for _, id := range d.Stop {
-		st.stopLocked(st.instances[id])
-	}
-	st.starting += d.Start
-	fn := st.fn
-	st.mu.Unlock()
-
-	for i := 0; i < d.Start; i++ {
-		go r.start(st, fn)
-	}
-	r.flushStops(st)
-	r.observe(st)
-}
-
-func (r *Router) flushStops(st *fnState) {
-	st.mu.Lock()
-	ids := st.stopped
-	st.stopped = nil
-	st.stopping += len(ids)
-	st.mu.Unlock()
-	for _, id := range ids {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := r.worker.StopInstance(ctx, id); err != nil {
-				r.log.Warn("stop instance", "function", st.name, "instance", id, "err", err)
-			}
-			st.mu.Lock()
-			st.stopping--
-			st.mu.Unlock()
-		}()
-	}
-}
-
-func (r *Router) start(st *fnState, fn function.Function) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.StartTimeout)
-	defer cancel()
-	began := r.opts.Now()
-	info, err := r.worker.StartInstance(ctx, workerapi.InstanceSpec{
-		Function: fn.Name, Version: fn.Version, App: function.AppOf(fn.Name, fn.Spec), Spec: fn.Spec, CodeDigest: fn.CodeDigest,
-	})
-	if err == nil {
-		id := info.ID
-		if info, err = r.worker.WaitInstance(ctx, id); err != nil && ctx.Err() != nil {
-			// The worker keeps starting until told otherwise.
-			stopCtx, cancelStop := context.WithTimeout(context.Background(), 10*time.Second)
-			if serr := r.worker.StopInstance(stopCtx, id); serr != nil {
-				r.log.Warn("stop instance", "function", fn.Name, "instance", id, "err", serr)
-			}
-			cancelStop()
-		}
-	}
-	st.mu.Lock()
-	current := !st.removed && st.fn.Version == fn.Version
-	if current && st.starting > 0 {
-		st.starting--
-	}
-	if err != nil {
-		if current {
-			st.failures++
-			st.retryAt = r.opts.Now().Add(startBackoff(st.failures))
-		}
-		var initErr *workerapi.InitError
-		isInit := errors.As(err, &initErr)
-		attrs := []any{"function", fn.Name, "version", fn.Version, "after", r.opts.Now().Sub(began), "err", err}
-		if isInit && len(initErr.Logs) > 0 {
-			// What the function printed usually says why it failed; a
-			// start no request waits for (minScale, a retry) has no
-			// record to keep it in.
-			attrs = append(attrs, "output", logTail(initErr.Logs, maxLoggedInitOutput))
-		}
-		r.log.Warn("instance start failed", attrs...)
-		// Fail as many waiting requests as this instance would have
-		// served: a broken function answers every request with its init
-		// error instead of letting them all time out, while a transient
-		// failure costs only the requests it was meant to serve.
-		n := fn.Spec.Concurrency
-		waiterErr := err
-		if !isInit {
-			waiterErr = fmt.Errorf("%w: %w", ErrStartFailed, err)
-		}
-		for n > 0 && len(st.queue) > 0 && current {
-			st.queue[0].ch <- grant{err: waiterErr}
-			st.queue = st.queue[1:]
-			n--
-		}
-		st.mu.Unlock()
-		if current {
-			r.reconcile(st)
-		}
-		return
-	}
-	in := &instance{id: info.ID, version: fn.Version, capacity: max(info.Capacity, 1), init: info.InitDuration}
-	now := r.opts.Now()
-	in.idleSince, in.lastUsed = now, now
-	if !current {
-		st.stopped = append(st.stopped, in.id)
-		st.mu.Unlock()
-		r.flushStops(st)
-		return
-	}
-	st.failures, st.retryAt = 0, time.Time{}
-	st.instances[in.id] = in
-	st.handoffLocked(in, now, true)
-	st.mu.Unlock()
-	r.reconcile(st)
-}
-
-// maxLoggedInitOutput bounds the init output in the server log: its end
-// is where a failing start says why.
-const maxLoggedInitOutput = 2048
-
-// logTail returns at most the last n bytes of b as valid UTF-8, marked
-// when cut.
-func logTail(b []byte, n int) string {
-	if len(b) <= n {
-		return strings.ToValidUTF8(string(b), "\uFFFD")
-	}
-	return "…" + strings.ToValidUTF8(string(b[len(b)-n:]), "")
-}
-
-// startBackoff doubles from 250 ms up to 30 s with consecutive failures.
-func startBackoff(failures int) time.Duration {
-	d := 250 * time.Millisecond
-	for i := 1; i < failures && d < 30*time.Second; i++ {
-		d *= 2
-	}
-	return min(d, 30*time.Second)
+	return n
 }
 
 // Recycle stops every instance of a function: idle ones now, busy ones
@@ -607,7 +604,8 @@ func (r *Router) Recycle(name string) (stopped, pending int, ok bool) {
 	return stopped, pending, true
 }
 
-// InstanceExited handles a worker event about an instance that died.
+// InstanceExited handles a worker event about an instance that died. An
+// event without a worker id matches the instance id on any worker.
 func (r *Router) InstanceExited(ev workerapi.Event) {
 	r.mu.RLock()
 	st, ok := r.fns[ev.Function]
@@ -616,49 +614,48 @@ func (r *Router) InstanceExited(ev workerapi.Event) {
 		return
 	}
 	st.mu.Lock()
-	in, ok := st.instances[ev.Instance]
-	if ok {
-		in.state = stateStopping
-		delete(st.instances, in.id)
+	var found *instance
+	for k, in := range st.instances {
+		if k.id == ev.Instance && (ev.Worker == "" || k.worker == ev.Worker) {
+			found = in
+			break
+		}
+	}
+	if found != nil {
+		found.state = stateStopping
+		delete(st.instances, found.key())
 	}
 	st.mu.Unlock()
-	if ok {
-		r.log.Info("instance exited", "function", ev.Function, "instance", ev.Instance, "reason", ev.Reason)
+	if found != nil {
+		r.unreserve(found.res)
+		r.log.Info("instance exited", "function", ev.Function, "worker", found.w.id, "instance", ev.Instance, "reason", ev.Reason)
 		r.reconcile(st)
 	}
 }
 
-// Run performs periodic scale-down until ctx ends.
+// Run performs periodic scale-down and min-scale checks until ctx ends.
 func (r *Router) Run(ctx context.Context) {
-	t := time.NewTicker(r.opts.Tick)
-	defer t.Stop()
 	for {
+		tick, stop := r.after(r.opts.Tick)
 		select {
 		case <-ctx.Done():
+			stop()
 			return
-		case <-t.C:
+		case <-r.ctx.Done():
+			stop()
+			return
+		case <-tick:
 		}
-		r.mu.RLock()
-		states := make([]*fnState, 0, len(r.fns))
-		for _, st := range r.fns {
-			states = append(states, st)
-		}
-		r.mu.RUnlock()
-		for _, st := range states {
-			r.reconcile(st)
-		}
+		r.reconcileAll()
 	}
 }
 
 // Shutdown refuses new requests, lets in-flight ones finish until ctx ends,
-// then stops every instance.
+// then cancels pending starts, stops every instance and waits for the
+// router's goroutines.
 func (r *Router) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.draining = true
-	states := make([]*fnState, 0, len(r.fns))
-	for _, st := range r.fns {
-		states = append(states, st)
-	}
 	r.mu.Unlock()
 
 	done := make(chan struct{})
@@ -669,31 +666,38 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("in-flight invocations did not finish: %w", ctx.Err())
 	}
-	var ids []string
-	for _, st := range states {
+	for _, st := range r.states() {
 		st.mu.Lock()
 		st.removed = true
 		for _, w := range st.queue {
 			w.ch <- grant{err: ErrShuttingDown}
 		}
 		st.queue = nil
-		for id := range st.instances {
-			ids = append(ids, id)
+		for ps := range st.starts {
+			ps.cancelled = true
 		}
-		st.instances = map[string]*instance{}
+		for _, in := range st.instances {
+			st.stopLocked(in)
+		}
 		st.mu.Unlock()
+		r.flushStops(st)
 	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = r.worker.StopInstance(stopCtx, id)
-		}()
+	// Pending starts end now and stop their starting instances
+	// themselves; invocations still running end with their workers.
+	r.cancel()
+	r.tmu.Lock()
+	r.closed = true
+	r.tmu.Unlock()
+	r.tasks.Wait()
+	// Invocations cut off above return as their workers' contexts end;
+	// wait for them (and the goroutine counting them), within reason.
+	late, stop := r.after(r.opts.StopTimeout)
+	defer stop()
+	select {
+	case <-done:
+	case <-late:
+		r.log.Warn("invocations still running after shutdown")
 	}
-	wg.Wait()
 	return err
 }
 
@@ -708,7 +712,7 @@ func (r *Router) observe(st *fnState) {
 			ready++
 		}
 	}
-	starting, depth, removed := st.starting, len(st.queue), st.removed
+	starting, depth, removed := st.startingLocked(st.fn.Version), len(st.queue), st.removed
 	st.mu.Unlock()
 	if removed {
 		ready, starting = 0, 0
@@ -720,6 +724,7 @@ func (r *Router) observe(st *fnState) {
 // InstanceStatus describes one instance for status output.
 type InstanceStatus struct {
 	ID       string    `json:"id"`
+	Worker   string    `json:"worker,omitempty"`
 	Version  int       `json:"version"`
 	InFlight int       `json:"inFlight"`
 	Capacity int       `json:"capacity"`
@@ -754,12 +759,17 @@ func (r *Router) Status(name string) (Status, bool) {
 	if !ok {
 		return Status{}, false
 	}
-	now := r.opts.Now()
+	now := r.clock.Now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	s := Status{Starting: st.starting, Stopping: st.stopping, Queued: len(st.queue), Instances: []InstanceStatus{}}
+	s := Status{Starting: st.startingLocked(st.fn.Version), Stopping: st.stopping, Queued: len(st.queue), Instances: []InstanceStatus{}}
+	for ps := range st.starts {
+		if ps.cancelled {
+			s.Stopping++ // a cancelled start ends with a stop on its worker
+		}
+	}
 	for _, in := range st.instances {
-		is := InstanceStatus{ID: in.id, Version: in.version, InFlight: in.inflight, Capacity: in.capacity, Served: in.served, LastUsed: in.lastUsed}
+		is := InstanceStatus{ID: in.id, Worker: in.w.id, Version: in.version, InFlight: in.inflight, Capacity: in.capacity, Served: in.served, LastUsed: in.lastUsed}
 		if in.inflight == 0 {
 			is.IdleFor = now.Sub(in.idleSince).Round(time.Millisecond).String()
 		}

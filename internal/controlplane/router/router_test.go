@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -13,123 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
-
-// fakeWorker starts instances after a delay and runs invocations by
-// waiting on a release channel, so tests control timing.
-type fakeWorker struct {
-	startDelay time.Duration
-	startErr   error
-	release    chan struct{} // nil: invocations return at once
-
-	mu       sync.Mutex
-	started  int
-	stopped  map[string]bool
-	live     map[string]bool
-	maxLive  int
-	invoked  map[string]int
-	versions map[string]int
-	insts    map[string]workerapi.Instance
-	seq      atomic.Int64
-	events   chan workerapi.Event
-}
-
-func newFakeWorker() *fakeWorker {
-	return &fakeWorker{stopped: map[string]bool{}, live: map[string]bool{}, invoked: map[string]int{},
-		versions: map[string]int{}, insts: map[string]workerapi.Instance{}, events: make(chan workerapi.Event, 16)}
-}
-
-func (f *fakeWorker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
-	select {
-	case <-time.After(f.startDelay):
-	case <-ctx.Done():
-		return workerapi.Instance{}, ctx.Err()
-	}
-	if f.startErr != nil {
-		return workerapi.Instance{}, f.startErr
-	}
-	id := fmt.Sprintf("i%d", f.seq.Add(1))
-	f.mu.Lock()
-	f.started++
-	f.live[id] = true
-	f.versions[id] = spec.Version
-	f.maxLive = max(f.maxLive, len(f.live))
-	capacity := spec.Spec.Concurrency
-	in := workerapi.Instance{ID: id, Worker: "fake", Function: spec.Function, Version: spec.Version, State: workerapi.Ready, Capacity: capacity, InitDuration: f.startDelay}
-	f.insts[id] = in
-	f.mu.Unlock()
-	return in, nil
-}
-
-// WaitInstance returns the instance StartInstance started (this fake
-// starts synchronously).
-func (f *fakeWorker) WaitInstance(_ context.Context, id string) (workerapi.Instance, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	in, ok := f.insts[id]
-	if !ok {
-		return workerapi.Instance{}, workerapi.ErrUnknownInstance
-	}
-	return in, nil
-}
-
-func (f *fakeWorker) Instances(context.Context) ([]workerapi.Instance, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []workerapi.Instance
-	for id := range f.live {
-		out = append(out, f.insts[id])
-	}
-	return out, nil
-}
-
-func (f *fakeWorker) StopInstance(_ context.Context, id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.stopped[id] = true
-	delete(f.live, id)
-	return nil
-}
-
-func (f *fakeWorker) Invoke(ctx context.Context, id string, inv workerapi.Invocation) (workerapi.Result, error) {
-	f.mu.Lock()
-	f.invoked[id]++
-	v := f.versions[id]
-	f.mu.Unlock()
-	if f.release != nil {
-		select {
-		case <-f.release:
-		case <-ctx.Done():
-			return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureTimeout, Message: "timeout"}
-		}
-	}
-	return workerapi.Result{Payload: []byte(fmt.Sprintf(`{"instance":%q,"version":%d}`, id, v))}, nil
-}
-
-func (f *fakeWorker) Events(context.Context, uint64) (<-chan workerapi.Event, error) {
-	return f.events, nil
-}
-func (f *fakeWorker) Info(context.Context) (workerapi.Info, error) {
-	return workerapi.Info{ID: "fake", Isolation: "none"}, nil
-}
-func (f *fakeWorker) Images(context.Context) ([]workerapi.Image, error) {
-	return nil, workerapi.ErrNoImageStore
-}
-func (f *fakeWorker) CheckImage(context.Context, string) error { return workerapi.ErrNoImageStore }
-func (f *fakeWorker) ImportImage(context.Context, string, io.Reader) (workerapi.Image, error) {
-	return workerapi.Image{}, workerapi.ErrNoImageStore
-}
-func (f *fakeWorker) RemoveImage(context.Context, string, []string) error {
-	return workerapi.ErrNoImageStore
-}
-
-func (f *fakeWorker) liveCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.live)
-}
 
 func testFunction(version int, mod func(*function.Spec)) function.Function {
 	spec, err := function.Spec{Runtime: "python3", Handler: "app.handler", MaxScale: 20, IdleTimeoutSeconds: 1}.Normalize()
@@ -142,28 +28,56 @@ func testFunction(version int, mod func(*function.Spec)) function.Function {
 	return function.Function{Name: "f", Version: version, Spec: spec}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+type result struct {
+	out Outcome
+	err error
+}
+
+// invokeAsync runs an invocation in the background.
+func invokeAsync(r *Router, ctx context.Context) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		out, err := r.Invoke(ctx, "f", workerapi.Invocation{})
+		ch <- result{out, err}
+	}()
+	return ch
+}
+
+// await ticks the clock by 5 ms until the invocation ends.
+func await(t *testing.T, clk *fakeClock, ch <-chan result) result {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	return awaitEvery(t, clk, 5*time.Millisecond, ch)
+}
+
+// awaitEvery ticks the clock by step until the invocation ends.
+func awaitEvery(t *testing.T, clk *fakeClock, step time.Duration, ch <-chan result) result {
+	t.Helper()
+	var res result
+	got := false
+	advanceUntil(t, clk, step, "the invocation to end", func() bool {
+		select {
+		case res = <-ch:
+			got = true
+		default:
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return got
+	})
+	return res
 }
 
 func TestColdThenWarm(t *testing.T) {
-	fw := newFakeWorker()
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	fw.startDelay = 20 * time.Millisecond
-	r := New(fw, Options{})
+	r := newRouter(t, clk, Options{}, fw)
 	r.SetFunction(testFunction(1, nil))
-	out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{ID: "1"})
-	if err != nil {
-		t.Fatal(err)
+	res := await(t, clk, invokeAsync(r, context.Background()))
+	if res.err != nil {
+		t.Fatal(res.err)
 	}
-	if !out.Cold || out.Init != fw.startDelay || out.Wait < fw.startDelay {
-		t.Fatalf("first call: cold=%v init=%v wait=%v, want cold with init %v", out.Cold, out.Init, out.Wait, fw.startDelay)
+	out := res.out
+	if !out.Cold || out.Init != fw.startDelay || out.Wait < fw.startDelay || out.Worker != "w1" {
+		t.Fatalf("first call: cold=%v init=%v wait=%v worker=%q, want cold on w1 with init %v", out.Cold, out.Init, out.Wait, out.Worker, fw.startDelay)
 	}
 	out2, err := r.Invoke(context.Background(), "f", workerapi.Invocation{ID: "2"})
 	if err != nil {
@@ -172,27 +86,33 @@ func TestColdThenWarm(t *testing.T) {
 	if out2.Cold || out2.Instance != out.Instance {
 		t.Fatalf("second call cold=%v on %s, want warm on %s", out2.Cold, out2.Instance, out.Instance)
 	}
-	if fw.started != 1 {
-		t.Fatalf("started %d instances, want 1", fw.started)
+	if n := fw.startedCount(); n != 1 {
+		t.Fatalf("started %d instances, want 1", n)
 	}
 }
 
 func TestUnknownFunction(t *testing.T) {
-	r := New(newFakeWorker(), Options{})
-	if _, err := r.Invoke(context.Background(), "nope", workerapi.Invocation{}); !errors.Is(err, ErrUnknownFunction) {
+	clk := newFakeClock()
+	r := newRouter(t, clk, Options{}, newFakeWorker(clk))
+	_, err := r.Invoke(context.Background(), "nope", workerapi.Invocation{})
+	if !errors.Is(err, ErrUnknownFunction) {
 		t.Fatalf("err = %v, want ErrUnknownFunction", err)
+	}
+	if c, code := errdefs.Classify(err); c != errdefs.NotFound || code != "function_not_found" {
+		t.Fatalf("class %s %s, want not-found function_not_found", c, code)
 	}
 }
 
 func TestBurstScalesToMaxAndNobodyFails(t *testing.T) {
-	fw := newFakeWorker()
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	fw.startDelay = 30 * time.Millisecond
 	fw.release = make(chan struct{})
-	r := New(fw, Options{QueueSize: 500})
+	r := newRouter(t, clk, Options{QueueSize: 500}, fw)
 	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MaxScale = 20 }))
 	var wg sync.WaitGroup
 	var failed atomic.Int64
-	for i := 0; i < 200; i++ {
+	for i := range 200 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -202,7 +122,7 @@ func TestBurstScalesToMaxAndNobodyFails(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, "20 instances", func() bool { return fw.liveCount() == 20 })
+	advanceUntil(t, clk, 5*time.Millisecond, "20 instances", func() bool { return fw.liveCount() == 20 })
 	close(fw.release)
 	wg.Wait()
 	if failed.Load() != 0 {
@@ -214,60 +134,97 @@ func TestBurstScalesToMaxAndNobodyFails(t *testing.T) {
 }
 
 func TestQueueFull(t *testing.T) {
-	fw := newFakeWorker()
-	fw.startDelay = time.Hour // nothing ever becomes ready
-	r := New(fw, Options{QueueSize: 2, StartTimeout: time.Hour})
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
+	fw.startDelay = time.Hour // nothing becomes ready
+	r := newRouter(t, clk, Options{QueueSize: 2, StartTimeout: 2 * time.Hour, QueueTimeout: 2 * time.Hour}, fw)
 	r.SetFunction(testFunction(1, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for i := 0; i < 2; i++ {
-		go func() { _, _ = r.Invoke(ctx, "f", workerapi.Invocation{}) }()
+	for range 2 {
+		invokeAsync(r, ctx)
 	}
 	eventually(t, "two queued", func() bool { s, _ := r.Status("f"); return s.Queued == 2 })
-	if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); !errors.Is(err, ErrQueueFull) {
+	_, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
+	if !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("err = %v, want ErrQueueFull", err)
+	}
+	var oe *OverloadError
+	if c, code := errdefs.Classify(err); c != errdefs.Overloaded || code != "queue_full" || !errors.As(err, &oe) || oe.RetryAfter() < time.Second {
+		t.Fatalf("err %v: class %s %s, want overloaded queue_full with a retry-after of at least 1 s", err, c, code)
 	}
 }
 
 func TestQueuedRequestLeavesOnCancel(t *testing.T) {
-	fw := newFakeWorker()
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	fw.startDelay = time.Hour
-	r := New(fw, Options{StartTimeout: time.Hour})
+	r := newRouter(t, clk, Options{StartTimeout: 2 * time.Hour}, fw)
 	r.SetFunction(testFunction(1, nil))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
-	if _, err := r.Invoke(ctx, "f", workerapi.Invocation{}); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want deadline exceeded", err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := invokeAsync(r, ctx)
+	eventually(t, "queued", func() bool { s, _ := r.Status("f"); return s.Queued == 1 })
+	cancel()
+	if res := <-ch; !errors.Is(res.err, context.Canceled) {
+		t.Fatalf("err = %v, want context canceled", res.err)
 	}
 	if s, _ := r.Status("f"); s.Queued != 0 {
 		t.Fatalf("queue depth %d after cancel, want 0", s.Queued)
 	}
 }
 
-func TestStartFailureFailsWaiters(t *testing.T) {
-	fw := newFakeWorker()
-	fw.startErr = &workerapi.InitError{Err: workerapi.FunctionError{Type: "ImportError", Message: "no module"}}
-	r := New(fw, Options{})
+func TestQueueTimeout(t *testing.T) {
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
+	fw.startDelay = time.Hour
+	r := newRouter(t, clk, Options{StartTimeout: 2 * time.Hour, QueueTimeout: time.Second}, fw)
 	r.SetFunction(testFunction(1, nil))
-	_, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
-	var ie *workerapi.InitError
-	if !errors.As(err, &ie) || ie.Err.Type != "ImportError" {
-		t.Fatalf("err = %v, want the init error", err)
+	res := await(t, clk, invokeAsync(r, context.Background()))
+	if !errors.Is(res.err, ErrQueueTimeout) {
+		t.Fatalf("err = %v, want ErrQueueTimeout", res.err)
 	}
+}
+
+func TestStartFailureFailsWaiters(t *testing.T) {
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
+	fw.startErr = &workerapi.InitError{Err: workerapi.FunctionError{Type: "ImportError", Message: "no module"}}
+	r := newRouter(t, clk, Options{}, fw)
+	r.SetFunction(testFunction(1, nil))
+	res := await(t, clk, invokeAsync(r, context.Background()))
+	var ie *workerapi.InitError
+	if !errors.As(res.err, &ie) || ie.Err.Type != "ImportError" {
+		t.Fatalf("err = %v, want the init error", res.err)
+	}
+}
+
+func TestStartTimeoutIsStartFailed(t *testing.T) {
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
+	fw.startDelay = time.Hour
+	r := newRouter(t, clk, Options{StartTimeout: time.Second, QueueTimeout: time.Hour}, fw)
+	r.SetFunction(testFunction(1, nil))
+	res := await(t, clk, invokeAsync(r, context.Background()))
+	if !errors.Is(res.err, ErrStartFailed) {
+		t.Fatalf("err = %v, want ErrStartFailed", res.err)
+	}
+	if c, code := errdefs.Classify(res.err); c != errdefs.Unavailable || code != "start_failed" {
+		t.Fatalf("class %s %s, want unavailable start_failed", c, code)
+	}
+	// The timed-out start was stopped on the worker.
+	eventually(t, "the start cancelled on the worker", func() bool { return fw.startingCount() == 0 })
 }
 
 // TestStartFailureLogsOutput checks that a failed start with nobody
 // waiting (minScale) still leaves the function's output where an operator
 // looks: the server log, its end kept when it is long.
 func TestStartFailureLogsOutput(t *testing.T) {
-	fw := newFakeWorker()
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	output := strings.Repeat("noise\n", 1000) + "ImportError: no module named app\n"
 	fw.startErr = &workerapi.InitError{Err: workerapi.FunctionError{Type: "Runtime.ImportModuleError", Message: "no module"}, Logs: []byte(output)}
 	var buf syncBuffer
-	r := New(fw, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Tick: 10 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
+	r := newRouter(t, clk, Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))}, fw)
 	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 1 }))
 	eventually(t, "a logged start failure", func() bool { return strings.Contains(buf.String(), "instance start failed") })
 	line, _, _ := strings.Cut(buf.String()[strings.Index(buf.String(), "instance start failed"):], "\n")
@@ -295,93 +252,83 @@ func (b *syncBuffer) String() string {
 }
 
 func TestScaleToZeroAndMinScale(t *testing.T) {
-	fw := newFakeWorker()
-	r := New(fw, Options{Tick: 10 * time.Millisecond})
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
+	r := newRouter(t, clk, Options{Tick: 10 * time.Millisecond}, fw)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx)
 	r.SetFunction(testFunction(1, nil)) // idle timeout 1 s
-	if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); err != nil {
-		t.Fatal(err)
+	if res := await(t, clk, invokeAsync(r, context.Background())); res.err != nil {
+		t.Fatal(res.err)
 	}
 	if fw.liveCount() != 1 {
 		t.Fatalf("live = %d, want 1", fw.liveCount())
 	}
-	eventually(t, "scale to zero", func() bool { return fw.liveCount() == 0 })
+	advanceUntil(t, clk, 10*time.Millisecond, "scale to zero", func() bool { return fw.liveCount() == 0 })
 
 	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 2 }))
-	eventually(t, "min scale 2", func() bool { return fw.liveCount() == 2 })
-	time.Sleep(1200 * time.Millisecond)
+	advanceUntil(t, clk, 10*time.Millisecond, "min scale 2", func() bool { return fw.liveCount() == 2 })
+	// Well past the idle timeout, with ticks all along, minScale holds.
+	end := clk.Now().Add(3 * time.Second)
+	advanceUntil(t, clk, 10*time.Millisecond, "3 s of ticks", func() bool { return !clk.Now().Before(end) })
 	if fw.liveCount() != 2 {
 		t.Fatalf("live = %d after idle timeout, want minScale 2", fw.liveCount())
 	}
 }
 
 func TestNewVersionTakesNewRequestsOldDrains(t *testing.T) {
-	fw := newFakeWorker()
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	fw.release = make(chan struct{})
-	r := New(fw, Options{})
+	r := newRouter(t, clk, Options{}, fw)
 	r.SetFunction(testFunction(1, nil))
-	oldDone := make(chan Outcome, 1)
-	go func() {
-		out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
-		if err != nil {
-			t.Error(err)
-		}
-		oldDone <- out
-	}()
+	oldDone := invokeAsync(r, context.Background())
 	eventually(t, "v1 busy", func() bool { s, _ := r.Status("f"); return len(s.Instances) == 1 && s.Instances[0].InFlight == 1 })
 	r.SetFunction(testFunction(2, func(s *function.Spec) { s.Env = map[string]string{"V": "2"} }))
-	newDone := make(chan Outcome, 1)
-	go func() {
-		out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
-		if err != nil {
-			t.Error(err)
-		}
-		newDone <- out
-	}()
-	eventually(t, "v2 started", func() bool { fw.mu.Lock(); defer fw.mu.Unlock(); return fw.started == 2 })
+	eventually(t, "v2 started", func() bool { return fw.startedCount() == 2 })
+	newDone := invokeAsync(r, context.Background())
 	close(fw.release)
-	if o := <-oldDone; o.Version != 1 {
-		t.Fatalf("in-flight call finished on version %d, want 1", o.Version)
+	if o := <-oldDone; o.err != nil || o.out.Version != 1 {
+		t.Fatalf("in-flight call finished on version %d (%v), want 1", o.out.Version, o.err)
 	}
-	if o := <-newDone; o.Version != 2 {
-		t.Fatalf("new call ran on version %d, want 2", o.Version)
+	if o := <-newDone; o.err != nil || o.out.Version != 2 {
+		t.Fatalf("new call ran on version %d (%v), want 2", o.out.Version, o.err)
 	}
 	eventually(t, "v1 instance stopped", func() bool { return fw.liveCount() == 1 })
 }
 
 func TestConcurrencyPacksOneInstance(t *testing.T) {
-	fw := newFakeWorker()
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	fw.release = make(chan struct{})
-	r := New(fw, Options{})
+	r := newRouter(t, clk, Options{}, fw)
 	r.SetFunction(testFunction(1, func(s *function.Spec) { s.Runtime = "nodejs"; s.Concurrency = 4 }))
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); err != nil {
-				t.Error(err)
-			}
-		}()
+	var chans []<-chan result
+	for range 4 {
+		chans = append(chans, invokeAsync(r, context.Background()))
 	}
 	eventually(t, "4 in flight", func() bool {
 		s, _ := r.Status("f")
 		return len(s.Instances) == 1 && s.Instances[0].InFlight == 4
 	})
 	close(fw.release)
-	wg.Wait()
-	if fw.started != 1 {
-		t.Fatalf("started %d instances for 4 events at concurrency 4, want 1", fw.started)
+	for _, ch := range chans {
+		if res := <-ch; res.err != nil {
+			t.Error(res.err)
+		}
+	}
+	if n := fw.startedCount(); n != 1 {
+		t.Fatalf("started %d instances for 4 events at concurrency 4, want 1", n)
 	}
 }
 
 func TestCrashedInstanceReplaced(t *testing.T) {
-	fw := newFakeWorker()
-	r := New(fw, Options{})
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
+	r := newRouter(t, clk, Options{}, fw)
 	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 1 }))
-	eventually(t, "min scale", func() bool { return fw.liveCount() == 1 })
+	eventually(t, "min scale", func() bool { s, _ := r.Status("f"); return len(s.Instances) == 1 })
 	var id string
 	fw.mu.Lock()
 	for k := range fw.live {
@@ -389,35 +336,36 @@ func TestCrashedInstanceReplaced(t *testing.T) {
 	}
 	delete(fw.live, id)
 	fw.mu.Unlock()
-	r.InstanceExited(workerapi.Event{Kind: workerapi.InstanceExited, Function: "f", Instance: id})
-	eventually(t, "replacement", func() bool { return fw.liveCount() == 1 })
+	r.InstanceExited(workerapi.Event{Kind: workerapi.InstanceExited, Worker: "w1", Function: "f", Instance: id})
+	eventually(t, "replacement", func() bool { return fw.liveCount() == 1 && fw.startedCount() == 2 })
 }
 
-func TestRemoveFunctionFailsWaitersAndStops(t *testing.T) {
-	fw := newFakeWorker()
+func TestRemoveFunctionFailsWaitersAndCancelsStarts(t *testing.T) {
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	fw.startDelay = time.Hour
-	r := New(fw, Options{StartTimeout: time.Hour})
+	r := newRouter(t, clk, Options{StartTimeout: 2 * time.Hour}, fw)
 	r.SetFunction(testFunction(1, nil))
-	errc := make(chan error, 1)
-	go func() { _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); errc <- err }()
+	ch := invokeAsync(r, context.Background())
 	eventually(t, "queued", func() bool { s, _ := r.Status("f"); return s.Queued == 1 })
 	r.RemoveFunction("f")
-	if err := <-errc; !errors.Is(err, ErrFunctionRemoved) {
-		t.Fatalf("err = %v, want ErrFunctionRemoved", err)
+	if res := <-ch; !errors.Is(res.err, ErrFunctionRemoved) {
+		t.Fatalf("err = %v, want ErrFunctionRemoved", res.err)
 	}
+	eventually(t, "the start cancelled", func() bool { return fw.startingCount() == 0 })
 }
 
 func TestShutdownWaitsForInflight(t *testing.T) {
-	fw := newFakeWorker()
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	fw.release = make(chan struct{})
-	r := New(fw, Options{})
+	r := newRouter(t, clk, Options{}, fw)
 	r.SetFunction(testFunction(1, nil))
-	done := make(chan error, 1)
-	go func() { _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); done <- err }()
+	done := invokeAsync(r, context.Background())
 	eventually(t, "in flight", func() bool { s, _ := r.Status("f"); return len(s.Instances) == 1 && s.Instances[0].InFlight == 1 })
 	shut := make(chan error, 1)
 	go func() { shut <- r.Shutdown(context.Background()) }()
-	time.Sleep(20 * time.Millisecond)
+	eventually(t, "draining", r.isDraining)
 	if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); !errors.Is(err, ErrShuttingDown) {
 		t.Fatalf("invoke during shutdown: %v, want ErrShuttingDown", err)
 	}
@@ -427,8 +375,8 @@ func TestShutdownWaitsForInflight(t *testing.T) {
 	default:
 	}
 	close(fw.release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if res := <-done; res.err != nil {
+		t.Fatal(res.err)
 	}
 	if err := <-shut; err != nil {
 		t.Fatal(err)
@@ -438,39 +386,67 @@ func TestShutdownWaitsForInflight(t *testing.T) {
 	}
 }
 
+// TestShutdownCancelsPendingStarts: a start in progress when the router
+// shuts down is cancelled on the worker, and Shutdown returns only after
+// the router's goroutines ended.
+func TestShutdownCancelsPendingStarts(t *testing.T) {
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
+	fw.startDelay = time.Hour
+	r := newRouter(t, clk, Options{StartTimeout: 2 * time.Hour}, fw)
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 3 }))
+	eventually(t, "3 starts", func() bool { return fw.startingCount() == 3 })
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// No ticking clock: only cancellation can have ended the starts.
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if len(fw.starting) != 0 || fw.cancelled != 3 {
+		t.Fatalf("after Shutdown: %d starts still running, %d cancelled; want 0 and 3", len(fw.starting), fw.cancelled)
+	}
+}
+
 func TestBrokenMinScaleBacksOff(t *testing.T) {
-	fw := newFakeWorker()
-	var attempts atomic.Int64
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	fw.startErr = errors.New("boom")
-	counting := &countingWorker{fakeWorker: fw, attempts: &attempts}
-	r := New(counting, Options{Tick: 10 * time.Millisecond})
+	r := newRouter(t, clk, Options{Tick: 10 * time.Millisecond}, fw)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx)
 	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 1 }))
-	time.Sleep(time.Second)
-	// 0, 250 ms, 750 ms: a tight loop would make hundreds of attempts.
-	if n := attempts.Load(); n < 2 || n > 4 {
-		t.Fatalf("%d start attempts in 1 s, want 2-4 with backoff", n)
+	var at []time.Time
+	var last int
+	advanceUntil(t, clk, 10*time.Millisecond, "4 start attempts", func() bool {
+		fw.mu.Lock()
+		defer fw.mu.Unlock()
+		for ; last < len(fw.startVersions); last++ {
+			at = append(at, clk.Now())
+		}
+		return len(at) >= 4
+	})
+	// Each attempt waits for the backoff (250 ms, 500 ms, 1 s): a tight
+	// loop would make an attempt per tick.
+	for i, want := range []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second} {
+		if gap := at[i+1].Sub(at[i]); gap < want {
+			t.Errorf("attempt %d came %v after the previous one, want at least %v", i+2, gap, want)
+		}
 	}
 	// A request still gets an attempt of its own right away.
-	before := attempts.Load()
-	if _, err := r.Invoke(context.Background(), "f", workerapi.Invocation{}); err == nil {
+	eventually(t, "no start in progress", func() bool { s, _ := r.Status("f"); return s.Starting == 0 })
+	fw.mu.Lock()
+	before := len(fw.startVersions)
+	fw.mu.Unlock()
+	if res := <-invokeAsync(r, context.Background()); res.err == nil {
 		t.Fatal("invoke of a broken function succeeded")
 	}
-	if attempts.Load() == before {
+	fw.mu.Lock()
+	after := len(fw.startVersions)
+	fw.mu.Unlock()
+	if after == before {
 		t.Fatal("a waiting request did not trigger a start during backoff")
 	}
-}
-
-type countingWorker struct {
-	*fakeWorker
-	attempts *atomic.Int64
-}
-
-func (c *countingWorker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
-	c.attempts.Add(1)
-	return c.fakeWorker.StartInstance(ctx, spec)
 }
 
 // flakyWorker fails the first invocation as undelivered.
@@ -481,31 +457,35 @@ type flakyWorker struct {
 
 func (f *flakyWorker) Invoke(ctx context.Context, id string, inv workerapi.Invocation) (workerapi.Result, error) {
 	if f.failed.CompareAndSwap(false, true) {
+		f.mu.Lock()
+		delete(f.live, id)
+		f.mu.Unlock()
 		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureNotDelivered, Message: "died idle"}
 	}
 	return f.fakeWorker.Invoke(ctx, id, inv)
 }
 
 func TestUndeliveredEventRetried(t *testing.T) {
-	fw := &flakyWorker{fakeWorker: newFakeWorker()}
-	r := New(fw, Options{})
+	clk := newFakeClock()
+	fw := &flakyWorker{fakeWorker: newFakeWorker(clk)}
+	r := newRouter(t, clk, Options{}, fw)
 	r.SetFunction(testFunction(1, nil))
-	out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{ID: "x"})
-	if err != nil {
-		t.Fatalf("undelivered event was not retried: %v", err)
+	res := <-invokeAsync(r, context.Background())
+	if res.err != nil {
+		t.Fatalf("undelivered event was not retried: %v", res.err)
 	}
-	if fw.started != 2 || out.Instance != "i2" {
-		t.Fatalf("ran on %s after %d starts, want a second instance", out.Instance, fw.started)
+	if n := fw.startedCount(); n != 2 || res.out.Instance != "w1-i2" {
+		t.Fatalf("ran on %s after %d starts, want a second instance", res.out.Instance, n)
 	}
 }
 
 func TestRecycle(t *testing.T) {
-	fw := newFakeWorker()
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
 	fw.release = make(chan struct{})
-	r := New(fw, Options{})
+	r := newRouter(t, clk, Options{}, fw)
 	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 0 }))
-	done := make(chan Outcome, 1)
-	go func() { out, _ := r.Invoke(context.Background(), "f", workerapi.Invocation{}); done <- out }()
+	done := invokeAsync(r, context.Background())
 	eventually(t, "busy", func() bool { s, _ := r.Status("f"); return len(s.Instances) == 1 && s.Instances[0].InFlight == 1 })
 	stopped, pending, ok := r.Recycle("f")
 	if !ok || stopped != 0 || pending != 1 {
@@ -514,11 +494,11 @@ func TestRecycle(t *testing.T) {
 	close(fw.release)
 	first := <-done
 	eventually(t, "recycled", func() bool { return fw.liveCount() == 0 })
-	out, err := r.Invoke(context.Background(), "f", workerapi.Invocation{})
-	if err != nil {
-		t.Fatal(err)
+	res := <-invokeAsync(r, context.Background())
+	if res.err != nil {
+		t.Fatal(res.err)
 	}
-	if !out.Cold || out.Instance == first.Instance {
-		t.Fatalf("after recycle: cold=%v on %s (before: %s), want a new cold instance", out.Cold, out.Instance, first.Instance)
+	if !res.out.Cold || res.out.Instance == first.out.Instance {
+		t.Fatalf("after recycle: cold=%v on %s (before: %s), want a new cold instance", res.out.Cold, res.out.Instance, first.out.Instance)
 	}
 }
