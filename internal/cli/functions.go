@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"io"
 	"os"
 	"strings"
@@ -21,7 +22,7 @@ import (
 func newDeployCmd() *cobra.Command {
 	var connect func() (*client.Client, error)
 	var (
-		spec    function.Spec
+		spec    apiv1.FunctionSpec
 		code    string
 		envVars []string
 	)
@@ -53,7 +54,7 @@ running invocations finish on the old one.`,
 				}
 				spec.Env[k] = v
 			}
-			v, err := c.Deploy(cmd.Context(), args[0], client.DeployRequest{Spec: spec, Code: zipped})
+			v, err := c.Deploy(cmd.Context(), args[0], client.DeployRequest{FunctionSpec: spec, Code: zipped})
 			if err != nil {
 				return err
 			}

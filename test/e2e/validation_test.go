@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"io"
 	"net"
 	"net/http"
@@ -48,7 +49,7 @@ func zipOf(t *testing.T, files map[string]string) []byte {
 // tests can send fields the Go types cannot express.
 func deployBody(t *testing.T, spec function.Spec, code []byte) map[string]any {
 	t.Helper()
-	b, err := json.Marshal(client.DeployRequest{Spec: spec, Code: code})
+	b, err := json.Marshal(client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: code})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,14 +149,14 @@ func TestBadDeploys(t *testing.T) {
 
 	// Bad names, through the Go client (which escapes them into the path).
 	for _, bad := range []string{"Hello", "UPPER", strings.Repeat("a", 65), "-leading", "trailing-", "under_score", "dot.ted", "../x", "a/b", "sp ace"} {
-		_, err := srv.Client.Deploy(ctx(t), bad, client.DeployRequest{Spec: pySpec("whoami"), Code: goodCode})
+		_, err := srv.Client.Deploy(ctx(t), bad, client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(pySpec("whoami")), Code: goodCode})
 		var apiErr *client.Error
 		if !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || apiErr.Body.Code != "invalid_name" ||
 			!strings.Contains(apiErr.Body.Message, "must be 1-64 characters") {
 			t.Errorf("deploy as %q: %v, want 400 invalid_name", bad, err)
 		}
 	}
-	if _, err := srv.Client.Deploy(ctx(t), strings.Repeat("a", 64), client.DeployRequest{Spec: pySpec("whoami"), Code: goodCode}); err != nil {
+	if _, err := srv.Client.Deploy(ctx(t), strings.Repeat("a", 64), client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(pySpec("whoami")), Code: goodCode}); err != nil {
 		t.Errorf("a 64-character name should be valid: %v", err)
 	}
 

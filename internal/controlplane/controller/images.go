@@ -8,10 +8,12 @@ import (
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
+
+	"github.com/baton-faas/baton/internal/errdefs"
 )
 
 // ErrNoImageStore is returned when the server runs without an image store.
-var ErrNoImageStore = errors.New("this server has no image store")
+var ErrNoImageStore = errdefs.New(errdefs.NotImplemented, "no_image_store", "this server has no image store")
 
 func (c *Controller) ensureBaseImages(ctx context.Context) {
 	for _, rt := range []baseimage.Runtime{baseimage.Python, baseimage.Node, baseimage.Provided} {

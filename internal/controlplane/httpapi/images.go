@@ -3,12 +3,12 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
+	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/image"
 	"io"
 	"net/http"
 	"os"
-
-	"github.com/baton-faas/baton/internal/controlplane/controller"
-	"github.com/baton-faas/baton/internal/image"
 )
 
 // maxImageBytes caps an uploaded image archive.
@@ -20,29 +20,17 @@ func (s *Server) registerImageRoutes() {
 	s.mux.HandleFunc("DELETE /v1/images/{name...}", s.removeImage)
 }
 
-func (s *Server) writeImageError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, controller.ErrNoImageStore):
-		writeError(w, http.StatusNotImplemented, "no_image_store", err.Error())
-	case errors.Is(err, image.ErrInvalidName):
-		writeError(w, http.StatusBadRequest, "invalid_image_name", err.Error())
-	case errors.Is(err, image.ErrNotFound):
-		writeError(w, http.StatusNotFound, "image_not_found", err.Error())
-	case errors.Is(err, image.ErrInUse):
-		writeError(w, http.StatusConflict, "image_in_use", err.Error())
-	default:
-		s.log.Warn("image request", "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
-	}
-}
-
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	imgs, err := s.c.Images(r.Context())
 	if err != nil {
-		s.writeImageError(w, err)
+		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"images": imgs})
+	out := apiv1.ImageList{Images: make([]apiv1.Image, 0, len(imgs))}
+	for _, img := range imgs {
+		out.Images = append(out.Images, imageToWire(img))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // importImage takes an OCI layout tarball or a docker-save archive
@@ -50,12 +38,12 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := image.ValidateName(name); err != nil {
-		s.writeImageError(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	tmp, err := os.CreateTemp("", "baton-image-*.tar")
 	if err != nil {
-		s.writeImageError(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	defer os.Remove(tmp.Name())
@@ -63,30 +51,29 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 	if _, err := io.Copy(tmp, http.MaxBytesReader(w, r.Body, maxImageBytes)); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "image_too_large", fmt.Sprintf("image archive is larger than %d bytes", int64(maxImageBytes)))
+			s.writeErr(w, apiError(errdefs.TooLarge, apiv1.CodeImageTooLarge, fmt.Sprintf("image archive is larger than %d bytes", int64(maxImageBytes))))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "bad_body", "could not read the image archive: "+err.Error())
+		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeBadBody, "could not read the image archive: "+err.Error()))
 		return
 	}
 	img, err := s.c.ImportImage(r.Context(), name, tmp.Name())
 	if err != nil {
-		if errors.Is(err, image.ErrInvalidName) || errors.Is(err, controller.ErrNoImageStore) {
-			s.writeImageError(w, err)
-			return
+		if c, _ := errdefs.Classify(err); c == errdefs.Internal {
+			// What fails here is almost always the uploaded archive.
+			err = apiError(errdefs.Invalid, apiv1.CodeBadImage, fmt.Sprintf("import of image %s failed: %v", name, err))
 		}
-		// What fails here is almost always the uploaded archive.
-		writeError(w, http.StatusBadRequest, "bad_image", fmt.Sprintf("import of image %s failed: %v", name, err))
+		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, img)
+	writeJSON(w, http.StatusCreated, imageToWire(img))
 }
 
 func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := s.c.RemoveImage(r.Context(), name); err != nil {
-		s.writeImageError(w, err)
+		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
+	writeJSON(w, http.StatusOK, apiv1.Deleted{Deleted: name})
 }

@@ -20,18 +20,20 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/autoscaler"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/workerapi"
+
+	"github.com/baton-faas/baton/internal/errdefs"
 )
 
 // Errors the API maps to HTTP statuses.
 var (
-	ErrUnknownFunction = errors.New("function not found")
-	ErrQueueFull       = errors.New("function queue is full")
-	ErrQueueTimeout    = errors.New("no instance became available in time")
-	ErrShuttingDown    = errors.New("server is shutting down")
-	ErrFunctionRemoved = errors.New("function was deleted while the request waited")
+	ErrUnknownFunction = errdefs.New(errdefs.NotFound, "function_not_found", "function not found")
+	ErrQueueFull       = errdefs.New(errdefs.Overloaded, "queue_full", "function queue is full")
+	ErrQueueTimeout    = errdefs.New(errdefs.Unavailable, "no_instance", "no instance became available in time")
+	ErrShuttingDown    = errdefs.New(errdefs.Unavailable, "shutting_down", "server is shutting down")
+	ErrFunctionRemoved = errdefs.New(errdefs.NotFound, "function_not_found", "function was deleted while the request waited")
 	// ErrStartFailed wraps a failure of the platform (not of the
 	// function's code) to start an instance.
-	ErrStartFailed = errors.New("could not start an instance")
+	ErrStartFailed = errdefs.New(errdefs.Unavailable, "start_failed", "could not start an instance")
 )
 
 // Options tune the router.
