@@ -10,7 +10,6 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -209,13 +208,9 @@ type urlResponse struct {
 // parseURLResponse checks every field of a response description.
 func parseURLResponse(f map[string]json.RawMessage) (urlResponse, error) {
 	var out urlResponse
-	var status json.Number
-	if json.Unmarshal(f["statusCode"], &status) != nil {
+	var n int
+	if json.Unmarshal(f["statusCode"], &n) != nil {
 		return out, fmt.Errorf("statusCode must be an integer, got %s", clip(f["statusCode"]))
-	}
-	n, err := strconv.Atoi(status.String())
-	if err != nil {
-		return out, fmt.Errorf("statusCode must be an integer, got %s", status)
 	}
 	if n < 200 || n > 599 {
 		return out, fmt.Errorf("statusCode %d is out of range (200 to 599)", n)
@@ -258,6 +253,7 @@ func parseURLResponse(f map[string]json.RawMessage) (urlResponse, error) {
 	}
 	out.body = []byte(body)
 	if b64 {
+		var err error
 		if out.body, err = base64.StdEncoding.DecodeString(body); err != nil {
 			return out, fmt.Errorf("isBase64Encoded is true but body is not base64: %v", err)
 		}
