@@ -597,7 +597,7 @@ func cli(t *testing.T, args ...string) (string, string, int) {
 // metrics scrapes /metrics into "name{labels}" -> value.
 func metrics(t *testing.T, srv *harness.Server) map[string]float64 {
 	t.Helper()
-	res := do(t, http.MethodGet, srv.URL+"/metrics", nil, nil)
+	res := do(t, http.MethodGet, srv.URL+"/metrics", nil, srv.AuthHeader())
 	if res.Status != http.StatusOK {
 		t.Fatalf("/metrics: HTTP %d: %s", res.Status, res.Body)
 	}

@@ -31,6 +31,9 @@ type Options struct {
 	MaxPayloadBytes int64
 	// MaxInflightBytes caps the request payload bytes held at once.
 	MaxInflightBytes int64
+	// Token, if set, is the bearer token every route but health,
+	// invocation and function URLs requires.
+	Token string
 }
 
 // Server serves the API.
@@ -78,6 +81,10 @@ func New(o Options) *Server {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Token != "" && !openRoute(r) && !s.authorized(r) {
+		s.writeUnauthorized(w)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 

@@ -99,11 +99,11 @@ func TestDeployRefusesDuplicateKeysAndUnknownFields(t *testing.T) {
 func TestDuplicateKey(t *testing.T) {
 	for doc, want := range map[string]string{
 		`{"a":1,"b":{"a":2},"c":[{"a":1},{"a":2}]}`: "",
-		`{"a":"{\"a\":1,\"a\":2}","b":"x,\"b\""}`:    "",
-		`[{"x":1,"y":[1,{"y":2}],"x":3}]`:            "x",
-		`{"a":{"b":1,"b":2}}`:                        "b",
-		`{"a\"b":1,"a\"b":2}`:                        `a"b`,
-		`"just a string"`:                            "",
+		`{"a":"{\"a\":1,\"a\":2}","b":"x,\"b\""}`:   "",
+		`[{"x":1,"y":[1,{"y":2}],"x":3}]`:           "x",
+		`{"a":{"b":1,"b":2}}`:                       "b",
+		`{"a\"b":1,"a\"b":2}`:                       `a"b`,
+		`"just a string"`:                           "",
 	} {
 		got, dup := duplicateKey([]byte(doc))
 		if got != want || dup != (want != "") {
