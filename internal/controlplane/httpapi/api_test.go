@@ -111,3 +111,34 @@ func TestDuplicateKey(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenGuardsManagementRoutes(t *testing.T) {
+	s := newTestServer(t, Options{Token: "s3cret"})
+	for _, tc := range []struct {
+		method, path, auth string
+		want               int
+	}{
+		{http.MethodGet, "/v1/functions", "", 401},
+		{http.MethodGet, "/v1/functions", "Bearer wrong", 401},
+		{http.MethodGet, "/v1/functions", "s3cret", 401},
+		{http.MethodGet, "/metrics", "", 401},
+		{http.MethodGet, "/v1/images", "", 401},
+		{http.MethodPut, "/v1/functions/invoke", "", 401},
+		{http.MethodGet, "/v1/functions/a/b/invoke", "", 401},
+		{http.MethodGet, "/v2/unknown", "", 401},
+		{http.MethodGet, "/metrics", "Bearer s3cret", 404}, // the test's metrics handler
+		{http.MethodGet, "/v1/functions/hello/invoke", "", 405},
+		{http.MethodPost, "/v1/functions", "Bearer s3cret", 405},
+	} {
+		w := serve(s, tc.method, tc.path, "", map[string]string{"Authorization": tc.auth})
+		if w.Code != tc.want {
+			t.Errorf("%s %s (%q): HTTP %d, want %d", tc.method, tc.path, tc.auth, w.Code, tc.want)
+			continue
+		}
+		if tc.want == 401 {
+			if e := decodeError(t, w); e.Code != apiv1.CodeUnauthorized || !strings.Contains(e.Message, "api-token") {
+				t.Errorf("%s %s: 401 body %+v", tc.method, tc.path, e)
+			}
+		}
+	}
+}

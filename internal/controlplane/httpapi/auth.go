@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	apiv1 "github.com/baton-faas/baton/api/v1"
+	"github.com/baton-faas/baton/internal/errdefs"
 )
 
 // openRoute says whether a request may go without the API token: health,
@@ -32,8 +33,7 @@ func (s *Server) authorized(r *http.Request) bool {
 
 func (s *Server) writeUnauthorized(w http.ResponseWriter) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
-	writeJSON(w, http.StatusUnauthorized, apiv1.Error{Code: apiv1.CodeUnauthorized,
-		Message: "this route needs the API token: send \"Authorization: Bearer <token>\". `baton server` writes the token to " +
-			"the file api-token in its data directory (mode 0600) on first start; the CLI reads it from there, " +
-			"or takes --token or BATON_TOKEN"})
+	s.writeErr(w, apiError(errdefs.Unauthenticated, apiv1.CodeUnauthorized, "this route needs the API token: send \"Authorization: Bearer <token>\". `baton server` writes the token to "+
+		"the file api-token in its data directory (mode 0600) on first start; the CLI reads it from there, "+
+		"or takes --token or BATON_TOKEN"))
 }

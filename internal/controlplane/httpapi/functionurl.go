@@ -76,7 +76,9 @@ func (s *Server) functionURL(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeURLResponse(w, inv.Payload)
+	if err := writeURLResponse(w, inv.Payload); err != nil {
+		s.writeErr(w, err)
+	}
 }
 
 func buildURLEvent(r *http.Request, name, id string, body []byte) urlEvent {
@@ -162,23 +164,22 @@ func isTextual(contentType string) bool {
 
 // writeURLResponse follows Lambda's function URL rules: a JSON object with
 // statusCode is an HTTP response description; anything else is a 200 with
-// the result as a JSON body. A description that is not valid is a 502
-// saying what is wrong. Platform headers already set on w win over the
+// the result as a JSON body. A description that is not valid is returned
+// as an error (a 502 saying what is wrong). Platform headers already set on w win over the
 // function's, and the function cannot set framing or hop-by-hop headers.
-func writeURLResponse(w http.ResponseWriter, result []byte) {
+func writeURLResponse(w http.ResponseWriter, result []byte) error {
 	trimmed := bytes.TrimSpace(result)
 	var fields map[string]json.RawMessage
 	if len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(trimmed, &fields) != nil || fields["statusCode"] == nil {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(result)
-		return
+		return nil
 	}
 	resp, err := parseURLResponse(fields)
 	if err != nil {
-		writeJSON(w, http.StatusBadGateway, apiv1.Error{Code: apiv1.CodeBadFunctionResponse,
-			Message: "the function returned an invalid function URL response: " + err.Error()})
-		return
+		return apiError(errdefs.FunctionFailed, apiv1.CodeBadFunctionResponse,
+			"the function returned an invalid function URL response: "+err.Error())
 	}
 	h := w.Header()
 	for k, v := range resp.headers {
@@ -196,6 +197,7 @@ func writeURLResponse(w http.ResponseWriter, result []byte) {
 	}
 	w.WriteHeader(resp.status)
 	_, _ = w.Write(resp.body)
+	return nil
 }
 
 type urlResponse struct {

@@ -44,17 +44,17 @@ func TestBuildURLEvent(t *testing.T) {
 
 func TestWriteURLResponse(t *testing.T) {
 	w := httptest.NewRecorder()
-	writeURLResponse(w, []byte(`{"statusCode":201,"headers":{"X-A":"b"},"cookies":["c=1"],"body":"aGk=","isBase64Encoded":true}`))
+	respondURL(t, w, []byte(`{"statusCode":201,"headers":{"X-A":"b"},"cookies":["c=1"],"body":"aGk=","isBase64Encoded":true}`))
 	if w.Code != 201 || w.Body.String() != "hi" || w.Header().Get("X-A") != "b" || w.Header().Get("Set-Cookie") != "c=1" {
 		t.Fatalf("got %d %q %v", w.Code, w.Body.String(), w.Header())
 	}
 	w = httptest.NewRecorder()
-	writeURLResponse(w, []byte(`{"hello":"world"}`))
+	respondURL(t, w, []byte(`{"hello":"world"}`))
 	if w.Code != 200 || w.Body.String() != `{"hello":"world"}` || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("plain object: %d %q", w.Code, w.Body.String())
 	}
 	w = httptest.NewRecorder()
-	writeURLResponse(w, []byte(`{"statusCode":200,"body":"%%%","isBase64Encoded":true}`))
+	respondURL(t, w, []byte(`{"statusCode":200,"body":"%%%","isBase64Encoded":true}`))
 	if w.Code != http.StatusBadGateway {
 		t.Fatalf("bad base64 must be 502, got %d", w.Code)
 	}
@@ -77,7 +77,7 @@ func TestWriteURLResponseRefusesInvalidShapes(t *testing.T) {
 		`{"statusCode":200,"body":"%%%","isBase64Encoded":true}`:   "not base64",
 	} {
 		w := httptest.NewRecorder()
-		writeURLResponse(w, []byte(result))
+		respondURL(t, w, []byte(result))
 		if w.Code != http.StatusBadGateway {
 			t.Errorf("%s: HTTP %d, want 502", result, w.Code)
 			continue
@@ -93,7 +93,7 @@ func TestWriteURLResponseKeepsFramingAndPlatformHeaders(t *testing.T) {
 	w := httptest.NewRecorder()
 	w.Header().Set("Baton-Invocation-Id", "real-id")
 	w.Header().Set("Server-Timing", "exec;dur=1")
-	writeURLResponse(w, []byte(`{"statusCode":203,"body":"hello","headers":{
+	respondURL(t, w, []byte(`{"statusCode":203,"body":"hello","headers":{
 		"Content-Length":"2","Transfer-Encoding":"chunked","Connection":"close","Keep-Alive":"timeout=1",
 		"Upgrade":"websocket","TE":"trailers","Trailer":"X-T","Proxy-Authenticate":"Basic","proxy-connection":"close",
 		"Baton-Invocation-Id":"forged","baton-cold-start":"true","Server-Timing":"forged","X-Own":"kept"}}`))
@@ -108,5 +108,12 @@ func TestWriteURLResponseKeepsFramingAndPlatformHeaders(t *testing.T) {
 	}
 	if h.Get("Baton-Invocation-Id") != "real-id" || h.Get("Server-Timing") != "exec;dur=1" || h.Get("X-Own") != "kept" {
 		t.Errorf("headers: %v", h)
+	}
+}
+
+// respondURL answers as the function URL handler does.
+func respondURL(t *testing.T, w *httptest.ResponseRecorder, result []byte) {
+	if err := writeURLResponse(w, result); err != nil {
+		newTestServer(t, Options{}).writeErr(w, err)
 	}
 }
