@@ -1,10 +1,11 @@
 // Package client talks to Baton's HTTP API; the CLI and the benchmark
-// tools use it.
+// tools use it. Its types are the API's wire types, package api/v1.
 package client
 
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,20 +14,24 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/baton-faas/baton/internal/controlplane/httpapi"
-	"github.com/baton-faas/baton/internal/controlplane/records"
-	"github.com/baton-faas/baton/internal/function"
-	"github.com/baton-faas/baton/internal/image"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 )
 
 // Client is an API client.
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token string
 }
 
+// Option configures a Client.
+type Option func(*Client)
+
+// WithToken sends token as the bearer token the management API requires.
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
 // New returns a client for the server at base (http://host:port).
-func New(base string, hc *http.Client) (*Client, error) {
+func New(base string, hc *http.Client, opts ...Option) (*Client, error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server URL %q must look like http://host:port", base)
@@ -34,13 +39,17 @@ func New(base string, hc *http.Client) (*Client, error) {
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	return &Client{base: strings.TrimRight(base, "/"), http: hc}, nil
+	c := &Client{base: strings.TrimRight(base, "/"), http: hc}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
 }
 
 // Error is an API error response.
 type Error struct {
 	Status int
-	Body   httpapi.ErrorBody
+	Body   apiv1.Error
 }
 
 func (e *Error) Error() string {
@@ -50,14 +59,29 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("HTTP %d", e.Status)
 }
 
-func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
+func (c *Client) request(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
+	req, err := c.request(ctx, method, path, body)
 	if err != nil {
 		return err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.send(req, out)
+}
+
+func (c *Client) send(req *http.Request, out any) error {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach baton server at %s: %w", c.base, err)
@@ -86,35 +110,91 @@ func decodeError(status int, data []byte) error {
 	return e
 }
 
-// DeployRequest is a function spec with its code (a zip archive).
-type DeployRequest struct {
-	function.Spec
-	Code []byte `json:"code"`
+// Health returns the server's health and request limits.
+func (c *Client) Health(ctx context.Context) (apiv1.Health, error) {
+	var h apiv1.Health
+	err := c.do(ctx, http.MethodGet, "/healthz", nil, &h)
+	return h, err
 }
 
+// DeployRequest is a function spec with its code (a zip archive).
+type DeployRequest = apiv1.DeployRequest
+
 // Deploy creates or updates a function.
-func (c *Client) Deploy(ctx context.Context, name string, req DeployRequest) (httpapi.FunctionView, error) {
-	body, err := json.Marshal(req)
+func (c *Client) Deploy(ctx context.Context, name string, req DeployRequest) (apiv1.Function, error) {
+	return c.DeployCode(ctx, name, req.FunctionSpec, bytes.NewReader(req.Code), int64(len(req.Code)))
+}
+
+// DeployRequestSize is the size in bytes of the deploy request for spec
+// and codeSize bytes of code, to check against the server's limit
+// (Health's MaxDeployBytes) before sending.
+func DeployRequestSize(spec apiv1.FunctionSpec, codeSize int64) (int64, error) {
+	prefix, err := deployPrefix(spec)
 	if err != nil {
-		return httpapi.FunctionView{}, err
+		return 0, err
 	}
-	var v httpapi.FunctionView
-	err = c.do(ctx, http.MethodPut, "/v1/functions/"+url.PathEscape(name), bytes.NewReader(body), &v)
+	return int64(len(prefix)) + int64(base64.StdEncoding.EncodedLen(int(codeSize))) + int64(len(deploySuffix)), nil
+}
+
+const deploySuffix = `"}`
+
+// deployPrefix is the deploy request's JSON up to the code's base64 text.
+func deployPrefix(spec apiv1.FunctionSpec) ([]byte, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	b = bytes.TrimSuffix(b, []byte("}"))
+	if len(b) > 1 {
+		b = append(b, ',')
+	}
+	return append(b, `"code":"`...), nil
+}
+
+// DeployCode creates or updates a function, streaming size bytes of code
+// (a zip archive) into the request instead of building it in memory.
+func (c *Client) DeployCode(ctx context.Context, name string, spec apiv1.FunctionSpec, code io.Reader, size int64) (apiv1.Function, error) {
+	prefix, err := deployPrefix(spec)
+	if err != nil {
+		return apiv1.Function{}, err
+	}
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		enc := base64.NewEncoder(base64.StdEncoding, pw)
+		_, err := io.Copy(enc, io.LimitReader(code, size))
+		if err == nil {
+			err = enc.Close()
+		}
+		if err == nil {
+			_, err = io.WriteString(pw, deploySuffix)
+		}
+		pw.CloseWithError(err)
+	}()
+	// Closing the reader ends the writer if the transport stopped early.
+	defer func() { pr.Close(); <-done }()
+	req, err := c.request(ctx, http.MethodPut, "/v1/functions/"+url.PathEscape(name), io.MultiReader(bytes.NewReader(prefix), pr))
+	if err != nil {
+		return apiv1.Function{}, err
+	}
+	req.ContentLength = int64(len(prefix)) + int64(base64.StdEncoding.EncodedLen(int(size))) + int64(len(deploySuffix))
+	req.Header.Set("Content-Type", "application/json")
+	var v apiv1.Function
+	err = c.send(req, &v)
 	return v, err
 }
 
 // Get returns a function.
-func (c *Client) Get(ctx context.Context, name string) (httpapi.FunctionView, error) {
-	var v httpapi.FunctionView
+func (c *Client) Get(ctx context.Context, name string) (apiv1.Function, error) {
+	var v apiv1.Function
 	err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name), nil, &v)
 	return v, err
 }
 
 // List returns all functions.
-func (c *Client) List(ctx context.Context) ([]httpapi.FunctionView, error) {
-	var v struct {
-		Functions []httpapi.FunctionView `json:"functions"`
-	}
+func (c *Client) List(ctx context.Context) ([]apiv1.Function, error) {
+	var v apiv1.FunctionList
 	err := c.do(ctx, http.MethodGet, "/v1/functions", nil, &v)
 	return v.Functions, err
 }
@@ -143,10 +223,17 @@ type InvokeResponse struct {
 // Invoke calls a function synchronously. A non-2xx answer is returned as
 // *Error together with the response.
 func (c *Client) Invoke(ctx context.Context, name string, payload []byte) (InvokeResponse, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/functions/"+url.PathEscape(name)+"/invoke", bytes.NewReader(payload))
+	return c.InvokeStream(ctx, name, bytes.NewReader(payload), int64(len(payload)))
+}
+
+// InvokeStream is Invoke with the event read from r (size bytes), so that
+// a large event need not be held in memory.
+func (c *Client) InvokeStream(ctx context.Context, name string, r io.Reader, size int64) (InvokeResponse, error) {
+	req, err := c.request(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(name)+"/invoke", io.LimitReader(r, size))
 	if err != nil {
 		return InvokeResponse{}, err
 	}
+	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -158,8 +245,8 @@ func (c *Client) Invoke(ctx context.Context, name string, payload []byte) (Invok
 		return InvokeResponse{}, fmt.Errorf("read response: %w", err)
 	}
 	out := InvokeResponse{Status: resp.StatusCode, Header: resp.Header, Body: data,
-		ID: resp.Header.Get("Baton-Invocation-Id"), Cold: resp.Header.Get("Baton-Cold-Start") == "true"}
-	out.Version, _ = strconv.Atoi(resp.Header.Get("Baton-Function-Version"))
+		ID: resp.Header.Get(apiv1.HeaderInvocationID), Cold: resp.Header.Get(apiv1.HeaderColdStart) == "true"}
+	out.Version, _ = strconv.Atoi(resp.Header.Get(apiv1.HeaderFunctionVersion))
 	if resp.StatusCode >= 400 {
 		return out, decodeError(resp.StatusCode, data)
 	}
@@ -167,7 +254,7 @@ func (c *Client) Invoke(ctx context.Context, name string, payload []byte) (Invok
 }
 
 // Invocations lists recent invocation records, newest first.
-func (c *Client) Invocations(ctx context.Context, fn string, limit int) ([]records.Record, error) {
+func (c *Client) Invocations(ctx context.Context, fn string, limit int) ([]apiv1.Invocation, error) {
 	q := url.Values{}
 	if fn != "" {
 		q.Set("function", fn)
@@ -175,32 +262,28 @@ func (c *Client) Invocations(ctx context.Context, fn string, limit int) ([]recor
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	var v struct {
-		Invocations []records.Record `json:"invocations"`
-	}
+	var v apiv1.InvocationList
 	err := c.do(ctx, http.MethodGet, "/v1/invocations?"+q.Encode(), nil, &v)
 	return v.Invocations, err
 }
 
 // Invocation returns one record.
-func (c *Client) Invocation(ctx context.Context, id string) (records.Record, error) {
-	var r records.Record
+func (c *Client) Invocation(ctx context.Context, id string) (apiv1.Invocation, error) {
+	var r apiv1.Invocation
 	err := c.do(ctx, http.MethodGet, "/v1/invocations/"+url.PathEscape(id), nil, &r)
 	return r, err
 }
 
 // Images lists the server's images.
-func (c *Client) Images(ctx context.Context) ([]image.Image, error) {
-	var v struct {
-		Images []image.Image `json:"images"`
-	}
+func (c *Client) Images(ctx context.Context) ([]apiv1.Image, error) {
+	var v apiv1.ImageList
 	err := c.do(ctx, http.MethodGet, "/v1/images", nil, &v)
 	return v.Images, err
 }
 
 // ImportImage uploads an OCI layout tarball or docker-save archive.
-func (c *Client) ImportImage(ctx context.Context, name string, archive io.Reader) (image.Image, error) {
-	var img image.Image
+func (c *Client) ImportImage(ctx context.Context, name string, archive io.Reader) (apiv1.Image, error) {
+	var img apiv1.Image
 	err := c.do(ctx, http.MethodPut, "/v1/images/"+name, archive, &img)
 	return img, err
 }

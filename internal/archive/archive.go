@@ -8,14 +8,15 @@
 package archive
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/baton-faas/baton/internal/errdefs"
 )
 
 // ErrInvalid is matched (via errors.Is) by every error caused by the content
 // of an archive, as opposed to I/O failures on the caller's side. The API
 // layer maps it to HTTP 400.
-var ErrInvalid = errors.New("invalid archive")
+var ErrInvalid = errdefs.New(errdefs.Invalid, "invalid_spec", "invalid archive")
 
 // Error describes why an archive was refused.
 type Error struct {

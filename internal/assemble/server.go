@@ -51,6 +51,11 @@ type Config struct {
 	// (containers where this host can run them, else processes); empty
 	// means "auto".
 	Sandbox string
+	// TokenFile holds the API token (created on first start); empty
+	// means <DataDir>/api-token.
+	TokenFile string
+	// NoAuth serves the management API without a token (tests only).
+	NoAuth bool
 	// Ready, if set, is called with the API's address once it serves.
 	Ready func(addr string)
 }
@@ -83,6 +88,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer unlock()
+	token := ""
+	if !cfg.NoAuth {
+		path := cfg.TokenFile
+		if path == "" {
+			path = filepath.Join(cfg.DataDir, TokenFileName)
+		}
+		if token, err = loadOrCreateToken(path); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("the management API is open to anyone who can reach " + cfg.Listen + " (--no-auth)")
+	}
 	// Listen before anything starts processes, so a taken port fails fast.
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -154,7 +171,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log,
-		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes})
+		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token})
 	// Bodies must arrive within ReadTimeout (slow clients must not hold
 	// memory and goroutines); responses may take as long as functions run.
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute,

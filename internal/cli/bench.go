@@ -106,7 +106,7 @@ func runBench(cmd *cobra.Command, f benchFlags) error {
 	if f.duration <= 0 && f.requests <= 0 {
 		return errors.New("set --duration or --requests")
 	}
-	c, err := client.New(f.server, nil)
+	c, err := client.New(f.server, nil, client.WithToken(apiToken("")))
 	if err != nil {
 		return err
 	}

@@ -87,6 +87,7 @@ func readSamples(t *testing.T, path string) []report.Sample {
 func TestBenchAgainstRealServer(t *testing.T) {
 	requirePython(t)
 	srv := harness.Start(t, harness.Options{})
+	t.Setenv("BATON_TOKEN", srv.Token)
 	out := t.TempDir()
 
 	stdout, stderr, err := runCLI(t, "bench", "--server", srv.URL, "--mode", "warm", "-c", "2", "-n", "60",
@@ -173,6 +174,7 @@ func TestBenchBadFlags(t *testing.T) {
 func TestReplayAgainstRealServer(t *testing.T) {
 	requirePython(t)
 	srv := harness.Start(t, harness.Options{})
+	t.Setenv("BATON_TOKEN", srv.Token)
 	dir := filepath.Join("..", "trace", "testdata", "azure-mini")
 	out := t.TempDir()
 	args := []string{"replay", "--server", srv.URL, "--trace", dir, "--functions", "4", "--minutes", "1",

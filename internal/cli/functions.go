@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"io"
 	"os"
 	"strings"
@@ -21,7 +22,7 @@ import (
 func newDeployCmd() *cobra.Command {
 	var connect func() (*client.Client, error)
 	var (
-		spec    function.Spec
+		spec    apiv1.FunctionSpec
 		code    string
 		envVars []string
 	)
@@ -31,7 +32,11 @@ func newDeployCmd() *cobra.Command {
 		Long: `Register a function or update it. The flags describe the whole function:
 a flag left out takes its default, not the previous value. Changing code,
 runtime, handler, env, memory, timeout or concurrency makes a new version;
-running invocations finish on the old one.`,
+running invocations finish on the old one.
+
+A .zip file is streamed to the server, a directory is zipped in memory first.
+A deploy request larger than 1 MiB is first checked against the server's limit
+(reported by /healthz), so an oversized archive fails at once without being sent.`,
 		Args: exactName,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := connect()
@@ -41,10 +46,11 @@ running invocations finish on the old one.`,
 			if code == "" {
 				return errors.New("--code is required: a directory or a .zip file with the function's code")
 			}
-			zipped, err := loadCode(code)
+			zipped, size, err := openCode(code)
 			if err != nil {
 				return err
 			}
+			defer zipped.Close()
 			spec.Env = map[string]string{}
 			for _, kv := range envVars {
 				k, v, ok := strings.Cut(kv, "=")
@@ -53,7 +59,15 @@ running invocations finish on the old one.`,
 				}
 				spec.Env[k] = v
 			}
-			v, err := c.Deploy(cmd.Context(), args[0], client.DeployRequest{Spec: spec, Code: zipped})
+			reqSize, err := client.DeployRequestSize(spec, size)
+			if err != nil {
+				return err
+			}
+			if err := checkLimit(cmd, c, reqSize, func(h apiv1.Health) int64 { return h.MaxDeployBytes },
+				fmt.Sprintf("the code archive (%d bytes) makes a deploy request of %d bytes", size, reqSize)); err != nil {
+				return err
+			}
+			v, err := c.DeployCode(cmd.Context(), args[0], spec, zipped, size)
 			if err != nil {
 				return err
 			}
@@ -93,24 +107,46 @@ func exactName(_ *cobra.Command, args []string) error {
 	return nil
 }
 
-// loadCode zips a directory, or reads a zip file as is.
-func loadCode(path string) ([]byte, error) {
+// openCode zips a directory (in memory), or opens a zip file to stream
+// it as is; it returns the archive and its size.
+func openCode(path string) (io.ReadCloser, int64, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("--code: %w", err)
+		return nil, 0, fmt.Errorf("--code: %w", err)
 	}
 	if st.IsDir() {
 		var buf bytes.Buffer
 		if err := archive.ZipDir(path, &buf); err != nil {
-			return nil, fmt.Errorf("zip %s: %w", path, err)
+			return nil, 0, fmt.Errorf("zip %s: %w", path, err)
 		}
-		return buf.Bytes(), nil
+		return io.NopCloser(&buf), int64(buf.Len()), nil
 	}
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("--code: %w", err)
+		return nil, 0, fmt.Errorf("--code: %w", err)
 	}
-	return data, nil
+	return f, st.Size(), nil
+}
+
+// checkLimitAbove is the request size from which the CLI asks the server
+// for its limits before sending; smaller requests are sent at once.
+const checkLimitAbove = 1 << 20
+
+// checkLimit refuses a request of size bytes that is over the server's
+// limit (read from /healthz), before anything large is built or sent.
+// A server that does not report the limit answers 413 itself.
+func checkLimit(cmd *cobra.Command, c *client.Client, size int64, limit func(apiv1.Health) int64, what string) error {
+	if size <= checkLimitAbove {
+		return nil
+	}
+	h, err := c.Health(cmd.Context())
+	if err != nil {
+		return err
+	}
+	if l := limit(h); l > 0 && size > l {
+		return fmt.Errorf("%s, over the server's limit of %d bytes; nothing was sent", what, l)
+	}
+	return nil
 }
 
 func newInvokeCmd() *cobra.Command {
@@ -120,22 +156,41 @@ func newInvokeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "invoke NAME [--data JSON|@file]",
 		Short: "Invoke a function and print its result",
-		Args:  exactName,
+		Long: `Invoke a function and print its result. An event from a file (--data @file)
+is streamed to the server, not read into memory. An event larger than 1 MiB is
+first checked against the server's payload limit (its --max-payload, reported
+by /healthz), so that an oversized event fails at once without being sent.`,
+		Args: exactName,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := connect()
 			if err != nil {
 				return err
 			}
-			payload := []byte(data)
+			var event io.Reader
+			var size int64
 			if rest, ok := strings.CutPrefix(data, "@"); ok {
-				if payload, err = os.ReadFile(rest); err != nil {
+				// A file is streamed; the server checks that it is JSON.
+				f, err := os.Open(rest)
+				if err != nil {
 					return fmt.Errorf("--data: %w", err)
 				}
+				defer f.Close()
+				st, err := f.Stat()
+				if err != nil {
+					return fmt.Errorf("--data: %w", err)
+				}
+				event, size = f, st.Size()
+			} else {
+				if data != "" && !json.Valid([]byte(data)) {
+					return errors.New("--data is not valid JSON")
+				}
+				event, size = strings.NewReader(data), int64(len(data))
 			}
-			if len(payload) > 0 && !json.Valid(payload) {
-				return errors.New("--data is not valid JSON")
+			if err := checkLimit(cmd, c, size, func(h apiv1.Health) int64 { return h.MaxPayloadBytes },
+				fmt.Sprintf("the event is %d bytes", size)); err != nil {
+				return err
 			}
-			resp, err := c.Invoke(cmd.Context(), args[0], payload)
+			resp, err := c.InvokeStream(cmd.Context(), args[0], event, size)
 			if verbose && resp.Status != 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "invocation %s  status %d  cold %v  version %d\nServer-Timing: %s\n",
 					resp.ID, resp.Status, resp.Cold, resp.Version, resp.Header.Get("Server-Timing"))

@@ -94,7 +94,7 @@ func runReplay(cmd *cobra.Command, f replayFlags) error {
 	if f.execKind != "sleep" && f.execKind != "busy" {
 		return fmt.Errorf("--exec %q: want sleep or busy", f.execKind)
 	}
-	c, err := client.New(f.server, nil)
+	c, err := client.New(f.server, nil, client.WithToken(apiToken("")))
 	if err != nil {
 		return err
 	}

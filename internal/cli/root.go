@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/baton-faas/baton/client"
+	"github.com/baton-faas/baton/internal/assemble"
 )
 
 // DefaultServer is the API address client commands use unless told
@@ -41,9 +42,25 @@ func Execute() int {
 	return 0
 }
 
-// serverFlag adds --server to a client command and returns a constructor
-// for the API client.
+// serverFlag adds --server and --token to a client command and returns a
+// constructor for the API client.
 func serverFlag(cmd *cobra.Command) func() (*client.Client, error) {
 	addr := cmd.Flags().String("server", defaultServer(), "URL of the baton server API (env BATON_SERVER)")
-	return func() (*client.Client, error) { return client.New(*addr, nil) }
+	token := cmd.Flags().String("token", "", "API token (env BATON_TOKEN; default: read from "+assemble.DefaultTokenFile()+" when readable)")
+	return func() (*client.Client, error) { return client.New(*addr, nil, client.WithToken(apiToken(*token))) }
+}
+
+// apiToken picks the API token: the flag, else BATON_TOKEN, else the
+// token file of a server with the default data directory on this host
+// (readable by the user that runs the server). No token is fine for
+// servers started with --no-auth and for invocations.
+func apiToken(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if t := os.Getenv("BATON_TOKEN"); t != "" {
+		return t
+	}
+	t, _ := assemble.ReadToken(assemble.DefaultTokenFile())
+	return t
 }

@@ -42,5 +42,7 @@ func newServerCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest request or response payload in bytes")
 	f.Int64Var(&cfg.MaxInflightBytes, "max-inflight-bytes", 1<<30, "request payload bytes the server holds at once (beyond: 429)")
 	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
+	f.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token, created with a random token if missing (default <data-dir>/api-token)")
+	f.BoolVar(&cfg.NoAuth, "no-auth", false, "serve the management API without a token (for tests; anyone who can connect may manage functions)")
 	return cmd
 }

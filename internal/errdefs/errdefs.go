@@ -16,6 +16,8 @@ type Class string
 const (
 	// Invalid: the request is wrong; retrying it unchanged fails again.
 	Invalid Class = "invalid"
+	// Unauthenticated: the request lacks valid credentials.
+	Unauthenticated Class = "unauthenticated"
 	// NotFound: what the request names does not exist.
 	NotFound Class = "not-found"
 	// Conflict: the request lost a race with another change, or the thing
@@ -87,6 +89,8 @@ func HTTPStatus(class Class) int {
 	switch class {
 	case Invalid:
 		return http.StatusBadRequest
+	case Unauthenticated:
+		return http.StatusUnauthorized
 	case NotFound:
 		return http.StatusNotFound
 	case Conflict:

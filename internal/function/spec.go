@@ -3,12 +3,13 @@
 package function
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/baton-faas/baton/internal/errdefs"
 )
 
 // Runtimes Baton knows how to run.
@@ -35,7 +36,7 @@ const (
 )
 
 // ErrInvalid marks every validation failure so the API can answer 400.
-var ErrInvalid = errors.New("invalid function spec")
+var ErrInvalid = errdefs.New(errdefs.Invalid, "invalid_spec", "invalid function spec")
 
 // Spec is the user-supplied configuration of a function, without its code.
 type Spec struct {

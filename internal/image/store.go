@@ -33,15 +33,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-faas/baton/internal/keyedlock"
+
+	"github.com/baton-faas/baton/internal/errdefs"
 )
 
 // Errors callers can test for with errors.Is.
 var (
-	ErrNotFound    = errors.New("not found")
-	ErrInUse       = errors.New("in use")
-	ErrCorrupt     = errors.New("layer file corrupt")
-	ErrInvalidName = errors.New("invalid image name")
-	ErrClosed      = errors.New("image store closed")
+	ErrNotFound    = errdefs.New(errdefs.NotFound, "image_not_found", "not found")
+	ErrInUse       = errdefs.New(errdefs.Conflict, "image_in_use", "in use")
+	ErrCorrupt     = errdefs.New(errdefs.Internal, "image_corrupt", "layer file corrupt")
+	ErrInvalidName = errdefs.New(errdefs.Invalid, "invalid_image_name", "invalid image name")
+	ErrClosed      = errdefs.New(errdefs.Unavailable, "image_store_closed", "image store closed")
 )
 
 // Store is the image store of one host. It is safe for concurrent use.

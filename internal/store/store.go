@@ -5,17 +5,19 @@ package store
 
 import (
 	"context"
-	"errors"
 	"io"
 
 	"github.com/baton-faas/baton/internal/function"
+
+	"github.com/baton-faas/baton/internal/errdefs"
 )
 
-// ErrNotFound is returned for missing keys.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound is returned for missing keys. Its API code names functions
+// because functions (and their code) are what the API looks up here.
+var ErrNotFound = errdefs.New(errdefs.NotFound, "function_not_found", "not found")
 
 // ErrConflict is returned when an optimistic update lost a race.
-var ErrConflict = errors.New("concurrent update")
+var ErrConflict = errdefs.New(errdefs.Conflict, "conflict", "concurrent update")
 
 // Functions stores function definitions.
 type Functions interface {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"io"
 	"maps"
 	"math"
@@ -290,7 +291,7 @@ func deploy(tb testing.TB, s *harness.Server, name string, spec function.Spec, c
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := s.Client.Deploy(ctx, name, client.DeployRequest{Spec: spec, Code: code}); err != nil {
+	if _, err := s.Client.Deploy(ctx, name, client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: code}); err != nil {
 		tb.Fatalf("deploy %s: %v", name, err)
 	}
 }

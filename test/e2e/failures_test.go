@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"net/http"
 	"os"
 	"os/exec"
@@ -264,7 +265,7 @@ func TestProvidedWithoutBootstrap(t *testing.T) {
 	for _, tc := range []struct{ name, dir string }{{"missing", pyDir}, {"not-executable", noExec}} {
 		t.Run(tc.name, func(t *testing.T) {
 			name := "nobootstrap-" + tc.name
-			_, err := srv.Client.Deploy(ctx(t), name, client.DeployRequest{Spec: function.Spec{Runtime: function.RuntimeProvided}, Code: zipDir(t, tc.dir)})
+			_, err := srv.Client.Deploy(ctx(t), name, client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(function.Spec{Runtime: function.RuntimeProvided}), Code: zipDir(t, tc.dir)})
 			var apiErr *client.Error
 			if errors.As(err, &apiErr) {
 				if apiErr.Status != http.StatusBadRequest || !strings.Contains(apiErr.Body.Message, "bootstrap") {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"io"
 	"net/http"
 	"os"
@@ -23,8 +24,6 @@ import (
 
 	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/archive"
-	"github.com/baton-faas/baton/internal/controlplane/httpapi"
-	"github.com/baton-faas/baton/internal/controlplane/records"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/test/harness"
 )
@@ -116,9 +115,9 @@ func copyDir(t *testing.T, src string, extra map[string]string) string {
 }
 
 // deploy deploys dir as name and fails the test on error.
-func deploy(t *testing.T, srv *harness.Server, name string, spec function.Spec, dir string) httpapi.FunctionView {
+func deploy(t *testing.T, srv *harness.Server, name string, spec function.Spec, dir string) apiv1.Function {
 	t.Helper()
-	v, err := srv.Client.Deploy(ctx(t), name, client.DeployRequest{Spec: spec, Code: zipDir(t, dir)})
+	v, err := srv.Client.Deploy(ctx(t), name, client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: zipDir(t, dir)})
 	if err != nil {
 		t.Fatalf("deploy %s: %v", name, err)
 	}
@@ -186,9 +185,9 @@ func mustInvoke(t *testing.T, srv *harness.Server, name string, event any, out a
 
 // errorBody decodes an API error response and checks that it has a code
 // and a message.
-func errorBody(t *testing.T, status int, body []byte) httpapi.ErrorBody {
+func errorBody(t *testing.T, status int, body []byte) apiv1.Error {
 	t.Helper()
-	var eb httpapi.ErrorBody
+	var eb apiv1.Error
 	if err := json.Unmarshal(body, &eb); err != nil {
 		t.Fatalf("HTTP %d: error body %q is not JSON: %v", status, body, err)
 	}
@@ -282,7 +281,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 }
 
 // status returns a function's live status.
-func status(t *testing.T, srv *harness.Server, name string) httpapi.FunctionView {
+func status(t *testing.T, srv *harness.Server, name string) apiv1.Function {
 	t.Helper()
 	v, err := srv.Client.Get(ctx(t), name)
 	if err != nil {
@@ -291,7 +290,7 @@ func status(t *testing.T, srv *harness.Server, name string) httpapi.FunctionView
 	return v
 }
 
-func describeStatus(v httpapi.FunctionView) string {
+func describeStatus(v apiv1.Function) string {
 	b, _ := json.Marshal(v.Status)
 	return string(b)
 }
@@ -537,7 +536,7 @@ func liveOf(pids []int) []int {
 }
 
 // records lists a function's invocation records, newest first.
-func recordsOf(t *testing.T, srv *harness.Server, name string) []records.Record {
+func recordsOf(t *testing.T, srv *harness.Server, name string) []apiv1.Invocation {
 	t.Helper()
 	recs, err := srv.Client.Invocations(ctx(t), name, 1000)
 	if err != nil {
@@ -548,9 +547,9 @@ func recordsOf(t *testing.T, srv *harness.Server, name string) []records.Record 
 
 // record fetches one record; records are written right after the response
 // goes out, so it polls briefly.
-func record(t *testing.T, srv *harness.Server, id string) records.Record {
+func record(t *testing.T, srv *harness.Server, id string) apiv1.Invocation {
 	t.Helper()
-	var rec records.Record
+	var rec apiv1.Invocation
 	waitFor(t, 5*time.Second, "invocation record "+id+" should exist", func() (bool, string) {
 		var err error
 		rec, err = srv.Client.Invocation(ctx(t), id)
@@ -563,7 +562,7 @@ func record(t *testing.T, srv *harness.Server, id string) records.Record {
 }
 
 // checkRecord checks the fields every finished invocation record has.
-func checkRecord(t *testing.T, rec records.Record, id, name, status string) {
+func checkRecord(t *testing.T, rec apiv1.Invocation, id, name, status string) {
 	t.Helper()
 	if rec.ID != id || rec.Function != name || rec.Status != status {
 		t.Errorf("record %+v: want id %s, function %s, status %s", rec, id, name, status)
@@ -598,7 +597,7 @@ func cli(t *testing.T, args ...string) (string, string, int) {
 // metrics scrapes /metrics into "name{labels}" -> value.
 func metrics(t *testing.T, srv *harness.Server) map[string]float64 {
 	t.Helper()
-	res := do(t, http.MethodGet, srv.URL+"/metrics", nil, nil)
+	res := do(t, http.MethodGet, srv.URL+"/metrics", nil, srv.AuthHeader())
 	if res.Status != http.StatusOK {
 		t.Fatalf("/metrics: HTTP %d: %s", res.Status, res.Body)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"net/http"
 	"os"
 	"os/exec"
@@ -57,7 +58,7 @@ func TestImages(t *testing.T) {
 	spec := function.Spec{Runtime: function.RuntimePython, Handler: "app.echo", Image: "tools:1"}
 	deploy(t, srv, "uses-tools", spec, pyDir)
 	spec.Image = "missing:1"
-	_, err = srv.Client.Deploy(ctx(t), "uses-missing", client.DeployRequest{Spec: spec, Code: zipDir(t, pyDir)})
+	_, err = srv.Client.Deploy(ctx(t), "uses-missing", client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: zipDir(t, pyDir)})
 	assertAPIError(t, err, http.StatusBadRequest, `image "missing:1" not found`)
 
 	err = srv.Client.RemoveImage(ctx(t), "tools:1")

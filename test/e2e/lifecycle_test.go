@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"net"
 	"net/http"
 	"os"
@@ -541,7 +542,7 @@ func TestConcurrentDeploys(t *testing.T) {
 	for round := 0; round < rounds; round++ {
 		errs := make([]error, writers)
 		parallel(writers, func(i int) {
-			_, errs[i] = srv.Client.Deploy(c, name, client.DeployRequest{Spec: pySpec("whoami"), Code: codes[round*writers+i]})
+			_, errs[i] = srv.Client.Deploy(c, name, client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(pySpec("whoami")), Code: codes[round*writers+i]})
 		})
 		for _, err := range errs {
 			if err != nil {

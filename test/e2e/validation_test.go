@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"io"
 	"net"
 	"net/http"
@@ -48,7 +49,7 @@ func zipOf(t *testing.T, files map[string]string) []byte {
 // tests can send fields the Go types cannot express.
 func deployBody(t *testing.T, spec function.Spec, code []byte) map[string]any {
 	t.Helper()
-	b, err := json.Marshal(client.DeployRequest{Spec: spec, Code: code})
+	b, err := json.Marshal(client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: code})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func deployBody(t *testing.T, spec function.Spec, code []byte) map[string]any {
 
 func put(t *testing.T, srv *harness.Server, name string, body []byte) httpResult {
 	t.Helper()
-	return do(t, http.MethodPut, srv.URL+"/v1/functions/"+url.PathEscape(name), body, map[string]string{"Content-Type": "application/json"})
+	return do(t, http.MethodPut, srv.URL+"/v1/functions/"+url.PathEscape(name), body, map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + srv.Token})
 }
 
 func mustJSON(t *testing.T, v any) []byte {
@@ -148,14 +149,14 @@ func TestBadDeploys(t *testing.T) {
 
 	// Bad names, through the Go client (which escapes them into the path).
 	for _, bad := range []string{"Hello", "UPPER", strings.Repeat("a", 65), "-leading", "trailing-", "under_score", "dot.ted", "../x", "a/b", "sp ace"} {
-		_, err := srv.Client.Deploy(ctx(t), bad, client.DeployRequest{Spec: pySpec("whoami"), Code: goodCode})
+		_, err := srv.Client.Deploy(ctx(t), bad, client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(pySpec("whoami")), Code: goodCode})
 		var apiErr *client.Error
 		if !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || apiErr.Body.Code != "invalid_name" ||
 			!strings.Contains(apiErr.Body.Message, "must be 1-64 characters") {
 			t.Errorf("deploy as %q: %v, want 400 invalid_name", bad, err)
 		}
 	}
-	if _, err := srv.Client.Deploy(ctx(t), strings.Repeat("a", 64), client.DeployRequest{Spec: pySpec("whoami"), Code: goodCode}); err != nil {
+	if _, err := srv.Client.Deploy(ctx(t), strings.Repeat("a", 64), client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(pySpec("whoami")), Code: goodCode}); err != nil {
 		t.Errorf("a 64-character name should be valid: %v", err)
 	}
 
@@ -197,14 +198,14 @@ func TestBadRequests(t *testing.T) {
 	}
 	u := srv.URL
 	check("invoke unknown", do(t, http.MethodPost, u+"/v1/functions/ghost/invoke", []byte(`{}`), nil), 404, "function_not_found")
-	check("get unknown", do(t, http.MethodGet, u+"/v1/functions/ghost", nil, nil), 404, "function_not_found")
-	check("delete unknown", do(t, http.MethodDelete, u+"/v1/functions/ghost", nil, nil), 404, "function_not_found")
+	check("get unknown", do(t, http.MethodGet, u+"/v1/functions/ghost", nil, srv.AuthHeader()), 404, "function_not_found")
+	check("delete unknown", do(t, http.MethodDelete, u+"/v1/functions/ghost", nil, srv.AuthHeader()), 404, "function_not_found")
 	check("invoke bad name", do(t, http.MethodPost, u+"/v1/functions/Ghost/invoke", []byte(`{}`), nil), 400, "invalid_name")
 	check("invalid JSON event", do(t, http.MethodPost, u+"/v1/functions/echo/invoke", []byte(`{"unterminated": `), nil), 400, "malformed_json")
 	check("non-JSON event", do(t, http.MethodPost, u+"/v1/functions/echo/invoke", []byte(`hello`), nil), 400, "malformed_json")
-	check("unknown record", do(t, http.MethodGet, u+"/v1/invocations/nope", nil, nil), 404, "invocation_not_found")
-	check("bad limit", do(t, http.MethodGet, u+"/v1/invocations?limit=0", nil, nil), 400, "bad_limit")
-	check("unknown route", do(t, http.MethodGet, u+"/v2/whatever", nil, nil), 404, "not_found")
+	check("unknown record", do(t, http.MethodGet, u+"/v1/invocations/nope", nil, srv.AuthHeader()), 404, "invocation_not_found")
+	check("bad limit", do(t, http.MethodGet, u+"/v1/invocations?limit=0", nil, srv.AuthHeader()), 400, "bad_limit")
+	check("unknown route", do(t, http.MethodGet, u+"/v2/whatever", nil, srv.AuthHeader()), 404, "not_found")
 
 	var apiErr *client.Error
 	if _, err := srv.Client.Invoke(ctx(t), "ghost", nil); !errors.As(err, &apiErr) || !strings.Contains(apiErr.Body.Message, `"ghost" not found`) {

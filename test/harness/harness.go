@@ -84,6 +84,8 @@ type Server struct {
 	URL     string
 	DataDir string
 	Client  *client.Client
+	// Token is the server's API token (from its data directory).
+	Token   string
 	cmd     *exec.Cmd
 	log     *os.File
 	logPath string
@@ -131,10 +133,6 @@ func Start(tb testing.TB, o Options) *Server {
 	}
 	s := &Server{URL: "http://" + addr, DataDir: o.DataDir, cmd: cmd, log: logf, logPath: logPath, done: make(chan struct{})}
 	go func() { s.waitErr = cmd.Wait(); close(s.done) }()
-	s.Client, err = client.New(s.URL, &http.Client{Timeout: 5 * time.Minute})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(s.URL + "/healthz")
@@ -155,6 +153,15 @@ func Start(tb testing.TB, o Options) *Server {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The server writes its token before it listens; a server started
+	// with --no-auth or --token-file elsewhere has none here.
+	if tok, err := os.ReadFile(filepath.Join(o.DataDir, "api-token")); err == nil {
+		s.Token = strings.TrimSpace(string(tok))
+	}
+	s.Client, err = client.New(s.URL, &http.Client{Timeout: 5 * time.Minute}, client.WithToken(s.Token))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(func() {
 		if err := s.Stop(); err != nil {
 			tb.Errorf("stop server: %v", err)
@@ -167,6 +174,11 @@ func Start(tb testing.TB, o Options) *Server {
 		}
 	})
 	return s
+}
+
+// AuthHeader is the header that carries the API token, for raw requests.
+func (s *Server) AuthHeader() map[string]string {
+	return map[string]string{"Authorization": "Bearer " + s.Token}
 }
 
 // Pid is the server's process id.

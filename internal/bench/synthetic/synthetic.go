@@ -16,6 +16,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"io"
 	"io/fs"
 	"os"
@@ -188,7 +189,7 @@ func Deploy(ctx context.Context, c *client.Client, name string, spec function.Sp
 		// which an isolated sandbox (loopback only) cannot reach.
 		spec.Network = function.NetworkHost
 	}
-	if _, err := c.Deploy(ctx, name, client.DeployRequest{Spec: spec, Code: code}); err != nil {
+	if _, err := c.Deploy(ctx, name, client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: code}); err != nil {
 		return fmt.Errorf("deploy synthetic %s function %s: %w", spec.Runtime, name, err)
 	}
 	return nil

@@ -302,34 +302,7 @@ func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte
 		ResponseBytes: len(out.Result.Payload), RequestBytes: len(payload),
 		Status: records.StatusSuccess, Error: out.Result.Error,
 	}
-	var failure *workerapi.Failure
-	var initErr *workerapi.InitError
-	switch {
-	case err == nil && out.Result.Error != nil:
-		rec.Status = records.StatusFunctionError
-	case err == nil:
-	case errors.As(err, &failure):
-		switch failure.Kind {
-		case workerapi.FailureTimeout:
-			rec.Status = records.StatusTimeout
-		case workerapi.FailureTooLarge:
-			rec.Status = records.StatusTooLarge
-		case workerapi.FailureOutOfMemory:
-			rec.Status = records.StatusOutOfMemory
-		default:
-			rec.Status = records.StatusCrash
-		}
-		rec.Error = &workerapi.FunctionError{Type: "Baton." + string(failure.Kind), Message: failure.Message}
-		rec.Logs, rec.LogsTruncated = string(failure.Logs), failure.LogsTruncated
-	case errors.As(err, &initErr):
-		rec.Status = records.StatusInitError
-		fe := initErr.Err
-		rec.Error = &fe
-		rec.Logs = string(initErr.Logs)
-	default:
-		rec.Status = records.StatusFailed
-		rec.Error = &workerapi.FunctionError{Type: "Baton.Error", Message: err.Error()}
-	}
+	rec.SetOutcome(err)
 	c.records.Add(rec)
 	c.metrics.ObserveInvocation(name, rec.Status, out.Cold, end.Sub(start).Seconds(), out.Wait.Seconds())
 	return inv, nil

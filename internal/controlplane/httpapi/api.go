@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
+	"github.com/baton-faas/baton/internal/errdefs"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,13 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/controlplane/controller"
-	"github.com/baton-faas/baton/internal/controlplane/records"
-	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/function"
-	"github.com/baton-faas/baton/internal/store"
-	"github.com/baton-faas/baton/internal/workerapi"
 )
 
 // Options configure the API.
@@ -35,6 +32,9 @@ type Options struct {
 	MaxPayloadBytes int64
 	// MaxInflightBytes caps the request payload bytes held at once.
 	MaxInflightBytes int64
+	// Token, if set, is the bearer token every route but health,
+	// invocation and function URLs requires.
+	Token string
 }
 
 // Server serves the API.
@@ -76,27 +76,21 @@ func New(o Options) *Server {
 	s.registerImageRoutes()
 	s.mux.HandleFunc("/fn/{name}", s.functionURL)
 	s.mux.HandleFunc("/fn/{name}/{path...}", s.functionURL)
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no API route for %s %s", r.Method, r.URL.Path))
-	})
+	s.mux.HandleFunc("/", s.noRoute)
 	return s
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Token != "" && !openRoute(r) && !s.authorized(r) {
+		s.writeUnauthorized(w)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
 // ErrorBody is the JSON body of every API error.
-type ErrorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	// Function errors carry the function's own error fields.
-	ErrorMessage string   `json:"errorMessage,omitempty"`
-	ErrorType    string   `json:"errorType,omitempty"`
-	StackTrace   []string `json:"stackTrace,omitempty"`
-	InvocationID string   `json:"invocationId,omitempty"`
-}
+type ErrorBody = apiv1.Error
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -106,85 +100,29 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, ErrorBody{Code: code, Message: msg})
-}
-
-// writeStoreError maps registry and validation errors.
-func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, function.ErrInvalid), errors.Is(err, archive.ErrInvalid):
-		writeError(w, http.StatusBadRequest, "invalid_spec", err.Error())
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "function_not_found", err.Error())
-	case errors.Is(err, store.ErrConflict):
-		writeError(w, http.StatusConflict, "conflict", err.Error())
-	default:
-		s.log.Error("api", "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
-	}
-}
-
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "isolation": s.c.Isolation(r.Context())})
+	writeJSON(w, http.StatusOK, apiv1.Health{Status: "ok", Isolation: s.c.Isolation(r.Context()),
+		MaxPayloadBytes: s.opts.MaxPayloadBytes, MaxDeployBytes: s.opts.MaxSpecBytes})
 }
 
-// deployRequest is the PUT body: the spec plus the code archive.
-type deployRequest struct {
-	function.Spec
-	Code []byte `json:"code"`
-}
-
-// FunctionView is how the API shows a function.
-type FunctionView struct {
-	Name       string        `json:"name"`
-	Version    int           `json:"version"`
-	Spec       function.Spec `json:"spec"`
-	CodeDigest string        `json:"codeDigest"`
-	CodeSize   int64         `json:"codeSize"`
-	CreatedAt  time.Time     `json:"createdAt"`
-	UpdatedAt  time.Time     `json:"updatedAt"`
-	Isolation  string        `json:"isolation"`
-	Status     router.Status `json:"status"`
-	// Set on deploy responses.
-	Created    bool `json:"created,omitempty"`
-	NewVersion bool `json:"newVersion,omitempty"`
-}
-
-func (s *Server) view(ctx context.Context, fn function.Function) FunctionView {
-	return FunctionView{
-		Name: fn.Name, Version: fn.Version, Spec: fn.Spec, CodeDigest: fn.CodeDigest, CodeSize: fn.CodeSize,
-		CreatedAt: fn.CreatedAt, UpdatedAt: fn.UpdatedAt, Isolation: s.c.Isolation(ctx), Status: s.c.Status(fn.Name),
-	}
+func (s *Server) view(ctx context.Context, fn function.Function) apiv1.Function {
+	return functionToWire(fn, s.c.Isolation(ctx), s.c.Status(fn.Name))
 }
 
 func (s *Server) putFunction(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := function.ValidateName(name); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_name", err.Error())
+		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeInvalidName, err.Error()))
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, s.opts.MaxSpecBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	var req deployRequest
-	if err := dec.Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "spec_too_large",
-				fmt.Sprintf("deploy request is larger than %d bytes", s.opts.MaxSpecBytes))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "malformed_json", "function spec is not valid JSON: "+err.Error())
+	var req apiv1.DeployRequest
+	if err := s.decodeBody(w, r, s.opts.MaxSpecBytes, "function spec", &req); err != nil {
+		s.writeErr(w, err)
 		return
 	}
-	if dec.More() {
-		writeError(w, http.StatusBadRequest, "malformed_json", "function spec has trailing data after the JSON object")
-		return
-	}
-	res, err := s.c.Deploy(r.Context(), name, req.Spec, req.Code)
+	res, err := s.c.Deploy(r.Context(), name, specFromWire(req.FunctionSpec), req.Code)
 	if err != nil {
-		s.writeStoreError(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	v := s.view(r.Context(), res.Function)
@@ -199,7 +137,7 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 	fn, _, err := s.c.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
-		s.writeStoreError(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, s.view(r.Context(), fn))
@@ -208,33 +146,33 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
 	fns, err := s.c.List(r.Context())
 	if err != nil {
-		s.writeStoreError(w, err)
+		s.writeErr(w, err)
 		return
 	}
-	out := make([]FunctionView, 0, len(fns))
+	out := apiv1.FunctionList{Functions: make([]apiv1.Function, 0, len(fns))}
 	for _, fn := range fns {
-		out = append(out, s.view(r.Context(), fn))
+		out.Functions = append(out.Functions, s.view(r.Context(), fn))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"functions": out})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := s.c.Delete(r.Context(), name); err != nil {
-		s.writeStoreError(w, err)
+		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
+	writeJSON(w, http.StatusOK, apiv1.Deleted{Deleted: name})
 }
 
 // recycle stops a function's instances so that its next request is cold.
 func (s *Server) recycle(w http.ResponseWriter, r *http.Request) {
 	stopped, pending, err := s.c.Recycle(r.PathValue("name"))
 	if err != nil {
-		s.writeStoreError(w, err)
+		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"stopped": stopped, "stoppingWhenIdle": pending})
+	writeJSON(w, http.StatusOK, apiv1.Recycled{Stopped: stopped, StoppingWhenIdle: pending})
 }
 
 // readPayload checks that the function exists, then reads an invocation
@@ -243,7 +181,7 @@ func (s *Server) recycle(w http.ResponseWriter, r *http.Request) {
 // must call the returned release when the invocation is over.
 func (s *Server) readPayload(w http.ResponseWriter, r *http.Request, name string) ([]byte, func(), bool) {
 	if !s.c.Exists(name) {
-		writeError(w, http.StatusNotFound, "function_not_found", fmt.Sprintf("function %q not found", name))
+		s.writeErr(w, apiError(errdefs.NotFound, apiv1.CodeFunctionNotFound, fmt.Sprintf("function %q not found", name)))
 		return nil, nil, false
 	}
 	reserved := max(r.ContentLength, 0)
@@ -277,9 +215,8 @@ func (s *Server) reserve(n int64) bool {
 }
 
 func (s *Server) writeBusy(w http.ResponseWriter) {
-	w.Header().Set("Retry-After", "1")
-	writeError(w, http.StatusTooManyRequests, "server_busy",
-		fmt.Sprintf("the server already holds %d bytes of request payloads; retry later", s.opts.MaxInflightBytes))
+	s.writeErr(w, apiError(errdefs.Overloaded, apiv1.CodeServerBusy,
+		fmt.Sprintf("the server already holds %d bytes of request payloads; retry later", s.opts.MaxInflightBytes)))
 }
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
@@ -287,11 +224,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "payload_too_large",
-				fmt.Sprintf("request body is larger than the %d byte payload limit", s.opts.MaxPayloadBytes))
+			s.writeErr(w, apiError(errdefs.TooLarge, apiv1.CodePayloadTooLarge,
+				fmt.Sprintf("request body is larger than the %d byte payload limit (the server's --max-payload)", s.opts.MaxPayloadBytes)))
 			return nil, err
 		}
-		writeError(w, http.StatusBadRequest, "bad_body", "could not read request body: "+err.Error())
+		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeBadBody, "could not read request body: "+err.Error()))
 		return nil, err
 	}
 	return body, nil
@@ -300,7 +237,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := function.ValidateName(name); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_name", err.Error())
+		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeInvalidName, err.Error()))
 		return
 	}
 	payload, release, ok := s.readPayload(w, r, name)
@@ -311,7 +248,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	if len(payload) == 0 {
 		payload = []byte("{}")
 	} else if !json.Valid(payload) {
-		writeError(w, http.StatusBadRequest, "malformed_json", "the event (request body) must be valid JSON")
+		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeMalformedJSON, "the event (request body) must be valid JSON"))
 		return
 	}
 	inv, ok := s.runInvocation(w, r, name, "", payload)
@@ -328,79 +265,30 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 func (s *Server) runInvocation(w http.ResponseWriter, r *http.Request, name, id string, payload []byte) (controller.Invocation, bool) {
 	inv, err := s.c.Invoke(r.Context(), name, id, payload)
 	if err != nil {
-		switch {
-		case errors.Is(err, router.ErrUnknownFunction):
-			writeError(w, http.StatusNotFound, "function_not_found", fmt.Sprintf("function %q not found", name))
-		case errors.Is(err, router.ErrQueueFull):
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, "queue_full", err.Error())
-		case errors.Is(err, router.ErrShuttingDown):
-			w.Header().Set("Retry-After", "5")
-			writeError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
-		default:
-			writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		if errdefs.Is(err, errdefs.NotFound) {
+			err = apiError(errdefs.NotFound, apiv1.CodeFunctionNotFound, fmt.Sprintf("function %q not found", name))
 		}
+		s.writeErr(w, err)
 		return inv, false
 	}
 	setTimingHeaders(w.Header(), inv)
-	if inv.FunctionError != nil {
-		fe := inv.FunctionError
-		w.Header().Set("Baton-Function-Error", "Unhandled")
-		writeJSON(w, http.StatusBadGateway, ErrorBody{
-			Code: "function_error", Message: fmt.Sprintf("function %s failed: %s: %s", name, fe.Type, fe.Message),
-			ErrorMessage: fe.Message, ErrorType: fe.Type, StackTrace: fe.StackTrace, InvocationID: inv.ID,
-		})
-		return inv, false
-	}
-	if inv.Err != nil {
-		s.writeInvocationError(w, name, inv)
+	if inv.FunctionError != nil || inv.Err != nil {
+		s.writeErr(w, &functionFailure{name: name, id: inv.ID, fe: inv.FunctionError, err: inv.Err})
 		return inv, false
 	}
 	return inv, true
 }
 
-func (s *Server) writeInvocationError(w http.ResponseWriter, name string, inv controller.Invocation) {
-	var failure *workerapi.Failure
-	var initErr *workerapi.InitError
-	body := ErrorBody{InvocationID: inv.ID}
-	status := http.StatusBadGateway
-	switch err := inv.Err; {
-	case errors.As(err, &failure):
-		body.Code, body.Message = string(failure.Kind), fmt.Sprintf("function %s: %s", name, failure.Message)
-		body.ErrorType, body.ErrorMessage = "Baton."+string(failure.Kind), failure.Message
-		if failure.Kind == workerapi.FailureTimeout {
-			status = http.StatusGatewayTimeout
-		}
-	case errors.As(err, &initErr):
-		body.Code = "init_error"
-		body.Message = fmt.Sprintf("function %s failed to initialise: %s: %s", name, initErr.Err.Type, initErr.Err.Message)
-		body.ErrorType, body.ErrorMessage, body.StackTrace = initErr.Err.Type, initErr.Err.Message, initErr.Err.StackTrace
-	case errors.Is(err, router.ErrQueueTimeout):
-		status, body.Code, body.Message = http.StatusServiceUnavailable, "no_instance", err.Error()
-		w.Header().Set("Retry-After", "1")
-	case errors.Is(err, router.ErrStartFailed):
-		status, body.Code, body.Message = http.StatusServiceUnavailable, "start_failed", fmt.Sprintf("function %s: %v", name, err)
-		w.Header().Set("Retry-After", "1")
-	case errors.Is(err, router.ErrFunctionRemoved):
-		status, body.Code, body.Message = http.StatusNotFound, "function_not_found", err.Error()
-	case errors.Is(err, router.ErrShuttingDown):
-		status, body.Code, body.Message = http.StatusServiceUnavailable, "shutting_down", err.Error()
-	default:
-		status, body.Code, body.Message = http.StatusInternalServerError, "internal", err.Error()
-	}
-	writeJSON(w, status, body)
-}
-
 // setTimingHeaders reports where the time went, in the standard
 // Server-Timing header (milliseconds) and Baton's own headers.
 func setTimingHeaders(h http.Header, inv controller.Invocation) {
-	h.Set("Baton-Invocation-Id", inv.ID)
-	h.Set("Baton-Cold-Start", strconv.FormatBool(inv.Cold))
+	h.Set(apiv1.HeaderInvocationID, inv.ID)
+	h.Set(apiv1.HeaderColdStart, strconv.FormatBool(inv.Cold))
 	if inv.Version > 0 {
-		h.Set("Baton-Function-Version", strconv.Itoa(inv.Version))
+		h.Set(apiv1.HeaderFunctionVersion, strconv.Itoa(inv.Version))
 	}
 	if inv.Instance != "" {
-		h.Set("Baton-Instance-Id", inv.Instance)
+		h.Set(apiv1.HeaderInstanceID, inv.Instance)
 	}
 	h.Set("Server-Timing", fmt.Sprintf("wait;dur=%.3f, init;dur=%.3f, exec;dur=%.3f",
 		msf(inv.Wait), msf(inv.Init), msf(inv.Exec)))
@@ -412,7 +300,7 @@ func (s *Server) listInvocations(w http.ResponseWriter, r *http.Request) {
 	fn := r.URL.Query().Get("function")
 	if fn != "" {
 		if err := function.ValidateName(fn); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_name", err.Error())
+			s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeInvalidName, err.Error()))
 			return
 		}
 	}
@@ -420,20 +308,25 @@ func (s *Server) listInvocations(w http.ResponseWriter, r *http.Request) {
 	if l := r.URL.Query().Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit %q must be an integer between 1 and 10000", l))
+			s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeBadLimit, fmt.Sprintf("limit %q must be an integer between 1 and 10000", l)))
 			return
 		}
 		limit = n
 	}
-	writeJSON(w, http.StatusOK, map[string][]records.Record{"invocations": s.c.Records(fn, limit)})
+	recs := s.c.Records(fn, limit)
+	out := apiv1.InvocationList{Invocations: make([]apiv1.Invocation, 0, len(recs))}
+	for _, r := range recs {
+		out.Invocations = append(out.Invocations, recordToWire(r))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) getInvocation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	rec, ok := s.c.Record(id)
 	if !ok {
-		writeError(w, http.StatusNotFound, "invocation_not_found", fmt.Sprintf("no record of invocation %q (records are kept for the most recent invocations only)", id))
+		s.writeErr(w, apiError(errdefs.NotFound, apiv1.CodeInvocationNotFound, fmt.Sprintf("no record of invocation %q (records are kept for the most recent invocations only)", id)))
 		return
 	}
-	writeJSON(w, http.StatusOK, rec)
+	writeJSON(w, http.StatusOK, recordToWire(rec))
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	apiv1 "github.com/baton-faas/baton/api/v1"
+	"github.com/baton-faas/baton/internal/errdefs"
 	"mime"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -50,21 +52,12 @@ type urlHTTPInfo struct {
 	UserAgent string `json:"userAgent"`
 }
 
-// urlResponse is what a function URL handler may return.
-type urlResponse struct {
-	StatusCode      int               `json:"statusCode"`
-	Headers         map[string]string `json:"headers"`
-	Cookies         []string          `json:"cookies"`
-	Body            string            `json:"body"`
-	IsBase64Encoded bool              `json:"isBase64Encoded"`
-}
-
 // functionURL turns a plain HTTP request into a function URL event and the
 // function's answer back into an HTTP response.
 func (s *Server) functionURL(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := function.ValidateName(name); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_name", err.Error())
+		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeInvalidName, err.Error()))
 		return
 	}
 	body, release, ok := s.readPayload(w, r, name)
@@ -76,14 +69,16 @@ func (s *Server) functionURL(w http.ResponseWriter, r *http.Request) {
 	ev := buildURLEvent(r, name, id, body)
 	payload, err := json.Marshal(ev)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		s.writeErr(w, err)
 		return
 	}
 	inv, ok := s.runInvocation(w, r, name, id, payload)
 	if !ok {
 		return
 	}
-	writeURLResponse(w, inv.Payload)
+	if err := writeURLResponse(w, inv.Payload); err != nil {
+		s.writeErr(w, err)
+	}
 }
 
 func buildURLEvent(r *http.Request, name, id string, body []byte) urlEvent {
@@ -169,47 +164,139 @@ func isTextual(contentType string) bool {
 
 // writeURLResponse follows Lambda's function URL rules: a JSON object with
 // statusCode is an HTTP response description; anything else is a 200 with
-// the result as a JSON body.
-func writeURLResponse(w http.ResponseWriter, result []byte) {
-	var resp urlResponse
+// the result as a JSON body. A description that is not valid is returned
+// as an error (a 502 saying what is wrong). Platform headers already set on w win over the
+// function's, and the function cannot set framing or hop-by-hop headers.
+func writeURLResponse(w http.ResponseWriter, result []byte) error {
 	trimmed := bytes.TrimSpace(result)
-	if len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &resp) == nil && hasStatusCode(trimmed) {
-		body := []byte(resp.Body)
-		if resp.IsBase64Encoded {
-			dec, err := base64.StdEncoding.DecodeString(resp.Body)
-			if err != nil {
-				writeError(w, http.StatusBadGateway, "bad_function_response", "function returned isBase64Encoded with a body that is not base64: "+err.Error())
-				return
-			}
-			body = dec
-		}
-		for k, v := range resp.Headers {
-			w.Header().Set(k, v)
-		}
-		for _, c := range resp.Cookies {
-			w.Header().Add("Set-Cookie", c)
-		}
-		if resp.StatusCode < 100 || resp.StatusCode > 999 {
-			writeError(w, http.StatusBadGateway, "bad_function_response", "function returned invalid statusCode "+strconv.Itoa(resp.StatusCode))
-			return
-		}
-		if w.Header().Get("Content-Type") == "" && len(body) > 0 {
-			w.Header().Set("Content-Type", "application/json")
-		}
-		w.WriteHeader(resp.StatusCode)
-		_, _ = w.Write(body)
-		return
+	var fields map[string]json.RawMessage
+	if len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(trimmed, &fields) != nil || fields["statusCode"] == nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(result)
+		return nil
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(result)
+	resp, err := parseURLResponse(fields)
+	if err != nil {
+		return apiError(errdefs.FunctionFailed, apiv1.CodeBadFunctionResponse,
+			"the function returned an invalid function URL response: "+err.Error())
+	}
+	h := w.Header()
+	for k, v := range resp.headers {
+		k = http.CanonicalHeaderKey(k)
+		if reservedResponseHeader(k) || h.Get(k) != "" {
+			continue
+		}
+		h.Set(k, v)
+	}
+	for _, c := range resp.cookies {
+		h.Add("Set-Cookie", c)
+	}
+	if h.Get("Content-Type") == "" && len(resp.body) > 0 {
+		h.Set("Content-Type", "application/json")
+	}
+	w.WriteHeader(resp.status)
+	_, _ = w.Write(resp.body)
+	return nil
 }
 
-func hasStatusCode(obj []byte) bool {
-	var probe map[string]json.RawMessage
-	if json.Unmarshal(obj, &probe) != nil {
+type urlResponse struct {
+	status  int
+	headers map[string]string
+	cookies []string
+	body    []byte
+}
+
+// parseURLResponse checks every field of a response description.
+func parseURLResponse(f map[string]json.RawMessage) (urlResponse, error) {
+	var out urlResponse
+	var n int
+	if json.Unmarshal(f["statusCode"], &n) != nil {
+		return out, fmt.Errorf("statusCode must be an integer, got %s", clip(f["statusCode"]))
+	}
+	if n < 200 || n > 599 {
+		return out, fmt.Errorf("statusCode %d is out of range (200 to 599)", n)
+	}
+	out.status = n
+	if raw, ok := f["headers"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &out.headers); err != nil {
+			return out, fmt.Errorf("headers must be an object of string values, got %s", clip(raw))
+		}
+		for k, v := range out.headers {
+			if !validHeaderName(k) {
+				return out, fmt.Errorf("header name %q is not valid", k)
+			}
+			if strings.ContainsAny(v, "\r\n\x00") {
+				return out, fmt.Errorf("header %q has a value with a line break or NUL", k)
+			}
+		}
+	}
+	if raw, ok := f["cookies"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &out.cookies); err != nil {
+			return out, fmt.Errorf("cookies must be an array of strings, got %s", clip(raw))
+		}
+		for _, c := range out.cookies {
+			if strings.ContainsAny(c, "\r\n\x00") {
+				return out, fmt.Errorf("cookie %q has a line break or NUL", c)
+			}
+		}
+	}
+	var body string
+	if raw, ok := f["body"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &body); err != nil {
+			return out, fmt.Errorf("body must be a string, got %s", clip(raw))
+		}
+	}
+	var b64 bool
+	if raw, ok := f["isBase64Encoded"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &b64); err != nil {
+			return out, fmt.Errorf("isBase64Encoded must be true or false, got %s", clip(raw))
+		}
+	}
+	out.body = []byte(body)
+	if b64 {
+		var err error
+		if out.body, err = base64.StdEncoding.DecodeString(body); err != nil {
+			return out, fmt.Errorf("isBase64Encoded is true but body is not base64: %v", err)
+		}
+	}
+	return out, nil
+}
+
+// reservedResponseHeader says whether a function may not set header k
+// (canonical form): the platform's own headers, and the framing and
+// hop-by-hop headers that belong to the connection, not to the response.
+func reservedResponseHeader(k string) bool {
+	if strings.HasPrefix(k, apiv1.HeaderPrefix) || strings.HasPrefix(k, "Proxy-") {
+		return true
+	}
+	switch k {
+	case "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade", "Te", "Trailer", "Server-Timing":
+		return true
+	}
+	return false
+}
+
+// validHeaderName checks an RFC 9110 token.
+func validHeaderName(k string) bool {
+	if k == "" {
 		return false
 	}
-	_, ok := probe["statusCode"]
-	return ok
+	for _, c := range []byte(k) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// clip shortens a JSON value for an error message.
+func clip(raw json.RawMessage) string {
+	if len(raw) > 64 {
+		return string(raw[:64]) + "…"
+	}
+	return string(raw)
 }

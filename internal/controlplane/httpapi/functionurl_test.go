@@ -44,18 +44,76 @@ func TestBuildURLEvent(t *testing.T) {
 
 func TestWriteURLResponse(t *testing.T) {
 	w := httptest.NewRecorder()
-	writeURLResponse(w, []byte(`{"statusCode":201,"headers":{"X-A":"b"},"cookies":["c=1"],"body":"aGk=","isBase64Encoded":true}`))
+	respondURL(t, w, []byte(`{"statusCode":201,"headers":{"X-A":"b"},"cookies":["c=1"],"body":"aGk=","isBase64Encoded":true}`))
 	if w.Code != 201 || w.Body.String() != "hi" || w.Header().Get("X-A") != "b" || w.Header().Get("Set-Cookie") != "c=1" {
 		t.Fatalf("got %d %q %v", w.Code, w.Body.String(), w.Header())
 	}
 	w = httptest.NewRecorder()
-	writeURLResponse(w, []byte(`{"hello":"world"}`))
+	respondURL(t, w, []byte(`{"hello":"world"}`))
 	if w.Code != 200 || w.Body.String() != `{"hello":"world"}` || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("plain object: %d %q", w.Code, w.Body.String())
 	}
 	w = httptest.NewRecorder()
-	writeURLResponse(w, []byte(`{"statusCode":200,"body":"%%%","isBase64Encoded":true}`))
+	respondURL(t, w, []byte(`{"statusCode":200,"body":"%%%","isBase64Encoded":true}`))
 	if w.Code != http.StatusBadGateway {
 		t.Fatalf("bad base64 must be 502, got %d", w.Code)
+	}
+}
+
+func TestWriteURLResponseRefusesInvalidShapes(t *testing.T) {
+	for result, mention := range map[string]string{
+		`{"statusCode":101}`:                                       "out of range",
+		`{"statusCode":999}`:                                       "out of range",
+		`{"statusCode":100,"body":"x"}`:                            "out of range",
+		`{"statusCode":"200"}`:                                     "statusCode must be an integer",
+		`{"statusCode":200.5}`:                                     "statusCode must be an integer",
+		`{"statusCode":200,"headers":{"X-A":1}}`:                   "headers must be an object of string values",
+		`{"statusCode":200,"headers":["X-A"]}`:                     "headers must be an object of string values",
+		`{"statusCode":200,"headers":{"X A":"b"}}`:                 `header name "X A"`,
+		`{"statusCode":200,"headers":{"X-A":"b\r\nX-Evil: 1"}}`:    "line break",
+		`{"statusCode":200,"body":{"a":1}}`:                        "body must be a string",
+		`{"statusCode":200,"cookies":"a=1"}`:                       "cookies must be an array of strings",
+		`{"statusCode":200,"isBase64Encoded":"yes","body":"aGk="}`: "isBase64Encoded must be true or false",
+		`{"statusCode":200,"body":"%%%","isBase64Encoded":true}`:   "not base64",
+	} {
+		w := httptest.NewRecorder()
+		respondURL(t, w, []byte(result))
+		if w.Code != http.StatusBadGateway {
+			t.Errorf("%s: HTTP %d, want 502", result, w.Code)
+			continue
+		}
+		e := decodeError(t, w)
+		if e.Code != "bad_function_response" || !strings.Contains(e.Message, mention) {
+			t.Errorf("%s: %s %q, want a message with %q", result, e.Code, e.Message, mention)
+		}
+	}
+}
+
+func TestWriteURLResponseKeepsFramingAndPlatformHeaders(t *testing.T) {
+	w := httptest.NewRecorder()
+	w.Header().Set("Baton-Invocation-Id", "real-id")
+	w.Header().Set("Server-Timing", "exec;dur=1")
+	respondURL(t, w, []byte(`{"statusCode":203,"body":"hello","headers":{
+		"Content-Length":"2","Transfer-Encoding":"chunked","Connection":"close","Keep-Alive":"timeout=1",
+		"Upgrade":"websocket","TE":"trailers","Trailer":"X-T","Proxy-Authenticate":"Basic","proxy-connection":"close",
+		"Baton-Invocation-Id":"forged","baton-cold-start":"true","Server-Timing":"forged","X-Own":"kept"}}`))
+	if w.Code != 203 || w.Body.String() != "hello" {
+		t.Fatalf("got %d %q", w.Code, w.Body.String())
+	}
+	h := w.Header()
+	for _, k := range []string{"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade", "Te", "Trailer", "Proxy-Authenticate", "Proxy-Connection", "Baton-Cold-Start"} {
+		if v := h.Get(k); v != "" {
+			t.Errorf("function's %s: %q passed through", k, v)
+		}
+	}
+	if h.Get("Baton-Invocation-Id") != "real-id" || h.Get("Server-Timing") != "exec;dur=1" || h.Get("X-Own") != "kept" {
+		t.Errorf("headers: %v", h)
+	}
+}
+
+// respondURL answers as the function URL handler does.
+func respondURL(t *testing.T, w *httptest.ResponseRecorder, result []byte) {
+	if err := writeURLResponse(w, result); err != nil {
+		newTestServer(t, Options{}).writeErr(w, err)
 	}
 }

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"net/http"
 
+	apiv1 "github.com/baton-faas/baton/api/v1"
+	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/image"
-	"github.com/baton-faas/baton/internal/workerapi"
 )
 
 // maxImageBytes caps an uploaded image archive.
@@ -18,29 +19,17 @@ func (s *Server) registerImageRoutes() {
 	s.mux.HandleFunc("DELETE /v1/images/{name...}", s.removeImage)
 }
 
-func (s *Server) writeImageError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, workerapi.ErrNoImageStore):
-		writeError(w, http.StatusNotImplemented, "no_image_store", err.Error())
-	case errors.Is(err, image.ErrInvalidName):
-		writeError(w, http.StatusBadRequest, "invalid_image_name", err.Error())
-	case errors.Is(err, workerapi.ErrImageNotFound):
-		writeError(w, http.StatusNotFound, "image_not_found", err.Error())
-	case errors.Is(err, workerapi.ErrImageInUse):
-		writeError(w, http.StatusConflict, "image_in_use", err.Error())
-	default:
-		s.log.Warn("image request", "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
-	}
-}
-
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	imgs, err := s.c.Images(r.Context())
 	if err != nil {
-		s.writeImageError(w, err)
+		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"images": imgs})
+	out := apiv1.ImageList{Images: make([]apiv1.Image, 0, len(imgs))}
+	for _, img := range imgs {
+		out.Images = append(out.Images, imageToWire(img))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // importImage takes an OCI layout tarball or a docker-save archive
@@ -48,7 +37,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := image.ValidateName(name); err != nil {
-		s.writeImageError(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	// The body streams to the worker, which stores the archive.
@@ -56,25 +45,24 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "image_too_large", fmt.Sprintf("image archive is larger than %d bytes", int64(maxImageBytes)))
+			s.writeErr(w, apiError(errdefs.TooLarge, apiv1.CodeImageTooLarge, fmt.Sprintf("image archive is larger than %d bytes", int64(maxImageBytes))))
 			return
 		}
-		if errors.Is(err, image.ErrInvalidName) || errors.Is(err, workerapi.ErrNoImageStore) {
-			s.writeImageError(w, err)
-			return
+		if c, _ := errdefs.Classify(err); c == errdefs.Internal {
+			// What fails here is almost always the uploaded archive.
+			err = apiError(errdefs.Invalid, apiv1.CodeBadImage, fmt.Sprintf("import of image %s failed: %v", name, err))
 		}
-		// What fails here is almost always the uploaded archive.
-		writeError(w, http.StatusBadRequest, "bad_image", fmt.Sprintf("import of image %s failed: %v", name, err))
+		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, img)
+	writeJSON(w, http.StatusCreated, imageToWire(img))
 }
 
 func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := s.c.RemoveImage(r.Context(), name); err != nil {
-		s.writeImageError(w, err)
+		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
+	writeJSON(w, http.StatusOK, apiv1.Deleted{Deleted: name})
 }

@@ -8,6 +8,7 @@ package records
 import (
 	"context"
 	"encoding/json"
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"log/slog"
 	"sync"
 	"time"
@@ -18,14 +19,14 @@ import (
 
 // Status values of a record.
 const (
-	StatusSuccess       = "success"
-	StatusFunctionError = "function-error"
-	StatusTimeout       = "timeout"
-	StatusCrash         = "crash"
-	StatusTooLarge      = "response-too-large"
-	StatusOutOfMemory   = "out-of-memory"
-	StatusInitError     = "init-error"
-	StatusFailed        = "failed"
+	StatusSuccess       = apiv1.StatusSuccess
+	StatusFunctionError = apiv1.StatusFunctionError
+	StatusTimeout       = apiv1.StatusTimeout
+	StatusCrash         = apiv1.StatusCrash
+	StatusTooLarge      = apiv1.StatusTooLarge
+	StatusOutOfMemory   = apiv1.StatusOutOfMemory
+	StatusInitError     = apiv1.StatusInitError
+	StatusFailed        = apiv1.StatusFailed
 )
 
 // Record describes one invocation.

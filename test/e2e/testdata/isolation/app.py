@@ -409,3 +409,30 @@ def daemon(event, context):
     pid = int(os.read(r, 32) or b"0")
     os.close(r)
     return {"daemon": pid, "pid": os.getpid(), "pidns": _ns("pid")}
+
+
+def listfunctions(event, context):
+    """Tries to list the server's functions: reads the API token file if
+    it can, then calls GET /v1/functions with whatever token it has."""
+    import urllib.error
+    import urllib.request
+    ev = _ev(event)
+    out = {"tokenRead": False}
+    headers = {}
+    try:
+        with open(ev["tokenFile"]) as f:
+            headers["Authorization"] = "Bearer " + f.read().strip()
+            out["tokenRead"] = True
+    except OSError as e:
+        out["tokenError"] = _oserror(e)
+    req = urllib.request.Request("http://127.0.0.1:%d/v1/functions" % ev["port"], headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            out["status"] = resp.status
+            out["body"] = resp.read(4096).decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        out["status"] = e.code
+        out["body"] = e.read(4096).decode("utf-8", "replace")
+    except OSError as e:
+        out["error"] = _oserror(e)
+    return out

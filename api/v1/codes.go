@@ -1,0 +1,47 @@
+package v1
+
+// Error codes of the API's error body. Clients may rely on them; messages
+// are for people and may change.
+const (
+	CodeNotFound           = "not_found"
+	CodeMethodNotAllowed   = "method_not_allowed"
+	CodeUnauthorized       = "unauthorized"
+	CodeInvalidName        = "invalid_name"
+	CodeInvalidSpec        = "invalid_spec"
+	CodeMalformedJSON      = "malformed_json"
+	CodeDuplicateKey       = "duplicate_key"
+	CodeSpecTooLarge       = "spec_too_large"
+	CodeBadBody            = "bad_body"
+	CodeBadLimit           = "bad_limit"
+	CodeConflict           = "conflict"
+	CodeFunctionNotFound   = "function_not_found"
+	CodeInvocationNotFound = "invocation_not_found"
+	CodePayloadTooLarge    = "payload_too_large"
+	CodeServerBusy         = "server_busy"
+	CodeQueueFull          = "queue_full"
+	CodeNoInstance         = "no_instance"
+	CodeStartFailed        = "start_failed"
+	CodeShuttingDown       = "shutting_down"
+	CodeFunctionError      = "function_error"
+	CodeInitError          = "init_error"
+	// CodeBadFunctionResponse: a function URL handler returned a response
+	// description that is not valid.
+	CodeBadFunctionResponse = "bad_function_response"
+	CodeNoImageStore        = "no_image_store"
+	CodeInvalidImageName    = "invalid_image_name"
+	CodeImageNotFound       = "image_not_found"
+	CodeImageInUse          = "image_in_use"
+	CodeImageTooLarge       = "image_too_large"
+	CodeBadImage            = "bad_image"
+	CodeInternal            = "internal"
+)
+
+// Codes of invocations the function did not answer; they are the worker's
+// failure kinds.
+const (
+	CodeTimeout          = "timeout"
+	CodeCrash            = "crash"
+	CodeOutOfMemory      = "out-of-memory"
+	CodeResponseTooLarge = "response-too-large"
+	CodeInstanceGone     = "instance-gone"
+)

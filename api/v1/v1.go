@@ -1,0 +1,197 @@
+// Package v1 holds the JSON types of Baton's HTTP API, version 1, and its
+// error codes. They are what travels on the wire: the server converts its
+// internal values to them, and the Go client (package client) uses nothing
+// else, so clients do not depend on the control plane's packages.
+package v1
+
+import "time"
+
+// FunctionSpec is a function's configuration as the API shows and takes
+// it. Zero fields take the server's defaults.
+type FunctionSpec struct {
+	Runtime            string            `json:"runtime"`
+	Handler            string            `json:"handler"`
+	Env                map[string]string `json:"env,omitempty"`
+	MemoryMB           int               `json:"memoryMB,omitempty"`
+	TimeoutSeconds     int               `json:"timeoutSeconds,omitempty"`
+	Concurrency        int               `json:"concurrency,omitempty"`
+	MinScale           int               `json:"minScale"`
+	MaxScale           int               `json:"maxScale,omitempty"`
+	IdleTimeoutSeconds int               `json:"idleTimeoutSeconds,omitempty"`
+	// App groups functions that share one sandbox per host (default: the
+	// function's own name).
+	App string `json:"app,omitempty"`
+	// Network is "isolated" (own network namespace, loopback only) or
+	// "host".
+	Network string `json:"network,omitempty"`
+	// Image names the root filesystem image; empty means the runtime's
+	// base image.
+	Image string `json:"image,omitempty"`
+}
+
+// DeployRequest is the body of PUT /v1/functions/{name}: the spec and the
+// code, a zip archive (base64 in JSON).
+type DeployRequest struct {
+	FunctionSpec
+	Code []byte `json:"code"`
+}
+
+// InstanceStatus is one live instance of a function.
+type InstanceStatus struct {
+	ID string `json:"id"`
+	// Worker is the id of the node that runs the instance.
+	Worker   string    `json:"worker,omitempty"`
+	Version  int       `json:"version"`
+	InFlight int       `json:"inFlight"`
+	Capacity int       `json:"capacity"`
+	Served   int       `json:"served"`
+	IdleFor  string    `json:"idleFor,omitempty"`
+	LastUsed time.Time `json:"lastUsed"`
+}
+
+// FunctionStatus is a function's live state.
+type FunctionStatus struct {
+	Instances []InstanceStatus `json:"instances"`
+	Starting  int              `json:"starting"`
+	// Stopping counts instances being stopped.
+	Stopping int `json:"stopping"`
+	Queued   int `json:"queued"`
+}
+
+// Function is how the API shows a function (GET, list, and the deploy
+// response).
+type Function struct {
+	Name       string         `json:"name"`
+	Version    int            `json:"version"`
+	Spec       FunctionSpec   `json:"spec"`
+	CodeDigest string         `json:"codeDigest"`
+	CodeSize   int64          `json:"codeSize"`
+	CreatedAt  time.Time      `json:"createdAt"`
+	UpdatedAt  time.Time      `json:"updatedAt"`
+	Isolation  string         `json:"isolation"`
+	Status     FunctionStatus `json:"status"`
+	// Created and NewVersion are set on deploy responses only.
+	Created    bool `json:"created,omitempty"`
+	NewVersion bool `json:"newVersion,omitempty"`
+}
+
+// FunctionList is the body of GET /v1/functions.
+type FunctionList struct {
+	Functions []Function `json:"functions"`
+}
+
+// Deleted answers a successful DELETE.
+type Deleted struct {
+	Deleted string `json:"deleted"`
+}
+
+// Recycled answers DELETE /v1/functions/{name}/instances.
+type Recycled struct {
+	Stopped          int `json:"stopped"`
+	StoppingWhenIdle int `json:"stoppingWhenIdle"`
+}
+
+// Headers of an invocation's response (POST /v1/functions/{name}/invoke and
+// function URLs). A function cannot set or overwrite them.
+const (
+	HeaderInvocationID    = "Baton-Invocation-Id"
+	HeaderColdStart       = "Baton-Cold-Start"
+	HeaderFunctionVersion = "Baton-Function-Version"
+	HeaderInstanceID      = "Baton-Instance-Id"
+	// HeaderFunctionError is "Unhandled" when the function returned an
+	// error.
+	HeaderFunctionError = "Baton-Function-Error"
+	// HeaderPrefix starts every platform header.
+	HeaderPrefix = "Baton-"
+)
+
+// FunctionError is an error a function reported, in Lambda's shape.
+type FunctionError struct {
+	Message    string   `json:"errorMessage"`
+	Type       string   `json:"errorType"`
+	StackTrace []string `json:"stackTrace,omitempty"`
+}
+
+// Status values of an invocation record.
+const (
+	StatusSuccess       = "success"
+	StatusFunctionError = "function-error"
+	StatusTimeout       = "timeout"
+	StatusCrash         = "crash"
+	StatusTooLarge      = "response-too-large"
+	StatusOutOfMemory   = "out-of-memory"
+	StatusInitError     = "init-error"
+	StatusFailed        = "failed"
+)
+
+// Invocation is the record of one invocation.
+type Invocation struct {
+	ID            string         `json:"id"`
+	Function      string         `json:"function"`
+	Version       int            `json:"version,omitempty"`
+	Start         time.Time      `json:"start"`
+	End           time.Time      `json:"end"`
+	DurationMs    float64        `json:"durationMs"`
+	WaitMs        float64        `json:"waitMs"`
+	InitMs        float64        `json:"initMs,omitempty"`
+	ExecMs        float64        `json:"execMs"`
+	Cold          bool           `json:"cold"`
+	Status        string         `json:"status"`
+	Error         *FunctionError `json:"error,omitempty"`
+	Instance      string         `json:"instance,omitempty"`
+	Logs          string         `json:"logs,omitempty"`
+	LogsTruncated bool           `json:"logsTruncated,omitempty"`
+	ResponseBytes int            `json:"responseBytes"`
+	RequestBytes  int            `json:"requestBytes"`
+}
+
+// InvocationList is the body of GET /v1/invocations, newest first.
+type InvocationList struct {
+	Invocations []Invocation `json:"invocations"`
+}
+
+// Image is a root filesystem image.
+type Image struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+	// Layers are diffIDs, bottom first.
+	Layers     []string  `json:"layers"`
+	Env        []string  `json:"env,omitempty"`
+	Entrypoint []string  `json:"entrypoint,omitempty"`
+	Cmd        []string  `json:"cmd,omitempty"`
+	WorkingDir string    `json:"workingDir,omitempty"`
+	User       string    `json:"user,omitempty"`
+	Created    time.Time `json:"created"`
+	// Size is the total size of the image's layer files in bytes.
+	Size   int64  `json:"size"`
+	Source string `json:"source,omitempty"`
+}
+
+// ImageList is the body of GET /v1/images.
+type ImageList struct {
+	Images []Image `json:"images"`
+}
+
+// Health is the body of GET /healthz. The limits let a client refuse a
+// request that is too large before sending it.
+type Health struct {
+	Status    string `json:"status"`
+	Isolation string `json:"isolation"`
+	// MaxPayloadBytes is the largest invocation request body.
+	MaxPayloadBytes int64 `json:"maxPayloadBytes,omitempty"`
+	// MaxDeployBytes is the largest deploy request (JSON with the
+	// base64-encoded code).
+	MaxDeployBytes int64 `json:"maxDeployBytes,omitempty"`
+}
+
+// Error is the body of every error response.
+type Error struct {
+	// Code is stable and machine-readable (the Code* constants).
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Function errors carry the function's own error fields.
+	ErrorMessage string   `json:"errorMessage,omitempty"`
+	ErrorType    string   `json:"errorType,omitempty"`
+	StackTrace   []string `json:"stackTrace,omitempty"`
+	InvocationID string   `json:"invocationId,omitempty"`
+}
