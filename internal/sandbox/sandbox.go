@@ -17,7 +17,27 @@ type Runtime interface {
 	// Isolation describes the isolation level for operators (shown at
 	// start and in `baton get`).
 	Isolation() string
+	// Capabilities say what the runtime really does with what it is
+	// asked (which programs run, which limits hold).
+	Capabilities() Capabilities
 	Create(ctx context.Context, spec Spec) (Sandbox, error)
+}
+
+// Capabilities describe a runtime's behaviour, so that callers and the
+// driver conformance suite (package sandboxtest) need not guess it from
+// the runtime's type.
+type Capabilities struct {
+	// Programs is set when Start executes the program named by Args. The
+	// fake runtime runs Go code in its place.
+	Programs bool
+	// Limits is set when Resources and Limits are enforced (memory, PIDs,
+	// CPU quota and weight) and OOM kills are reported; otherwise they are
+	// at most recorded.
+	Limits bool
+	// Network is set when an isolated sandbox (NetworkIsolated) has a
+	// network of its own, so that the host's listeners are unreachable
+	// from it.
+	Network bool
 }
 
 // Network modes of a sandbox (Spec.Network).

@@ -244,6 +244,12 @@ func (r *Runtime) Isolation() string {
 		"seccomp, no capabilities, read-only root, uid %d)", cg, r.opts.UID)
 }
 
+// Capabilities implements sandbox.Runtime: programs run, every limit is
+// enforced by cgroups, and isolated sandboxes have a network namespace.
+func (*Runtime) Capabilities() sandbox.Capabilities {
+	return sandbox.Capabilities{Programs: true, Limits: true, Network: true}
+}
+
 // selfTest creates a sandbox with an empty root and runs the sandbox's own
 // program (baton-reaper or this binary) in it to check what it sees: namespaces, cgroups, the overlay, the reaper and
 // the seccomp filter all work, or containers are not usable here.
