@@ -105,6 +105,10 @@ func New(opts Options) (*Runtime, error) {
 		return nil, fmt.Errorf("%w: state directory: %v", ErrUnavailable, err)
 	}
 	r.cleanLeftovers()
+	if err := r.setupParent(); err != nil {
+		r.lock.Close()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 	if err := r.findReaper(); err != nil {
 		r.lock.Close()
 		return nil, fmt.Errorf("container runtime: %w", err)
