@@ -59,6 +59,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) sandbox.Runtime, opts ...Op
 	t.Run("Resize", s.resize)
 	t.Run("IsolatedNetwork", s.isolatedNetwork)
 	t.Run("MemoryLimitAndOOM", s.memoryLimit)
+	t.Run("PIDLimit", s.pidLimit)
 }
 
 type suite struct {
@@ -385,7 +386,7 @@ except OSError as e:
 func (s *suite) memoryLimit(t *testing.T) {
 	r := s.newRuntime(t)
 	if !r.Capabilities().Limits {
-		t.Skipf("the driver records limits without enforcing them (Capabilities.Limits is false): %s", r.Isolation())
+		t.Skipf("the driver does not enforce limits (Capabilities.Limits is false): %s", r.Isolation())
 	}
 	needPrograms(t, r)
 	needPython(t)
@@ -400,5 +401,47 @@ func (s *suite) memoryLimit(t *testing.T) {
 	}
 	if st := waitExit(t, p); !st.OOMKilled || st.Signal != int(syscall.SIGKILL) {
 		t.Errorf("allocating 200 MB under a 48 MB limit: %+v, want an OOM kill reported", st)
+	}
+}
+
+// pidLimit: a process's own PID limit bounds what it can fork.
+func (s *suite) pidLimit(t *testing.T) {
+	r := s.newRuntime(t)
+	if !r.Capabilities().Limits {
+		t.Skipf("the driver does not enforce limits (Capabilities.Limits is false): %s", r.Isolation())
+	}
+	needPrograms(t, r)
+	needPython(t)
+	sb := s.create(t, r, nil)
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	p, err := sb.Start(ctx(t), sandbox.ProcessSpec{
+		Args: []string{"python3", "-c", `
+import os, time
+forked = 0
+for _ in range(30):
+    try:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        forked += 1
+    except OSError:
+        pass
+print(forked, flush=True)
+`},
+		Env: programEnv, Stdout: out, Stderr: out,
+		Limits: sandbox.Limits{PIDs: 8},
+	})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	waitExit(t, p)
+	b, _ := os.ReadFile(out.Name())
+	var forked int
+	if _, err := fmt.Sscan(string(b), &forked); err != nil || forked < 1 || forked >= 8 {
+		t.Errorf("forks under a limit of 8 PIDs: %q, want between 1 and 7", b)
 	}
 }
