@@ -28,6 +28,7 @@ import (
 	"github.com/baton-faas/baton/internal/node"
 	"github.com/baton-faas/baton/internal/sandbox"
 	"github.com/baton-faas/baton/internal/sandbox/container"
+	"github.com/baton-faas/baton/internal/sandbox/fake"
 	"github.com/baton-faas/baton/internal/sandbox/process"
 	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/store/natsd"
@@ -56,6 +57,9 @@ type Config struct {
 	TokenFile string
 	// NoAuth serves the management API without a token (tests only).
 	NoAuth bool
+	// FakeStartLatency delays each fake instance's first poll (Sandbox
+	// "fake" only).
+	FakeStartLatency time.Duration
 	// Ready, if set, is called with the API's address once it serves.
 	Ready func(addr string)
 }
@@ -227,7 +231,17 @@ func lockDataDir(dir string) (func(), error) {
 // chooseSandboxes picks the sandbox runtime. Without containers the
 // server still runs, with process isolation, and says so loudly.
 func chooseSandboxes(cfg Config, images *image.Store, bases *baseimage.Cache, log *slog.Logger) (sandbox.Runtime, node.RootFSProvider, error) {
+	if cfg.FakeStartLatency != 0 && cfg.Sandbox != "fake" {
+		return nil, nil, fmt.Errorf("--fake-start-latency applies to --sandbox fake only, not %q", cfg.Sandbox)
+	}
 	switch cfg.Sandbox {
+	case "fake":
+		f, err := fake.New(fake.Options{StartLatency: cfg.FakeStartLatency})
+		if err != nil {
+			return nil, nil, fmt.Errorf("--fake-start-latency: %w", err)
+		}
+		log.Warn("FAKE SANDBOXES: functions' code never runs; every instance echoes its event (" + f.Isolation() + ")")
+		return f, nil, nil
 	case "process":
 		p := process.New()
 		log.Warn("SANDBOX ISOLATION IS OFF: " + p.Isolation() + " (run as root with --sandbox auto or container for containers)")
@@ -245,5 +259,5 @@ func chooseSandboxes(cfg Config, images *image.Store, bases *baseimage.Cache, lo
 		log.Warn("SANDBOX ISOLATION IS OFF: containers are unavailable here (" + err.Error() + "); " + p.Isolation())
 		return p, nil, nil
 	}
-	return nil, nil, fmt.Errorf("--sandbox %q: want auto, container or process", cfg.Sandbox)
+	return nil, nil, fmt.Errorf("--sandbox %q: want auto, container, process or fake", cfg.Sandbox)
 }

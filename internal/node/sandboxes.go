@@ -37,15 +37,29 @@ const (
 
 // instanceLimits confine one instance of spec, or its grain worker.
 func instanceLimits(spec workerapi.InstanceSpec) sandbox.Limits {
-	return sandbox.Limits{MemoryMB: spec.Spec.MemoryMB, PIDs: instancePIDs, CPUShares: cpuSharesFor(spec.Spec.MemoryMB)}
+	return sandbox.Limits{MemoryMB: spec.Spec.MemoryMB, PIDs: instancePIDs,
+		CPUShares: cpuSharesFor(spec.Spec.MemoryMB), CPUMillis: cpuMillisFor(spec.Spec.MemoryMB)}
 }
 
-// cpuSharesFor gives CPU in proportion to memory, as Lambda does (one
-// full CPU's default weight at 1769 MB), as a weight under contention
-// rather than a cap, so an idle host still runs a cold start at full
-// speed.
+// cpuSharesFor weighs CPU in proportion to memory. The weight is relative
+// among siblings only: sandboxes below the runtime's parent group (which
+// has the host's default weight), an instance's group among its
+// sandbox's. 128 MB is the kernel's default weight, which keeps the
+// proportions after cgroup v2's coarser conversion to cpu.weight.
 func cpuSharesFor(memoryMB int) int {
-	return max(memoryMB*1024/1769, 2)
+	return max(memoryMB*8, 2)
+}
+
+// Each instance's CPU is capped in proportion to its memory as Lambda does
+// (one CPU at 1769 MB), but never below one CPU: runtimes are mostly
+// single-threaded, so the floor leaves cold starts and ordinary
+// invocations at full speed, while what an instance forks (background
+// processes left between invocations, a fork bomb) burns one CPU at most.
+const instanceMinCPUMillis = 1000
+
+// cpuMillisFor is the CPU quota of one instance with memoryMB.
+func cpuMillisFor(memoryMB int) int {
+	return max(memoryMB*1000/1769, instanceMinCPUMillis)
 }
 
 // acquireApp returns the sandbox for spec's app, creating it if needed,

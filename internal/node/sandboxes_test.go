@@ -18,7 +18,8 @@ type slowRuntime struct {
 	release chan struct{}
 }
 
-func (*slowRuntime) Isolation() string { return "test" }
+func (*slowRuntime) Isolation() string                  { return "test" }
+func (*slowRuntime) Capabilities() sandbox.Capabilities { return sandbox.Capabilities{} }
 
 func (r *slowRuntime) Create(context.Context, sandbox.Spec) (sandbox.Sandbox, error) {
 	r.entered <- struct{}{}

@@ -3,6 +3,23 @@
 // (package container) and, later, microVMs. A sandbox belongs to one
 // application on one host; every grain worker of the application's
 // functions runs inside it.
+//
+// CPU. Runtimes that enforce limits (containers) put every sandbox below
+// one parent group of Baton's, which has the host's default CPU weight:
+// under contention Baton as a whole weighs as much as any other group or
+// process of the host, and the sandboxes' weights (Resources.CPUShares,
+// proportional to memory) only divide Baton's share among themselves, as
+// an instance's weight (Limits.CPUShares) divides its sandbox's. Each
+// instance's process group also has a CPU quota (Limits.CPUMillis, set by
+// the host agent in proportion to memory with a floor of one CPU).
+//
+// Processes an instance leaves running between invocations: Baton does not
+// freeze instances between invocations as Lambda does (thawing would sit
+// on every warm invocation's path, and an instance with concurrency above
+// one has no moment between invocations). They keep running inside the
+// instance's group, bounded by its CPU quota, its memory and its PIDs
+// limits, and die with the instance when it is stopped (idle, redeploy,
+// shutdown). The process runtime enforces none of this.
 package sandbox
 
 import (
@@ -17,7 +34,27 @@ type Runtime interface {
 	// Isolation describes the isolation level for operators (shown at
 	// start and in `baton get`).
 	Isolation() string
+	// Capabilities say what the runtime really does with what it is
+	// asked (which programs run, which limits hold).
+	Capabilities() Capabilities
 	Create(ctx context.Context, spec Spec) (Sandbox, error)
+}
+
+// Capabilities describe a runtime's behaviour, so that callers and the
+// driver conformance suite (package sandboxtest) need not guess it from
+// the runtime's type.
+type Capabilities struct {
+	// Programs is set when Start executes the program named by Args. The
+	// fake runtime runs Go code in its place.
+	Programs bool
+	// Limits is set when Resources and Limits are enforced (memory, PIDs,
+	// CPU quota and weight) and OOM kills are reported; otherwise they are
+	// at most recorded.
+	Limits bool
+	// Network is set when an isolated sandbox (NetworkIsolated) has a
+	// network of its own, so that the host's listeners are unreachable
+	// from it.
+	Network bool
 }
 
 // Network modes of a sandbox (Spec.Network).
@@ -121,9 +158,14 @@ type Limits struct {
 	MemoryMB int
 	PIDs     int
 	// CPUShares weighs the process's claim to CPU against its siblings'
-	// when the CPU is contended (1024 is the kernel's default weight); it
-	// never throttles an otherwise idle CPU.
+	// (the sandbox's other processes) when the CPU is contended; it never
+	// throttles an otherwise idle CPU.
 	CPUShares int
+	// CPUMillis caps the CPU time of the process and everything it
+	// starts, in thousandths of a CPU (a quota per scheduling period): it
+	// bounds what background processes an instance leaves running between
+	// invocations can burn. 0 leaves only the sandbox's cap.
+	CPUMillis int
 }
 
 // ErrProcessGone is returned (wrapped) by Confine when the process exited

@@ -148,7 +148,7 @@ func (r *Runtime) setLimits(res *cgroups.Resources, l sandbox.Resources) {
 	}
 	res.CpuPeriod = cpuPeriod
 	if l.CPUMillis > 0 {
-		res.CpuQuota = max(int64(l.CPUMillis)*cpuPeriod/1000, 1000)
+		res.CpuQuota = cpuQuota(l.CPUMillis)
 	} else {
 		res.CpuQuota = -1
 	}
@@ -161,6 +161,12 @@ func (r *Runtime) setLimits(res *cgroups.Resources, l sandbox.Resources) {
 	}
 	n := int64(pids)
 	res.PidsLimit = &n
+}
+
+// cpuQuota is the CFS quota per cpuPeriod of millis thousandths of a CPU,
+// at least the 1 ms the kernel accepts.
+func cpuQuota(millis int) int64 {
+	return max(int64(millis)*cpuPeriod/1000, 1000)
 }
 
 // cpuShares clamps a weight to what cgroup v1's cpu.shares accepts

@@ -47,7 +47,9 @@ type Options struct {
 	// New. Required.
 	StateDir string
 	// CgroupParent is the cgroup, relative to the cgroup root, under which
-	// each sandbox gets its own; default "/baton".
+	// each sandbox gets its own; default "/baton". New gives it the host's
+	// default CPU weight, so that sandboxes' weights only count among
+	// themselves (see package sandbox).
 	CgroupParent string
 	// UID and GID run the processes started in sandboxes; 0 means the
 	// default, 1000. Root cannot be chosen: the sandbox's reaper runs as

@@ -25,6 +25,9 @@ func Reexec() {}
 // Isolation implements sandbox.Runtime.
 func (*Runtime) Isolation() string { return "container (unavailable)" }
 
+// Capabilities implements sandbox.Runtime.
+func (*Runtime) Capabilities() sandbox.Capabilities { return sandbox.Capabilities{} }
+
 // Create implements sandbox.Runtime.
 func (*Runtime) Create(context.Context, sandbox.Spec) (sandbox.Sandbox, error) {
 	return nil, ErrUnavailable

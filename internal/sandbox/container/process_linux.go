@@ -102,6 +102,10 @@ func (s *Sandbox) newGroup(sub string, pid int, l sandbox.Limits) (cgroups.Manag
 	if l.CPUShares > 0 {
 		res.CpuShares = cpuShares(l.CPUShares)
 	}
+	if l.CPUMillis > 0 {
+		res.CpuPeriod = cpuPeriod
+		res.CpuQuota = cpuQuota(l.CPUMillis)
+	}
 	// Created in every hierarchy (devices included, for the processes
 	// libcontainer joins to it); only Set skips the device rules.
 	cg, err := manager.New(&cgroups.Cgroup{Path: path.Join(s.cgPath, sub), Resources: &cgroups.Resources{}})

@@ -105,6 +105,10 @@ func New(opts Options) (*Runtime, error) {
 		return nil, fmt.Errorf("%w: state directory: %v", ErrUnavailable, err)
 	}
 	r.cleanLeftovers()
+	if err := r.setupParent(); err != nil {
+		r.lock.Close()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 	if err := r.findReaper(); err != nil {
 		r.lock.Close()
 		return nil, fmt.Errorf("container runtime: %w", err)
@@ -242,6 +246,12 @@ func (r *Runtime) Isolation() string {
 	}
 	return fmt.Sprintf("container (libcontainer: mount/PID/IPC/UTS/network namespaces, %s limits, "+
 		"seccomp, no capabilities, read-only root, uid %d)", cg, r.opts.UID)
+}
+
+// Capabilities implements sandbox.Runtime: programs run, every limit is
+// enforced by cgroups, and isolated sandboxes have a network namespace.
+func (*Runtime) Capabilities() sandbox.Capabilities {
+	return sandbox.Capabilities{Programs: true, Limits: true, Network: true}
 }
 
 // selfTest creates a sandbox with an empty root and runs the sandbox's own

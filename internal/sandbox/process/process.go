@@ -29,6 +29,10 @@ func (*Runtime) Isolation() string {
 	return "process (no isolation: functions run as plain child processes of the worker)"
 }
 
+// Capabilities implements sandbox.Runtime: programs run, but limits are
+// ignored and processes share the host's network.
+func (*Runtime) Capabilities() sandbox.Capabilities { return sandbox.Capabilities{Programs: true} }
+
 // Create implements sandbox.Runtime.
 func (*Runtime) Create(_ context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
 	paths := make(map[string]string, len(spec.Mounts))
