@@ -192,6 +192,8 @@ func New(opts Options) (*Worker, error) {
 	}
 	go w.janitor()
 	// Interpreters are optional: a host without Node still runs Python.
+	// TODO(driver): resolve runtimes.Driver.HostInterpreter once per driver
+	// instead of the python/node fields.
 	w.python = runtimes.Python()
 	w.node, _ = exec.LookPath("node")
 	return w, nil
@@ -237,11 +239,13 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 		id: newID("i-"), spec: spec, app: a.key, sandbox: a, capacity: spec.Spec.Concurrency,
 		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
 	}
+	// TODO(driver): in.capacity = min(spec.Spec.Concurrency, drv.MaxConcurrency()).
 	if spec.Spec.Runtime != function.RuntimeNode {
 		in.capacity = 1
 	}
 	if w.isolated() {
 		interp = a.image.Interpreters[spec.Spec.Runtime]
+		// TODO(driver): drv.Interpreter() == "" replaces the provided check.
 		if interp == "" && spec.Spec.Image == "" && spec.Spec.Runtime != function.RuntimeProvided {
 			// The host runtimes' root lacks this runtime: its base image
 			// could not be built when the sandbox was made.
@@ -251,6 +255,7 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 		}
 		if interp == "" {
 			// A custom image: the interpreter is looked up on its PATH.
+			// TODO(driver): interp = drv.Interpreter().
 			interp = map[string]string{function.RuntimePython: "python3", function.RuntimeNode: "node"}[spec.Spec.Runtime]
 		}
 	}
@@ -264,6 +269,8 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 	return inst, nil
 }
 
+// TODO(driver): replaced by runtimes.Driver.HostInterpreter (cached per
+// driver at New).
 func (w *Worker) interpreter(runtime string) (string, error) {
 	switch runtime {
 	case function.RuntimePython:
@@ -375,6 +382,8 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	in.logs.follow(errR)
 
 	forked := false
+	// TODO(driver): if drv.Forks() { acquireGrain... } else { a.sb.Start with
+	// Args: drv.Command(interp, clientPath(a, drv), env["LAMBDA_TASK_ROOT"]) }.
 	switch in.spec.Spec.Runtime {
 	case function.RuntimePython:
 		g, gerr := w.acquireGrain(ctx, a, in.spec, interp, taskRoot)
@@ -392,7 +401,7 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 		err = gerr
 	case function.RuntimeNode:
 		in.proc, err = a.sb.Start(ctx, sandbox.ProcessSpec{
-			Args: []string{interp, filepath.Join(a.sb.Path(runtimeMount), filepath.Base(w.runtimes.Node))},
+			Args: []string{interp, filepath.Join(a.sb.Path(runtimeMount), filepath.Base(w.runtimes.Client(function.RuntimeNode)))},
 			Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: outW, Stderr: errW,
 			Limits: instanceLimits(in.spec),
 		})
@@ -440,6 +449,7 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 			initErr = &workerapi.InitError{Err: workerapi.FunctionError{
 				Type: "Runtime.ExitError", Message: "instance exited before its runtime asked for work: " + in.exitDesc,
 			}}
+			// TODO(driver): drv.Executable() != "" names the missing file.
 			if in.spec.Spec.Runtime == function.RuntimeProvided {
 				if _, serr := os.Stat(filepath.Join(codeDir, "bootstrap")); serr != nil {
 					initErr.Err.Message = "runtime provided needs an executable named bootstrap at the root of the code archive: " + in.exitDesc
@@ -515,6 +525,7 @@ func (w *Worker) exitedMeanwhile(in *instance, what string, err error) bool {
 	}
 }
 
+// TODO(driver): what := drv.Executable(), or the interpreter when "".
 func entrypointProblem(runtime string, err error) string {
 	what := "the runtime interpreter"
 	if runtime == function.RuntimeProvided {

@@ -18,6 +18,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/baton-faas/baton/internal/runtimes/node"
+	"github.com/baton-faas/baton/internal/runtimes/provided"
+	"github.com/baton-faas/baton/internal/runtimes/python"
 )
 
 const waitTimeout = 15 * time.Second
@@ -303,7 +307,12 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string][]byte{p.Python: pythonSource, p.Node: nodeSource} {
+	pyFile, pythonSource := python.Driver{}.ClientFile()
+	_, nodeSource := node.Driver{}.ClientFile()
+	if p.Client(python.Name) != filepath.Join(dir, pyFile) || p.Client(provided.Name) != "" {
+		t.Errorf("install paths %+v", p)
+	}
+	for path, want := range map[string][]byte{p.Client(python.Name): pythonSource, p.Client(node.Name): nodeSource} {
 		got, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -320,17 +329,17 @@ func TestInstall(t *testing.T) {
 		}
 	}
 	// A stale copy is replaced, an identical one is left alone.
-	if err := os.WriteFile(p.Node, []byte("stale"), 0o600); err != nil {
+	if err := os.WriteFile(p.Client(node.Name), []byte("stale"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := os.Stat(p.Python)
+	before, _ := os.Stat(p.Client(python.Name))
 	if _, err := Install(dir); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(p.Node); !bytes.Equal(got, nodeSource) {
+	if got, _ := os.ReadFile(p.Client(node.Name)); !bytes.Equal(got, nodeSource) {
 		t.Error("stale node script was not replaced")
 	}
-	after, _ := os.Stat(p.Python)
+	after, _ := os.Stat(p.Client(python.Name))
 	if !os.SameFile(before, after) {
 		t.Error("identical python script was rewritten")
 	}
@@ -348,7 +357,7 @@ func startNode(t *testing.T, api *fakeAPI, handler string, extraEnv ...string) *
 	requireTool(t, "node")
 	root := testdataDir(t, "node")
 	env := append(lambdaEnv(api, handler, root), extraEnv...)
-	return startProc(t, t.TempDir(), env, "node", installed(t).Node)
+	return startProc(t, t.TempDir(), env, "node", installed(t).Client(node.Name))
 }
 
 type logLine struct {
@@ -644,7 +653,7 @@ func startPython(t *testing.T, api *fakeAPI, handler string) *proc {
 	t.Helper()
 	requireTool(t, "python3")
 	root := testdataDir(t, "python")
-	return startProc(t, t.TempDir(), lambdaEnv(api, handler, root), "python3", "-u", installed(t).Python)
+	return startProc(t, t.TempDir(), lambdaEnv(api, handler, root), "python3", "-u", installed(t).Client(python.Name))
 }
 
 func TestPythonResult(t *testing.T) {
@@ -695,7 +704,7 @@ func TestPythonFlushesOutputWithoutUnbufferedMode(t *testing.T) {
 	requireTool(t, "python3")
 	api := newFakeAPI(t)
 	env := append(lambdaEnv(api, "app.handler", testdataDir(t, "python")), "PYTHONUNBUFFERED=")
-	p := startProc(t, t.TempDir(), env, "python3", installed(t).Python)
+	p := startProc(t, t.TempDir(), env, "python3", installed(t).Client(python.Name))
 	api.enqueue(t, "py-f", map[string]any{"x": "buffered"}, nil)
 	if got := api.waitPost(t, p); got.Kind != "response" {
 		t.Fatalf("got %s: %s", got.Kind, got.Body)
@@ -812,7 +821,7 @@ func TestPythonStartupLatency(t *testing.T) {
 	for range 5 {
 		api := newFakeAPI(t)
 		start := time.Now()
-		p := startProc(t, t.TempDir(), lambdaEnv(api, "app.handler", root), "python3", "-u", paths.Python)
+		p := startProc(t, t.TempDir(), lambdaEnv(api, "app.handler", root), "python3", "-u", paths.Client(python.Name))
 		select {
 		case at := <-api.nextCalls:
 			samples = append(samples, at.Sub(start))
