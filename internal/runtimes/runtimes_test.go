@@ -834,3 +834,79 @@ func TestPythonStartupLatency(t *testing.T) {
 	slices.Sort(samples)
 	t.Logf("python3 plain start -> first /next: median %v (samples %v)", samples[len(samples)/2], samples)
 }
+
+// ---------------------------------------------------------------------------
+// JSON edge cases, both runtimes.
+
+// enqueueRaw queues an event body as is.
+func (f *fakeAPI) enqueueRaw(id string, body []byte) {
+	f.queue <- fakeEvent{ID: id, Body: body}
+}
+
+// deepJSON is a valid document nested depth arrays deep.
+func deepJSON(depth int) []byte {
+	return []byte(strings.Repeat("[", depth) + strings.Repeat("]", depth))
+}
+
+// wantFunctionError checks that the runtime answered id with an error of
+// type typ and then goes on serving: the instance survived.
+func wantFunctionError(t *testing.T, api *fakeAPI, p *proc, id, typ string) {
+	t.Helper()
+	got := api.waitPost(t, p)
+	if got.Kind != "error" || got.ID != id || got.ErrorType != typ {
+		t.Fatalf("got %s %s type %q: %s\nstderr:\n%s", got.Kind, got.ID, got.ErrorType, got.Body, p.stderrText())
+	}
+	if body := decode(t, got.Body); body["errorType"] != typ || body["errorMessage"] == "" {
+		t.Errorf("error body %v", body)
+	}
+}
+
+func wantAlive(t *testing.T, api *fakeAPI, p *proc, id string) {
+	t.Helper()
+	api.enqueue(t, id, map[string]any{"x": 1}, nil)
+	if got := api.waitPost(t, p); got.Kind != "response" || got.ID != id {
+		t.Fatalf("after the failed invocation: got %s %s: %s\nstderr:\n%s", got.Kind, got.ID, got.Body, p.stderrText())
+	}
+}
+
+func TestPythonDeepEventIsUnmarshalError(t *testing.T) {
+	api := newFakeAPI(t)
+	p := startPython(t, api, "app.echo")
+	api.enqueueRaw("py-deep", deepJSON(10000))
+	wantFunctionError(t, api, p, "py-deep", "Runtime.UnmarshalError")
+	wantAlive(t, api, p, "py-after-deep")
+}
+
+func TestPythonNaNIsMarshalError(t *testing.T) {
+	api := newFakeAPI(t)
+	p := startPython(t, api, "app.nan")
+	api.enqueue(t, "py-nan", map[string]any{}, nil)
+	wantFunctionError(t, api, p, "py-nan", "Runtime.MarshalError")
+}
+
+func TestNodeDeepEvent(t *testing.T) {
+	api := newFakeAPI(t)
+	p := startNode(t, api, "json.echo")
+	// V8 parses deep documents without recursing, so the handler gets the
+	// event; echoing it back overflows JSON.stringify, which must fail the
+	// invocation, not the instance.
+	api.enqueueRaw("node-deep", deepJSON(10000))
+	wantFunctionError(t, api, p, "node-deep", "Runtime.MarshalError")
+	wantAlive(t, api, p, "node-after-deep")
+}
+
+func TestNodeNaNResultIsValidJSON(t *testing.T) {
+	api := newFakeAPI(t)
+	p := startNode(t, api, "json.nan")
+	api.enqueue(t, "node-nan", map[string]any{}, nil)
+	got := api.waitPost(t, p)
+	if got.Kind != "response" {
+		t.Fatalf("got %s: %s", got.Kind, got.Body)
+	}
+	// JSON.stringify writes NaN and Infinity as null, as Lambda's Node
+	// runtime does: the response is valid JSON.
+	var v map[string]any
+	if err := json.Unmarshal(got.Body, &v); err != nil || v["ratio"] != nil || v["limit"] != nil {
+		t.Fatalf("response %s: %v", got.Body, err)
+	}
+}
