@@ -682,7 +682,9 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 	in, ok := w.instances[id]
 	w.mu.Unlock()
 	if !ok {
-		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureInstanceGone, Message: "instance " + id + " is gone"}
+		// The instance died (or was stopped) before the router heard of
+		// it: no runtime saw the event, so it may run on another one.
+		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureNotDelivered, Message: "instance " + id + " is gone; the event was not delivered"}
 	}
 	ictx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -735,7 +737,13 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 				f = &workerapi.Failure{Kind: workerapi.FailureWorkerFailure, Message: err.Error()}
 			}
 		}
-		f.Logs, f.LogsTruncated = in.logs.end(inv.ID)
+		if f.Kind == workerapi.FailureCrash || f.Kind == workerapi.FailureOutOfMemory {
+			// What the instance printed as it died names no invocation
+			// when several were in flight; each one it failed gets it.
+			f.Logs, f.LogsTruncated = in.logs.endFailed(inv.ID)
+		} else {
+			f.Logs, f.LogsTruncated = in.logs.end(inv.ID)
+		}
 		return workerapi.Result{Duration: elapsed}, f
 	}
 	out := workerapi.Result{Payload: res.Payload, Duration: elapsed}
