@@ -47,6 +47,11 @@ type Config struct {
 	// MaxInflightBytes caps the request payload bytes held at once.
 	MaxInflightBytes int64
 	MaxRecords       int
+	// MaxCodeBytes bounds the unpacked size of one function's code;
+	// CodeCacheBytes bounds the code cache of the host. Zero means the
+	// defaults (archive.DefaultMaxTotalBytes, node.DefaultCodeCacheBytes).
+	MaxCodeBytes   int64
+	CodeCacheBytes int64
 	// Sandbox selects the isolation: "container", "process", or "auto"
 	// (containers where this host can run them, else processes); empty
 	// means "auto".
@@ -104,7 +109,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	reg := registry.New(st, st, archive.DefaultLimits(), log)
+	codeLimits := archive.Limits{MaxTotalBytes: cfg.MaxCodeBytes, MaxFileBytes: cfg.MaxCodeBytes}
+	reg := registry.New(st, st, codeLimits, log)
 	recs, err := records.Open(ctx, records.Options{Max: cfg.MaxRecords, Store: st, Logger: log})
 	if err != nil {
 		return err
@@ -127,7 +133,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wk, err := node.New(node.Options{
 		ID: hostname, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
 		Code: reg, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
-		RootFS: rootFS, Layers: images,
+		RootFS: rootFS, Layers: images, ArchiveLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 	})
 	if err != nil {
 		return err

@@ -9,7 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/assemble"
+	"github.com/baton-faas/baton/internal/node"
 )
 
 func newServerCmd() *cobra.Command {
@@ -42,5 +44,7 @@ func newServerCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest request or response payload in bytes")
 	f.Int64Var(&cfg.MaxInflightBytes, "max-inflight-bytes", 1<<30, "request payload bytes the server holds at once (beyond: 429)")
 	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
+	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")
+	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes; unused code is evicted first, then instance starts are refused")
 	return cmd
 }

@@ -43,6 +43,9 @@ type Options struct {
 	// LogLimit caps the output kept per invocation.
 	LogLimit      int
 	ArchiveLimits archive.Limits
+	// CodeCacheBytes bounds the disk this host's code cache (unpacked
+	// code or code layers) may use; zero means DefaultCodeCacheBytes.
+	CodeCacheBytes int64
 	// RootFS provides sandbox root filesystems. Set it with a runtime that
 	// isolates (containers); leave it nil with the process runtime, whose
 	// instances see the host's files.
@@ -81,6 +84,7 @@ type Worker struct {
 	opts     Options
 	log      *slog.Logger
 	runtimes runtimes.Paths
+	budget   *codeBudget // see codebudget.go
 	python   string
 	node     string
 	events   chan workerapi.Event
@@ -172,7 +176,7 @@ func New(opts Options) (*Worker, error) {
 		return nil, fmt.Errorf("install runtime clients: %w", err)
 	}
 	w := &Worker{
-		opts: opts, log: opts.Logger, runtimes: paths,
+		opts: opts, log: opts.Logger, runtimes: paths, budget: newCodeBudget(opts.CodeCacheBytes),
 		events:     make(chan workerapi.Event, 1024),
 		instances:  map[string]*instance{},
 		grains:     map[string]*grainWorker{},

@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"archive/zip"
+	"bytes"
+	"crypto/rand"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/controlplane/records"
 	"github.com/baton-faas/baton/internal/function"
 )
@@ -44,6 +49,59 @@ func TestNodeCrashOutputInRecords(t *testing.T) {
 		}
 		if !strings.Contains(rec.Logs, "FATAL: "+marker) {
 			t.Errorf("record %s lacks the crash output: logs %q", id, rec.Logs)
+		}
+	}
+}
+
+// codeZip is a Python function plus extra files blob0.bin, blob1.bin, ...
+func codeZip(t *testing.T, extra ...[]byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	files := map[string][]byte{"app.py": []byte("def handler(e, c):\n    return 1\n")}
+	for i, b := range extra {
+		files[fmt.Sprintf("blob%d.bin", i)] = b
+	}
+	for name, body := range files {
+		w, err := zw.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestCodeSizeLimits checks that code that would unpack far beyond its
+// upload (a zip bomb) or beyond the per-function limit is refused at
+// deploy with 413 and a message naming the limit, and that nothing of it
+// is stored.
+func TestCodeSizeLimits(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--max-code-bytes", "16777216")
+	spec := function.Spec{Runtime: function.RuntimePython, Handler: "app.handler"}
+
+	zeros := make([]byte, 3<<20)
+	bomb := codeZip(t, zeros, zeros, zeros, zeros, zeros, zeros, zeros, zeros) // ~25 KiB that unpack to 24 MiB
+	_, err := srv.Client.Deploy(ctx(t), "bomb", client.DeployRequest{Spec: spec, Code: bomb})
+	assertAPIError(t, err, http.StatusRequestEntityTooLarge, "limit of 100 times the archive's size")
+
+	random := func() []byte { // incompressible: no ratio problem
+		b := make([]byte, 9<<20)
+		_, _ = rand.Read(b)
+		return b
+	}
+	_, err = srv.Client.Deploy(ctx(t), "big", client.DeployRequest{Spec: spec, Code: codeZip(t, random(), random())})
+	assertAPIError(t, err, http.StatusRequestEntityTooLarge, "limit of 16 MiB unpacked per function")
+
+	for _, name := range []string{"bomb", "big"} {
+		if _, err := srv.Client.Get(ctx(t), name); err == nil {
+			t.Errorf("refused function %s was stored", name)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/controlplane/records"
 	"github.com/baton-faas/baton/internal/controlplane/router"
+	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/store"
 	"github.com/baton-faas/baton/internal/workerapi"
@@ -112,6 +113,10 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 // writeStoreError maps registry and validation errors.
 func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
 	switch {
+	case errdefs.Is(err, errdefs.TooLarge):
+		// Code over a size limit: the message names the limit.
+		_, code := errdefs.Classify(err)
+		writeError(w, http.StatusRequestEntityTooLarge, code, err.Error())
 	case errors.Is(err, function.ErrInvalid), errors.Is(err, archive.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_spec", err.Error())
 	case errors.Is(err, store.ErrNotFound):
