@@ -207,7 +207,7 @@ func TestRefusals(t *testing.T) {
 		}, small, "b1", "size declared in its header"},
 		{"total over limit", func(t *testing.T) []byte {
 			return newZip(t).file("a", strings.Repeat("x", 400)).file("b", strings.Repeat("x", 400)).file("c", strings.Repeat("x", 400)).bytes()
-		}, small, "c", "total size limit"},
+		}, small, "c", "limit of 1000 bytes unpacked per function"},
 		{"too many files", func(t *testing.T) []byte {
 			return newZip(t).file("1", "").file("2", "").file("3", "").dir("4/").file("4/5", "").bytes()
 		}, small, "", "5 entries, over the limit of 4"},

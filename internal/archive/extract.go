@@ -26,7 +26,7 @@ const tmpPrefix = ".baton-extract-"
 // 0644 otherwise; directories get 0755. Ownership and timestamps are not
 // restored.
 func Extract(r io.ReaderAt, size int64, dest string, limits Limits) (Summary, error) {
-	limits = limits.withDefaults()
+	limits = limits.forSize(size)
 	if err := checkDest(dest); err != nil {
 		return Summary{}, err
 	}

@@ -63,7 +63,7 @@ func Validate(r io.ReaderAt, size int64, limits Limits) (Summary, error) {
 }
 
 func validate(r io.ReaderAt, size int64, limits Limits) (*plan, error) {
-	limits = limits.withDefaults()
+	limits = limits.forSize(size)
 	tr := &trackingReaderAt{r: r}
 	zr, err := zip.NewReader(tr, size)
 	// ErrInsecurePath (only with GODEBUG=zipinsecurepath=0) still returns a
@@ -92,7 +92,7 @@ func validate(r io.ReaderAt, size int64, limits Limits) (*plan, error) {
 // so hostile archives are rejected before any decompression.
 func checkMetadata(zr *zip.Reader, limits Limits) (*plan, error) {
 	if n := len(zr.File); n > limits.MaxFiles {
-		return nil, invalid("", "archive has %d entries, over the limit of %d", n, limits.MaxFiles)
+		return nil, tooLarge("", "archive has %d entries, over the limit of %d", n, limits.MaxFiles)
 	}
 	p := &plan{tree: newTree()}
 	var declared uint64
@@ -135,11 +135,11 @@ func checkMetadata(zr *zip.Reader, limits Limits) (*plan, error) {
 		}
 		if e.kind == kindFile {
 			if f.UncompressedSize64 > uint64(limits.MaxFileBytes) {
-				return nil, invalid(f.Name, "file is %d bytes, over the per-file limit of %d", f.UncompressedSize64, limits.MaxFileBytes)
+				return nil, tooLarge(f.Name, "file is %d bytes, over the per-file limit of %s", f.UncompressedSize64, FormatBytes(limits.MaxFileBytes))
 			}
 			declared += f.UncompressedSize64
 			if declared > uint64(limits.MaxTotalBytes) {
-				return nil, invalid(f.Name, "archive contents exceed the total size limit of %d bytes", limits.MaxTotalBytes)
+				return nil, limits.totalExceeded(f.Name)
 			}
 		}
 		if reason := p.tree.add(name, e.kind); reason != "" {
@@ -170,7 +170,7 @@ func checkContents(p *plan, tr *trackingReaderAt, limits Limits) error {
 			}
 			total += int64(len(target))
 			if total > limits.MaxTotalBytes {
-				return invalid(e.raw, "archive contents exceed the total size limit of %d bytes", limits.MaxTotalBytes)
+				return limits.totalExceeded(e.raw)
 			}
 			if reason := checkSymlinkTarget(target); reason != "" {
 				return invalid(e.raw, "%s", reason)
@@ -202,9 +202,9 @@ func copyEntry(w io.Writer, e *entry, tr *trackingReaderAt, limits Limits, usedT
 			n += int64(m)
 			if n > allowed {
 				if n > limits.MaxFileBytes {
-					return 0, invalid(e.raw, "file decompresses to more than the per-file limit of %d bytes", limits.MaxFileBytes)
+					return 0, tooLarge(e.raw, "file decompresses to more than the per-file limit of %s", FormatBytes(limits.MaxFileBytes))
 				}
-				return 0, invalid(e.raw, "archive contents exceed the total size limit of %d bytes", limits.MaxTotalBytes)
+				return 0, limits.totalExceeded(e.raw)
 			}
 			if _, werr := w.Write(buf[:m]); werr != nil {
 				return 0, fmt.Errorf("archive: writing %q: %w", e.name, werr)

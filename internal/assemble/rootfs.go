@@ -8,10 +8,10 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/node"
+	"github.com/baton-faas/baton/internal/runtimes"
 )
 
 // imageRootFS gives container sandboxes their root filesystem from the
@@ -29,7 +29,7 @@ type imageRootFS struct {
 
 // hostRuntimes are the runtimes whose base images make up the root of a
 // sandbox that names no image.
-var hostRuntimes = []string{function.RuntimePython, function.RuntimeNode, function.RuntimeProvided}
+var hostRuntimes = runtimes.Names()
 
 // RootFS implements node.RootFSProvider.
 func (p imageRootFS) RootFS(ctx context.Context, runtime, name string) (node.RootImage, error) {
@@ -61,7 +61,9 @@ func (p imageRootFS) RootFS(ctx context.Context, runtime, name string) (node.Roo
 			continue
 		}
 		imgs = append(imgs, img)
-		if len(img.Cmd) > 0 && rt != function.RuntimeProvided {
+		// Runtimes without an interpreter run the function's own
+		// executable; the image's command (a shell) is not theirs.
+		if d, ok := runtimes.Lookup(rt); ok && d.Interpreter() != "" && len(img.Cmd) > 0 {
 			interps[rt] = img.Cmd[0]
 		}
 	}

@@ -48,6 +48,11 @@ type Config struct {
 	// MaxInflightBytes caps the request payload bytes held at once.
 	MaxInflightBytes int64
 	MaxRecords       int
+	// MaxCodeBytes bounds the unpacked size of one function's code;
+	// CodeCacheBytes bounds the code cache of the host. Zero means the
+	// defaults (archive.DefaultMaxTotalBytes, node.DefaultCodeCacheBytes).
+	MaxCodeBytes   int64
+	CodeCacheBytes int64
 	// Sandbox selects the isolation: "container", "process", or "auto"
 	// (containers where this host can run them, else processes); empty
 	// means "auto".
@@ -125,7 +130,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	reg := registry.New(st, st, archive.DefaultLimits(), log)
+	codeLimits := archive.Limits{MaxTotalBytes: cfg.MaxCodeBytes, MaxFileBytes: cfg.MaxCodeBytes}
+	reg := registry.New(st, st, codeLimits, log)
 	recs, err := records.Open(ctx, records.Options{Max: cfg.MaxRecords, Store: st, Logger: log})
 	if err != nil {
 		return err
@@ -149,6 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ID: hostname, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
 		Code: reg, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
 		RootFS: rootFS, Layers: images, Images: images, BaseImages: bases,
+		ArchiveLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 	})
 	if err != nil {
 		return err

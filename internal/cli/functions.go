@@ -17,6 +17,7 @@ import (
 	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/runtimes"
 )
 
 func newDeployCmd() *cobra.Command {
@@ -27,7 +28,7 @@ func newDeployCmd() *cobra.Command {
 		envVars []string
 	)
 	cmd := &cobra.Command{
-		Use:   "deploy NAME --runtime python3|nodejs|provided --handler HANDLER --code DIR_OR_ZIP",
+		Use:   "deploy NAME --runtime " + strings.Join(runtimes.Names(), "|") + " --handler HANDLER --code DIR_OR_ZIP",
 		Short: "Register a function or deploy a new version of it",
 		Long: `Register a function or update it. The flags describe the whole function:
 a flag left out takes its default, not the previous value. Changing code,
@@ -84,13 +85,13 @@ A deploy request larger than 1 MiB is first checked against the server's limit
 	}
 	connect = serverFlag(cmd)
 	f := cmd.Flags()
-	f.StringVar(&spec.Runtime, "runtime", "", "python3, nodejs or provided")
+	f.StringVar(&spec.Runtime, "runtime", "", runtimes.NameList())
 	f.StringVar(&spec.Handler, "handler", "", "handler, e.g. app.handler (file app, function handler)")
 	f.StringVar(&code, "code", "", "directory or .zip file with the code")
 	f.StringArrayVar(&envVars, "env", nil, "environment variable KEY=VALUE (repeatable)")
 	f.IntVar(&spec.MemoryMB, "memory", 0, fmt.Sprintf("memory in MB (default %d)", function.DefaultMemoryMB))
 	f.IntVar(&spec.TimeoutSeconds, "timeout", 0, fmt.Sprintf("timeout in seconds (default %d)", function.DefaultTimeoutSeconds))
-	f.IntVar(&spec.Concurrency, "concurrency", 0, "events one instance serves at once (nodejs only; default 1)")
+	f.IntVar(&spec.Concurrency, "concurrency", 0, "events one instance serves at once (runtimes that allow it: "+concurrentRuntimes()+"; default 1)")
 	f.IntVar(&spec.MinScale, "min-scale", 0, "instances kept even when idle")
 	f.IntVar(&spec.MaxScale, "max-scale", 0, fmt.Sprintf("most instances (default %d)", function.DefaultMaxScale))
 	f.StringVar(&spec.App, "app", "", "application: functions of one app share a sandbox per host (default: the function's name)")
@@ -355,4 +356,16 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// concurrentRuntimes names the runtimes whose instances may serve several
+// events at once.
+func concurrentRuntimes() string {
+	var names []string
+	for _, d := range runtimes.All() {
+		if d.MaxConcurrency() > 1 {
+			names = append(names, d.Name())
+		}
+	}
+	return strings.Join(names, ", ")
 }

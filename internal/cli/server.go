@@ -9,7 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/assemble"
+	"github.com/baton-faas/baton/internal/node"
 )
 
 func newServerCmd() *cobra.Command {
@@ -45,5 +47,7 @@ func newServerCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token, created with a random token if missing (default <data-dir>/api-token)")
 	f.BoolVar(&cfg.NoAuth, "no-auth", false, "serve the management API without a token (for tests; anyone who can connect may manage functions)")
+	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")
+	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes; unused code is evicted first, then instance starts are refused")
 	return cmd
 }

@@ -10,13 +10,18 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/runtimes"
+	"github.com/baton-faas/baton/internal/runtimes/node"
+	"github.com/baton-faas/baton/internal/runtimes/provided"
+	"github.com/baton-faas/baton/internal/runtimes/python"
 )
 
-// Runtimes Baton knows how to run.
+// Names of the runtimes Baton ships, for callers that pick one; the list
+// of runtimes is internal/runtimes' registry.
 const (
-	RuntimePython   = "python3"
-	RuntimeNode     = "nodejs"
-	RuntimeProvided = "provided"
+	RuntimePython   = python.Name
+	RuntimeNode     = node.Name
+	RuntimeProvided = provided.Name
 )
 
 // Defaults applied to fields a spec leaves empty.
@@ -114,21 +119,19 @@ func ValidateName(name string) error {
 
 // Normalize fills defaults and validates the spec. It returns a copy.
 func (s Spec) Normalize() (Spec, error) {
-	switch s.Runtime {
-	case RuntimePython, RuntimeNode, RuntimeProvided:
-	case "":
-		return s, fmt.Errorf("%w: runtime is required (one of %s, %s, %s)", ErrInvalid, RuntimePython, RuntimeNode, RuntimeProvided)
-	default:
-		return s, fmt.Errorf("%w: unknown runtime %q (want one of %s, %s, %s)", ErrInvalid, s.Runtime, RuntimePython, RuntimeNode, RuntimeProvided)
+	if s.Runtime == "" {
+		return s, fmt.Errorf("%w: runtime is required (one of %s)", ErrInvalid, runtimes.NameList())
 	}
-	if s.Handler == "" {
-		if s.Runtime != RuntimeProvided {
-			return s, fmt.Errorf("%w: handler is required for runtime %s (for example app.handler)", ErrInvalid, s.Runtime)
-		}
-	} else if !handlerRE.MatchString(s.Handler) || strings.Contains(s.Handler, "..") || len(s.Handler) > 128 {
+	drv, err := runtimes.Get(s.Runtime)
+	if err != nil {
+		return s, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	s.Runtime = drv.Name() // aliases are stored under the canonical name
+	if s.Handler != "" && (!handlerRE.MatchString(s.Handler) || strings.Contains(s.Handler, "..") || len(s.Handler) > 128) {
 		return s, fmt.Errorf("%w: handler %q is not a valid module.function name", ErrInvalid, s.Handler)
-	} else if s.Runtime != RuntimeProvided && !strings.Contains(s.Handler, ".") {
-		return s, fmt.Errorf("%w: handler %q must be FILE.FUNCTION (for example app.handler)", ErrInvalid, s.Handler)
+	}
+	if err := drv.ValidateHandler(s.Handler); err != nil {
+		return s, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	envSize := 0
 	for k, v := range s.Env {
@@ -155,8 +158,11 @@ func (s Spec) Normalize() (Spec, error) {
 	if err := defaultRange(&s.Concurrency, "concurrency", DefaultConcurrency, 1, MaxConcurrency); err != nil {
 		return s, err
 	}
-	if s.Concurrency > 1 && s.Runtime != RuntimeNode {
-		return s, fmt.Errorf("%w: concurrency %d needs runtime %s; %s instances serve one event at a time (Baton scales them by adding instances)", ErrInvalid, s.Concurrency, RuntimeNode, s.Runtime)
+	if s.Concurrency > drv.MaxConcurrency() {
+		if drv.MaxConcurrency() == 1 {
+			return s, fmt.Errorf("%w: concurrency %d needs runtime %s; %s instances serve one event at a time (Baton scales them by adding instances)", ErrInvalid, s.Concurrency, concurrentRuntimes(), s.Runtime)
+		}
+		return s, fmt.Errorf("%w: concurrency %d is above runtime %s's limit of %d", ErrInvalid, s.Concurrency, s.Runtime, drv.MaxConcurrency())
 	}
 	if err := defaultRange(&s.MaxScale, "maxScale", DefaultMaxScale, 1, MaxScaleLimit); err != nil {
 		return s, err
@@ -232,4 +238,16 @@ func EnvList(env map[string]string) []string {
 // ARN is the invoked-function ARN Baton hands to runtimes.
 func ARN(name string, version int) string {
 	return fmt.Sprintf("arn:baton:lambda:local:000000000000:function:%s:%d", name, version)
+}
+
+// concurrentRuntimes names the runtimes whose instances serve several
+// events at once.
+func concurrentRuntimes() string {
+	var names []string
+	for _, d := range runtimes.All() {
+		if d.MaxConcurrency() > 1 {
+			names = append(names, d.Name())
+		}
+	}
+	return strings.Join(names, " or ")
 }

@@ -98,3 +98,17 @@ func TestAppNetworkImage(t *testing.T) {
 		t.Fatal("moving a function to another app must make a new version")
 	}
 }
+
+func TestNormalizeRuntimeFromRegistry(t *testing.T) {
+	s, err := Spec{Runtime: "node", Handler: "index.handler"}.Normalize()
+	if err != nil || s.Runtime != RuntimeNode {
+		t.Fatalf("alias node: %+v, %v; want runtime %s", s.Runtime, err, RuntimeNode)
+	}
+	_, err = Spec{Runtime: "cobol", Handler: "a.b"}.Normalize()
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "python3, nodejs or provided") {
+		t.Fatalf("unknown runtime: %v", err)
+	}
+	if _, err := (Spec{Runtime: RuntimeProvided}).Normalize(); err != nil {
+		t.Fatalf("provided without handler: %v", err)
+	}
+}

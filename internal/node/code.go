@@ -67,6 +67,11 @@ func (w *Worker) adoptCodeLayers() error {
 	if err != nil {
 		return fmt.Errorf("code layers: %w", err)
 	}
+	for name := range refs {
+		if l, err := w.opts.Layers.Ref(name); err == nil {
+			w.budget.set("sha256:"+strings.TrimPrefix(name, codeRefPrefix), l.Size)
+		}
+	}
 	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -122,6 +127,7 @@ func (w *Worker) removeCode(digest string, ttl time.Duration) {
 		w.log.Warn("remove unused code", "digest", digest, "err", err)
 		return
 	}
+	w.budget.remove(digest)
 	w.log.Debug("unused code removed", "digest", digest)
 }
 
@@ -158,7 +164,10 @@ func (w *Worker) codeDir(ctx context.Context, digest string) (string, error) {
 		_, err := os.Stat(dir)
 		return err == nil
 	}, func() error {
-		return w.extract(ctx, digest, dir)
+		if err := w.extract(ctx, digest, dir); err != nil {
+			return err
+		}
+		return w.admitUnpacked(digest, dir)
 	})
 	if err != nil {
 		return "", err
@@ -216,6 +225,12 @@ func (w *Worker) buildCodeLayer(ctx context.Context, digest, hexDigest string) (
 	l, err := w.opts.Layers.AddLayerFromDir(ctx, dir, image.WithRef(codeRefPrefix+hexDigest), image.Rebuildable())
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("code layer of %s: %w", digest, err)
+	}
+	if err := w.admitCode(digest, l.Size); err != nil {
+		if derr := w.opts.Layers.DeleteRef(ctx, codeRefPrefix+hexDigest); derr != nil {
+			w.log.Warn("remove code layer that did not fit", "digest", digest, "err", derr)
+		}
+		return image.Layer{}, err
 	}
 	w.log.Info("code layer built", "digest", digest, "layer", l.DiffID, "size", l.Size,
 		"unpack", unpacked, "took", time.Since(start))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/internal/node/grain"
+	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/sandbox"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
@@ -101,6 +102,13 @@ func isDone(z *grain.Zygote) bool {
 }
 
 func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec workerapi.InstanceSpec, interp, taskRoot string) error {
+	drv, err := runtimes.Get(spec.Spec.Runtime)
+	if err != nil {
+		return fmt.Errorf("grain worker: %w", err)
+	}
+	if !drv.Forks() {
+		return fmt.Errorf("grain worker: runtime %s does not fork instances from a zygote", drv.Name())
+	}
 	ours, theirs, err := grain.SocketPair()
 	if err != nil {
 		return fmt.Errorf("grain worker socket: %w", err)
@@ -115,7 +123,7 @@ func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec wo
 		return fmt.Errorf("grain worker pipe: %w", err)
 	}
 	proc, err := a.sb.Start(ctx, sandbox.ProcessSpec{
-		Args: []string{interp, "-u", filepath.Join(a.sb.Path(runtimeMount), filepath.Base(w.runtimes.Python)), "zygote"},
+		Args: drv.Command(interp, clientPath(a, drv), env["LAMBDA_TASK_ROOT"]),
 		Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: logW, Stderr: logW,
 		ExtraFiles: []*os.File{theirs},
 		// The grain worker is the function's code too (its import).
@@ -208,4 +216,14 @@ func (g *grainWorker) stop() {
 	}
 	_ = g.proc.Kill()
 	<-g.exited
+}
+
+// clientPath is where a runtime's client is inside the app's sandbox, ""
+// for a runtime without one.
+func clientPath(a *app, drv runtimes.Driver) string {
+	file, _ := drv.ClientFile()
+	if file == "" {
+		return ""
+	}
+	return filepath.Join(a.sb.Path(runtimeMount), file)
 }

@@ -27,7 +27,13 @@ type logCapture struct {
 	// orphan collects output while nothing is in flight: init output, and
 	// lines that cannot be attributed.
 	orphan capBuffer
-	wg     sync.WaitGroup
+	// stray keeps the tail of the lines no invocation could be given
+	// while several were in flight: what an N:1 instance prints as it
+	// crashes (an uncaught error, V8's fatal errors) lands here, and
+	// endFailed hands it to every invocation the crash failed. It is
+	// cleared when nothing is in flight any more.
+	stray tailBuffer
+	wg    sync.WaitGroup
 }
 
 type logStream struct {
@@ -55,8 +61,28 @@ func (c *capBuffer) write(p []byte) {
 	c.buf.Write(p)
 }
 
+// tailBuffer keeps the last limit bytes written to it.
+type tailBuffer struct {
+	buf     []byte
+	limit   int
+	dropped bool
+}
+
+func (t *tailBuffer) write(p []byte) {
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.limit; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+		t.dropped = true
+	}
+}
+
+func (t *tailBuffer) reset() { t.buf, t.dropped = t.buf[:0], false }
+
 func newLogCapture(limit int) *logCapture {
-	return &logCapture{limit: limit, inflight: map[string]*capBuffer{}, orphan: capBuffer{limit: limit}}
+	return &logCapture{
+		limit: limit, inflight: map[string]*capBuffer{},
+		orphan: capBuffer{limit: limit}, stray: tailBuffer{limit: limit / 2},
+	}
 }
 
 // follow starts reading f (a pipe's read end) until EOF.
@@ -170,6 +196,9 @@ func (lc *logCapture) routeLocked(line []byte) {
 		}
 		return
 	}
+	if len(lc.inflight) > 1 {
+		lc.stray.write(line)
+	}
 	lc.orphan.write(line)
 }
 
@@ -199,6 +228,40 @@ func (lc *logCapture) begin(id string) {
 func (lc *logCapture) end(id string) ([]byte, bool) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
+	return lc.endLocked(id)
+}
+
+// endFailed is end for an invocation the instance's death failed: the
+// instance's unattributed last words are appended, since with several
+// invocations in flight no line of a crash names one of them. Every
+// invocation the crash failed gets them.
+func (lc *logCapture) endFailed(id string) ([]byte, bool) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.drainLocked()
+	stray := bytes.Clone(lc.stray.buf)
+	strayCut := lc.stray.dropped
+	own, truncated := lc.endLocked(id)
+	if len(stray) == 0 {
+		return own, truncated
+	}
+	const header = "--- instance output not attributed to any invocation ---\n"
+	room := lc.limit - len(header) - len(stray)
+	if room < 0 {
+		room = 0
+	}
+	if len(own) > room {
+		own, truncated = own[:room], true
+	}
+	out := append(own, header...)
+	out = append(out, stray...)
+	if len(out) > lc.limit {
+		out, truncated = out[len(out)-lc.limit:], true
+	}
+	return out, truncated || strayCut
+}
+
+func (lc *logCapture) endLocked(id string) ([]byte, bool) {
 	lc.drainLocked()
 	for _, s := range lc.streams {
 		if s.eof {
@@ -217,6 +280,9 @@ func (lc *logCapture) end(id string) ([]byte, bool) {
 		}
 	}
 	delete(lc.inflight, id)
+	if len(lc.inflight) == 0 {
+		lc.stray.reset()
+	}
 	return bytes.Clone(b.buf.Bytes()), b.truncated
 }
 

@@ -120,7 +120,7 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 	sbSpec := sandbox.Spec{
 		ID: newID("sb-"), App: spec.App, Network: spec.Spec.Network,
 		MemoryMB: limits.MemoryMB, PIDs: limits.PIDs, CPUShares: limits.CPUShares,
-		Mounts: []sandbox.Mount{{Source: filepath.Dir(w.runtimes.Python), Target: runtimeMount}},
+		Mounts: []sandbox.Mount{{Source: w.runtimes.Dir, Target: runtimeMount}},
 	}
 	if !w.isolated() {
 		// Without isolation the code cache itself is the task root.

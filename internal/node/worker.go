@@ -63,6 +63,9 @@ type Options struct {
 	// LogLimit caps the output kept per invocation.
 	LogLimit      int
 	ArchiveLimits archive.Limits
+	// CodeCacheBytes bounds the disk this host's code cache (unpacked
+	// code or code layers) may use; zero means DefaultCodeCacheBytes.
+	CodeCacheBytes int64
 	// RootFS provides sandbox root filesystems. Set it with a runtime that
 	// isolates (containers); leave it nil with the process runtime, whose
 	// instances see the host's files.
@@ -104,6 +107,7 @@ type Worker struct {
 	opts     Options
 	log      *slog.Logger
 	runtimes runtimes.Paths
+	budget   *codeBudget // see codebudget.go
 	python   string
 	node     string
 	events   *eventlog.Log
@@ -212,7 +216,7 @@ func New(opts Options) (*Worker, error) {
 		return nil, fmt.Errorf("install runtime clients: %w", err)
 	}
 	w := &Worker{
-		opts: opts, log: opts.Logger, runtimes: paths,
+		opts: opts, log: opts.Logger, runtimes: paths, budget: newCodeBudget(opts.CodeCacheBytes),
 		events:     eventlog.New(opts.ID, opts.EventBuffer),
 		capacity:   hostCapacity(opts.Capacity),
 		live:       map[string]*tracked{},
@@ -235,6 +239,8 @@ func New(opts Options) (*Worker, error) {
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.janitor()
 	// Interpreters are optional: a host without Node still runs Python.
+	// TODO(driver): resolve runtimes.Driver.HostInterpreter once per driver
+	// instead of the python/node fields.
 	w.python = runtimes.Python()
 	w.node, _ = exec.LookPath("node")
 	return w, nil
@@ -471,11 +477,13 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 		id: id, spec: spec, app: a.key, sandbox: a, capacity: spec.Spec.Concurrency,
 		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
 	}
+	// TODO(driver): in.capacity = min(spec.Spec.Concurrency, drv.MaxConcurrency()).
 	if spec.Spec.Runtime != function.RuntimeNode {
 		in.capacity = 1
 	}
 	if w.isolated() {
 		interp = a.image.Interpreters[spec.Spec.Runtime]
+		// TODO(driver): drv.Interpreter() == "" replaces the provided check.
 		if interp == "" && spec.Spec.Image == "" && spec.Spec.Runtime != function.RuntimeProvided {
 			// The host runtimes' root lacks this runtime: its base image
 			// could not be built when the sandbox was made.
@@ -485,6 +493,7 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 		}
 		if interp == "" {
 			// A custom image: the interpreter is looked up on its PATH.
+			// TODO(driver): interp = drv.Interpreter().
 			interp = map[string]string{function.RuntimePython: "python3", function.RuntimeNode: "node"}[spec.Spec.Runtime]
 		}
 	}
@@ -497,6 +506,8 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	return inst, nil
 }
 
+// TODO(driver): replaced by runtimes.Driver.HostInterpreter (cached per
+// driver at New).
 func (w *Worker) interpreter(runtime string) (string, error) {
 	switch runtime {
 	case function.RuntimePython:
@@ -608,6 +619,8 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 	in.logs.follow(errR)
 
 	forked := false
+	// TODO(driver): if drv.Forks() { acquireGrain... } else { a.sb.Start with
+	// Args: drv.Command(interp, clientPath(a, drv), env["LAMBDA_TASK_ROOT"]) }.
 	switch in.spec.Spec.Runtime {
 	case function.RuntimePython:
 		g, gerr := w.acquireGrain(ctx, a, in.spec, interp, taskRoot)
@@ -625,7 +638,7 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 		err = gerr
 	case function.RuntimeNode:
 		in.proc, err = a.sb.Start(ctx, sandbox.ProcessSpec{
-			Args: []string{interp, filepath.Join(a.sb.Path(runtimeMount), filepath.Base(w.runtimes.Node))},
+			Args: []string{interp, filepath.Join(a.sb.Path(runtimeMount), filepath.Base(w.runtimes.Client(function.RuntimeNode)))},
 			Env:  envList(env), Dir: env["LAMBDA_TASK_ROOT"], Stdout: outW, Stderr: errW,
 			Limits: instanceLimits(in.spec),
 		})
@@ -674,6 +687,7 @@ func (w *Worker) launch(ctx context.Context, a *app, in *instance, interp, codeD
 			initErr = &workerapi.InitError{Err: workerapi.FunctionError{
 				Type: "Runtime.ExitError", Message: "instance exited before its runtime asked for work: " + in.exitDesc,
 			}}
+			// TODO(driver): drv.Executable() != "" names the missing file.
 			if in.spec.Spec.Runtime == function.RuntimeProvided {
 				if _, serr := os.Stat(filepath.Join(codeDir, "bootstrap")); serr != nil {
 					initErr.Err.Message = "runtime provided needs an executable named bootstrap at the root of the code archive: " + in.exitDesc
@@ -757,6 +771,7 @@ func (w *Worker) exitedMeanwhile(in *instance, what string, err error) bool {
 	}
 }
 
+// TODO(driver): what := drv.Executable(), or the interpreter when "".
 func entrypointProblem(runtime string, err error) string {
 	what := "the runtime interpreter"
 	if runtime == function.RuntimeProvided {
@@ -942,9 +957,18 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 	in, ok := w.instances[id]
 	w.mu.Unlock()
 	if !ok {
-		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureInstanceGone, Message: "instance " + id + " is gone"}
+		// The instance died (or was stopped) before the router heard of
+		// it: no runtime saw the event, so it may run on another one.
+		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureNotDelivered, Message: "instance " + id + " is gone; the event was not delivered"}
 	}
-	ictx, cancel := context.WithCancel(ctx)
+	// The worker enforces the invocation's deadline itself: across a
+	// network the caller's context carries no cause, only cancellation.
+	parent, cancelDeadline := ctx, context.CancelFunc(func() {})
+	if !inv.Deadline.IsZero() {
+		parent, cancelDeadline = context.WithDeadline(ctx, inv.Deadline)
+	}
+	defer cancelDeadline()
+	ictx, cancel := context.WithCancel(parent)
 	defer cancel()
 	go func() {
 		select {
@@ -981,7 +1005,10 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 				w.killAndWait(in)
 				f = &workerapi.Failure{Kind: workerapi.FailureTooLarge,
 					Message: fmt.Sprintf("response is larger than the %d byte limit", w.opts.MaxResponseBytes)}
-			case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			case errors.Is(parent.Err(), context.DeadlineExceeded) ||
+				(ctx.Err() != nil && !inv.Deadline.IsZero() && !time.Now().Before(inv.Deadline)):
+				// Either this worker's deadline fired or the caller's own
+				// timer did, at the same instant, a little earlier.
 				// The runtime is still busy with the event and cannot be
 				// interrupted: the instance has to go.
 				w.killAndWait(in)
@@ -995,7 +1022,13 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 				f = &workerapi.Failure{Kind: workerapi.FailureWorkerFailure, Message: err.Error()}
 			}
 		}
-		f.Logs, f.LogsTruncated = in.logs.end(inv.ID)
+		if f.Kind == workerapi.FailureCrash || f.Kind == workerapi.FailureOutOfMemory {
+			// What the instance printed as it died names no invocation
+			// when several were in flight; each one it failed gets it.
+			f.Logs, f.LogsTruncated = in.logs.endFailed(inv.ID)
+		} else {
+			f.Logs, f.LogsTruncated = in.logs.end(inv.ID)
+		}
 		return workerapi.Result{Duration: elapsed}, f
 	}
 	out := workerapi.Result{Payload: res.Payload, Duration: elapsed}

@@ -1,54 +1,59 @@
-// Package runtimes carries Baton's own Lambda Runtime API clients (Python
-// and Node) inside the binary and installs them where instances can run
-// them.
+// Package runtimes is the registry of the languages Baton runs. Each
+// language is a Driver in its own package (python, node, provided) that
+// carries its Lambda Runtime API client inside the binary; Install puts
+// the clients where instances can run them.
 package runtimes
 
 import (
 	"bytes"
-	_ "embed"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
+
+	"github.com/baton-faas/baton/internal/runtimes/node"
+	"github.com/baton-faas/baton/internal/runtimes/provided"
+	"github.com/baton-faas/baton/internal/runtimes/python"
 )
 
-// File names of the installed scripts.
+// drivers is the registry: every language Baton runs.
+var drivers = []Driver{python.Driver{}, node.Driver{}, provided.Driver{}}
+
+// File names of the installed clients, for tests and benchmarks that run
+// them directly.
 const (
-	PythonFile = "baton_runtime.py"
-	NodeFile   = "baton_runtime.js"
+	PythonFile = python.ClientFile
+	NodeFile   = node.ClientFile
 )
 
-//go:embed python/baton_runtime.py
-var pythonSource []byte
-
-//go:embed node/baton_runtime.js
-var nodeSource []byte
-
-// Paths are the installed runtime scripts.
+// Paths are the installed runtime clients.
 type Paths struct {
-	Python string // run as: python3 -u <Python> [zygote]
-	Node   string // run as: node <Node>
+	Dir     string
+	clients map[string]string // runtime name -> installed client
 }
 
-// Install writes the runtime scripts into dir, creating it if needed.
+// Client returns the installed client of a runtime, "" if it has none.
+func (p Paths) Client(runtime string) string { return p.clients[runtime] }
+
+// Install writes every runtime's client into dir, creating it if needed.
 // Unchanged files are left alone and changed ones are replaced atomically,
 // so it is safe to call while instances are starting from dir.
 func Install(dir string) (Paths, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Paths{}, fmt.Errorf("runtimes: create %s: %w", dir, err)
 	}
-	p := Paths{
-		Python: filepath.Join(dir, PythonFile),
-		Node:   filepath.Join(dir, NodeFile),
-	}
-	if err := writeAtomic(p.Python, pythonSource); err != nil {
-		return Paths{}, err
-	}
-	if err := writeAtomic(p.Node, nodeSource); err != nil {
-		return Paths{}, err
+	p := Paths{Dir: dir, clients: map[string]string{}}
+	for _, d := range drivers {
+		name, content := d.ClientFile()
+		if name == "" {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		if err := writeAtomic(path, content); err != nil {
+			return Paths{}, err
+		}
+		p.clients[d.Name()] = path
 	}
 	return p, nil
 }
@@ -85,21 +90,8 @@ func writeAtomic(path string, content []byte) error {
 	return nil
 }
 
-// Python returns the real python3 binary, or "" when there is none. PATH
-// may hold a wrapper (pyenv's shims are shell scripts) that would add its
-// own start-up time to every cold start, so the interpreter is asked for
-// its own path.
+// Python returns the real python3 binary, or "" when there is none.
 func Python() string {
-	p, err := exec.LookPath("python3")
-	if err != nil {
-		return ""
-	}
-	out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
-	if err != nil {
-		return p
-	}
-	if real := strings.TrimSpace(string(out)); filepath.IsAbs(real) {
-		return real
-	}
+	p, _ := python.Driver{}.HostInterpreter()
 	return p
 }

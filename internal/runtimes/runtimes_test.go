@@ -18,6 +18,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/baton-faas/baton/internal/runtimes/node"
+	"github.com/baton-faas/baton/internal/runtimes/provided"
+	"github.com/baton-faas/baton/internal/runtimes/python"
 )
 
 const waitTimeout = 15 * time.Second
@@ -303,7 +307,12 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string][]byte{p.Python: pythonSource, p.Node: nodeSource} {
+	pyFile, pythonSource := python.Driver{}.ClientFile()
+	_, nodeSource := node.Driver{}.ClientFile()
+	if p.Client(python.Name) != filepath.Join(dir, pyFile) || p.Client(provided.Name) != "" {
+		t.Errorf("install paths %+v", p)
+	}
+	for path, want := range map[string][]byte{p.Client(python.Name): pythonSource, p.Client(node.Name): nodeSource} {
 		got, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -320,17 +329,17 @@ func TestInstall(t *testing.T) {
 		}
 	}
 	// A stale copy is replaced, an identical one is left alone.
-	if err := os.WriteFile(p.Node, []byte("stale"), 0o600); err != nil {
+	if err := os.WriteFile(p.Client(node.Name), []byte("stale"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := os.Stat(p.Python)
+	before, _ := os.Stat(p.Client(python.Name))
 	if _, err := Install(dir); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(p.Node); !bytes.Equal(got, nodeSource) {
+	if got, _ := os.ReadFile(p.Client(node.Name)); !bytes.Equal(got, nodeSource) {
 		t.Error("stale node script was not replaced")
 	}
-	after, _ := os.Stat(p.Python)
+	after, _ := os.Stat(p.Client(python.Name))
 	if !os.SameFile(before, after) {
 		t.Error("identical python script was rewritten")
 	}
@@ -348,7 +357,7 @@ func startNode(t *testing.T, api *fakeAPI, handler string, extraEnv ...string) *
 	requireTool(t, "node")
 	root := testdataDir(t, "node")
 	env := append(lambdaEnv(api, handler, root), extraEnv...)
-	return startProc(t, t.TempDir(), env, "node", installed(t).Node)
+	return startProc(t, t.TempDir(), env, "node", installed(t).Client(node.Name))
 }
 
 type logLine struct {
@@ -644,7 +653,7 @@ func startPython(t *testing.T, api *fakeAPI, handler string) *proc {
 	t.Helper()
 	requireTool(t, "python3")
 	root := testdataDir(t, "python")
-	return startProc(t, t.TempDir(), lambdaEnv(api, handler, root), "python3", "-u", installed(t).Python)
+	return startProc(t, t.TempDir(), lambdaEnv(api, handler, root), "python3", "-u", installed(t).Client(python.Name))
 }
 
 func TestPythonResult(t *testing.T) {
@@ -695,7 +704,7 @@ func TestPythonFlushesOutputWithoutUnbufferedMode(t *testing.T) {
 	requireTool(t, "python3")
 	api := newFakeAPI(t)
 	env := append(lambdaEnv(api, "app.handler", testdataDir(t, "python")), "PYTHONUNBUFFERED=")
-	p := startProc(t, t.TempDir(), env, "python3", installed(t).Python)
+	p := startProc(t, t.TempDir(), env, "python3", installed(t).Client(python.Name))
 	api.enqueue(t, "py-f", map[string]any{"x": "buffered"}, nil)
 	if got := api.waitPost(t, p); got.Kind != "response" {
 		t.Fatalf("got %s: %s", got.Kind, got.Body)
@@ -812,7 +821,7 @@ func TestPythonStartupLatency(t *testing.T) {
 	for range 5 {
 		api := newFakeAPI(t)
 		start := time.Now()
-		p := startProc(t, t.TempDir(), lambdaEnv(api, "app.handler", root), "python3", "-u", paths.Python)
+		p := startProc(t, t.TempDir(), lambdaEnv(api, "app.handler", root), "python3", "-u", paths.Client(python.Name))
 		select {
 		case at := <-api.nextCalls:
 			samples = append(samples, at.Sub(start))
@@ -824,4 +833,80 @@ func TestPythonStartupLatency(t *testing.T) {
 	}
 	slices.Sort(samples)
 	t.Logf("python3 plain start -> first /next: median %v (samples %v)", samples[len(samples)/2], samples)
+}
+
+// ---------------------------------------------------------------------------
+// JSON edge cases, both runtimes.
+
+// enqueueRaw queues an event body as is.
+func (f *fakeAPI) enqueueRaw(id string, body []byte) {
+	f.queue <- fakeEvent{ID: id, Body: body}
+}
+
+// deepJSON is a valid document nested depth arrays deep.
+func deepJSON(depth int) []byte {
+	return []byte(strings.Repeat("[", depth) + strings.Repeat("]", depth))
+}
+
+// wantFunctionError checks that the runtime answered id with an error of
+// type typ and then goes on serving: the instance survived.
+func wantFunctionError(t *testing.T, api *fakeAPI, p *proc, id, typ string) {
+	t.Helper()
+	got := api.waitPost(t, p)
+	if got.Kind != "error" || got.ID != id || got.ErrorType != typ {
+		t.Fatalf("got %s %s type %q: %s\nstderr:\n%s", got.Kind, got.ID, got.ErrorType, got.Body, p.stderrText())
+	}
+	if body := decode(t, got.Body); body["errorType"] != typ || body["errorMessage"] == "" {
+		t.Errorf("error body %v", body)
+	}
+}
+
+func wantAlive(t *testing.T, api *fakeAPI, p *proc, id string) {
+	t.Helper()
+	api.enqueue(t, id, map[string]any{"x": 1}, nil)
+	if got := api.waitPost(t, p); got.Kind != "response" || got.ID != id {
+		t.Fatalf("after the failed invocation: got %s %s: %s\nstderr:\n%s", got.Kind, got.ID, got.Body, p.stderrText())
+	}
+}
+
+func TestPythonDeepEventIsUnmarshalError(t *testing.T) {
+	api := newFakeAPI(t)
+	p := startPython(t, api, "app.echo")
+	api.enqueueRaw("py-deep", deepJSON(10000))
+	wantFunctionError(t, api, p, "py-deep", "Runtime.UnmarshalError")
+	wantAlive(t, api, p, "py-after-deep")
+}
+
+func TestPythonNaNIsMarshalError(t *testing.T) {
+	api := newFakeAPI(t)
+	p := startPython(t, api, "app.nan")
+	api.enqueue(t, "py-nan", map[string]any{}, nil)
+	wantFunctionError(t, api, p, "py-nan", "Runtime.MarshalError")
+}
+
+func TestNodeDeepEvent(t *testing.T) {
+	api := newFakeAPI(t)
+	p := startNode(t, api, "json.echo")
+	// V8 parses deep documents without recursing, so the handler gets the
+	// event; echoing it back overflows JSON.stringify, which must fail the
+	// invocation, not the instance.
+	api.enqueueRaw("node-deep", deepJSON(10000))
+	wantFunctionError(t, api, p, "node-deep", "Runtime.MarshalError")
+	wantAlive(t, api, p, "node-after-deep")
+}
+
+func TestNodeNaNResultIsValidJSON(t *testing.T) {
+	api := newFakeAPI(t)
+	p := startNode(t, api, "json.nan")
+	api.enqueue(t, "node-nan", map[string]any{}, nil)
+	got := api.waitPost(t, p)
+	if got.Kind != "response" {
+		t.Fatalf("got %s: %s", got.Kind, got.Body)
+	}
+	// JSON.stringify writes NaN and Infinity as null, as Lambda's Node
+	// runtime does: the response is valid JSON.
+	var v map[string]any
+	if err := json.Unmarshal(got.Body, &v); err != nil || v["ratio"] != nil || v["limit"] != nil {
+		t.Fatalf("response %s: %v", got.Body, err)
+	}
 }

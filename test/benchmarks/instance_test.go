@@ -19,6 +19,7 @@ import (
 	"github.com/baton-faas/baton/internal/node/grain"
 	"github.com/baton-faas/baton/internal/node/runtimeapi"
 	"github.com/baton-faas/baton/internal/runtimes"
+	"github.com/baton-faas/baton/internal/runtimes/python"
 	"github.com/baton-faas/baton/test/harness"
 )
 
@@ -77,13 +78,13 @@ func newPyEnv(b *testing.B) *pyEnv {
 	if err := os.WriteFile(filepath.Join(root, "app.py"), src, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	env := benchFunctionEnv(baseEnv(), root, filepath.Dir(paths.Python))
+	env := benchFunctionEnv(baseEnv(), root, filepath.Dir(paths.Client(python.Name)))
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { devnull.Close() })
-	return &pyEnv{interp: interp, script: paths.Python, root: root, env: env, devnul: devnull}
+	return &pyEnv{interp: interp, script: paths.Client(python.Name), root: root, env: env, devnul: devnull}
 }
 
 // instanceAPI is a fresh per-instance Runtime API, as the worker creates

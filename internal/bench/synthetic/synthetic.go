@@ -26,6 +26,7 @@ import (
 
 	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/runtimes"
 )
 
 // Behavior is the event a synthetic function receives. The steps run in
@@ -116,8 +117,10 @@ func Code(runtime string) (zip []byte, handler string, err error) {
 		zip, err = bootstrapZip()
 		return zip, bootstrapHandler, err
 	default:
-		return nil, "", fmt.Errorf("synthetic: unknown runtime %q (want %s, %s or %s)",
-			runtime, function.RuntimePython, function.RuntimeNode, function.RuntimeProvided)
+		if _, err := runtimes.Get(runtime); err != nil {
+			return nil, "", fmt.Errorf("synthetic: %w", err)
+		}
+		return nil, "", fmt.Errorf("synthetic: runtime %s has no synthetic function yet", runtime)
 	}
 }
 

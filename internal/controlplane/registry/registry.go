@@ -21,6 +21,7 @@ import (
 	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/keyedlock"
+	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/store"
 )
 
@@ -67,10 +68,10 @@ func (r *Registry) Deploy(ctx context.Context, name string, spec function.Spec, 
 		return DeployResult{}, fmt.Errorf("%w: code is required (base64 of a zip archive)", function.ErrInvalid)
 	}
 	if _, err := archive.Validate(bytes.NewReader(code), int64(len(code)), r.limits); err != nil {
-		return DeployResult{}, fmt.Errorf("%w: code archive: %w", function.ErrInvalid, err)
+		return DeployResult{}, fmt.Errorf("invalid function spec: code archive: %w", err) // archive errors are classified (invalid, or too large)
 	}
-	if spec.Runtime == function.RuntimeProvided {
-		if err := checkBootstrap(code); err != nil {
+	if drv, ok := runtimes.Lookup(spec.Runtime); ok && drv.Executable() != "" {
+		if err := checkExecutable(code, spec.Runtime, drv.Executable()); err != nil {
 			return DeployResult{}, err
 		}
 	}
@@ -102,15 +103,16 @@ func (r *Registry) store(ctx context.Context, name string, spec function.Spec, d
 	return DeployResult{}, "", fmt.Errorf("deploy %s: too many concurrent updates, try again: %w", name, store.ErrConflict)
 }
 
-// checkBootstrap insists that a provided-runtime archive holds an
-// executable bootstrap at its root, as Lambda custom runtimes do.
-func checkBootstrap(code []byte) error {
+// checkExecutable insists that the archive of a runtime that executes a
+// file of its own (provided: bootstrap) holds it, executable, at its root,
+// as Lambda custom runtimes do.
+func checkExecutable(code []byte, runtime, name string) error {
 	zr, err := zip.NewReader(bytes.NewReader(code), int64(len(code)))
 	if err != nil {
 		return fmt.Errorf("%w: code archive: %w", function.ErrInvalid, err)
 	}
 	for _, f := range zr.File {
-		if strings.TrimPrefix(f.Name, "./") != "bootstrap" {
+		if strings.TrimPrefix(f.Name, "./") != name {
 			continue
 		}
 		mode := f.Mode()
@@ -118,11 +120,11 @@ func checkBootstrap(code []byte) error {
 			break
 		}
 		if mode&0o111 == 0 && mode&fs.ModeSymlink == 0 {
-			return fmt.Errorf("%w: runtime provided: bootstrap is not executable (set its x bit before zipping)", function.ErrInvalid)
+			return fmt.Errorf("%w: runtime %s: %s is not executable (set its x bit before zipping)", function.ErrInvalid, runtime, name)
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: runtime provided needs an executable file named bootstrap at the root of the code archive", function.ErrInvalid)
+	return fmt.Errorf("%w: runtime %s needs an executable file named %s at the root of the code archive", function.ErrInvalid, runtime, name)
 }
 
 // put writes the definition; it returns the digest the function used before.

@@ -37,19 +37,35 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/baton-faas/baton/internal/runtimes"
+	"github.com/baton-faas/baton/internal/runtimes/node"
+	"github.com/baton-faas/baton/internal/runtimes/provided"
+	"github.com/baton-faas/baton/internal/runtimes/python"
 )
 
 // Runtime names the interpreter a base image is built around.
 type Runtime string
 
-// The runtimes Build knows.
+// Runtimes Baton ships, by name. Which image a runtime gets is its
+// driver's BaseImage recipe (internal/runtimes).
 const (
-	Python Runtime = "python3"
-	Node   Runtime = "nodejs"
+	Python Runtime = python.Name
+	Node   Runtime = node.Name
 	// Provided is the image of custom runtimes (a bootstrap executable):
 	// C library, shell and a few tools; its "interpreter" is the shell.
-	Provided Runtime = "provided"
+	Provided Runtime = provided.Name
 )
+
+// Runtimes lists every runtime of the registry, each of which has a base
+// image.
+func Runtimes() []Runtime {
+	var out []Runtime
+	for _, n := range runtimes.Names() {
+		out = append(out, Runtime(n))
+	}
+	return out
+}
 
 // ErrNoInterpreter is returned (wrapped) by Build when the host has no
 // interpreter for the runtime, so callers can fall back or skip.
@@ -84,15 +100,19 @@ func Build(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
 	b := newBuilder(ctx)
 	info := Info{Runtime: rt}
 	var err error
-	switch rt {
-	case Python:
+	drv, ok := runtimes.Lookup(string(rt))
+	if !ok {
+		return Info{}, fmt.Errorf("baseimage: unknown runtime %q", rt)
+	}
+	switch recipe := drv.BaseImage(); recipe {
+	case "python":
 		err = b.python(&info)
-	case Node:
+	case "node":
 		err = b.node(&info)
-	case Provided:
+	case "shell":
 		err = b.provided(&info)
 	default:
-		return Info{}, fmt.Errorf("baseimage: unknown runtime %q", rt)
+		return Info{}, fmt.Errorf("baseimage: runtime %s wants base image recipe %q, which this package does not build", rt, recipe)
 	}
 	if err != nil {
 		return Info{}, err

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-faas/baton/internal/runtimes"
+	"github.com/baton-faas/baton/internal/runtimes/python"
 )
 
 const waitTimeout = 15 * time.Second
@@ -147,7 +148,7 @@ func startZygote(t *testing.T, handlerDir string, env ...string) *testZygote {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("python3", "-u", paths.Python, "zygote")
+	cmd := exec.Command("python3", "-u", paths.Client(python.Name), "zygote")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(),
 		"_HANDLER=app.handler",

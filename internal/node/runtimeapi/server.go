@@ -276,15 +276,17 @@ func (s *Server) Invoke(ctx context.Context, ev Event) (Result, error) {
 		}
 		ev.Deadline = d
 	}
+	// Ending before the event is queued is "not delivered": the caller
+	// (an instance that died and closed us, say) may run it elsewhere.
 	if err := ctx.Err(); err != nil {
-		return Result{}, fmt.Errorf("runtimeapi: invocation %s: %w", ev.RequestID, context.Cause(ctx))
+		return Result{}, fmt.Errorf("runtimeapi: invocation %s: %w: %w", ev.RequestID, ErrNotDelivered, context.Cause(ctx))
 	}
 
 	p := &pending{ev: ev, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return Result{}, ErrClosed
+		return Result{}, fmt.Errorf("%w: %w", ErrClosed, ErrNotDelivered)
 	}
 	if _, dup := s.byID[ev.RequestID]; dup {
 		s.mu.Unlock()
@@ -298,10 +300,16 @@ func (s *Server) Invoke(ctx context.Context, ev Event) (Result, error) {
 	case <-p.done:
 		return p.result, p.err
 	case <-s.done:
+		// An event a poller holds but has not written (stateHanded) was
+		// not received either; marking it done under mu keeps the poller
+		// from writing it after we said so.
 		s.mu.Lock()
-		queued := p.state == stateQueued
+		undelivered := p.state == stateQueued || p.state == stateHanded
+		if undelivered {
+			p.state = stateDone
+		}
 		s.mu.Unlock()
-		if queued {
+		if undelivered {
 			return Result{}, fmt.Errorf("%w: %w", ErrClosed, ErrNotDelivered)
 		}
 		return Result{}, ErrClosed
@@ -314,15 +322,15 @@ func (s *Server) Invoke(ctx context.Context, ev Event) (Result, error) {
 	case stateDone:
 		// The result raced with cancellation; it is still good.
 		return p.result, p.err
-	case stateQueued:
+	case stateQueued, stateHanded:
+		// A poller holding it in stateHanded sees stateDone and skips it.
 		s.queue = slices.DeleteFunc(s.queue, func(q *pending) bool { return q == p })
 		s.log.Debug("invocation withdrawn before delivery", "request_id", ev.RequestID)
 		p.state = stateDone
 		delete(s.byID, ev.RequestID)
 		return Result{}, fmt.Errorf("runtimeapi: invocation %s: %w: %w", ev.RequestID, ErrNotDelivered, context.Cause(ctx))
 	default:
-		// A poller holding it in stateHanded sees stateDone and skips it;
-		// result posts find no entry in byID and get 400.
+		// Result posts find no entry in byID and get 400.
 		s.log.Debug("invocation abandoned after delivery", "request_id", ev.RequestID)
 	}
 	p.state = stateDone

@@ -772,3 +772,63 @@ func TestConnectionLimit(t *testing.T) {
 	}
 	_ = s
 }
+
+// TestNotDeliveredWhenNeverReceived checks that every way an Invoke can end
+// before a runtime received its event says ErrNotDelivered (the caller may
+// run it elsewhere), and that one that was received does not.
+func TestNotDeliveredWhenNeverReceived(t *testing.T) {
+	future := time.Now().Add(time.Minute)
+
+	// A server already closed (its instance died) and a context already
+	// cancelled (the caller saw the death first).
+	s := New(Options{})
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := s.Invoke(cancelled, Event{RequestID: "late", Deadline: future}); !errors.Is(err, ErrNotDelivered) {
+		t.Errorf("Invoke with a cancelled context: %v, want ErrNotDelivered", err)
+	}
+	s.Close()
+	if _, err := s.Invoke(t.Context(), Event{RequestID: "closed", Deadline: future}); !errors.Is(err, ErrNotDelivered) {
+		t.Errorf("Invoke on a closed server: %v, want ErrNotDelivered", err)
+	}
+
+	// An event handed to a poller that had not written it yet. The waiter
+	// is registered by hand so the event stays in stateHanded.
+	for _, end := range []string{"close", "cancel"} {
+		s := New(Options{})
+		w := &waiter{ch: make(chan *pending, 1)}
+		s.mu.Lock()
+		s.waiters = append(s.waiters, w)
+		s.mu.Unlock()
+		ctx, cancel := context.WithCancel(t.Context())
+		ch := invokeAsync(ctx, s, Event{RequestID: "handed"})
+		waitFor(t, s, "event to be handed", func() bool { return len(w.ch) == 1 })
+		if end == "close" {
+			s.Close()
+		} else {
+			cancel()
+		}
+		if r := waitResult(t, ch); !errors.Is(r.err, ErrNotDelivered) {
+			t.Errorf("%s with the event handed to a poller: %v, want ErrNotDelivered", end, r.err)
+		}
+		p := <-w.ch
+		s.mu.Lock()
+		st := p.state
+		s.mu.Unlock()
+		if st != stateDone {
+			t.Errorf("%s: handed event left in state %d; its poller would still write it", end, st)
+		}
+		cancel()
+		s.Close()
+	}
+
+	// A delivered event is not "not delivered".
+	s2, addr := startServer(t, Options{})
+	c := newClient(t, addr)
+	delivered := invokeAsync(t.Context(), s2, Event{RequestID: "received"})
+	c.mustNext()
+	s2.Close()
+	if r := waitResult(t, delivered); !errors.Is(r.err, ErrClosed) || errors.Is(r.err, ErrNotDelivered) {
+		t.Errorf("delivered event: %v, want ErrClosed without ErrNotDelivered", r.err)
+	}
+}

@@ -377,7 +377,10 @@ def handle_one(client, handler, resp, body):
     )
     try:
         event = json.loads(body) if body else None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
+        # A valid document nested deeper than the interpreter's recursion
+        # limit is as undecodable as a malformed one; it must fail the
+        # invocation, not the instance.
         client.post_error(request_id, {
             "errorMessage": "Unable to unmarshal input: %s" % e,
             "errorType": "Runtime.UnmarshalError",
@@ -391,7 +394,9 @@ def handle_one(client, handler, resp, body):
         client.post_error(request_id, error_body(e, skip_frames=1))
         return
     try:
-        payload = json.dumps(result).encode("utf-8")
+        # allow_nan=False: NaN and Infinity are not JSON, and the response
+        # is posted as application/json.
+        payload = json.dumps(result, allow_nan=False).encode("utf-8")
     except Exception as e:
         client.post_error(request_id, {
             "errorMessage": "Unable to marshal response: %s" % e,

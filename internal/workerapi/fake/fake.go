@@ -270,7 +270,7 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 	in := w.live[id]
 	if in == nil || in.inst.State != workerapi.Ready {
 		w.mu.Unlock()
-		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureInstanceGone, Message: "instance " + id + " is gone"}
+		return workerapi.Result{}, &workerapi.Failure{Kind: workerapi.FailureNotDelivered, Message: "instance " + id + " is gone; the event was not delivered"}
 	}
 	b := w.behaviour[in.inst.Function]
 	w.mu.Unlock()

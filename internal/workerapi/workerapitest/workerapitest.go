@@ -243,8 +243,8 @@ func testStopStarting(t *testing.T, w workerapi.Worker, d Deployer) {
 func testUnknownInstance(t *testing.T, w workerapi.Worker, _ Deployer) {
 	_, err := w.Invoke(ctxFor(t), "no-such-instance", workerapi.Invocation{ID: "x", Payload: []byte("{}"), Deadline: time.Now().Add(time.Minute)})
 	var f *workerapi.Failure
-	if !errors.As(err, &f) || f.Kind != workerapi.FailureInstanceGone {
-		t.Errorf("Invoke on an unknown instance: %v; want a Failure %s", err, workerapi.FailureInstanceGone)
+	if !errors.As(err, &f) || f.Kind != workerapi.FailureNotDelivered {
+		t.Errorf("Invoke on an unknown instance: %v; want a Failure %s", err, workerapi.FailureNotDelivered)
 	}
 	if _, err := w.WaitInstance(ctxFor(t), "no-such-instance"); !errors.Is(err, workerapi.ErrUnknownInstance) {
 		t.Errorf("WaitInstance of an unknown instance: %v; want ErrUnknownInstance", err)

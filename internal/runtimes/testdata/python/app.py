@@ -36,3 +36,7 @@ def ctx(event, context):
 
 def echo(event, context):
     return {"echo": event}
+
+
+def nan(event, context):
+    return {"ratio": float("nan"), "limit": float("inf")}

@@ -74,3 +74,21 @@ exports.spawn = async (event) => {
   await new Promise((resolve) => setTimeout(resolve, (event && event.sleepMs) || 0));
   return { pid: process.pid, pidns, childPid: child.pid };
 };
+
+// dieTogether waits until `target` events are in flight in this process
+// (up to waitMs), then the last to arrive writes to stderr outside the
+// runtime's logging (no request id) and ends the process, as a fatal
+// error in an N:1 instance does.
+let together = 0;
+exports.dieTogether = async (event) => {
+  const target = (event && event.target) || 2;
+  const waitMs = (event && event.waitMs) || 5000;
+  together++;
+  if (together >= target) {
+    process.stderr.write(`FATAL: ${event.marker}\n`);
+    process.exit(7);
+  }
+  await new Promise((resolve) => setTimeout(resolve, waitMs));
+  together--;
+  return { alone: true };
+};

@@ -1,0 +1,77 @@
+// Package python is Baton's Python language driver: its Lambda Runtime API
+// client (baton_runtime.py), which also serves as the app's zygote, and
+// how instances of it start.
+package python
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Name is the runtime's name in function specs.
+const Name = "python3"
+
+// ClientFile is the installed name of the runtime client.
+const ClientFile = "baton_runtime.py"
+
+//go:embed baton_runtime.py
+var client []byte
+
+// Driver implements runtimes.Driver.
+type Driver struct{}
+
+func (Driver) Name() string      { return Name }
+func (Driver) Aliases() []string { return []string{"python"} }
+
+// ValidateHandler wants MODULE.FUNCTION.
+func (Driver) ValidateHandler(h string) error {
+	if h == "" {
+		return fmt.Errorf("handler is required for runtime %s (for example app.handler)", Name)
+	}
+	if !strings.Contains(h, ".") {
+		return fmt.Errorf("handler %q must be FILE.FUNCTION (for example app.handler)", h)
+	}
+	return nil
+}
+
+// MaxConcurrency is 1: a Python instance serves one event at a time and
+// Baton scales it by adding instances (cheap forks of the zygote).
+func (Driver) MaxConcurrency() int { return 1 }
+
+func (Driver) Interpreter() string { return "python3" }
+
+// HostInterpreter returns the real python3 binary. PATH may hold a wrapper
+// (pyenv's shims are shell scripts) that would add its own start-up time
+// to every cold start, so the interpreter is asked for its own path.
+func (Driver) HostInterpreter() (string, error) {
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		return "", errors.New("runtime python3 is not available on this worker: python3 not found in PATH")
+	}
+	out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		return p, nil
+	}
+	if real := strings.TrimSpace(string(out)); filepath.IsAbs(real) {
+		return real, nil
+	}
+	return p, nil
+}
+
+func (Driver) ClientFile() (string, []byte) { return ClientFile, client }
+
+// Forks: instances are forks of a zygote that imported the handler once.
+func (Driver) Forks() bool { return true }
+
+// Command starts the zygote; -u keeps output unbuffered so that it is
+// attributed to the invocation that wrote it.
+func (Driver) Command(interp, client, _ string) []string {
+	return []string{interp, "-u", client, "zygote"}
+}
+
+func (Driver) Executable() string { return "" }
+func (Driver) BaseImage() string  { return "python" }
