@@ -177,7 +177,7 @@ func TestBenchBadFlags(t *testing.T) {
 func TestReplayAgainstRealServer(t *testing.T) {
 	requirePython(t)
 	srv := harness.Start(t, harness.Options{})
-	dir := filepath.Join("..", "trace", "testdata", "azure-mini")
+	dir := filepath.Join("..", "bench", "trace", "testdata", "azure-mini")
 	out := t.TempDir()
 	args := []string{"replay", "--server", srv.URL, "--trace", dir, "--functions", "4", "--minutes", "1",
 		"--start-minute", "600", "--compress", "30", "--seed", "3", "--max-exec", "300ms", "--out", out}

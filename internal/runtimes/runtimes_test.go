@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-const waitTimeout = 15 * time.Second
+const waitTimeout = time.Minute
 
 // ---------------------------------------------------------------------------
 // A minimal Runtime API: hands out queued events on /next and records what

@@ -112,10 +112,12 @@ func TestRuntimes(t *testing.T) {
 				t.Errorf("an empty event got hops or a body: %+v", first.reply)
 			}
 
-			const sleepMs, slack = 50, 150
+			// A busy host may wake a sleeper late, so the sleep is bounded by
+			// what the client saw, not by a slack of its own.
+			const sleepMs = 50
 			sl := mustInvoke(t, c, name, Behavior{SleepMs: sleepMs})
-			if e := sl.reply.ExecMs; e < sleepMs || e > sleepMs+slack {
-				t.Errorf("sleep %d ms: execMs = %.2f, want within [%d, %d]", sleepMs, e, sleepMs, sleepMs+slack)
+			if e := sl.reply.ExecMs; e < sleepMs {
+				t.Errorf("sleep %d ms: execMs = %.2f, shorter than the sleep", sleepMs, e)
 			}
 			if sl.reply.ExecMs > float64(sl.wall.Microseconds())/1000 {
 				t.Errorf("sleep: execMs %.2f exceeds the %v the client waited", sl.reply.ExecMs, sl.wall)
