@@ -70,9 +70,9 @@ falls behind its schedule it says so and by how much.`,
 	fl.IntVar(&f.payloadBytes, "payload-bytes", 0, "pad each synthetic request to about this many bytes")
 	fl.IntVar(&f.chain, "chain", 0, "synthetic chain length: function k invokes function k+1 through Baton")
 	fl.BoolVar(&f.keep, "keep", false, "keep the synthetic function(s) after the run")
-	fl.StringVar(&f.mode, "mode", "closed", "load model: closed, open, burst, cold or warm")
+	fl.StringVar(&f.mode, "mode", "closed", "load model: closed, open, burst, cold or warm (--rate implies open)")
 	fl.IntVarP(&f.concurrency, "concurrency", "c", 1, "closed loop: concurrent clients")
-	fl.Float64Var(&f.rate, "rate", 0, "open loop: requests per second")
+	fl.Float64Var(&f.rate, "rate", 0, "open loop: requests per second (implies --mode open)")
 	fl.StringVar(&f.arrivalKind, "arrival", "exponential", "open loop inter-arrival times: exponential, uniform or fixed")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed for arrivals")
 	fl.IntVar(&f.burst, "burst", 0, "burst mode: requests per burst")
@@ -95,10 +95,11 @@ func defaultServer() string {
 
 func runBench(cmd *cobra.Command, f benchFlags) error {
 	ctx := cmd.Context()
-	mode, err := loadgen.ParseMode(f.mode)
+	mode, err := benchMode(cmd, f)
 	if err != nil {
 		return err
 	}
+	f.mode = string(mode)
 	kind, err := arrival.ParseKind(f.arrivalKind)
 	if err != nil {
 		return fmt.Errorf("--arrival: %w", err)
@@ -203,6 +204,25 @@ func runBench(cmd *cobra.Command, f benchFlags) error {
 		return errors.New("no request was measured")
 	}
 	return nil
+}
+
+// benchMode resolves --mode: --rate only has a meaning in the open loop,
+// so it selects it when --mode is not given and conflicts with any other.
+func benchMode(cmd *cobra.Command, f benchFlags) (loadgen.Mode, error) {
+	mode, err := loadgen.ParseMode(f.mode)
+	if err != nil {
+		return "", err
+	}
+	if !cmd.Flags().Changed("rate") {
+		return mode, nil
+	}
+	if !cmd.Flags().Changed("mode") {
+		return loadgen.Open, nil
+	}
+	if mode != loadgen.Open {
+		return "", fmt.Errorf("--rate sets the open loop's request rate: it cannot be used with --mode %s (use --mode open, or drop --rate)", mode)
+	}
+	return mode, nil
 }
 
 // runBaseline runs plan against a plain HTTP server on loopback that

@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/baton-faas/baton/internal/bench/loadgen"
@@ -175,10 +179,14 @@ func TestReplayAgainstRealServer(t *testing.T) {
 	requirePython(t)
 	srv := harness.Start(t, harness.Options{})
 	t.Setenv("BATON_TOKEN", srv.Token)
-	dir := filepath.Join("..", "trace", "testdata", "azure-mini")
+	dir := filepath.Join("..", "bench", "trace", "testdata", "azure-mini")
 	out := t.TempDir()
+	// Seed 1 samples 219 invocations in that minute (seed 3: 554, 503 of
+	// them to one function that touches 60 MB each). Two seconds of them
+	// at once overload a busy 2-core host until calls time out; at most 4
+	// in flight keeps them all answerable, and the client reports the lag.
 	args := []string{"replay", "--server", srv.URL, "--trace", dir, "--functions", "4", "--minutes", "1",
-		"--start-minute", "600", "--compress", "30", "--seed", "3", "--max-exec", "300ms", "--out", out}
+		"--start-minute", "600", "--compress", "30", "--seed", "1", "--max-exec", "300ms", "--max-inflight", "4", "--out", out}
 	stdout, stderr, err := runCLI(t, args...)
 	if err != nil {
 		t.Fatalf("replay: %v\n%s\n%s", err, stdout, stderr)
@@ -188,7 +196,7 @@ func TestReplayAgainstRealServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fns, err := tr.Sample(4, 600, 1, 3)
+	fns, err := tr.Sample(4, 600, 1, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,5 +226,130 @@ func TestReplayAgainstRealServer(t *testing.T) {
 	}
 	if left, err := srv.Client.List(harness.Context(t)); err != nil || len(left) != 0 {
 		t.Fatalf("functions left after replay: %v %v", left, err)
+	}
+}
+
+// fakeAPI answers just enough of Baton's API for bench --function: the
+// function exists and every invocation answers {}.
+func fakeAPI(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var invokes atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodGet && r.URL.Path == "/v1/functions/echo":
+			_, _ = io.WriteString(w, `{"name":"echo"}`)
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/functions/echo/invoke":
+			invokes.Add(1)
+			_, _ = io.WriteString(w, `{}`)
+		default:
+			http.Error(w, `{"code":"not_found","message":"no such path"}`, http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &invokes
+}
+
+func TestBenchRateImpliesOpenLoop(t *testing.T) {
+	srv, invokes := fakeAPI(t)
+	out := t.TempDir()
+	_, stderr, err := runCLI(t, "bench", "--server", srv.URL, "--function", "echo", "--rate", "200", "-n", "20", "--out", out)
+	if err != nil {
+		t.Fatalf("bench --rate: %v\n%s", err, stderr)
+	}
+	var sum loadgen.Summary
+	readSummary(t, filepath.Join(out, "summary.json"), &sum)
+	if sum.Mode != string(loadgen.Open) || sum.Count != 20 || invokes.Load() != 20 {
+		t.Fatalf("--rate without --mode ran mode %q, %d requests (%d invocations); want the open loop, 20", sum.Mode, sum.Count, invokes.Load())
+	}
+
+	// An explicit open mode with a rate is fine; any other mode conflicts.
+	if _, stderr, err := runCLI(t, "bench", "--server", srv.URL, "--function", "echo", "--mode", "open", "--rate", "200", "-n", "5"); err != nil {
+		t.Fatalf("--mode open --rate: %v\n%s", err, stderr)
+	}
+	for _, mode := range []string{"closed", "burst", "cold", "warm"} {
+		_, _, err := runCLI(t, "bench", "--server", srv.URL, "--function", "echo", "--mode", mode, "--rate", "200", "-n", "5")
+		if err == nil || !strings.Contains(err.Error(), "--rate") || !strings.Contains(err.Error(), "--mode "+mode) {
+			t.Fatalf("--mode %s --rate 200: got %v, want an error naming both flags", mode, err)
+		}
+	}
+}
+
+// writeSmallTrace writes a copy of the mini Azure trace that keeps only
+// the first n functions of the invocations file.
+func writeSmallTrace(t *testing.T, n int) string {
+	t.Helper()
+	src := filepath.Join("..", "bench", "trace", "testdata", "azure-mini")
+	dst := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := map[string]bool{}
+	for _, name := range []string{"invocations_per_function_md.anon.d01.csv", "function_durations_percentiles.anon.d01.csv"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.SplitAfter(string(b), "\n")
+		out := lines[0]
+		for _, l := range lines[1:] {
+			f := strings.SplitN(l, ",", 4)
+			if len(f) < 4 {
+				continue
+			}
+			id := f[0] + f[1] + f[2]
+			if strings.HasPrefix(name, "invocations") && len(keep) < n {
+				keep[id] = true
+			}
+			if keep[id] {
+				out += l
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "app_memory") {
+			b, err := os.ReadFile(filepath.Join(src, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dst
+}
+
+func TestReplayUsesAllFunctionsOfASmallTrace(t *testing.T) {
+	dir := writeSmallTrace(t, 3)
+	tr, err := trace.Load(dir, trace.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The window is one where all three functions were invoked.
+	start := -1
+	for m := 0; m < tr.Minutes && start < 0; m++ {
+		if tr.Eligible(m, 1) == 3 {
+			start = m
+		}
+	}
+	if start < 0 {
+		t.Skip("the mini trace has no minute where its first three functions all ran")
+	}
+	// No server listens on port 1: the run gets as far as deploying.
+	_, stderr, err := runCLI(t, "replay", "--server", "http://127.0.0.1:1", "--trace", dir,
+		"--start-minute", strconv.Itoa(start), "--minutes", "1")
+	if err == nil || strings.Contains(err.Error(), "cannot sample") {
+		t.Fatalf("replay with the default --functions on a 3-function trace: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "only 3 functions") || !strings.Contains(stderr, "replaying all of them") {
+		t.Fatalf("stderr does not say the 3 functions replace --functions 10:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "of 3 functions") {
+		t.Fatalf("stderr does not announce the replay of 3 functions:\n%s", stderr)
 	}
 }

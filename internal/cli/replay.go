@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -105,7 +104,13 @@ func runReplay(cmd *cobra.Command, f replayFlags) error {
 	if f.startMinute+f.minutes > tr.Minutes {
 		return fmt.Errorf("minutes %d..%d are beyond the trace's %d minutes", f.startMinute, f.startMinute+f.minutes, tr.Minutes)
 	}
-	sample, err := tr.Sample(f.functions, f.startMinute, f.minutes, f.seed)
+	n := f.functions
+	if have := tr.Eligible(f.startMinute, f.minutes); have > 0 && have < n {
+		fmt.Fprintf(log, "the trace has only %d functions with durations and invocations in minutes %d..%d: replaying all of them instead of --functions %d\n",
+			have, f.startMinute, f.startMinute+f.minutes, n)
+		n = have
+	}
+	sample, err := tr.Sample(n, f.startMinute, f.minutes, f.seed)
 	if err != nil {
 		return err
 	}
@@ -174,113 +179,66 @@ func replayTimeout(tf trace.Function) int {
 	return int(min(max(math.Ceil(maxMs/1000)*2+5, 10), function.MaxTimeoutSeconds))
 }
 
-// dispatch sends every arrival at its time (open loop) and records it.
+// dispatch sends every arrival at its time (open loop) through the load
+// generator's scheduler and records it.
 func dispatch(ctx context.Context, f replayFlags, fns map[string]*replayFunction, arrivals []trace.Arrival, log io.Writer) ([]report.Sample, time.Time, time.Time, error) {
 	rng := rand.New(rand.NewPCG(f.seed, f.seed^0x9e3779b97f4a7c15))
-	type job struct {
-		rf        *replayFunction
-		at        time.Duration
-		requested float64
-		touchMB   int
-	}
-	jobs := make([]job, len(arrivals))
+	sched := make([]loadgen.Scheduled, len(arrivals))
 	for i, a := range arrivals {
 		rf := fns[a.Function]
-		j := job{rf: rf, at: a.At, requested: math.Max(rf.tf.Duration.Sample(rng), 0)}
+		requested := math.Max(rf.tf.Duration.Sample(rng), 0)
 		if f.maxExec > 0 {
-			j.requested = math.Min(j.requested, float64(f.maxExec)/float64(time.Millisecond))
+			requested = math.Min(requested, float64(f.maxExec)/float64(time.Millisecond))
 		}
+		ev := synthetic.Behavior{}
 		if rf.tf.HasMemory {
 			// Touch a share of the app's memory, bounded by the function's limit.
-			j.touchMB = int(math.Min(rf.tf.MemoryMB.Sample(rng)/4, float64(replayMemory(rf.tf))/2))
+			ev.TouchMB = int(math.Min(rf.tf.MemoryMB.Sample(rng)/4, float64(replayMemory(rf.tf))/2))
 		}
-		jobs[i] = j
+		if f.execKind == "busy" {
+			ev.BusyMs = requested
+		} else {
+			ev.SleepMs = requested
+		}
+		body, err := json.Marshal(ev)
+		if err != nil {
+			return nil, time.Time{}, time.Time{}, err
+		}
+		sched[i] = loadgen.Scheduled{At: a.At, Target: rf.target, Function: rf.tf.ID, Payload: body, RequestedMs: requested}
 	}
-	var (
-		mu      sync.Mutex
-		samples = make([]report.Sample, 0, len(jobs))
-		wg      sync.WaitGroup
-		slots   = make(chan struct{}, max(f.maxInFlight, 1))
-		done    int64
-		late    int64
-	)
-	start := time.Now()
-	progressDone := make(chan struct{})
-	go func() {
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-progressDone:
-				return
-			case <-t.C:
-				mu.Lock()
-				fmt.Fprintf(log, "%6.0fs  answered %d of %d  sent late %d\n", time.Since(start).Seconds(), done, len(jobs), late)
-				mu.Unlock()
-			}
-		}
-	}()
-	defer close(progressDone)
-	var runErr error
-	for _, j := range jobs {
-		due := start.Add(j.at)
-		if wait := time.Until(due); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				runErr = ctx.Err()
-			case <-t.C:
-			}
-		}
-		if runErr != nil {
-			break
-		}
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			runErr = ctx.Err()
-		}
-		if runErr != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			ev := synthetic.Behavior{TouchMB: j.touchMB}
-			if f.execKind == "busy" {
-				ev.BusyMs = j.requested
-			} else {
-				ev.SleepMs = j.requested
-			}
-			body, _ := json.Marshal(ev)
-			lag := max(time.Since(due), 0)
-			resp := j.rf.target.Send(context.WithoutCancel(ctx), body)
-			latency := time.Since(due)
-			s := report.Sample{Function: j.rf.tf.ID, StartNs: due.UnixNano(), LatencyNs: latency.Nanoseconds(),
-				Status: resp.Status, Cold: resp.Cold, WaitMs: resp.WaitMs, InitMs: resp.InitMs, ExecMs: resp.ExecMs,
-				Instance: resp.Instance, LagNs: lag.Nanoseconds(), RequestedMs: j.requested}
-			if resp.Err != nil {
-				s.Error = resp.Err.Error()
-			} else {
-				var r synthetic.Reply
-				if err := json.Unmarshal(resp.Body, &r); err != nil {
-					s.Error = "function reply is not a synthetic reply: " + err.Error()
-				}
-				s.ReportedMs = r.ExecMs
-			}
-			mu.Lock()
-			samples = append(samples, s)
-			done++
-			if lag > time.Millisecond {
-				late++
-			}
-			mu.Unlock()
-		}()
+	runner := &loadgen.Runner{
+		Plan: loadgen.Plan{Mode: loadgen.Trace, Schedule: sched, MaxInFlight: max(f.maxInFlight, 1),
+			Observe: readSyntheticReply},
+		OnProgress: replayProgress(log, len(sched)),
 	}
-	wg.Wait()
-	return samples, start, time.Now(), runErr
+	res, err := runner.Run(ctx)
+	return res.Samples, res.Start, res.End, err
+}
+
+// readSyntheticReply records the execution time the synthetic function
+// reported, which the scheduling latency is computed from.
+func readSyntheticReply(_ int, resp loadgen.Response, s *report.Sample) {
+	if resp.Err != nil {
+		return
+	}
+	var r synthetic.Reply
+	if err := json.Unmarshal(resp.Body, &r); err != nil {
+		s.Error = "function reply is not a synthetic reply: " + err.Error()
+		return
+	}
+	s.ReportedMs = r.ExecMs
+}
+
+// replayProgress prints a line every 5 s of the run.
+func replayProgress(log io.Writer, total int) func(loadgen.Progress) {
+	var next time.Duration = 5 * time.Second
+	return func(p loadgen.Progress) {
+		if p.Elapsed < next {
+			return
+		}
+		next = p.Elapsed.Truncate(5*time.Second) + 5*time.Second
+		fmt.Fprintf(log, "%6.0fs  answered %d of %d  sent late %d\n", p.Elapsed.Seconds(), p.Done, total, p.Late)
+	}
 }
 
 // replaySummary holds the In-Vitro/Dirigent metrics.

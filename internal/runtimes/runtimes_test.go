@@ -24,7 +24,7 @@ import (
 	"github.com/baton-faas/baton/internal/runtimes/python"
 )
 
-const waitTimeout = 15 * time.Second
+const waitTimeout = time.Minute
 
 // ---------------------------------------------------------------------------
 // A minimal Runtime API: hands out queued events on /next and records what

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/test/harness"
@@ -182,7 +181,7 @@ func TestCodeLayersGoWithTheSandbox(t *testing.T) {
 	if len(hostMountsUnder(t, filepath.Join(images, "views"))) == 0 {
 		t.Fatal("no task view mounted while the function runs: the check below would prove nothing")
 	}
-	waitFor(t, 20*time.Second, "the idle instance's sandbox should leave nothing mounted", func() (bool, string) {
+	waitFor(t, settle, "the idle instance's sandbox should leave nothing mounted", func() (bool, string) {
 		m := hostMountsUnder(t, images)
 		return len(m) == 0, fmt.Sprintf("%+v", m)
 	})

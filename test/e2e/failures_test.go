@@ -34,13 +34,15 @@ func TestTimeout(t *testing.T) {
 	warmProc := warm.host(t)
 
 	began := time.Now()
-	resp, _ := invoke(t, srv, "slowpoke", `{"ms": 5000}`)
+	// The call sleeps far longer than any delay of a busy host: a 504
+	// (rather than its 200) shows the timeout cut it off.
+	resp, _ := invoke(t, srv, "slowpoke", `{"ms": 120000}`)
 	took := time.Since(began)
 	if resp.Status != http.StatusGatewayTimeout {
-		t.Fatalf("status %d, want 504: %s", resp.Status, resp.Body)
+		t.Fatalf("status %d after %s, want 504: %s", resp.Status, took, resp.Body)
 	}
-	if took < 900*time.Millisecond || took > 3*time.Second {
-		t.Errorf("timeout answer took %s, want about 1 s (timeoutSeconds 1)", took)
+	if took < 900*time.Millisecond {
+		t.Errorf("timeout answer after %s, before the function's 1 s timeout", took)
 	}
 	eb := errorBody(t, resp.Status, resp.Body)
 	if eb.Code != "timeout" || !strings.Contains(eb.Message, "timed out after 1s") || eb.InvocationID != resp.ID || resp.ID == "" {
@@ -99,12 +101,12 @@ func TestCrash(t *testing.T) {
 		if resp.Status != http.StatusBadGateway || resp.Cold || !strings.Contains(string(resp.Body), "exit status 7") {
 			t.Errorf("second crash: status %d cold %v body %s", resp.Status, resp.Cold, resp.Body)
 		}
-		waitFor(t, 5*time.Second, "crashed instances should be gone", func() (bool, string) {
+		waitFor(t, settle, "crashed instances should be gone", func() (bool, string) {
 			v := status(t, srv, "crasher")
 			return len(v.Status.Instances) == 0, describeStatus(v)
 		})
 		// With no instance left, the zygote goes too.
-		waitNoFunctionProcs(t, srv, "crasher", 5*time.Second)
+		waitNoFunctionProcs(t, srv, "crasher", settle)
 	})
 
 	t.Run("node-throw", func(t *testing.T) {
@@ -133,7 +135,7 @@ func TestCrash(t *testing.T) {
 		spec := pySpec("whoami")
 		spec.MinScale = 1
 		deploy(t, srv, "phoenix", spec, pyDir)
-		waitFor(t, 10*time.Second, "minScale=1 should start an instance without any call", func() (bool, string) {
+		waitFor(t, settle, "minScale=1 should start an instance without any call", func() (bool, string) {
 			v := status(t, srv, "phoenix")
 			return len(v.Status.Instances) == 1, describeStatus(v)
 		})
@@ -145,7 +147,7 @@ func TestCrash(t *testing.T) {
 		oldInstance := r.Header.Get("Baton-Instance-Id")
 		killed := before.host(t)
 		killed.kill(t)
-		waitFor(t, 10*time.Second, "the killed instance should be replaced", func() (bool, string) {
+		waitFor(t, settle, "the killed instance should be replaced", func() (bool, string) {
 			v := status(t, srv, "phoenix")
 			return len(v.Status.Instances) == 1 && v.Status.Instances[0].ID != oldInstance, describeStatus(v)
 		})
@@ -159,7 +161,7 @@ func TestCrash(t *testing.T) {
 	t.Run("killed-node-instance-replaced", func(t *testing.T) {
 		deploy(t, srv, "node-phoenix", function.Spec{Runtime: function.RuntimeNode, Handler: "index.echo", MinScale: 1}, nodeDir)
 		var first identity
-		waitFor(t, 10*time.Second, "minScale=1 node instance", func() (bool, string) {
+		waitFor(t, settle, "minScale=1 node instance", func() (bool, string) {
 			v := status(t, srv, "node-phoenix")
 			return len(v.Status.Instances) == 1, describeStatus(v)
 		})
@@ -167,7 +169,7 @@ func TestCrash(t *testing.T) {
 		killed := first.host(t)
 		killed.kill(t)
 		old := r.Header.Get("Baton-Instance-Id")
-		waitFor(t, 10*time.Second, "the killed node instance should be replaced", func() (bool, string) {
+		waitFor(t, settle, "the killed node instance should be replaced", func() (bool, string) {
 			v := status(t, srv, "node-phoenix")
 			return len(v.Status.Instances) == 1 && v.Status.Instances[0].ID != old, describeStatus(v)
 		})
@@ -207,7 +209,7 @@ func TestInstanceProcessesDieWithInstance(t *testing.T) {
 			spec := tc.spec
 			spec.TimeoutSeconds, spec.MinScale = 1, 2
 			deploy(t, srv, name, spec, tc.dir)
-			waitFor(t, 10*time.Second, "minScale 2", func() (bool, string) {
+			waitFor(t, settle, "minScale 2", func() (bool, string) {
 				v := status(t, srv, name)
 				return len(v.Status.Instances) == 2, describeStatus(v)
 			})
@@ -236,7 +238,7 @@ func TestInstanceProcessesDieWithInstance(t *testing.T) {
 			if resp.Header.Get("Baton-Instance-Id") == first.Header.Get("Baton-Instance-Id") {
 				want = nil
 			}
-			waitFor(t, 3*time.Second, "the process started by the timed-out instance should be gone with it", func() (bool, string) {
+			waitFor(t, settle, "the process started by the timed-out instance should be gone with it", func() (bool, string) {
 				left := spawned()
 				return slices.Equal(left, want), fmt.Sprintf("running %s, want %s", procDesc(left), procDesc(want))
 			})
@@ -303,17 +305,28 @@ func TestBrokenMinScaleBacksOff(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	deploy(t, srv, "crashloop", function.Spec{Runtime: function.RuntimePython, Handler: "app.handler", MinScale: 1}, pyBrokenDir)
-	time.Sleep(3 * time.Second)
-	failed := 0
-	for _, line := range strings.Split(srv.Logs(), "\n") {
-		if strings.Contains(line, "instance start failed") && strings.Contains(line, "function=crashloop") {
-			failed++
+	failedStarts := func() int {
+		n := 0
+		for _, line := range strings.Split(srv.Logs(), "\n") {
+			if strings.Contains(line, "instance start failed") && strings.Contains(line, "function=crashloop") {
+				n++
+			}
 		}
+		return n
 	}
-	t.Logf("%d failed instance starts in 3 s", failed)
-	if failed < 1 {
-		t.Errorf("no failed start logged: the test no longer observes start attempts (log message changed?)")
-	}
+	// A busy host can take long for the first (failing) Python start.
+	waitFor(t, settle, "a failed start of crashloop should be logged (if the log message changed, the test no longer observes start attempts)", func() (bool, string) {
+		n := failedStarts()
+		return n >= 1, fmt.Sprintf("%d failed starts logged", n)
+	})
+	// Then count the attempts over a window: without a backoff they follow
+	// each other as fast as the host starts Python (~15 a second on a
+	// quiet host). A busy host only slows starts down, so it cannot make
+	// this bound fail.
+	first := failedStarts()
+	time.Sleep(3 * time.Second)
+	failed := failedStarts() - first
+	t.Logf("%d failed instance starts in the 3 s after the first", failed)
 	if failed > 10 {
 		t.Errorf("%d failed starts of a broken minScale=1 function in 3 s: restarts need a backoff", failed)
 	}
@@ -335,26 +348,33 @@ func TestQueueTimeout(t *testing.T) {
 	// longer than the queue timeout under test.
 	spec.MinScale, spec.MaxScale = 1, 1
 	deploy(t, srv, "busy", spec, pyDir)
-	waitFor(t, 30*time.Second, "minScale=1 should start the instance", func() (bool, string) {
+	waitFor(t, settle, "minScale=1 should start the instance", func() (bool, string) {
 		v := status(t, srv, "busy")
 		return len(v.Status.Instances) == 1, describeStatus(v)
 	})
 	if r := mustInvoke(t, srv, "busy", `{"ms": 0}`, nil); r.Cold {
 		t.Errorf("the call on the minScale instance was cold")
 	}
-	long := goInvoke(t, srv, "busy", `{"ms": 2000}`)
+	// The running call lasts longer than a busy host can delay the queued
+	// one: a 503 while it still runs is the queue timeout, not its end.
+	long := goInvoke(t, srv, "busy", `{"ms": 25000}`)
 	waitInFlight(t, srv, "busy", 1)
 	began := time.Now()
 	resp, _ := invoke(t, srv, "busy", `{"ms": 0}`)
 	took := time.Since(began)
+	select {
+	case <-long:
+		t.Errorf("the queued call was answered (HTTP %d after %s) only after the running call ended: the queue timeout did not cut its wait", resp.Status, took)
+	default:
+	}
 	if resp.Status != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("queued past the timeout: HTTP %d, Retry-After %q: %s", resp.Status, resp.Header.Get("Retry-After"), resp.Body)
 	}
 	if eb := errorBody(t, resp.Status, resp.Body); eb.Code != "no_instance" || !strings.Contains(eb.Message, "500ms") {
 		t.Errorf("queue timeout body: %s", resp.Body)
 	}
-	if took < 450*time.Millisecond || took > 2*time.Second {
-		t.Errorf("queue timeout answer after %s, want about 500ms", took)
+	if took < 450*time.Millisecond {
+		t.Errorf("queue timeout answer after %s, before the 500ms queue timeout", took)
 	}
 	if r := <-long; r.err != nil {
 		t.Errorf("the running call: %v", r.err)
@@ -378,7 +398,9 @@ func TestInitFailureWithDetachedGrandchild(t *testing.T) {
 		t.Skip("setsid is not installed: skipping a test whose bootstrap detaches a process with it")
 	}
 	t.Parallel()
-	srv := startServer(t, "--queue-timeout", "10s")
+	// A queue timeout longer than the wait below: the regression (a call
+	// held until the queue timeout) fails the wait instead of answering 503.
+	srv := startServer(t, "--queue-timeout", "5m")
 	// A unique argument finds the detached sleep, which a process sandbox
 	// cannot kill (nor may it: it is no longer the instance's).
 	arg := fmt.Sprintf("120.%d%06d", os.Getpid(), time.Now().Nanosecond()/1000)
@@ -386,14 +408,14 @@ func TestInitFailureWithDetachedGrandchild(t *testing.T) {
 	killAtCleanup(t, detached)
 	deploy(t, srv, "detacher", function.Spec{Runtime: function.RuntimeProvided, Env: map[string]string{"DETACH_SLEEP": arg}}, failBootDir)
 
-	resp, took := invokeWithin(t, srv, "detacher", "", 20*time.Second)
+	resp, took := invokeWithin(t, srv, "detacher", "", settle)
 	eb := errorBody(t, resp.Status, resp.Body)
 	// The bootstrap says when its sleep has left the process group.
 	if rec := record(t, srv, eb.InvocationID); !strings.Contains(rec.Logs, "detached sleep "+arg) {
 		t.Fatalf("the bootstrap did not detach its sleep (record logs %q): the test does not exercise a process holding the instance's pipes", rec.Logs)
 	}
 	if containerSandboxes(t, srv) {
-		waitFor(t, 3*time.Second, "the detached sleep should die with the instance's cgroup", func() (bool, string) {
+		waitFor(t, settle, "the detached sleep should die with the instance's cgroup", func() (bool, string) {
 			left := detached()
 			return len(left) == 0, procDesc(left)
 		})
@@ -403,10 +425,7 @@ func TestInitFailureWithDetachedGrandchild(t *testing.T) {
 	if resp.Status != http.StatusBadGateway || eb.Code != "init_error" || eb.ErrorType != "Runtime.ExitError" {
 		t.Errorf("after %s: HTTP %d %s, want 502 init_error (Runtime.ExitError): %s", took, resp.Status, eb.Code, resp.Body)
 	}
-	if took > 5*time.Second {
-		t.Errorf("the init error took %s to arrive", took)
-	}
-	waitFor(t, 5*time.Second, "no start of detacher should be pending", func() (bool, string) {
+	waitFor(t, settle, "no start of detacher should be pending", func() (bool, string) {
 		v := status(t, srv, "detacher")
 		return v.Status.Starting == 0 && len(v.Status.Instances) == 0, describeStatus(v)
 	})
@@ -463,22 +482,22 @@ func TestTimeoutOfInstanceOutsideItsGroup(t *testing.T) {
 	}
 
 	first := warm()
-	resp, took := invokeWithin(t, srv, name, `{"sleepMs": 30000}`, 15*time.Second)
-	if resp.Status != http.StatusGatewayTimeout || took > 5*time.Second {
-		t.Errorf("call past the timeout: HTTP %d after %s, want 504 after about 1 s: %s", resp.Status, took, resp.Body)
+	// The call sleeps longer than the wait: only the 1 s timeout can
+	// answer it in time.
+	resp, took := invokeWithin(t, srv, name, `{"sleepMs": 300000}`, settle)
+	if resp.Status != http.StatusGatewayTimeout {
+		t.Errorf("call past the timeout: HTTP %d after %s, want 504: %s", resp.Status, took, resp.Body)
 	}
-	waitFor(t, 3*time.Second, "the timed-out instance should be killed", func() (bool, string) {
+	waitFor(t, settle, "the timed-out instance should be killed", func() (bool, string) {
 		return !first.alive(), first.String()
 	})
 
 	second := warm()
 	others := harness.Descendants(srv.Pid())
-	began := time.Now()
+	// An instance the server cannot kill outlives it: that, not how long
+	// the stop took, is what a busy host cannot fake.
 	if err := srv.Stop(); err != nil {
 		t.Errorf("stop: %v", err)
-	}
-	if took := time.Since(began); took > 5*time.Second {
-		t.Errorf("the server took %s to stop with an instance outside its process group", took)
 	}
 	if left := liveOf(others); len(left) > 0 || second.alive() {
 		t.Errorf("processes left after shutdown: %s (the instance: %v)", procDesc(left), second.alive())

@@ -263,6 +263,13 @@ func serverTiming(t *testing.T, h http.Header) map[string]float64 {
 	return out
 }
 
+// settle is how long a test waits for a condition that a busy host can
+// delay: an instance starting (a Python init can take tens of seconds at a
+// load of 20), a process dying, a record being written. It is generous on
+// purpose: a condition that never holds still fails the test, at this
+// deadline.
+const settle = 90 * time.Second
+
 // waitFor polls cond until it holds or timeout passes; cond describes the
 // current state for the failure message.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
@@ -298,7 +305,7 @@ func describeStatus(v apiv1.Function) string {
 // waitInFlight waits until the function has n events in flight.
 func waitInFlight(t *testing.T, srv *harness.Server, name string, n int) {
 	t.Helper()
-	waitFor(t, 15*time.Second, fmt.Sprintf("%s should have %d invocation(s) in flight", name, n), func() (bool, string) {
+	waitFor(t, settle, fmt.Sprintf("%s should have %d invocation(s) in flight", name, n), func() (bool, string) {
 		v := status(t, srv, name)
 		total := 0
 		for _, in := range v.Status.Instances {
@@ -550,7 +557,7 @@ func recordsOf(t *testing.T, srv *harness.Server, name string) []apiv1.Invocatio
 func record(t *testing.T, srv *harness.Server, id string) apiv1.Invocation {
 	t.Helper()
 	var rec apiv1.Invocation
-	waitFor(t, 5*time.Second, "invocation record "+id+" should exist", func() (bool, string) {
+	waitFor(t, settle, "invocation record "+id+" should exist", func() (bool, string) {
 		var err error
 		rec, err = srv.Client.Invocation(ctx(t), id)
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/test/harness"
@@ -118,7 +117,7 @@ func TestLogsAndRecords(t *testing.T) {
 				t.Errorf("call %d: init error record: %+v", i, rec)
 			}
 		}
-		waitNoFunctionProcs(t, srv, "broken", 5*time.Second)
+		waitNoFunctionProcs(t, srv, "broken", settle)
 		if v := status(t, srv, "broken"); len(v.Status.Instances) != 0 {
 			t.Errorf("broken function has instances: %s", describeStatus(v))
 		}
@@ -234,7 +233,7 @@ func TestMetrics(t *testing.T) {
 	if err := srv.Client.Delete(ctx(t), "counted"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "metrics of a deleted function should go", func() (bool, string) {
+	waitFor(t, settle, "metrics of a deleted function should go", func() (bool, string) {
 		for key := range metrics(t, srv) {
 			if strings.Contains(key, `function="counted"`) {
 				return false, key
@@ -296,7 +295,7 @@ func TestInitErrors(t *testing.T) {
 			if rec := record(t, srv, eb.InvocationID); rec.Status != "init-error" || rec.Error == nil || rec.Error.Type != tc.wantType {
 				t.Errorf("record: %+v", rec)
 			}
-			waitNoFunctionProcs(t, srv, tc.name, 5*time.Second)
+			waitNoFunctionProcs(t, srv, tc.name, settle)
 		})
 	}
 }

@@ -1,9 +1,11 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +31,24 @@ const (
 	Cold Mode = "cold"
 	// Warm: a closed loop after a warm-up whose requests are discarded.
 	Warm Mode = "warm"
+	// Trace: requests start at the times of Plan.Schedule, each to its own
+	// target (trace replay). Not a --mode of bench, so ParseMode refuses it.
+	Trace Mode = "trace"
 )
+
+// Scheduled is one request of a Trace plan.
+type Scheduled struct {
+	// At is the intended start, from the start of the run.
+	At time.Duration
+	// Target receives the request; nil means the Runner's Target.
+	Target Target
+	// Function names the target in the sample (Plan.Function when empty).
+	Function string
+	Payload  []byte
+	// RequestedMs is the execution time the request asks for, recorded in
+	// the sample.
+	RequestedMs float64
+}
 
 // ParseMode validates a mode name.
 func ParseMode(s string) (Mode, error) {
@@ -65,11 +84,26 @@ type Plan struct {
 	ScaleToZero func(ctx context.Context) error
 	// Function names the target in samples.
 	Function string
+	// Schedule lists the requests of a Trace plan, sorted by At.
+	Schedule []Scheduled
+	// Observe, if set, may amend the sample of request i from its
+	// response before it is recorded (trace replay reads the execution
+	// time the function reported from the body).
+	Observe func(i int, resp Response, s *report.Sample)
 }
 
 // Validate checks a plan and fills defaults.
 func (p *Plan) Validate() error {
-	if p.Duration <= 0 && p.Requests <= 0 {
+	if p.Mode == Trace {
+		if len(p.Schedule) == 0 {
+			return errors.New("trace plan has no scheduled request")
+		}
+		if !slices.IsSortedFunc(p.Schedule, func(a, b Scheduled) int { return cmp.Compare(a.At, b.At) }) {
+			return errors.New("trace plan's schedule is not sorted by time")
+		}
+		// The schedule bounds the run; a Requests limit would cut it.
+		p.Requests = len(p.Schedule)
+	} else if p.Duration <= 0 && p.Requests <= 0 {
 		return errors.New("set --duration or --requests")
 	}
 	if p.Concurrency <= 0 {
@@ -101,7 +135,7 @@ func (p *Plan) Validate() error {
 		if p.Warmup <= 0 {
 			p.Warmup = max(20, 2*p.Concurrency)
 		}
-	case Closed:
+	case Closed, Trace:
 	default:
 		return fmt.Errorf("unknown mode %q", p.Mode)
 	}
@@ -117,7 +151,17 @@ type Progress struct {
 	InFlight int64
 	// Behind is how late the latest scheduled request was sent.
 	Behind time.Duration
+	// Late counts the requests sent late (see Late).
+	Late int64
 }
+
+// lateThreshold is how late a send may be before it counts as behind
+// schedule (timer resolution and scheduling jitter stay below it).
+const lateThreshold = time.Millisecond
+
+// Late reports whether a request sent lag after its intended time counts
+// as sent late: the one definition used by progress and summaries.
+func Late(lag time.Duration) bool { return lag > lateThreshold }
 
 // Result is what a run recorded.
 type Result struct {
@@ -146,6 +190,7 @@ type Runner struct {
 	errs     atomic.Int64
 	inflight atomic.Int64
 	behind   atomic.Int64
+	late     atomic.Int64
 }
 
 // Run executes the plan. A cancelled ctx ends the run early; what was
@@ -171,6 +216,8 @@ func (r *Runner) Run(ctx context.Context) (Result, error) {
 		err = r.burst(ctx)
 	case Cold:
 		err = r.cold(ctx)
+	case Trace:
+		err = r.trace(ctx)
 	}
 	stopProgress()
 	return Result{Samples: r.samples, Bodies: r.bodies, Start: r.start, End: time.Now()}, err
@@ -220,29 +267,48 @@ func (r *Runner) claim(ctx context.Context) (int, bool) {
 }
 
 // send performs request i intended to start at intended, recording lag
-// and latency from the intended time. The request itself is not bound to
-// the run's deadline: a request that started is allowed to finish.
+// and latency from the intended time. The lag is the time from the
+// intended start until the request is handed to its target, never negative.
+// The request itself is not bound to the run's deadline: a request that
+// started is allowed to finish.
 func (r *Runner) send(ctx context.Context, i int, intended time.Time) {
-	actual := time.Now()
-	lag := actual.Sub(intended)
-	if lag < 0 {
-		lag = 0
+	target, function, payload, requested := r.Target, r.Plan.Function, []byte(nil), 0.0
+	if r.Plan.Mode == Trace {
+		sc := r.Plan.Schedule[i]
+		if sc.Target != nil {
+			target = sc.Target
+		}
+		if sc.Function != "" {
+			function = sc.Function
+		}
+		payload, requested = sc.Payload, sc.RequestedMs
+	} else {
+		payload = r.Plan.Payload(i)
 	}
+	lag := max(time.Since(intended), 0)
 	r.behind.Store(int64(lag))
+	if Late(lag) {
+		r.late.Add(1)
+	}
 	r.inflight.Add(1)
-	resp := r.Target.Send(context.WithoutCancel(ctx), r.Plan.Payload(i))
+	resp := target.Send(context.WithoutCancel(ctx), payload)
 	latency := time.Since(intended)
 	r.inflight.Add(-1)
-	r.done.Add(1)
 	s := report.Sample{
-		Function: r.Plan.Function, StartNs: intended.UnixNano(), LatencyNs: latency.Nanoseconds(),
+		Function: function, StartNs: intended.UnixNano(), LatencyNs: latency.Nanoseconds(),
 		Status: resp.Status, Cold: resp.Cold, WaitMs: resp.WaitMs, InitMs: resp.InitMs, ExecMs: resp.ExecMs,
-		Instance: resp.Instance, LagNs: lag.Nanoseconds(),
+		Instance: resp.Instance, LagNs: lag.Nanoseconds(), RequestedMs: requested,
 	}
 	if resp.Err != nil {
-		r.errs.Add(1)
 		s.Error = resp.Err.Error()
 	}
+	if r.Plan.Observe != nil {
+		r.Plan.Observe(i, resp, &s)
+	}
+	if s.Error != "" {
+		r.errs.Add(1)
+	}
+	r.done.Add(1)
 	r.mu.Lock()
 	r.samples = append(r.samples, s)
 	if r.KeepBodies {
@@ -276,7 +342,7 @@ func (r *Runner) closed(ctx context.Context) error {
 
 // schedule runs an open-loop schedule: at(k) gives the intended start of
 // batch k (size requests each), or false when the schedule is over.
-func (r *Runner) schedule(ctx context.Context, size int, at func(k int) time.Time) error {
+func (r *Runner) schedule(ctx context.Context, size int, at func(k int) (time.Time, bool)) error {
 	dctx, cancel := r.deadline(ctx)
 	defer cancel()
 	slots := make(chan struct{}, r.Plan.MaxInFlight)
@@ -286,7 +352,10 @@ func (r *Runner) schedule(ctx context.Context, size int, at func(k int) time.Tim
 		if r.Plan.Requests > 0 && r.sent.Load() >= int64(r.Plan.Requests) {
 			return ignoreDeadline(ctx) // all sent: do not wait for a next batch
 		}
-		due := at(k)
+		due, more := at(k)
+		if !more {
+			return ignoreDeadline(ctx)
+		}
 		if r.Plan.Duration > 0 && due.Sub(r.start) >= r.Plan.Duration {
 			return ignoreDeadline(ctx)
 		}
@@ -326,16 +395,27 @@ func (r *Runner) open(ctx context.Context) error {
 		return err
 	}
 	next := r.start
-	return r.schedule(ctx, 1, func(int) time.Time {
+	return r.schedule(ctx, 1, func(int) (time.Time, bool) {
 		due := next
 		next = next.Add(gen.Next())
-		return due
+		return due, true
 	})
 }
 
 func (r *Runner) burst(ctx context.Context) error {
-	return r.schedule(ctx, r.Plan.BurstSize, func(k int) time.Time {
-		return r.start.Add(time.Duration(k) * r.Plan.BurstGap)
+	return r.schedule(ctx, r.Plan.BurstSize, func(k int) (time.Time, bool) {
+		return r.start.Add(time.Duration(k) * r.Plan.BurstGap), true
+	})
+}
+
+// trace sends Plan.Schedule: one request per batch, so request index and
+// schedule index agree.
+func (r *Runner) trace(ctx context.Context) error {
+	return r.schedule(ctx, 1, func(k int) (time.Time, bool) {
+		if k >= len(r.Plan.Schedule) {
+			return time.Time{}, false
+		}
+		return r.start.Add(r.Plan.Schedule[k].At), true
 	})
 }
 
@@ -391,6 +471,6 @@ func (r *Runner) reportProgress() func() {
 func (r *Runner) progress() Progress {
 	return Progress{
 		Elapsed: time.Since(r.start), Sent: r.sent.Load(), Done: r.done.Load(), Errors: r.errs.Load(),
-		InFlight: r.inflight.Load(), Behind: time.Duration(r.behind.Load()),
+		InFlight: r.inflight.Load(), Behind: time.Duration(r.behind.Load()), Late: r.late.Load(),
 	}
 }

@@ -12,10 +12,6 @@ import (
 	"github.com/baton-faas/baton/internal/bench/stats"
 )
 
-// lateThreshold is how late a send may be before it counts as behind
-// schedule (timer resolution and scheduling jitter stay below it).
-const lateThreshold = time.Millisecond
-
 // Schedule says how well the client kept its schedule.
 type Schedule struct {
 	LateRequests int     `json:"lateRequests"`
@@ -100,7 +96,7 @@ func Summarize(samples []report.Sample, start, end time.Time) Summary {
 		ms := float64(x.LatencyNs) / 1e6
 		all = append(all, ms)
 		lags = append(lags, float64(x.LagNs)/1e6)
-		if x.LagNs > lateThreshold.Nanoseconds() {
+		if Late(time.Duration(x.LagNs)) {
 			s.Schedule.LateRequests++
 		}
 		s.Statuses[strconv.Itoa(x.Status)]++

@@ -112,10 +112,12 @@ func TestRuntimes(t *testing.T) {
 				t.Errorf("an empty event got hops or a body: %+v", first.reply)
 			}
 
-			const sleepMs, slack = 50, 150
+			// A busy host may wake a sleeper late, so the sleep is bounded by
+			// what the client saw, not by a slack of its own.
+			const sleepMs = 50
 			sl := mustInvoke(t, c, name, Behavior{SleepMs: sleepMs})
-			if e := sl.reply.ExecMs; e < sleepMs || e > sleepMs+slack {
-				t.Errorf("sleep %d ms: execMs = %.2f, want within [%d, %d]", sleepMs, e, sleepMs, sleepMs+slack)
+			if e := sl.reply.ExecMs; e < sleepMs {
+				t.Errorf("sleep %d ms: execMs = %.2f, shorter than the sleep", sleepMs, e)
 			}
 			if sl.reply.ExecMs > float64(sl.wall.Microseconds())/1000 {
 				t.Errorf("sleep: execMs %.2f exceeds the %v the client waited", sl.reply.ExecMs, sl.wall)
@@ -124,23 +126,24 @@ func TestRuntimes(t *testing.T) {
 				t.Errorf("sleep %d ms used %.2f ms of CPU: it should not spin", sleepMs, sl.reply.CPUMs)
 			}
 
-			const busyMs = 30
+			// A busy host can take the CPU from a busy loop for most of its
+			// wall time (a starved instance got a tenth of it), so the loop
+			// runs long enough that even a thirtieth shows clearly against
+			// a sleep's (almost) none, and the best of a few tries counts.
+			const busyMs, minCPUMs = 300, 10
 			var bz invocation
-			// A loaded machine can take the CPU from a busy loop for much
-			// of its wall time, so the best of a few tries must show at
-			// least half of it; a sleep would show (almost) none.
 			for range 3 {
 				bz = mustInvoke(t, c, name, Behavior{BusyMs: busyMs})
 				if bz.reply.ExecMs < busyMs {
 					t.Errorf("busy %d ms: execMs = %.2f", busyMs, bz.reply.ExecMs)
 				}
-				if bz.reply.CPUMs >= busyMs/2 {
+				if bz.reply.CPUMs >= minCPUMs {
 					break
 				}
 				t.Logf("busy %d ms: the process used only %.2f ms of CPU; trying again", busyMs, bz.reply.CPUMs)
 			}
-			if bz.reply.CPUMs < busyMs/2 {
-				t.Errorf("busy %d ms: the process used only %.2f ms of CPU", busyMs, bz.reply.CPUMs)
+			if bz.reply.CPUMs < minCPUMs {
+				t.Errorf("busy %d ms: the process used only %.2f ms of CPU (want at least %d): it does not spin", busyMs, bz.reply.CPUMs, minCPUMs)
 			}
 
 			const size = 1 << 20

@@ -38,25 +38,13 @@ func (t *Trace) Sample(n int, startMinute, minutes int, seed uint64) ([]Function
 	if n <= 0 {
 		return nil, fmt.Errorf("trace: sample size must be positive, got %d", n)
 	}
-	type cand struct {
-		i    int
-		load int64
-	}
-	var eligible []cand
-	for i, f := range t.Functions {
-		if !f.HasDuration {
-			continue
-		}
-		if load := windowLoad(f, startMinute, minutes); load > 0 {
-			eligible = append(eligible, cand{i, load})
-		}
-	}
+	eligible := t.eligible(startMinute, minutes)
 	m := len(eligible)
 	if n > m {
 		return nil, fmt.Errorf("trace: cannot sample %d functions: only %d of %d have durations and invocations in minutes [%d, %d)",
 			n, m, len(t.Functions), startMinute, startMinute+minutes)
 	}
-	slices.SortFunc(eligible, func(a, b cand) int {
+	slices.SortFunc(eligible, func(a, b candidate) int {
 		return cmp.Or(cmp.Compare(a.load, b.load), cmp.Compare(t.Functions[a.i].ID, t.Functions[b.i].ID))
 	})
 	r := rand.New(rand.NewPCG(seed, sampleStream))
@@ -68,6 +56,34 @@ func (t *Trace) Sample(n int, startMinute, minutes int, seed uint64) ([]Function
 	}
 	slices.SortFunc(out, func(a, b Function) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// Eligible counts the functions Sample can pick for the window: those
+// with durations and at least one invocation in it. Minutes outside the
+// trace count none.
+func (t *Trace) Eligible(startMinute, minutes int) int {
+	if checkWindow(startMinute, minutes, t.Minutes) != nil {
+		return 0
+	}
+	return len(t.eligible(startMinute, minutes))
+}
+
+type candidate struct {
+	i    int
+	load int64
+}
+
+func (t *Trace) eligible(startMinute, minutes int) []candidate {
+	var out []candidate
+	for i, f := range t.Functions {
+		if !f.HasDuration {
+			continue
+		}
+		if load := windowLoad(f, startMinute, minutes); load > 0 {
+			out = append(out, candidate{i, load})
+		}
+	}
+	return out
 }
 
 func windowLoad(f Function, start, minutes int) int64 {

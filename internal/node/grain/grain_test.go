@@ -28,7 +28,7 @@ import (
 	"github.com/baton-faas/baton/internal/runtimes/python"
 )
 
-const waitTimeout = 15 * time.Second
+const waitTimeout = time.Minute
 
 // ---------------------------------------------------------------------------
 // A minimal Runtime API for one child: hands out queued events and records

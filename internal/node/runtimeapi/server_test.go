@@ -22,6 +22,11 @@ const apiVersionPath = "/2018-06-01/runtime"
 
 // startServer serves a new Server on a loopback port and closes it (and
 // checks Serve's result) when the test ends.
+// waitTimeout bounds waits for something a busy host can delay (a
+// process starting, a goroutine ending): generous, because what never
+// happens still fails the test at this deadline.
+const waitTimeout = time.Minute
+
 func startServer(t *testing.T, opts Options) (*Server, string) {
 	t.Helper()
 	s := New(opts)
@@ -83,7 +88,7 @@ func (c *rtClient) next(ctx context.Context) (delivered, error) {
 
 func (c *rtClient) mustNext() delivered {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	d, err := c.next(ctx)
 	if err != nil {
@@ -153,7 +158,7 @@ func waitResult(t *testing.T, ch <-chan invokeResult) invokeResult {
 	select {
 	case r := <-ch:
 		return r
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitTimeout):
 		t.Fatal("Invoke did not return")
 		return invokeResult{}
 	}
@@ -162,7 +167,7 @@ func waitResult(t *testing.T, ch <-chan invokeResult) invokeResult {
 // waitFor polls cond (evaluated under the server lock) until it holds.
 func waitFor(t *testing.T, s *Server, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitTimeout)
 	for {
 		s.mu.Lock()
 		ok := cond()
@@ -180,7 +185,7 @@ func waitFor(t *testing.T, s *Server, what string, cond func() bool) {
 // checkNoLeaks fails if server-side goroutines are still running.
 func checkNoLeaks(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitTimeout)
 	for {
 		buf := make([]byte, 1<<20)
 		stacks := string(buf[:runtime.Stack(buf, true)])
@@ -449,7 +454,7 @@ func TestInitError(t *testing.T) {
 		if fe.Error() != "Runtime.ImportModuleError: cannot load handler" {
 			t.Errorf("Error() = %q", fe.Error())
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitTimeout):
 		t.Fatal("no init error")
 	}
 	// Only the first is delivered.
@@ -479,7 +484,7 @@ func TestReady(t *testing.T) {
 	go c.next(ctx)
 	select {
 	case <-s.Ready():
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitTimeout):
 		t.Fatal("Ready not closed after /next")
 	}
 }
@@ -766,7 +771,7 @@ func TestConnectionLimit(t *testing.T) {
 		t.Fatalf("third connection was served beyond the limit: %q", buf[:n])
 	}
 	conns[0].Close()
-	_ = third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = third.SetReadDeadline(time.Now().Add(waitTimeout))
 	if n, err := third.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 404") {
 		t.Fatalf("after a slot freed: %q, %v", buf[:n], err)
 	}

@@ -201,6 +201,11 @@ func sandboxPids(t testing.TB, sb *Sandbox) []int {
 	return pids
 }
 
+// waitTimeout bounds waits for what a busy host can delay (processes
+// starting or dying): generous, because a condition that never holds still
+// fails the test at this deadline.
+const waitTimeout = time.Minute
+
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

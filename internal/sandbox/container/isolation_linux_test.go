@@ -370,7 +370,7 @@ func TestForkBombStopsAtPIDLimit(t *testing.T) {
 		t.Fatalf("the bomb ended with %+v, want SIGKILL", st)
 	}
 	// Kill reached every process it forked; only the reaper is left.
-	waitFor(t, 5*time.Second, "the fork bomb's processes to go", func() bool { return len(sandboxPids(t, sb)) == 1 })
+	waitFor(t, waitTimeout, "the fork bomb's processes to go", func() bool { return len(sandboxPids(t, sb)) == 1 })
 	if got := mustRun(t, sb, "echo alive"); got != "alive\n" {
 		t.Fatalf("after the fork bomb: %q", got)
 	}
@@ -419,7 +419,7 @@ print("signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0)
 		t.Fatal(err)
 	}
 	var childPid int
-	waitFor(t, 10*time.Second, "the child's pid", func() bool {
+	waitFor(t, waitTimeout, "the child's pid", func() bool {
 		b, _ := os.ReadFile(out.Name())
 		_, err := fmt.Sscanf(string(b), "child %d", &childPid)
 		return err == nil
@@ -432,7 +432,7 @@ print("signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0)
 		t.Fatal(err)
 	}
 	mustRun(t, sb, "touch /tmp/released")
-	waitFor(t, 10*time.Second, "the grandchild", func() bool {
+	waitFor(t, waitTimeout, "the grandchild", func() bool {
 		return mustRun(t, sb, "if test -e /tmp/grandchild; then echo yes; fi") == "yes\n"
 	})
 	if pids, err := g.(*group).cg.GetPids(); err != nil || len(pids) != 2 {
@@ -465,7 +465,7 @@ func TestKillReachesEverythingTheProcessStarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the children to start", func() bool { return len(sandboxPids(t, sb)) == 5 })
+	waitFor(t, waitTimeout, "the children to start", func() bool { return len(sandboxPids(t, sb)) == 5 })
 	other, err := sb.Start(context.Background(), sandbox.ProcessSpec{Args: []string{"/usr/bin/sleep", "1004"}})
 	if err != nil {
 		t.Fatal(err)
@@ -477,7 +477,7 @@ func TestKillReachesEverythingTheProcessStarted(t *testing.T) {
 		t.Fatalf("Wait: %+v %v", st, err)
 	}
 	// The reaper and the other process remain.
-	waitFor(t, 5*time.Second, "the killed process's descendants to go", func() bool { return len(sandboxPids(t, sb)) == 2 })
+	waitFor(t, waitTimeout, "the killed process's descendants to go", func() bool { return len(sandboxPids(t, sb)) == 2 })
 	if err := other.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -496,7 +496,7 @@ func TestWaitKillsLeftovers(t *testing.T) {
 	if out := mustRun(t, sb, "(setsid sleep 1000 &); echo started"); out != "started\n" {
 		t.Fatalf("got %q", out)
 	}
-	waitFor(t, 5*time.Second, "the leftover to be killed", func() bool { return len(sandboxPids(t, sb)) == 1 })
+	waitFor(t, waitTimeout, "the leftover to be killed", func() bool { return len(sandboxPids(t, sb)) == 1 })
 }
 
 func TestResize(t *testing.T) {
@@ -548,7 +548,7 @@ func TestResize(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = p.Kill(); _, _ = p.Wait() }()
-	waitFor(t, 10*time.Second, "the allocation", func() bool {
+	waitFor(t, waitTimeout, "the allocation", func() bool {
 		s, err := m.GetStats()
 		return err == nil && s.MemoryStats.Usage.Usage > 100<<20
 	})
@@ -572,7 +572,7 @@ func TestDestroyLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the processes", func() bool { return len(sandboxPids(t, s)) == 4 })
+	waitFor(t, waitTimeout, "the processes", func() bool { return len(sandboxPids(t, s)) == 4 })
 	pids := sandboxPids(t, s)
 	m, err := s.cgroupManager()
 	if err != nil {
@@ -780,7 +780,7 @@ func TestReaperCannotBeSignalledFromInside(t *testing.T) {
 	if err := sb.c.Signal(unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the reaper to exit", func() bool {
+	waitFor(t, waitTimeout, "the reaper to exit", func() bool {
 		st, err := sb.c.Status()
 		return err == nil && st == libcontainer.Stopped
 	})
@@ -892,7 +892,7 @@ func TestReaperRoles(t *testing.T) {
 				// The reaper installs its filter and closes the memfd
 				// right after it starts.
 				pid := mustPid(t, sb)
-				waitFor(t, 10*time.Second, "the reaper to install its filter and close its executable's descriptor", func() bool {
+				waitFor(t, waitTimeout, "the reaper to install its filter and close its executable's descriptor", func() bool {
 					st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 					fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 					for _, fd := range fds {
@@ -930,7 +930,7 @@ func TestDestroyReapsUnwaitedProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The first one is a zombie by now, or soon.
-	waitFor(t, 10*time.Second, "the first process to exit", func() bool {
+	waitFor(t, waitTimeout, "the first process to exit", func() bool {
 		st, ok := readStatus(exited.(*process).pid)
 		return !ok || st.zombie
 	})
