@@ -185,7 +185,8 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token})
 	// Bodies must arrive within ReadTimeout (slow clients must not hold
 	// memory and goroutines); responses may take as long as functions run.
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute,
+	var handlers inflight
+	srv := &http.Server{Handler: handlers.wrap(handler), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 5 * time.Minute,
 		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -216,6 +217,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := <-httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("http shutdown", "err", err)
 		_ = srv.Close()
+	}
+	// Close does not wait for handlers; the stores closed by the deferred
+	// calls below must outlive every one of them. They end soon: the router
+	// is shut down and their connections are closed.
+	drained := handlers.drained()
+	for waiting := true; waiting; {
+		select {
+		case <-drained:
+			waiting = false
+		case <-time.After(5 * time.Second):
+			log.Warn("waiting for HTTP handlers to return before closing the stores")
+		}
 	}
 	stopLoops()
 	log.Info("stopped")
