@@ -91,7 +91,7 @@ A deploy request larger than 1 MiB is first checked against the server's limit
 	f.StringArrayVar(&envVars, "env", nil, "environment variable KEY=VALUE (repeatable)")
 	f.IntVar(&spec.MemoryMB, "memory", 0, fmt.Sprintf("memory in MB (default %d)", function.DefaultMemoryMB))
 	f.IntVar(&spec.TimeoutSeconds, "timeout", 0, fmt.Sprintf("timeout in seconds (default %d)", function.DefaultTimeoutSeconds))
-	f.IntVar(&spec.Concurrency, "concurrency", 0, "events one instance serves at once (runtimes that allow it: "+concurrentRuntimes()+"; default 1)")
+	f.IntVar(&spec.Concurrency, "concurrency", 0, "events one instance serves at once (runtimes that allow it: "+strings.Join(runtimes.Concurrent(), ", ")+"; default 1)")
 	f.IntVar(&spec.MinScale, "min-scale", 0, "instances kept even when idle")
 	f.IntVar(&spec.MaxScale, "max-scale", 0, fmt.Sprintf("most instances (default %d)", function.DefaultMaxScale))
 	f.StringVar(&spec.App, "app", "", "application: functions of one app share a sandbox per host (default: the function's name)")
@@ -358,14 +358,3 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// concurrentRuntimes names the runtimes whose instances may serve several
-// events at once.
-func concurrentRuntimes() string {
-	var names []string
-	for _, d := range runtimes.All() {
-		if d.MaxConcurrency() > 1 {
-			names = append(names, d.Name())
-		}
-	}
-	return strings.Join(names, ", ")
-}

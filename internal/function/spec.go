@@ -160,7 +160,7 @@ func (s Spec) Normalize() (Spec, error) {
 	}
 	if s.Concurrency > drv.MaxConcurrency() {
 		if drv.MaxConcurrency() == 1 {
-			return s, fmt.Errorf("%w: concurrency %d needs runtime %s; %s instances serve one event at a time (Baton scales them by adding instances)", ErrInvalid, s.Concurrency, concurrentRuntimes(), s.Runtime)
+			return s, fmt.Errorf("%w: concurrency %d needs runtime %s; %s instances serve one event at a time (Baton scales them by adding instances)", ErrInvalid, s.Concurrency, strings.Join(runtimes.Concurrent(), " or "), s.Runtime)
 		}
 		return s, fmt.Errorf("%w: concurrency %d is above runtime %s's limit of %d", ErrInvalid, s.Concurrency, s.Runtime, drv.MaxConcurrency())
 	}
@@ -240,14 +240,3 @@ func ARN(name string, version int) string {
 	return fmt.Sprintf("arn:baton:lambda:local:000000000000:function:%s:%d", name, version)
 }
 
-// concurrentRuntimes names the runtimes whose instances serve several
-// events at once.
-func concurrentRuntimes() string {
-	var names []string
-	for _, d := range runtimes.All() {
-		if d.MaxConcurrency() > 1 {
-			names = append(names, d.Name())
-		}
-	}
-	return strings.Join(names, " or ")
-}

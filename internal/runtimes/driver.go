@@ -86,6 +86,18 @@ func Names() []string {
 	return out
 }
 
+// Concurrent returns the names of the runtimes whose instances may serve
+// several events at once.
+func Concurrent() []string {
+	var out []string
+	for _, d := range drivers {
+		if d.MaxConcurrency() > 1 {
+			out = append(out, d.Name())
+		}
+	}
+	return out
+}
+
 // NameList is Names for messages: "python3, nodejs or provided".
 func NameList() string {
 	n := Names()
