@@ -56,7 +56,7 @@ func TestFakeSandboxes(t *testing.T) {
 // sandbox runtime is a mistake, told rather than ignored.
 func TestFakeStartLatencyNeedsFakeSandboxes(t *testing.T) {
 	requireLinux(t)
-	_, errOut, code := cli(t, "server", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--sandbox", "process", "--fake-start-latency", "10ms")
+	_, errOut, code := cli(t, nil, "server", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--sandbox", "process", "--fake-start-latency", "10ms")
 	if code == 0 || !strings.Contains(errOut, "--fake-start-latency applies to --sandbox fake only") {
 		t.Fatalf("exit %d, stderr %q: want a refusal naming the flag", code, errOut)
 	}

@@ -583,10 +583,15 @@ func checkRecord(t *testing.T, rec apiv1.Invocation, id, name, status string) {
 }
 
 // cli runs the baton binary and returns stdout, stderr and the exit code.
-func cli(t *testing.T, args ...string) (string, string, int) {
+// With a server, the command gets its API token as BATON_TOKEN, as a user
+// on another host would set it.
+func cli(t *testing.T, srv *harness.Server, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx(t), harness.Binary(t), args...)
 	cmd.Env = append(os.Environ(), "BATON_SERVER=http://127.0.0.1:1") // --server must win
+	if srv != nil {
+		cmd.Env = append(cmd.Env, "BATON_TOKEN="+srv.Token)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -45,11 +45,11 @@ func TestImages(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out, err := exec.Command(harness.Binary(t), "image", "import", path, "--name", "tools:1", "--server", srv.URL).CombinedOutput()
+	out, err := exec.Command(harness.Binary(t), "image", "import", path, "--name", "tools:1", "--server", srv.URL, "--token", srv.Token).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "imported image tools:1 (2 layers") {
 		t.Fatalf("image import: %v\n%s", err, out)
 	}
-	out, err = exec.Command(harness.Binary(t), "image", "ls", "--server", srv.URL).CombinedOutput()
+	out, err = exec.Command(harness.Binary(t), "image", "ls", "--server", srv.URL, "--token", srv.Token).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "tools:1") || !strings.Contains(string(out), "baton/python3") {
 		t.Fatalf("image ls: %v\n%s", err, out)
 	}

@@ -199,16 +199,16 @@ func TestCLI(t *testing.T) {
 	}
 	s := "--server=" + srv.URL
 
-	out, errOut, rc := cli(t, "deploy", "clifn", s, "--runtime", "python3", "--handler", "app.echo", "--code", code, "--env", "APP_VERSION=cli")
+	out, errOut, rc := cli(t, srv, "deploy", "clifn", s, "--runtime", "python3", "--handler", "app.echo", "--code", code, "--env", "APP_VERSION=cli")
 	if rc != 0 || !strings.Contains(out, "created function clifn version 1 (python3)") {
 		t.Fatalf("deploy: exit %d\nstdout: %s\nstderr: %s", rc, out, errOut)
 	}
-	out, errOut, rc = cli(t, "deploy", "clifn", s, "--runtime", "python3", "--handler", "app.echo", "--code", code, "--env", "APP_VERSION=cli", "--max-scale", "3")
+	out, errOut, rc = cli(t, srv, "deploy", "clifn", s, "--runtime", "python3", "--handler", "app.echo", "--code", code, "--env", "APP_VERSION=cli", "--max-scale", "3")
 	if rc != 0 || !strings.Contains(out, "unchanged at version 1") {
 		t.Fatalf("deploy of a scaling change: exit %d\nstdout: %s\nstderr: %s", rc, out, errOut)
 	}
 
-	out, errOut, rc = cli(t, "invoke", "clifn", s, "--data", `{"from":"flag","n":7}`)
+	out, errOut, rc = cli(t, srv, "invoke", "clifn", s, "--data", `{"from":"flag","n":7}`)
 	if rc != 0 {
 		t.Fatalf("invoke --data: exit %d: %s", rc, errOut)
 	}
@@ -221,7 +221,7 @@ func TestCLI(t *testing.T) {
 	if err := os.WriteFile(eventFile, []byte(`{"from": "file", "list": [1, 2, 3]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, rc = cli(t, "invoke", "clifn", s, "--data", "@"+eventFile, "-v")
+	out, errOut, rc = cli(t, srv, "invoke", "clifn", s, "--data", "@"+eventFile, "-v")
 	if rc != 0 {
 		t.Fatalf("invoke --data @file: exit %d: %s", rc, errOut)
 	}
@@ -233,12 +233,12 @@ func TestCLI(t *testing.T) {
 		t.Errorf("invoke -v stderr lacks status and timings: %q", errOut)
 	}
 
-	out, errOut, rc = cli(t, "ls", s)
+	out, errOut, rc = cli(t, srv, "ls", s)
 	if rc != 0 || !regexp.MustCompile(`(?m)^NAME\s+VERSION`).MatchString(out) || !regexp.MustCompile(`(?m)^clifn\s+1\s+python3\s+app\.echo\s+1\s+0\s`).MatchString(out) {
 		t.Fatalf("ls: exit %d\nstdout:\n%s\nstderr: %s", rc, out, errOut)
 	}
 
-	out, errOut, rc = cli(t, "get", "clifn", s)
+	out, errOut, rc = cli(t, srv, "get", "clifn", s)
 	if rc != 0 {
 		t.Fatalf("get: exit %d: %s", rc, errOut)
 	}
@@ -255,7 +255,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("get printed %s (%v)", out, err)
 	}
 
-	out, errOut, rc = cli(t, "logs", "clifn", s)
+	out, errOut, rc = cli(t, srv, "logs", "clifn", s)
 	if rc != 0 {
 		t.Fatalf("logs: exit %d: %s", rc, errOut)
 	}
@@ -269,39 +269,39 @@ func TestCLI(t *testing.T) {
 	}
 
 	// Failures: non-zero exit and a message that says what is wrong.
-	_, errOut, rc = cli(t, "invoke", "no-such-fn", s)
+	_, errOut, rc = cli(t, srv, "invoke", "no-such-fn", s)
 	if rc == 0 || !strings.Contains(errOut, `"no-such-fn" not found`) || !strings.Contains(errOut, "404") {
 		t.Errorf("invoke of an unknown function: exit %d, stderr %q", rc, errOut)
 	}
 	for _, cmd := range [][]string{{"get", "no-such-fn"}, {"rm", "no-such-fn"}, {"logs", "no-such-fn"}} {
-		_, errOut, rc = cli(t, append(cmd, s)...)
+		_, errOut, rc = cli(t, srv, append(cmd, s)...)
 		if rc == 0 || !strings.Contains(errOut, "no-such-fn") || !strings.Contains(errOut, "404") {
 			t.Errorf("%v: exit %d, stderr %q", cmd, rc, errOut)
 		}
 	}
 	missing := filepath.Join(t.TempDir(), "missing-code")
-	_, errOut, rc = cli(t, "deploy", "other", s, "--runtime", "python3", "--handler", "app.echo", "--code", missing)
+	_, errOut, rc = cli(t, srv, "deploy", "other", s, "--runtime", "python3", "--handler", "app.echo", "--code", missing)
 	if rc == 0 || !strings.Contains(errOut, "--code") || !strings.Contains(errOut, "no such file or directory") {
 		t.Errorf("deploy with a bad --code path: exit %d, stderr %q", rc, errOut)
 	}
-	_, errOut, rc = cli(t, "invoke", "clifn", s, "--data", "{not json")
+	_, errOut, rc = cli(t, srv, "invoke", "clifn", s, "--data", "{not json")
 	if rc == 0 || !strings.Contains(errOut, "not valid JSON") {
 		t.Errorf("invoke with bad --data: exit %d, stderr %q", rc, errOut)
 	}
-	_, errOut, rc = cli(t, "invoke", "clifn", "--server=http://127.0.0.1:1")
+	_, errOut, rc = cli(t, nil, "invoke", "clifn", "--server=http://127.0.0.1:1")
 	if rc == 0 || !strings.Contains(errOut, "cannot reach baton server") {
 		t.Errorf("invoke against no server: exit %d, stderr %q", rc, errOut)
 	}
 
-	out, errOut, rc = cli(t, "rm", "clifn", s)
+	out, errOut, rc = cli(t, srv, "rm", "clifn", s)
 	if rc != 0 || !strings.Contains(out, "deleted function clifn") {
 		t.Fatalf("rm: exit %d\nstdout: %s\nstderr: %s", rc, out, errOut)
 	}
-	out, _, rc = cli(t, "ls", s)
+	out, _, rc = cli(t, srv, "ls", s)
 	if rc != 0 || strings.Contains(out, "clifn") {
 		t.Errorf("ls after rm: exit %d\n%s", rc, out)
 	}
-	_, errOut, rc = cli(t, "invoke", "clifn", s)
+	_, errOut, rc = cli(t, srv, "invoke", "clifn", s)
 	if rc == 0 || !strings.Contains(errOut, "not found") {
 		t.Errorf("invoke after rm: exit %d, stderr %q", rc, errOut)
 	}

@@ -91,7 +91,7 @@ func TestDefaultSandboxIsAuto(t *testing.T) {
 	srv := harness.Start(t, harness.Options{DefaultSandbox: true})
 	deploy(t, srv, "auto-echo", pySpec("echo"), pyDir)
 	mustInvoke(t, srv, "auto-echo", `{"n": 1}`, nil)
-	_, getErr, rc := cli(t, "get", "auto-echo", "--server="+srv.URL)
+	_, getErr, rc := cli(t, srv, "get", "auto-echo", "--server="+srv.URL)
 	if rc != 0 {
 		t.Fatalf("get: exit %d: %s", rc, getErr)
 	}

@@ -120,7 +120,7 @@ func TestRedeploy(t *testing.T) {
 				return false, describeStatus(v)
 			}
 		}
-		return len(v.Status.Instances) == 1 && proc2.alive() && !proc1.alive(), describeStatus(v)
+		return len(v.Status.Instances) == 1 && proc2.alive() && !proc1.alive(), fmt.Sprintf("%s; v1 process alive %v, v2 process alive %v", describeStatus(v), proc1.alive(), proc2.alive())
 	})
 
 	// Identical spec and code: same version, nothing restarts.
@@ -356,7 +356,7 @@ func TestListenAddressTaken(t *testing.T) {
 	// A server that listens last races its minScale start against its
 	// exit, and does not always lose: a few attempts make that show.
 	for attempt := 1; attempt <= 5 && !t.Failed(); attempt++ {
-		stdout, stderr, code := cli(t, "server", "--listen", addr, "--data-dir", dataDir)
+		stdout, stderr, code := cli(t, nil, "server", "--listen", addr, "--data-dir", dataDir)
 		if code == 0 || !strings.Contains(stderr, addr) {
 			t.Errorf("attempt %d: baton server on a taken address: exit %d, want non-zero with a message naming %s\nstdout: %s\nstderr: %s", attempt, code, addr, stdout, stderr)
 		}

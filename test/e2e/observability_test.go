@@ -90,11 +90,11 @@ func TestLogsAndRecords(t *testing.T) {
 		if rec.Error == nil || rec.Error.Type != "CustomError" || rec.Error.Message != "the answer is not 42" || !strings.Contains(rec.Logs, "about to fail") {
 			t.Errorf("function error record: %+v", rec)
 		}
-		out, errOut, rc := cli(t, "logs", "failing", "--server", srv.URL)
+		out, errOut, rc := cli(t, srv, "logs", "failing", "--server", srv.URL)
 		if rc != 0 || !strings.Contains(out, "function-error") || !strings.Contains(out, "error: CustomError: the answer is not 42") || !strings.Contains(out, "| about to fail") {
 			t.Errorf("baton logs failing: exit %d\n%s\n%s", rc, out, errOut)
 		}
-		_, errOut, rc = cli(t, "invoke", "failing", "--server", srv.URL)
+		_, errOut, rc = cli(t, srv, "invoke", "failing", "--server", srv.URL)
 		if rc == 0 || !strings.Contains(errOut, "CustomError") || !strings.Contains(errOut, "app.py") {
 			t.Errorf("baton invoke of a failing function: exit %d, stderr %q", rc, errOut)
 		}
@@ -141,7 +141,7 @@ func TestLogsAndRecords(t *testing.T) {
 	})
 
 	t.Run("cli-logs", func(t *testing.T) {
-		out, errOut, rc := cli(t, "logs", "talker", "--server", srv.URL)
+		out, errOut, rc := cli(t, srv, "logs", "talker", "--server", srv.URL)
 		if rc != 0 {
 			t.Fatalf("baton logs: exit %d: %s", rc, errOut)
 		}
@@ -154,7 +154,7 @@ func TestLogsAndRecords(t *testing.T) {
 		if strings.Index(out, first.ID) > strings.Index(out, second.ID) {
 			t.Errorf("baton logs is not oldest first:\n%s", out)
 		}
-		out, _, rc = cli(t, "logs", "talker", "--server", srv.URL, "--json", "-n", "1")
+		out, _, rc = cli(t, srv, "logs", "talker", "--server", srv.URL, "--json", "-n", "1")
 		if rc != 0 || !strings.Contains(out, second.ID) || strings.Contains(out, first.ID) || !strings.Contains(out, `"logs": "second call speaks\n"`) {
 			t.Errorf("baton logs --json -n 1: exit %d\n%s", rc, out)
 		}

@@ -286,8 +286,9 @@ func TestNewVersionTakesNewRequestsOldDrains(t *testing.T) {
 	oldDone := invokeAsync(r, context.Background())
 	eventually(t, "v1 busy", func() bool { s, _ := r.Status("f"); return len(s.Instances) == 1 && s.Instances[0].InFlight == 1 })
 	r.SetFunction(testFunction(2, func(s *function.Spec) { s.Env = map[string]string{"V": "2"} }))
-	eventually(t, "v2 started", func() bool { return fw.startedCount() == 2 })
+	// The call running on v1 is not v2's demand: v2 starts for the new call.
 	newDone := invokeAsync(r, context.Background())
+	eventually(t, "v2 started", func() bool { return fw.startedCount() == 2 })
 	close(fw.release)
 	if o := <-oldDone; o.err != nil || o.out.Version != 1 {
 		t.Fatalf("in-flight call finished on version %d (%v), want 1", o.out.Version, o.err)

@@ -36,16 +36,14 @@ func (r *Router) reconcile(st *fnState) {
 	}
 	idle := map[string]*instance{}
 	for _, i := range st.instances {
-		if i.state != stateReady {
-			continue
-		}
-		// Requests on older versions' instances are demand the newest
-		// version takes over.
-		in.Demand += i.inflight
-		if i.version != version {
+		// Calls running on older versions finish there; only the queue
+		// and the newest version's own calls are its demand, so a
+		// redeploy does not start instances the old calls never use.
+		if i.state != stateReady || i.version != version {
 			continue
 		}
 		in.Ready++
+		in.Demand += i.inflight
 		if i.inflight == 0 {
 			id := i.w.id + "/" + i.id // instance ids are unique per worker
 			idle[id] = i
