@@ -34,6 +34,22 @@ const (
 	CodeImageTooLarge       = "image_too_large"
 	CodeBadImage            = "bad_image"
 	CodeInternal            = "internal"
+	// CodeCodeTooLarge: a deploy's code unpacks beyond the server's
+	// per-function limit, or far beyond its archive's size (a zip bomb).
+	CodeCodeTooLarge = "code_too_large"
+	// CodeCodeCacheFull: a host's code cache has no room for the
+	// function's code while other code is in use.
+	CodeCodeCacheFull = "code_cache_full"
+	// CodeNoCapacity: no worker has room for another instance.
+	CodeNoCapacity = "no_capacity"
+	// CodeWorkerUnavailable: the worker that should run the call cannot
+	// be reached.
+	CodeWorkerUnavailable = "worker_unavailable"
+	CodeImageCorrupt      = "image_corrupt"
+	CodeImageStoreClosed  = "image_store_closed"
+	CodeInstanceNotFound  = "instance_not_found"
+	CodeWorkerExists      = "worker_exists"
+	CodeUnknownPlacement  = "unknown_placement_policy"
 )
 
 // Codes of invocations the function did not answer; they are the worker's
@@ -44,4 +60,9 @@ const (
 	CodeOutOfMemory      = "out-of-memory"
 	CodeResponseTooLarge = "response-too-large"
 	CodeInstanceGone     = "instance-gone"
+	// CodeNotDelivered: the instance died before it received the event;
+	// Baton retries such events elsewhere, so clients see it only when
+	// every attempt failed that way.
+	CodeNotDelivered  = "not-delivered"
+	CodeWorkerFailure = "worker"
 )
