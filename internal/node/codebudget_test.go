@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -51,8 +53,16 @@ func randomZip(t *testing.T, n int) []byte {
 // room, and when code in use fills it, a start is refused with a clear
 // error instead of filling the disk.
 func TestCodeCacheBudget(t *testing.T) {
-	d := func(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
-	code := mapCode{d('a'): randomZip(t, 600<<10), d('b'): randomZip(t, 600<<10), d('c'): randomZip(t, 600<<10)}
+	// Workers check what the store hands out against the digest.
+	code := mapCode{}
+	names := map[byte]string{}
+	for _, c := range []byte("abc") {
+		zip := randomZip(t, 600<<10)
+		sum := sha256.Sum256(zip)
+		names[c] = "sha256:" + hex.EncodeToString(sum[:])
+		code[names[c]] = zip
+	}
+	d := func(c byte) string { return names[c] }
 	w, err := New(Options{DataDir: t.TempDir(), Sandboxes: process.New(), Code: code, CodeCacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
