@@ -75,13 +75,13 @@ type ExitStatus struct {
 
 // message is the union of all control messages in both directions.
 type message struct {
-	Op        string            `json:"op"`
-	ID        *int64            `json:"id,omitempty"`
-	Pid       int               `json:"pid,omitempty"`
-	Env       map[string]string `json:"env,omitempty"`
-	Signal    *int              `json:"signal,omitempty"`
-	Status    *int              `json:"status,omitempty"`
-	Error     string            `json:"error,omitempty"`
+	Op        string                   `json:"op"`
+	ID        *int64                   `json:"id,omitempty"`
+	Pid       int                      `json:"pid,omitempty"`
+	Env       map[string]string        `json:"env,omitempty"`
+	Signal    *int                     `json:"signal,omitempty"`
+	Status    *int                     `json:"status,omitempty"`
+	Error     string                   `json:"error,omitempty"`
 	InitError *workerapi.FunctionError `json:"initError,omitempty"`
 }
 
