@@ -334,8 +334,9 @@ func (w *Worker) StartInstance(ctx context.Context, spec workerapi.InstanceSpec)
 		cancel(nil)
 		return workerapi.Instance{}, fmt.Errorf("start instance: worker is shutting down: %w", workerapi.ErrWorkerUnavailable)
 	}
+	inst := t.inst // runStart may change t.inst as soon as it runs
 	go w.runStart(sctx, t, spec)
-	return t.inst, nil
+	return inst, nil
 }
 
 // runStart runs a start and reports how it ended.
