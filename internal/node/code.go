@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/baton-faas/baton/internal/archive"
@@ -23,30 +25,124 @@ type codeUse struct {
 	lastUsed time.Time
 }
 
-// codeCacheTTL is how long unused code (unpacked, or its layer) is kept
-// for the next cold start before the janitor removes it.
-const codeCacheTTL = 10 * time.Minute
+// codeRefs is who uses which code on this host, and which code is being
+// built. Its lock is taken alone, or under the digest's codeLocks (see
+// the package comment).
+type codeRefs struct {
+	mu       sync.Mutex
+	uses     map[string]*codeUse
+	building map[string]bool
+}
 
-func (w *Worker) holdCode(digest string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	u := w.codeUses[digest]
+func (c *codeRefs) init() {
+	c.uses = map[string]*codeUse{}
+	c.building = map[string]bool{}
+}
+
+func (c *codeRefs) hold(digest string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u := c.uses[digest]
 	if u == nil {
 		u = &codeUse{}
-		w.codeUses[digest] = u
+		c.uses[digest] = u
 	}
 	u.refs++
 	u.lastUsed = time.Now()
 }
 
-func (w *Worker) releaseCode(digest string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if u := w.codeUses[digest]; u != nil {
+func (c *codeRefs) release(digest string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if u := c.uses[digest]; u != nil {
 		u.refs--
 		u.lastUsed = time.Now()
 	}
 }
+
+// adopt registers code found on disk, unused since now.
+func (c *codeRefs) adopt(digest string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.uses[digest] = &codeUse{lastUsed: now}
+}
+
+// unused lists the digests nobody held for ttl.
+func (c *codeRefs) unused(ttl time.Duration, now time.Time) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for digest, u := range c.uses {
+		if u.refs <= 0 && now.Sub(u.lastUsed) >= ttl {
+			out = append(out, digest)
+		}
+	}
+	return out
+}
+
+// forget drops digest if it is still unused for ttl and not being built,
+// and reports whether it did; its code may then be deleted.
+func (c *codeRefs) forget(digest string, ttl time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u := c.uses[digest]
+	if u == nil || u.refs > 0 || time.Since(u.lastUsed) < ttl || c.building[digest] {
+		return false
+	}
+	delete(c.uses, digest)
+	return true
+}
+
+func (c *codeRefs) setBuilding(digest string, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if on {
+		c.building[digest] = true
+	} else {
+		delete(c.building, digest)
+	}
+}
+
+// refs returns how many hold digest, and whether it is known at all.
+func (c *codeRefs) refs(digest string) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u := c.uses[digest]
+	if u == nil {
+		return 0, false
+	}
+	return u.refs, true
+}
+
+// lruUnused lists the digests nobody holds, least recently used first,
+// except keep.
+func (c *codeRefs) lruUnused(keep string) []string {
+	type cand struct {
+		digest string
+		used   time.Time
+	}
+	var cands []cand
+	c.mu.Lock()
+	for d, u := range c.uses {
+		if d != keep && u.refs <= 0 {
+			cands = append(cands, cand{d, u.lastUsed})
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(cands, func(a, b cand) int { return a.used.Compare(b.used) })
+	out := make([]string, len(cands))
+	for i, c := range cands {
+		out[i] = c.digest
+	}
+	return out
+}
+
+// codeCacheTTL is how long unused code (unpacked, or its layer) is kept
+// for the next cold start before the janitor removes it.
+const codeCacheTTL = 10 * time.Minute
+
+func (w *Worker) holdCode(digest string)    { w.code.hold(digest) }
+func (w *Worker) releaseCode(digest string) { w.code.release(digest) }
 
 // codeRefPrefix names the image store refs of code layers: code/<hex>.
 const codeRefPrefix = "code/"
@@ -73,10 +169,8 @@ func (w *Worker) adoptCodeLayers() error {
 		}
 	}
 	now := time.Now()
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	for name := range refs {
-		w.codeUses["sha256:"+strings.TrimPrefix(name, codeRefPrefix)] = &codeUse{lastUsed: now}
+		w.code.adopt("sha256:"+strings.TrimPrefix(name, codeRefPrefix), now)
 	}
 	return nil
 }
@@ -84,16 +178,7 @@ func (w *Worker) adoptCodeLayers() error {
 // collectCode removes the code (unpacked, or its layer) that nothing used
 // for ttl, so that deploys of new code cannot fill the disk over time.
 func (w *Worker) collectCode(ttl time.Duration) {
-	now := time.Now()
-	var candidates []string
-	w.mu.Lock()
-	for digest, u := range w.codeUses {
-		if u.refs <= 0 && now.Sub(u.lastUsed) >= ttl {
-			candidates = append(candidates, digest)
-		}
-	}
-	w.mu.Unlock()
-	for _, digest := range candidates {
+	for _, digest := range w.code.unused(ttl, time.Now()) {
 		w.removeCode(digest, ttl)
 	}
 }
@@ -107,23 +192,10 @@ func (w *Worker) removeCode(digest string, ttl time.Duration) {
 	}
 	unlock := w.codeLocks.Lock(digest)
 	defer unlock()
-	w.mu.Lock()
-	u := w.codeUses[digest]
-	_, busy := w.extracting[digest]
-	if u == nil || u.refs > 0 || time.Since(u.lastUsed) < ttl || busy {
-		w.mu.Unlock()
+	if !w.code.forget(digest, ttl) {
 		return
 	}
-	delete(w.codeUses, digest)
-	w.mu.Unlock()
-	if w.isolated() {
-		// The layer goes with its ref unless a sandbox still shows it
-		// (it cannot: sandboxes hold the code they show).
-		err = w.opts.Layers.DeleteRef(context.Background(), codeRefPrefix+hexDigest)
-	} else {
-		err = os.RemoveAll(filepath.Join(w.opts.DataDir, "code", hexDigest))
-	}
-	if err != nil {
+	if err := w.files.remove(context.Background(), digest, hexDigest); err != nil {
 		w.log.Warn("remove unused code", "digest", digest, "err", err)
 		return
 	}
@@ -136,7 +208,7 @@ func (w *Worker) janitor() {
 	defer t.Stop()
 	for {
 		select {
-		case <-w.stop:
+		case <-w.ctx.Done():
 			return
 		case <-t.C:
 			w.collectCode(codeCacheTTL)
@@ -144,17 +216,16 @@ func (w *Worker) janitor() {
 	}
 }
 
-// codeDir makes the code of digest available on this host, fetching it
-// once per host; concurrent callers for one digest share the work.
-// Without isolation the code is unpacked into the code cache, whose
-// directory is returned. With isolated sandboxes it is stored as a
-// read-only EROFS layer instead (see codeLayer; taskRoot shows it in the
-// sandbox) and the returned directory is empty.
+// codeDir makes the code of digest available on this host (see
+// sandboxFiles.prepare), fetching it once per host; concurrent callers
+// for one digest share the work.
 func (w *Worker) codeDir(ctx context.Context, digest string) (string, error) {
-	if w.isolated() {
-		_, err := w.codeLayer(ctx, digest)
-		return "", err
-	}
+	return w.files.prepare(ctx, digest)
+}
+
+// unpackedCode unpacks digest's code into the host's code cache and
+// returns its directory.
+func (w *Worker) unpackedCode(ctx context.Context, digest string) (string, error) {
 	hexDigest, err := codeHex(digest)
 	if err != nil {
 		return "", err
@@ -163,7 +234,7 @@ func (w *Worker) codeDir(ctx context.Context, digest string) (string, error) {
 	err = w.prepareCode(ctx, digest, func() bool {
 		_, err := os.Stat(dir)
 		return err == nil
-	}, func() error {
+	}, func(ctx context.Context) error {
 		if err := w.extract(ctx, digest, dir); err != nil {
 			return err
 		}
@@ -193,7 +264,7 @@ func (w *Worker) codeLayer(ctx context.Context, digest string) (string, error) {
 		}
 		diffID = l.DiffID
 		return err == nil
-	}, func() error {
+	}, func(ctx context.Context) error {
 		l, err := w.buildCodeLayer(ctx, digest, hexDigest)
 		diffID = l.DiffID
 		return err
@@ -238,37 +309,61 @@ func (w *Worker) buildCodeLayer(ctx context.Context, digest, hexDigest string) (
 }
 
 // prepareCode runs build unless ready reports the code is there, once for
-// concurrent callers of one digest. ready runs under the digest's lock, so
-// that removeCode cannot delete what it found.
-func (w *Worker) prepareCode(ctx context.Context, digest string, ready func() bool, build func() error) error {
-	for {
+// concurrent callers of one digest (singleflight). ready runs under the
+// digest's lock, so that removeCode cannot delete what it found.
+//
+// The build runs under the worker's lifetime, bounded by the start
+// timeout, not under any caller's ctx: a caller whose ctx ends stops
+// waiting and gets ctx's error, while the build goes on for the others
+// (and for the next start). Every caller waits in a goroutine of the
+// worker's, so that Close waits for builds under way.
+func (w *Worker) prepareCode(ctx context.Context, digest string, ready func() bool, build func(context.Context) error) error {
+	// ready also collects what the caller wants (a layer's diffID), so it
+	// runs again once a build, maybe another caller's, is done.
+	for attempt := 0; ; attempt++ {
 		unlock := w.codeLocks.Lock(digest)
 		ok := ready()
 		unlock()
 		if ok {
 			return nil
 		}
-		w.mu.Lock()
-		wait, busy := w.extracting[digest]
-		if !busy {
-			wait = make(chan struct{})
-			w.extracting[digest] = wait
+		if attempt == 2 {
+			return fmt.Errorf("code %s was removed each time it was prepared", digest)
 		}
-		w.mu.Unlock()
-		if busy {
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return ctx.Err()
+		if err := w.buildShared(ctx, digest, ready, build); err != nil {
+			return err
+		}
+	}
+}
+
+// buildShared runs build for digest, or joins the build under way.
+func (w *Worker) buildShared(ctx context.Context, digest string, ready func() bool, build func(context.Context) error) error {
+	done := make(chan error, 1)
+	w.background.Add(1)
+	go func() {
+		defer w.background.Done()
+		_, err, _ := w.builds.Do(digest, func() (any, error) {
+			// A build that finished after the caller's check made the
+			// code ready.
+			unlock := w.codeLocks.Lock(digest)
+			ok := ready()
+			unlock()
+			if ok {
+				return nil, nil
 			}
-		}
-		err := build()
-		w.mu.Lock()
-		delete(w.extracting, digest)
-		close(wait)
-		w.mu.Unlock()
+			w.code.setBuilding(digest, true)
+			defer w.code.setBuilding(digest, false)
+			bctx, cancel := context.WithTimeout(w.ctx, w.opts.StartTimeout)
+			defer cancel()
+			return nil, build(bctx)
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
 		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -93,9 +93,7 @@ func TestCodeLayersAreStoredOnceAndCollected(t *testing.T) {
 	// A restarted worker finds the layer, and collects it once unused.
 	w = newWorker()
 	defer w.Close(ctx)
-	w.mu.Lock()
-	adopted := w.codeUses[src.digest] != nil
-	w.mu.Unlock()
+	_, adopted := w.code.refs(src.digest)
 	if !adopted {
 		t.Error("the restarted worker does not know the stored code layer: the janitor would never collect it")
 	}

@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 
 	"github.com/baton-faas/baton/internal/archive"
@@ -87,7 +86,7 @@ func (w *Worker) admitCode(digest string, size int64) error {
 	if missing == 0 {
 		return nil
 	}
-	for _, victim := range w.unusedCode(digest) {
+	for _, victim := range w.code.lruUnused(digest) {
 		// removeCode re-checks under the digest's lock that the code is
 		// still unused, and tells the budget when it deletes it.
 		w.removeCode(victim, 0)
@@ -98,37 +97,6 @@ func (w *Worker) admitCode(digest string, size int64) error {
 	}
 	return fmt.Errorf("%w: code %s unpacks to %s, but %s of the %s limit is held by code in use (server flag --code-cache-bytes)",
 		ErrCodeCacheFull, digest, archive.FormatBytes(size), archive.FormatBytes(w.budget.used()), archive.FormatBytes(w.budget.limit))
-}
-
-// unusedCode lists the digests no instance or sandbox holds, least
-// recently used first, except keep.
-func (w *Worker) unusedCode(keep string) []string {
-	type cand struct {
-		digest string
-		used   int64
-	}
-	var cands []cand
-	w.mu.Lock()
-	for d, u := range w.codeUses {
-		if d != keep && u.refs <= 0 {
-			cands = append(cands, cand{d, u.lastUsed.UnixNano()})
-		}
-	}
-	w.mu.Unlock()
-	slices.SortFunc(cands, func(a, b cand) int {
-		switch {
-		case a.used < b.used:
-			return -1
-		case a.used > b.used:
-			return 1
-		}
-		return 0
-	})
-	out := make([]string, len(cands))
-	for i, c := range cands {
-		out[i] = c.digest
-	}
-	return out
 }
 
 // admitUnpacked is admitCode for code unpacked into dir (process

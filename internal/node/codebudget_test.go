@@ -53,8 +53,7 @@ func randomZip(t *testing.T, n int) []byte {
 // room, and when code in use fills it, a start is refused with a clear
 // error instead of filling the disk.
 func TestCodeCacheBudget(t *testing.T) {
-	// The worker checks what the store returns against the digest, so
-	// the keys are the archives' real digests.
+	// Workers check what the store hands out against the digest.
 	code := mapCode{}
 	names := map[byte]string{}
 	for _, c := range []byte("abc") {

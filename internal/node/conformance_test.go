@@ -58,10 +58,7 @@ func TestStoppedStartReleasesEverything(t *testing.T) {
 	// Wait until the grain worker is importing (the start is deep in its
 	// path), then stop.
 	for {
-		w.mu.Lock()
-		n := len(w.grains)
-		w.mu.Unlock()
-		if n > 0 {
+		if w.grains.count() > 0 {
 			break
 		}
 		if ctx.Err() != nil {
@@ -72,12 +69,20 @@ func TestStoppedStartReleasesEverything(t *testing.T) {
 	if err := w.StopInstance(ctx, in.ID); err != nil {
 		t.Fatal(err)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.grains) != 0 || len(w.apps) != 0 || len(w.live) != 0 || len(w.instances) != 0 {
-		t.Errorf("left after the stop: %d grain workers, %d sandboxes, %d live, %d instances", len(w.grains), len(w.apps), len(w.live), len(w.instances))
+	assertNothingHeld(t, w)
+	if refs, known := w.code.refs(spec.CodeDigest); !known || refs != 0 {
+		t.Errorf("code use after the stop: %d references (known: %v); want none", refs, known)
 	}
-	if u := w.codeUses[spec.CodeDigest]; u == nil || u.refs != 0 {
-		t.Errorf("code use after the stop: %+v; want no reference", u)
+}
+
+// assertNothingHeld fails unless w holds no grain worker, sandbox or
+// instance.
+func assertNothingHeld(t *testing.T, w *Worker) {
+	t.Helper()
+	w.instances.mu.Lock()
+	live, running := len(w.instances.live), len(w.instances.running)
+	w.instances.mu.Unlock()
+	if g, a := w.grains.count(), w.apps.count(); g != 0 || a != 0 || live != 0 || running != 0 {
+		t.Errorf("left after the stop: %d grain workers, %d sandboxes, %d live, %d instances", g, a, live, running)
 	}
 }

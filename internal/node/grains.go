@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/baton-faas/baton/internal/node/grain"
@@ -18,19 +19,93 @@ import (
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
-// grainWorker is a Python zygote for one function version: it imported the
-// handler once, and every further instance is a fork of it (SAND).
+// grainWorker is a zygote for one function version of a forking runtime
+// (Python): it imported the handler once, and every further instance is
+// a fork of it (SAND). It is started under the worker's lifetime, not
+// under the start that first needed it: stopping that start must not
+// take the grain worker from other starts waiting for it.
 type grainWorker struct {
-	key  string
-	proc sandbox.Process
-	z    *grain.Zygote
+	key string
+	// cancel ends the grain worker's start (its last waiter left, or the
+	// worker closes).
+	cancel context.CancelFunc
 
+	// ready is closed once the start ended; proc and z (nil if the
+	// process never started) and err are set before.
 	ready chan struct{}
+	proc  sandbox.Process
+	z     *grain.Zygote
 	err   error
 	// exited is closed once the zygote process has been reaped.
 	exited chan struct{}
 
-	children int // guarded by Worker.mu
+	children int // guarded by grainTable.mu
+}
+
+// grainTable is the worker's grain workers by grainKey. Its lock is taken
+// alone (see the package comment).
+type grainTable struct {
+	mu     sync.Mutex
+	grains map[string]*grainWorker
+}
+
+func (t *grainTable) init() { t.grains = map[string]*grainWorker{} }
+
+func (t *grainTable) all() []*grainWorker {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*grainWorker, 0, len(t.grains))
+	for _, g := range t.grains {
+		out = append(out, g)
+	}
+	return out
+}
+
+func (t *grainTable) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.grains)
+}
+
+// join counts one more child against key's grain worker. A failed or dead
+// one is replaced, so that a transient import failure is retried; when
+// there is none, newGrain makes one (created: the caller starts it).
+func (t *grainTable) join(key string, newGrain func() *grainWorker) (g *grainWorker, created bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if g, ok := t.grains[key]; ok {
+		select {
+		case <-g.ready:
+			if g.err != nil || isDone(g.z) {
+				delete(t.grains, key)
+				ok = false
+			}
+		default:
+		}
+		if ok {
+			g.children++
+			return g, false
+		}
+	}
+	g = newGrain()
+	g.children = 1
+	t.grains[key] = g
+	return g, true
+}
+
+// leave drops one child; last reports that it was the last one (the grain
+// worker is then out of the table).
+func (t *grainTable) leave(g *grainWorker) (last bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	g.children--
+	if g.children > 0 {
+		return false
+	}
+	if t.grains[g.key] == g {
+		delete(t.grains, g.key)
+	}
+	return true
 }
 
 // grainKey identifies what a zygote has loaded. Versions restart at 1
@@ -44,44 +119,37 @@ func grainKey(spec workerapi.InstanceSpec) string {
 }
 
 // acquireGrain returns the running grain worker of the version, starting it
-// if needed, and counts one more child against it.
-func (w *Worker) acquireGrain(ctx context.Context, a *app, spec workerapi.InstanceSpec, interp, taskRoot string) (*grainWorker, error) {
+// if needed, and counts one more child against it. The grain worker starts
+// in a goroutine of the worker's; a caller whose ctx ends only stops
+// waiting (and drops its count: the last one to leave stops it).
+func (w *Worker) acquireGrain(ctx context.Context, a *app, spec workerapi.InstanceSpec, drv runtimes.Driver, interp, taskRoot string) (*grainWorker, error) {
 	key := grainKey(spec)
-	w.mu.Lock()
-	g, ok := w.grains[key]
-	if ok {
-		select {
-		case <-g.ready:
-			if g.err != nil || isDone(g.z) {
-				// A failed or dead grain worker is replaced, so that a
-				// transient import failure is retried.
-				delete(w.grains, key)
-				ok = false
-			}
-		default:
-		}
+	var gctx context.Context
+	g, created := w.grains.join(key, func() *grainWorker {
+		g := &grainWorker{key: key, ready: make(chan struct{}), exited: make(chan struct{})}
+		gctx, g.cancel = context.WithTimeout(w.ctx, w.opts.StartTimeout)
+		return g
+	})
+	if created {
+		w.background.Add(1)
+		go func() {
+			defer w.background.Done()
+			defer g.cancel()
+			g.err = w.startGrain(gctx, a, g, spec, drv, interp, taskRoot)
+			close(g.ready)
+		}()
 	}
-	if ok {
-		g.children++
-		w.mu.Unlock()
-		select {
-		case <-g.ready:
-		case <-ctx.Done():
-			w.releaseGrain(g)
-			return nil, ctx.Err()
+	select {
+	case <-g.ready:
+	case <-ctx.Done():
+		w.releaseGrain(g)
+		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			return nil, &workerapi.InitError{Err: workerapi.FunctionError{
+				Type: "Runtime.InitTimeout", Message: "the handler module did not finish loading before the start deadline",
+			}}
 		}
-		if g.err != nil {
-			w.releaseGrain(g)
-			return nil, g.err
-		}
-		return g, nil
+		return nil, fmt.Errorf("grain worker start cancelled: %w", context.Cause(ctx))
 	}
-	g = &grainWorker{key: key, ready: make(chan struct{}), exited: make(chan struct{}), children: 1}
-	w.grains[key] = g
-	w.mu.Unlock()
-
-	g.err = w.startGrain(ctx, a, g, spec, interp, taskRoot)
-	close(g.ready)
 	if g.err != nil {
 		w.releaseGrain(g)
 		return nil, g.err
@@ -101,11 +169,9 @@ func isDone(z *grain.Zygote) bool {
 	}
 }
 
-func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec workerapi.InstanceSpec, interp, taskRoot string) error {
-	drv, err := runtimes.Get(spec.Spec.Runtime)
-	if err != nil {
-		return fmt.Errorf("grain worker: %w", err)
-	}
+// startGrain starts g's zygote and waits until it has imported the
+// handler; ctx is the grain worker's own (see acquireGrain).
+func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec workerapi.InstanceSpec, drv runtimes.Driver, interp, taskRoot string) error {
 	if !drv.Forks() {
 		return fmt.Errorf("grain worker: runtime %s does not fork instances from a zygote", drv.Name())
 	}
@@ -134,30 +200,33 @@ func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec wo
 	if err != nil {
 		ours.Close()
 		logR.Close()
+		if ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			return fmt.Errorf("grain worker start cancelled: %w", context.Cause(ctx))
+		}
 		return fmt.Errorf("start grain worker: %w", err)
 	}
 	g.proc = proc
-	w.grainProcs.Add(1)
 	g.z = grain.New(ours, w.log.With("grain", g.key))
-	go w.forwardGrainOutput(g.key, logR)
+	w.background.Add(2)
 	go func() {
+		defer w.background.Done()
+		w.forwardGrainOutput(g.key, logR)
+	}()
+	go func() {
+		defer w.background.Done()
 		st, err := proc.Wait()
 		w.log.Debug("grain worker exited", "grain", g.key, "status", describeExit(st, err))
 		g.z.Close()
 		close(g.exited)
-		w.grainProcs.Done()
 	}()
 
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	info, err := g.z.Ready(rctx)
-	if err != nil {
-		g.stop()
+	if _, err := g.z.Ready(ctx); err != nil {
+		g.kill()
 		if ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-			// The start was cancelled (its instance stopped), not slow.
+			// Every start that wanted it left, or the worker closes.
 			return fmt.Errorf("grain worker start cancelled: %w", context.Cause(ctx))
 		}
-		if rctx.Err() != nil {
+		if ctx.Err() != nil {
 			// The handler's module did not finish importing in time.
 			return &workerapi.InitError{Err: workerapi.FunctionError{
 				Type: "Runtime.InitTimeout", Message: "the handler module did not finish loading before the start deadline",
@@ -167,7 +236,6 @@ func (w *Worker) startGrain(ctx context.Context, a *app, g *grainWorker, spec wo
 	}
 	// An import error is not a grain failure: children report it through
 	// /init/error, so it reaches the caller as an ordinary init error.
-	_ = info
 	return nil
 }
 
@@ -188,21 +256,23 @@ func (w *Worker) forwardGrainOutput(key string, r *os.File) {
 // releaseGrain drops one child reference; the last one stops the grain
 // worker, so a function scaled to zero holds nothing.
 func (w *Worker) releaseGrain(g *grainWorker) {
-	w.mu.Lock()
-	g.children--
-	last := g.children <= 0
-	if last && w.grains[g.key] == g {
-		delete(w.grains, g.key)
-	}
-	w.mu.Unlock()
-	if last {
+	if w.grains.leave(g) {
 		g.stop()
 	}
 }
 
-// stop ends the zygote (closing its socket makes it kill its children and
-// exit) and waits until it has been reaped, so nothing outlives the worker.
+// stop ends the grain worker, also one still starting, and waits until
+// its zygote has been reaped, so nothing outlives the worker.
 func (g *grainWorker) stop() {
+	g.cancel()
+	<-g.ready
+	g.kill()
+}
+
+// kill ends the zygote (closing its socket makes it kill its children and
+// exit) and waits until it has been reaped. Only the grain worker's start
+// and stop call it, and stop only after the start ended.
+func (g *grainWorker) kill() {
 	if g.z != nil {
 		g.z.Close()
 	}

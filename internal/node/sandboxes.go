@@ -4,16 +4,111 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
-	"path/filepath"
+	"sync"
 
 	"github.com/baton-faas/baton/internal/image"
+	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/sandbox"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
-// isolated reports whether sandboxes have their own root filesystem.
-func (w *Worker) isolated() bool { return w.opts.RootFS != nil }
+// app is the sandbox of one application (see appKey) on this host.
+type app struct {
+	key string
+	// ready is closed once the sandbox is created (sb set) or failed
+	// (err set); until then its creator owns sb.
+	ready chan struct{}
+	sb    sandbox.Sandbox
+	err   error
+	// instances and memoryMB count the app's live instances and their
+	// memory (guarded by appTable.mu); the sandbox's limits follow them.
+	instances int
+	memoryMB  int
+	// imageFiles only: the image, and the view (bound at /var/task) to
+	// which each version's code layer is attached.
+	image     RootImage
+	task      *image.View
+	codeMu    sync.Mutex
+	codes     map[string]bool // digests attached to task (guarded by codeMu)
+	attaching keyedlock.Locks // one attach per digest at a time
+}
+
+// appTable is the worker's sandboxes, one per app key. Its lock is taken
+// alone, or before releaseCount's (see the package comment).
+type appTable struct {
+	mu     sync.Mutex
+	closed bool
+	apps   map[string]*app
+}
+
+func (t *appTable) init() { t.apps = map[string]*app{} }
+
+func (t *appTable) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+}
+
+func (t *appTable) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.apps)
+}
+
+func (t *appTable) all() []*app {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*app, 0, len(t.apps))
+	for _, a := range t.apps {
+		out = append(out, a)
+	}
+	return out
+}
+
+// join counts one more instance of memoryMB against key's app, creating
+// the entry if there is none (created: the caller makes its sandbox).
+func (t *appTable) join(key string, memoryMB int) (a *app, created bool, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, false, errors.New("worker is shutting down")
+	}
+	if a, ok := t.apps[key]; ok {
+		a.instances++
+		a.memoryMB += memoryMB
+		return a, false, nil
+	}
+	a = &app{key: key, instances: 1, memoryMB: memoryMB, ready: make(chan struct{}), codes: map[string]bool{}}
+	t.apps[key] = a
+	return a, true, nil
+}
+
+// leave drops one instance of memoryMB from key's app; last reports that
+// it was the app's last (the app is then out of the table, and its
+// release is counted in releases for the caller to end).
+func (t *appTable) leave(key string, memoryMB int, releases *releaseCount) (a *app, last bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.apps[key]
+	if !ok {
+		return nil, false
+	}
+	a.instances--
+	a.memoryMB -= memoryMB
+	if a.instances > 0 {
+		return a, false
+	}
+	delete(t.apps, key)
+	releases.add() // Close no longer sees the app, but must wait for this
+	return a, true
+}
+
+// limits are a's sandbox's current limits.
+func (t *appTable) limits(a *app) sandbox.Resources {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return a.limits()
+}
 
 // appKey: one sandbox per application on this host. Functions of one app
 // share it whatever their runtimes when they use the host's runtime images
@@ -66,16 +161,11 @@ func cpuMillisFor(memoryMB int) int {
 // and counts one more instance (with its memory) against it.
 func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, codeDir string) (*app, error) {
 	key := appKey(spec)
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return nil, errors.New("worker is shutting down")
+	a, created, err := w.apps.join(key, spec.Spec.MemoryMB)
+	if err != nil {
+		return nil, err
 	}
-	a, ok := w.apps[key]
-	if ok {
-		a.instances++
-		a.memoryMB += spec.Spec.MemoryMB
-		w.mu.Unlock()
+	if !created {
 		select {
 		case <-a.ready:
 		case <-ctx.Done():
@@ -89,24 +179,16 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, co
 		w.resize(ctx, a)
 		return a, nil
 	}
-	a = &app{key: key, instances: 1, memoryMB: spec.Spec.MemoryMB, ready: make(chan struct{}),
-		codes: map[string]bool{}}
-	w.apps[key] = a
-	w.mu.Unlock()
-
-	created, err := w.createSandbox(ctx, a, spec, codeDir)
+	madeWith, err := w.createSandbox(ctx, a, spec, codeDir)
 	a.err = err
 	close(a.ready)
-	if a.err != nil {
+	if err != nil {
 		w.releaseApp(key, spec.Spec.MemoryMB)
-		return nil, a.err
+		return nil, err
 	}
 	// Instances that joined or left while the sandbox was being created
 	// did not resize it (see resize): catch up.
-	w.mu.Lock()
-	now := a.limits()
-	w.mu.Unlock()
-	if now != created {
+	if w.apps.limits(a) != madeWith {
 		w.resize(ctx, a)
 	}
 	return a, nil
@@ -114,36 +196,18 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, co
 
 // createSandbox creates a's sandbox and returns the limits it was given.
 func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.InstanceSpec, codeDir string) (sandbox.Resources, error) {
-	w.mu.Lock()
-	limits := a.limits()
-	w.mu.Unlock()
+	limits := w.apps.limits(a)
 	sbSpec := sandbox.Spec{
 		ID: newID("sb-"), App: spec.App, Network: spec.Spec.Network,
 		MemoryMB: limits.MemoryMB, PIDs: limits.PIDs, CPUShares: limits.CPUShares,
 		Mounts: []sandbox.Mount{{Source: w.runtimes.Dir, Target: runtimeMount}},
 	}
-	if !w.isolated() {
-		// Without isolation the code cache itself is the task root.
-		sbSpec.Mounts = append(sbSpec.Mounts, sandbox.Mount{Source: filepath.Dir(codeDir), Target: taskMount})
-	} else {
-		img, err := w.opts.RootFS.RootFS(ctx, spec.Spec.Runtime, spec.Spec.Image)
-		if err != nil {
-			return limits, fmt.Errorf("root filesystem for app %s: %w", spec.App, err)
-		}
-		a.image = img
-		// The versions' code layers are attached to the view while the
-		// sandbox runs; its /var/task is a slave of the view, so they
-		// appear there without files linked or copied (see taskRoot).
-		if a.task, err = w.opts.Layers.NewView(sbSpec.ID); err != nil {
-			img.Release()
-			return limits, fmt.Errorf("sandbox task directory: %w", err)
-		}
-		sbSpec.RootLowerDirs = img.LowerDirs
-		sbSpec.Mounts = append(sbSpec.Mounts, sandbox.Mount{Source: a.task.Path(), Target: taskMount, Propagate: true})
+	if err := w.files.root(ctx, a, spec, codeDir, &sbSpec); err != nil {
+		return limits, err
 	}
 	sb, err := w.opts.Sandboxes.Create(ctx, sbSpec)
 	if err != nil {
-		w.cleanupFiles(a)
+		w.files.cleanup(a)
 		return limits, fmt.Errorf("create sandbox for app %s: %w", spec.App, err)
 	}
 	a.sb = sb
@@ -153,31 +217,12 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 // limits are the sandbox's: every instance's memory, as much again for
 // the grain workers they may have been forked from (an upper bound: one
 // grain worker serves all instances of a version), and their processes.
+// The caller holds appTable.mu.
 func (a *app) limits() sandbox.Resources {
 	return sandbox.Resources{
 		MemoryMB:  sandboxBaseMB + 2*a.memoryMB,
 		PIDs:      sandboxReservePID + 2*a.instances*instancePIDs,
 		CPUShares: cpuSharesFor(a.memoryMB),
-	}
-}
-
-// cleanupFiles releases what an isolated sandbox's root and /var/task were
-// made of; the sandbox is gone.
-func (w *Worker) cleanupFiles(a *app) {
-	if a.task != nil {
-		if err := a.task.Close(); err != nil {
-			w.log.Error("remove sandbox task directory", "app", a.key, "err", err)
-		}
-		a.codeMu.Lock()
-		codes := a.codes
-		a.codes = nil // an attach finishing now releases its own hold
-		a.codeMu.Unlock()
-		for digest := range codes {
-			w.releaseCode(digest)
-		}
-	}
-	if a.image.Release != nil {
-		a.image.Release()
 	}
 }
 
@@ -190,12 +235,10 @@ func (w *Worker) resize(ctx context.Context, a *app) {
 	default:
 		return
 	}
-	w.mu.Lock()
-	limits := a.limits()
-	w.mu.Unlock()
 	if a.sb == nil {
 		return
 	}
+	limits := w.apps.limits(a)
 	if err := a.sb.Resize(ctx, limits); err != nil {
 		w.log.Debug("resize sandbox", "app", a.key, "limits", limits, "err", err)
 	}
@@ -203,24 +246,15 @@ func (w *Worker) resize(ctx context.Context, a *app) {
 
 // releaseApp drops one instance; the last one destroys the sandbox.
 func (w *Worker) releaseApp(key string, memoryMB int) {
-	w.mu.Lock()
-	a, ok := w.apps[key]
-	if !ok {
-		w.mu.Unlock()
-		return
-	}
-	a.instances--
-	a.memoryMB -= memoryMB
-	if a.instances > 0 {
-		w.mu.Unlock()
+	a, last := w.apps.leave(key, memoryMB, &w.releases)
+	switch {
+	case a == nil:
+	case !last:
 		w.resize(context.Background(), a)
-		return
+	default:
+		w.destroyApp(a)
+		w.releases.done()
 	}
-	delete(w.apps, key)
-	w.releases++ // Close no longer sees the app, but must wait for this
-	w.mu.Unlock()
-	w.destroyApp(a)
-	w.endRelease()
 }
 
 func (w *Worker) destroyApp(a *app) {
@@ -229,68 +263,5 @@ func (w *Worker) destroyApp(a *app) {
 			w.log.Warn("destroy sandbox", "app", a.key, "err", err)
 		}
 	}
-	w.cleanupFiles(a)
-}
-
-// taskRoot makes the version's code visible in the sandbox and returns its
-// path there and a host path of the same files. An isolated sandbox sees
-// only the code of its own app: the version's code layer, mounted once per
-// host, is attached to the sandbox's task view and so appears read-only at
-// /var/task/<hex> in the running sandbox. The sandbox holds the code until
-// it is destroyed.
-func (w *Worker) taskRoot(ctx context.Context, a *app, digest, codeDir string) (inSandbox, onHost string, err error) {
-	hexDigest, err := codeHex(digest)
-	if err != nil {
-		return "", "", err
-	}
-	if !w.isolated() {
-		return filepath.Join(a.sb.Path(taskMount), hexDigest), codeDir, nil
-	}
-	// Per digest: attaching may fetch and build the layer, which other
-	// versions of the app need not wait for.
-	unlock := a.attaching.Lock(digest)
-	defer unlock()
-	a.codeMu.Lock()
-	attached := a.codes[digest]
-	a.codeMu.Unlock()
-	if !attached {
-		if err := w.attachCode(ctx, a, digest, hexDigest); err != nil {
-			return "", "", fmt.Errorf("place code in sandbox: %w", err)
-		}
-		w.holdCode(digest)
-		a.codeMu.Lock()
-		closed := a.codes == nil
-		if !closed {
-			a.codes[digest] = true
-		}
-		a.codeMu.Unlock()
-		if closed {
-			w.releaseCode(digest)
-			return "", "", errors.New("place code in sandbox: the sandbox is gone")
-		}
-	}
-	return path.Join(taskMount, hexDigest), filepath.Join(a.task.Path(), hexDigest), nil
-}
-
-// attachCode attaches the code layer to the app's view. A layer file that
-// fails its digest check is never mounted: it is deleted and built again
-// from the code archive, which is the source of truth.
-func (w *Worker) attachCode(ctx context.Context, a *app, digest, hexDigest string) error {
-	for attempt := 0; ; attempt++ {
-		diffID, err := w.codeLayer(ctx, digest)
-		if err != nil {
-			return err
-		}
-		_, err = a.task.Attach(ctx, hexDigest, diffID)
-		if err == nil || !errors.Is(err, image.ErrCorrupt) || attempt > 0 {
-			return err
-		}
-		w.log.Warn("code layer failed its digest check; building it again", "digest", digest, "err", err)
-		unlock := w.codeLocks.Lock(digest)
-		err = w.opts.Layers.DeleteRef(ctx, codeRefPrefix+hexDigest)
-		unlock()
-		if err != nil {
-			return err
-		}
-	}
+	w.files.cleanup(a)
 }

@@ -87,9 +87,9 @@ func TestWaiterGivingUpBeforeSandboxIsReady(t *testing.T) {
 	if a == nil {
 		t.Fatal("no sandbox")
 	}
-	w.mu.Lock()
+	w.apps.mu.Lock()
 	instances, memoryMB := a.instances, a.memoryMB
-	w.mu.Unlock()
+	w.apps.mu.Unlock()
 	if instances == 1 && memoryMB != spec.Spec.MemoryMB {
 		t.Errorf("app holds %d MB for its one instance, want %d", memoryMB, spec.Spec.MemoryMB)
 	}

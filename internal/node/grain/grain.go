@@ -22,6 +22,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-faas/baton/internal/workerapi"
 )
 
 const (
@@ -50,25 +52,14 @@ var ErrZygoteLost = errors.New("grain: zygote control channel closed")
 // ErrChildExited is returned by Child.Kill once the child's exit is known.
 var ErrChildExited = errors.New("grain: child already exited")
 
-// FunctionError is the Runtime API error document, here the zygote's
-// handler import failure.
-type FunctionError struct {
-	Message    string   `json:"errorMessage"`
-	Type       string   `json:"errorType"`
-	StackTrace []string `json:"stackTrace"`
-}
-
-func (e *FunctionError) Error() string {
-	return e.Type + ": " + e.Message
-}
-
 // ReadyInfo is what the zygote reports once it has imported the handler.
 type ReadyInfo struct {
 	// Pid is the zygote's pid in its own PID namespace.
 	Pid int
 	// InitError is set when importing the handler failed; children then
-	// report it to /init/error and exit.
-	InitError *FunctionError
+	// report it to /init/error and exit. It is bounded
+	// (workerapi.FunctionError.Bounded).
+	InitError *workerapi.FunctionError
 }
 
 // ExitStatus describes how a child ended.
@@ -84,14 +75,14 @@ type ExitStatus struct {
 
 // message is the union of all control messages in both directions.
 type message struct {
-	Op        string            `json:"op"`
-	ID        *int64            `json:"id,omitempty"`
-	Pid       int               `json:"pid,omitempty"`
-	Env       map[string]string `json:"env,omitempty"`
-	Signal    *int              `json:"signal,omitempty"`
-	Status    *int              `json:"status,omitempty"`
-	Error     string            `json:"error,omitempty"`
-	InitError *FunctionError    `json:"initError,omitempty"`
+	Op        string                   `json:"op"`
+	ID        *int64                   `json:"id,omitempty"`
+	Pid       int                      `json:"pid,omitempty"`
+	Env       map[string]string        `json:"env,omitempty"`
+	Signal    *int                     `json:"signal,omitempty"`
+	Status    *int                     `json:"status,omitempty"`
+	Error     string                   `json:"error,omitempty"`
+	InitError *workerapi.FunctionError `json:"initError,omitempty"`
 }
 
 type spawnResult struct {
@@ -494,7 +485,11 @@ func (z *Zygote) dispatch(m *message) {
 	switch m.Op {
 	case opReady:
 		z.readyOnce.Do(func() {
-			z.ready = ReadyInfo{Pid: m.Pid, InitError: m.InitError}
+			z.ready = ReadyInfo{Pid: m.Pid}
+			if m.InitError != nil {
+				fe := m.InitError.Bounded()
+				z.ready.InitError = &fe
+			}
 			close(z.readyCh)
 		})
 	case opSpawned, opSpawnError:

@@ -26,6 +26,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/runtimes/python"
+	"github.com/baton-faas/baton/internal/workerapi"
 )
 
 const waitTimeout = time.Minute
@@ -434,7 +435,7 @@ func TestImportError(t *testing.T) {
 	if p.Kind != "init/error" {
 		t.Fatalf("child posted %s: %s", p.Kind, p.Body)
 	}
-	var fe FunctionError
+	var fe workerapi.FunctionError
 	if err := json.Unmarshal(p.Body, &fe); err != nil {
 		t.Fatal(err)
 	}

@@ -177,10 +177,10 @@ func TestConformanceAWSLambdaGo(t *testing.T) {
 		if res.Error == nil || res.Error.Message != "asked to panic" || len(res.Error.StackTrace) == 0 {
 			t.Fatalf("error = %+v", res.Error)
 		}
-		// Stack frames arrive as objects; Raw keeps them intact.
-		var raw messages.InvokeResponse_Error
-		if err := json.Unmarshal(res.Error.Raw, &raw); err != nil || len(raw.StackTrace) == 0 || raw.StackTrace[0].Path == "" {
-			t.Errorf("raw error %s: %v", res.Error.Raw, err)
+		// Stack frames arrive as objects, each kept as compact JSON.
+		var frame messages.InvokeResponse_Error_StackFrame
+		if err := json.Unmarshal([]byte(res.Error.StackTrace[0]), &frame); err != nil || frame.Path == "" {
+			t.Errorf("stack frame %q: %v", res.Error.StackTrace[0], err)
 		}
 		// After a panic aws-lambda-go reports the error and exits.
 		select {

@@ -5,37 +5,19 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strings"
+
+	"github.com/baton-faas/baton/internal/workerapi"
 )
 
-// FunctionError is an error reported by the function, in the Lambda error
-// format. Runtimes differ in what they send, so parsing is lenient and the
-// original body is kept in Raw.
-type FunctionError struct {
-	Message string `json:"errorMessage"`
-	Type    string `json:"errorType"`
-	// StackTrace holds one string per frame. Runtimes that send frames as
-	// objects (aws-lambda-go sends {"path","line","label"}) or lists get
-	// each frame as compact JSON.
-	StackTrace []string `json:"stackTrace,omitempty"`
-	// Raw is the body exactly as posted; it need not be valid JSON.
-	Raw json.RawMessage `json:"-"`
-}
-
-func (e *FunctionError) Error() string {
-	switch {
-	case e.Type == "":
-		return e.Message
-	case e.Message == "":
-		return e.Type
-	}
-	return e.Type + ": " + e.Message
-}
+// Function errors are workerapi.FunctionError, in the Lambda error format,
+// bounded by its limits (workerapi.FunctionError.Bounded) as soon as they
+// are read. Runtimes differ in what they send, so parsing is lenient.
 
 // parseFunctionError never fails: whatever the body is, the result carries
 // as much of it as can be understood. headerType is used when the body does
 // not name a type.
-func parseFunctionError(body []byte, headerType string) *FunctionError {
-	fe := &FunctionError{Raw: json.RawMessage(body)}
+func parseFunctionError(body []byte, headerType string) *workerapi.FunctionError {
+	fe := &workerapi.FunctionError{}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err == nil {
 		fe.Message = jsonText(fields["errorMessage"])
@@ -48,16 +30,18 @@ func parseFunctionError(body []byte, headerType string) *FunctionError {
 	if fe.Type == "" {
 		fe.Type = headerType
 	}
-	return fe
+	b := fe.Bounded()
+	return &b
 }
 
 // trailerError builds the error aws-lambda-go reports in trailers when a
 // streamed response fails midway: the type in one trailer and the
 // base64-encoded JSON error in the other.
-func trailerError(typ, encodedBody string) *FunctionError {
+func trailerError(typ, encodedBody string) *workerapi.FunctionError {
 	body, err := base64.StdEncoding.DecodeString(encodedBody)
 	if err != nil {
-		return &FunctionError{Type: typ, Raw: json.RawMessage(encodedBody)}
+		b := workerapi.FunctionError{Type: typ}.Bounded()
+		return &b
 	}
 	return parseFunctionError(body, typ)
 }

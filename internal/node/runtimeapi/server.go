@@ -21,6 +21,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/baton-faas/baton/internal/workerapi"
 )
 
 var (
@@ -95,7 +97,7 @@ type Result struct {
 	Payload []byte
 	// Error is set when the function reported an error, either through
 	// .../error or through the error trailers of a response post.
-	Error *FunctionError
+	Error *workerapi.FunctionError
 	// DeliveredAt is when the event was handed to a /next poller;
 	// CompletedAt is when the result arrived.
 	DeliveredAt, CompletedAt time.Time
@@ -111,7 +113,7 @@ type Server struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
-	initErr   chan *FunctionError
+	initErr   chan *workerapi.FunctionError
 	initOnce  sync.Once
 	done      chan struct{} // closed by Close
 
@@ -173,7 +175,7 @@ func New(opts Options) *Server {
 		maxResp:  maxResp,
 		maxConns: maxConns,
 		ready:    make(chan struct{}),
-		initErr:  make(chan *FunctionError, 1),
+		initErr:  make(chan *workerapi.FunctionError, 1),
 		done:     make(chan struct{}),
 		byID:     make(map[string]*pending),
 	}
@@ -251,7 +253,7 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // InitError delivers the error the function posted to /runtime/init/error,
 // if it does. Only the first such post is delivered; the channel is
 // buffered, so nobody has to be receiving at the time.
-func (s *Server) InitError() <-chan *FunctionError { return s.initErr }
+func (s *Server) InitError() <-chan *workerapi.FunctionError { return s.initErr }
 
 var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 
