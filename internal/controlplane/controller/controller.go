@@ -26,17 +26,19 @@ import (
 // Options configure the controller.
 type Options struct {
 	Registry *registry.Registry
-	Worker   workerapi.Worker
-	Records  *records.Log
-	Metrics  *metrics.Metrics
-	Router   router.Options
-	Logger   *slog.Logger
+	// Worker, if set, is added when the controller starts (the node of
+	// `baton server`); more come and go with AddWorker and RemoveWorker.
+	Worker  workerapi.Worker
+	Records *records.Log
+	Metrics *metrics.Metrics
+	Router  router.Options
+	Logger  *slog.Logger
 }
 
 // Controller serves the API's needs.
 type Controller struct {
 	reg     *registry.Registry
-	worker  workerapi.Worker
+	local   workerapi.Worker
 	router  *router.Router
 	records *records.Log
 	metrics *metrics.Metrics
@@ -46,10 +48,24 @@ type Controller struct {
 	// per name: invocations and other functions never wait on it.
 	perFunction keyedlock.Locks
 
-	// stopLoops ends the loops Start runs (the router's, the events
-	// loop); loops counts them so that Shutdown waits until they are gone.
+	// ctx is the loops' lifetime, set by Start; stopLoops ends it, and
+	// loops counts the loops (the router's, one events loop per worker)
+	// so that Shutdown waits until they are gone.
+	ctx       context.Context
 	stopLoops context.CancelFunc
 	loops     sync.WaitGroup
+
+	// wmu guards workers. It is a leaf: nothing else is locked, and no
+	// worker is called, while it is held.
+	wmu     sync.Mutex
+	workers map[string]*workerLink
+}
+
+// workerLink is a worker the controller routes to, and the end of its
+// events loop.
+type workerLink struct {
+	api  workerapi.Worker
+	stop context.CancelFunc
 }
 
 // New creates a controller; call Start before serving.
@@ -60,8 +76,9 @@ func New(o Options) *Controller {
 	o.Router.Observer = o.Metrics
 	o.Router.Logger = o.Logger
 	return &Controller{
-		reg: o.Registry, worker: o.Worker, router: router.New(o.Router),
+		reg: o.Registry, local: o.Worker, router: router.New(o.Router),
 		records: o.Records, metrics: o.Metrics, log: o.Logger, stopLoops: func() {},
+		workers: map[string]*workerLink{},
 	}
 }
 
@@ -69,16 +86,12 @@ func New(o Options) *Controller {
 // background loops until ctx ends or Shutdown.
 func (c *Controller) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	// Follow the worker's events before any instance starts, so that no
-	// exit goes unseen.
-	events, err := c.worker.Events(ctx, 0)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("worker events: %w", err)
-	}
-	if err := c.router.AddWorker(ctx, c.worker); err != nil {
-		cancel()
-		return err
+	c.ctx, c.stopLoops = ctx, cancel
+	if c.local != nil {
+		if err := c.AddWorker(ctx, c.local); err != nil {
+			cancel()
+			return err
+		}
 	}
 	fns, err := c.reg.List(ctx)
 	if err != nil {
@@ -89,31 +102,93 @@ func (c *Controller) Start(ctx context.Context) error {
 		c.router.SetFunction(fn)
 	}
 	c.log.Info("functions loaded", "count", len(fns))
-	c.stopLoops = cancel
-	c.loops.Add(2)
+	c.loops.Add(1)
 	go func() {
 		defer c.loops.Done()
 		c.router.Run(ctx)
 	}()
+	return nil
+}
+
+// AddWorker starts routing to a worker (after Start). Its events are
+// followed before the router may start instances on it, so that no exit
+// goes unseen.
+func (c *Controller) AddWorker(ctx context.Context, w workerapi.Worker) error {
+	info, err := w.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("add worker: %w", err)
+	}
+	lctx, stop := context.WithCancel(c.ctx)
+	events, err := w.Events(lctx, 0)
+	if err != nil {
+		stop()
+		return fmt.Errorf("worker %s events: %w", info.ID, err)
+	}
+	c.wmu.Lock()
+	if _, dup := c.workers[info.ID]; dup {
+		c.wmu.Unlock()
+		stop()
+		return fmt.Errorf("add worker %s: %w", info.ID, router.ErrWorkerExists)
+	}
+	c.workers[info.ID] = &workerLink{api: w, stop: stop}
+	c.wmu.Unlock()
+	if err := c.router.AddWorker(ctx, w); err != nil {
+		c.wmu.Lock()
+		delete(c.workers, info.ID)
+		c.wmu.Unlock()
+		stop()
+		return err
+	}
+	c.loops.Add(1)
 	go func() {
 		defer c.loops.Done()
-		c.followEvents(ctx, events)
+		c.followEvents(lctx, info.ID, w, events)
 	}()
 	return nil
 }
 
-// followEvents handles the worker's events until ctx ends, resuming the
+// RemoveWorker stops routing to a worker: its instances leave the routing
+// tables and calls running there fail (see router.RemoveWorker).
+func (c *Controller) RemoveWorker(id string) bool {
+	c.wmu.Lock()
+	link, ok := c.workers[id]
+	delete(c.workers, id)
+	c.wmu.Unlock()
+	if ok {
+		link.stop()
+	}
+	return c.router.RemoveWorker(id) || ok
+}
+
+// anyWorker returns the worker that answers host questions (images,
+// isolation): the local one, else any.
+func (c *Controller) anyWorker() (workerapi.Worker, error) {
+	if c.local != nil {
+		return c.local, nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for _, l := range c.workers {
+		return l.api, nil
+	}
+	return nil, fmt.Errorf("%w: no worker has joined", workerapi.ErrWorkerUnavailable)
+}
+
+// followEvents handles a worker's events until ctx ends, resuming the
 // stream where it broke off.
-func (c *Controller) followEvents(ctx context.Context, events <-chan workerapi.Event) {
+func (c *Controller) followEvents(ctx context.Context, id string, w workerapi.Worker, events <-chan workerapi.Event) {
 	var last uint64
 	for {
 		for ev := range events {
 			last = ev.Seq
+			if ev.Worker == "" {
+				ev.Worker = id
+			}
 			switch ev.Kind {
 			case workerapi.InstanceExited:
 				c.router.InstanceExited(ev)
 			case workerapi.Resync:
-				c.resync(ctx)
+				c.resync(ctx, id, w)
 			}
 		}
 		for {
@@ -121,10 +196,10 @@ func (c *Controller) followEvents(ctx context.Context, events <-chan workerapi.E
 				return
 			}
 			var err error
-			if events, err = c.worker.Events(ctx, last); err == nil {
+			if events, err = w.Events(ctx, last); err == nil {
 				break
 			}
-			c.log.Warn("worker events: resuming", "after", last, "err", err)
+			c.log.Warn("worker events: resuming", "worker", id, "after", last, "err", err)
 			select {
 			case <-ctx.Done():
 				return
@@ -134,12 +209,12 @@ func (c *Controller) followEvents(ctx context.Context, events <-chan workerapi.E
 	}
 }
 
-// resync drops the instances the router knows that the worker no longer
-// runs: their exits were among the events lost.
-func (c *Controller) resync(ctx context.Context) {
-	live, err := c.worker.Instances(ctx)
+// resync drops the instances the router knows on a worker that the worker
+// no longer runs: their exits were among the events lost.
+func (c *Controller) resync(ctx context.Context, id string, w workerapi.Worker) {
+	live, err := w.Instances(ctx)
 	if err != nil {
-		c.log.Warn("worker events lost, and its instances could not be listed", "err", err)
+		c.log.Warn("worker events lost, and its instances could not be listed", "worker", id, "err", err)
 		return
 	}
 	alive := make(map[string]bool, len(live))
@@ -148,14 +223,14 @@ func (c *Controller) resync(ctx context.Context) {
 	}
 	fns, err := c.reg.List(ctx)
 	if err != nil {
-		c.log.Warn("worker events lost, and the functions could not be listed", "err", err)
+		c.log.Warn("worker events lost, and the functions could not be listed", "worker", id, "err", err)
 		return
 	}
 	for _, fn := range fns {
 		st, _ := c.router.Status(fn.Name)
 		for _, in := range st.Instances {
-			if !alive[in.ID] {
-				c.router.InstanceExited(workerapi.Event{Kind: workerapi.InstanceExited, Function: fn.Name,
+			if in.Worker == id && !alive[in.ID] {
+				c.router.InstanceExited(workerapi.Event{Kind: workerapi.InstanceExited, Worker: id, Function: fn.Name,
 					Instance: in.ID, Version: in.Version, Reason: "gone from the worker (events were lost)"})
 			}
 		}
@@ -173,7 +248,11 @@ func (c *Controller) Shutdown(ctx context.Context) error {
 
 // Isolation describes the worker's sandboxing.
 func (c *Controller) Isolation(ctx context.Context) string {
-	info, err := c.worker.Info(ctx)
+	w, err := c.anyWorker()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	info, err := w.Info(ctx)
 	if err != nil {
 		c.log.Warn("worker info", "err", err)
 		return "unknown (worker unavailable)"

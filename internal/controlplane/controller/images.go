@@ -11,18 +11,28 @@ import (
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
-// Images are the worker's: the controller asks for them through the
-// worker API and never touches the host's image store.
+// Images are the workers': the controller asks for them through the
+// worker API and never touches a host's image store. Until images are
+// replicated between hosts, the local worker (or, without one, any worker)
+// answers for them.
 
 // Images lists the worker's images, building the runtime base images first.
 func (c *Controller) Images(ctx context.Context) ([]workerapi.Image, error) {
-	return c.worker.Images(ctx)
+	w, err := c.anyWorker()
+	if err != nil {
+		return nil, err
+	}
+	return w.Images(ctx)
 }
 
 // ImportImage stores the image read from archive (an OCI layout tarball
 // or docker-save archive, optionally gzipped) under name.
 func (c *Controller) ImportImage(ctx context.Context, name string, archive io.Reader) (workerapi.Image, error) {
-	return c.worker.ImportImage(ctx, name, archive)
+	w, err := c.anyWorker()
+	if err != nil {
+		return workerapi.Image{}, err
+	}
+	return w.ImportImage(ctx, name, archive)
 }
 
 // RemoveImage deletes an image no function uses, then collects its
@@ -39,7 +49,11 @@ func (c *Controller) RemoveImage(ctx context.Context, name string) error {
 			users = append(users, f.Name)
 		}
 	}
-	return c.worker.RemoveImage(ctx, name, users)
+	w, err := c.anyWorker()
+	if err != nil {
+		return err
+	}
+	return w.RemoveImage(ctx, name, users)
 }
 
 // checkImage makes sure a spec names an image the worker has.
@@ -47,7 +61,10 @@ func (c *Controller) checkImage(ctx context.Context, spec function.Spec) error {
 	if spec.Image == "" {
 		return nil
 	}
-	err := c.worker.CheckImage(ctx, spec.Image)
+	w, err := c.anyWorker()
+	if err == nil {
+		err = w.CheckImage(ctx, spec.Image)
+	}
 	switch {
 	case err == nil:
 		return nil

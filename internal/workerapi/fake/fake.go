@@ -296,6 +296,20 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 	return workerapi.Result{Payload: append([]byte(nil), inv.Payload...), Duration: time.Since(began)}, nil
 }
 
+// Kill ends a ready instance as if its process died: the exit is
+// reported with an InstanceExited event. It reports whether the instance
+// was live.
+func (w *Worker) Kill(id, reason string) bool {
+	w.mu.Lock()
+	in := w.live[id]
+	w.mu.Unlock()
+	if in == nil || in.inst.State != workerapi.Ready {
+		return false
+	}
+	w.exit(in, reason, true)
+	return true
+}
+
 // exit ends a ready instance; report sends InstanceExited (an exit the
 // worker was not asked for).
 func (w *Worker) exit(in *instance, reason string, report bool) {
