@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,42 +59,57 @@ func (p *PKI) ClientTLS(t testing.TB) *tls.Config {
 	return conf
 }
 
+// Served is a worker served by Serve.
+type Served struct {
+	// Addr is the address the server listens on.
+	Addr   string
+	t      testing.TB
+	srv    *remote.Server
+	served chan error
+	once   sync.Once
+}
+
 // Serve serves w at addr ("127.0.0.1:0" for any port) until the test ends
-// or the returned stop is called, and returns the address it listens on.
-func Serve(t testing.TB, w workerapi.Worker, p *PKI, addr string) (string, func()) {
+// or Stop or Kill is called.
+func Serve(t testing.TB, w workerapi.Worker, p *PKI, addr string) *Served {
 	t.Helper()
 	srv, err := remote.NewServer(w, p.ServerTLS(t), remote.ServerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := listen(t, addr)
+	lis, err := listen(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	s := &Served{Addr: lis.Addr().String(), t: t, srv: srv, served: make(chan error, 1)}
+	go func() { s.served <- srv.Serve(lis) }()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop stops the server gracefully: calls in flight may finish (30s).
+func (s *Served) Stop() { s.stop(30 * time.Second) }
+
+// Kill stops the server at once, cutting every connection, as if its
+// process died.
+func (s *Served) Kill() { s.stop(0) }
+
+func (s *Served) stop(grace time.Duration) {
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
-		if err := srv.Stop(ctx); err != nil {
-			t.Errorf("stop worker API server: %v", err)
+		if err := s.srv.Stop(ctx); err != nil && grace > 0 {
+			s.t.Errorf("stop worker API server: %v", err)
 		}
-		if err := <-served; err != nil {
-			t.Errorf("worker API server: %v", err)
+		if err := <-s.served; err != nil {
+			s.t.Errorf("worker API server: %v", err)
 		}
-	}
-	t.Cleanup(stop)
-	return lis.Addr().String(), stop
+	})
 }
 
 // listen listens on addr; a port just given up by a stopped server may
 // take a moment to be free again.
-func listen(t testing.TB, addr string) (net.Listener, error) {
+func listen(addr string) (net.Listener, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		lis, err := net.Listen("tcp", addr)
@@ -121,6 +137,5 @@ func Dial(t testing.TB, addr string, p *PKI) *remote.Client {
 func Loopback(t testing.TB, w workerapi.Worker) *remote.Client {
 	t.Helper()
 	p := NewPKI(t)
-	addr, _ := Serve(t, w, p, "127.0.0.1:0")
-	return Dial(t, addr, p)
+	return Dial(t, Serve(t, w, p, "127.0.0.1:0").Addr, p)
 }
