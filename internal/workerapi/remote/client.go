@@ -105,7 +105,7 @@ func Dial(target string, tlsConf *tls.Config, opts ClientOptions) (*Client, erro
 		opts.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	conn, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf.Clone())),
+		grpc.WithTransportCredentials(confirmingCreds{credentials.NewTLS(tlsConf.Clone())}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(opts.MaxMessageBytes), grpc.MaxCallSendMsgSize(opts.MaxMessageBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: opts.KeepaliveTime, Timeout: opts.KeepaliveTimeout, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
