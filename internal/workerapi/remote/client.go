@@ -211,7 +211,7 @@ func (c *Client) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 	if err := ctx.Err(); err != nil {
 		return workerapi.Result{}, err
 	}
-	req := &pb.InvokeRequest{InstanceId: id, Id: inv.ID, Payload: inv.Payload, DeadlineUnixNs: unixNano(inv.Deadline), TraceId: inv.TraceID}
+	req := invocationToWire(id, inv)
 	rctx := ctx
 	if dl, ok := ctx.Deadline(); ok {
 		req.CallTimeoutNs = max(int64(time.Until(dl)), 1)

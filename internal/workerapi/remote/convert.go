@@ -77,6 +77,14 @@ func instanceFromWire(in *pb.Instance) workerapi.Instance {
 		Forked: in.GetForked()}
 }
 
+func invocationToWire(instanceID string, inv workerapi.Invocation) *pb.InvokeRequest {
+	return &pb.InvokeRequest{InstanceId: instanceID, Id: inv.ID, Payload: inv.Payload, DeadlineUnixNs: unixNano(inv.Deadline), TraceId: inv.TraceID}
+}
+
+func invocationFromWire(req *pb.InvokeRequest) workerapi.Invocation {
+	return workerapi.Invocation{ID: req.GetId(), Payload: req.GetPayload(), Deadline: fromUnixNano(req.GetDeadlineUnixNs()), TraceID: req.GetTraceId()}
+}
+
 func functionErrorToWire(fe *workerapi.FunctionError) *pb.FunctionError {
 	if fe == nil {
 		return nil

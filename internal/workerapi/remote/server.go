@@ -228,8 +228,7 @@ func (h handlers) Invoke(ctx context.Context, req *pb.InvokeRequest) (*pb.Invoke
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(d))
 		defer cancel()
 	}
-	res, err := h.s.w.Invoke(ctx, req.GetInstanceId(), workerapi.Invocation{ID: req.GetId(), Payload: req.GetPayload(),
-		Deadline: fromUnixNano(req.GetDeadlineUnixNs()), TraceID: req.GetTraceId()})
+	res, err := h.s.w.Invoke(ctx, req.GetInstanceId(), invocationFromWire(req))
 	if err != nil {
 		// A failed invocation still says how long it ran.
 		detail := errorDetail(err)
