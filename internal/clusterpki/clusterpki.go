@@ -117,10 +117,17 @@ func (ca *CA) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save CA: %w", err)
 	}
-	if err := writeNew(filepath.Join(dir, CAKeyFile), pemBlock("EC PRIVATE KEY", keyDER), 0o600); err != nil {
+	// Neither file may exist, or a new key could end up beside an old
+	// certificate.
+	for _, name := range []string{CAKeyFile, CACertFile} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return fmt.Errorf("save CA: %w: %s exists; refusing to overwrite it", ErrInvalid, filepath.Join(dir, name))
+		}
+	}
+	if err := writeFile(filepath.Join(dir, CAKeyFile), pemBlock("EC PRIVATE KEY", keyDER), 0o600, false); err != nil {
 		return fmt.Errorf("save CA: %w", err)
 	}
-	if err := writeNew(filepath.Join(dir, CACertFile), ca.certPEM, 0o644); err != nil {
+	if err := writeFile(filepath.Join(dir, CACertFile), ca.certPEM, 0o644, false); err != nil {
 		return fmt.Errorf("save CA: %w", err)
 	}
 	return nil
@@ -249,7 +256,7 @@ func (id *Identity) Save(dir string) error {
 		data []byte
 		mode os.FileMode
 	}{{KeyFile, id.Key, 0o600}, {CertFile, id.Cert, 0o644}, {CACertFile, id.CACert, 0o644}} {
-		if err := writeReplace(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := writeFile(filepath.Join(dir, f.name), f.data, f.mode, true); err != nil {
 			return fmt.Errorf("save node identity: %w", err)
 		}
 	}
@@ -375,49 +382,38 @@ func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
 
-// writeNew creates path with data, failing if it exists.
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+// writeFile writes path atomically (a temporary file, synced, then put
+// in place), so that a crash leaves the old file or the new one, never
+// half of one. With replace false an existing file is an error and is
+// left alone.
+func writeFile(path string, data []byte, mode os.FileMode, replace bool) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly after a rename
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(mode)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if replace {
+		return os.Rename(tmp.Name(), path)
+	}
+	// A hard link, unlike a rename, fails when path exists.
+	if err := os.Link(tmp.Name(), path); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("%w: %s exists; refusing to overwrite it", ErrInvalid, path)
 		}
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// writeReplace writes path atomically (a temporary file renamed over it),
-// so that a crash leaves the old file or the new one, never half of one.
-func writeReplace(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return nil
 }
