@@ -47,9 +47,10 @@ type ClientOptions struct {
 	// answer.
 	AnswerGrace time.Duration
 	// KeepaliveTime is how long a connection may be silent before the
-	// client probes it (default 10s); without an answer within
-	// KeepaliveTimeout (default 5s) the worker is lost and its calls and
-	// event streams fail.
+	// client probes it (default and gRPC's floor: 10s); without an answer
+	// within KeepaliveTimeout (default 5s) the connection is lost and its
+	// calls and event streams fail. Losing a worker is for the cluster's
+	// membership to notice sooner; this only ends what would hang.
 	KeepaliveTime    time.Duration
 	KeepaliveTimeout time.Duration
 	// ReconnectMax bounds the wait between attempts to reconnect to a

@@ -464,3 +464,55 @@ func TestConstructorsRefuseNoTLS(t *testing.T) {
 		t.Error("a server without TLS")
 	}
 }
+
+// A server that stops lets invocations in flight finish, and ends the
+// calls that wait without bound (WaitInstance) with ErrWorkerUnavailable
+// rather than holding the stop.
+func TestStopFinishesInvocationsAndEndsWaits(t *testing.T) {
+	f := newFake(t)
+	f.SetBehaviour("slow-start", fake.Behaviour{StartLatency: time.Hour})
+	f.SetBehaviour("slow", fake.Behaviour{Sleep: 300 * time.Millisecond})
+	entered := make(chan string, 2)
+	w := &stub{Worker: f}
+	w.invoke = func(ctx context.Context, id string, inv workerapi.Invocation) (workerapi.Result, error) {
+		entered <- "invoke"
+		return f.Invoke(ctx, id, inv)
+	}
+	w.waitInst = func(ctx context.Context, id string) (workerapi.Instance, error) {
+		entered <- "wait"
+		return f.WaitInstance(ctx, id)
+	}
+	p := remotetest.NewPKI(t)
+	served := remotetest.Serve(t, w, p, "127.0.0.1:0")
+	c := remotetest.Dial(t, served.Addr, p)
+	starting, err := c.StartInstance(ctxFor(t), workerapi.InstanceSpec{Function: "slow-start", Version: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := readyInstance(t, f, "slow")
+	waited, invoked := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := c.WaitInstance(ctxFor(t), starting.ID)
+		waited <- err
+	}()
+	receive(t, entered, "wait")
+	go func() {
+		_, err := c.Invoke(ctxFor(t), slow.ID, workerapi.Invocation{ID: "1", Payload: []byte("{}")})
+		invoked <- err
+	}()
+	receive(t, entered, "invoke")
+	served.Stop()
+	for name, ch := range map[string]chan error{"WaitInstance": waited, "Invoke": invoked} {
+		select {
+		case err := <-ch:
+			if name == "Invoke" && err != nil {
+				t.Errorf("an invocation in flight when the server stopped: %v; want it finished", err)
+			}
+			if name == "WaitInstance" && !errors.Is(err, workerapi.ErrWorkerUnavailable) {
+				t.Errorf("WaitInstance when the server stopped: %v; want ErrWorkerUnavailable", err)
+			}
+		case <-time.After(wait):
+			t.Fatalf("%s did not return after the server stopped", name)
+		}
+	}
+}
