@@ -18,6 +18,10 @@ type FunctionSpec struct {
 	MinScale           int               `json:"minScale"`
 	MaxScale           int               `json:"maxScale,omitempty"`
 	IdleTimeoutSeconds int               `json:"idleTimeoutSeconds,omitempty"`
+	// Autoscaler names the scaling policy: "immediate" (default: scale up
+	// at once on queued demand, down after the idle timeout) or "kpa"
+	// (Knative's windows and panic mode).
+	Autoscaler string `json:"autoscaler,omitempty"`
 	// App groups functions that share one sandbox per host (default: the
 	// function's own name).
 	App string `json:"app,omitempty"`

@@ -54,6 +54,8 @@ type Spec struct {
 	MinScale           int               `json:"minScale"`
 	MaxScale           int               `json:"maxScale,omitempty"`
 	IdleTimeoutSeconds int               `json:"idleTimeoutSeconds,omitempty"`
+	// Autoscaler names the scaling policy: "immediate" (default) or "kpa".
+	Autoscaler string `json:"autoscaler,omitempty"`
 	// App groups functions that share one sandbox per host (default: the
 	// function's own name). Functions of different apps never share one.
 	App string `json:"app,omitempty"`
@@ -117,6 +119,12 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// Autoscaling policies (see internal/controlplane/autoscaler).
+const (
+	AutoscalerImmediate = "immediate"
+	AutoscalerKPA       = "kpa"
+)
+
 // Normalize fills defaults and validates the spec. It returns a copy.
 func (s Spec) Normalize() (Spec, error) {
 	if s.Runtime == "" {
@@ -172,6 +180,13 @@ func (s Spec) Normalize() (Spec, error) {
 	}
 	if err := defaultRange(&s.IdleTimeoutSeconds, "idleTimeoutSeconds", DefaultIdleSeconds, 1, MaxIdleSeconds); err != nil {
 		return s, err
+	}
+	switch s.Autoscaler {
+	case "":
+		s.Autoscaler = AutoscalerImmediate
+	case AutoscalerImmediate, AutoscalerKPA:
+	default:
+		return s, fmt.Errorf("%w: autoscaler %q must be %s or %s", ErrInvalid, s.Autoscaler, AutoscalerImmediate, AutoscalerKPA)
 	}
 	switch s.Network {
 	case "":
@@ -239,4 +254,3 @@ func EnvList(env map[string]string) []string {
 func ARN(name string, version int) string {
 	return fmt.Sprintf("arn:baton:lambda:local:000000000000:function:%s:%d", name, version)
 }
-

@@ -12,7 +12,8 @@ func TestNormalizeDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.MemoryMB != DefaultMemoryMB || s.TimeoutSeconds != DefaultTimeoutSeconds || s.Concurrency != 1 ||
-		s.MaxScale != DefaultMaxScale || s.IdleTimeoutSeconds != DefaultIdleSeconds || s.MinScale != 0 {
+		s.MaxScale != DefaultMaxScale || s.IdleTimeoutSeconds != DefaultIdleSeconds || s.MinScale != 0 ||
+		s.Autoscaler != AutoscalerImmediate {
 		t.Fatalf("defaults not applied: %+v", s)
 	}
 }
@@ -35,6 +36,7 @@ func TestNormalizeRejects(t *testing.T) {
 		"bad env name":         {Spec{Runtime: RuntimePython, Handler: "a.b", Env: map[string]string{"1X": "x"}}, "not valid"},
 		"negative idle":        {Spec{Runtime: RuntimePython, Handler: "a.b", IdleTimeoutSeconds: -5}, "idleTimeoutSeconds"},
 		"max scale over limit": {Spec{Runtime: RuntimePython, Handler: "a.b", MaxScale: 100000}, "maxScale"},
+		"unknown autoscaler":   {Spec{Runtime: RuntimePython, Handler: "a.b", Autoscaler: "hpa"}, `autoscaler "hpa" must be immediate or kpa`},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -1,15 +1,23 @@
-// Package autoscaler decides how many instances a function needs. It is a
-// pure function of the router's state so that the policy can be tested
-// without processes or clocks.
+// Package autoscaler decides how many instances a function needs. A Policy
+// sees only the router's view of one function (Input, with the time in it)
+// so that policies are tested without processes or clocks.
 //
-// Policy: every in-flight or queued request needs a slot; an instance has
-// Concurrency slots. Scale-up is immediate (a waiting request is a request
-// that is getting slower); scale-down removes instances that have been idle
-// longer than the idle timeout, never below MinScale or below what current
-// demand needs.
+// Two policies exist, chosen per function (spec field "autoscaler"):
+//
+//   - immediate (the default, Plan): every in-flight or queued request
+//     needs a slot; an instance has Concurrency slots. Scale-up is
+//     immediate (a waiting request is a request that is getting slower);
+//     scale-down removes instances that have been idle longer than the
+//     idle timeout, never below MinScale or below what current demand
+//     needs.
+//   - kpa (KPA): Knative's pod autoscaler as Dirigent runs it: demand
+//     averaged over a stable window (60 s) and a panic window (6 s); panic
+//     mode when the short window asks for twice the ready instances; rates
+//     that bound how fast the count may grow and shrink.
 package autoscaler
 
 import (
+	"fmt"
 	"sort"
 	"time"
 )
@@ -58,20 +66,56 @@ func Desired(in Input) int {
 	return want
 }
 
-// Plan decides which instances to start and stop.
+// Policy plans one function's scale. A policy may keep state between
+// calls (windows of past demand); the router keeps one per function and
+// calls it under that function's lock, so a Policy need not be safe for
+// concurrent use.
+type Policy interface {
+	Plan(in Input) Decision
+}
+
+// Names of the policies, as in function specs.
+const (
+	NameImmediate = "immediate"
+	NameKPA       = "kpa"
+)
+
+// New returns a fresh policy by name ("" is immediate).
+func New(name string) (Policy, error) {
+	switch name {
+	case "", NameImmediate:
+		return Immediate{}, nil
+	case NameKPA:
+		return NewKPA(KPAConfig{}), nil
+	}
+	return nil, fmt.Errorf("unknown autoscaler %q (want %s or %s)", name, NameImmediate, NameKPA)
+}
+
+// Immediate is the default policy (see Plan).
+type Immediate struct{}
+
+// Plan implements Policy.
+func (Immediate) Plan(in Input) Decision { return Plan(in) }
+
+// Plan decides which instances to start and stop under the immediate
+// policy.
 func Plan(in Input) Decision {
-	want := Desired(in)
+	return toward(in, Desired(in), in.IdleTimeout)
+}
+
+// toward starts or stops instances to move toward want: starts at once;
+// stops only instances idle for at least minIdle, oldest first, never so
+// many that fewer than want remain.
+func toward(in Input, want int, minIdle time.Duration) Decision {
 	have := in.Ready + in.Starting
 	var d Decision
 	if want > have {
 		d.Start = want - have
 		return d
 	}
-	// Only instances idle past the timeout may go, oldest first, and
-	// never so many that fewer than `want` remain.
 	expired := make([]IdleInstance, 0, len(in.Idle))
 	for _, i := range in.Idle {
-		if in.Now.Sub(i.Since) >= in.IdleTimeout {
+		if in.Now.Sub(i.Since) >= minIdle {
 			expired = append(expired, i)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/baton-faas/baton/internal/controlplane/autoscaler"
 	"log/slog"
 	"sort"
 	"sync"
@@ -218,6 +219,22 @@ type fnState struct {
 	// service is the observed time an invocation holds its slot (an
 	// exponentially weighted mean); zero until observed.
 	service time.Duration
+	// scaler is the function's autoscaling policy (it may keep history),
+	// made anew when the spec names another one.
+	scaler autoscaler.Policy
+}
+
+// setScalerLocked makes the policy the spec names, keeping the current one
+// (and its history) when it is the same.
+func (st *fnState) setScalerLocked(name string) {
+	if st.scaler != nil && st.fn.Spec.Autoscaler == name {
+		return
+	}
+	p, err := autoscaler.New(name)
+	if err != nil { // specs are validated; fall back rather than stop scaling
+		p = autoscaler.Immediate{}
+	}
+	st.scaler = p
 }
 
 // states returns the functions' states.
@@ -247,6 +264,7 @@ func (r *Router) SetFunction(fn function.Function) {
 	st, ok := r.fns[fn.Name]
 	if !ok {
 		st = &fnState{name: fn.Name, fn: fn, instances: map[instKey]*instance{}, starts: map[*pendingStart]struct{}{}}
+		st.setScalerLocked(fn.Spec.Autoscaler)
 		r.fns[fn.Name] = st
 	}
 	r.mu.Unlock()
@@ -268,6 +286,7 @@ func (r *Router) SetFunction(fn function.Function) {
 			}
 		}
 	}
+	st.setScalerLocked(fn.Spec.Autoscaler)
 	st.fn = fn
 	for _, in := range st.instances {
 		if in.version != fn.Version && in.inflight == 0 {

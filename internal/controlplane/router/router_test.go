@@ -503,3 +503,36 @@ func TestRecycle(t *testing.T) {
 		t.Fatalf("after recycle: cold=%v on %s (before: %s), want a new cold instance", res.out.Cold, res.out.Instance, first.out.Instance)
 	}
 }
+
+// A function on the KPA policy keeps its instance through the stable window
+// and the scale-to-zero grace, where the immediate policy would have
+// stopped it after its 1 s idle timeout, and reaches zero after them; a
+// redeploy to the immediate policy switches policies.
+func TestKPAFunctionScalesByWindows(t *testing.T) {
+	clk := newFakeClock()
+	fw := newFakeWorker(clk)
+	r := newRouter(t, clk, Options{Tick: 100 * time.Millisecond}, fw)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.Autoscaler = function.AutoscalerKPA }))
+	if res := await(t, clk, invokeAsync(r, context.Background())); res.err != nil {
+		t.Fatal(res.err)
+	}
+	end := clk.Now().Add(20 * time.Second) // far past the idle timeout, inside the windows
+	advanceUntil(t, clk, 100*time.Millisecond, "20 s of ticks", func() bool { return !clk.Now().Before(end) })
+	if n := fw.liveCount(); n != 1 {
+		t.Fatalf("live = %d 20 s after the only call under KPA, want 1", n)
+	}
+	advanceUntil(t, clk, 100*time.Millisecond, "KPA scale to zero", func() bool { return fw.liveCount() == 0 })
+
+	if res := await(t, clk, invokeAsync(r, context.Background())); res.err != nil {
+		t.Fatal(res.err)
+	}
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.Autoscaler = function.AutoscalerImmediate }))
+	end = clk.Now().Add(3 * time.Second)
+	advanceUntil(t, clk, 100*time.Millisecond, "immediate scale to zero", func() bool { return fw.liveCount() == 0 })
+	if clk.Now().After(end) {
+		t.Fatalf("immediate policy took until %v to stop an instance idle for 1 s", clk.Now())
+	}
+}

@@ -50,7 +50,7 @@ func (r *Router) reconcile(st *fnState) {
 			in.Idle = append(in.Idle, autoscaler.IdleInstance{ID: id, Since: i.idleSince})
 		}
 	}
-	d := autoscaler.Plan(in)
+	d := st.scaler.Plan(in)
 	if d.Start > 0 && st.failedVersion == version && now.Before(st.retryAt) {
 		demandOnly := in
 		demandOnly.MinScale = 0
