@@ -16,7 +16,9 @@ import (
 // broken pipe on the first write. A gRPC server speaks first (its HTTP/2
 // settings), so the client reads the first byte: data means accepted, an
 // alert means refused, and it says so.
-type confirmingCreds struct{ credentials.TransportCredentials }
+type confirmingCreds struct {
+	credentials.TransportCredentials
+}
 
 func (c confirmingCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := c.TransportCredentials.ClientHandshake(ctx, authority, raw)

@@ -322,6 +322,7 @@ type FunctionSpec struct {
 	App                string                 `protobuf:"bytes,10,opt,name=app,proto3" json:"app,omitempty"`
 	Network            string                 `protobuf:"bytes,11,opt,name=network,proto3" json:"network,omitempty"`
 	Image              string                 `protobuf:"bytes,12,opt,name=image,proto3" json:"image,omitempty"`
+	Autoscaler         string                 `protobuf:"bytes,13,opt,name=autoscaler,proto3" json:"autoscaler,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -436,6 +437,13 @@ func (x *FunctionSpec) GetNetwork() string {
 func (x *FunctionSpec) GetImage() string {
 	if x != nil {
 		return x.Image
+	}
+	return ""
+}
+
+func (x *FunctionSpec) GetAutoscaler() string {
+	if x != nil {
+		return x.Autoscaler
 	}
 	return ""
 }
@@ -1653,7 +1661,7 @@ const file_worker_proto_rawDesc = "" +
 	"\bcapacity\x18\x03 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\bcapacity\x129\n" +
 	"\breserved\x18\x04 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\breserved\x12\x1c\n" +
 	"\tinstances\x18\x05 \x01(\x03R\tinstances\x12\x1c\n" +
-	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\"\xcd\x03\n" +
+	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\"\xed\x03\n" +
 	"\fFunctionSpec\x12\x18\n" +
 	"\aruntime\x18\x01 \x01(\tR\aruntime\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12;\n" +
@@ -1667,7 +1675,10 @@ const file_worker_proto_rawDesc = "" +
 	"\x03app\x18\n" +
 	" \x01(\tR\x03app\x12\x18\n" +
 	"\anetwork\x18\v \x01(\tR\anetwork\x12\x14\n" +
-	"\x05image\x18\f \x01(\tR\x05image\x1a6\n" +
+	"\x05image\x18\f \x01(\tR\x05image\x12\x1e\n" +
+	"\n" +
+	"autoscaler\x18\r \x01(\tR\n" +
+	"autoscaler\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x01\n" +
