@@ -516,3 +516,31 @@ func TestStopFinishesInvocationsAndEndsWaits(t *testing.T) {
 		}
 	}
 }
+
+// A worker that does not answer (hung, or its host cut off) fails the call
+// once the caller's deadline and the client's grace for the answer have
+// passed: ErrWorkerUnavailable, with the deadline as the cause.
+func TestUnansweredInvokeFailsAfterItsDeadline(t *testing.T) {
+	hung := make(chan struct{})
+	w := &stub{Worker: newFake(t)}
+	w.invoke = func(context.Context, string, workerapi.Invocation) (workerapi.Result, error) {
+		<-hung // ignores its context, like a worker that stopped answering
+		return workerapi.Result{}, nil
+	}
+	p := remotetest.NewPKI(t)
+	served := remotetest.Serve(t, w, p, "127.0.0.1:0")
+	t.Cleanup(func() { close(hung) }) // before the server's stop
+	c, err := remote.Dial(served.Addr, p.ClientTLS(t), remote.ClientOptions{AnswerGrace: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = c.Invoke(ctx, "i-1", workerapi.Invocation{ID: "1"})
+	var f *workerapi.Failure
+	if !errors.Is(err, workerapi.ErrWorkerUnavailable) || !errors.Is(err, context.DeadlineExceeded) ||
+		!errors.As(err, &f) || f.Kind != workerapi.FailureWorkerFailure {
+		t.Fatalf("Invoke that got no answer: %v; want ErrWorkerUnavailable, the deadline, and a worker Failure", err)
+	}
+}
