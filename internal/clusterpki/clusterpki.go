@@ -276,7 +276,7 @@ func LoadIdentity(dir string) (*Identity, error) {
 		}
 		*f.dst = b
 	}
-	if _, err := id.pair(); err != nil {
+	if _, _, err := id.material(); err != nil {
 		return nil, err
 	}
 	return &id, nil
@@ -290,12 +290,17 @@ func (id *Identity) pair() (tls.Certificate, error) {
 	return pair, nil
 }
 
-func (id *Identity) pool() (*x509.CertPool, error) {
+// material is the node's key pair and the pool of its cluster's CA.
+func (id *Identity) material() (tls.Certificate, *x509.CertPool, error) {
+	pair, err := id.pair()
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(id.CACert) {
-		return nil, fmt.Errorf("node identity: %w: the CA certificate is not PEM", ErrInvalid)
+		return tls.Certificate{}, nil, fmt.Errorf("node identity: %w: the CA certificate is not PEM", ErrInvalid)
 	}
-	return pool, nil
+	return pair, pool, nil
 }
 
 // Node returns the id and role the identity's certificate names.
@@ -311,11 +316,7 @@ func (id *Identity) Node() (string, Role, error) {
 // node's certificate and accepts only clients with a certificate of the
 // cluster's CA (TLS 1.3).
 func (id *Identity) ServerTLS() (*tls.Config, error) {
-	pair, err := id.pair()
-	if err != nil {
-		return nil, err
-	}
-	pool, err := id.pool()
+	pair, pool, err := id.material()
 	if err != nil {
 		return nil, err
 	}
@@ -331,11 +332,7 @@ func (id *Identity) ServerTLS() (*tls.Config, error) {
 // the node's certificate and trusts only servers with a certificate of
 // the cluster's CA for the address dialed.
 func (id *Identity) ClientTLS() (*tls.Config, error) {
-	pair, err := id.pair()
-	if err != nil {
-		return nil, err
-	}
-	pool, err := id.pool()
+	pair, pool, err := id.material()
 	if err != nil {
 		return nil, err
 	}
