@@ -19,21 +19,27 @@ func TestConformanceProcess(t *testing.T) {
 		t.Skip("python3 is not installed: the node runs the suite's functions in Python")
 	}
 	workerapitest.Run(t, func(t *testing.T) (workerapi.Worker, workerapitest.Deployer) {
-		code := workerapitest.NewPythonCode()
-		w, err := New(Options{ID: "node-test", DataDir: t.TempDir(), Sandboxes: process.New(), Code: code,
-			EventBuffer: workerapitest.EventBuffer})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := w.Close(ctx); err != nil {
-				t.Errorf("close: %v", err)
-			}
-		})
-		return w, code
+		return newConformanceNode(t)
 	})
+}
+
+// newConformanceNode is a node with process sandboxes as the suite wants
+// it, closed when the test ends.
+func newConformanceNode(t *testing.T) (*Worker, *workerapitest.PythonCode) {
+	code := workerapitest.NewPythonCode()
+	w, err := New(Options{ID: "node-test", DataDir: t.TempDir(), Sandboxes: process.New(), Code: code,
+		EventBuffer: workerapitest.EventBuffer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := w.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return w, code
 }
 
 // A start stopped while the handler still imports releases everything it
