@@ -139,35 +139,15 @@ func Run(ctx context.Context, cfg Config) error {
 	defer recs.Close()
 	m := metrics.New()
 
-	images, err := image.Open(filepath.Join(cfg.DataDir, "images"), log)
-	if err != nil {
-		return fmt.Errorf("image store: %w", err)
-	}
-	defer images.Close()
-
-	bases := &baseimage.Cache{Store: images}
-	sandboxes, rootFS, err := chooseSandboxes(cfg, images, bases, log)
-	if err != nil {
-		return err
-	}
-	hostname, _ := os.Hostname()
-	wk, err := node.New(node.Options{
-		ID: hostname, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
-		Code: reg, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
-		RootFS: rootFS, Layers: images, Images: images, BaseImages: bases,
-		ArchiveLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
-	})
+	wk, closeNode, err := newHostNode(hostConfig{
+		DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
+		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
+	}, reg, log)
 	if err != nil {
 		return err
 	}
 	// Whatever happens from here on, no instance outlives Run.
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := wk.Close(closeCtx); err != nil {
-			log.Warn("worker shutdown", "err", err)
-		}
-	}()
+	defer closeNode()
 	// The controller holds the node as a workerapi.Worker directly: in
 	// `baton server` the worker API is an in-process call, and the image
 	// store is the node's alone.
@@ -183,6 +163,22 @@ func Run(ctx context.Context, cfg Config) error {
 
 	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token})
+	err = serveAPI(ctx, ln, handler, ctrl, cfg.ShutdownGrace, log, func(addr string) {
+		log.Info("baton server ready", "listen", addr, "dataDir", cfg.DataDir)
+		if cfg.Ready != nil {
+			cfg.Ready(addr)
+		}
+	})
+	stopLoops()
+	log.Info("stopped")
+	return err
+}
+
+// serveAPI serves the HTTP API on ln until ctx ends, then shuts down
+// gracefully: in-flight invocations get grace to finish, the controller
+// stops its instances, and every handler has returned before serveAPI
+// does, so that the caller may close the stores behind them.
+func serveAPI(ctx context.Context, ln net.Listener, handler http.Handler, ctrl *controller.Controller, grace time.Duration, log *slog.Logger, ready func(addr string)) error {
 	// Bodies must arrive within ReadTimeout (slow clients must not hold
 	// memory and goroutines); responses may take as long as functions run.
 	var handlers inflight
@@ -190,24 +186,22 @@ func Run(ctx context.Context, cfg Config) error {
 		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("baton server ready", "listen", ln.Addr().String(), "dataDir", cfg.DataDir)
-	if cfg.Ready != nil {
-		cfg.Ready(ln.Addr().String())
-	}
+	ready(ln.Addr().String())
 
+	var failed error
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
-		return fmt.Errorf("http server: %w", err)
+		failed = fmt.Errorf("http server: %w", err)
 	}
-	log.Info("shutting down", "grace", cfg.ShutdownGrace)
-	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	log.Info("shutting down", "grace", grace)
+	graceCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	// Stop taking connections and let in-flight requests finish; the
 	// router refuses new invocations meanwhile. When the grace runs out
 	// the router stops the instances, which fails what is still running
 	// with a 503; the HTTP server gets a moment more to send those answers.
-	httpCtx, cancelHTTP := context.WithTimeout(context.Background(), cfg.ShutdownGrace+3*time.Second)
+	httpCtx, cancelHTTP := context.WithTimeout(context.Background(), grace+3*time.Second)
 	defer cancelHTTP()
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Shutdown(httpCtx) }()
@@ -218,8 +212,8 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("http shutdown", "err", err)
 		_ = srv.Close()
 	}
-	// Close does not wait for handlers; the stores closed by the deferred
-	// calls below must outlive every one of them. They end soon: the router
+	// Close does not wait for handlers; the stores closed after this
+	// returns must outlive every one of them. They end soon: the router
 	// is shut down and their connections are closed.
 	drained := handlers.drained()
 	for waiting := true; waiting; {
@@ -230,9 +224,7 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("waiting for HTTP handlers to return before closing the stores")
 		}
 	}
-	stopLoops()
-	log.Info("stopped")
-	return nil
+	return failed
 }
 
 // lockDataDir keeps two servers from sharing one data directory.
@@ -250,7 +242,7 @@ func lockDataDir(dir string) (func(), error) {
 
 // chooseSandboxes picks the sandbox runtime. Without containers the
 // server still runs, with process isolation, and says so loudly.
-func chooseSandboxes(cfg Config, images *image.Store, bases *baseimage.Cache, log *slog.Logger) (sandbox.Runtime, node.RootFSProvider, error) {
+func chooseSandboxes(cfg hostConfig, images *image.Store, bases *baseimage.Cache, log *slog.Logger) (sandbox.Runtime, node.RootFSProvider, error) {
 	if cfg.FakeStartLatency != 0 && cfg.Sandbox != "fake" {
 		return nil, nil, fmt.Errorf("--fake-start-latency applies to --sandbox fake only, not %q", cfg.Sandbox)
 	}

@@ -27,7 +27,8 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd(), newImageCmd())
+	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd(), newImageCmd(),
+		newWorkerCmd(), newControllerCmd(), newClusterCmd())
 	return root
 }
 

@@ -299,3 +299,66 @@ func Context(tb testing.TB) context.Context {
 	}
 	return ctx
 }
+
+// FreeAddr returns a loopback address with a port that was free a moment
+// ago.
+func FreeAddr(tb testing.TB) string { return freeAddr(tb) }
+
+// Proc is a baton process other than a server (a cluster role), its
+// output in a log file.
+type Proc struct {
+	Name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	waitErr error
+}
+
+// StartProc runs the baton binary with args; it is killed at the end of
+// the test unless it ended before.
+func StartProc(tb testing.TB, name string, args ...string) *Proc {
+	tb.Helper()
+	logPath := filepath.Join(tb.TempDir(), name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(Binary(tb), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		tb.Fatal(err)
+	}
+	p := &Proc{Name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() { p.waitErr = cmd.Wait(); logf.Close(); close(p.done) }()
+	tb.Cleanup(func() {
+		p.Kill()
+		if tb.Failed() {
+			tb.Logf("%s log:\n%s", name, p.Logs())
+		}
+	})
+	return p
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Exited reports whether the process ended, and how.
+func (p *Proc) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.waitErr
+	default:
+		return false, nil
+	}
+}
+
+// Logs returns what the process printed.
+func (p *Proc) Logs() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/assemble"
+	"github.com/baton-faas/baton/internal/clusterpki"
+	"github.com/baton-faas/baton/internal/node"
+)
+
+// nodeFlags registers the flags every cluster role has.
+func nodeFlags(cmd *cobra.Command, cfg *assemble.NodeConfig, logLevel *string) {
+	f := cmd.Flags()
+	f.StringSliceVar(&cfg.NATS, "nats", nil, "URLs of the cluster's NATS servers (comma-separated or repeated)")
+	f.StringVar(&cfg.DataDir, "data-dir", assemble.DefaultDataDir(), "directory for this node's state")
+	f.StringVar(&cfg.PKIDir, "pki", "", "directory with this node's identity (ca.crt, node.crt, node.key) from baton cluster issue")
+	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long in-flight invocations may finish on SIGINT/SIGTERM")
+	f.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+// checkNode validates the shared flags and sets up the logger.
+func checkNode(cfg *assemble.NodeConfig, logLevel string) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if len(cfg.NATS) == 0 {
+		return fmt.Errorf("--nats: name at least one NATS server URL (nats://host:4222)")
+	}
+	if strings.TrimSpace(cfg.DataDir) == "" {
+		return fmt.Errorf("--data-dir must not be empty")
+	}
+	if cfg.PKIDir == "" {
+		return fmt.Errorf("--pki: name the directory with this node's certificate (see baton cluster issue)")
+	}
+	return nil
+}
+
+func newWorkerCmd() *cobra.Command {
+	cfg := assemble.WorkerConfig{}
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a cluster worker: this host's sandboxes and instances behind the worker API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkNode(&cfg.NodeConfig, logLevel); err != nil {
+				return err
+			}
+			return assemble.RunWorker(cmd.Context(), cfg)
+		},
+	}
+	nodeFlags(cmd, &cfg.NodeConfig, &logLevel)
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the worker API (mutual TLS)")
+	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "isolation: auto, container, process or fake (see baton server --help)")
+	f.DurationVar(&cfg.FakeStartLatency, "fake-start-latency", 0, "with --sandbox fake: how long each instance takes to start")
+	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest response payload in bytes")
+	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes")
+	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes")
+	return cmd
+}
+
+func newControllerCmd() *cobra.Command {
+	cfg := assemble.ControllerConfig{}
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run a cluster controller: the HTTP API and the router, on the cluster's stores, routing to workers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkNode(&cfg.NodeConfig, logLevel); err != nil {
+				return err
+			}
+			if len(cfg.Workers) == 0 {
+				return fmt.Errorf("--workers: name at least one worker API address (host:7070)")
+			}
+			return assemble.RunController(cmd.Context(), cfg)
+		},
+	}
+	nodeFlags(cmd, &cfg.NodeConfig, &logLevel)
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the HTTP API")
+	f.StringSliceVar(&cfg.Workers, "workers", nil, "worker API addresses to route to (comma-separated or repeated; each must be named in its worker's certificate)")
+	f.IntVar(&cfg.QueueSize, "queue-size", 1000, "requests that may wait per function while instances start")
+	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", 60*time.Second, "how long a request may wait for an instance")
+	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest request or response payload in bytes")
+	f.Int64Var(&cfg.MaxInflightBytes, "max-inflight-bytes", 1<<30, "request payload bytes the controller holds at once (beyond: 429)")
+	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
+	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")
+	f.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token, created with a random token if missing (default <data-dir>/api-token)")
+	f.BoolVar(&cfg.NoAuth, "no-auth", false, "serve the management API without a token (tests only)")
+	return cmd
+}
+
+func newClusterCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "Create the cluster's certificate authority and its nodes' certificates",
+	}
+	cmd.AddCommand(newClusterInitCmd(), newClusterIssueCmd())
+	return cmd
+}
+
+func newClusterInitCmd() *cobra.Command {
+	var dir, name string
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create the cluster's CA (ca.crt, ca.key) in --dir; keep ca.key off the nodes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return fmt.Errorf("--dir: name the directory for the CA")
+			}
+			ca, err := clusterpki.NewCA(name, 0)
+			if err != nil {
+				return err
+			}
+			if err := ca.Save(dir); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created the CA of cluster %s in %s\n", name, dir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "directory for ca.crt and ca.key (must not hold a CA already)")
+	cmd.Flags().StringVar(&name, "name", "baton", "the cluster's name")
+	return cmd
+}
+
+func newClusterIssueCmd() *cobra.Command {
+	var caDir, out, id, role string
+	var hosts []string
+	cmd := &cobra.Command{
+		Use:   "issue",
+		Short: "Issue a node's certificate (ca.crt, node.crt, node.key in --out) from the CA in --ca",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if caDir == "" || out == "" || id == "" {
+				return fmt.Errorf("--ca, --out and --id are required")
+			}
+			ca, err := clusterpki.LoadCA(caDir)
+			if err != nil {
+				return err
+			}
+			identity, err := ca.Issue(clusterpki.NodeRequest{ID: id, Role: clusterpki.Role(role), Hosts: hosts})
+			if err != nil {
+				return err
+			}
+			if err := identity.Save(out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "issued the certificate of %s %s in %s\n", role, id, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&caDir, "ca", "", "directory of the CA (from baton cluster init)")
+	f.StringVar(&out, "out", "", "directory for the node's identity")
+	f.StringVar(&id, "id", "", "the node's stable id")
+	f.StringVar(&role, "role", "", "controller or worker")
+	f.StringSliceVar(&hosts, "host", nil, "addresses peers dial the node at (IPs or DNS names; repeated or comma-separated)")
+	return cmd
+}

@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apiv1 "github.com/baton-faas/baton/api/v1"
+	"github.com/baton-faas/baton/client"
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/store/natsd"
+	"github.com/baton-faas/baton/test/harness"
+)
+
+// clusterNode issues a node's certificate with the CLI, as an operator
+// would.
+func clusterNode(t *testing.T, caDir, id, role, host string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), id)
+	args := []string{"cluster", "issue", "--ca", caDir, "--out", dir, "--id", id, "--role", role}
+	if host != "" {
+		args = append(args, "--host", host)
+	}
+	if out, errOut, rc := cli(t, nil, args...); rc != 0 {
+		t.Fatalf("cluster issue %s: exit %d\n%s%s", id, rc, out, errOut)
+	}
+	return dir
+}
+
+// TestClusterControllerAndWorker runs a controller and a worker as
+// separate processes on one NATS JetStream: a function deployed through
+// the controller runs on the worker (which reads its code from the
+// cluster's store) over the mutually authenticated worker API; a worker
+// killed with -9 gives clear errors, not hangs, and serves again when it
+// comes back.
+func TestClusterControllerAndWorker(t *testing.T) {
+	t.Parallel()
+	natsAddr := harness.FreeAddr(t)
+	ns, err := natsd.Start(ctx(t), natsd.Options{DataDir: t.TempDir(), Listen: natsAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	natsURL := "nats://" + natsAddr
+
+	caDir := filepath.Join(t.TempDir(), "ca")
+	if out, errOut, rc := cli(t, nil, "cluster", "init", "--dir", caDir); rc != 0 {
+		t.Fatalf("cluster init: exit %d\n%s%s", rc, out, errOut)
+	}
+	if _, errOut, rc := cli(t, nil, "cluster", "init", "--dir", caDir); rc == 0 || !strings.Contains(errOut, "exist") {
+		t.Errorf("a second cluster init over the CA: exit %d: %s", rc, errOut)
+	}
+	workerAddr := harness.FreeAddr(t)
+	workerPKI := clusterNode(t, caDir, "w1", "worker", "127.0.0.1")
+	controllerPKI := clusterNode(t, caDir, "c1", "controller", "")
+	workerData := t.TempDir()
+	startWorker := func() *harness.Proc {
+		return harness.StartProc(t, "worker", "worker", "--nats", natsURL, "--listen", workerAddr, "--pki", workerPKI,
+			"--data-dir", workerData, "--sandbox", "fake", "--fake-start-latency", "20ms")
+	}
+	worker := startWorker()
+
+	// A controller with a worker's certificate is refused.
+	if _, errOut, rc := cli(t, nil, "controller", "--nats", natsURL, "--pki", workerPKI, "--workers", workerAddr,
+		"--data-dir", t.TempDir(), "--listen", harness.FreeAddr(t)); rc == 0 || !strings.Contains(errOut, "not a controller") {
+		t.Errorf("controller with a worker's certificate: exit %d: %s", rc, errOut)
+	}
+
+	apiAddr := harness.FreeAddr(t)
+	ctrlData := t.TempDir()
+	harness.StartProc(t, "controller", "controller", "--nats", natsURL, "--listen", apiAddr, "--pki", controllerPKI,
+		"--workers", workerAddr, "--data-dir", ctrlData)
+	url := "http://" + apiAddr
+	var token string
+	waitFor(t, settle, "the controller to serve", func() (bool, string) {
+		b, err := os.ReadFile(filepath.Join(ctrlData, "api-token"))
+		if err != nil {
+			return false, err.Error()
+		}
+		token = strings.TrimSpace(string(b))
+		resp, err := http.Get(url + "/healthz")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+	c, err := client.New(url, &http.Client{Timeout: 2 * time.Minute}, client.WithToken(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := function.Spec{Runtime: function.RuntimePython, Handler: "app.handler"}
+	if _, err := c.Deploy(ctx(t), "echo", client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: zipDir(t, pyDir)}); err != nil {
+		t.Fatal(err)
+	}
+	invokeOK := func(what string) {
+		t.Helper()
+		var last string
+		waitFor(t, settle, what, func() (bool, string) {
+			resp, err := c.Invoke(ctx(t), "echo", []byte(`{"n":1}`))
+			if err != nil {
+				last = err.Error()
+				return false, last
+			}
+			return string(resp.Body) == `{"n":1}`, string(resp.Body)
+		})
+	}
+	invokeOK("an invocation through the controller to answer from the worker")
+	f, err := c.Get(ctx(t), "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Status.Instances) != 1 || f.Status.Instances[0].Worker != "w1" {
+		t.Fatalf("instances %+v, want one on worker w1", f.Status.Instances)
+	}
+
+	worker.Kill()
+	callCtx, cancel := context.WithTimeout(ctx(t), 3*time.Minute)
+	defer cancel()
+	_, err = c.Invoke(callCtx, "echo", []byte(`{"n":2}`))
+	var apiErr *client.Error
+	if err == nil || !errors.As(err, &apiErr) || apiErr.Status < 500 {
+		t.Fatalf("invoke with the worker killed: %v, want a 5xx error", err)
+	}
+	if callCtx.Err() != nil {
+		t.Fatalf("invoke with the worker killed ran until the test's deadline")
+	}
+	t.Logf("with the worker killed: %v", err)
+
+	startWorker()
+	invokeOK("invocations to succeed again once the worker is back")
+}
