@@ -7,21 +7,27 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	apiv1 "github.com/baton-faas/baton/api/v1"
 )
 
-// Client is an API client.
+// Client is an API client. It may know several servers (the controller
+// replicas of a cluster): it sends to the one that answered last and moves
+// on to the next when a server cannot be reached at all.
 type Client struct {
-	base  string
-	http  *http.Client
-	token string
+	bases   []string
+	current atomic.Int32 // index into bases
+	http    *http.Client
+	token   string
 }
 
 // Option configures a Client.
@@ -30,16 +36,22 @@ type Option func(*Client)
 // WithToken sends token as the bearer token the management API requires.
 func WithToken(token string) Option { return func(c *Client) { c.token = token } }
 
-// New returns a client for the server at base (http://host:port).
+// New returns a client for the server at base (http://host:port), or for
+// any of several servers given as a comma-separated list.
 func New(base string, hc *http.Client, opts ...Option) (*Client, error) {
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("server URL %q must look like http://host:port", base)
+	var bases []string
+	for _, b := range strings.Split(base, ",") {
+		b = strings.TrimSpace(b)
+		u, err := url.Parse(b)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("server URL %q must look like http://host:port", b)
+		}
+		bases = append(bases, strings.TrimRight(b, "/"))
 	}
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	c := &Client{base: strings.TrimRight(base, "/"), http: hc}
+	c := &Client{bases: bases, http: hc}
 	for _, o := range opts {
 		o(c)
 	}
@@ -59,8 +71,10 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("HTTP %d", e.Status)
 }
 
+func (c *Client) base() string { return c.bases[c.current.Load()] }
+
 func (c *Client) request(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base()+path, body)
 	if err != nil {
 		return nil, err
 	}
@@ -81,10 +95,47 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ou
 	return c.send(req, out)
 }
 
-func (c *Client) send(req *http.Request, out any) error {
+// roundTrip sends req, and when its server cannot be reached (the
+// connection was refused or timed out, so nothing was sent) sends it to
+// the other servers in turn, if its body can be read again.
+func (c *Client) roundTrip(req *http.Request) (*http.Response, error) {
+	first := int(c.current.Load())
 	resp, err := c.http.Do(req)
+	for i := 1; err != nil && i < len(c.bases) && unreachable(err) && (req.Body == nil || req.GetBody != nil); i++ {
+		next := (first + i) % len(c.bases)
+		retry := req.Clone(req.Context())
+		u, perr := url.Parse(c.bases[next] + req.URL.RequestURI())
+		if perr != nil {
+			break
+		}
+		retry.URL, retry.Host = u, ""
+		if req.GetBody != nil {
+			body, berr := req.GetBody()
+			if berr != nil {
+				break
+			}
+			retry.Body = body
+		}
+		if resp, err = c.http.Do(retry); err == nil {
+			c.current.Store(int32(next))
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("cannot reach baton server at %s: %w", c.base, err)
+		return nil, fmt.Errorf("cannot reach baton server at %s: %w", strings.Join(c.bases, ", "), err)
+	}
+	return resp, nil
+}
+
+// unreachable reports whether err means no connection was made.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (c *Client) send(req *http.Request, out any) error {
+	resp, err := c.roundTrip(req)
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -235,9 +286,20 @@ func (c *Client) InvokeStream(ctx context.Context, name string, r io.Reader, siz
 	}
 	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
+	if seeker, ok := r.(io.Seeker); ok {
+		// The event can be sent again to another server.
+		if start, err := seeker.Seek(0, io.SeekCurrent); err == nil {
+			req.GetBody = func() (io.ReadCloser, error) {
+				if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+					return nil, err
+				}
+				return io.NopCloser(io.LimitReader(r, size)), nil
+			}
+		}
+	}
+	resp, err := c.roundTrip(req)
 	if err != nil {
-		return InvokeResponse{}, fmt.Errorf("cannot reach baton server at %s: %w", c.base, err)
+		return InvokeResponse{}, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)

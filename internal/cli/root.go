@@ -46,7 +46,7 @@ func Execute() int {
 // serverFlag adds --server and --token to a client command and returns a
 // constructor for the API client.
 func serverFlag(cmd *cobra.Command) func() (*client.Client, error) {
-	addr := cmd.Flags().String("server", defaultServer(), "URL of the baton server API (env BATON_SERVER)")
+	addr := cmd.Flags().String("server", defaultServer(), "URL of the baton API, or several comma-separated (a cluster's controllers: the next is tried when one is unreachable) (env BATON_SERVER)")
 	token := cmd.Flags().String("token", "", "API token (env BATON_TOKEN; default: read from "+assemble.DefaultTokenFile()+" when readable)")
 	return func() (*client.Client, error) { return client.New(*addr, nil, client.WithToken(apiToken(*token))) }
 }
