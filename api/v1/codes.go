@@ -65,4 +65,8 @@ const (
 	// every attempt failed that way.
 	CodeNotDelivered  = "not-delivered"
 	CodeWorkerFailure = "worker"
+	// CodeWorkerLost: the worker running the invocation died or was cut
+	// off; the function may have run. Functions marked idempotent are run
+	// again elsewhere instead.
+	CodeWorkerLost = "worker-lost"
 )

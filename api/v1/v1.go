@@ -22,6 +22,10 @@ type FunctionSpec struct {
 	// at once on queued demand, down after the idle timeout) or "kpa"
 	// (Knative's windows and panic mode).
 	Autoscaler string `json:"autoscaler,omitempty"`
+	// Idempotent says that running an event twice is harmless: an
+	// invocation whose worker was lost while it ran is then run again
+	// elsewhere instead of failing with worker-lost.
+	Idempotent bool `json:"idempotent,omitempty"`
 	// App groups functions that share one sandbox per host (default: the
 	// function's own name).
 	App string `json:"app,omitempty"`
@@ -126,6 +130,9 @@ const (
 	StatusOutOfMemory   = "out-of-memory"
 	StatusInitError     = "init-error"
 	StatusFailed        = "failed"
+	// StatusWorkerLost: the worker running the invocation was lost; the
+	// function may or may not have run.
+	StatusWorkerLost = "worker-lost"
 )
 
 // Invocation is the record of one invocation.

@@ -52,7 +52,7 @@ func TestErrorCodesArePublished(t *testing.T) {
 		}
 	}
 	for _, kind := range []workerapi.FailureKind{workerapi.FailureTimeout, workerapi.FailureCrash, workerapi.FailureOutOfMemory,
-		workerapi.FailureTooLarge, workerapi.FailureInstanceGone, workerapi.FailureNotDelivered, workerapi.FailureWorkerFailure} {
+		workerapi.FailureTooLarge, workerapi.FailureInstanceGone, workerapi.FailureNotDelivered, workerapi.FailureWorkerFailure, workerapi.FailureWorkerLost} {
 		if !published[string(kind)] {
 			t.Errorf("failure kind %q is not a constant in api/v1/codes.go", kind)
 		}

@@ -94,6 +94,7 @@ A deploy request larger than 1 MiB is first checked against the server's limit
 	f.IntVar(&spec.Concurrency, "concurrency", 0, "events one instance serves at once (runtimes that allow it: "+strings.Join(runtimes.Concurrent(), ", ")+"; default 1)")
 	f.IntVar(&spec.MinScale, "min-scale", 0, "instances kept even when idle")
 	f.IntVar(&spec.MaxScale, "max-scale", 0, fmt.Sprintf("most instances (default %d)", function.DefaultMaxScale))
+	f.BoolVar(&spec.Idempotent, "idempotent", false, "running an event twice is harmless: an invocation whose worker is lost is run again elsewhere instead of failing with worker-lost")
 	f.StringVar(&spec.Autoscaler, "autoscaler", "", "scaling policy: immediate (default: up at once on queued demand, down after the idle timeout) or kpa (Knative: 60 s stable / 6 s panic windows)")
 	f.StringVar(&spec.App, "app", "", "application: functions of one app share a sandbox per host (default: the function's name)")
 	f.StringVar(&spec.Network, "network", "", "isolated (own network namespace, loopback only; default) or host")

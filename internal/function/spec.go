@@ -56,6 +56,10 @@ type Spec struct {
 	IdleTimeoutSeconds int               `json:"idleTimeoutSeconds,omitempty"`
 	// Autoscaler names the scaling policy: "immediate" (default) or "kpa".
 	Autoscaler string `json:"autoscaler,omitempty"`
+	// Idempotent says that running an event twice is harmless: an
+	// invocation whose worker was lost while it ran is then run again
+	// elsewhere instead of failing with worker-lost.
+	Idempotent bool `json:"idempotent,omitempty"`
 	// App groups functions that share one sandbox per host (default: the
 	// function's own name). Functions of different apps never share one.
 	App string `json:"app,omitempty"`

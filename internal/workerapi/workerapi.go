@@ -169,6 +169,9 @@ const (
 	// the event, so the event can safely run on another instance.
 	FailureNotDelivered  FailureKind = "not-delivered"
 	FailureWorkerFailure FailureKind = "worker"
+	// FailureWorkerLost: the worker running the invocation died or was cut
+	// off (or removed) while it ran; whether the function ran is unknown.
+	FailureWorkerLost FailureKind = "worker-lost"
 )
 
 // Failure is returned by Invoke when the instance, not the function,
@@ -262,8 +265,8 @@ func (f *Failure) ErrorClass() (errdefs.Class, string) {
 	if f.Kind == FailureTimeout {
 		return errdefs.Timeout, "timeout"
 	}
-	if f.Kind == FailureWorkerFailure {
-		return errdefs.Unavailable, "worker_failure"
+	if f.Kind == FailureWorkerFailure || f.Kind == FailureWorkerLost {
+		return errdefs.Unavailable, string(f.Kind)
 	}
 	return errdefs.FunctionFailed, string(f.Kind)
 }

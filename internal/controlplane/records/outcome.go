@@ -42,6 +42,8 @@ func failureStatus(kind workerapi.FailureKind) string {
 		return StatusTooLarge
 	case workerapi.FailureOutOfMemory:
 		return StatusOutOfMemory
+	case workerapi.FailureWorkerLost:
+		return StatusWorkerLost
 	default:
 		return StatusCrash
 	}

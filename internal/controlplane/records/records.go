@@ -27,6 +27,7 @@ const (
 	StatusOutOfMemory   = apiv1.StatusOutOfMemory
 	StatusInitError     = apiv1.StatusInitError
 	StatusFailed        = apiv1.StatusFailed
+	StatusWorkerLost    = apiv1.StatusWorkerLost
 )
 
 // Record describes one invocation.

@@ -224,6 +224,13 @@ type fnState struct {
 	scaler autoscaler.Policy
 }
 
+// idempotent reports whether the function's events may run twice.
+func (st *fnState) idempotent() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.fn.Spec.Idempotent
+}
+
 // setScalerLocked makes the policy the spec names, keeping the current one
 // (and its history) when it is the same.
 func (st *fnState) setScalerLocked(name string) {
@@ -362,6 +369,12 @@ func (r *Router) Invoke(ctx context.Context, name string, inv workerapi.Invocati
 			r.log.Info("event not delivered, retrying on another instance", "function", name, "invocation", inv.ID, "reason", failure.Message)
 			continue
 		}
+		// A lost worker may or may not have run the event: only a
+		// function that says running it twice is harmless gets it again.
+		if attempt < maxDeliveryAttempts && errors.As(err, &failure) && failure.Kind == workerapi.FailureWorkerLost && st.idempotent() {
+			r.log.Info("worker lost, retrying the idempotent function's event on another instance", "function", name, "invocation", inv.ID, "reason", failure.Message)
+			continue
+		}
 		return out, err
 	}
 }
@@ -409,7 +422,7 @@ func (r *Router) invokeOnce(ctx context.Context, st *fnState, inv workerapi.Invo
 	if err != nil && in.w.ctx.Err() != nil {
 		dead = true
 		if r.ctx.Err() == nil {
-			err = &workerapi.Failure{Kind: workerapi.FailureWorkerFailure, Message: fmt.Sprintf("worker %s was removed while the invocation ran: %v", in.w.id, err)}
+			err = &workerapi.Failure{Kind: workerapi.FailureWorkerLost, Message: fmt.Sprintf("worker %s was lost while the invocation ran: %v", in.w.id, err)}
 		}
 	}
 	r.release(st, in, dead, out.Exec)

@@ -81,7 +81,7 @@ func TestRemoveWorker(t *testing.T) {
 	}
 	res := <-onW1
 	var failure *workerapi.Failure
-	if !errors.As(res.err, &failure) || failure.Kind != workerapi.FailureWorkerFailure {
+	if !errors.As(res.err, &failure) || failure.Kind != workerapi.FailureWorkerLost {
 		t.Fatalf("invocation on the removed worker: %v, want a worker failure", res.err)
 	}
 	if c, _ := errdefs.Classify(res.err); c != errdefs.Unavailable {
@@ -93,6 +93,24 @@ func TestRemoveWorker(t *testing.T) {
 	next := <-invokeAsync(r, context.Background())
 	if next.err != nil || next.out.Worker != "w2" {
 		t.Fatalf("next invocation on %q: %v; want w2", next.out.Worker, next.err)
+	}
+}
+
+// TestRemoveWorkerRetriesIdempotent: the event of an idempotent function
+// whose worker is lost while it runs is run again on another worker.
+func TestRemoveWorkerRetriesIdempotent(t *testing.T) {
+	clk := newFakeClock()
+	w1, w2 := newFakeWorker(clk), newFakeWorker(clk)
+	w2.id = "w2"
+	w1.release = make(chan struct{}) // never released: only the removal ends it
+	r := newRouter(t, clk, Options{Placement: &placement.RoundRobin{}}, w1, w2)
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.Idempotent = true }))
+	onW1 := invokeAsync(r, context.Background())
+	eventually(t, "busy on w1", func() bool { return workerCounts(r)["w1"] == 1 })
+	r.RemoveWorker("w1")
+	res := <-onW1
+	if res.err != nil || res.out.Worker != "w2" {
+		t.Fatalf("idempotent invocation after its worker was lost: on %q, %v; want a retry on w2", res.out.Worker, res.err)
 	}
 }
 

@@ -47,14 +47,14 @@ func specToWire(s function.Spec) *pb.FunctionSpec {
 	return &pb.FunctionSpec{Runtime: s.Runtime, Handler: s.Handler, Env: s.Env, MemoryMb: int64(s.MemoryMB),
 		TimeoutSeconds: int64(s.TimeoutSeconds), Concurrency: int64(s.Concurrency), MinScale: int64(s.MinScale),
 		MaxScale: int64(s.MaxScale), IdleTimeoutSeconds: int64(s.IdleTimeoutSeconds), App: s.App,
-		Network: s.Network, Image: s.Image, Autoscaler: s.Autoscaler}
+		Network: s.Network, Image: s.Image, Autoscaler: s.Autoscaler, Idempotent: s.Idempotent}
 }
 
 func specFromWire(s *pb.FunctionSpec) function.Spec {
 	return function.Spec{Runtime: s.GetRuntime(), Handler: s.GetHandler(), Env: s.GetEnv(), MemoryMB: int(s.GetMemoryMb()),
 		TimeoutSeconds: int(s.GetTimeoutSeconds()), Concurrency: int(s.GetConcurrency()), MinScale: int(s.GetMinScale()),
 		MaxScale: int(s.GetMaxScale()), IdleTimeoutSeconds: int(s.GetIdleTimeoutSeconds()), App: s.GetApp(),
-		Network: s.GetNetwork(), Image: s.GetImage(), Autoscaler: s.GetAutoscaler()}
+		Network: s.GetNetwork(), Image: s.GetImage(), Autoscaler: s.GetAutoscaler(), Idempotent: s.GetIdempotent()}
 }
 
 func instanceSpecToWire(s workerapi.InstanceSpec) *pb.InstanceSpec {

@@ -170,7 +170,7 @@ func (c *Client) fromStatus(ctx context.Context, k call, err error) error {
 	if k.invoke {
 		// The router retries an event that was not delivered elsewhere,
 		// and counts the instance of one that may have been as lost.
-		f := &workerapi.Failure{Kind: workerapi.FailureWorkerFailure, Message: out.msg}
+		f := &workerapi.Failure{Kind: workerapi.FailureWorkerLost, Message: out.msg}
 		if !k.sent {
 			f.Kind = workerapi.FailureNotDelivered
 		}

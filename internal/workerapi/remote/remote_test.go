@@ -288,8 +288,8 @@ func TestServerDiesMidInvoke(t *testing.T) {
 		t.Errorf("classified %s/%s, want unavailable/worker_unavailable", class, code)
 	}
 	var f *workerapi.Failure
-	if !errors.As(err, &f) || f.Kind != workerapi.FailureWorkerFailure {
-		t.Errorf("Invoke on a worker that died: %v; want a %s Failure (the event may have run)", err, workerapi.FailureWorkerFailure)
+	if !errors.As(err, &f) || f.Kind != workerapi.FailureWorkerLost {
+		t.Errorf("Invoke on a worker that died: %v; want a %s Failure (the event may have run)", err, workerapi.FailureWorkerLost)
 	}
 
 	// A call to a worker that is gone never reached it: the event may run
@@ -540,7 +540,7 @@ func TestUnansweredInvokeFailsAfterItsDeadline(t *testing.T) {
 	_, err = c.Invoke(ctx, "i-1", workerapi.Invocation{ID: "1"})
 	var f *workerapi.Failure
 	if !errors.Is(err, workerapi.ErrWorkerUnavailable) || !errors.Is(err, context.DeadlineExceeded) ||
-		!errors.As(err, &f) || f.Kind != workerapi.FailureWorkerFailure {
+		!errors.As(err, &f) || f.Kind != workerapi.FailureWorkerLost {
 		t.Fatalf("Invoke that got no answer: %v; want ErrWorkerUnavailable, the deadline, and a worker Failure", err)
 	}
 }

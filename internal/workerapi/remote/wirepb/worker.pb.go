@@ -323,6 +323,7 @@ type FunctionSpec struct {
 	Network            string                 `protobuf:"bytes,11,opt,name=network,proto3" json:"network,omitempty"`
 	Image              string                 `protobuf:"bytes,12,opt,name=image,proto3" json:"image,omitempty"`
 	Autoscaler         string                 `protobuf:"bytes,13,opt,name=autoscaler,proto3" json:"autoscaler,omitempty"`
+	Idempotent         bool                   `protobuf:"varint,14,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -446,6 +447,13 @@ func (x *FunctionSpec) GetAutoscaler() string {
 		return x.Autoscaler
 	}
 	return ""
+}
+
+func (x *FunctionSpec) GetIdempotent() bool {
+	if x != nil {
+		return x.Idempotent
+	}
+	return false
 }
 
 type InstanceSpec struct {
@@ -1661,7 +1669,7 @@ const file_worker_proto_rawDesc = "" +
 	"\bcapacity\x18\x03 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\bcapacity\x129\n" +
 	"\breserved\x18\x04 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\breserved\x12\x1c\n" +
 	"\tinstances\x18\x05 \x01(\x03R\tinstances\x12\x1c\n" +
-	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\"\xed\x03\n" +
+	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\"\x8d\x04\n" +
 	"\fFunctionSpec\x12\x18\n" +
 	"\aruntime\x18\x01 \x01(\tR\aruntime\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12;\n" +
@@ -1678,7 +1686,10 @@ const file_worker_proto_rawDesc = "" +
 	"\x05image\x18\f \x01(\tR\x05image\x12\x1e\n" +
 	"\n" +
 	"autoscaler\x18\r \x01(\tR\n" +
-	"autoscaler\x1a6\n" +
+	"autoscaler\x12\x1e\n" +
+	"\n" +
+	"idempotent\x18\x0e \x01(\bR\n" +
+	"idempotent\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x01\n" +
