@@ -45,8 +45,9 @@ type ctl struct {
 	nc     *nats.Conn
 	member *membership.Member
 	own    *ownership.Ownership
-	// block, when set, makes OnChange wait on it (a stalled controller).
-	block atomic.Pointer[sync.Mutex]
+	// block, when set, makes OnChange wait until it is closed (a stalled
+	// controller).
+	block atomic.Pointer[chan struct{}]
 
 	mu      sync.Mutex
 	gained  map[int]int // shard → times gained
@@ -70,9 +71,8 @@ func startCtl(t *testing.T, s *natsd.Server, id string) *ctl {
 	c.own, err = ownership.Start(ctx, ownership.Options{
 		JS: js, Members: m, Self: id, Address: id + ":8080", Interval: interval, Shards: shards,
 		OnChange: func(ch ownership.Change) {
-			if mu := c.block.Load(); mu != nil {
-				mu.Lock()
-				mu.Unlock() //nolint:staticcheck // waiting for the test to let go
+			if ch := c.block.Load(); ch != nil {
+				<-*ch
 			}
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -289,8 +289,10 @@ func TestStalledOwnerStopsOwningByItself(t *testing.T) {
 	s := clustertest.Server(t)
 	c1 := startCtl(t, s, "c1")
 	clustertest.Eventually(t, "c1 to own every function", func() bool { return c1.owned() == len(functions) })
-	var stall sync.Mutex
-	stall.Lock()
+	stall := make(chan struct{})
+	var once sync.Once
+	resume := func() { once.Do(func() { close(stall) }) }
+	t.Cleanup(resume) // before c1 closes, which waits for its loop
 	c1.block.Store(&stall)
 	// c2 joining makes c1 release shards: its loop stalls in OnChange.
 	c2 := startCtl(t, s, "c2")
@@ -298,7 +300,7 @@ func TestStalledOwnerStopsOwningByItself(t *testing.T) {
 	clustertest.Eventually(t, "the stalled c1 to own nothing", func() bool { return c1.owned() == 0 })
 	clustertest.Eventually(t, "c2 to take the shards c1 was releasing", func() bool { return c2.owned() > 0 })
 	c1.block.Store(nil)
-	stall.Unlock()
+	resume()
 	split(t, c1, c2)
 }
 
