@@ -23,9 +23,10 @@ type Self struct {
 	// Interval between heartbeats (default DefaultInterval). It must leave
 	// room for at least two heartbeats within the bucket's TTL.
 	Interval time.Duration
-	// Load, when set, is called on every heartbeat and must return quickly
-	// (it runs on the heartbeat's goroutine).
-	Load   func() Load
+	// Load, when set, is called on every heartbeat, with a context that
+	// ends within the interval, and must return quickly: it runs on the
+	// heartbeat's goroutine.
+	Load   func(context.Context) Load
 	Logger *slog.Logger
 }
 
@@ -33,7 +34,7 @@ type Self struct {
 type Member struct {
 	members  *Members
 	interval time.Duration
-	load     func() Load
+	load     func(context.Context) Load
 	log      *slog.Logger
 
 	mu   sync.Mutex // guards node
@@ -162,10 +163,10 @@ func (mb *Member) run(ctx context.Context) {
 }
 
 // entry returns the node to write now, with fresh load and time.
-func (mb *Member) entry() Node {
+func (mb *Member) entry(ctx context.Context) Node {
 	var load Load
 	if mb.load != nil {
-		load = mb.load()
+		load = mb.load(ctx)
 	}
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
@@ -185,7 +186,7 @@ func (mb *Member) setRevision(rev uint64) {
 func (mb *Member) beat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, mb.interval)
 	defer cancel()
-	n := mb.entry()
+	n := mb.entry(ctx)
 	data, err := json.Marshal(n)
 	if err != nil {
 		return fmt.Errorf("encode node: %w", err)
@@ -234,7 +235,7 @@ func (mb *Member) resolve(ctx context.Context, data []byte) error {
 
 // register writes the first entry of this run.
 func (mb *Member) register(ctx context.Context) error {
-	n := mb.entry()
+	n := mb.entry(ctx)
 	data, err := json.Marshal(n)
 	if err != nil {
 		return fmt.Errorf("encode node: %w", err)

@@ -166,8 +166,8 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Members, erro
 // TTL is how long an entry lives without a heartbeat.
 func (m *Members) TTL() time.Duration { return m.ttl }
 
-// List returns the live nodes, sorted by id.
-func (m *Members) List(ctx context.Context) ([]Node, error) {
+// Nodes returns the live nodes, sorted by id.
+func (m *Members) Nodes(ctx context.Context) ([]Node, error) {
 	w, err := m.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)

@@ -94,7 +94,7 @@ func TestJoinHeartbeatAndLeave(t *testing.T) {
 	w := watch(t, m)
 	mb, err := m.Join(clustertest.Context(t), membership.Self{
 		ID: "w1", Roles: []membership.Role{membership.RoleWorker}, Address: "10.0.0.1:7000", Interval: interval,
-		Load: func() membership.Load {
+		Load: func(context.Context) membership.Load {
 			return membership.Load{Capacity: workerapi.Resources{MemoryMB: 4096, MilliCPUs: 2000},
 				Reserved: workerapi.Resources{MemoryMB: 128}, Instances: int(instances.Load()), Sandboxes: 1}
 		},
@@ -117,7 +117,7 @@ func TestJoinHeartbeatAndLeave(t *testing.T) {
 	if !ev.Node.Heartbeat.After(first) || ev.Node.Incarnation == "" {
 		t.Fatalf("heartbeat entry = %+v, first heartbeat at %s", ev.Node, first)
 	}
-	nodes, err := m.List(clustertest.Context(t))
+	nodes, err := m.Nodes(clustertest.Context(t))
 	if err != nil || ids(nodes) != "w1" {
 		t.Fatalf("List = %v, %v", ids(nodes), err)
 	}
@@ -125,7 +125,7 @@ func TestJoinHeartbeatAndLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	await(t, w, "w1 to leave", is(membership.Left, "w1"))
-	nodes, err = m.List(clustertest.Context(t))
+	nodes, err = m.Nodes(clustertest.Context(t))
 	if err != nil || len(nodes) != 0 {
 		t.Fatalf("List after leave = %v, %v", ids(nodes), err)
 	}
@@ -155,7 +155,7 @@ func TestDeadNodeIsDetectedWithoutItsHelp(t *testing.T) {
 		t.Fatalf("%s left, want w2", ev.Node.ID)
 	}
 	t.Logf("dead node seen gone %s after its connection was cut (TTL %s, heartbeat %s)", time.Since(cut).Round(time.Millisecond), ttl, interval)
-	nodes, err := m.List(clustertest.Context(t))
+	nodes, err := m.Nodes(clustertest.Context(t))
 	if err != nil || ids(nodes) != "w1" {
 		t.Fatalf("List = %v, %v; want w1 only", ids(nodes), err)
 	}
@@ -176,7 +176,7 @@ func TestStalledNodeRejoins(t *testing.T) {
 	mb, err := m.Join(clustertest.Context(t), membership.Self{
 		ID: "w1", Roles: []membership.Role{membership.RoleWorker}, Interval: interval,
 		// The heartbeat calls Load first: holding the lock stalls it.
-		Load: func() membership.Load { stall.Lock(); defer stall.Unlock(); return membership.Load{} },
+		Load: func(context.Context) membership.Load { stall.Lock(); defer stall.Unlock(); return membership.Load{} },
 	})
 	if err != nil {
 		t.Fatal(err)
