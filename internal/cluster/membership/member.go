@@ -90,6 +90,9 @@ func (mb *Member) Node() Node {
 	return n
 }
 
+// Interval is the time between heartbeats.
+func (mb *Member) Interval() time.Duration { return mb.interval }
+
 // SetState changes the state the next heartbeat writes.
 func (mb *Member) SetState(s State) {
 	mb.mu.Lock()

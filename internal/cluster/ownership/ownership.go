@@ -181,7 +181,15 @@ func Start(ctx context.Context, o Options) (*Ownership, error) {
 		}
 	}
 	lw, err := kv.WatchAll(runCtx)
+	if err == nil {
+		// Know the holders before the first round, so that Owner answers
+		// right from the start and nothing is taken blindly.
+		err = own.readLeases(ctx, lw)
+	}
 	if err != nil {
+		if lw != nil {
+			_ = lw.Stop()
+		}
 		mw.Stop()
 		cancel()
 		return nil, fmt.Errorf("watch leases: %w", err)
@@ -219,6 +227,9 @@ func openBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, 
 	}
 	return kv, n, nil
 }
+
+// TTL is the leases' (and membership's) TTL.
+func (o *Ownership) TTL() time.Duration { return o.ttl }
 
 // Shards is the number of shards.
 func (o *Ownership) Shards() int { return o.shards }
@@ -383,6 +394,43 @@ func (o *Ownership) followMembers(ctx context.Context, w *membership.Watch) {
 	}
 }
 
+// readLeases reads the lease watch's initial values.
+func (o *Ownership) readLeases(ctx context.Context, w jetstream.KeyWatcher) error {
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("the watch ended before its initial values")
+			}
+			if e == nil {
+				return nil
+			}
+			o.applyLease(e)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// applyLease records a lease entry's holder and says whether the shard
+// became free.
+func (o *Ownership) applyLease(e jetstream.KeyValueEntry) (freed bool) {
+	s, err := strconv.Atoi(strings.TrimPrefix(e.Key(), keyPrefix))
+	if err != nil {
+		return false
+	}
+	var h holder
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &h) == nil {
+		h.rev = e.Revision()
+		o.holders[s] = h
+		return false
+	}
+	delete(o.holders, s)
+	return true
+}
+
 func (o *Ownership) followLeases(ctx context.Context, w jetstream.KeyWatcher) {
 	defer o.wg.Done()
 	defer func() { _ = w.Stop() }()
@@ -400,25 +448,9 @@ func (o *Ownership) followLeases(ctx context.Context, w jetstream.KeyWatcher) {
 			}
 			return
 		}
-		if e == nil {
-			continue // end of the initial values
+		if e != nil && o.applyLease(e) {
+			o.poke() // a shard became free: its assignee takes it now
 		}
-		s, err := strconv.Atoi(strings.TrimPrefix(e.Key(), keyPrefix))
-		if err != nil {
-			continue
-		}
-		var h holder
-		if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &h) == nil {
-			h.rev = e.Revision()
-			o.mu.Lock()
-			o.holders[s] = h
-			o.mu.Unlock()
-			continue
-		}
-		o.mu.Lock()
-		delete(o.holders, s)
-		o.mu.Unlock()
-		o.poke() // a shard became free: its assignee takes it now
 	}
 }
 

@@ -56,6 +56,13 @@ type ctl struct {
 
 func startCtl(t *testing.T, s *natsd.Server, id string) *ctl {
 	t.Helper()
+	return startCtlWith(t, s, id, interval, ttl)
+}
+
+// startCtlWith starts a controller with the given heartbeat and TTL (zero:
+// the defaults).
+func startCtlWith(t *testing.T, s *natsd.Server, id string, interval, ttl time.Duration) *ctl {
+	t.Helper()
 	nc, js := clustertest.Connect(t, s)
 	ctx := clustertest.Context(t)
 	m, err := membership.Open(ctx, js, membership.Config{TTL: ttl})
@@ -162,9 +169,22 @@ func split(t *testing.T, ctls ...*ctl) {
 }
 
 func TestTwoControllersSplitThenOneTakesOverFromTheDead(t *testing.T) {
+	takeOver(t, interval, ttl)
+}
+
+// The hand-over at the default heartbeat, for the log: it is bounded by
+// the membership TTL (three heartbeats) plus the server's expiry check.
+func TestTakeOverAtTheDefaultHeartbeat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes a few seconds at the default heartbeat")
+	}
+	takeOver(t, 0, 0)
+}
+
+func takeOver(t *testing.T, interval, ttl time.Duration) {
 	s := clustertest.Server(t)
-	c1 := startCtl(t, s, "c1")
-	c2 := startCtl(t, s, "c2")
+	c1 := startCtlWith(t, s, "c1", interval, ttl)
+	c2 := startCtlWith(t, s, "c2", interval, ttl)
 	noOverlap(t, c1, c2)
 	split(t, c1, c2)
 	for _, f := range functions {
@@ -193,7 +213,7 @@ func TestTwoControllersSplitThenOneTakesOverFromTheDead(t *testing.T) {
 	c2.nc.Close()
 	clustertest.Eventually(t, "c1 to own every function", func() bool { return c1.owned() == len(functions) })
 	t.Logf("hand-over: c1 owned all %d shards %s after c2 was cut off (TTL %s, heartbeat %s)",
-		shards, time.Since(cut).Round(time.Millisecond), ttl, interval)
+		shards, time.Since(cut).Round(time.Millisecond), c1.own.TTL(), c1.member.Interval())
 	if c2.owned() != 0 {
 		t.Fatalf("the cut-off c2 still owns %d functions", c2.owned())
 	}
