@@ -22,9 +22,10 @@
 // server checks ages at most every 250 ms, so a dead node is seen gone
 // between TTL and TTL + 250 ms after its last heartbeat.
 //
-// The bucket keeps its entries in memory: membership is rebuilt by the
-// heartbeats themselves (a node whose entry vanished re-creates it), so
-// there is nothing worth an fsync per heartbeat.
+// The bucket is file-backed although its entries live seconds: a memory
+// bucket would vanish with a restart of the whole NATS cluster, and every
+// heartbeat after it would fail for want of a bucket. JetStream does not
+// fsync each write, so a heartbeat costs no disk flush.
 package membership
 
 import (
@@ -142,7 +143,7 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Members, erro
 	}
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Baton cluster members: one entry per live node, expiring without heartbeats",
-		History: 1, TTL: c.TTL, LimitMarkerTTL: markerTTL, Storage: jetstream.MemoryStorage, Replicas: c.Replicas,
+		History: 1, TTL: c.TTL, LimitMarkerTTL: markerTTL, Storage: jetstream.FileStorage, Replicas: c.Replicas,
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		// Someone else created it, maybe with another TTL: the bucket's

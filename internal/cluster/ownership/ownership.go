@@ -204,7 +204,7 @@ func Start(ctx context.Context, o Options) (*Ownership, error) {
 func openBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, shards, replicas int) (jetstream.KeyValue, int, error) {
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Baton shard leases: which controller owns which functions",
-		History: 1, TTL: ttl, LimitMarkerTTL: markerTTL, Storage: jetstream.MemoryStorage, Replicas: replicas,
+		History: 1, TTL: ttl, LimitMarkerTTL: markerTTL, Storage: jetstream.FileStorage, Replicas: replicas,
 		Metadata: map[string]string{shardsMetadata: strconv.Itoa(shards)},
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
