@@ -258,10 +258,12 @@ func (o *Ownership) Token(function string) (uint64, bool) {
 	return l.rev, true
 }
 
-// Owner names the controller that serves a function: the holder of its
-// shard's lease, or while nobody holds it, the live controller that the
-// assignment names (it is taking the lease). ok is false when no
-// controller is live.
+// Owner names the controller that serves a function: the live holder of
+// its shard's lease, or while no live controller holds it (nobody, or a
+// dead one whose lease has yet to expire), the live controller that the
+// assignment names: it is taking the lease, and requests sent to it wait
+// there rather than at a dead address. ok is false when no controller is
+// live.
 func (o *Ownership) Owner(function string) (id, addr string, ok bool) {
 	s := o.ShardOf(function)
 	if _, mine := o.Token(function); mine {
@@ -270,7 +272,9 @@ func (o *Ownership) Owner(function string) (id, addr string, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if h, ok := o.holders[s]; ok && h.ID != o.self {
-		return h.ID, h.Address, true
+		if _, live := o.live[h.ID]; live {
+			return h.ID, h.Address, true
+		}
 	}
 	a := Assign(s, slices.Sorted(maps.Keys(o.live)))
 	if a == "" {

@@ -256,6 +256,24 @@ func TestJoinAndLeaveRebalanceWithoutOverlap(t *testing.T) {
 	}
 }
 
+// A controller still connected but declared dead (its heartbeats stopped)
+// gives its shards up itself; the other takes them without overlap.
+func TestControllerDeclaredDeadGivesUpItsShards(t *testing.T) {
+	s := clustertest.Server(t)
+	c1 := startCtl(t, s, "c1")
+	c2 := startCtl(t, s, "c2")
+	noOverlap(t, c1, c2)
+	split(t, c1, c2)
+	c2.member.Close()
+	clustertest.Eventually(t, "c1 to own every function", func() bool { return c1.owned() == len(functions) })
+	if n := c2.owned(); n != 0 {
+		t.Fatalf("c2 owns %d functions after it was declared dead", n)
+	}
+	if err := c2.own.Err(); err != nil {
+		t.Fatalf("c2's ownership failed: %v", err)
+	}
+}
+
 // A lease's revision is a fencing token: once someone else wrote the
 // lease, the old owner's renewal fails and it stops owning the shard.
 func TestStaleOwnerIsFenced(t *testing.T) {
