@@ -136,6 +136,10 @@ type holder struct {
 
 // Start opens the lease bucket, follows membership and leases, and starts
 // taking and renewing this controller's shards. ctx bounds the start only.
+// The controller joins the membership first (membership.Members.Join): it
+// owns shards only while its own entry is live. Leases that a previous run
+// of the same controller left are waited out, not taken over (at most one
+// TTL): a lease cannot tell a crashed run from a live duplicate.
 func Start(ctx context.Context, o Options) (*Ownership, error) {
 	if err := membership.ValidateID(o.Self); err != nil {
 		return nil, err
