@@ -276,6 +276,26 @@ func TestControllerDeclaredDeadGivesUpItsShards(t *testing.T) {
 	}
 }
 
+// A controller that crashed and restarted at once (same id, new process)
+// does not take its previous run's leases over: it waits them out, then
+// owns everything again.
+func TestRestartedControllerWaitsOutItsOldLeases(t *testing.T) {
+	s := clustertest.Server(t)
+	old := startCtl(t, s, "c1")
+	clustertest.Eventually(t, "c1 to own every function", func() bool { return old.owned() == len(functions) })
+	cut := time.Now()
+	old.nc.Close()
+	restarted := startCtl(t, s, "c1")
+	noOverlap(t, old, restarted)
+	// The old leases live at least a TTL after their last renewal, which
+	// came before the cut (a slow machine may have taken that long to
+	// start the new run: then there is nothing to check here).
+	if n := restarted.owned(); n != 0 && time.Since(cut) < ttl {
+		t.Fatalf("the restarted c1 owns %d functions while its old leases live", n)
+	}
+	clustertest.Eventually(t, "the restarted c1 to own every function", func() bool { return restarted.owned() == len(functions) })
+}
+
 // A lease's revision is a fencing token: once someone else wrote the
 // lease, the old owner's renewal fails and it stops owning the shard.
 func TestStaleOwnerIsFenced(t *testing.T) {
