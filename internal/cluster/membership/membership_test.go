@@ -25,7 +25,7 @@ const (
 	interval = 100 * time.Millisecond
 	// Six heartbeats: a busy machine may delay a few without a node
 	// being declared dead.
-	ttl      = 600 * time.Millisecond
+	ttl = 600 * time.Millisecond
 )
 
 // open opens the bucket on a connection of its own.

@@ -23,8 +23,8 @@ const (
 	interval = 100 * time.Millisecond
 	// Six heartbeats: a busy machine may delay a few without a node
 	// being declared dead.
-	ttl      = 600 * time.Millisecond
-	shards   = 16
+	ttl    = 600 * time.Millisecond
+	shards = 16
 )
 
 // functions has one function name per shard.
