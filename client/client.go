@@ -343,6 +343,13 @@ func (c *Client) Images(ctx context.Context) ([]apiv1.Image, error) {
 	return v.Images, err
 }
 
+// Nodes returns the cluster's live nodes, sorted by id.
+func (c *Client) Nodes(ctx context.Context) ([]apiv1.Node, error) {
+	var v apiv1.NodeList
+	err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, &v)
+	return v.Nodes, err
+}
+
 // ImportImage uploads an OCI layout tarball or docker-save archive.
 func (c *Client) ImportImage(ctx context.Context, name string, archive io.Reader) (apiv1.Image, error) {
 	var img apiv1.Image

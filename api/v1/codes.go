@@ -50,6 +50,14 @@ const (
 	CodeInstanceNotFound  = "instance_not_found"
 	CodeWorkerExists      = "worker_exists"
 	CodeUnknownPlacement  = "unknown_placement_policy"
+	// CodeNoMembership: this server does not track cluster nodes.
+	CodeNoMembership = "no_membership"
+	// CodeMembershipUnavailable: the cluster's membership cannot be read
+	// now (NATS is unreachable).
+	CodeMembershipUnavailable = "membership_unavailable"
+	// CodeNodeIDInUse: another running process registered the same node
+	// id.
+	CodeNodeIDInUse = "node_id_in_use"
 )
 
 // Codes of invocations the function did not answer; they are the worker's

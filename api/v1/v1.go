@@ -206,3 +206,44 @@ type Error struct {
 	StackTrace   []string `json:"stackTrace,omitempty"`
 	InvocationID string   `json:"invocationId,omitempty"`
 }
+
+// Roles a node can have; `baton server` is one node with both.
+const (
+	RoleController = "controller"
+	RoleWorker     = "worker"
+)
+
+// Node states.
+const (
+	NodeReady    = "ready"
+	NodeDraining = "draining"
+)
+
+// Node is a live member of the cluster, as of its last heartbeat.
+type Node struct {
+	ID    string   `json:"id"`
+	Roles []string `json:"roles"`
+	// Address is where other nodes reach it.
+	Address string `json:"address"`
+	State   string `json:"state"`
+	// Capacity is what a worker offers to instances, Reserved what its
+	// live instances were promised (zero on controller-only nodes).
+	Capacity      Resources `json:"capacity"`
+	Reserved      Resources `json:"reserved"`
+	Instances     int       `json:"instances"`
+	Sandboxes     int       `json:"sandboxes"`
+	Started       time.Time `json:"started"`
+	LastHeartbeat time.Time `json:"lastHeartbeat"`
+}
+
+// Resources are amounts of host resources.
+type Resources struct {
+	MemoryMB int `json:"memoryMB"`
+	// MilliCPUs is CPU in thousandths of a core.
+	MilliCPUs int `json:"milliCPUs"`
+}
+
+// NodeList is the body of GET /v1/nodes, sorted by id.
+type NodeList struct {
+	Nodes []Node `json:"nodes"`
+}

@@ -35,6 +35,8 @@ type Options struct {
 	// Token, if set, is the bearer token every route but health,
 	// invocation and function URLs requires.
 	Token string
+	// Nodes answers GET /v1/nodes; nil answers 501.
+	Nodes Nodes
 }
 
 // Server serves the API.
@@ -74,6 +76,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /v1/invocations", s.listInvocations)
 	s.mux.HandleFunc("GET /v1/invocations/{id}", s.getInvocation)
 	s.registerImageRoutes()
+	s.mux.HandleFunc("GET /v1/nodes", s.listNodes)
 	s.mux.HandleFunc("/fn/{name}", s.functionURL)
 	s.mux.HandleFunc("/fn/{name}/{path...}", s.functionURL)
 	s.mux.HandleFunc("/", s.noRoute)
