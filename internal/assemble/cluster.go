@@ -2,6 +2,7 @@ package assemble
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/clusterpki"
 	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
@@ -29,8 +31,11 @@ import (
 // NodeConfig is what the cluster roles share.
 type NodeConfig struct {
 	// NATS lists the URLs of the cluster's NATS servers.
-	NATS    []string
-	DataDir string
+	NATS []string
+	// Advertise is the address peers reach this node's listener at;
+	// empty means the listener's own address.
+	Advertise string
+	DataDir   string
 	// PKIDir holds the node's identity (ca.crt, node.crt, node.key) as
 	// `baton cluster issue` writes it.
 	PKIDir        string
@@ -58,7 +63,8 @@ type ControllerConfig struct {
 	NodeConfig
 	// Listen is the HTTP API's address.
 	Listen string
-	// Workers are the worker API addresses to route to.
+	// Workers are worker API addresses to route to besides the workers
+	// that join through the cluster's membership.
 	Workers          []string
 	QueueSize        int
 	QueueTimeout     time.Duration
@@ -151,7 +157,20 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("baton worker ready", "listen", ln.Addr().String(), "dataDir", cfg.DataDir)
+	_, self, err := joinMembers(ctx, nc, membership.Self{ID: id, Roles: []membership.Role{membership.RoleWorker},
+		Address: advertised(cfg.Advertise, ln), Load: membership.WorkerLoad(wk), Logger: log.With("component", "membership")})
+	if err != nil {
+		_ = srv.Stop(context.Background())
+		return err
+	}
+	// Leave before the worker API stops: controllers stop routing here
+	// first, and the calls still running finish within the grace.
+	defer func() {
+		if self != nil {
+			leaveMembers(self, log)
+		}
+	}()
+	log.Info("baton worker ready", "listen", ln.Addr().String(), "advertise", advertised(cfg.Advertise, ln), "dataDir", cfg.DataDir)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
 	}
@@ -162,6 +181,8 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		failed = err
 	}
 	log.Info("shutting down", "grace", cfg.ShutdownGrace)
+	leaveMembers(self, log)
+	self = nil
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	if err := srv.Stop(stopCtx); err != nil {
@@ -223,27 +244,33 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	if err := ctrl.Start(runCtx); err != nil {
 		return err
 	}
-	var clients []*remote.Client
-	defer func() {
-		for _, c := range clients {
-			_ = c.Close()
-		}
-	}()
-	var joining sync.WaitGroup
-	defer joining.Wait() // before the clients close
+	members, self, err := joinMembers(ctx, nc, membership.Self{ID: id, Roles: []membership.Role{membership.RoleController},
+		Address: advertised(cfg.Advertise, ln), Logger: log.With("component", "membership")})
+	if err != nil {
+		return err
+	}
+	defer leaveMembers(self, log)
+	pool := &workerPool{ctrl: ctrl, tls: clientTLS, log: log, clients: map[string]*remote.Client{}}
+	defer pool.close() // after the loops below ended
+	var loops sync.WaitGroup
+	defer loops.Wait()
 	for _, addr := range cfg.Workers {
-		c, err := remote.Dial(addr, clientTLS, remote.ClientOptions{Logger: log.With("component", "workerapi", "worker", addr)})
-		if err != nil {
-			return fmt.Errorf("--workers %s: %w", addr, err)
-		}
-		clients = append(clients, c)
-		joining.Add(1)
+		loops.Add(1)
 		go func() {
-			defer joining.Done()
-			addUntilJoined(runCtx, ctrl, c, addr, log)
+			defer loops.Done()
+			pool.addStatic(runCtx, addr)
 		}()
 	}
-	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log,
+	watch, err := members.Watch(runCtx)
+	if err != nil {
+		return err
+	}
+	loops.Add(1)
+	go func() {
+		defer loops.Done()
+		pool.follow(runCtx, watch)
+	}()
+	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token})
 	err = serveAPI(ctx, ln, handler, ctrl, cfg.ShutdownGrace, log, func(addr string) {
 		log.Info("baton controller ready", "listen", addr, "workers", cfg.Workers)
@@ -256,22 +283,137 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	return err
 }
 
-// addUntilJoined adds a worker to the controller, retrying while it is
-// unreachable (it may start after the controller), until ctx ends.
-func addUntilJoined(ctx context.Context, ctrl *controller.Controller, w *remote.Client, addr string, log *slog.Logger) {
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := ctrl.AddWorker(callCtx, w)
-		cancel()
-		if err == nil {
-			log.Info("worker joined", "worker", addr)
-			return
+// advertised is the address peers should dial: the flag, or the
+// listener's.
+func advertised(flag string, ln net.Listener) string {
+	if flag != "" {
+		return flag
+	}
+	return ln.Addr().String()
+}
+
+// workerPool keeps a controller's connections to workers in step with the
+// membership: a worker that joins is dialed and added to the controller,
+// one that leaves (or is declared dead) is removed and its connection
+// closed. Its methods run on the loops RunController owns.
+type workerPool struct {
+	ctrl *controller.Controller
+	tls  *tls.Config
+	log  *slog.Logger
+
+	mu      sync.Mutex // guards clients; never held across a call
+	clients map[string]*remote.Client
+}
+
+// follow applies the membership's snapshot and changes until ctx ends.
+func (p *workerPool) follow(ctx context.Context, w *membership.Watch) {
+	defer w.Stop()
+	for _, n := range w.Snapshot() {
+		if n.Has(membership.RoleWorker) {
+			p.join(ctx, n)
 		}
-		log.Debug("worker not reachable yet", "worker", addr, "err", err)
+	}
+	for {
 		select {
 		case <-ctx.Done():
 			return
+		case ev, ok := <-w.Events():
+			if !ok {
+				if err := w.Err(); err != nil && ctx.Err() == nil {
+					p.log.Error("membership watch ended; workers that join or leave are not seen", "err", err)
+				}
+				return
+			}
+			if !ev.Node.Has(membership.RoleWorker) {
+				continue
+			}
+			switch ev.Kind {
+			case membership.Joined:
+				p.join(ctx, ev.Node)
+			case membership.Left:
+				p.leave(ev.Node.ID, "left the membership")
+			}
+		}
+	}
+}
+
+// join dials a worker and adds it to the controller.
+func (p *workerPool) join(ctx context.Context, n membership.Node) {
+	p.leave(n.ID, "joined again") // a new incarnation replaces the old
+	c, err := remote.Dial(n.Address, p.tls, remote.ClientOptions{Logger: p.log.With("component", "workerapi", "worker", n.ID)})
+	if err != nil {
+		p.log.Error("worker joined but cannot be dialed", "worker", n.ID, "address", n.Address, "err", err)
+		return
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.ctrl.AddWorker(callCtx, c); err != nil {
+		p.log.Warn("worker joined but could not be added", "worker", n.ID, "address", n.Address, "err", err)
+		_ = c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.clients[n.ID] = c
+	p.mu.Unlock()
+	p.log.Info("worker joined", "worker", n.ID, "address", n.Address)
+}
+
+// leave removes a worker and closes its connection.
+func (p *workerPool) leave(id, why string) {
+	p.mu.Lock()
+	c := p.clients[id]
+	delete(p.clients, id)
+	p.mu.Unlock()
+	if c == nil {
+		return
+	}
+	p.ctrl.RemoveWorker(id)
+	_ = c.Close()
+	p.log.Info("worker removed", "worker", id, "why", why)
+}
+
+// addStatic adds a worker named on the command line, retrying while it is
+// unreachable (it may start after the controller), until ctx ends.
+func (p *workerPool) addStatic(ctx context.Context, addr string) {
+	c, err := remote.Dial(addr, p.tls, remote.ClientOptions{Logger: p.log.With("component", "workerapi", "worker", addr)})
+	if err != nil {
+		p.log.Error("--workers: cannot dial", "worker", addr, "err", err)
+		return
+	}
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		info, err := c.Info(callCtx)
+		if err == nil {
+			err = p.ctrl.AddWorker(callCtx, c)
+		}
+		cancel()
+		if err == nil {
+			p.mu.Lock()
+			p.clients[info.ID] = c
+			p.mu.Unlock()
+			p.log.Info("worker added", "worker", info.ID, "address", addr)
+			return
+		}
+		if errors.Is(err, router.ErrWorkerExists) { // it joined through the membership
+			_ = c.Close()
+			return
+		}
+		p.log.Debug("worker not reachable yet", "worker", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			_ = c.Close()
+			return
 		case <-time.After(wait):
 		}
+	}
+}
+
+// close closes every connection; the controller has shut down.
+func (p *workerPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, c := range p.clients {
+		_ = c.Close()
+		delete(p.clients, id)
 	}
 }

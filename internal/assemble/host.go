@@ -9,7 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/node"
@@ -74,4 +78,32 @@ type blobCode struct{ blobs store.Blobs }
 
 func (b blobCode) Code(ctx context.Context, digest string) (io.ReadCloser, error) {
 	return b.blobs.GetBlob(ctx, digest)
+}
+
+// joinMembers registers this node in the cluster's membership and starts
+// its heartbeats.
+func joinMembers(ctx context.Context, nc *nats.Conn, self membership.Self) (*membership.Members, *membership.Member, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("membership: %w", err)
+	}
+	members, err := membership.Open(ctx, js, membership.Config{})
+	if err != nil {
+		return nil, nil, err
+	}
+	me, err := members.Join(ctx, self)
+	if err != nil {
+		return nil, nil, err
+	}
+	return members, me, nil
+}
+
+// leaveMembers removes this node's entry at once, so that peers need not
+// wait for it to expire.
+func leaveMembers(me *membership.Member, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := me.Leave(ctx); err != nil {
+		log.Warn("leave the membership", "err", err)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
@@ -139,8 +140,12 @@ func Run(ctx context.Context, cfg Config) error {
 	defer recs.Close()
 	m := metrics.New()
 
+	nodeID, err := membership.LoadOrCreateID(cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	wk, closeNode, err := newHostNode(hostConfig{
-		DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
+		ID: nodeID, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 	}, reg, log)
 	if err != nil {
@@ -161,7 +166,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log,
+	// The one node is both roles; it shows up in baton nodes like a
+	// cluster's nodes do.
+	members, self, err := joinMembers(ctx, nc, membership.Self{ID: nodeID,
+		Roles: []membership.Role{membership.RoleController, membership.RoleWorker}, Address: ln.Addr().String(),
+		Load: membership.WorkerLoad(wk), Logger: log.With("component", "membership")})
+	if err != nil {
+		return err
+	}
+	defer leaveMembers(self, log)
+	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token})
 	err = serveAPI(ctx, ln, handler, ctrl, cfg.ShutdownGrace, log, func(addr string) {
 		log.Info("baton server ready", "listen", addr, "dataDir", cfg.DataDir)

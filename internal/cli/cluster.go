@@ -20,6 +20,7 @@ func nodeFlags(cmd *cobra.Command, cfg *assemble.NodeConfig, logLevel *string) {
 	f := cmd.Flags()
 	f.StringSliceVar(&cfg.NATS, "nats", nil, "URLs of the cluster's NATS servers (comma-separated or repeated)")
 	f.StringVar(&cfg.DataDir, "data-dir", assemble.DefaultDataDir(), "directory for this node's state")
+	f.StringVar(&cfg.Advertise, "advertise", "", "address peers reach this node's listener at (default: the --listen address)")
 	f.StringVar(&cfg.PKIDir, "pki", "", "directory with this node's identity (ca.crt, node.crt, node.key) from baton cluster issue")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long in-flight invocations may finish on SIGINT/SIGTERM")
 	f.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -80,16 +81,13 @@ func newControllerCmd() *cobra.Command {
 			if err := checkNode(&cfg.NodeConfig, logLevel); err != nil {
 				return err
 			}
-			if len(cfg.Workers) == 0 {
-				return fmt.Errorf("--workers: name at least one worker API address (host:7070)")
-			}
 			return assemble.RunController(cmd.Context(), cfg)
 		},
 	}
 	nodeFlags(cmd, &cfg.NodeConfig, &logLevel)
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the HTTP API")
-	f.StringSliceVar(&cfg.Workers, "workers", nil, "worker API addresses to route to (comma-separated or repeated; each must be named in its worker's certificate)")
+	f.StringSliceVar(&cfg.Workers, "workers", nil, "worker API addresses to route to besides the workers that join through the cluster's membership (comma-separated or repeated; each must be named in its worker's certificate)")
 	f.IntVar(&cfg.QueueSize, "queue-size", 1000, "requests that may wait per function while instances start")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", 60*time.Second, "how long a request may wait for an instance")
 	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest request or response payload in bytes")

@@ -73,8 +73,9 @@ func TestClusterControllerAndWorker(t *testing.T) {
 
 	apiAddr := harness.FreeAddr(t)
 	ctrlData := t.TempDir()
+	// No --workers: the controller finds the worker in the membership.
 	harness.StartProc(t, "controller", "controller", "--nats", natsURL, "--listen", apiAddr, "--pki", controllerPKI,
-		"--workers", workerAddr, "--data-dir", ctrlData)
+		"--data-dir", ctrlData)
 	url := "http://" + apiAddr
 	var token string
 	waitFor(t, settle, "the controller to serve", func() (bool, string) {
@@ -118,6 +119,17 @@ func TestClusterControllerAndWorker(t *testing.T) {
 	if len(f.Status.Instances) != 1 || f.Status.Instances[0].Worker != "w1" {
 		t.Fatalf("instances %+v, want one on worker w1", f.Status.Instances)
 	}
+	nodes, err := c.Nodes(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]string{}
+	for _, n := range nodes {
+		roles[n.ID] = strings.Join(n.Roles, ",")
+	}
+	if roles["w1"] != "worker" || roles["c1"] != "controller" {
+		t.Fatalf("nodes %+v, want worker w1 and controller c1", nodes)
+	}
 
 	worker.Kill()
 	callCtx, cancel := context.WithTimeout(ctx(t), 3*time.Minute)
@@ -132,6 +144,19 @@ func TestClusterControllerAndWorker(t *testing.T) {
 	}
 	t.Logf("with the worker killed: %v", err)
 
+	// The worker's entry expires; the controller stops routing to it.
+	waitFor(t, settle, "the killed worker to leave the membership", func() (bool, string) {
+		nodes, err := c.Nodes(ctx(t))
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, n := range nodes {
+			if n.ID == "w1" {
+				return false, "w1 still listed"
+			}
+		}
+		return true, ""
+	})
 	startWorker()
 	invokeOK("invocations to succeed again once the worker is back")
 }

@@ -155,6 +155,7 @@ type fakeWorker struct {
 	invoked       map[string]int
 	versions      map[string]int
 	startVersions []int
+	startTimes    []time.Time // on the fake clock, when each start was asked for
 }
 
 type fakeStart struct {
@@ -192,6 +193,7 @@ func (f *fakeWorker) StartInstance(ctx context.Context, spec workerapi.InstanceS
 	f.starts[id] = s
 	f.maxStarting = max(f.maxStarting, len(f.starting))
 	f.startVersions = append(f.startVersions, spec.Version)
+	f.startTimes = append(f.startTimes, f.clk.Now())
 	s.timer = f.clk.AfterFunc(delay, func() { f.finishStart(id, delay) })
 	return s.inst, nil
 }

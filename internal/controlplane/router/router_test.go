@@ -418,13 +418,10 @@ func TestBrokenMinScaleBacksOff(t *testing.T) {
 	go r.Run(ctx)
 	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MinScale = 1 }))
 	var at []time.Time
-	var last int
 	advanceUntil(t, clk, 10*time.Millisecond, "4 start attempts", func() bool {
 		fw.mu.Lock()
 		defer fw.mu.Unlock()
-		for ; last < len(fw.startVersions); last++ {
-			at = append(at, clk.Now())
-		}
+		at = append(at[:0], fw.startTimes...)
 		return len(at) >= 4
 	})
 	// Each attempt waits for the backoff (250 ms, 500 ms, 1 s): a tight
