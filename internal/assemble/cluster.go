@@ -236,7 +236,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	defer recs.Close()
 	m := metrics.New()
 	ctrl := controller.New(controller.Options{
-		Registry: reg, Records: recs, Metrics: m, Logger: log.With("component", "controller"),
+		Registry: reg, Records: recs, Metrics: m, Logger: log.With("component", "controller"), Changes: st,
 		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
 	})
 	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -130,6 +131,50 @@ func TestClusterControllerAndWorker(t *testing.T) {
 	if roles["w1"] != "worker" || roles["c1"] != "controller" {
 		t.Fatalf("nodes %+v, want worker w1 and controller c1", nodes)
 	}
+
+	// A second controller serves the same functions: what one deploys or
+	// deletes, the other sees.
+	api2 := harness.FreeAddr(t)
+	ctrl2Data := t.TempDir()
+	harness.StartProc(t, "controller2", "controller", "--nats", natsURL, "--listen", api2, "--pki", clusterNode(t, caDir, "c2", "controller", ""),
+		"--data-dir", ctrl2Data)
+	var c2 *client.Client
+	waitFor(t, settle, "the second controller to serve", func() (bool, string) {
+		b, err := os.ReadFile(filepath.Join(ctrl2Data, "api-token"))
+		if err != nil {
+			return false, err.Error()
+		}
+		if c2, err = client.New("http://"+api2, &http.Client{Timeout: 2 * time.Minute}, client.WithToken(strings.TrimSpace(string(b)))); err != nil {
+			return false, err.Error()
+		}
+		_, err = c2.Health(ctx(t))
+		return err == nil, fmt.Sprint(err)
+	})
+	waitFor(t, settle, "the function deployed through c1 to answer through c2", func() (bool, string) {
+		resp, err := c2.Invoke(ctx(t), "echo", []byte(`{"via":"c2"}`))
+		if err != nil {
+			return false, err.Error()
+		}
+		return string(resp.Body) == `{"via":"c2"}`, string(resp.Body)
+	})
+	if _, err := c2.Deploy(ctx(t), "other", client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: zipDir(t, pyDir)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, settle, "the function deployed through c2 to answer through c1", func() (bool, string) {
+		resp, err := c.Invoke(ctx(t), "other", []byte(`{"via":"c1"}`))
+		if err != nil {
+			return false, err.Error()
+		}
+		return string(resp.Body) == `{"via":"c1"}`, string(resp.Body)
+	})
+	if err := c2.Delete(ctx(t), "other"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, settle, "the function deleted through c2 to be gone from c1", func() (bool, string) {
+		_, err := c.Invoke(ctx(t), "other", []byte(`{}`))
+		var apiErr *client.Error
+		return errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound, fmt.Sprint(err)
+	})
 
 	worker.Kill()
 	callCtx, cancel := context.WithTimeout(ctx(t), 3*time.Minute)

@@ -33,12 +33,23 @@ type Options struct {
 	Metrics *metrics.Metrics
 	Router  router.Options
 	Logger  *slog.Logger
+	// Changes, when set, tells the controller of functions deployed or
+	// deleted through other controllers (see FunctionChanges).
+	Changes FunctionChanges
+}
+
+// FunctionChanges streams the names of functions as they are put or
+// deleted in the registry's store, starting with every existing one; the
+// channel closes when the stream breaks.
+type FunctionChanges interface {
+	WatchFunctions(ctx context.Context) (<-chan string, error)
 }
 
 // Controller serves the API's needs.
 type Controller struct {
 	reg     *registry.Registry
 	local   workerapi.Worker
+	changes FunctionChanges
 	router  *router.Router
 	records *records.Log
 	metrics *metrics.Metrics
@@ -76,7 +87,7 @@ func New(o Options) *Controller {
 	o.Router.Observer = o.Metrics
 	o.Router.Logger = o.Logger
 	return &Controller{
-		reg: o.Registry, local: o.Worker, router: router.New(o.Router),
+		reg: o.Registry, local: o.Worker, changes: o.Changes, router: router.New(o.Router),
 		records: o.Records, metrics: o.Metrics, log: o.Logger, stopLoops: func() {},
 		workers: map[string]*workerLink{},
 	}
@@ -107,7 +118,54 @@ func (c *Controller) Start(ctx context.Context) error {
 		defer c.loops.Done()
 		c.router.Run(ctx)
 	}()
+	if c.changes != nil {
+		c.loops.Add(1)
+		go func() {
+			defer c.loops.Done()
+			c.followChanges(ctx)
+		}()
+	}
 	return nil
+}
+
+// followChanges applies functions deployed or deleted elsewhere (another
+// controller) until ctx ends, resubscribing when the stream breaks.
+func (c *Controller) followChanges(ctx context.Context) {
+	for ctx.Err() == nil {
+		names, err := c.changes.WatchFunctions(ctx)
+		if err == nil {
+			for name := range names {
+				c.refresh(ctx, name)
+			}
+		} else {
+			c.log.Warn("watch functions", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// refresh makes the router hold what the registry holds for a function
+// now. It reads the definition rather than trusting the change it was told
+// of, so that the last refresh wins whatever the order of deploys and
+// deletes made here and elsewhere.
+func (c *Controller) refresh(ctx context.Context, name string) {
+	defer c.perFunction.Lock(name)()
+	fn, err := c.reg.Get(ctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if c.router.Has(name) {
+			c.router.RemoveFunction(name)
+			c.metrics.Forget(name)
+			c.log.Info("function deleted elsewhere", "function", name)
+		}
+	case err != nil:
+		c.log.Warn("read a changed function", "function", name, "err", err)
+	default:
+		c.router.SetFunction(fn)
+	}
 }
 
 // AddWorker starts routing to a worker (after Start). Its events are
