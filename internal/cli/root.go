@@ -27,7 +27,7 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd(), newImageCmd())
+	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd(), newImageCmd(), newNATSCmd())
 	return root
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,13 +26,23 @@ const (
 	recordsSubject  = "baton.records"
 )
 
-// Options bound the record log.
+// AutoReplicas, as Options.Replicas, replicates each bucket and stream on
+// min(3, servers) servers of the JetStream cluster the connection reaches
+// (1 when that server is not clustered).
+const AutoReplicas = -1
+
+// Options set the replication and bound the record log.
 type Options struct {
-	// Replicas is the JetStream replication factor (1 for a single server).
+	// Replicas is the JetStream replication factor: 0 or 1 for a single
+	// server (`baton server`), AutoReplicas for a cluster, or an explicit
+	// count the cluster must be able to place.
 	Replicas int
 	// MaxRecords and MaxRecordBytes bound the invocation record stream.
 	MaxRecords     int64
 	MaxRecordBytes int64
+	// Logger, when set, tells why Open waits (a cluster without a
+	// JetStream leader yet).
+	Logger *slog.Logger
 }
 
 // Store implements store.Functions, store.Blobs and store.Records.
@@ -42,39 +53,58 @@ type Store struct {
 	records jetstream.Stream
 }
 
-// Open creates or opens the buckets and stream.
+// Open creates or opens the buckets and stream. It is safe for several
+// processes to open the same stores at once (controller replicas
+// starting together): creation is create-or-update, and conflicts between
+// them, as well as a cluster still electing its JetStream leader, are
+// retried until ctx ends.
 func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
-	if o.Replicas == 0 {
-		o.Replicas = 1
-	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	fns, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: functionsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-		Description: "Baton function definitions",
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	op := opener{js: js, log: log, want: o.Replicas, clustered: nc.ConnectedClusterName() != ""}
+	st := &Store{js: js}
+	err = op.ensure(ctx, "functions bucket", "KV_"+functionsBucket, func(replicas int) error {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: functionsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+			Description: "Baton function definitions",
+		})
+		st.fns = kv
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open functions bucket: %w", err)
+		return nil, err
 	}
-	code, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket: codeBucket, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-		Description: "Baton function code archives by digest",
+	err = op.ensure(ctx, "code object store", "OBJ_"+codeBucket, func(replicas int) error {
+		obj, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket: codeBucket, Storage: jetstream.FileStorage, Replicas: replicas,
+			Description: "Baton function code archives by digest",
+		})
+		st.code = obj
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open code object store: %w", err)
+		return nil, err
 	}
-	records, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: recordsStream, Subjects: []string{recordsSubject + ".>"},
-		Storage: jetstream.FileStorage, Replicas: o.Replicas,
-		MaxMsgs: o.MaxRecords, MaxBytes: o.MaxRecordBytes, Discard: jetstream.DiscardOld,
-		Description: "Baton invocation records (bounded)",
+	err = op.ensure(ctx, "records stream", recordsStream, func(replicas int) error {
+		stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: recordsStream, Subjects: []string{recordsSubject + ".>"},
+			Storage: jetstream.FileStorage, Replicas: replicas,
+			MaxMsgs: o.MaxRecords, MaxBytes: o.MaxRecordBytes, Discard: jetstream.DiscardOld,
+			Description: "Baton invocation records (bounded)",
+		})
+		st.records = stream
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open records stream: %w", err)
+		return nil, err
 	}
-	return &Store{js: js, fns: fns, code: code, records: records}, nil
+	return st, nil
 }
 
 // GetFunction implements store.Functions.
@@ -134,9 +164,15 @@ func (s *Store) PutFunction(ctx context.Context, fn function.Function, revision 
 	return rev, nil
 }
 
+// isWrongSequence reports a failed revision check. Replicated (R>1)
+// streams report it with another code than single-server ones.
 func isWrongSequence(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // DeleteFunction implements store.Functions.
