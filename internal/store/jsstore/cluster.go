@@ -11,6 +11,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// One create-or-update waits first firstAttempt, then twice as long each
+// time up to lastAttempt: a JetStream API request can go unanswered while
+// the cluster changes leaders, and a clustered server does not answer a
+// create that duplicates another one still in flight (controllers starting
+// together). The next attempt finds the stream and updates it.
+const (
+	firstAttempt = 2 * time.Second
+	lastAttempt  = 16 * time.Second
+)
+
 // maxAutoReplicas is the replication AutoReplicas aims for: three copies
 // survive the loss of one server and keep a quorum.
 const maxAutoReplicas = 3
@@ -36,11 +46,13 @@ type opener struct {
 // ensure runs create (a create-or-update of the bucket or stream whose
 // backing stream is named stream) with the replica count to use, retrying
 // what another process or a cluster that is still forming causes.
-func (op opener) ensure(ctx context.Context, what, stream string, create func(replicas int) error) error {
-	wait := 100 * time.Millisecond
+func (op opener) ensure(ctx context.Context, what, stream string, create func(ctx context.Context, replicas int) error) error {
+	wait, attempt := 100*time.Millisecond, firstAttempt
 	warned := false
 	for {
-		err := op.create(ctx, what, stream, create)
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		err := op.create(actx, what, stream, create)
+		cancel()
 		if err == nil {
 			return nil
 		}
@@ -57,6 +69,7 @@ func (op opener) ensure(ctx context.Context, what, stream string, create func(re
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)
+		attempt = min(2*attempt, lastAttempt)
 	}
 }
 
@@ -65,12 +78,12 @@ func (op opener) ensure(ctx context.Context, what, stream string, create func(re
 // place now when fewer servers are up, but never fewer than the stream
 // already has: an operator's choice stays, and a stream made while a
 // server was down gets its missing copies on a later start.
-func (op opener) create(ctx context.Context, what, stream string, create func(replicas int) error) error {
+func (op opener) create(ctx context.Context, what, stream string, create func(ctx context.Context, replicas int) error) error {
 	if op.want != AutoReplicas {
-		return create(max(op.want, 1))
+		return create(ctx, max(op.want, 1))
 	}
 	if !op.clustered {
-		return create(1)
+		return create(ctx, 1)
 	}
 	floor := 1
 	s, err := op.js.Stream(ctx, stream)
@@ -81,10 +94,10 @@ func (op opener) create(ctx context.Context, what, stream string, create func(re
 		return err
 	}
 	if floor >= maxAutoReplicas {
-		return create(floor)
+		return create(ctx, floor)
 	}
 	for r := maxAutoReplicas; ; r-- {
-		err = create(r)
+		err = create(ctx, r)
 		if err == nil {
 			if r < maxAutoReplicas {
 				op.log.Warn("JetStream replicates on fewer servers than wanted: too few servers up; the next start adds copies",
@@ -96,6 +109,22 @@ func (op opener) create(ctx context.Context, what, stream string, create func(re
 			return err
 		}
 	}
+}
+
+// errCreating is retried: another process is creating the stream.
+var errCreating = errors.New("another process is creating it")
+
+// updateExisting checks that a stream a create found "in use with other
+// settings" exists before it is updated. A clustered server answers
+// neither an update of a stream whose creation another process has in
+// flight nor that creation, so update first (create-or-update) stalls
+// when controllers start together with different settings.
+func updateExisting(ctx context.Context, js jetstream.JetStream, stream string) error {
+	_, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return errCreating
+	}
+	return err
 }
 
 // cannotPlace reports that the cluster has too few servers (up) for the
@@ -116,7 +145,7 @@ func cannotPlace(err error) bool {
 // A single server (`baton server`'s embedded one) retries only the first.
 func (op opener) retryable(err error) bool {
 	code := apiCode(err)
-	if code == jetstream.JSErrCodeStreamNameInUse {
+	if code == jetstream.JSErrCodeStreamNameInUse || errors.Is(err, errCreating) {
 		return true
 	}
 	if !op.clustered && op.want != AutoReplicas {

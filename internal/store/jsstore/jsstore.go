@@ -69,35 +69,55 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	}
 	op := opener{js: js, log: log, want: o.Replicas, clustered: nc.ConnectedClusterName() != ""}
 	st := &Store{js: js}
-	err = op.ensure(ctx, "functions bucket", "KV_"+functionsBucket, func(replicas int) error {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// Create first (identical creates are idempotent) and update only what
+	// exists with other settings: see updateExisting.
+	err = op.ensure(ctx, "functions bucket", "KV_"+functionsBucket, func(ctx context.Context, replicas int) error {
+		cfg := jetstream.KeyValueConfig{
 			Bucket: functionsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
 			Description: "Baton function definitions",
-		})
+		}
+		kv, err := js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err = updateExisting(ctx, js, "KV_"+functionsBucket); err == nil {
+				kv, err = js.UpdateKeyValue(ctx, cfg)
+			}
+		}
 		st.fns = kv
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	err = op.ensure(ctx, "code object store", "OBJ_"+codeBucket, func(replicas int) error {
-		obj, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	err = op.ensure(ctx, "code object store", "OBJ_"+codeBucket, func(ctx context.Context, replicas int) error {
+		cfg := jetstream.ObjectStoreConfig{
 			Bucket: codeBucket, Storage: jetstream.FileStorage, Replicas: replicas,
 			Description: "Baton function code archives by digest",
-		})
+		}
+		obj, err := js.CreateObjectStore(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err = updateExisting(ctx, js, "OBJ_"+codeBucket); err == nil {
+				obj, err = js.UpdateObjectStore(ctx, cfg)
+			}
+		}
 		st.code = obj
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	err = op.ensure(ctx, "records stream", recordsStream, func(replicas int) error {
-		stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err = op.ensure(ctx, "records stream", recordsStream, func(ctx context.Context, replicas int) error {
+		cfg := jetstream.StreamConfig{
 			Name: recordsStream, Subjects: []string{recordsSubject + ".>"},
 			Storage: jetstream.FileStorage, Replicas: replicas,
 			MaxMsgs: o.MaxRecords, MaxBytes: o.MaxRecordBytes, Discard: jetstream.DiscardOld,
 			Description: "Baton invocation records (bounded)",
-		})
+		}
+		stream, err := js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err = updateExisting(ctx, js, recordsStream); err == nil {
+				stream, err = js.UpdateStream(ctx, cfg)
+			}
+		}
 		st.records = stream
 		return err
 	})
