@@ -127,6 +127,41 @@ func updateExisting(ctx context.Context, js jetstream.JetStream, stream string) 
 	return err
 }
 
+// firstRead bounds the first attempt of a read; each further attempt waits
+// twice as long, up to lastAttempt. In a cluster a request can go
+// unanswered: sent while the node of a stream's leader is gone, or while
+// the connection moves to another server and the reply's route is not set
+// up yet. A new request succeeds a moment later, so reads are asked again
+// instead of holding their caller until its deadline. Writes are not: a
+// write whose answer was lost may have been applied.
+const firstRead = 3 * time.Second
+
+// retryRead runs read with a bounded context until it succeeds, fails for
+// a reason other than a lost or unanswered request, or ctx ends.
+func retryRead[T any](ctx context.Context, read func(ctx context.Context) (T, error)) (T, error) {
+	for wait := firstRead; ; wait = min(2*wait, lastAttempt) {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		v, err := read(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !lostRequest(err) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// lostRequest reports a request that went unanswered, or that found no
+// server to answer it (the stream's servers changing).
+func lostRequest(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		apiCode(err) == errCodeClusterNotAvail
+}
+
 // cannotPlace reports that the cluster has too few servers (up) for the
 // replicas asked.
 func cannotPlace(err error) bool {

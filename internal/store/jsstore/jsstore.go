@@ -129,7 +129,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 
 // GetFunction implements store.Functions.
 func (s *Store) GetFunction(ctx context.Context, name string) (function.Function, uint64, error) {
-	e, err := s.fns.Get(ctx, name)
+	e, err := retryRead(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.fns.Get(ctx, name) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return function.Function{}, 0, fmt.Errorf("function %q: %w", name, store.ErrNotFound)
 	}
@@ -145,12 +145,24 @@ func (s *Store) GetFunction(ctx context.Context, name string) (function.Function
 
 // ListFunctions implements store.Functions.
 func (s *Store) ListFunctions(ctx context.Context) ([]function.Function, error) {
-	lister, err := s.fns.ListKeys(ctx)
+	keys, err := retryRead(ctx, func(ctx context.Context) ([]string, error) {
+		lister, err := s.fns.ListKeys(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var keys []string
+		for key := range lister.Keys() {
+			keys = append(keys, key)
+		}
+		// The lister ends its list early, without an error, when ctx
+		// ends.
+		return keys, ctx.Err()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list functions: %w", err)
 	}
 	var out []function.Function
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		fn, _, err := s.GetFunction(ctx, key)
 		if errors.Is(err, store.ErrNotFound) {
 			continue // deleted while listing
@@ -211,21 +223,51 @@ func (s *Store) PutBlob(ctx context.Context, name string, r io.Reader) error {
 	return nil
 }
 
-// GetBlob implements store.Blobs.
+// GetBlob implements store.Blobs. Opening a blob creates a consumer, which
+// the stream's leader and the meta leader must answer; like a read (see
+// retryRead) it is asked again when the answer does not come.
 func (s *Store) GetBlob(ctx context.Context, name string) (io.ReadCloser, error) {
-	res, err := s.code.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("blob %s: %w", name, store.ErrNotFound)
+	for wait := firstRead; ; wait = min(2*wait, lastAttempt) {
+		// The context of Get also governs the read that follows, so it
+		// is cancelled on a timer only until Get returns.
+		rctx, cancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(wait, cancel)
+		res, err := s.code.Get(rctx, name)
+		if timer.Stop() {
+			if err != nil {
+				cancel()
+				if errors.Is(err, jetstream.ErrObjectNotFound) {
+					return nil, fmt.Errorf("blob %s: %w", name, store.ErrNotFound)
+				}
+				return nil, fmt.Errorf("get blob %s: %w", name, err)
+			}
+			return blobReader{ObjectResult: res, cancel: cancel}, nil
+		}
+		if res != nil {
+			res.Close()
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("get blob %s: %w", name, ctx.Err())
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("get blob %s: %w", name, err)
-	}
-	return res, nil
+}
+
+// blobReader ends the read's context when the reader is closed.
+type blobReader struct {
+	jetstream.ObjectResult
+	cancel context.CancelFunc
+}
+
+func (b blobReader) Close() error {
+	err := b.ObjectResult.Close()
+	b.cancel()
+	return err
 }
 
 // HasBlob implements store.Blobs.
 func (s *Store) HasBlob(ctx context.Context, name string) (bool, error) {
-	_, err := s.code.GetInfo(ctx, name)
+	_, err := retryRead(ctx, func(ctx context.Context) (*jetstream.ObjectInfo, error) { return s.code.GetInfo(ctx, name) })
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return false, nil
 	}
