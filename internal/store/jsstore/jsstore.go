@@ -233,22 +233,26 @@ func (s *Store) GetBlob(ctx context.Context, name string) (io.ReadCloser, error)
 		rctx, cancel := context.WithCancel(ctx)
 		timer := time.AfterFunc(wait, cancel)
 		res, err := s.code.Get(rctx, name)
-		if timer.Stop() {
-			if err != nil {
-				cancel()
-				if errors.Is(err, jetstream.ErrObjectNotFound) {
-					return nil, fmt.Errorf("blob %s: %w", name, store.ErrNotFound)
-				}
-				return nil, fmt.Errorf("get blob %s: %w", name, err)
-			}
+		answered := timer.Stop()
+		if answered && err == nil {
 			return blobReader{ObjectResult: res, cancel: cancel}, nil
 		}
-		if res != nil {
-			res.Close()
-		}
 		cancel()
-		if ctx.Err() != nil {
+		if err == nil {
+			res.Close() // opened just as the timer fired
+		}
+		switch {
+		case ctx.Err() != nil:
 			return nil, fmt.Errorf("get blob %s: %w", name, ctx.Err())
+		case errors.Is(err, jetstream.ErrObjectNotFound):
+			return nil, fmt.Errorf("blob %s: %w", name, store.ErrNotFound)
+		case answered && !lostRequest(err):
+			return nil, fmt.Errorf("get blob %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("get blob %s: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
