@@ -79,8 +79,8 @@ func (op opener) ensure(ctx context.Context, what, stream string, create func(ct
 // already has: an operator's choice stays, and a stream made while a
 // server was down gets its missing copies on a later start.
 func (op opener) create(ctx context.Context, what, stream string, create func(ctx context.Context, replicas int) error) error {
-	if op.want != AutoReplicas {
-		return create(ctx, max(op.want, 1))
+	if op.want > 0 {
+		return create(ctx, op.want)
 	}
 	if !op.clustered {
 		return create(ctx, 1)
@@ -183,7 +183,7 @@ func (op opener) retryable(err error) bool {
 	if code == jetstream.JSErrCodeStreamNameInUse || errors.Is(err, errCreating) {
 		return true
 	}
-	if !op.clustered && op.want != AutoReplicas {
+	if !op.clustered && op.want > 0 {
 		return false
 	}
 	if code == errCodeClusterNotAvail || code == errCodeClusterNotLeader {

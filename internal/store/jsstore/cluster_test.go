@@ -181,12 +181,15 @@ func TestRevisionConflictOnReplicatedBucket(t *testing.T) {
 }
 
 // AutoReplicas is min(3, servers in the cluster): two on a two-node
-// cluster.
+// cluster. Replicas 0 means the same, so a process that leaves it unset
+// does not lower the others' copies.
 func TestAutoReplicasOnTwoNodes(t *testing.T) {
 	c := natsdtest.StartCluster(t, 2, nil)
 	c.WaitReady(60 * time.Second)
 	nc := dial(t, c.URLs())
 	open(t, nc, jsstore.Options{Replicas: jsstore.AutoReplicas, MaxRecords: 100})
+	wantReplicas(t, nc, 2)
+	open(t, nc, jsstore.Options{MaxRecords: 100})
 	wantReplicas(t, nc, 2)
 }
 

@@ -26,16 +26,19 @@ const (
 	recordsSubject  = "baton.records"
 )
 
-// AutoReplicas, as Options.Replicas, replicates each bucket and stream on
-// min(3, servers) servers of the JetStream cluster the connection reaches
-// (1 when that server is not clustered).
+// AutoReplicas, as Options.Replicas (0 means the same), replicates each
+// bucket and stream on min(3, servers) servers of the JetStream cluster the
+// connection reaches, and keeps one copy on a server outside any cluster
+// (`baton server`'s embedded one).
 const AutoReplicas = -1
 
 // Options set the replication and bound the record log.
 type Options struct {
-	// Replicas is the JetStream replication factor: 0 or 1 for a single
-	// server (`baton server`), AutoReplicas for a cluster, or an explicit
-	// count the cluster must be able to place.
+	// Replicas is the JetStream replication factor: 0 (or AutoReplicas)
+	// chooses it from the server (1 for a single server, min(3, servers) in
+	// a cluster, never fewer than a stream has), so that every process
+	// opening the stores agrees on it; n > 0 asks for exactly n, which
+	// may also lower an existing stream's copies.
 	Replicas int
 	// MaxRecords and MaxRecordBytes bound the invocation record stream.
 	MaxRecords     int64
