@@ -138,7 +138,9 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
-	st, err := jsstore.Open(ctx, nc, jsstore.Options{})
+	// The records stream's limits as a controller with default flags sets
+	// them, so that a worker starting does not change them.
+	st, err := jsstore.Open(ctx, nc, jsstore.Options{MaxRecords: 5000, MaxRecordBytes: 512 << 20})
 	if err != nil {
 		return err
 	}

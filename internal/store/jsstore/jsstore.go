@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,13 +26,26 @@ const (
 	recordsSubject  = "baton.records"
 )
 
-// Options bound the record log.
+// AutoReplicas, as Options.Replicas (0 means the same), replicates each
+// bucket and stream on min(3, servers) servers of the JetStream cluster the
+// connection reaches, and keeps one copy on a server outside any cluster
+// (`baton server`'s embedded one).
+const AutoReplicas = -1
+
+// Options set the replication and bound the record log.
 type Options struct {
-	// Replicas is the JetStream replication factor (1 for a single server).
+	// Replicas is the JetStream replication factor: 0 (or AutoReplicas)
+	// chooses it from the server (1 for a single server, min(3, servers) in
+	// a cluster, never fewer than a stream has), so that every process
+	// opening the stores agrees on it; n > 0 asks for exactly n, which
+	// may also lower an existing stream's copies.
 	Replicas int
 	// MaxRecords and MaxRecordBytes bound the invocation record stream.
 	MaxRecords     int64
 	MaxRecordBytes int64
+	// Logger, when set, tells why Open waits (a cluster without a
+	// JetStream leader yet).
+	Logger *slog.Logger
 }
 
 // Store implements store.Functions, store.Blobs and store.Records.
@@ -42,44 +56,83 @@ type Store struct {
 	records jetstream.Stream
 }
 
-// Open creates or opens the buckets and stream.
+// Open creates or opens the buckets and stream. It is safe for several
+// processes to open the same stores at once (controller replicas
+// starting together): creation is create-or-update, and conflicts between
+// them, as well as a cluster still electing its JetStream leader, are
+// retried until ctx ends.
 func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
-	if o.Replicas == 0 {
-		o.Replicas = 1
-	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	fns, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: functionsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-		Description: "Baton function definitions",
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	op := opener{js: js, log: log, want: o.Replicas, clustered: nc.ConnectedClusterName() != ""}
+	st := &Store{js: js}
+	// Create first (identical creates are idempotent) and update only what
+	// exists with other settings: see updateExisting.
+	err = op.ensure(ctx, "functions bucket", "KV_"+functionsBucket, func(ctx context.Context, replicas int) error {
+		cfg := jetstream.KeyValueConfig{
+			Bucket: functionsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+			Description: "Baton function definitions",
+		}
+		kv, err := js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err = updateExisting(ctx, js, "KV_"+functionsBucket); err == nil {
+				kv, err = js.UpdateKeyValue(ctx, cfg)
+			}
+		}
+		st.fns = kv
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open functions bucket: %w", err)
+		return nil, err
 	}
-	code, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket: codeBucket, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-		Description: "Baton function code archives by digest",
+	err = op.ensure(ctx, "code object store", "OBJ_"+codeBucket, func(ctx context.Context, replicas int) error {
+		cfg := jetstream.ObjectStoreConfig{
+			Bucket: codeBucket, Storage: jetstream.FileStorage, Replicas: replicas,
+			Description: "Baton function code archives by digest",
+		}
+		obj, err := js.CreateObjectStore(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err = updateExisting(ctx, js, "OBJ_"+codeBucket); err == nil {
+				obj, err = js.UpdateObjectStore(ctx, cfg)
+			}
+		}
+		st.code = obj
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open code object store: %w", err)
+		return nil, err
 	}
-	records, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: recordsStream, Subjects: []string{recordsSubject + ".>"},
-		Storage: jetstream.FileStorage, Replicas: o.Replicas,
-		MaxMsgs: o.MaxRecords, MaxBytes: o.MaxRecordBytes, Discard: jetstream.DiscardOld,
-		Description: "Baton invocation records (bounded)",
+	err = op.ensure(ctx, "records stream", recordsStream, func(ctx context.Context, replicas int) error {
+		cfg := jetstream.StreamConfig{
+			Name: recordsStream, Subjects: []string{recordsSubject + ".>"},
+			Storage: jetstream.FileStorage, Replicas: replicas,
+			MaxMsgs: o.MaxRecords, MaxBytes: o.MaxRecordBytes, Discard: jetstream.DiscardOld,
+			Description: "Baton invocation records (bounded)",
+		}
+		stream, err := js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err = updateExisting(ctx, js, recordsStream); err == nil {
+				stream, err = js.UpdateStream(ctx, cfg)
+			}
+		}
+		st.records = stream
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open records stream: %w", err)
+		return nil, err
 	}
-	return &Store{js: js, fns: fns, code: code, records: records}, nil
+	return st, nil
 }
 
 // GetFunction implements store.Functions.
 func (s *Store) GetFunction(ctx context.Context, name string) (function.Function, uint64, error) {
-	e, err := s.fns.Get(ctx, name)
+	e, err := retryRead(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.fns.Get(ctx, name) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return function.Function{}, 0, fmt.Errorf("function %q: %w", name, store.ErrNotFound)
 	}
@@ -95,12 +148,24 @@ func (s *Store) GetFunction(ctx context.Context, name string) (function.Function
 
 // ListFunctions implements store.Functions.
 func (s *Store) ListFunctions(ctx context.Context) ([]function.Function, error) {
-	lister, err := s.fns.ListKeys(ctx)
+	keys, err := retryRead(ctx, func(ctx context.Context) ([]string, error) {
+		lister, err := s.fns.ListKeys(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var keys []string
+		for key := range lister.Keys() {
+			keys = append(keys, key)
+		}
+		// The lister ends its list early, without an error, when ctx
+		// ends.
+		return keys, ctx.Err()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list functions: %w", err)
 	}
 	var out []function.Function
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		fn, _, err := s.GetFunction(ctx, key)
 		if errors.Is(err, store.ErrNotFound) {
 			continue // deleted while listing
@@ -134,9 +199,15 @@ func (s *Store) PutFunction(ctx context.Context, fn function.Function, revision 
 	return rev, nil
 }
 
+// isWrongSequence reports a failed revision check. Replicated (R>1)
+// streams report it with another code than single-server ones.
 func isWrongSequence(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // DeleteFunction implements store.Functions.
@@ -155,21 +226,55 @@ func (s *Store) PutBlob(ctx context.Context, name string, r io.Reader) error {
 	return nil
 }
 
-// GetBlob implements store.Blobs.
+// GetBlob implements store.Blobs. Opening a blob creates a consumer, which
+// the stream's leader and the meta leader must answer; like a read (see
+// retryRead) it is asked again when the answer does not come.
 func (s *Store) GetBlob(ctx context.Context, name string) (io.ReadCloser, error) {
-	res, err := s.code.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("blob %s: %w", name, store.ErrNotFound)
+	for wait := firstRead; ; wait = min(2*wait, lastAttempt) {
+		// The context of Get also governs the read that follows, so it
+		// is cancelled on a timer only until Get returns.
+		rctx, cancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(wait, cancel)
+		res, err := s.code.Get(rctx, name)
+		answered := timer.Stop()
+		if answered && err == nil {
+			return blobReader{ObjectResult: res, cancel: cancel}, nil
+		}
+		cancel()
+		if err == nil {
+			res.Close() // opened just as the timer fired
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("get blob %s: %w", name, ctx.Err())
+		case errors.Is(err, jetstream.ErrObjectNotFound):
+			return nil, fmt.Errorf("blob %s: %w", name, store.ErrNotFound)
+		case answered && !lostRequest(err):
+			return nil, fmt.Errorf("get blob %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("get blob %s: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("get blob %s: %w", name, err)
-	}
-	return res, nil
+}
+
+// blobReader ends the read's context when the reader is closed.
+type blobReader struct {
+	jetstream.ObjectResult
+	cancel context.CancelFunc
+}
+
+func (b blobReader) Close() error {
+	err := b.ObjectResult.Close()
+	b.cancel()
+	return err
 }
 
 // HasBlob implements store.Blobs.
 func (s *Store) HasBlob(ctx context.Context, name string) (bool, error) {
-	_, err := s.code.GetInfo(ctx, name)
+	_, err := retryRead(ctx, func(ctx context.Context) (*jetstream.ObjectInfo, error) { return s.code.GetInfo(ctx, name) })
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return false, nil
 	}
