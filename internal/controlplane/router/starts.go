@@ -128,7 +128,9 @@ func (r *Router) start(ctx context.Context, st *fnState, fn function.Function, p
 	var w *workerState
 	var ready workerapi.Instance
 	if err != nil {
-		err = fmt.Errorf("%w: %w", ErrStartFailed, err)
+		// The placement's error first: its code (no_capacity) is what
+		// clients should see.
+		err = fmt.Errorf("%w (%w)", err, ErrStartFailed)
 	} else {
 		w = res.w
 		// The worker's removal cancels the start too.

@@ -54,6 +54,9 @@ func TestPlacementFillsTheAppsWorkerFirst(t *testing.T) {
 	if !errors.Is(res.err, placement.ErrNoCapacity) || !errors.Is(res.err, ErrStartFailed) {
 		t.Fatalf("fifth instance: %v, want start_failed for no capacity", res.err)
 	}
+	if _, code := errdefs.Classify(res.err); code != "no_capacity" {
+		t.Errorf("code %q for a start no worker had room for, want no_capacity", code)
+	}
 	close(w1.release)
 	close(w2.release)
 	for _, ch := range chans {
