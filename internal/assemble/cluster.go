@@ -15,14 +15,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/clusterpki"
 	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
-	"github.com/baton-faas/baton/internal/controlplane/records"
-	"github.com/baton-faas/baton/internal/controlplane/registry"
 	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/workerapi/remote"
@@ -140,11 +137,11 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	defer ln.Close()
 	// The records stream's limits as a controller with default flags sets
 	// them, so that a worker starting does not change them.
-	st, err := jsstore.Open(ctx, nc, jsstore.Options{MaxRecords: 5000, MaxRecordBytes: 512 << 20})
+	st, err := jsstore.Open(ctx, nc, recordStoreOptions(0))
 	if err != nil {
 		return err
 	}
-	codeLimits := archive.Limits{MaxTotalBytes: cfg.MaxCodeBytes, MaxFileBytes: cfg.MaxCodeBytes}
+	codeLimits := codeLimitsFor(cfg.MaxCodeBytes)
 	wk, closeNode, err := newHostNode(hostConfig{
 		ID: id, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
@@ -225,13 +222,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
-	st, err := jsstore.Open(ctx, nc, jsstore.Options{MaxRecords: int64(max(cfg.MaxRecords, 5000)), MaxRecordBytes: 512 << 20})
-	if err != nil {
-		return err
-	}
-	codeLimits := archive.Limits{MaxTotalBytes: cfg.MaxCodeBytes, MaxFileBytes: cfg.MaxCodeBytes}
-	reg := registry.New(st, st, codeLimits, log)
-	recs, err := records.Open(ctx, records.Options{Max: cfg.MaxRecords, Store: st, Logger: log})
+	st, reg, recs, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes, log)
 	if err != nil {
 		return err
 	}

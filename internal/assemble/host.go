@@ -14,10 +14,13 @@ import (
 
 	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/cluster/membership"
+	"github.com/baton-faas/baton/internal/controlplane/records"
+	"github.com/baton-faas/baton/internal/controlplane/registry"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/node"
 	"github.com/baton-faas/baton/internal/store"
+	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -106,4 +109,29 @@ func leaveMembers(me *membership.Member, log *slog.Logger) {
 	if err := me.Leave(ctx); err != nil {
 		log.Warn("leave the membership", "err", err)
 	}
+}
+
+// recordStoreOptions bounds the record stream the same way in every
+// process that opens it (0: the default of --max-records).
+func recordStoreOptions(maxRecords int) jsstore.Options {
+	return jsstore.Options{MaxRecords: int64(max(maxRecords, 5000)), MaxRecordBytes: 512 << 20}
+}
+
+func codeLimitsFor(maxCodeBytes int64) archive.Limits {
+	return archive.Limits{MaxTotalBytes: maxCodeBytes, MaxFileBytes: maxCodeBytes}
+}
+
+// openControlState opens what a control plane keeps on the cluster's
+// stores: the function registry and the invocation records.
+func openControlState(ctx context.Context, nc *nats.Conn, maxRecords int, maxCodeBytes int64, log *slog.Logger) (*jsstore.Store, *registry.Registry, *records.Log, error) {
+	st, err := jsstore.Open(ctx, nc, recordStoreOptions(maxRecords))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reg := registry.New(st, st, codeLimitsFor(maxCodeBytes), log)
+	recs, err := records.Open(ctx, records.Options{Max: maxRecords, Store: st, Logger: log})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return st, reg, recs, nil
 }

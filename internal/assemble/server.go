@@ -16,13 +16,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/baton-faas/baton/internal/archive"
 	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
-	"github.com/baton-faas/baton/internal/controlplane/records"
-	"github.com/baton-faas/baton/internal/controlplane/registry"
 	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
@@ -31,7 +28,6 @@ import (
 	"github.com/baton-faas/baton/internal/sandbox/container"
 	"github.com/baton-faas/baton/internal/sandbox/fake"
 	"github.com/baton-faas/baton/internal/sandbox/process"
-	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/store/natsd"
 )
 
@@ -127,17 +123,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer nc.Close()
-	st, err := jsstore.Open(ctx, nc, jsstore.Options{MaxRecords: int64(max(cfg.MaxRecords, 5000)), MaxRecordBytes: 512 << 20})
-	if err != nil {
-		return err
-	}
-	codeLimits := archive.Limits{MaxTotalBytes: cfg.MaxCodeBytes, MaxFileBytes: cfg.MaxCodeBytes}
-	reg := registry.New(st, st, codeLimits, log)
-	recs, err := records.Open(ctx, records.Options{Max: cfg.MaxRecords, Store: st, Logger: log})
+	_, reg, recs, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes, log)
 	if err != nil {
 		return err
 	}
 	defer recs.Close()
+	codeLimits := codeLimitsFor(cfg.MaxCodeBytes)
 	m := metrics.New()
 
 	nodeID, err := membership.LoadOrCreateID(cfg.DataDir)
