@@ -111,6 +111,9 @@ const (
 	HeaderFunctionError = "Baton-Function-Error"
 	// HeaderPrefix starts every platform header.
 	HeaderPrefix = "Baton-"
+	// HeaderForwardedBy names the controller that sent a request on to
+	// the controller owning its function (cluster mode).
+	HeaderForwardedBy = "Baton-Forwarded-By"
 )
 
 // FunctionError is an error a function reported, in Lambda's shape.
