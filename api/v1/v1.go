@@ -64,6 +64,9 @@ type FunctionStatus struct {
 	// Stopping counts instances being stopped.
 	Stopping int `json:"stopping"`
 	Queued   int `json:"queued"`
+	// Owner is the id of the controller that serves the function (cluster
+	// mode): the instances and queue above are its view.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Function is how the API shows a function (GET, list, and the deploy

@@ -70,6 +70,16 @@ func (c *Controller) knownNames() []string {
 	return out
 }
 
+// OwnerOf names the controller that serves a function ("" outside a
+// cluster, or while no controller is live).
+func (c *Controller) OwnerOf(name string) string {
+	if c.own == nil {
+		return ""
+	}
+	id, _, _ := c.own.Owner(name)
+	return id
+}
+
 // Lookup reports whether a function is deployed. A name this controller
 // has not heard of is read from the registry, so that a function deployed
 // through another controller a moment ago is found before its change

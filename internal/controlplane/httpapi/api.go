@@ -116,7 +116,9 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) view(ctx context.Context, fn function.Function) apiv1.Function {
-	return functionToWire(fn, s.c.Isolation(ctx), s.c.Status(fn.Name))
+	out := functionToWire(fn, s.c.Isolation(ctx), s.c.Status(fn.Name))
+	out.Status.Owner = s.c.OwnerOf(fn.Name)
+	return out
 }
 
 func (s *Server) putFunction(w http.ResponseWriter, r *http.Request) {
