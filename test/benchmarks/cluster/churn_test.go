@@ -47,7 +47,10 @@ func BenchmarkSandboxChurn(b *testing.B) {
 	defer r.close(b)
 	ctx := context.Background()
 	for i := range nWorkers {
-		w := r.newFake(b, fmt.Sprintf("churn-w%d", i), latency)
+		// A large event buffer: a controller that falls behind the events
+		// of thousands of starts per second should be measured, not sent
+		// into a resync by a buffer sized for one host's pace.
+		w := r.newFake(b, fmt.Sprintf("churn-w%d", i), latency, 1<<16)
 		if err := r.ctrl.AddWorker(ctx, r.serve(b, w)); err != nil {
 			b.Fatal(err)
 		}

@@ -97,13 +97,10 @@ func (r *rig) close(b *testing.B) {
 // what limits the churn (fake instances count at their memory size).
 var fakeCapacity = workerapi.Resources{MemoryMB: 1 << 30, MilliCPUs: 1 << 30}
 
-// newFake returns a fake worker whose instances take latency to start,
-// closed when the benchmark ends.
-func (r *rig) newFake(b *testing.B, id string, latency time.Duration) *fake.Worker {
-	// A large event buffer: a controller that falls behind the events of
-	// thousands of starts per second should be measured, not sent into a
-	// resync by a buffer sized for one host.
-	w := fake.New(fake.Options{ID: id, StartLatency: latency, Capacity: fakeCapacity, EventBuffer: 1 << 16})
+// newFake returns a fake worker whose instances take latency to start and
+// that keeps events events, closed when the benchmark ends.
+func (r *rig) newFake(b *testing.B, id string, latency time.Duration, events int) *fake.Worker {
+	w := fake.New(fake.Options{ID: id, StartLatency: latency, Capacity: fakeCapacity, EventBuffer: events})
 	b.Cleanup(w.Close)
 	r.mu.Lock()
 	r.fakes = append(r.fakes, w)
