@@ -77,7 +77,9 @@ func BenchmarkSandboxChurn(b *testing.B) {
 					b.Fatal(err)
 				}
 				res.load = load
-				r.drain(b, names[:res.sent])
+				if left := r.drain(b, names[:res.sent]); left > 0 {
+					b.Logf("rate %g: %d instances were left on the workers after the controller stopped them", rate, left)
+				}
 				reportLoad(b, res)
 				table = append(table, res)
 			}

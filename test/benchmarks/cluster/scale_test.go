@@ -98,9 +98,11 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			b.Fatal(err)
 		}
 		res.load = loadAvg()
-		r.drain(b, names[:res.sent])
-		runs = append(runs, res)
 		b.Logf("cold starts with %d workers:\n%s", n, formatTable([]loadResult{res}))
+		if left := r.drain(b, names[:res.sent]); left > 0 {
+			b.Logf("with %d workers, %d instances were left on the workers after the controller stopped them", n, left)
+		}
+		runs = append(runs, res)
 	}
 	f.stopWatch()
 	settle()
