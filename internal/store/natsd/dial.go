@@ -14,6 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// PasswordEnv is the environment variable that holds the NATS password
+// of `baton nats --user` and of controllers' and workers' --nats-user: a
+// flag would show it to every user of the host in the process list.
+const PasswordEnv = "BATON_NATS_PASSWORD"
+
 // DialOptions configure a network connection to a NATS cluster.
 type DialOptions struct {
 	// Name identifies the client to the servers (monitoring, logs).
