@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -109,6 +111,7 @@ func Dial(ctx context.Context, servers []string, o DialOptions) (*nats.Conn, err
 	}
 	list := strings.Join(servers, ",")
 	wait := 100 * time.Millisecond
+	closedAfterTLS := 0 // consecutive attempts the servers hung up on
 	for attempt := 0; ; attempt++ {
 		nc, err := nats.Connect(list, opts...)
 		if err == nil {
@@ -117,6 +120,18 @@ func Dial(ctx context.Context, servers []string, o DialOptions) (*nats.Conn, err
 		if r := refusal(err, o); r != nil {
 			r.Servers = list
 			return nil, r
+		}
+		// With TLS 1.3 a server that rejects the client's certificate may
+		// just close the connection after the handshake, before its alert
+		// is read; a server going down does so too, but not every time.
+		if closedAfterHandshake(err) {
+			closedAfterTLS++
+		} else {
+			closedAfterTLS = 0
+		}
+		if closedAfterTLS == 3 {
+			return nil, &RefusedError{Servers: list, Reason: ClientCertRefused, Err: err,
+				What: "the server closed every TLS connection right away, as it does with a client certificate it refuses"}
 		}
 		if attempt == 0 {
 			log.Info("waiting for nats", "servers", list, "err", err)
@@ -130,6 +145,12 @@ func Dial(ctx context.Context, servers []string, o DialOptions) (*nats.Conn, err
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
+}
+
+// closedAfterHandshake: the server hung up on a TLS connection.
+func closedAfterHandshake(err error) bool {
+	return errors.Is(err, nats.ErrTLS) &&
+		(errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET))
 }
 
 // refusal classifies an error of nats.Connect that no retry can cure; nil

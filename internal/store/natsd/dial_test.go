@@ -60,14 +60,16 @@ func TestDialRefusals(t *testing.T) {
 		{"no login", securedURL, natsd.DialOptions{TLS: trust(ca, ca)}, natsd.LoginRefused, "requires a login"},
 		{"no TLS configuration", securedURL, natsd.DialOptions{Auth: auth}, natsd.ServerUntrusted, "not signed"},
 		{"server of another CA", securedURL, natsd.DialOptions{TLS: trust(other, ca), Auth: auth}, natsd.ServerUntrusted, "not signed"},
-		{"no client certificate", securedURL, natsd.DialOptions{TLS: trust(ca, nil), Auth: auth}, natsd.ClientCertRefused, "requires a client certificate"},
-		{"client of another CA", securedURL, natsd.DialOptions{TLS: trust(ca, other), Auth: auth}, natsd.ClientCertRefused, "refused this client's TLS certificate"},
+		{"no client certificate", securedURL, natsd.DialOptions{TLS: trust(ca, nil), Auth: auth}, natsd.ClientCertRefused, "certificate"},
+		{"client of another CA", securedURL, natsd.DialOptions{TLS: trust(ca, other), Auth: auth}, natsd.ClientCertRefused, "certificate"},
 		{"nats:// to a server without TLS", plainURL, natsd.DialOptions{TLS: trust(ca, ca)}, 0, ""},
 		{"tls:// to a server without TLS", tlsURL(plainURL), natsd.DialOptions{TLS: trust(ca, ca)}, natsd.TLSUnavailable, "does not offer TLS"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			// A refusal is final: Dial returns it long before this ends.
+			// A refusal is final (with TLS 1.3 the server may hang up
+			// before its alert about a client certificate is read, and
+			// Dial takes three such hang-ups for a refusal): Dial returns it long before this ends.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			nc, err := natsd.Dial(ctx, []string{tc.url}, tc.opts)
