@@ -25,6 +25,8 @@ type Ownership interface {
 	Owner(function string) (id, addr string, ok bool)
 	// ShardOf is the unit of ownership a function belongs to.
 	ShardOf(function string) int
+	// Address is a live controller's advertised address ("" if unknown).
+	Address(id string) string
 	// Close hands everything this controller owns over to the others at
 	// once, reporting it lost first.
 	Close(ctx context.Context)
@@ -78,6 +80,15 @@ func (c *Controller) OwnerOf(name string) string {
 	}
 	id, _, _ := c.own.Owner(name)
 	return id
+}
+
+// AddressOf is the API address of a controller that owns functions (""
+// when unknown): whatever the ownership last learned of it.
+func (c *Controller) AddressOf(id string) string {
+	if c.own == nil {
+		return ""
+	}
+	return c.own.Address(id)
 }
 
 // Lookup reports whether a function is deployed. A name this controller
