@@ -318,7 +318,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	ctrl := controller.New(controller.Options{
 		Registry: reg, Records: recs, Metrics: m, Logger: log.With("component", "controller"), Changes: st,
 		Router:    router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
-		Ownership: own, Self: id,
+		Ownership: own, Self: id, HoldOwnership: true,
 	})
 	ctrlRef.Store(ctrl)
 	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
@@ -348,6 +348,10 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	if err != nil {
 		return err
 	}
+	// The workers already in the cluster first: functions taken over
+	// then find their instances on them.
+	pool.joinAll(runCtx, watch.Snapshot())
+	ctrl.OpenOwnership()
 	loops.Add(1)
 	go func() {
 		defer loops.Done()
@@ -408,11 +412,6 @@ type workerPool struct {
 // follow applies the membership's snapshot and changes until ctx ends.
 func (p *workerPool) follow(ctx context.Context, w *membership.Watch) {
 	defer w.Stop()
-	for _, n := range w.Snapshot() {
-		if n.Has(membership.RoleWorker) {
-			p.join(ctx, n)
-		}
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -435,6 +434,23 @@ func (p *workerPool) follow(ctx context.Context, w *membership.Watch) {
 			}
 		}
 	}
+}
+
+// joinAll adds the workers among nodes, at once, and returns when each
+// was added or failed (join bounds each).
+func (p *workerPool) joinAll(ctx context.Context, nodes []membership.Node) {
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		if !n.Has(membership.RoleWorker) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.join(ctx, n)
+		}()
+	}
+	wg.Wait()
 }
 
 // join dials a worker and adds it to the controller.

@@ -139,6 +139,10 @@ func (c *Controller) Route(ctx context.Context, name string, forwarded bool) (st
 	}
 }
 
+// OpenOwnership lets the controller take functions over (see
+// Options.HoldOwnership).
+func (c *Controller) OpenOwnership() { c.openOnce.Do(func() { close(c.ownershipOpen) }) }
+
 // ShardsChanged is told which shards this controller gained and lost
 // (ownership.Options.OnChange). Lost functions are released at once,
 // before the next owner may take them; gained ones are taken over by the
@@ -171,6 +175,11 @@ func (c *Controller) poke() {
 // controller owns, on every change and every second (ownership also
 // changes without telling, when a lease runs out).
 func (c *Controller) followOwnership(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-c.ownershipOpen:
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
