@@ -39,7 +39,11 @@ type NodeConfig struct {
 	DataDir   string
 	// PKIDir holds the node's identity (ca.crt, node.crt, node.key) as
 	// `baton cluster issue` writes it.
-	PKIDir        string
+	PKIDir string
+	// Heartbeat is the membership's heartbeat interval when this node
+	// creates the membership (a node is dead after three missed); nodes
+	// that join an existing one follow its interval. Zero means 1 s.
+	Heartbeat     time.Duration
 	Logger        *slog.Logger
 	ShutdownGrace time.Duration
 	// NATSAuth, when set, logs in to NATS with a user and password (the
@@ -225,7 +229,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	_, self, err := joinMembers(ctx, nc, membership.Self{ID: id, Roles: []membership.Role{membership.RoleWorker},
+	_, self, err := joinMembers(ctx, nc, cfg.Heartbeat, membership.Self{ID: id, Roles: []membership.Role{membership.RoleWorker},
 		Address: advertised(cfg.Advertise, ln), Load: membership.WorkerLoad(wk), Logger: log.With("component", "membership")})
 	if err != nil {
 		_ = srv.Stop(context.Background())
@@ -297,7 +301,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	}
 	defer recs.Close()
 	m := metrics.New()
-	members, self, err := joinMembers(ctx, nc, membership.Self{ID: id, Roles: []membership.Role{membership.RoleController},
+	members, self, err := joinMembers(ctx, nc, cfg.Heartbeat, membership.Self{ID: id, Roles: []membership.Role{membership.RoleController},
 		Address: advertised(cfg.Advertise, ln), Logger: log.With("component", "membership")})
 	if err != nil {
 		return err

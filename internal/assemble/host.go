@@ -83,19 +83,21 @@ func (b blobCode) Code(ctx context.Context, digest string) (io.ReadCloser, error
 	return b.blobs.GetBlob(ctx, digest)
 }
 
-// joinMembers registers this node in the cluster's membership and starts
-// its heartbeats.
-func joinMembers(ctx context.Context, nc *nats.Conn, self membership.Self) (*membership.Members, *membership.Member, error) {
+// joinMembers opens the membership (creating it with three heartbeats of
+// TTL when heartbeat is set) and joins it, heartbeating at a third of the
+// bucket's TTL, whoever set it.
+func joinMembers(ctx context.Context, nc *nats.Conn, heartbeat time.Duration, self membership.Self) (*membership.Members, *membership.Member, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("membership: %w", err)
 	}
 	// Replicated like the stores: a NATS server lost must not lose who
 	// is in the cluster.
-	members, err := membership.Open(ctx, js, membership.Config{Replicas: jsstore.ReplicasFor(nc)})
+	members, err := membership.Open(ctx, js, membership.Config{TTL: 3 * heartbeat, Replicas: jsstore.ReplicasFor(nc)})
 	if err != nil {
 		return nil, nil, err
 	}
+	self.Interval = members.TTL() / 3
 	me, err := members.Join(ctx, self)
 	if err != nil {
 		return nil, nil, err

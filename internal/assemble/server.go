@@ -164,7 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// The one node is both roles; it shows up in baton nodes like a
 	// cluster's nodes do.
-	members, self, err := joinMembers(ctx, nc, membership.Self{ID: nodeID,
+	members, self, err := joinMembers(ctx, nc, 0, membership.Self{ID: nodeID,
 		Roles: []membership.Role{membership.RoleController, membership.RoleWorker}, Address: ln.Addr().String(),
 		Load: membership.WorkerLoad(wk), Logger: log.With("component", "membership")})
 	if err != nil {

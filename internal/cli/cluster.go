@@ -26,6 +26,7 @@ func nodeFlags(cmd *cobra.Command, cfg *assemble.NodeConfig, fl *nodeFlagValues)
 	f.StringVar(&cfg.Advertise, "advertise", "", "address peers reach this node's listener at (default: the --listen address)")
 	f.StringVar(&cfg.PKIDir, "pki", "", "directory with this node's identity (ca.crt, node.crt, node.key) from baton cluster issue")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long in-flight invocations may finish on SIGINT/SIGTERM")
+	f.DurationVar(&cfg.Heartbeat, "heartbeat", time.Second, "heartbeat interval of the cluster's membership; a node is dead after 3 missed. Cluster-wide: the first node to start sets it, the others follow")
 	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 }
 
@@ -44,6 +45,9 @@ func checkNode(cfg *assemble.NodeConfig, fl nodeFlagValues) error {
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if len(cfg.NATS) == 0 {
 		return fmt.Errorf("--nats: name at least one NATS server URL (nats://host:4222)")
+	}
+	if cfg.Heartbeat < 100*time.Millisecond || cfg.Heartbeat > time.Minute {
+		return fmt.Errorf("--heartbeat %s: want between 100ms and 1m", cfg.Heartbeat)
 	}
 	if strings.TrimSpace(cfg.DataDir) == "" {
 		return fmt.Errorf("--data-dir must not be empty")
