@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -39,6 +40,8 @@ type Member struct {
 
 	mu   sync.Mutex // guards node
 	node Node       // what the next heartbeat writes (Revision: the last written)
+
+	probes *nats.Subscription // answers liveness probes until the heartbeats stop
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -72,7 +75,13 @@ func (m *Members) Join(ctx context.Context, s Self) (*Member, error) {
 		node: Node{ID: s.ID, Roles: slices.Clone(s.Roles), Address: s.Address, State: StateReady, Started: now, Incarnation: randomHex(8)},
 		done: make(chan struct{}),
 	}
+	probes, err := m.answerProbes(s.ID, mb.node.Incarnation)
+	if err != nil {
+		return nil, err
+	}
+	mb.probes = probes
 	if err := mb.register(ctx); err != nil {
+		_ = probes.Unsubscribe()
 		return nil, err
 	}
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -138,6 +147,7 @@ func (mb *Member) Leave(ctx context.Context) error {
 
 func (mb *Member) run(ctx context.Context) {
 	defer close(mb.done)
+	defer func() { _ = mb.probes.Unsubscribe() }()
 	t := time.NewTicker(mb.interval)
 	defer t.Stop()
 	failing := false

@@ -37,6 +37,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/baton-faas/baton/internal/errdefs"
@@ -127,6 +128,7 @@ type Config struct {
 // Members is the membership bucket: read it, watch it, join it.
 type Members struct {
 	kv  jetstream.KeyValue
+	nc  *nats.Conn // liveness probes
 	ttl time.Duration
 }
 
@@ -161,7 +163,7 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Members, erro
 		return nil, fmt.Errorf("membership bucket %s has no TTL or no expiry markers (TTL %s, markers %s): delete it and let Baton create it",
 			Bucket, st.TTL(), st.LimitMarkerTTL())
 	}
-	return &Members{kv: kv, ttl: st.TTL()}, nil
+	return &Members{kv: kv, nc: js.Conn(), ttl: st.TTL()}, nil
 }
 
 // TTL is how long an entry lives without a heartbeat.
