@@ -200,3 +200,29 @@ func failuresAfter(outs []outcome, since time.Time) []outcome {
 	}
 	return out
 }
+
+// checkOnlyLost fails the test for failed requests other than those the
+// lost node was running: at most one per load client (each has one
+// request in flight) may fail, with code lost (worker-lost); every other
+// request had not reached the lost node and must have run elsewhere.
+func checkOnlyLost(t *testing.T, outs []outcome, clients int, lost string) {
+	t.Helper()
+	var other []outcome
+	nLost := 0
+	for _, o := range outs {
+		switch {
+		case o.ok:
+		case o.code == lost:
+			nLost++
+		default:
+			other = append(other, o)
+		}
+	}
+	if nLost > clients {
+		t.Errorf("%d requests failed with %s, but only %d were in flight", nLost, lost, clients)
+	}
+	if len(other) > 0 {
+		t.Errorf("%d requests failed that the lost node was not running (they should have run elsewhere): %s; first: %v",
+			len(other), summary(other), other[:min(len(other), 3)])
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"github.com/baton-faas/baton/client"
 )
 
@@ -77,6 +78,7 @@ func TestWorkerKilledUnderLoad(t *testing.T) {
 	l.waitSucceeding(t, fns, dropped, 30)
 	outs := l.stop()
 	checkOutcomes(t, outs, nil)
+	checkOnlyLost(t, outs, 4, apiv1.CodeWorkerLost)
 	t.Logf("failures after the controllers dropped %s: %v", victim.id, failuresAfter(outs, dropped))
 	c.checkNothingLost(d)
 	c.checkNoOrphansOrDuplicates()
@@ -115,6 +117,7 @@ func TestWorkerCutOffAndBack(t *testing.T) {
 	l.waitSucceeding(t, fns, time.Now(), 30)
 	outs := l.stop()
 	checkOutcomes(t, outs, nil)
+	checkOnlyLost(t, outs, 4, apiv1.CodeWorkerLost)
 	t.Logf("failures after the link was restored: %v", failuresAfter(outs, healed))
 	if !victim.running() {
 		t.Fatalf("worker %s exited while cut off:\n%s", victim.id, victim.proc.Logs())
@@ -150,7 +153,8 @@ func TestNATSNodeKilledUnderLoad(t *testing.T) {
 	l.waitSucceeding(t, fns, time.Now(), 30)
 	outs := l.stop()
 	checkOutcomes(t, outs, nil)
-	t.Logf("failures after the kill: %v", failuresAfter(outs, killed))
+	// Nothing on the invocation path needs NATS: no request may fail.
+	checkOnlyLost(t, outs, 0, "")
 	c.checkNothingLost(d)
 	c.checkNoOrphansOrDuplicates()
 }
@@ -184,7 +188,10 @@ func TestControllersKilledAndRestarted(t *testing.T) {
 	// A request the killed controller was answering loses its connection:
 	// the only failure without an HTTP error that is the client's to see.
 	checkOutcomes(t, outs, func(o outcome) bool { return o.status == 0 && o.start.Before(killed) })
-	t.Logf("failures after the kill: %v", failuresAfter(outs, killed))
+	if f := failuresAfter(outs, killed); len(f) > 0 {
+		t.Errorf("%d requests started after the kill failed (the client should have moved to %s): %s; first: %v",
+			len(f), c.controllers[1].id, summary(f), f[:min(len(f), 3)])
+	}
 	c.checkNothingLost(d)
 	before := c.checkNoOrphansOrDuplicates()
 
