@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	apiv1 "github.com/baton-faas/baton/api/v1"
 	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/test/harness"
@@ -69,6 +72,7 @@ type cluster struct {
 	nats        []*node
 	controllers []*node
 	workers     []*node
+	natsURLs    []string
 	token       string
 	http        *http.Client
 }
@@ -83,11 +87,11 @@ func newCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, nw: nw, http: nw.HTTPClient(90 * time.Second)}
 	t.Cleanup(c.http.CloseIdleConnections)
 
-	var natsURLs, routes []string
+	var routes []string
 	for i := range 3 {
 		h := nw.AddHost(fmt.Sprintf("nats%d", i+1))
 		c.nats = append(c.nats, &node{id: h.Name, host: h})
-		natsURLs = append(natsURLs, "nats://"+net.JoinHostPort(h.Addr(), natsPort))
+		c.natsURLs = append(c.natsURLs, "nats://"+net.JoinHostPort(h.Addr(), natsPort))
 		routes = append(routes, "nats-route://"+net.JoinHostPort(h.Addr(), routePort))
 	}
 	for _, n := range c.nats {
@@ -106,7 +110,7 @@ func newCluster(t *testing.T) *cluster {
 	if err := os.WriteFile(tokenFile, []byte(c.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	natsFlag := strings.Join(natsURLs, ",")
+	natsFlag := strings.Join(c.natsURLs, ",")
 	for i := range 3 {
 		id := fmt.Sprintf("w%d", i+1)
 		h := nw.AddHost(id)
@@ -238,27 +242,88 @@ func (c *cluster) liveControllers() []*node {
 // ids in GET /v1/nodes.
 func (c *cluster) waitMembers(ids ...string) {
 	c.t.Helper()
-	slices.Sort(ids)
 	for _, ctrl := range c.liveControllers() {
-		cl := c.client(ctrl)
 		waitFor(c.t, fmt.Sprintf("controller %s to list the nodes %v", ctrl.id, ids), func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			nodes, err := cl.Nodes(ctx)
-			if err != nil {
-				return err
-			}
-			var got []string
-			for _, n := range nodes {
-				got = append(got, n.ID)
-			}
-			slices.Sort(got)
-			if !slices.Equal(got, ids) {
-				return fmt.Errorf("lists %v", got)
-			}
-			return nil
+			return c.listsMembers(ctrl, ids)
 		})
 	}
+}
+
+// checkMembers is waitMembers that fails the test but lets it go on, and
+// gives the membership agreeWithin (its TTL is 3 s).
+func (c *cluster) checkMembers(ids ...string) {
+	c.t.Helper()
+	err := poll(agreeWithin, func() error {
+		for _, ctrl := range c.liveControllers() {
+			if err := c.listsMembers(ctrl, ids); err != nil {
+				return fmt.Errorf("controller %s: %w", ctrl.id, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Errorf("the controllers do not list the nodes %v after %s: %v", ids, agreeWithin, err)
+	}
+}
+
+func (c *cluster) listsMembers(ctrl *node, ids []string) error {
+	ids = slices.Sorted(slices.Values(ids))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nodes, err := c.client(ctrl).Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	var got []string
+	for _, n := range nodes {
+		got = append(got, n.ID)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, ids) {
+		return fmt.Errorf("lists %v", got)
+	}
+	return nil
+}
+
+// bridgeDialer lets a NATS client in the test process reach the hosts.
+type bridgeDialer struct{ nw *harness.Network }
+
+func (d bridgeDialer) Dial(network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return d.nw.DialContext(ctx, network, addr)
+}
+
+// streamInfo is where a JetStream stream lives.
+type streamInfo struct {
+	leader   string
+	replicas int
+}
+
+func (s streamInfo) String() string { return fmt.Sprintf("%s (R%d)", s.leader, s.replicas) }
+
+// streams says where each JetStream stream lives (a key-value bucket is
+// the stream KV_<bucket>).
+func (c *cluster) streams() (map[string]streamInfo, error) {
+	nc, err := nats.Connect(strings.Join(c.natsURLs, ","), nats.SetCustomDialer(bridgeDialer{c.nw}), nats.Name(c.t.Name()))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := map[string]streamInfo{}
+	list := js.ListStreams(ctx)
+	for info := range list.Info() {
+		if info.Cluster != nil {
+			out[info.Config.Name] = streamInfo{leader: info.Cluster.Leader, replicas: info.Config.Replicas}
+		}
+	}
+	return out, list.Err()
 }
 
 // spec is the functions' spec: fake sandboxes echo every event whatever
