@@ -7,8 +7,9 @@
 # sandboxes, and the multi-host cluster tests (test/multihost: hosts as
 # network namespaces, which need root; they skip without it). A failing
 # part does not stop the others: every part runs, the failing ones are
-# listed at the end and the script exits non-zero if any failed. Not as root the default sandbox already means process sandboxes,
-# so the container run is skipped with a message instead.
+# listed at the end and the script exits non-zero if any failed. Not as
+# root the default sandbox already means process sandboxes, so the
+# container run is skipped with a message instead.
 #
 # Time budget on a busy 2-core machine: each part's test binaries are
 # stopped by `go test -timeout` (7 + 9 + 9 + 5 minutes at most); a hanging
