@@ -78,3 +78,20 @@ const (
 	// again elsewhere instead.
 	CodeWorkerLost = "worker-lost"
 )
+
+// Codes of cluster mode, where each function is served by the controller
+// replica that owns it.
+const (
+	// CodeNoOwner: no controller took the function over in time (its
+	// owner died and the next one has yet to take over); retry.
+	CodeNoOwner = "no_owner"
+	// CodeOwnershipMoved: the function moved to another controller while
+	// the request waited; it did not run.
+	CodeOwnershipMoved = "ownership_moved"
+	// CodeOwnerUnreachable: the controller owning the function could not
+	// be reached; the request did not run there.
+	CodeOwnerUnreachable = "owner_unreachable"
+	// CodeOwnerLost: the controller owning the function was lost while it
+	// ran the request; the function may have run.
+	CodeOwnerLost = "owner_lost"
+)

@@ -64,6 +64,9 @@ type FunctionStatus struct {
 	// Stopping counts instances being stopped.
 	Stopping int `json:"stopping"`
 	Queued   int `json:"queued"`
+	// Owner is the id of the controller that serves the function (cluster
+	// mode): the instances and queue above are its view.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Function is how the API shows a function (GET, list, and the deploy
@@ -111,6 +114,9 @@ const (
 	HeaderFunctionError = "Baton-Function-Error"
 	// HeaderPrefix starts every platform header.
 	HeaderPrefix = "Baton-"
+	// HeaderForwardedBy names the controller that sent a request on to
+	// the controller owning its function (cluster mode).
+	HeaderForwardedBy = "Baton-Forwarded-By"
 )
 
 // FunctionError is an error a function reported, in Lambda's shape.

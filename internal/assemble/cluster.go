@@ -11,11 +11,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/baton-faas/baton/internal/cluster/membership"
+	"github.com/baton-faas/baton/internal/cluster/ownership"
 	"github.com/baton-faas/baton/internal/clusterpki"
 	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
@@ -228,21 +231,42 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	}
 	defer recs.Close()
 	m := metrics.New()
-	ctrl := controller.New(controller.Options{
-		Registry: reg, Records: recs, Metrics: m, Logger: log.With("component", "controller"), Changes: st,
-		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
-	})
-	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopLoops()
-	if err := ctrl.Start(runCtx); err != nil {
-		return err
-	}
 	members, self, err := joinMembers(ctx, nc, membership.Self{ID: id, Roles: []membership.Role{membership.RoleController},
 		Address: advertised(cfg.Advertise, ln), Logger: log.With("component", "membership")})
 	if err != nil {
 		return err
 	}
 	defer leaveMembers(self, log)
+	// Ownership reports changes from its own goroutine, possibly before
+	// the controller exists; the controller's own loop catches up then.
+	var ctrlRef atomic.Pointer[controller.Controller]
+	own, err := startOwnership(ctx, nc, members, id, advertised(cfg.Advertise, ln), self.Interval(), log,
+		func(ch ownership.Change) {
+			if c := ctrlRef.Load(); c != nil {
+				c.ShardsChanged(ch.Gained, ch.Lost)
+			}
+		})
+	if err != nil {
+		return err
+	}
+	ctrl := controller.New(controller.Options{
+		Registry: reg, Records: recs, Metrics: m, Logger: log.With("component", "controller"), Changes: st,
+		Router:    router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
+		Ownership: own, Self: id,
+	})
+	ctrlRef.Store(ctrl)
+	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
+	// Shutdown hands the functions over first; this is for the paths
+	// that never get there.
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		own.Close(closeCtx)
+	}()
+	if err := ctrl.Start(runCtx); err != nil {
+		return err
+	}
 	pool := &workerPool{ctrl: ctrl, tls: clientTLS, log: log, clients: map[string]*remote.Client{}}
 	defer pool.close() // after the loops below ended
 	var loops sync.WaitGroup
@@ -264,7 +288,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		pool.follow(runCtx, watch)
 	}()
 	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
-		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token})
+		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token, Self: id})
 	err = serveAPI(ctx, ln, handler, ctrl, cfg.ShutdownGrace, log, func(addr string) {
 		log.Info("baton controller ready", "listen", addr, "workers", cfg.Workers)
 		if cfg.Ready != nil {
@@ -274,6 +298,23 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	stopLoops()
 	log.Info("stopped")
 	return err
+}
+
+// startOwnership takes this controller's share of the functions (see
+// internal/cluster/ownership), renewing its leases at the heartbeat.
+func startOwnership(ctx context.Context, nc *nats.Conn, members *membership.Members, id, addr string,
+	interval time.Duration, log *slog.Logger, onChange func(ownership.Change)) (*ownership.Ownership, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("ownership: %w", err)
+	}
+	own, err := ownership.Start(ctx, ownership.Options{JS: js, Members: members, Self: id, Address: addr,
+		Interval: interval, Replicas: jsstore.ReplicasFor(nc), OnChange: onChange,
+		Logger: log.With("component", "ownership")})
+	if err != nil {
+		return nil, fmt.Errorf("ownership: %w", err)
+	}
+	return own, nil
 }
 
 // advertised is the address peers should dial: the flag, or the

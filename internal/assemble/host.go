@@ -90,7 +90,9 @@ func joinMembers(ctx context.Context, nc *nats.Conn, self membership.Self) (*mem
 	if err != nil {
 		return nil, nil, fmt.Errorf("membership: %w", err)
 	}
-	members, err := membership.Open(ctx, js, membership.Config{})
+	// Replicated like the stores: a NATS server lost must not lose who
+	// is in the cluster.
+	members, err := membership.Open(ctx, js, membership.Config{Replicas: jsstore.ReplicasFor(nc)})
 	if err != nil {
 		return nil, nil, err
 	}

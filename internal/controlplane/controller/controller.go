@@ -36,6 +36,18 @@ type Options struct {
 	// Changes, when set, tells the controller of functions deployed or
 	// deleted through other controllers (see FunctionChanges).
 	Changes FunctionChanges
+	// Ownership, when set, splits the functions between controllers
+	// (cluster mode): this one routes only those it owns and sends the
+	// others' requests to their owners (see Route). Self is this
+	// controller's id in it. Unset, the controller owns every function.
+	Ownership Ownership
+	Self      string
+	// AuditInterval is how often workers' instances are checked for ones
+	// no controller routes to (default 10 s; cluster mode only).
+	AuditInterval time.Duration
+	// OwnerWait bounds how long a request waits for its function to have
+	// an owner while ownership moves (default 10 s).
+	OwnerWait time.Duration
 }
 
 // FunctionChanges streams the names of functions as they are put or
@@ -58,6 +70,20 @@ type Controller struct {
 	// router always ends up with what the registry holds last. The lock is
 	// per name: invocations and other functions never wait on it.
 	perFunction keyedlock.Locks
+
+	own           Ownership // nil: this controller owns every function
+	self          string
+	auditInterval time.Duration
+	ownerWait     time.Duration
+	// kick asks the ownership loop to bring the router in line with
+	// what this controller owns.
+	kick chan struct{}
+
+	// fmu guards known: every deployed function, owned or not (the
+	// router holds only the owned ones). Lock order: perFunction, then
+	// fmu; fmu is held across no call.
+	fmu   sync.Mutex
+	known map[string]function.Function
 
 	// ctx is the loops' lifetime, set by Start; stopLoops ends it, and
 	// loops counts the loops (the router's, one events loop per worker)
@@ -86,10 +112,22 @@ func New(o Options) *Controller {
 	}
 	o.Router.Observer = o.Metrics
 	o.Router.Logger = o.Logger
+	if o.Ownership != nil {
+		// Another controller adopts the instances when this one stops.
+		o.Router.LeaveInstances = true
+	}
+	if o.AuditInterval <= 0 {
+		o.AuditInterval = 10 * time.Second
+	}
+	if o.OwnerWait <= 0 {
+		o.OwnerWait = 10 * time.Second
+	}
 	return &Controller{
 		reg: o.Registry, local: o.Worker, changes: o.Changes, router: router.New(o.Router),
 		records: o.Records, metrics: o.Metrics, log: o.Logger, stopLoops: func() {},
-		workers: map[string]*workerLink{},
+		workers: map[string]*workerLink{}, own: o.Ownership, self: o.Self,
+		auditInterval: o.AuditInterval, ownerWait: o.OwnerWait, kick: make(chan struct{}, 1),
+		known: map[string]function.Function{},
 	}
 }
 
@@ -110,7 +148,10 @@ func (c *Controller) Start(ctx context.Context) error {
 		return fmt.Errorf("load functions: %w", err)
 	}
 	for _, fn := range fns {
-		c.router.SetFunction(fn)
+		c.setKnown(fn)
+		if c.owns(fn.Name) {
+			c.router.SetFunction(fn)
+		}
 	}
 	c.log.Info("functions loaded", "count", len(fns))
 	c.loops.Add(1)
@@ -118,6 +159,17 @@ func (c *Controller) Start(ctx context.Context) error {
 		defer c.loops.Done()
 		c.router.Run(ctx)
 	}()
+	if c.own != nil {
+		c.loops.Add(2)
+		go func() {
+			defer c.loops.Done()
+			c.followOwnership(ctx)
+		}()
+		go func() {
+			defer c.loops.Done()
+			c.auditLoop(ctx)
+		}()
+	}
 	if c.changes != nil {
 		c.loops.Add(1)
 		go func() {
@@ -156,6 +208,7 @@ func (c *Controller) refresh(ctx context.Context, name string) {
 	fn, err := c.reg.Get(ctx, name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		c.forgetKnown(name)
 		if c.router.Has(name) {
 			c.router.RemoveFunction(name)
 			c.metrics.Forget(name)
@@ -164,7 +217,10 @@ func (c *Controller) refresh(ctx context.Context, name string) {
 	case err != nil:
 		c.log.Warn("read a changed function", "function", name, "err", err)
 	default:
-		c.router.SetFunction(fn)
+		c.setKnown(fn)
+		if c.owns(name) || c.router.Has(name) {
+			c.router.SetFunction(fn)
+		}
 	}
 }
 
@@ -202,6 +258,9 @@ func (c *Controller) AddWorker(ctx context.Context, w workerapi.Worker) error {
 		defer c.loops.Done()
 		c.followEvents(lctx, info.ID, w, events)
 	}()
+	// A worker that comes back may still run instances: adopt the wanted
+	// ones, stop those of deleted functions.
+	c.adoptFrom(ctx, info.ID, w)
 	return nil
 }
 
@@ -298,6 +357,15 @@ func (c *Controller) resync(ctx context.Context, id string, w workerapi.Worker) 
 // Shutdown drains in-flight invocations until ctx ends, then stops all
 // instances and the controller's loops, and waits for them.
 func (c *Controller) Shutdown(ctx context.Context) error {
+	if c.own != nil {
+		// Hand the functions over before draining: requests waiting here
+		// follow them to their next owners, which adopt the instances
+		// (left running) without waiting for this controller's leases to
+		// expire.
+		handCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		c.own.Close(handCtx)
+		cancel()
+	}
 	err := c.router.Shutdown(ctx)
 	c.stopLoops()
 	c.loops.Wait()
@@ -328,7 +396,10 @@ func (c *Controller) Deploy(ctx context.Context, name string, spec function.Spec
 	if err != nil {
 		return res, err
 	}
-	c.router.SetFunction(res.Function)
+	c.setKnown(res.Function)
+	if c.owns(name) {
+		c.router.SetFunction(res.Function)
+	}
 	c.log.Info("function deployed", "function", name, "version", res.Function.Version, "created", res.Created, "newVersion", res.NewVersion)
 	return res, nil
 }
@@ -366,7 +437,10 @@ func (c *Controller) Recycle(name string) (stopped, pending int, err error) {
 // Exists reports whether a function is deployed (from memory, no store
 // access: it runs before every invocation).
 func (c *Controller) Exists(name string) bool {
-	return c.router.Has(name)
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	_, ok := c.known[name]
+	return ok
 }
 
 // Status returns a function's live state.
@@ -384,6 +458,7 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 	if _, err := c.reg.Delete(ctx, name); err != nil {
 		return err
 	}
+	c.forgetKnown(name)
 	c.router.RemoveFunction(name)
 	c.metrics.Forget(name)
 	c.log.Info("function deleted", "function", name)
@@ -424,7 +499,7 @@ func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte
 	case errors.Is(err, router.ErrShuttingDown) && out.Instance == "":
 		c.metrics.ObserveRejection(name, "shutting-down")
 		return Invocation{ID: id}, err
-	case errors.Is(err, router.ErrUnknownFunction):
+	case errors.Is(err, router.ErrUnknownFunction), errors.Is(err, router.ErrReleased):
 		return Invocation{ID: id}, err
 	}
 	inv := Invocation{

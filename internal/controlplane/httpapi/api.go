@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/internal/controlplane/controller"
+	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/function"
 )
 
@@ -37,6 +38,9 @@ type Options struct {
 	Token string
 	// Nodes answers GET /v1/nodes; nil answers 501.
 	Nodes Nodes
+	// Self is this controller's node id, named on requests it sends on to
+	// the controller owning their function (cluster mode).
+	Self string
 }
 
 // Server serves the API.
@@ -45,6 +49,9 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// forwarder sends requests on to the controllers owning their
+	// functions (cluster mode).
+	forwarder *http.Client
 
 	inflightBytes atomic.Int64
 }
@@ -64,7 +71,7 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{c: o.Controller, opts: o, log: o.Logger, mux: http.NewServeMux()}
+	s := &Server{c: o.Controller, opts: o, log: o.Logger, mux: http.NewServeMux(), forwarder: newForwarder()}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.Handle("GET /metrics", o.Metrics)
 	s.mux.HandleFunc("GET /v1/functions", s.listFunctions)
@@ -109,7 +116,9 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) view(ctx context.Context, fn function.Function) apiv1.Function {
-	return functionToWire(fn, s.c.Isolation(ctx), s.c.Status(fn.Name))
+	out := functionToWire(fn, s.c.Isolation(ctx), s.c.Status(fn.Name))
+	out.Status.Owner = s.c.OwnerOf(fn.Name)
+	return out
 }
 
 func (s *Server) putFunction(w http.ResponseWriter, r *http.Request) {
@@ -138,6 +147,10 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
+	// The live status (instances) is the owner's to tell.
+	if s.c.Exists(r.PathValue("name")) && s.routeOrForward(w, r, r.PathValue("name"), nil) {
+		return
+	}
 	fn, _, err := s.c.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		s.writeErr(w, err)
@@ -170,6 +183,9 @@ func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
 
 // recycle stops a function's instances so that its next request is cold.
 func (s *Server) recycle(w http.ResponseWriter, r *http.Request) {
+	if s.c.Exists(r.PathValue("name")) && s.routeOrForward(w, r, r.PathValue("name"), nil) {
+		return
+	}
 	stopped, pending, err := s.c.Recycle(r.PathValue("name"))
 	if err != nil {
 		s.writeErr(w, err)
@@ -183,7 +199,7 @@ func (s *Server) recycle(w http.ResponseWriter, r *http.Request) {
 // held at once (queued requests keep their bodies in memory). The caller
 // must call the returned release when the invocation is over.
 func (s *Server) readPayload(w http.ResponseWriter, r *http.Request, name string) ([]byte, func(), bool) {
-	if !s.c.Exists(name) {
+	if !s.c.Lookup(r.Context(), name) {
 		s.writeErr(w, apiError(errdefs.NotFound, apiv1.CodeFunctionNotFound, fmt.Sprintf("function %q not found", name)))
 		return nil, nil, false
 	}
@@ -243,18 +259,19 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeInvalidName, err.Error()))
 		return
 	}
-	payload, release, ok := s.readPayload(w, r, name)
+	body, release, ok := s.readPayload(w, r, name)
 	if !ok {
 		return
 	}
 	defer release()
+	payload := body
 	if len(payload) == 0 {
 		payload = []byte("{}")
 	} else if !json.Valid(payload) {
 		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeMalformedJSON, "the event (request body) must be valid JSON"))
 		return
 	}
-	inv, ok := s.runInvocation(w, r, name, "", payload)
+	inv, ok := s.runInvocation(w, r, name, "", payload, body)
 	if !ok {
 		return
 	}
@@ -264,9 +281,23 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 }
 
 // runInvocation invokes and writes every failure response itself; it
-// returns ok only when the function produced a result.
-func (s *Server) runInvocation(w http.ResponseWriter, r *http.Request, name, id string, payload []byte) (controller.Invocation, bool) {
-	inv, err := s.c.Invoke(r.Context(), name, id, payload)
+// returns ok only when the function produced a result here. A request for
+// a function another controller owns is sent on to it as it came (body is
+// the request's own body) and answered from there.
+func (s *Server) runInvocation(w http.ResponseWriter, r *http.Request, name, id string, payload, body []byte) (controller.Invocation, bool) {
+	var inv controller.Invocation
+	var err error
+	for attempt := 1; ; attempt++ {
+		if s.routeOrForward(w, r, name, body) {
+			return inv, false
+		}
+		inv, err = s.c.Invoke(r.Context(), name, id, payload)
+		// The function moved while the request waited here; it did not
+		// run, so it follows the function.
+		if !errors.Is(err, router.ErrReleased) || attempt == maxOwnerMoves {
+			break
+		}
+	}
 	if err != nil {
 		if errdefs.Is(err, errdefs.NotFound) {
 			err = apiError(errdefs.NotFound, apiv1.CodeFunctionNotFound, fmt.Sprintf("function %q not found", name))
@@ -281,6 +312,10 @@ func (s *Server) runInvocation(w http.ResponseWriter, r *http.Request, name, id 
 	}
 	return inv, true
 }
+
+// maxOwnerMoves bounds how often one request follows its function to a
+// new owner.
+const maxOwnerMoves = 3
 
 // setTimingHeaders reports where the time went, in the standard
 // Server-Timing header (milliseconds) and Baton's own headers.

@@ -72,7 +72,7 @@ func (s *Server) functionURL(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	inv, ok := s.runInvocation(w, r, name, id, payload)
+	inv, ok := s.runInvocation(w, r, name, id, payload, body)
 	if !ok {
 		return
 	}
@@ -102,6 +102,9 @@ func buildURLEvent(r *http.Request, name, id string, body []byte) urlEvent {
 	}
 	for k, vs := range r.Header {
 		lk := strings.ToLower(k)
+		if lk == strings.ToLower(apiv1.HeaderForwardedBy) {
+			continue // between controllers, not the caller's
+		}
 		if lk == "cookie" {
 			for _, v := range vs {
 				for _, c := range strings.Split(v, ";") {

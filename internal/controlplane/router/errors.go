@@ -19,6 +19,9 @@ var (
 	ErrStartFailed = errdefs.New(errdefs.Unavailable, "start_failed", "could not start an instance")
 	// ErrWorkerExists: AddWorker was given a worker ID the router has.
 	ErrWorkerExists = errdefs.New(errdefs.Conflict, "worker_exists", "a worker with this id is already added")
+	// ErrReleased: the function moved to another controller while the
+	// request waited here; it was not run and may be sent to the new owner.
+	ErrReleased = errdefs.New(errdefs.Unavailable, "ownership_moved", "the function moved to another controller while the request waited")
 )
 
 // OverloadError refuses a request at once because the function's queue

@@ -52,6 +52,10 @@ type Options struct {
 	Logger   *slog.Logger
 	// Clock is the time source (tests replace it; default: real time).
 	Clock Clock
+	// LeaveInstances makes Shutdown leave instances running on their
+	// workers instead of stopping them: in a cluster another controller
+	// adopts them (see Adopt), so a controller restart costs no cold start.
+	LeaveInstances bool
 }
 
 // Observer is told about instance counts and queue depth.
@@ -200,9 +204,12 @@ type waiter struct {
 type fnState struct {
 	name string
 
-	mu        sync.Mutex
-	fn        function.Function // the newest version
-	removed   bool
+	mu      sync.Mutex
+	fn      function.Function // the newest version
+	removed bool
+	// released: removed because another controller took the function
+	// over; its instances are left running for that controller.
+	released  bool
 	instances map[instKey]*instance
 	starts    map[*pendingStart]struct{}
 	queue     []*waiter
@@ -498,6 +505,8 @@ func (r *Router) release(st *fnState, in *instance, dead bool, exec time.Duratio
 	}
 	now := r.clock.Now()
 	switch {
+	case st.released:
+		// The instance belongs to the new owner now; nothing to hand over.
 	case dead:
 		if st.instances[in.key()] == in {
 			st.stopLocked(in)
@@ -708,8 +717,13 @@ func (r *Router) Shutdown(ctx context.Context) error {
 		for ps := range st.starts {
 			ps.cancelled = true
 		}
-		for _, in := range st.instances {
-			st.stopLocked(in)
+		if r.opts.LeaveInstances {
+			st.released = true
+			st.leaveAllLocked(r)
+		} else {
+			for _, in := range st.instances {
+				st.stopLocked(in)
+			}
 		}
 		st.mu.Unlock()
 		r.flushStops(st)

@@ -129,10 +129,23 @@ func (r *Router) place(fn function.Function) (*reservation, error) {
 	if !ok {
 		return nil, fmt.Errorf("placement chose %q, which is not a worker", id)
 	}
+	return reserveLocked(ws, req), nil
+}
+
+// reserveOn reserves what an instance of fn holds on ws (an instance
+// adopted rather than placed).
+func (r *Router) reserveOn(ws *workerState, fn function.Function) *reservation {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	return reserveLocked(ws, placement.Request{Function: fn.Name, App: function.AppOf(fn.Name, fn.Spec), MemoryMB: fn.Spec.MemoryMB})
+}
+
+// reserveLocked counts an instance on ws; Router.wmu is held.
+func reserveLocked(ws *workerState, req placement.Request) *reservation {
 	ws.reserved.MemoryMB += req.MemoryMB
 	ws.instances++
 	ws.apps[req.App]++
-	return &reservation{w: ws, memoryMB: req.MemoryMB, app: req.App}, nil
+	return &reservation{w: ws, memoryMB: req.MemoryMB, app: req.App}
 }
 
 func (r *Router) unreserve(res *reservation) {

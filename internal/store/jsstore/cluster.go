@@ -205,3 +205,15 @@ func apiCode(err error) jetstream.ErrorCode {
 	}
 	return 0
 }
+
+// ReplicasFor is the replication for small buckets that must outlive one
+// NATS server (membership, ownership leases) but are created outside
+// Open: three copies in a cluster of three or more servers, as many as
+// there are servers in a smaller one, one outside a cluster. It counts
+// the servers the connection knows (given and discovered).
+func ReplicasFor(nc *nats.Conn) int {
+	if nc.ConnectedClusterName() == "" {
+		return 1
+	}
+	return max(1, min(maxAutoReplicas, len(nc.Servers())))
+}

@@ -1,0 +1,128 @@
+package httpapi
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	apiv1 "github.com/baton-faas/baton/api/v1"
+	"github.com/baton-faas/baton/internal/errdefs"
+)
+
+// Cluster mode: every function is served by the controller replica that
+// owns it (its queue, instances and scaling live there only). A request
+// that reaches another replica is sent on to the owner, once, as it came,
+// and the owner's answer goes back as it is: status, headers and body.
+
+// hopHeaders are connection-level headers a forwarded request and its
+// answer do not carry over.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer",
+	"Transfer-Encoding", "Upgrade"}
+
+// routeOrForward decides where a request for a function is served. It
+// returns true when the request was answered (sent on to the owner, or
+// failed); false means: serve it here. body is the request's body, read
+// already.
+func (s *Server) routeOrForward(w http.ResponseWriter, r *http.Request, name string, body []byte) bool {
+	forwarded := r.Header.Get(apiv1.HeaderForwardedBy) != ""
+	r.Header.Del(apiv1.HeaderForwardedBy)
+	for {
+		addr, err := s.c.Route(r.Context(), name, forwarded)
+		if err != nil {
+			s.writeErr(w, err)
+			return true
+		}
+		if addr == "" {
+			return false
+		}
+		err = s.forward(w, r, addr, body)
+		if err == nil {
+			return true
+		}
+		if !errors.Is(err, errOwnerUnreachable) || r.Context().Err() != nil {
+			s.writeErr(w, err)
+			return true
+		}
+		// The owner is gone and the membership has yet to say so: the
+		// request never reached it, so it waits for the next owner.
+		s.log.Debug("owner unreachable, routing again", "function", name, "owner", addr, "err", err)
+		select {
+		case <-r.Context().Done():
+			s.writeErr(w, err)
+			return true
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+var (
+	errOwnerUnreachable = errdefs.New(errdefs.Unavailable, apiv1.CodeOwnerUnreachable, "the controller owning the function is unreachable")
+	errOwnerLost        = errdefs.New(errdefs.Unavailable, apiv1.CodeOwnerLost, "the controller owning the function was lost while it served the request")
+)
+
+// forward sends the request to the controller at addr and copies its
+// answer. An error means nothing was written: errOwnerUnreachable when the
+// request cannot have reached the owner, errOwnerLost when it may have.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, addr string, body []byte) error {
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("forward to %s: %w", addr, err)
+	}
+	req.Header = r.Header.Clone()
+	for _, h := range hopHeaders {
+		req.Header.Del(h)
+	}
+	req.Header.Set(apiv1.HeaderForwardedBy, s.opts.Self)
+	req.Host = r.Host
+	resp, err := s.forwarder.Do(req)
+	if err != nil {
+		if notSent(err) {
+			return fmt.Errorf("%w (%s): %w", errOwnerUnreachable, addr, err)
+		}
+		return fmt.Errorf("%w (%s): %w", errOwnerLost, addr, err)
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	for _, h := range hopHeaders {
+		w.Header().Del(h)
+	}
+	w.WriteHeader(resp.StatusCode)
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		s.log.Warn("forwarded answer cut off", "owner", addr, "err", err)
+	}
+	return nil
+}
+
+// notSent says whether a transport error happened before the request
+// could reach the other side: the connection was never made.
+func notSent(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.ENETUNREACH)
+}
+
+// newForwarder is the client that sends requests on to owners. Its
+// connections stay open between requests: forwarding is on the
+// invocation path.
+func newForwarder() *http.Client {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &http.Client{
+		Transport: tr,
+		// Redirects are the owner's answer to the client.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
