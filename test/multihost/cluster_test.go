@@ -417,6 +417,11 @@ func (c *cluster) checkNothingLost(d deployed) {
 type running struct {
 	onWorker map[string]int                 // worker id → instances it reports
 	routed   map[string]map[string][]string // controller id → worker id → instance ids
+	// owners is, per function, the owner each controller names;
+	// routers is, per function, the controllers that route to instances
+	// of it.
+	owners  map[string]map[string]string // function → controller id → owner named
+	routers map[string][]string
 }
 
 func (r running) String() string {
@@ -454,7 +459,8 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // observe reads what runs where through the public API.
 func (c *cluster) observe(ctx context.Context) (running, error) {
-	r := running{onWorker: map[string]int{}, routed: map[string]map[string][]string{}}
+	r := running{onWorker: map[string]int{}, routed: map[string]map[string][]string{},
+		owners: map[string]map[string]string{}, routers: map[string][]string{}}
 	ctrls := c.liveControllers()
 	if len(ctrls) == 0 {
 		return r, fmt.Errorf("no controller runs")
@@ -475,6 +481,13 @@ func (c *cluster) observe(ctx context.Context) (running, error) {
 		}
 		byWorker := map[string][]string{}
 		for _, f := range fns {
+			if r.owners[f.Name] == nil {
+				r.owners[f.Name] = map[string]string{}
+			}
+			r.owners[f.Name][ctrl.id] = f.Status.Owner
+			if len(f.Status.Instances) > 0 {
+				r.routers[f.Name] = append(r.routers[f.Name], ctrl.id)
+			}
 			for _, in := range f.Status.Instances {
 				byWorker[in.Worker] = append(byWorker[in.Worker], in.ID)
 			}
@@ -494,8 +507,9 @@ const agreeWithin = 30 * time.Second
 // agree: every worker runs exactly the instances the controllers route to
 // it (more would be orphans nobody routes to, fewer would be instances
 // routed to that do not run), no instance is routed to by two controllers
-// (a duplicate owner) and nothing is routed to a worker that is not a
-// member. A disagreement fails the test but lets it go on, so that the
+// (a duplicate owner), nothing is routed to a worker that is not a member,
+// every controller names the same live owner for a function and only that
+// owner routes to the function's instances. A disagreement fails the test but lets it go on, so that the
 // later steps of a scenario are seen too. It returns the last state seen,
 // which the test logs.
 func (c *cluster) checkNoOrphansOrDuplicates() running {
@@ -528,6 +542,27 @@ func (c *cluster) checkNoOrphansOrDuplicates() running {
 		for _, w := range sortedKeys(r.onWorker) {
 			if n := r.onWorker[w]; n != perWorker[w] {
 				return fmt.Errorf("worker %s runs %d instances, the controllers route to %d", w, n, perWorker[w])
+			}
+		}
+		live := c.liveIDs()
+		for _, fn := range sortedKeys(r.owners) {
+			named := r.owners[fn]
+			var owner string
+			for _, ctrl := range sortedKeys(named) {
+				if owner == "" {
+					owner = named[ctrl]
+				}
+				if named[ctrl] != owner {
+					return fmt.Errorf("function %s: the controllers name different owners %v", fn, named)
+				}
+			}
+			if !slices.Contains(live, owner) {
+				return fmt.Errorf("function %s: owner %q is not a live controller", fn, owner)
+			}
+			for _, ctrl := range r.routers[fn] {
+				if ctrl != owner {
+					return fmt.Errorf("function %s is owned by %s but %s routes to instances of it", fn, owner, ctrl)
+				}
 			}
 		}
 		return nil
