@@ -79,8 +79,9 @@ type cluster struct {
 
 // newCluster starts three NATS nodes, three workers and two controllers,
 // each on a host of its own, and waits until every controller serves and
-// lists the five controller and worker nodes.
-func newCluster(t *testing.T) *cluster {
+// lists the five controller and worker nodes. Controllers and workers
+// start all at once when together is set, else one controller first.
+func newCluster(t *testing.T, together bool) *cluster {
 	t.Helper()
 	nw := harness.NewNetwork(t)
 	bin := harness.Binary(t)
@@ -141,14 +142,28 @@ func newCluster(t *testing.T) *cluster {
 			return nil
 		})
 	}
+	if !together {
+		// One controller first creates the buckets and streams, so
+		// that the scenario meets its own failure and not a start-up
+		// race.
+		c.controllers[0].start(t)
+		c.waitControllerServes(c.controllers[0])
+	}
 	for _, n := range c.workers {
 		n.start(t)
 	}
 	for _, n := range c.controllers {
-		n.start(t)
+		if n.proc == nil {
+			n.start(t)
+		}
 	}
 	for _, n := range c.controllers {
 		c.waitControllerServes(n)
+	}
+	for _, n := range c.workers {
+		if !n.running() {
+			t.Fatalf("worker %s exited during the start:\n%s", n.id, n.proc.Logs())
+		}
 	}
 	c.waitMembers(c.liveIDs()...)
 	return c

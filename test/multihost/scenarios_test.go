@@ -14,12 +14,13 @@ import (
 	"github.com/baton-faas/baton/internal/cluster/membership"
 )
 
-// A function deployed through one controller is served by the other and
-// by itself; both list the cluster's five controllers and workers (the
-// NATS nodes are not members).
+// Controllers and workers started all at once form a cluster; a function
+// deployed through one controller is served by the other and by itself;
+// both list the cluster's five controllers and workers (the NATS nodes are
+// not members).
 func TestDeployAndInvokeThroughEitherController(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
+	c := newCluster(t, true)
 	c1, c2 := c.client(c.controllers[0]), c.client(c.controllers[1])
 	d := deployed{}
 	d.deploy(t, c1, "echo", 1)
@@ -61,7 +62,7 @@ func TestDeployAndInvokeThroughEitherController(t *testing.T) {
 // on the other workers, and nothing runs or is routed to the dead worker.
 func TestWorkerKilledUnderLoad(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
+	c := newCluster(t, false)
 	fns := []string{"alpha", "beta"}
 	d := deployed{}
 	for _, fn := range fns {
@@ -90,7 +91,7 @@ func TestWorkerKilledUnderLoad(t *testing.T) {
 // stopped: no orphans, no duplicates.
 func TestWorkerCutOffAndBack(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
+	c := newCluster(t, false)
 	fns := []string{"alpha", "beta"}
 	d := deployed{}
 	for _, fn := range fns {
@@ -133,7 +134,7 @@ func TestWorkerCutOffAndBack(t *testing.T) {
 // and the membership still lists every node.
 func TestNATSNodeKilledUnderLoad(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
+	c := newCluster(t, false)
 	fns := []string{"alpha", "beta"}
 	d := deployed{}
 	for _, fn := range fns {
@@ -173,7 +174,7 @@ func TestNATSNodeKilledUnderLoad(t *testing.T) {
 // duplicated.
 func TestControllersKilledAndRestarted(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
+	c := newCluster(t, false)
 	fns := []string{"alpha", "beta"}
 	d := deployed{}
 	both := c.client(c.controllers...)
