@@ -134,7 +134,7 @@ func newCluster(t *testing.T, together bool) *cluster {
 	for _, n := range c.nats {
 		waitFor(t, n.id+" to report JetStream ready", func() error {
 			if !n.running() {
-				return fmt.Errorf("%s exited:\n%s", n.id, n.proc.Logs())
+				t.Fatalf("NATS node %s exited during its start:\n%s", n.id, n.proc.Logs())
 			}
 			if !strings.Contains(n.proc.Logs(), "JetStream ready") {
 				return fmt.Errorf("no JetStream ready in its log")
@@ -221,7 +221,7 @@ func (c *cluster) waitControllerServes(n *node) {
 	cl := c.client(n)
 	waitFor(c.t, "controller "+n.id+" to serve", func() error {
 		if !n.running() {
-			return fmt.Errorf("%s exited:\n%s", n.id, n.proc.Logs())
+			c.t.Fatalf("controller %s exited during its start:\n%s", n.id, n.proc.Logs())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
