@@ -3,6 +3,7 @@ package multihost
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -42,17 +43,12 @@ func TestDeployAndInvokeThroughEitherController(t *testing.T) {
 			}
 		}
 		want := map[string]string{"c1": "controller", "c2": "controller", "w1": "worker", "w2": "worker", "w3": "worker"}
-		if fmt.Sprint(roles) != fmt.Sprint(want) {
+		if !maps.Equal(roles, want) {
 			t.Errorf("nodes %v, want %v", roles, want)
 		}
 	}
 	c.checkNothingLost(d)
-	r := c.checkNoOrphansOrDuplicates()
-	total := 0
-	for _, n := range r.onWorker {
-		total += n
-	}
-	if total == 0 {
+	if r := c.checkNoOrphansOrDuplicates(); total(r.onWorker) == 0 {
 		t.Errorf("no worker reports an instance after invocations: %s", r)
 	}
 }
