@@ -15,6 +15,9 @@ import (
 	"github.com/baton-faas/baton/internal/cluster/membership"
 )
 
+// perFn is how many load clients invoke each function at once.
+const perFn = 2
+
 // Controllers and workers started all at once form a cluster; a function
 // deployed through one controller is served by the other and by itself;
 // both list the cluster's five controllers and workers (the NATS nodes are
@@ -64,7 +67,7 @@ func TestWorkerKilledUnderLoad(t *testing.T) {
 	for _, fn := range fns {
 		d.deploy(t, c.client(c.controllers[0]), fn, 1)
 	}
-	l := startLoad([]*client.Client{c.client(c.controllers[0]), c.client(c.controllers[1])}, fns, 2)
+	l := startLoad([]*client.Client{c.client(c.controllers[0]), c.client(c.controllers[1])}, fns, perFn)
 	t.Cleanup(func() { l.stop() })
 	l.waitSucceeding(t, fns, time.Time{}, 20)
 
@@ -76,7 +79,7 @@ func TestWorkerKilledUnderLoad(t *testing.T) {
 	l.waitSucceeding(t, fns, dropped, 30)
 	outs := l.stop()
 	checkOutcomes(t, outs, nil)
-	checkOnlyLost(t, outs, 4, apiv1.CodeWorkerLost)
+	checkOnlyLost(t, outs, len(fns)*perFn, apiv1.CodeWorkerLost)
 	t.Logf("failures after the controllers dropped %s: %v", victim.id, failuresAfter(outs, dropped))
 	c.checkNothingLost(d)
 	c.checkNoOrphansOrDuplicates()
@@ -93,7 +96,7 @@ func TestWorkerCutOffAndBack(t *testing.T) {
 	for _, fn := range fns {
 		d.deploy(t, c.client(c.controllers[0]), fn, 1)
 	}
-	l := startLoad([]*client.Client{c.client(c.controllers[0]), c.client(c.controllers[1])}, fns, 2)
+	l := startLoad([]*client.Client{c.client(c.controllers[0]), c.client(c.controllers[1])}, fns, perFn)
 	t.Cleanup(func() { l.stop() })
 	l.waitSucceeding(t, fns, time.Time{}, 20)
 
@@ -115,7 +118,7 @@ func TestWorkerCutOffAndBack(t *testing.T) {
 	l.waitSucceeding(t, fns, time.Now(), 30)
 	outs := l.stop()
 	checkOutcomes(t, outs, nil)
-	checkOnlyLost(t, outs, 4, apiv1.CodeWorkerLost)
+	checkOnlyLost(t, outs, len(fns)*perFn, apiv1.CodeWorkerLost)
 	t.Logf("failures after the link was restored: %v", failuresAfter(outs, healed))
 	if !victim.running() {
 		t.Fatalf("worker %s exited while cut off:\n%s", victim.id, victim.proc.Logs())
@@ -136,7 +139,7 @@ func TestNATSNodeKilledUnderLoad(t *testing.T) {
 	for _, fn := range fns {
 		d.deploy(t, c.client(c.controllers[0]), fn, 1)
 	}
-	l := startLoad([]*client.Client{c.client(c.controllers[0]), c.client(c.controllers[1])}, fns, 2)
+	l := startLoad([]*client.Client{c.client(c.controllers[0]), c.client(c.controllers[1])}, fns, perFn)
 	t.Cleanup(func() { l.stop() })
 	l.waitSucceeding(t, fns, time.Time{}, 20)
 
@@ -177,7 +180,7 @@ func TestControllersKilledAndRestarted(t *testing.T) {
 	for _, fn := range fns {
 		d.deploy(t, both, fn, 1)
 	}
-	l := startLoad([]*client.Client{both}, fns, 2)
+	l := startLoad([]*client.Client{both}, fns, perFn)
 	t.Cleanup(func() { l.stop() })
 	l.waitSucceeding(t, fns, time.Time{}, 20)
 
@@ -187,7 +190,7 @@ func TestControllersKilledAndRestarted(t *testing.T) {
 	killed := time.Now()
 	t.Logf("killed controller %s", victim.id)
 	l.waitSucceeding(t, fns, killed, 30)
-	t.Logf("served through the surviving controller %s after the kill", time.Since(killed).Round(time.Millisecond))
+	t.Logf("30 requests in a row per function served through the surviving controller by %s after the kill", time.Since(killed).Round(time.Millisecond))
 	c.waitMembers(c.liveIDs()...)
 	outs := l.stop()
 	// A request the killed controller was answering loses its connection:
