@@ -3,13 +3,13 @@ package assemble
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +25,7 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
 	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/store/jsstore"
+	"github.com/baton-faas/baton/internal/store/natsd"
 	"github.com/baton-faas/baton/internal/workerapi/remote"
 )
 
@@ -41,6 +42,14 @@ type NodeConfig struct {
 	PKIDir        string
 	Logger        *slog.Logger
 	ShutdownGrace time.Duration
+	// NATSAuth, when set, logs in to NATS with a user and password (the
+	// --user of `baton nats`).
+	NATSAuth *natsd.Credentials
+	// NATSCA is a PEM file with the CA certificate(s) that NATS servers'
+	// certificates must be signed by; empty means the cluster's CA
+	// (ca.crt in PKIDir). The node presents its own certificate to NATS
+	// servers that ask for one.
+	NATSCA string
 }
 
 // WorkerConfig configures `baton worker`.
@@ -79,8 +88,9 @@ type ControllerConfig struct {
 
 // joinCluster does what every cluster role does first: it locks the data
 // directory, loads the node's identity and checks its role, and connects
-// to NATS. The returned function undoes it.
-func joinCluster(cfg *NodeConfig, role clusterpki.Role) (*clusterpki.Identity, string, *nats.Conn, func(), error) {
+// to NATS (waiting for it until ctx ends; TLS and login as configured).
+// The returned function undoes it.
+func joinCluster(ctx context.Context, cfg *NodeConfig, role clusterpki.Role) (*clusterpki.Identity, string, *nats.Conn, func(), error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -111,19 +121,75 @@ func joinCluster(cfg *NodeConfig, role clusterpki.Role) (*clusterpki.Identity, s
 		unlock()
 		return nil, "", nil, nil, fmt.Errorf("--pki %s: the certificate is for a %s, not a %s", cfg.PKIDir, got, role)
 	}
-	nc, err := nats.Connect(strings.Join(cfg.NATS, ","), nats.Name("baton "+string(role)+" "+id),
-		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
+	nc, err := dialNATS(ctx, cfg, identity, "baton "+string(role)+" "+id)
 	if err != nil {
 		unlock()
-		return nil, "", nil, nil, fmt.Errorf("connect to NATS at %s: %w", strings.Join(cfg.NATS, ","), err)
+		return nil, "", nil, nil, err
 	}
 	return identity, id, nc, func() { nc.Close(); unlock() }, nil
+}
+
+// dialNATS connects a node to the cluster's NATS: its certificate is its
+// client certificate, the servers' must be from NATSCA (or the cluster's
+// CA) whenever the connection is TLS.
+func dialNATS(ctx context.Context, cfg *NodeConfig, identity *clusterpki.Identity, name string) (*nats.Conn, error) {
+	conf, err := identity.ClientTLS()
+	if err != nil {
+		return nil, fmt.Errorf("--pki %s: %w", cfg.PKIDir, err)
+	}
+	ca := filepath.Join(cfg.PKIDir, clusterpki.CACertFile)
+	if cfg.NATSCA != "" {
+		ca = cfg.NATSCA
+		pem, err := os.ReadFile(cfg.NATSCA)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-tls-ca: %w", err)
+		}
+		conf.RootCAs = x509.NewCertPool()
+		if !conf.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--nats-tls-ca %s: no PEM certificate in it", cfg.NATSCA)
+		}
+	}
+	log := cfg.Logger.With("component", "nats")
+	nc, err := natsd.Dial(ctx, cfg.NATS, natsd.DialOptions{Name: name, TLS: conf, Auth: cfg.NATSAuth, Logger: log})
+	var refused *natsd.RefusedError
+	switch {
+	case err == nil:
+	case errors.As(err, &refused):
+		return nil, fmt.Errorf("join the cluster: %w; %s", err, refusalHint(refused.Reason, cfg, ca))
+	default:
+		return nil, fmt.Errorf("join the cluster: %w", err)
+	}
+	if _, err := nc.TLSConnectionState(); err != nil {
+		if host, _, _ := net.SplitHostPort(nc.ConnectedAddr()); !isLoopbackHost(host) {
+			log.Warn("the NATS connection is not encrypted (a nats:// URL to a server without TLS): anyone on the network path can read and change the cluster's state",
+				"server", nc.ConnectedUrlRedacted())
+		}
+	}
+	return nc, nil
+}
+
+// refusalHint tells the operator which flag to fix.
+func refusalHint(r natsd.Refusal, cfg *NodeConfig, ca string) string {
+	switch r {
+	case natsd.LoginRefused:
+		if cfg.NATSAuth == nil {
+			return "give the user with --nats-user and its password in " + natsd.PasswordEnv + " (those of baton nats --user)"
+		}
+		return "check --nats-user and the password in " + natsd.PasswordEnv + " (those of baton nats --user)"
+	case natsd.ClientCertRefused:
+		return "the NATS servers accept client certificates from their --tls-ca only; this node's certificate (--pki " + cfg.PKIDir + ") must be from that CA"
+	case natsd.ServerUntrusted:
+		return "the NATS servers' certificates must be signed by the CA in " + ca + " (--nats-tls-ca; default ca.crt in --pki) and name the host of the --nats URL (baton cluster issue --role nats --host ...)"
+	case natsd.TLSUnavailable:
+		return "the servers at the tls:// URLs offer no TLS: start them with --tls-cert, --tls-key and --tls-ca, or use nats:// URLs"
+	}
+	return ""
 }
 
 // RunWorker runs `baton worker`: a host's node behind the worker API,
 // reading function code from the cluster's code store.
 func RunWorker(ctx context.Context, cfg WorkerConfig) error {
-	identity, id, nc, leave, err := joinCluster(&cfg.NodeConfig, clusterpki.Worker)
+	identity, id, nc, leave, err := joinCluster(ctx, &cfg.NodeConfig, clusterpki.Worker)
 	if err != nil {
 		return err
 	}
@@ -200,7 +266,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 // RunController runs `baton controller`: the control plane (HTTP API,
 // registry, router) on the cluster's stores, routing to remote workers.
 func RunController(ctx context.Context, cfg ControllerConfig) error {
-	identity, id, nc, leave, err := joinCluster(&cfg.NodeConfig, clusterpki.Controller)
+	identity, id, nc, leave, err := joinCluster(ctx, &cfg.NodeConfig, clusterpki.Controller)
 	if err != nil {
 		return err
 	}
@@ -252,7 +318,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	ctrl := controller.New(controller.Options{
 		Registry: reg, Records: recs, Metrics: m, Logger: log.With("component", "controller"), Changes: st,
 		Router:    router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
-		Ownership: own, Self: id,
+		Ownership: own, Self: id, HoldOwnership: true,
 	})
 	ctrlRef.Store(ctrl)
 	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
@@ -282,6 +348,10 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	if err != nil {
 		return err
 	}
+	// The workers already in the cluster first: functions taken over
+	// then find their instances on them.
+	pool.joinAll(runCtx, watch.Snapshot())
+	ctrl.OpenOwnership()
 	loops.Add(1)
 	go func() {
 		defer loops.Done()
@@ -342,11 +412,6 @@ type workerPool struct {
 // follow applies the membership's snapshot and changes until ctx ends.
 func (p *workerPool) follow(ctx context.Context, w *membership.Watch) {
 	defer w.Stop()
-	for _, n := range w.Snapshot() {
-		if n.Has(membership.RoleWorker) {
-			p.join(ctx, n)
-		}
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -369,6 +434,23 @@ func (p *workerPool) follow(ctx context.Context, w *membership.Watch) {
 			}
 		}
 	}
+}
+
+// joinAll adds the workers among nodes, at once, and returns when each
+// was added or failed (join bounds each).
+func (p *workerPool) joinAll(ctx context.Context, nodes []membership.Node) {
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		if !n.Has(membership.RoleWorker) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.join(ctx, n)
+		}()
+	}
+	wg.Wait()
 }
 
 // join dials a worker and adds it to the controller.

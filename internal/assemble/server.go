@@ -57,8 +57,10 @@ type Config struct {
 	// TokenFile holds the API token (created on first start); empty
 	// means <DataDir>/api-token.
 	TokenFile string
-	// NoAuth serves the management API without a token (tests only).
-	NoAuth bool
+	// NoAuth serves the management API without a token (tests only);
+	// refused off loopback unless NoAuthOnNetwork (see CheckNoAuthListen).
+	NoAuth          bool
+	NoAuthOnNetwork bool
 	// FakeStartLatency delays each fake instance's first poll (Sandbox
 	// "fake" only).
 	FakeStartLatency time.Duration
@@ -85,6 +87,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 30 * time.Second
+	}
+	if err := CheckNoAuthListen(cfg.Listen, cfg.NoAuth, cfg.NoAuthOnNetwork); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -177,6 +182,50 @@ func Run(ctx context.Context, cfg Config) error {
 	stopLoops()
 	log.Info("stopped")
 	return err
+}
+
+// NoAuthOnNetworkFlag is the flag that lets the HTTP API serve without a
+// token beyond loopback; its name is meant to be read in a review.
+const NoAuthOnNetworkFlag = "insecure-no-auth-on-network"
+
+// CheckNoAuthListen refuses an HTTP API without a token (--no-auth) on an
+// address other hosts can reach: anyone there could deploy code and run
+// it. Loopback addresses (127.0.0.0/8, ::1, localhost) are allowed;
+// everything else, all interfaces (":8080", "0.0.0.0") and host names
+// included, needs onNetwork, the explicit override.
+func CheckNoAuthListen(listen string, noAuth, onNetwork bool) error {
+	if !noAuth {
+		return nil
+	}
+	loopback, err := IsLoopbackListen(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	if loopback || onNetwork {
+		return nil
+	}
+	return fmt.Errorf("--no-auth with --listen %s: the API would let anyone who can reach this address deploy and run code; "+
+		"listen on loopback (127.0.0.1), drop --no-auth and use the API token, or accept the risk with --%s", listen, NoAuthOnNetworkFlag)
+}
+
+// IsLoopbackListen reports whether a host:port listen address is
+// reachable from this host only.
+func IsLoopbackListen(listen string) (bool, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false, errors.New("want host:port")
+	}
+	return isLoopbackHost(host), nil
+}
+
+// isLoopbackHost: an empty host is every interface, and a host name other
+// than localhost may resolve to anything.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // serveAPI serves the HTTP API on ln until ctx ends, then shuts down

@@ -13,24 +13,33 @@ import (
 	"github.com/baton-faas/baton/internal/assemble"
 	"github.com/baton-faas/baton/internal/clusterpki"
 	"github.com/baton-faas/baton/internal/node"
+	"github.com/baton-faas/baton/internal/store/natsd"
 )
 
 // nodeFlags registers the flags every cluster role has.
-func nodeFlags(cmd *cobra.Command, cfg *assemble.NodeConfig, logLevel *string) {
+func nodeFlags(cmd *cobra.Command, cfg *assemble.NodeConfig, fl *nodeFlagValues) {
 	f := cmd.Flags()
-	f.StringSliceVar(&cfg.NATS, "nats", nil, "URLs of the cluster's NATS servers (comma-separated or repeated)")
+	f.StringSliceVar(&cfg.NATS, "nats", nil, "URLs of the cluster's NATS servers (comma-separated or repeated): nats://host:4222, or tls://host:4222 to require TLS")
+	f.StringVar(&fl.natsUser, "nats-user", "", "log in to NATS as this user, with the password in "+natsd.PasswordEnv+" (those of baton nats --user)")
+	f.StringVar(&cfg.NATSCA, "nats-tls-ca", "", "PEM CA certificate(s) the NATS servers' certificates must be signed by (default: ca.crt in --pki); the node presents its --pki certificate to NATS servers that ask for one")
 	f.StringVar(&cfg.DataDir, "data-dir", assemble.DefaultDataDir(), "directory for this node's state")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address peers reach this node's listener at (default: the --listen address)")
 	f.StringVar(&cfg.PKIDir, "pki", "", "directory with this node's identity (ca.crt, node.crt, node.key) from baton cluster issue")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long in-flight invocations may finish on SIGINT/SIGTERM")
-	f.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+// nodeFlagValues are the shared flags that are not NodeConfig's fields
+// as they are.
+type nodeFlagValues struct {
+	logLevel, natsUser string
 }
 
 // checkNode validates the shared flags and sets up the logger.
-func checkNode(cfg *assemble.NodeConfig, logLevel string) error {
+func checkNode(cfg *assemble.NodeConfig, fl nodeFlagValues) error {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	if err := level.UnmarshalText([]byte(fl.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", fl.logLevel)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if len(cfg.NATS) == 0 {
@@ -42,24 +51,36 @@ func checkNode(cfg *assemble.NodeConfig, logLevel string) error {
 	if cfg.PKIDir == "" {
 		return fmt.Errorf("--pki: name the directory with this node's certificate (see baton cluster issue)")
 	}
+	for _, u := range cfg.NATS {
+		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
+			return fmt.Errorf("--nats %q: want nats://host:port or tls://host:port", u)
+		}
+	}
+	if fl.natsUser != "" {
+		pw := os.Getenv(natsd.PasswordEnv)
+		if pw == "" {
+			return fmt.Errorf("--nats-user %q needs its password in the environment variable %s", fl.natsUser, natsd.PasswordEnv)
+		}
+		cfg.NATSAuth = &natsd.Credentials{User: fl.natsUser, Password: pw}
+	}
 	return nil
 }
 
 func newWorkerCmd() *cobra.Command {
 	cfg := assemble.WorkerConfig{}
-	var logLevel string
+	var fl nodeFlagValues
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a cluster worker: this host's sandboxes and instances behind the worker API",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkNode(&cfg.NodeConfig, logLevel); err != nil {
+			if err := checkNode(&cfg.NodeConfig, fl); err != nil {
 				return err
 			}
 			return assemble.RunWorker(cmd.Context(), cfg)
 		},
 	}
-	nodeFlags(cmd, &cfg.NodeConfig, &logLevel)
+	nodeFlags(cmd, &cfg.NodeConfig, &fl)
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the worker API (mutual TLS)")
 	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "isolation: auto, container, process or fake (see baton server --help)")
@@ -72,19 +93,26 @@ func newWorkerCmd() *cobra.Command {
 
 func newControllerCmd() *cobra.Command {
 	cfg := assemble.ControllerConfig{}
-	var logLevel string
+	var fl nodeFlagValues
+	var noAuthOnNetwork bool
 	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Run a cluster controller: the HTTP API and the router, on the cluster's stores, routing to workers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkNode(&cfg.NodeConfig, logLevel); err != nil {
+			if err := checkNode(&cfg.NodeConfig, fl); err != nil {
 				return err
+			}
+			if err := assemble.CheckNoAuthListen(cfg.Listen, cfg.NoAuth, noAuthOnNetwork); err != nil {
+				return err
+			}
+			if cfg.NoAuth {
+				cfg.Logger.Warn("the management API is open to anyone who can reach " + cfg.Listen + " (--no-auth)")
 			}
 			return assemble.RunController(cmd.Context(), cfg)
 		},
 	}
-	nodeFlags(cmd, &cfg.NodeConfig, &logLevel)
+	nodeFlags(cmd, &cfg.NodeConfig, &fl)
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the HTTP API")
 	f.StringSliceVar(&cfg.Workers, "workers", nil, "worker API addresses to route to besides the workers that join through the cluster's membership (comma-separated or repeated; each must be named in its worker's certificate)")
@@ -95,7 +123,8 @@ func newControllerCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token, created with a random token if missing (default <data-dir>/api-token)")
-	f.BoolVar(&cfg.NoAuth, "no-auth", false, "serve the management API without a token (tests only)")
+	f.BoolVar(&cfg.NoAuth, "no-auth", false, "serve the management API without a token (tests only; loopback --listen only, see --"+assemble.NoAuthOnNetworkFlag+")")
+	f.BoolVar(&noAuthOnNetwork, assemble.NoAuthOnNetworkFlag, false, "allow --no-auth on a --listen address other hosts can reach: anyone there may deploy and run code")
 	return cmd
 }
 
@@ -164,7 +193,7 @@ func newClusterIssueCmd() *cobra.Command {
 	f.StringVar(&caDir, "ca", "", "directory of the CA (from baton cluster init)")
 	f.StringVar(&out, "out", "", "directory for the node's identity")
 	f.StringVar(&id, "id", "", "the node's stable id")
-	f.StringVar(&role, "role", "", "controller or worker")
+	f.StringVar(&role, "role", "", "controller, worker or nats (a baton nats node: its node.crt and node.key are its --tls-cert and --tls-key, ca.crt its --tls-ca)")
 	f.StringSliceVar(&hosts, "host", nil, "addresses peers dial the node at (IPs or DNS names; repeated or comma-separated)")
 	return cmd
 }

@@ -20,9 +20,8 @@ import (
 	"github.com/baton-faas/baton/internal/store/natsd"
 )
 
-// natsPasswordEnv holds the password of --user: a flag would show it to
-// every user of the host in the process list.
-const natsPasswordEnv = "BATON_NATS_PASSWORD"
+// natsPasswordEnv holds the password of --user.
+const natsPasswordEnv = natsd.PasswordEnv
 
 type natsFlags struct {
 	name, listen, clusterListen, routes, clusterName, dataDir string

@@ -33,6 +33,9 @@ type Role string
 const (
 	Controller Role = "controller"
 	Worker     Role = "worker"
+	// NATS is a `baton nats` node: controllers and workers verify its
+	// certificate when they connect; it is never a controller or worker.
+	NATS Role = "nats"
 )
 
 // Files in a CA directory and in a node's identity directory.
@@ -182,8 +185,8 @@ func (ca *CA) Issue(req NodeRequest) (*Identity, error) {
 	if !idRE.MatchString(req.ID) {
 		return nil, fmt.Errorf("issue certificate: %w: node id %q must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", ErrInvalid, req.ID)
 	}
-	if req.Role != Controller && req.Role != Worker {
-		return nil, fmt.Errorf("issue certificate for %s: %w: role %q is neither %q nor %q", req.ID, ErrInvalid, req.Role, Controller, Worker)
+	if req.Role != Controller && req.Role != Worker && req.Role != NATS {
+		return nil, fmt.Errorf("issue certificate for %s: %w: role %q is not %q, %q or %q", req.ID, ErrInvalid, req.Role, Controller, Worker, NATS)
 	}
 	validity := req.Validity
 	if validity <= 0 {

@@ -115,6 +115,16 @@ func TestClusterControllerFailover(t *testing.T) {
 	if s1.Owner == "" || s1.Owner != s2.Owner || len(s1.Instances) != 1 || len(s2.Instances) != 1 || s1.Instances[0].ID != s2.Instances[0].ID {
 		t.Fatalf("status through c1 %+v and through c2 %+v: want one owner and the same one instance", s1, s2)
 	}
+	// Lists through either controller show the owner's view too.
+	for _, cl := range []*client.Client{c1, c2} {
+		fns, err := cl.List(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fns) != 1 || fns[0].Status.Owner != s1.Owner || len(fns[0].Status.Instances) != 1 {
+			t.Fatalf("list: %+v, want echo with its owner's one instance", fns)
+		}
+	}
 	owner, instance := s1.Owner, s1.Instances[0].ID
 	survivor := "c1"
 	if owner == "c1" {

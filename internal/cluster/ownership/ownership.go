@@ -287,6 +287,14 @@ func (o *Ownership) Owner(function string) (id, addr string, ok bool) {
 	return a, o.live[a], true
 }
 
+// Address is the advertised address of a live controller ("" when it is
+// not live).
+func (o *Ownership) Address(id string) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.live[id]
+}
+
 // OwnedShards returns the shards this controller owns now, sorted.
 func (o *Ownership) OwnedShards() []int {
 	now := time.Now()

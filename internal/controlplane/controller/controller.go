@@ -48,6 +48,10 @@ type Options struct {
 	// OwnerWait bounds how long a request waits for its function to have
 	// an owner while ownership moves (default 10 s).
 	OwnerWait time.Duration
+	// HoldOwnership keeps the controller from taking functions over until
+	// OpenOwnership: the process first adds the workers it knows, so that
+	// the functions it takes over find their instances there.
+	HoldOwnership bool
 }
 
 // FunctionChanges streams the names of functions as they are put or
@@ -78,6 +82,9 @@ type Controller struct {
 	// kick asks the ownership loop to bring the router in line with
 	// what this controller owns.
 	kick chan struct{}
+	// ownershipOpen is closed (once) when the ownership loop may start.
+	ownershipOpen chan struct{}
+	openOnce      sync.Once
 
 	// fmu guards known: every deployed function, owned or not (the
 	// router holds only the owned ones). Lock order: perFunction, then
@@ -122,13 +129,17 @@ func New(o Options) *Controller {
 	if o.OwnerWait <= 0 {
 		o.OwnerWait = 10 * time.Second
 	}
-	return &Controller{
+	c := &Controller{
 		reg: o.Registry, local: o.Worker, changes: o.Changes, router: router.New(o.Router),
 		records: o.Records, metrics: o.Metrics, log: o.Logger, stopLoops: func() {},
 		workers: map[string]*workerLink{}, own: o.Ownership, self: o.Self,
 		auditInterval: o.AuditInterval, ownerWait: o.OwnerWait, kick: make(chan struct{}, 1),
-		known: map[string]function.Function{},
+		known: map[string]function.Function{}, ownershipOpen: make(chan struct{}),
 	}
+	if !o.HoldOwnership {
+		c.OpenOwnership()
+	}
+	return c
 }
 
 // Start loads the stored functions into the router and runs the
@@ -149,9 +160,11 @@ func (c *Controller) Start(ctx context.Context) error {
 	}
 	for _, fn := range fns {
 		c.setKnown(fn)
-		if c.owns(fn.Name) {
+		if c.own == nil {
 			c.router.SetFunction(fn)
 		}
+		// In a cluster the ownership loop takes owned functions over,
+		// with the instances the workers already run.
 	}
 	c.log.Info("functions loaded", "count", len(fns))
 	c.loops.Add(1)
@@ -218,9 +231,20 @@ func (c *Controller) refresh(ctx context.Context, name string) {
 		c.log.Warn("read a changed function", "function", name, "err", err)
 	default:
 		c.setKnown(fn)
-		if c.owns(name) || c.router.Has(name) {
-			c.router.SetFunction(fn)
-		}
+		c.applyKnown(fn)
+	}
+}
+
+// applyKnown gives the router a function's new definition: directly when
+// it holds the function (or there is no cluster); through the ownership
+// loop when this controller owns the function but has yet to take it over,
+// so that instances already running are adopted rather than duplicated.
+func (c *Controller) applyKnown(fn function.Function) {
+	switch {
+	case c.own == nil || c.router.Has(fn.Name):
+		c.router.SetFunction(fn)
+	case c.own.Owns(fn.Name):
+		c.poke()
 	}
 }
 
@@ -397,9 +421,7 @@ func (c *Controller) Deploy(ctx context.Context, name string, spec function.Spec
 		return res, err
 	}
 	c.setKnown(res.Function)
-	if c.owns(name) {
-		c.router.SetFunction(res.Function)
-	}
+	c.applyKnown(res.Function)
 	c.log.Info("function deployed", "function", name, "version", res.Function.Version, "created", res.Created, "newVersion", res.NewVersion)
 	return res, nil
 }

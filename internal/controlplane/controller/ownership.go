@@ -25,6 +25,8 @@ type Ownership interface {
 	Owner(function string) (id, addr string, ok bool)
 	// ShardOf is the unit of ownership a function belongs to.
 	ShardOf(function string) int
+	// Address is a live controller's advertised address ("" if unknown).
+	Address(id string) string
 	// Close hands everything this controller owns over to the others at
 	// once, reporting it lost first.
 	Close(ctx context.Context)
@@ -80,6 +82,15 @@ func (c *Controller) OwnerOf(name string) string {
 	return id
 }
 
+// AddressOf is the API address of a controller that owns functions (""
+// when unknown): whatever the ownership last learned of it.
+func (c *Controller) AddressOf(id string) string {
+	if c.own == nil {
+		return ""
+	}
+	return c.own.Address(id)
+}
+
 // Lookup reports whether a function is deployed. A name this controller
 // has not heard of is read from the registry, so that a function deployed
 // through another controller a moment ago is found before its change
@@ -128,6 +139,10 @@ func (c *Controller) Route(ctx context.Context, name string, forwarded bool) (st
 	}
 }
 
+// OpenOwnership lets the controller take functions over (see
+// Options.HoldOwnership).
+func (c *Controller) OpenOwnership() { c.openOnce.Do(func() { close(c.ownershipOpen) }) }
+
 // ShardsChanged is told which shards this controller gained and lost
 // (ownership.Options.OnChange). Lost functions are released at once,
 // before the next owner may take them; gained ones are taken over by the
@@ -160,6 +175,11 @@ func (c *Controller) poke() {
 // controller owns, on every change and every second (ownership also
 // changes without telling, when a lease runs out).
 func (c *Controller) followOwnership(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-c.ownershipOpen:
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {

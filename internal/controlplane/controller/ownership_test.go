@@ -45,8 +45,9 @@ func (v ownerView) Owner(string) (string, string, bool) {
 	return v.owner, "addr-" + v.owner, v.owner != ""
 }
 
-func (ownerView) ShardOf(string) int    { return 0 }
-func (ownerView) Close(context.Context) {}
+func (ownerView) ShardOf(string) int       { return 0 }
+func (ownerView) Address(id string) string { return "addr-" + id }
+func (ownerView) Close(context.Context)    {}
 
 func memoryRecords(t *testing.T) *records.Log {
 	t.Helper()

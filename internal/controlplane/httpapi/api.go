@@ -165,9 +165,19 @@ func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
+	// ?owned=true: only the functions this controller serves (what other
+	// controllers ask for to complete their lists).
+	ownedOnly := r.URL.Query().Get("owned") == "true"
 	out := apiv1.FunctionList{Functions: make([]apiv1.Function, 0, len(fns))}
 	for _, fn := range fns {
-		out.Functions = append(out.Functions, s.view(r.Context(), fn))
+		v := s.view(r.Context(), fn)
+		if ownedOnly && v.Status.Owner != s.opts.Self {
+			continue
+		}
+		out.Functions = append(out.Functions, v)
+	}
+	if !ownedOnly && s.opts.Self != "" {
+		s.ownersStatus(r, out.Functions)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -2,11 +2,14 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 	"time"
 
@@ -125,4 +128,74 @@ func newForwarder() *http.Client {
 		// Redirects are the owner's answer to the client.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// ownersStatus fills in the live status of functions other controllers
+// own, asking each owner once for the functions it serves. An owner that
+// does not answer leaves its functions' status empty (the owner is still
+// named).
+func (s *Server) ownersStatus(r *http.Request, fns []apiv1.Function) {
+	byOwner := map[string][]int{}
+	for i, f := range fns {
+		if f.Status.Owner != "" && f.Status.Owner != s.opts.Self {
+			byOwner[f.Status.Owner] = append(byOwner[f.Status.Owner], i)
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for owner, idx := range byOwner {
+		addr := s.c.AddressOf(owner)
+		if addr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			theirs, err := s.ownedBy(r, addr)
+			if err != nil {
+				s.log.Warn("status of functions from their owner", "owner", owner, "err", err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, i := range idx {
+				if st, ok := theirs[fns[i].Name]; ok {
+					fns[i].Status = st
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// ownedBy asks the controller at addr for the status of the functions it
+// owns.
+func (s *Server) ownedBy(r *http.Request, addr string) (map[string]apiv1.FunctionStatus, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/functions?owned=true", nil)
+	if err != nil {
+		return nil, err
+	}
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	req.Header.Set(apiv1.HeaderForwardedBy, s.opts.Self)
+	resp, err := s.forwarder.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s answered %s", addr, resp.Status)
+	}
+	var list apiv1.FunctionList
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list); err != nil {
+		return nil, fmt.Errorf("%s: %w", addr, err)
+	}
+	out := make(map[string]apiv1.FunctionStatus, len(list.Functions))
+	for _, f := range list.Functions {
+		out[f.Name] = f.Status
+	}
+	return out, nil
 }
