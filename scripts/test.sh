@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Sets up the machine and runs Baton's whole test suite.
 #
-# The suite runs in parts: go vet, every package but the end-to-end suite,
+# The suite runs in parts: go vet, every package but the end-to-end suites,
 # the end-to-end suite (test/e2e) under the server's default sandbox (auto:
-# containers as root), and the end-to-end suite once more under process
-# sandboxes. A failing part does not stop the others: every part runs, the
-# failing ones are listed at the end and the script exits non-zero if any
-# failed. Not as root the default sandbox already means process sandboxes,
-# so the container run is skipped with a message instead.
+# containers as root), the end-to-end suite once more under process
+# sandboxes, and the multi-host cluster tests (test/multihost: hosts as
+# network namespaces, which need root; they skip without it). A failing
+# part does not stop the others: every part runs, the failing ones are
+# listed at the end and the script exits non-zero if any failed. Not as
+# root the default sandbox already means process sandboxes, so the
+# container run is skipped with a message instead.
 #
 # Time budget on a busy 2-core machine: each part's test binaries are
-# stopped by `go test -timeout` (7 + 9 + 9 minutes at most), which keeps the
-# whole run, builds included, under 30 minutes even when a test hangs.
+# stopped by `go test -timeout` (7 + 9 + 9 + 5 minutes at most); a hanging
+# test in every part would bring the whole run to about 30 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # Without the tools nothing else can run: a failed setup ends the run.
@@ -35,8 +37,8 @@ unset BATON_TEST_SANDBOX
 
 part "go vet" go vet ./...
 
-# Every package but the end-to-end suite, which runs below on its own.
-packages=$(go list ./... | grep -v '/test/e2e$') || { echo "test: go list failed" >&2; exit 1; }
+# Every package but the end-to-end suites, which run below on their own.
+packages=$(go list ./... | grep -v -e '/test/e2e$' -e '/test/multihost$') || { echo "test: go list failed" >&2; exit 1; }
 # shellcheck disable=SC2086 # one word per package
 part "unit and package tests" go test -race -count=1 -timeout 7m $packages
 
@@ -49,6 +51,9 @@ fi
 
 part "end-to-end tests under process sandboxes (BATON_TEST_SANDBOX=process)" \
   env BATON_TEST_SANDBOX=process go test -race -count=1 -timeout 9m ./test/e2e/
+
+part "multi-host cluster tests (test/multihost: netns hosts, real processes)" \
+  go test -race -count=1 -timeout 5m ./test/multihost/
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo >&2

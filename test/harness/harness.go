@@ -318,12 +318,18 @@ type Proc struct {
 // the test unless it ended before.
 func StartProc(tb testing.TB, name string, args ...string) *Proc {
 	tb.Helper()
+	return startProc(tb, name, exec.Command(Binary(tb), args...))
+}
+
+// startProc runs cmd as a Proc: StartProc's baton, or one wrapped in a
+// command that execs it (Host.Start's ip netns exec).
+func startProc(tb testing.TB, name string, cmd *exec.Cmd) *Proc {
+	tb.Helper()
 	logPath := filepath.Join(tb.TempDir(), name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command(Binary(tb), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -340,6 +346,9 @@ func StartProc(tb testing.TB, name string, args ...string) *Proc {
 	})
 	return p
 }
+
+// Pid is the process's id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
 // Kill sends SIGKILL and waits for the process to end.
 func (p *Proc) Kill() {
