@@ -33,6 +33,8 @@ package ownership
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +46,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/baton-faas/baton/internal/cluster/membership"
@@ -95,8 +98,12 @@ type Options struct {
 // Ownership is one controller's view of which shards it owns and who owns
 // the others.
 type Ownership struct {
-	kv       jetstream.KeyValue
-	self     string
+	kv      jetstream.KeyValue
+	members *membership.Members
+	self    string
+	// runID is random per Start: this run may take back a lease it wrote
+	// (after its NATS connection dropped), never one of an earlier run.
+	runID    string
 	addr     string
 	shards   int
 	ttl      time.Duration
@@ -129,6 +136,7 @@ type lease struct {
 type holder struct {
 	ID      string `json:"id"`
 	Address string `json:"address"`
+	Run     string `json:"run,omitempty"`
 	// Renewed is when the holder last wrote the lease, by its clock.
 	Renewed time.Time `json:"renewed"`
 	rev     uint64
@@ -168,7 +176,7 @@ func Start(ctx context.Context, o Options) (*Ownership, error) {
 		return nil, err
 	}
 	own := &Ownership{
-		kv: kv, self: o.Self, addr: o.Address, shards: shards, ttl: ttl, interval: o.Interval, margin: ttl / 10,
+		kv: kv, members: o.Members, runID: newRun(), self: o.Self, addr: o.Address, shards: shards, ttl: ttl, interval: o.Interval, margin: ttl / 10,
 		onChange: o.OnChange, log: o.Logger.With("component", "ownership", "node", o.Self),
 		held: map[int]lease{}, holders: map[int]holder{}, live: map[string]string{}, kick: make(chan struct{}, 1),
 	}
@@ -198,6 +206,17 @@ func Start(ctx context.Context, o Options) (*Ownership, error) {
 		cancel()
 		return nil, fmt.Errorf("watch leases: %w", err)
 	}
+	// A controller whose NATS connection drops stops owning at once: a
+	// peer may prove it gone (no responder to its probe, see Expel) and
+	// take its shards long before the leases expire.
+	nc := o.JS.Conn()
+	prev := nc.Opts.DisconnectedErrCB
+	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
+		if prev != nil {
+			prev(c, err)
+		}
+		own.disconnected()
+	})
 	own.wg.Add(3)
 	go own.followMembers(runCtx, mw)
 	go own.followLeases(runCtx, lw)
@@ -230,6 +249,60 @@ func openBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, 
 		return nil, 0, fmt.Errorf("lease bucket %s has TTL %s but membership has %s: delete the lease bucket (it holds nothing durable)", Bucket, st.TTL(), ttl)
 	}
 	return kv, n, nil
+}
+
+func newRun() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// disconnected gives up every lease at once (they cannot be renewed, and
+// peers may take them as soon as the probe finds nobody).
+func (o *Ownership) disconnected() {
+	o.mu.Lock()
+	n := len(o.held)
+	for s, l := range o.held {
+		l.validUntil = time.Time{}
+		o.held[s] = l
+	}
+	o.mu.Unlock()
+	if n > 0 {
+		o.log.Warn("NATS connection lost: this controller stops owning its shards", "shards", n)
+	}
+	o.poke()
+}
+
+// Expel declares a node dead when it provably is (membership's Expel:
+// no process answers its probe) and frees the shard leases it held at
+// once, each only if it is still the revision it held, so that their next
+// owners take them now rather than when the leases expire. It reports
+// whether the node was expelled.
+func (o *Ownership) Expel(ctx context.Context, id string) (bool, error) {
+	if id == o.self {
+		return false, nil
+	}
+	gone, err := o.members.Expel(ctx, id)
+	if err != nil || !gone {
+		return false, err
+	}
+	o.mu.Lock()
+	revs := map[int]uint64{}
+	for s, h := range o.holders {
+		if h.ID == id {
+			revs[s] = h.rev
+		}
+	}
+	o.mu.Unlock()
+	for s, rev := range revs {
+		err := o.kv.Delete(ctx, key(s), jetstream.LastRevision(rev))
+		if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			o.log.Warn("freeing an expelled controller's lease failed; it expires instead", "shard", s, "controller", id, "err", err)
+		}
+	}
+	o.log.Info("expelled a controller whose NATS connection is gone", "controller", id, "shards", len(revs))
+	o.poke()
+	return true, nil
 }
 
 // TTL is the leases' (and membership's) TTL.
@@ -511,13 +584,19 @@ func (o *Ownership) reconcile(ctx context.Context) {
 		}
 	}
 	var take []int
+	takeBack := map[int]uint64{}
 	if working && selfLive {
 		for s := range o.shards {
-			if _, held := o.held[s]; held {
+			if _, held := o.held[s]; held || Assign(s, ids) != o.self {
 				continue
 			}
-			if _, taken := o.holders[s]; !taken && Assign(s, ids) == o.self {
+			h, taken := o.holders[s]
+			switch {
+			case !taken:
 				take = append(take, s)
+			case h.ID == o.self && h.Run == o.runID:
+				// Dropped when the connection did; nobody wrote it since.
+				takeBack[s] = h.rev
 			}
 		}
 	}
@@ -535,7 +614,7 @@ func (o *Ownership) reconcile(ctx context.Context) {
 	// past their validity one shard at a time.
 	rctx, cancel := context.WithTimeout(ctx, o.interval)
 	defer cancel()
-	value, _ := json.Marshal(holder{ID: o.self, Address: o.addr, Renewed: now})
+	value, _ := json.Marshal(holder{ID: o.self, Address: o.addr, Run: o.runID, Renewed: now})
 	var change Change
 	for _, s := range slices.Sorted(maps.Keys(renew)) {
 		sent := time.Now()
@@ -553,6 +632,15 @@ func (o *Ownership) reconcile(ctx context.Context) {
 			// Keep it until its validity runs out; the next round retries.
 			o.log.Warn("lease renewal failed", "shard", s, "err", err)
 		}
+	}
+	for _, s := range slices.Sorted(maps.Keys(takeBack)) {
+		sent := time.Now()
+		rev, err := o.kv.Update(rctx, key(s), value, takeBack[s])
+		if err != nil {
+			continue // someone took it, or it expired: the next round sees
+		}
+		o.setLease(s, rev, sent)
+		change.Gained = append(change.Gained, s)
 	}
 	for _, s := range take {
 		sent := time.Now()

@@ -384,3 +384,31 @@ func TestStartRefusesBadSettings(t *testing.T) {
 		}
 	}
 }
+
+// A controller whose process is gone (its NATS connection closed) is
+// expelled by a peer's probe, which frees its leases at once: at the
+// default heartbeat the take-over does not wait for the 3 s TTL. A live
+// controller is never expelled.
+func TestExpelTakesOverWithoutWaitingForTheTTL(t *testing.T) {
+	s := clustertest.Server(t)
+	c1 := startCtlWith(t, s, "c1", 0, 0)
+	c2 := startCtlWith(t, s, "c2", 0, 0)
+	noOverlap(t, c1, c2)
+	split(t, c1, c2)
+	ctx := clustertest.Context(t)
+	if gone, err := c1.own.Expel(ctx, "c2"); err != nil || gone {
+		t.Fatalf("expel of a live controller: %v, %v", gone, err)
+	}
+	if gone, err := c1.own.Expel(ctx, "c1"); err != nil || gone {
+		t.Fatalf("a controller expelled itself: %v, %v", gone, err)
+	}
+	cut := time.Now()
+	c2.nc.Close()
+	clustertest.Eventually(t, "c2 to stop owning once its connection closed", func() bool { return c2.owned() == 0 })
+	clustertest.Eventually(t, "the expel to succeed", func() bool {
+		gone, err := c1.own.Expel(ctx, "c2")
+		return err == nil && gone
+	})
+	clustertest.Eventually(t, "c1 to own every function", func() bool { return c1.owned() == len(functions) })
+	t.Logf("expel: c1 owned all %d shards %s after c2's connection closed (TTL %s)", shards, time.Since(cut).Round(time.Millisecond), c1.own.TTL())
+}
