@@ -323,6 +323,13 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		Registry: reg, Records: recs, Metrics: m, Logger: log.With("component", "controller"), Changes: st,
 		Router:    router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
 		Ownership: own, Self: id, HoldOwnership: true,
+		Suspect: func(ctx context.Context, node string) {
+			if gone, err := own.Expel(ctx, node); err != nil {
+				log.Warn("check an unreachable node", "node", node, "err", err)
+			} else if gone {
+				log.Info("node expelled: its process is gone (no NATS connection)", "node", node)
+			}
+		},
 	})
 	ctrlRef.Store(ctrl)
 	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))

@@ -48,6 +48,12 @@ type Options struct {
 	// OwnerWait bounds how long a request waits for its function to have
 	// an owner while ownership moves (default 10 s).
 	OwnerWait time.Duration
+	// Suspect, when set, checks whether a node (worker or controller) that
+	// could not be reached is gone, and if it provably is removes it from
+	// the cluster at once (ownership.Expel) rather than after its
+	// membership expires. It may block; the controller calls it at most
+	// once at a time per node.
+	Suspect func(ctx context.Context, node string)
 	// HoldOwnership keeps the controller from taking functions over until
 	// OpenOwnership: the process first adds the workers it knows, so that
 	// the functions it takes over find their instances there.
@@ -86,6 +92,12 @@ type Controller struct {
 	ownershipOpen chan struct{}
 	openOnce      sync.Once
 
+	suspect func(ctx context.Context, node string)
+	// smu guards suspecting: nodes being checked, and when each was last.
+	// It is a leaf.
+	smu        sync.Mutex
+	suspecting map[string]time.Time
+
 	// fmu guards known: every deployed function, owned or not (the
 	// router holds only the owned ones). Lock order: perFunction, then
 	// fmu; fmu is held across no call.
@@ -95,6 +107,8 @@ type Controller struct {
 	// ctx is the loops' lifetime, set by Start; stopLoops ends it, and
 	// loops counts the loops (the router's, one events loop per worker)
 	// so that Shutdown waits until they are gone.
+	// lmu guards ctx and stopLoops against goLoop (a leaf).
+	lmu       sync.Mutex
 	ctx       context.Context
 	stopLoops context.CancelFunc
 	loops     sync.WaitGroup
@@ -119,6 +133,8 @@ func New(o Options) *Controller {
 	}
 	o.Router.Observer = o.Metrics
 	o.Router.Logger = o.Logger
+	var c *Controller
+	o.Router.OnWorkerUnreachable = func(id string) { c.Suspect(id) }
 	if o.Ownership != nil {
 		// Another controller adopts the instances when this one stops.
 		o.Router.LeaveInstances = true
@@ -129,7 +145,8 @@ func New(o Options) *Controller {
 	if o.OwnerWait <= 0 {
 		o.OwnerWait = 10 * time.Second
 	}
-	c := &Controller{
+	c = &Controller{
+		suspect: o.Suspect, suspecting: map[string]time.Time{},
 		reg: o.Registry, local: o.Worker, changes: o.Changes, router: router.New(o.Router),
 		records: o.Records, metrics: o.Metrics, log: o.Logger, stopLoops: func() {},
 		workers: map[string]*workerLink{}, own: o.Ownership, self: o.Self,
@@ -146,7 +163,9 @@ func New(o Options) *Controller {
 // background loops until ctx ends or Shutdown.
 func (c *Controller) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
+	c.lmu.Lock()
 	c.ctx, c.stopLoops = ctx, cancel
+	c.lmu.Unlock()
 	if c.local != nil {
 		if err := c.AddWorker(ctx, c.local); err != nil {
 			cancel()
@@ -320,6 +339,10 @@ func (c *Controller) anyWorker() (workerapi.Worker, error) {
 func (c *Controller) followEvents(ctx context.Context, id string, w workerapi.Worker, events <-chan workerapi.Event) {
 	var last uint64
 	for {
+		if ctx.Err() == nil && last > 0 {
+			// The stream broke: the worker may be gone.
+			c.Suspect(id)
+		}
 		for ev := range events {
 			last = ev.Seq
 			if ev.Worker == "" {
@@ -391,7 +414,9 @@ func (c *Controller) Shutdown(ctx context.Context) error {
 		cancel()
 	}
 	err := c.router.Shutdown(ctx)
+	c.lmu.Lock()
 	c.stopLoops()
+	c.lmu.Unlock()
 	c.loops.Wait()
 	return err
 }

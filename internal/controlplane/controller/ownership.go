@@ -139,6 +139,58 @@ func (c *Controller) Route(ctx context.Context, name string, forwarded bool) (st
 	}
 }
 
+// suspectGap is the least time between two checks of one node.
+const suspectGap = 250 * time.Millisecond
+
+// Suspect asks the cluster to check a node that could not be reached
+// (Options.Suspect), in the background, at most once at a time and once
+// per suspectGap per node. Unreachable owners and workers are proven gone
+// within milliseconds this way when their processes died.
+func (c *Controller) Suspect(node string) {
+	if c.suspect == nil || node == "" || node == c.self {
+		return
+	}
+	now := time.Now()
+	c.smu.Lock()
+	if last, busy := c.suspecting[node]; busy && now.Sub(last) < suspectGap {
+		c.smu.Unlock()
+		return
+	}
+	c.suspecting[node] = now
+	c.smu.Unlock()
+	c.goLoop(func(ctx context.Context) {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c.suspect(sctx, node)
+	})
+}
+
+// OwnerUnreachable is told that the owner of a function could not be
+// reached.
+func (c *Controller) OwnerUnreachable(function string) {
+	if c.own == nil {
+		return
+	}
+	if id, _, ok := c.own.Owner(function); ok {
+		c.Suspect(id)
+	}
+}
+
+// goLoop runs f on a goroutine that Shutdown waits for, with the loops'
+// context; before Start (or after Shutdown) it does nothing.
+func (c *Controller) goLoop(f func(ctx context.Context)) {
+	c.lmu.Lock()
+	defer c.lmu.Unlock()
+	if c.ctx == nil || c.ctx.Err() != nil {
+		return
+	}
+	c.loops.Add(1)
+	go func() {
+		defer c.loops.Done()
+		f(c.ctx)
+	}()
+}
+
 // OpenOwnership lets the controller take functions over (see
 // Options.HoldOwnership).
 func (c *Controller) OpenOwnership() { c.openOnce.Do(func() { close(c.ownershipOpen) }) }

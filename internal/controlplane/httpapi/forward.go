@@ -52,8 +52,10 @@ func (s *Server) routeOrForward(w http.ResponseWriter, r *http.Request, name str
 			return true
 		}
 		// The owner is gone and the membership has yet to say so: the
-		// request never reached it, so it waits for the next owner.
+		// request never reached it, so it waits for the next owner (which
+		// the cluster finds sooner when it is told).
 		s.log.Debug("owner unreachable, routing again", "function", name, "owner", addr, "err", err)
+		s.c.OwnerUnreachable(name)
 		select {
 		case <-r.Context().Done():
 			s.writeErr(w, err)

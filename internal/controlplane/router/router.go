@@ -52,6 +52,11 @@ type Options struct {
 	Logger   *slog.Logger
 	// Clock is the time source (tests replace it; default: real time).
 	Clock Clock
+	// OnWorkerUnreachable, when set, is told (on the caller's goroutine;
+	// it must return at once) of a worker that a start or an invocation
+	// could not reach: the cluster may prove it gone before its
+	// membership entry expires.
+	OnWorkerUnreachable func(worker string)
 	// LeaveInstances makes Shutdown leave instances running on their
 	// workers instead of stopping them: in a cluster another controller
 	// adopts them (see Adopt), so a controller restart costs no cold start.
@@ -426,6 +431,11 @@ func (r *Router) invokeOnce(ctx context.Context, st *fnState, inv workerapi.Invo
 
 	var failure *workerapi.Failure
 	dead := errors.As(err, &failure) && !failure.InstanceAlive
+	if errors.Is(err, workerapi.ErrWorkerUnavailable) || (failure != nil &&
+		(failure.Kind == workerapi.FailureWorkerLost || failure.Kind == workerapi.FailureNotDelivered)) {
+		// An instance that died says this too: only a hint to check.
+		r.suspectWorker(in.w)
+	}
 	if err != nil && in.w.ctx.Err() != nil {
 		dead = true
 		if r.ctx.Err() == nil {

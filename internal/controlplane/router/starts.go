@@ -154,9 +154,22 @@ func (r *Router) start(ctx context.Context, st *fnState, fn function.Function, p
 	// A start that ended because it was no longer wanted is not a failure.
 	cancelled := ps.cancelled || r.ctx.Err() != nil || (w != nil && w.ctx.Err() != nil && !timedOut)
 	current := !st.removed && st.fn.Version == fn.Version && !cancelled
+	// A worker the start could not reach is not the function's failure:
+	// the start goes elsewhere and the worker is passed over.
+	unreachable := err != nil && w != nil && !timedOut && errors.Is(err, workerapi.ErrWorkerUnavailable)
 	if err != nil || !current {
 		st.mu.Unlock()
-		if ready.ID != "" {
+		if unreachable {
+			r.log.Warn("a start could not reach its worker; starting elsewhere", "function", fn.Name, "worker", w.id, "err", err)
+			r.workerUnreachable(w)
+			err = nil
+		}
+		switch {
+		case ready.ID != "" && unreachable:
+			// Do not hold the next start up on a worker that may hang.
+			id := ready.ID
+			r.goTask(func() { r.stopOnWorker(w, id, fn.Name) })
+		case ready.ID != "":
 			// Stopping a starting instance cancels its start on the
 			// worker; stopping a failed one is harmless.
 			r.stopOnWorker(w, ready.ID, fn.Name)

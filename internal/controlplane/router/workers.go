@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/baton-faas/baton/internal/controlplane/placement"
 	"github.com/baton-faas/baton/internal/function"
@@ -27,6 +28,30 @@ type workerState struct {
 	reserved  workerapi.Resources
 	instances int
 	apps      map[string]int
+	// unreachableUntil: a start could not reach the worker; placement
+	// passes it over until then (it is probably gone, and will be removed
+	// when the cluster proves it or its membership expires).
+	unreachableUntil time.Time
+}
+
+// unreachableFor is how long placement passes over a worker a start could
+// not reach.
+const unreachableFor = 5 * time.Second
+
+// workerUnreachable notes that a start could not reach w, and tells the
+// cluster.
+func (r *Router) workerUnreachable(w *workerState) {
+	r.wmu.Lock()
+	w.unreachableUntil = r.clock.Now().Add(unreachableFor)
+	r.wmu.Unlock()
+	r.suspectWorker(w)
+}
+
+// suspectWorker tells the cluster that w may be gone.
+func (r *Router) suspectWorker(w *workerState) {
+	if r.opts.OnWorkerUnreachable != nil {
+		r.opts.OnWorkerUnreachable(w.id)
+	}
 }
 
 // reservation is what one instance (or start) holds on its worker until
@@ -109,10 +134,14 @@ func (r *Router) Workers() []string {
 // there, so that concurrent placements see each other.
 func (r *Router) place(fn function.Function) (*reservation, error) {
 	req := placement.Request{Function: fn.Name, App: function.AppOf(fn.Name, fn.Spec), MemoryMB: fn.Spec.MemoryMB}
+	now := r.clock.Now()
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	cands := make([]placement.Candidate, 0, len(r.workers))
 	for _, ws := range r.workers {
+		if now.Before(ws.unreachableUntil) {
+			continue
+		}
 		cands = append(cands, placement.Candidate{
 			Info: workerapi.Info{
 				ID: ws.id, Isolation: ws.isolation, Capacity: ws.capacity,

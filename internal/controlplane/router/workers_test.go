@@ -3,6 +3,8 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,5 +159,44 @@ func TestNoWorkers(t *testing.T) {
 	res := <-invokeAsync(r, context.Background())
 	if !errors.Is(res.err, placement.ErrNoCapacity) {
 		t.Fatalf("err = %v, want no capacity", res.err)
+	}
+}
+
+// A start that cannot reach its worker (gone, not yet removed) is not the
+// function's failure: the request is served by an instance started on
+// another worker, placement passes the unreachable one over, and the
+// cluster is told to check it.
+func TestStartOnUnreachableWorkerGoesElsewhere(t *testing.T) {
+	clk := newFakeClock()
+	dead, alive := newFakeWorker(clk), newFakeWorker(clk)
+	dead.id, alive.id = "dead", "alive"
+	dead.startErr = fmt.Errorf("start instance: %w", workerapi.ErrWorkerUnavailable)
+	var mu sync.Mutex
+	var suspects []string
+	r := newRouter(t, clk, Options{Placement: &placement.RoundRobin{}, OnWorkerUnreachable: func(id string) {
+		mu.Lock()
+		suspects = append(suspects, id)
+		mu.Unlock()
+	}}, dead, alive)
+	r.SetFunction(testFunction(1, func(s *function.Spec) { s.MaxScale = 4 }))
+	for range 4 {
+		res := <-invokeAsync(r, context.Background())
+		if res.err != nil {
+			t.Fatalf("invoke with one worker unreachable: %v", res.err)
+		}
+		if res.out.Worker != "alive" {
+			t.Fatalf("ran on %s", res.out.Worker)
+		}
+		if _, _, ok := r.Recycle("f"); !ok {
+			t.Fatal("recycle")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(suspects) == 0 || suspects[0] != "dead" {
+		t.Fatalf("workers suspected: %v, want dead", suspects)
+	}
+	if n := dead.startedCount(); n != 0 {
+		t.Fatalf("%d instances started on the unreachable worker", n)
 	}
 }
