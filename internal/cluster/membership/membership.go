@@ -31,7 +31,6 @@ package membership
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -41,6 +40,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -143,21 +143,13 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Members, erro
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	// The bucket's TTL is the cluster's: whoever created it first set it.
+	kv, st, err := jsstore.OpenKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Baton cluster members: one entry per live node, expiring without heartbeats",
 		History: 1, TTL: c.TTL, LimitMarkerTTL: markerTTL, Storage: jetstream.FileStorage, Replicas: c.Replicas,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		// Someone else created it, maybe with another TTL: the bucket's
-		// TTL is the cluster's, whatever this node was told.
-		kv, err = js.KeyValue(ctx, Bucket)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("open membership bucket: %w", err)
-	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("membership bucket status: %w", err)
+		return nil, fmt.Errorf("membership: %w", err)
 	}
 	if st.TTL() <= 0 || st.LimitMarkerTTL() <= 0 {
 		return nil, fmt.Errorf("membership bucket %s has no TTL or no expiry markers (TTL %s, markers %s): delete it and let Baton create it",

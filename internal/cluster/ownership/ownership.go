@@ -50,6 +50,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/baton-faas/baton/internal/cluster/membership"
+	"github.com/baton-faas/baton/internal/store/jsstore"
 )
 
 // Bucket is the KV bucket of shard leases.
@@ -225,20 +226,13 @@ func Start(ctx context.Context, o Options) (*Ownership, error) {
 }
 
 func openBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, shards, replicas int) (jetstream.KeyValue, int, error) {
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, st, err := jsstore.OpenKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Baton shard leases: which controller owns which functions",
 		History: 1, TTL: ttl, LimitMarkerTTL: markerTTL, Storage: jetstream.FileStorage, Replicas: replicas,
 		Metadata: map[string]string{shardsMetadata: strconv.Itoa(shards)},
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, Bucket)
-	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("open lease bucket: %w", err)
-	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return nil, 0, fmt.Errorf("lease bucket status: %w", err)
+		return nil, 0, fmt.Errorf("ownership: %w", err)
 	}
 	n, err := strconv.Atoi(st.Metadata()[shardsMetadata])
 	if err != nil || n < 1 {

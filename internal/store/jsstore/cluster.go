@@ -217,3 +217,56 @@ func ReplicasFor(nc *nats.Conn) int {
 	}
 	return max(1, min(maxAutoReplicas, len(nc.Servers())))
 }
+
+// Retry runs f until it succeeds or fails for good, retrying what a
+// JetStream cluster answers while it forms or elects leaders, and the
+// "not found" a stream created a moment ago can give the next request in
+// a cluster. For buckets created outside Open (membership, leases); ctx
+// bounds the whole and each attempt gets at most lastAttempt.
+func Retry(ctx context.Context, js jetstream.JetStream, what string, f func(ctx context.Context) error) error {
+	op := opener{js: js, log: slog.New(slog.DiscardHandler), clustered: js.Conn().ConnectedClusterName() != ""}
+	wait, attempt := 100*time.Millisecond, firstAttempt
+	for {
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		err := f(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		fresh := op.clustered && (errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) ||
+			apiCode(err) == jetstream.JSErrCodeStreamNotFound)
+		if !fresh && !op.retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (%w)", what, err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+		attempt = min(2*attempt, lastAttempt)
+	}
+}
+
+// OpenKV creates a KV bucket, or opens it as it is when it exists (its
+// settings are whoever created it first's), and reads its status, with
+// Retry.
+func OpenKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, jetstream.KeyValueStatus, error) {
+	var kv jetstream.KeyValue
+	var st jetstream.KeyValueStatus
+	err := Retry(ctx, js, "open bucket "+cfg.Bucket, func(ctx context.Context) error {
+		var err error
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+		if err != nil {
+			return fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
+		}
+		if st, err = kv.Status(ctx); err != nil {
+			return fmt.Errorf("bucket %s status: %w", cfg.Bucket, err)
+		}
+		return nil
+	})
+	return kv, st, err
+}
