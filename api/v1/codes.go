@@ -94,4 +94,7 @@ const (
 	// CodeOwnerLost: the controller owning the function was lost while it
 	// ran the request; the function may have run.
 	CodeOwnerLost = "owner_lost"
+	// CodeStoreUnavailable: the cluster's store (NATS JetStream) did not
+	// answer, as while its servers elect new leaders; retry.
+	CodeStoreUnavailable = "store_unavailable"
 )

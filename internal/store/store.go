@@ -19,6 +19,11 @@ var ErrNotFound = errdefs.New(errdefs.NotFound, "function_not_found", "not found
 // ErrConflict is returned when an optimistic update lost a race.
 var ErrConflict = errdefs.New(errdefs.Conflict, "conflict", "concurrent update")
 
+// ErrUnavailable: the store did not answer (in a cluster, while servers
+// change leaders). A write may or may not have been applied; retrying it
+// is safe for Baton's writes, which are conditional or idempotent.
+var ErrUnavailable = errdefs.New(errdefs.Unavailable, "store_unavailable", "the store did not answer; retry")
+
 // Functions stores function definitions.
 type Functions interface {
 	// GetFunction returns the function and its revision for Put.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/baton-faas/baton/internal/store"
 )
 
 // One create-or-update waits first firstAttempt, then twice as long each
@@ -160,6 +162,16 @@ func lostRequest(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
 		apiCode(err) == errCodeClusterNotAvail
+}
+
+// unanswered classifies a request the store did not answer as
+// store.ErrUnavailable, so that clients get a retryable 503 rather than an
+// internal error; other errors pass as they are.
+func unanswered(err error) error {
+	if lostRequest(err) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return err
 }
 
 // cannotPlace reports that the cluster has too few servers (up) for the

@@ -137,7 +137,7 @@ func (s *Store) GetFunction(ctx context.Context, name string) (function.Function
 		return function.Function{}, 0, fmt.Errorf("function %q: %w", name, store.ErrNotFound)
 	}
 	if err != nil {
-		return function.Function{}, 0, fmt.Errorf("get function %q: %w", name, err)
+		return function.Function{}, 0, fmt.Errorf("get function %q: %w", name, unanswered(err))
 	}
 	var fn function.Function
 	if err := json.Unmarshal(e.Value(), &fn); err != nil {
@@ -162,7 +162,7 @@ func (s *Store) ListFunctions(ctx context.Context) ([]function.Function, error) 
 		return keys, ctx.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list functions: %w", err)
+		return nil, fmt.Errorf("list functions: %w", unanswered(err))
 	}
 	var out []function.Function
 	for _, key := range keys {
@@ -194,7 +194,7 @@ func (s *Store) PutFunction(ctx context.Context, fn function.Function, revision 
 		return 0, fmt.Errorf("function %q: %w", fn.Name, store.ErrConflict)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("store function %q: %w", fn.Name, err)
+		return 0, fmt.Errorf("store function %q: %w", fn.Name, unanswered(err))
 	}
 	return rev, nil
 }
@@ -213,7 +213,7 @@ func isWrongSequence(err error) bool {
 // DeleteFunction implements store.Functions.
 func (s *Store) DeleteFunction(ctx context.Context, name string) error {
 	if err := s.fns.Purge(ctx, name); err != nil {
-		return fmt.Errorf("delete function %q: %w", name, err)
+		return fmt.Errorf("delete function %q: %w", name, unanswered(err))
 	}
 	return nil
 }
@@ -221,7 +221,7 @@ func (s *Store) DeleteFunction(ctx context.Context, name string) error {
 // PutBlob implements store.Blobs.
 func (s *Store) PutBlob(ctx context.Context, name string, r io.Reader) error {
 	if _, err := s.code.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
-		return fmt.Errorf("store blob %s: %w", name, err)
+		return fmt.Errorf("store blob %s: %w", name, unanswered(err))
 	}
 	return nil
 }
@@ -279,7 +279,7 @@ func (s *Store) HasBlob(ctx context.Context, name string) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("stat blob %s: %w", name, err)
+		return false, fmt.Errorf("stat blob %s: %w", name, unanswered(err))
 	}
 	return true, nil
 }
@@ -288,7 +288,7 @@ func (s *Store) HasBlob(ctx context.Context, name string) (bool, error) {
 func (s *Store) DeleteBlob(ctx context.Context, name string) error {
 	err := s.code.Delete(ctx, name)
 	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("delete blob %s: %w", name, err)
+		return fmt.Errorf("delete blob %s: %w", name, unanswered(err))
 	}
 	return nil
 }
@@ -296,7 +296,7 @@ func (s *Store) DeleteBlob(ctx context.Context, name string) error {
 // AppendRecord implements store.Records.
 func (s *Store) AppendRecord(ctx context.Context, fn string, data []byte) error {
 	if _, err := s.js.Publish(ctx, recordsSubject+"."+fn, data); err != nil {
-		return fmt.Errorf("append record: %w", err)
+		return fmt.Errorf("append record: %w", unanswered(err))
 	}
 	return nil
 }
