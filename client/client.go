@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"sync/atomic"
 
 	apiv1 "github.com/baton-faas/baton/api/v1"
@@ -126,10 +127,12 @@ func (c *Client) roundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// unreachable reports whether err means no connection was made.
+// unreachable reports whether err means the request cannot have been
+// served: no connection was made, or the server had closed the (reused)
+// connection before the request was written (a server that was killed).
 func unreachable(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, syscall.EPIPE)
 }
 
 func (c *Client) send(req *http.Request, out any) error {

@@ -112,8 +112,10 @@ func notSent(err error) bool {
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true
 	}
+	// EPIPE: the owner had closed the pooled connection before the
+	// request was written (it was killed).
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
-		errors.Is(err, syscall.ENETUNREACH)
+		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EPIPE)
 }
 
 // newForwarder is the client that sends requests on to owners. Its
