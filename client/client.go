@@ -15,8 +15,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 
 	apiv1 "github.com/baton-faas/baton/api/v1"
 )
