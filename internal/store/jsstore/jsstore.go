@@ -218,12 +218,40 @@ func (s *Store) DeleteFunction(ctx context.Context, name string) error {
 	return nil
 }
 
-// PutBlob implements store.Blobs.
+// PutBlob implements store.Blobs. What was stored is read back and
+// checked against the digest the object store keeps: in a cluster, a
+// chunk whose acknowledgement was lost while leaders changed can be
+// stored twice, which leaves an object that can never be read. Such an
+// object is written again when r can be rewound (an io.Seeker), else
+// reported as store_unavailable for the caller to retry.
 func (s *Store) PutBlob(ctx context.Context, name string, r io.Reader) error {
-	if _, err := s.code.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
-		return fmt.Errorf("store blob %s: %w", name, unanswered(err))
+	for attempt := 1; ; attempt++ {
+		if _, err := s.code.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
+			return fmt.Errorf("store blob %s: %w", name, unanswered(err))
+		}
+		err := s.checkBlob(ctx, name)
+		if err == nil {
+			return nil
+		}
+		seeker, ok := r.(io.Seeker)
+		if !errors.Is(err, jetstream.ErrDigestMismatch) || !ok || attempt == 3 {
+			return fmt.Errorf("store blob %s: read back: %w", name, unanswered(err))
+		}
+		if _, serr := seeker.Seek(0, io.SeekStart); serr != nil {
+			return fmt.Errorf("store blob %s: stored corrupt, and cannot rewrite it: %w", name, serr)
+		}
 	}
-	return nil
+}
+
+// checkBlob reads a blob through, which checks it against its digest.
+func (s *Store) checkBlob(ctx context.Context, name string) error {
+	rc, err := s.GetBlob(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
 }
 
 // GetBlob implements store.Blobs. Opening a blob creates a consumer, which
