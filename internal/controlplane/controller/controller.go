@@ -46,7 +46,10 @@ type Options struct {
 	// no controller routes to (default 10 s; cluster mode only).
 	AuditInterval time.Duration
 	// OwnerWait bounds how long a request waits for its function to have
-	// an owner while ownership moves (default 10 s).
+	// an owner while ownership moves (default 30 s: when the NATS server
+	// leading the lease bucket is lost, nobody can own anything until
+	// JetStream elects another leader, which takes seconds on a busy
+	// cluster; requests wait that out rather than fail).
 	OwnerWait time.Duration
 	// Suspect, when set, checks whether a node (worker or controller) that
 	// could not be reached is gone, and if it provably is removes it from
@@ -143,7 +146,7 @@ func New(o Options) *Controller {
 		o.AuditInterval = 10 * time.Second
 	}
 	if o.OwnerWait <= 0 {
-		o.OwnerWait = 10 * time.Second
+		o.OwnerWait = 30 * time.Second
 	}
 	c = &Controller{
 		suspect: o.Suspect, suspecting: map[string]time.Time{},
