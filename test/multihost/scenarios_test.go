@@ -13,6 +13,7 @@ import (
 	apiv1 "github.com/baton-faas/baton/api/v1"
 	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/cluster/membership"
+	"github.com/baton-faas/baton/internal/cluster/ownership"
 )
 
 // perFn is how many load clients invoke each function at once.
@@ -127,8 +128,8 @@ func TestWorkerCutOffAndBack(t *testing.T) {
 	c.checkNoOrphansOrDuplicates()
 }
 
-// kill -9 of a NATS node under load, the one that leads the membership
-// bucket (or else the JetStream meta leader): nothing deployed is lost,
+// kill -9 of a NATS node under load, the one that leads the lease bucket
+// (or else the membership bucket's, or else the JetStream meta leader): nothing deployed is lost,
 // invocations go on, deploys (a new function and a new version) succeed,
 // and the membership still lists every node.
 func TestNATSNodeKilledUnderLoad(t *testing.T) {
@@ -146,8 +147,12 @@ func TestNATSNodeKilledUnderLoad(t *testing.T) {
 	victim := c.metaLeader()
 	streams, err := c.streams()
 	t.Logf("streams: %v (%v)", streams, err)
-	if i := slices.IndexFunc(c.nats, func(n *node) bool { return n.id == streams["KV_"+membership.Bucket].leader }); i >= 0 {
-		victim = c.nats[i]
+	// The lease bucket's leader is the hardest loss: until JetStream
+	// elects another, no controller can renew or take ownership.
+	for _, bucket := range []string{membership.Bucket, ownership.Bucket} {
+		if i := slices.IndexFunc(c.nats, func(n *node) bool { return n.id == streams["KV_"+bucket].leader }); i >= 0 {
+			victim = c.nats[i]
+		}
 	}
 	victim.proc.Kill()
 	killed := time.Now()
