@@ -8,9 +8,14 @@
 // blocks other functions or other requests of the same function.
 // Lock order, where the locks meet:
 //
-//	Router.mu → fnState.mu → Router.wmu (workers) → Router.tmu (tasks)
+//	Router.mu → fnState.omu (observe) → fnState.mu → Router.wmu (workers) → Router.tmu (tasks)
+//	fnState.mu → Router.amu (the ticked set)
 //
-// wmu and tmu are leaves: nothing else is locked while they are held.
+// wmu, tmu and amu are leaves: nothing else is locked while they are held.
+//
+// Ticks: the periodic reconcile (Run) visits only the functions that may
+// have something to do (see needsTickLocked), not every deployed one, so
+// its cost follows the load rather than the size of the catalogue.
 //
 // Goroutines: every start and stop runs as a task the router owns
 // (Router.tasks); their contexts derive from the router's lifetime, which
@@ -97,6 +102,11 @@ type Router struct {
 	wmu     sync.Mutex
 	workers map[string]*workerState
 
+	// amu guards ticked: the functions Run reconciles (see
+	// needsTickLocked). A function enters or leaves it under its own lock.
+	amu    sync.Mutex
+	ticked map[*fnState]struct{}
+
 	// tmu guards closed; tasks counts the router's start and stop
 	// goroutines. Once closed, no task is added (Shutdown is waiting).
 	tmu    sync.Mutex
@@ -132,7 +142,7 @@ func New(opts Options) *Router {
 	}
 	r := &Router{
 		opts: opts, log: opts.Logger, clock: opts.Clock, policy: opts.Placement,
-		fns: map[string]*fnState{}, workers: map[string]*workerState{},
+		fns: map[string]*fnState{}, workers: map[string]*workerState{}, ticked: map[*fnState]struct{}{},
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r
@@ -229,7 +239,15 @@ type fnState struct {
 	// scaler is the function's autoscaling policy (it may keep history),
 	// made anew when the spec names another one.
 	scaler autoscaler.Policy
+
+	// omu serialises observe, so that the gauges end at the last values
+	// computed; shown holds what was last published (guarded by mu).
+	omu   sync.Mutex
+	shown *shownGauges
 }
+
+// shownGauges are the gauge values last given to the Observer.
+type shownGauges struct{ ready, starting, depth int }
 
 // idempotent reports whether the function's events may run twice.
 func (st *fnState) idempotent() bool {
@@ -262,10 +280,53 @@ func (r *Router) states() []*fnState {
 	return out
 }
 
+// reconcileAll reconciles every function that may have something to do:
+// the others' reconcile would plan nothing.
 func (r *Router) reconcileAll() {
-	for _, st := range r.states() {
+	for _, st := range r.tickedStates() {
 		r.reconcile(st)
 	}
+}
+
+// tickedStates returns the functions in the ticked set.
+func (r *Router) tickedStates() []*fnState {
+	r.amu.Lock()
+	defer r.amu.Unlock()
+	out := make([]*fnState, 0, len(r.ticked))
+	for st := range r.ticked {
+		out = append(out, st)
+	}
+	return out
+}
+
+// needsTickLocked reports whether a periodic reconcile could change
+// anything for the function: idle instances may expire, waiting requests
+// or minScale may need a start (perhaps after a failed start's back-off,
+// or once a worker has room), and a policy other than immediate plans
+// from its history. Without any of these the immediate policy plans
+// nothing, so the function is left out of the ticks until it gets work.
+func (st *fnState) needsTickLocked() bool {
+	if st.removed {
+		return false
+	}
+	if _, immediate := st.scaler.(autoscaler.Immediate); !immediate {
+		return true
+	}
+	return len(st.instances) > 0 || len(st.queue) > 0 || len(st.starts) > 0 || st.fn.Spec.MinScale > 0
+}
+
+// updateTickedLocked puts the function in the ticked set or takes it out;
+// st.mu is held, so that concurrent updates of one function apply in
+// order.
+func (r *Router) updateTickedLocked(st *fnState) {
+	need := st.needsTickLocked()
+	r.amu.Lock()
+	if need {
+		r.ticked[st] = struct{}{}
+	} else {
+		delete(r.ticked, st)
+	}
+	r.amu.Unlock()
 }
 
 // SetFunction adds or updates a function. A new version takes all new
@@ -323,6 +384,7 @@ func (r *Router) RemoveFunction(name string) {
 	}
 	st.mu.Lock()
 	st.removed = true
+	r.updateTickedLocked(st)
 	for _, w := range st.queue {
 		w.ch <- grant{err: ErrFunctionRemoved}
 	}
@@ -710,6 +772,7 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	for _, st := range r.states() {
 		st.mu.Lock()
 		st.removed = true
+		r.updateTickedLocked(st)
 		for _, w := range st.queue {
 			w.ch <- grant{err: ErrShuttingDown}
 		}
@@ -747,24 +810,34 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// observe publishes the function's gauges, skipping those unchanged since
+// the last call (the Observer's label lookups are not free, and most
+// reconciles change nothing).
 func (r *Router) observe(st *fnState) {
 	if r.opts.Observer == nil {
 		return
 	}
+	st.omu.Lock()
+	defer st.omu.Unlock()
 	st.mu.Lock()
-	ready := 0
-	for _, in := range st.instances {
-		if in.state == stateReady {
-			ready++
+	g := shownGauges{depth: len(st.queue)}
+	if !st.removed {
+		for _, in := range st.instances {
+			if in.state == stateReady {
+				g.ready++
+			}
 		}
+		g.starting = st.startingLocked(st.fn.Version)
 	}
-	starting, depth, removed := st.startingLocked(st.fn.Version), len(st.queue), st.removed
+	last := st.shown
+	st.shown = &g
 	st.mu.Unlock()
-	if removed {
-		ready, starting = 0, 0
+	if last == nil || last.ready != g.ready || last.starting != g.starting {
+		r.opts.Observer.ObserveInstances(st.name, g.ready, g.starting)
 	}
-	r.opts.Observer.ObserveInstances(st.name, ready, starting)
-	r.opts.Observer.ObserveQueue(st.name, depth)
+	if last == nil || last.depth != g.depth {
+		r.opts.Observer.ObserveQueue(st.name, g.depth)
+	}
 }
 
 // InstanceStatus describes one instance for status output.

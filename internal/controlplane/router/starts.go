@@ -19,6 +19,7 @@ import (
 func (r *Router) reconcile(st *fnState) {
 	st.mu.Lock()
 	if st.removed {
+		r.updateTickedLocked(st)
 		st.mu.Unlock()
 		r.flushStops(st)
 		return
@@ -71,6 +72,7 @@ func (r *Router) reconcile(st *fnState) {
 		launches = append(launches, launch{ps, ctx})
 	}
 	fn := st.fn
+	r.updateTickedLocked(st)
 	st.mu.Unlock()
 
 	for _, l := range launches {
