@@ -11,7 +11,8 @@
 //	Router.mu → fnState.omu (observe) → fnState.mu → Router.wmu (workers) → Router.tmu (tasks)
 //	fnState.mu → Router.amu (the ticked set)
 //
-// wmu, tmu and amu are leaves: nothing else is locked while they are held.
+// wmu, tmu, amu and workerState.rmu (starts waiting for their events) are
+// leaves: nothing else is locked while they are held.
 //
 // Ticks: the periodic reconcile (Run) visits only the functions that may
 // have something to do (see needsTickLocked), not every deployed one, so

@@ -192,13 +192,17 @@ func (r *Router) start(ctx context.Context, st *fnState, fn function.Function, p
 // end. The returned instance has an ID whenever the worker accepted the
 // start, even on error, so that the caller can stop it.
 func (r *Router) startOn(ctx context.Context, w *workerState, fn function.Function) (workerapi.Instance, error) {
+	requested := w.startRequested()
 	started, err := w.api.StartInstance(ctx, workerapi.InstanceSpec{
 		Function: fn.Name, Version: fn.Version, App: function.AppOf(fn.Name, fn.Spec), Spec: fn.Spec, CodeDigest: fn.CodeDigest,
 	})
 	if err != nil {
+		requested()
 		return workerapi.Instance{}, err
 	}
-	ready, err := w.api.WaitInstance(ctx, started.ID)
+	event, withdraw := w.awaitEvent(started.ID)
+	requested()
+	ready, err := r.waitReady(ctx, w, started.ID, event, withdraw)
 	if err != nil {
 		return workerapi.Instance{ID: started.ID}, err
 	}

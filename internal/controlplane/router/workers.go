@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/baton-faas/baton/internal/controlplane/placement"
 	"github.com/baton-faas/baton/internal/function"
@@ -27,6 +28,10 @@ type workerState struct {
 	reserved  workerapi.Resources
 	instances int
 	apps      map[string]int
+
+	// rmu guards ready: starts waiting for their events (readiness.go).
+	rmu   sync.Mutex
+	ready readiness
 }
 
 // reservation is what one instance (or start) holds on its worker until
