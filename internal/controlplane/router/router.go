@@ -102,6 +102,7 @@ type Router struct {
 
 	wmu     sync.Mutex
 	workers map[string]*workerState
+	cands   []placement.Candidate // place's scratch space
 
 	// amu guards ticked: the functions Run reconciles (see
 	// needsTickLocked). A function enters or leaves it under its own lock.

@@ -156,6 +156,12 @@ func (r *Router) start(ctx context.Context, st *fnState, fn function.Function, p
 	// A start that ended because it was no longer wanted is not a failure.
 	cancelled := ps.cancelled || r.ctx.Err() != nil || (w != nil && w.ctx.Err() != nil && !timedOut)
 	current := !st.removed && st.fn.Version == fn.Version && !cancelled
+	if err != nil && current {
+		// Counted under the lock that drops the start, so that a
+		// reconcile before startFailed runs sees the back-off, not
+		// just a missing instance (it would retry at once).
+		st.countFailureLocked(fn.Version, r.clock.Now())
+	}
 	if err != nil || !current {
 		st.mu.Unlock()
 		if ready.ID != "" {
@@ -238,11 +244,6 @@ func (r *Router) startFailed(st *fnState, fn function.Function, err error, took 
 		st.mu.Unlock()
 		return
 	}
-	if st.failedVersion != fn.Version {
-		st.failedVersion, st.failures = fn.Version, 0
-	}
-	st.failures++
-	st.retryAt = r.clock.Now().Add(startBackoff(st.failures))
 	// Fail as many waiting requests as this instance would have served:
 	// a broken function answers every request with its init error
 	// instead of letting them all time out, while a transient failure
@@ -259,6 +260,16 @@ func (r *Router) startFailed(st *fnState, fn function.Function, err error, took 
 	}
 	st.mu.Unlock()
 	r.reconcile(st)
+}
+
+// countFailureLocked counts a failed start of version and sets when the
+// next start that only serves minScale may be tried.
+func (st *fnState) countFailureLocked(version int, now time.Time) {
+	if st.failedVersion != version {
+		st.failedVersion, st.failures = version, 0
+	}
+	st.failures++
+	st.retryAt = now.Add(startBackoff(st.failures))
 }
 
 // olderVersionAliveLocked reports whether an instance of an older version

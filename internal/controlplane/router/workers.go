@@ -116,7 +116,8 @@ func (r *Router) place(fn function.Function) (*reservation, error) {
 	req := placement.Request{Function: fn.Name, App: function.AppOf(fn.Name, fn.Spec), MemoryMB: fn.Spec.MemoryMB}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	cands := make([]placement.Candidate, 0, len(r.workers))
+	// One candidate slice, reused under wmu: the policy keeps none of it.
+	cands := r.cands[:0]
 	for _, ws := range r.workers {
 		cands = append(cands, placement.Candidate{
 			Info: workerapi.Info{
@@ -127,6 +128,8 @@ func (r *Router) place(fn function.Function) (*reservation, error) {
 		})
 	}
 	id, err := r.policy.Place(req, cands)
+	clear(cands) // drop the apps maps' references until the next start
+	r.cands = cands
 	if err != nil {
 		return nil, err
 	}
