@@ -15,8 +15,9 @@
 // leaves: nothing else is locked while they are held.
 //
 // Ticks: the periodic reconcile (Run) visits only the functions that may
-// have something to do (see needsTickLocked), not every deployed one, so
-// its cost follows the load rather than the size of the catalogue.
+// have something to do at that time (see nextTickLocked), not every
+// deployed one, so its cost follows the load rather than the size of the
+// catalogue or the number of idle instances.
 //
 // Goroutines: every start and stop runs as a task the router owns
 // (Router.tasks); their contexts derive from the router's lifetime, which
@@ -104,10 +105,11 @@ type Router struct {
 	workers map[string]*workerState
 	cands   []placement.Candidate // place's scratch space
 
-	// amu guards ticked: the functions Run reconciles (see
-	// needsTickLocked). A function enters or leaves it under its own lock.
+	// amu guards ticked: the functions Run reconciles, with the time each
+	// is next due (see nextTickLocked). A function enters, leaves or
+	// changes it under its own lock.
 	amu    sync.Mutex
-	ticked map[*fnState]struct{}
+	ticked map[*fnState]time.Time
 
 	// tmu guards closed; tasks counts the router's start and stop
 	// goroutines. Once closed, no task is added (Shutdown is waiting).
@@ -144,7 +146,7 @@ func New(opts Options) *Router {
 	}
 	r := &Router{
 		opts: opts, log: opts.Logger, clock: opts.Clock, policy: opts.Placement,
-		fns: map[string]*fnState{}, workers: map[string]*workerState{}, ticked: map[*fnState]struct{}{},
+		fns: map[string]*fnState{}, workers: map[string]*workerState{}, ticked: map[*fnState]time.Time{},
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r
@@ -282,49 +284,66 @@ func (r *Router) states() []*fnState {
 	return out
 }
 
-// reconcileAll reconciles every function that may have something to do:
-// the others' reconcile would plan nothing.
+// reconcileAll reconciles every function that may have something to do
+// now: the others' reconcile would plan nothing.
 func (r *Router) reconcileAll() {
-	for _, st := range r.tickedStates() {
+	for _, st := range r.tickedStates(r.clock.Now()) {
 		r.reconcile(st)
 	}
 }
 
-// tickedStates returns the functions in the ticked set.
-func (r *Router) tickedStates() []*fnState {
+// tickedStates returns the functions in the ticked set that are due at now.
+func (r *Router) tickedStates(now time.Time) []*fnState {
 	r.amu.Lock()
 	defer r.amu.Unlock()
 	out := make([]*fnState, 0, len(r.ticked))
-	for st := range r.ticked {
-		out = append(out, st)
+	for st, due := range r.ticked {
+		if !now.Before(due) {
+			out = append(out, st)
+		}
 	}
 	return out
 }
 
-// needsTickLocked reports whether a periodic reconcile could change
-// anything for the function: idle instances may expire, waiting requests
-// or minScale may need a start (perhaps after a failed start's back-off,
-// or once a worker has room), and a policy other than immediate plans
-// from its history. Without any of these the immediate policy plans
-// nothing, so the function is left out of the ticks until it gets work.
-func (st *fnState) needsTickLocked() bool {
+// nextTickLocked says when a periodic reconcile could next change
+// anything for the function (ok false: never, until something happens to
+// it, which reconciles it anyway). Waiting requests or minScale may need a
+// start at any tick (after a failed start's back-off, or once a worker
+// has room), as may a start in progress that fails, and a policy other
+// than immediate plans from its history: those are due at every tick (the
+// zero time). Otherwise only idle instances of the newest version are
+// scaled down, when the oldest of them has been idle for the idle
+// timeout; busy ones reconcile when released, older versions' ones stop
+// when idle without a tick.
+func (st *fnState) nextTickLocked() (due time.Time, ok bool) {
 	if st.removed {
-		return false
+		return time.Time{}, false
 	}
 	if _, immediate := st.scaler.(autoscaler.Immediate); !immediate {
-		return true
+		return time.Time{}, true
 	}
-	return len(st.instances) > 0 || len(st.queue) > 0 || len(st.starts) > 0 || st.fn.Spec.MinScale > 0
+	if len(st.queue) > 0 || len(st.starts) > 0 || st.fn.Spec.MinScale > 0 {
+		return time.Time{}, true
+	}
+	for _, in := range st.instances {
+		if in.state != stateReady || in.version != st.fn.Version || in.inflight > 0 {
+			continue
+		}
+		if at := in.idleSince.Add(st.fn.Spec.IdleTimeout()); !ok || at.Before(due) {
+			due, ok = at, true
+		}
+	}
+	return due, ok
 }
 
-// updateTickedLocked puts the function in the ticked set or takes it out;
-// st.mu is held, so that concurrent updates of one function apply in
-// order.
+// updateTickedLocked puts the function in the ticked set, with when it is
+// next due, or takes it out; st.mu is held, so that concurrent updates of
+// one function apply in order.
 func (r *Router) updateTickedLocked(st *fnState) {
-	need := st.needsTickLocked()
+	due, ok := st.nextTickLocked()
 	r.amu.Lock()
-	if need {
-		r.ticked[st] = struct{}{}
+	if ok {
+		r.ticked[st] = due
 	} else {
 		delete(r.ticked, st)
 	}

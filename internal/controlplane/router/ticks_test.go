@@ -20,6 +20,19 @@ func (r *Router) isTicked(name string) bool {
 	return st != nil && ok
 }
 
+// isDue reports whether a tick at now reconciles the named function.
+func (r *Router) isDue(name string, now time.Time) bool {
+	r.mu.RLock()
+	st := r.fns[name]
+	r.mu.RUnlock()
+	for _, due := range r.tickedStates(now) {
+		if due == st {
+			return true
+		}
+	}
+	return false
+}
+
 func named(name string, fn function.Function) function.Function {
 	fn.Name = name
 	return fn
@@ -51,6 +64,10 @@ func TestTicksOnlyFunctionsWithWork(t *testing.T) {
 	}
 	if !r.isTicked("f") {
 		t.Fatal("a function with an idle instance is not ticked: it would never scale down")
+	}
+	// ... but not before its instance could expire (1 s idle timeout).
+	if r.isDue("f", clk.Now().Add(900*time.Millisecond)) || !r.isDue("f", clk.Now().Add(time.Second)) {
+		t.Fatal("f is not due exactly when its idle instance expires")
 	}
 	advanceUntil(t, clk, 10*time.Millisecond, "f to scale to zero", func() bool {
 		st, _ := r.Status("f")
@@ -122,14 +139,17 @@ func TestObserveSkipsUnchangedGauges(t *testing.T) {
 	}
 	eventually(t, "ready 1 published", func() bool { _, _, last := obs.get(); return last == [3]int{1, 0, 0} })
 	inst, queue, _ := obs.get()
-	// The function stays ticked (its instance is idle, not expired): the
-	// ticks publish nothing new.
-	end := clk.Now().Add(time.Second)
-	advanceUntil(t, clk, 10*time.Millisecond, "1 s of ticks", func() bool { return !clk.Now().Before(end) })
+	// Reconciles that change nothing publish nothing.
+	r.mu.RLock()
+	st := r.fns["f"]
+	r.mu.RUnlock()
+	for range 10 {
+		r.reconcile(st)
+	}
 	if i, q, _ := obs.get(); i != inst || q != queue {
 		t.Fatalf("unchanged gauges published again: instances %d→%d, queue %d→%d calls", inst, i, queue, q)
 	}
-	if !r.isTicked("f") {
-		t.Fatal("a function with an idle instance is not ticked")
-	}
+	// A change is published.
+	r.Recycle("f")
+	eventually(t, "ready 0 published", func() bool { _, _, last := obs.get(); return last == [3]int{0, 0, 0} })
 }
