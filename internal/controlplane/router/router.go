@@ -8,8 +8,8 @@
 // blocks other functions or other requests of the same function.
 // Lock order, where the locks meet:
 //
-//	Router.mu → fnState.omu (observe) → fnState.mu → Router.wmu (workers) → Router.tmu (tasks)
-//	fnState.mu → Router.amu (the ticked set)
+//	Router.mu → fnState.mu → Router.wmu (workers) → Router.tmu (tasks)
+//	fnState.omu (observe) → fnState.mu → Router.amu (the ticked set)
 //
 // wmu, tmu, amu and workerState.rmu (starts waiting for their events) are
 // leaves: nothing else is locked while they are held.
