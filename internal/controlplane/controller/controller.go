@@ -342,22 +342,31 @@ func (c *Controller) anyWorker() (workerapi.Worker, error) {
 func (c *Controller) followEvents(ctx context.Context, id string, w workerapi.Worker, events <-chan workerapi.Event) {
 	var last uint64
 	for {
-		if ctx.Err() == nil && last > 0 {
-			// The stream broke: the worker may be gone.
-			c.Suspect(id)
-		}
+		// Starts on the worker wait for their outcome on this stream
+		// while it flows, and ask the worker otherwise.
+		c.router.FollowingEvents(id, true)
 		for ev := range events {
 			last = ev.Seq
 			if ev.Worker == "" {
 				ev.Worker = id
 			}
 			switch ev.Kind {
+			case workerapi.InstanceReady, workerapi.InstanceFailed:
+				c.router.StartEvent(ev)
 			case workerapi.InstanceExited:
 				c.router.InstanceExited(ev)
 			case workerapi.Resync:
+				c.router.FollowingEvents(id, false)
 				c.resync(ctx, id, w)
+				c.router.FollowingEvents(id, true)
 			}
 		}
+		if ctx.Err() != nil {
+			return // removed: the worker may be back already, under a new stream
+		}
+		c.router.FollowingEvents(id, false)
+		// The stream broke: the worker may be gone.
+		c.Suspect(id)
 		for {
 			if ctx.Err() != nil {
 				return

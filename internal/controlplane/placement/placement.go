@@ -40,7 +40,8 @@ type Candidate struct {
 
 // Policy chooses a worker for an instance. Place returns the chosen
 // worker's ID or an error wrapping ErrNoCapacity; it never chooses a
-// worker without room (see Fits).
+// worker without room (see Fits). workers is only lent for the call: the
+// caller reuses it, so a policy keeps nothing of it.
 type Policy interface {
 	Place(req Request, workers []Candidate) (string, error)
 }
@@ -98,11 +99,17 @@ func fitting(req Request, workers []Candidate) []*Candidate {
 // cold start), and otherwise the least loaded worker by reserved memory.
 type Default struct{}
 
-// Place implements Policy.
+// Place implements Policy. It needs no ordered copy of the workers (the
+// choice is one pass, and lessLoaded breaks ties by ID), so a start costs
+// no allocation and no sort however many workers there are.
 func (Default) Place(req Request, workers []Candidate) (string, error) {
 	var best *Candidate
 	bestWarm := false
-	for _, c := range fitting(req, workers) {
+	for i := range workers {
+		c := &workers[i]
+		if !Fits(req, *c) {
+			continue
+		}
 		warm := c.Apps[req.App] > 0
 		if best == nil || (warm && !bestWarm) || (warm == bestWarm && lessLoaded(c, best)) {
 			best, bestWarm = c, warm

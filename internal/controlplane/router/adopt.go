@@ -166,6 +166,7 @@ func (r *Router) Release(name string) bool {
 	}
 	st.mu.Lock()
 	st.removed, st.released = true, true
+	r.updateTickedLocked(st)
 	for _, w := range st.queue {
 		w.ch <- grant{err: ErrReleased}
 	}

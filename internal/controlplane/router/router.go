@@ -9,8 +9,15 @@
 // Lock order, where the locks meet:
 //
 //	Router.mu → fnState.mu → Router.wmu (workers) → Router.tmu (tasks)
+//	fnState.omu (observe) → fnState.mu → Router.amu (the ticked set)
 //
-// wmu and tmu are leaves: nothing else is locked while they are held.
+// wmu, tmu, amu and workerState.rmu (starts waiting for their events) are
+// leaves: nothing else is locked while they are held.
+//
+// Ticks: the periodic reconcile (Run) visits only the functions that may
+// have something to do at that time (see nextTickLocked), not every
+// deployed one, so its cost follows the load rather than the size of the
+// catalogue or the number of idle instances.
 //
 // Goroutines: every start and stop runs as a task the router owns
 // (Router.tasks); their contexts derive from the router's lifetime, which
@@ -101,6 +108,13 @@ type Router struct {
 
 	wmu     sync.Mutex
 	workers map[string]*workerState
+	cands   []placement.Candidate // place's scratch space
+
+	// amu guards ticked: the functions Run reconciles, with the time each
+	// is next due (see nextTickLocked). A function enters, leaves or
+	// changes it under its own lock.
+	amu    sync.Mutex
+	ticked map[*fnState]time.Time
 
 	// tmu guards closed; tasks counts the router's start and stop
 	// goroutines. Once closed, no task is added (Shutdown is waiting).
@@ -137,7 +151,7 @@ func New(opts Options) *Router {
 	}
 	r := &Router{
 		opts: opts, log: opts.Logger, clock: opts.Clock, policy: opts.Placement,
-		fns: map[string]*fnState{}, workers: map[string]*workerState{},
+		fns: map[string]*fnState{}, workers: map[string]*workerState{}, ticked: map[*fnState]time.Time{},
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r
@@ -234,7 +248,15 @@ type fnState struct {
 	// scaler is the function's autoscaling policy (it may keep history),
 	// made anew when the spec names another one.
 	scaler autoscaler.Policy
+
+	// omu serialises observe, so that the gauges end at the last values
+	// computed; shown holds what was last published (guarded by mu).
+	omu   sync.Mutex
+	shown *shownGauges
 }
+
+// shownGauges are the gauge values last given to the Observer.
+type shownGauges struct{ ready, starting, depth int }
 
 // idempotent reports whether the function's events may run twice.
 func (st *fnState) idempotent() bool {
@@ -267,10 +289,70 @@ func (r *Router) states() []*fnState {
 	return out
 }
 
+// reconcileAll reconciles every function that may have something to do
+// now: the others' reconcile would plan nothing.
 func (r *Router) reconcileAll() {
-	for _, st := range r.states() {
+	for _, st := range r.tickedStates(r.clock.Now()) {
 		r.reconcile(st)
 	}
+}
+
+// tickedStates returns the functions in the ticked set that are due at now.
+func (r *Router) tickedStates(now time.Time) []*fnState {
+	r.amu.Lock()
+	defer r.amu.Unlock()
+	out := make([]*fnState, 0, len(r.ticked))
+	for st, due := range r.ticked {
+		if !now.Before(due) {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// nextTickLocked says when a periodic reconcile could next change
+// anything for the function (ok false: never, until something happens to
+// it, which reconciles it anyway). Waiting requests or minScale may need a
+// start at any tick (after a failed start's back-off, or once a worker
+// has room), as may a start in progress that fails, and a policy other
+// than immediate plans from its history: those are due at every tick (the
+// zero time). Otherwise only idle instances of the newest version are
+// scaled down, when the oldest of them has been idle for the idle
+// timeout; busy ones reconcile when released, older versions' ones stop
+// when idle without a tick.
+func (st *fnState) nextTickLocked() (due time.Time, ok bool) {
+	if st.removed {
+		return time.Time{}, false
+	}
+	if _, immediate := st.scaler.(autoscaler.Immediate); !immediate {
+		return time.Time{}, true
+	}
+	if len(st.queue) > 0 || len(st.starts) > 0 || st.fn.Spec.MinScale > 0 {
+		return time.Time{}, true
+	}
+	for _, in := range st.instances {
+		if in.state != stateReady || in.version != st.fn.Version || in.inflight > 0 {
+			continue
+		}
+		if at := in.idleSince.Add(st.fn.Spec.IdleTimeout()); !ok || at.Before(due) {
+			due, ok = at, true
+		}
+	}
+	return due, ok
+}
+
+// updateTickedLocked puts the function in the ticked set, with when it is
+// next due, or takes it out; st.mu is held, so that concurrent updates of
+// one function apply in order.
+func (r *Router) updateTickedLocked(st *fnState) {
+	due, ok := st.nextTickLocked()
+	r.amu.Lock()
+	if ok {
+		r.ticked[st] = due
+	} else {
+		delete(r.ticked, st)
+	}
+	r.amu.Unlock()
 }
 
 // SetFunction adds or updates a function. A new version takes all new
@@ -328,6 +410,7 @@ func (r *Router) RemoveFunction(name string) {
 	}
 	st.mu.Lock()
 	st.removed = true
+	r.updateTickedLocked(st)
 	for _, w := range st.queue {
 		w.ch <- grant{err: ErrFunctionRemoved}
 	}
@@ -720,6 +803,7 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	for _, st := range r.states() {
 		st.mu.Lock()
 		st.removed = true
+		r.updateTickedLocked(st)
 		for _, w := range st.queue {
 			w.ch <- grant{err: ErrShuttingDown}
 		}
@@ -757,24 +841,34 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// observe publishes the function's gauges, skipping those unchanged since
+// the last call (the Observer's label lookups are not free, and most
+// reconciles change nothing).
 func (r *Router) observe(st *fnState) {
 	if r.opts.Observer == nil {
 		return
 	}
+	st.omu.Lock()
+	defer st.omu.Unlock()
 	st.mu.Lock()
-	ready := 0
-	for _, in := range st.instances {
-		if in.state == stateReady {
-			ready++
+	g := shownGauges{depth: len(st.queue)}
+	if !st.removed {
+		for _, in := range st.instances {
+			if in.state == stateReady {
+				g.ready++
+			}
 		}
+		g.starting = st.startingLocked(st.fn.Version)
 	}
-	starting, depth, removed := st.startingLocked(st.fn.Version), len(st.queue), st.removed
+	last := st.shown
+	st.shown = &g
 	st.mu.Unlock()
-	if removed {
-		ready, starting = 0, 0
+	if last == nil || last.ready != g.ready || last.starting != g.starting {
+		r.opts.Observer.ObserveInstances(st.name, g.ready, g.starting)
 	}
-	r.opts.Observer.ObserveInstances(st.name, ready, starting)
-	r.opts.Observer.ObserveQueue(st.name, depth)
+	if last == nil || last.depth != g.depth {
+		r.opts.Observer.ObserveQueue(st.name, g.depth)
+	}
 }
 
 // InstanceStatus describes one instance for status output.

@@ -19,6 +19,7 @@ import (
 func (r *Router) reconcile(st *fnState) {
 	st.mu.Lock()
 	if st.removed {
+		r.updateTickedLocked(st)
 		st.mu.Unlock()
 		r.flushStops(st)
 		return
@@ -71,6 +72,7 @@ func (r *Router) reconcile(st *fnState) {
 		launches = append(launches, launch{ps, ctx})
 	}
 	fn := st.fn
+	r.updateTickedLocked(st)
 	st.mu.Unlock()
 
 	for _, l := range launches {
@@ -157,6 +159,12 @@ func (r *Router) start(ctx context.Context, st *fnState, fn function.Function, p
 	// A worker the start could not reach is not the function's failure:
 	// the start goes elsewhere and the worker is passed over.
 	unreachable := err != nil && w != nil && !timedOut && errors.Is(err, workerapi.ErrWorkerUnavailable)
+	if err != nil && current && !unreachable {
+		// Counted under the lock that drops the start, so that a
+		// reconcile before startFailed runs sees the back-off, not
+		// just a missing instance (it would retry at once).
+		st.countFailureLocked(fn.Version, r.clock.Now())
+	}
 	if err != nil || !current {
 		st.mu.Unlock()
 		if unreachable {
@@ -203,13 +211,17 @@ func (r *Router) start(ctx context.Context, st *fnState, fn function.Function, p
 // end. The returned instance has an ID whenever the worker accepted the
 // start, even on error, so that the caller can stop it.
 func (r *Router) startOn(ctx context.Context, w *workerState, fn function.Function) (workerapi.Instance, error) {
+	requested := w.startRequested()
 	started, err := w.api.StartInstance(ctx, workerapi.InstanceSpec{
 		Function: fn.Name, Version: fn.Version, App: function.AppOf(fn.Name, fn.Spec), Spec: fn.Spec, CodeDigest: fn.CodeDigest,
 	})
 	if err != nil {
+		requested()
 		return workerapi.Instance{}, err
 	}
-	ready, err := w.api.WaitInstance(ctx, started.ID)
+	event, withdraw := w.awaitEvent(started.ID)
+	requested()
+	ready, err := r.waitReady(ctx, w, started.ID, event, withdraw)
 	if err != nil {
 		return workerapi.Instance{ID: started.ID}, err
 	}
@@ -245,11 +257,6 @@ func (r *Router) startFailed(st *fnState, fn function.Function, err error, took 
 		st.mu.Unlock()
 		return
 	}
-	if st.failedVersion != fn.Version {
-		st.failedVersion, st.failures = fn.Version, 0
-	}
-	st.failures++
-	st.retryAt = r.clock.Now().Add(startBackoff(st.failures))
 	// Fail as many waiting requests as this instance would have served:
 	// a broken function answers every request with its init error
 	// instead of letting them all time out, while a transient failure
@@ -266,6 +273,16 @@ func (r *Router) startFailed(st *fnState, fn function.Function, err error, took 
 	}
 	st.mu.Unlock()
 	r.reconcile(st)
+}
+
+// countFailureLocked counts a failed start of version and sets when the
+// next start that only serves minScale may be tried.
+func (st *fnState) countFailureLocked(version int, now time.Time) {
+	if st.failedVersion != version {
+		st.failedVersion, st.failures = version, 0
+	}
+	st.failures++
+	st.retryAt = now.Add(startBackoff(st.failures))
 }
 
 // olderVersionAliveLocked reports whether an instance of an older version

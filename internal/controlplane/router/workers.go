@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/baton-faas/baton/internal/controlplane/placement"
@@ -32,6 +33,10 @@ type workerState struct {
 	// passes it over until then (it is probably gone, and will be removed
 	// when the cluster proves it or its membership expires).
 	unreachableUntil time.Time
+
+	// rmu guards ready: starts waiting for their events (readiness.go).
+	rmu   sync.Mutex
+	ready readiness
 }
 
 // unreachableFor is how long placement passes over a worker a start could
@@ -137,7 +142,8 @@ func (r *Router) place(fn function.Function) (*reservation, error) {
 	now := r.clock.Now()
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	cands := make([]placement.Candidate, 0, len(r.workers))
+	// One candidate slice, reused under wmu: the policy keeps none of it.
+	cands := r.cands[:0]
 	for _, ws := range r.workers {
 		if now.Before(ws.unreachableUntil) {
 			continue
@@ -151,6 +157,8 @@ func (r *Router) place(fn function.Function) (*reservation, error) {
 		})
 	}
 	id, err := r.policy.Place(req, cands)
+	clear(cands) // drop the apps maps' references until the next start
+	r.cands = cands
 	if err != nil {
 		return nil, err
 	}
