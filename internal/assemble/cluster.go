@@ -324,10 +324,24 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		Router:    router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
 		Ownership: own, Self: id, HoldOwnership: true,
 		Suspect: func(ctx context.Context, node string) {
-			if gone, err := own.Expel(ctx, node); err != nil {
-				log.Warn("check an unreachable node", "node", node, "err", err)
-			} else if gone {
-				log.Info("node expelled: its process is gone (no NATS connection)", "node", node)
+			// A probe sent before NATS noticed the closed connection
+			// goes unanswered rather than finding no responder: ask a
+			// few times.
+			for try := 0; try < 3; try++ {
+				gone, err := own.Expel(ctx, node)
+				if err != nil {
+					log.Warn("check an unreachable node", "node", node, "err", err)
+					return
+				}
+				if gone {
+					log.Info("node expelled: its process is gone (no NATS connection)", "node", node)
+					return
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
 			}
 		},
 	})

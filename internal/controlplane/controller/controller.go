@@ -376,6 +376,7 @@ func (c *Controller) followEvents(ctx context.Context, id string, w workerapi.Wo
 				break
 			}
 			c.log.Warn("worker events: resuming", "worker", id, "after", last, "err", err)
+			c.Suspect(id) // still unreachable: check again
 			select {
 			case <-ctx.Done():
 				return
