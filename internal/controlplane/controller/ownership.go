@@ -82,6 +82,16 @@ func (c *Controller) OwnerOf(name string) string {
 	return id
 }
 
+// OwnerAddress is the address of the controller that owns a function
+// now, when that is another live controller.
+func (c *Controller) OwnerAddress(name string) (string, bool) {
+	if c.own == nil {
+		return "", false
+	}
+	id, addr, ok := c.own.Owner(name)
+	return addr, ok && id != c.self && addr != ""
+}
+
 // AddressOf is the API address of a controller that owns functions (""
 // when unknown): whatever the ownership last learned of it.
 func (c *Controller) AddressOf(id string) string {

@@ -148,7 +148,7 @@ func (s *Server) putFunction(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 	// The live status (instances) is the owner's to tell.
-	if s.c.Exists(r.PathValue("name")) && s.routeOrForward(w, r, r.PathValue("name"), nil) {
+	if s.c.Exists(r.PathValue("name")) && s.forwardToOwner(w, r, r.PathValue("name")) {
 		return
 	}
 	fn, _, err := s.c.Get(r.Context(), r.PathValue("name"))
@@ -193,7 +193,7 @@ func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
 
 // recycle stops a function's instances so that its next request is cold.
 func (s *Server) recycle(w http.ResponseWriter, r *http.Request) {
-	if s.c.Exists(r.PathValue("name")) && s.routeOrForward(w, r, r.PathValue("name"), nil) {
+	if s.c.Exists(r.PathValue("name")) && s.forwardToOwner(w, r, r.PathValue("name")) {
 		return
 	}
 	stopped, pending, err := s.c.Recycle(r.PathValue("name"))

@@ -65,6 +65,25 @@ func (s *Server) routeOrForward(w http.ResponseWriter, r *http.Request, name str
 	}
 }
 
+// forwardToOwner sends a request about a function's live state to the
+// controller that owns it, if another one does now; it does not wait for
+// ownership to settle (the local view answers then). It returns true when
+// the request was answered.
+func (s *Server) forwardToOwner(w http.ResponseWriter, r *http.Request, name string) bool {
+	if r.Header.Get(apiv1.HeaderForwardedBy) != "" {
+		return false
+	}
+	addr, remote := s.c.OwnerAddress(name)
+	if !remote {
+		return false
+	}
+	if err := s.forward(w, r, addr, nil); err != nil {
+		s.log.Debug("owner unreachable for a status request; answering here", "function", name, "owner", addr, "err", err)
+		return false
+	}
+	return true
+}
+
 var (
 	errOwnerUnreachable = errdefs.New(errdefs.Unavailable, apiv1.CodeOwnerUnreachable, "the controller owning the function is unreachable")
 	errOwnerLost        = errdefs.New(errdefs.Unavailable, apiv1.CodeOwnerLost, "the controller owning the function was lost while it served the request")
