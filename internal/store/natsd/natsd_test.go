@@ -97,12 +97,19 @@ func TestClusterWithTLSAndCredentials(t *testing.T) {
 		o.Cluster.TLS, o.Cluster.Auth = ca.Config(), auth
 	})
 	c.WaitReady(60 * time.Second)
-	st, err := c.Nodes[0].Status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(st.Peers, []string{"n2", "n3"}) || st.ClusterSize != 3 {
-		t.Errorf("node n1 status = %+v, want peers n2 n3 in a cluster of 3", st)
+	// The meta group counts its peers a moment after the routes are up.
+	var st natsd.Status
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if st, err = c.Nodes[0].Status(); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(st.Peers, []string{"n2", "n3"}) && st.ClusterSize == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node n1 status = %+v, want peers n2 n3 in a cluster of 3", st)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
