@@ -35,6 +35,29 @@ type FunctionSpec struct {
 	// Image names the root filesystem image; empty means the runtime's
 	// base image.
 	Image string `json:"image,omitempty"`
+	// Async configures asynchronous invocations (defaults when absent).
+	Async *AsyncConfig `json:"async,omitempty"`
+}
+
+// AsyncConfig is how a function's asynchronous invocations are retried
+// and where their outcomes go (AWS Lambda's semantics).
+type AsyncConfig struct {
+	// MaxRetryAttempts is how often a failed event is tried again: 0 to 2
+	// (default 2).
+	MaxRetryAttempts *int `json:"maxRetryAttempts,omitempty"`
+	// MaxEventAgeSeconds bounds how long an event may wait for a
+	// successful attempt: 60 to 21,600 (default 21,600).
+	MaxEventAgeSeconds int `json:"maxEventAgeSeconds,omitempty"`
+	// OnSuccess and OnFailure name a destination for the outcome:
+	// "function:NAME" (an asynchronous invocation of that function with
+	// the outcome as its event) or "dlq:NAME" (a dead-letter queue that
+	// baton dlq lists and redrives).
+	OnSuccess string `json:"onSuccess,omitempty"`
+	OnFailure string `json:"onFailure,omitempty"`
+	// Concurrency bounds the function's asynchronous events running at
+	// once (default: half its maxScale × concurrency, at least 1), so
+	// that a backlog does not starve synchronous calls.
+	Concurrency int `json:"concurrency,omitempty"`
 }
 
 // DeployRequest is the body of PUT /v1/functions/{name}: the spec and the

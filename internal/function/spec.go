@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/runtimes/node"
@@ -69,6 +70,103 @@ type Spec struct {
 	// Image names the root filesystem image; empty means the runtime's
 	// default base image.
 	Image string `json:"image,omitempty"`
+	// Async configures asynchronous invocations; Normalize fills it in.
+	Async *AsyncConfig `json:"async,omitempty"`
+}
+
+// AsyncConfig is the wire type itself, so that specs convert to and from
+// the API's without a copy.
+type AsyncConfig = apiv1.AsyncConfig
+
+// Limits and defaults of asynchronous invocations (as AWS Lambda's).
+const (
+	DefaultMaxRetryAttempts   = 2
+	MaxRetryAttempts          = 2
+	DefaultMaxEventAgeSeconds = 21600
+	MinEventAgeSeconds        = 60
+	MaxEventAgeSeconds        = 21600
+)
+
+// Destination kinds of AsyncConfig.OnSuccess and OnFailure.
+const (
+	DestinationFunction = "function"
+	DestinationDLQ      = "dlq"
+)
+
+// ParseDestination splits "function:NAME" or "dlq:NAME".
+func ParseDestination(d string) (kind, name string, err error) {
+	kind, name, ok := strings.Cut(d, ":")
+	if !ok || (kind != DestinationFunction && kind != DestinationDLQ) {
+		return "", "", fmt.Errorf("%w: destination %q must be function:NAME or dlq:NAME", ErrInvalid, d)
+	}
+	if err := ValidateName(name); err != nil {
+		return "", "", fmt.Errorf("%w: destination %q: name %q must be 1-64 characters of a-z, 0-9 and '-'", ErrInvalid, d, name)
+	}
+	return kind, name, nil
+}
+
+// normalizeAsync fills in the defaults of s.Async and checks it.
+func (s *Spec) normalizeAsync() error {
+	a := AsyncConfig{}
+	if s.Async != nil {
+		a = *s.Async
+	}
+	if a.MaxRetryAttempts == nil {
+		n := DefaultMaxRetryAttempts
+		a.MaxRetryAttempts = &n
+	} else {
+		n := *a.MaxRetryAttempts
+		if n < 0 || n > MaxRetryAttempts {
+			return fmt.Errorf("%w: async.maxRetryAttempts %d must be 0 to %d", ErrInvalid, n, MaxRetryAttempts)
+		}
+		a.MaxRetryAttempts = &n
+	}
+	switch {
+	case a.MaxEventAgeSeconds == 0:
+		a.MaxEventAgeSeconds = DefaultMaxEventAgeSeconds
+	case a.MaxEventAgeSeconds < MinEventAgeSeconds || a.MaxEventAgeSeconds > MaxEventAgeSeconds:
+		return fmt.Errorf("%w: async.maxEventAgeSeconds %d must be %d to %d", ErrInvalid, a.MaxEventAgeSeconds, MinEventAgeSeconds, MaxEventAgeSeconds)
+	}
+	for field, d := range map[string]string{"onSuccess": a.OnSuccess, "onFailure": a.OnFailure} {
+		if d == "" {
+			continue
+		}
+		if _, _, err := ParseDestination(d); err != nil {
+			return fmt.Errorf("async.%s: %w", field, err)
+		}
+	}
+	switch {
+	case a.Concurrency == 0:
+		a.Concurrency = max(1, s.MaxScale*s.Concurrency/2)
+	case a.Concurrency < 0 || a.Concurrency > s.MaxScale*s.Concurrency:
+		return fmt.Errorf("%w: async.concurrency %d must be 1 to maxScale × concurrency (%d)", ErrInvalid, a.Concurrency, s.MaxScale*s.Concurrency)
+	}
+	s.Async = &a
+	return nil
+}
+
+// RetryAttempts is how often a failed asynchronous event is retried.
+func (s Spec) RetryAttempts() int {
+	if s.Async == nil || s.Async.MaxRetryAttempts == nil {
+		return DefaultMaxRetryAttempts
+	}
+	return *s.Async.MaxRetryAttempts
+}
+
+// MaxEventAge bounds how long an asynchronous event may wait.
+func (s Spec) MaxEventAge() time.Duration {
+	if s.Async == nil || s.Async.MaxEventAgeSeconds == 0 {
+		return DefaultMaxEventAgeSeconds * time.Second
+	}
+	return time.Duration(s.Async.MaxEventAgeSeconds) * time.Second
+}
+
+// AsyncConcurrency bounds the asynchronous events running at once.
+func (s Spec) AsyncConcurrency() int {
+	if s.Async == nil || s.Async.Concurrency <= 0 {
+		return max(1, s.MaxScale*s.Concurrency/2)
+	}
+	return s.Async.Concurrency
 }
 
 // Network modes.
@@ -204,6 +302,9 @@ func (s Spec) Normalize() (Spec, error) {
 	}
 	if s.Image != "" && !imageRE.MatchString(s.Image) {
 		return s, fmt.Errorf("%w: image %q is not a valid image name (lower-case letters, digits and . _ - / :, at most 128 characters)", ErrInvalid, s.Image)
+	}
+	if err := s.normalizeAsync(); err != nil {
+		return s, err
 	}
 	return s, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNormalizeDefaults(t *testing.T) {
@@ -112,5 +113,40 @@ func TestNormalizeRuntimeFromRegistry(t *testing.T) {
 	}
 	if _, err := (Spec{Runtime: RuntimeProvided}).Normalize(); err != nil {
 		t.Fatalf("provided without handler: %v", err)
+	}
+}
+
+func TestAsyncConfigDefaultsAndLimits(t *testing.T) {
+	base := Spec{Runtime: RuntimePython, Handler: "app.handler", MaxScale: 8}
+	s, err := base.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.RetryAttempts() != 2 || s.MaxEventAge() != 6*time.Hour || s.AsyncConcurrency() != 4 {
+		t.Fatalf("defaults: retries %d, age %s, concurrency %d", s.RetryAttempts(), s.MaxEventAge(), s.AsyncConcurrency())
+	}
+	zero := 0
+	s, err = Spec{Runtime: RuntimePython, Handler: "app.handler", Async: &AsyncConfig{MaxRetryAttempts: &zero}}.Normalize()
+	if err != nil || s.RetryAttempts() != 0 {
+		t.Fatalf("explicit 0 retries: %d, %v", s.RetryAttempts(), err)
+	}
+	three, minus := 3, -1
+	for _, bad := range []*AsyncConfig{
+		{MaxRetryAttempts: &three}, {MaxRetryAttempts: &minus}, {MaxEventAgeSeconds: 59}, {MaxEventAgeSeconds: 21601},
+		{OnSuccess: "queue:x"}, {OnFailure: "dlq:"}, {OnFailure: "function:Bad_Name"}, {OnSuccess: "dlq"}, {Concurrency: -1},
+		{Concurrency: 1000},
+	} {
+		spec := base
+		spec.Async = bad
+		if _, err := spec.Normalize(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "async") && !strings.Contains(err.Error(), "destination") {
+			t.Errorf("async %+v: %v, want an invalid-spec error naming the field", *bad, err)
+		}
+	}
+	for _, good := range []string{"function:next", "dlq:failed-orders"} {
+		spec := base
+		spec.Async = &AsyncConfig{OnSuccess: good, OnFailure: good}
+		if _, err := spec.Normalize(); err != nil {
+			t.Errorf("destination %s: %v", good, err)
+		}
 	}
 }

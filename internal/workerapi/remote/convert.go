@@ -47,14 +47,39 @@ func specToWire(s function.Spec) *pb.FunctionSpec {
 	return &pb.FunctionSpec{Runtime: s.Runtime, Handler: s.Handler, Env: s.Env, MemoryMb: int64(s.MemoryMB),
 		TimeoutSeconds: int64(s.TimeoutSeconds), Concurrency: int64(s.Concurrency), MinScale: int64(s.MinScale),
 		MaxScale: int64(s.MaxScale), IdleTimeoutSeconds: int64(s.IdleTimeoutSeconds), App: s.App,
-		Network: s.Network, Image: s.Image, Autoscaler: s.Autoscaler, Idempotent: s.Idempotent}
+		Network: s.Network, Image: s.Image, Autoscaler: s.Autoscaler, Idempotent: s.Idempotent, Async: asyncToWire(s.Async)}
+}
+
+func asyncToWire(a *function.AsyncConfig) *pb.AsyncConfig {
+	if a == nil {
+		return nil
+	}
+	out := &pb.AsyncConfig{MaxRetryAttempts: -1, MaxEventAgeSeconds: int64(a.MaxEventAgeSeconds), OnSuccess: a.OnSuccess,
+		OnFailure: a.OnFailure, Concurrency: int64(a.Concurrency)}
+	if a.MaxRetryAttempts != nil {
+		out.MaxRetryAttempts = int64(*a.MaxRetryAttempts)
+	}
+	return out
+}
+
+func asyncFromWire(a *pb.AsyncConfig) *function.AsyncConfig {
+	if a == nil {
+		return nil
+	}
+	out := &function.AsyncConfig{MaxEventAgeSeconds: int(a.GetMaxEventAgeSeconds()), OnSuccess: a.GetOnSuccess(),
+		OnFailure: a.GetOnFailure(), Concurrency: int(a.GetConcurrency())}
+	if n := int(a.GetMaxRetryAttempts()); n >= 0 {
+		out.MaxRetryAttempts = &n
+	}
+	return out
 }
 
 func specFromWire(s *pb.FunctionSpec) function.Spec {
 	return function.Spec{Runtime: s.GetRuntime(), Handler: s.GetHandler(), Env: s.GetEnv(), MemoryMB: int(s.GetMemoryMb()),
 		TimeoutSeconds: int(s.GetTimeoutSeconds()), Concurrency: int(s.GetConcurrency()), MinScale: int(s.GetMinScale()),
 		MaxScale: int(s.GetMaxScale()), IdleTimeoutSeconds: int(s.GetIdleTimeoutSeconds()), App: s.GetApp(),
-		Network: s.GetNetwork(), Image: s.GetImage(), Autoscaler: s.GetAutoscaler(), Idempotent: s.GetIdempotent()}
+		Network: s.GetNetwork(), Image: s.GetImage(), Autoscaler: s.GetAutoscaler(), Idempotent: s.GetIdempotent(),
+		Async: asyncFromWire(s.GetAsync())}
 }
 
 func instanceSpecToWire(s workerapi.InstanceSpec) *pb.InstanceSpec {

@@ -324,6 +324,7 @@ type FunctionSpec struct {
 	Image              string                 `protobuf:"bytes,12,opt,name=image,proto3" json:"image,omitempty"`
 	Autoscaler         string                 `protobuf:"bytes,13,opt,name=autoscaler,proto3" json:"autoscaler,omitempty"`
 	Idempotent         bool                   `protobuf:"varint,14,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
+	Async              *AsyncConfig           `protobuf:"bytes,15,opt,name=async,proto3" json:"async,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -456,6 +457,91 @@ func (x *FunctionSpec) GetIdempotent() bool {
 	return false
 }
 
+func (x *FunctionSpec) GetAsync() *AsyncConfig {
+	if x != nil {
+		return x.Async
+	}
+	return nil
+}
+
+// AsyncConfig travels for completeness: workers do not use it.
+type AsyncConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// -1: not set (the spec's default applies).
+	MaxRetryAttempts   int64  `protobuf:"varint,1,opt,name=max_retry_attempts,json=maxRetryAttempts,proto3" json:"max_retry_attempts,omitempty"`
+	MaxEventAgeSeconds int64  `protobuf:"varint,2,opt,name=max_event_age_seconds,json=maxEventAgeSeconds,proto3" json:"max_event_age_seconds,omitempty"`
+	OnSuccess          string `protobuf:"bytes,3,opt,name=on_success,json=onSuccess,proto3" json:"on_success,omitempty"`
+	OnFailure          string `protobuf:"bytes,4,opt,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
+	Concurrency        int64  `protobuf:"varint,5,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AsyncConfig) Reset() {
+	*x = AsyncConfig{}
+	mi := &file_worker_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AsyncConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AsyncConfig) ProtoMessage() {}
+
+func (x *AsyncConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AsyncConfig.ProtoReflect.Descriptor instead.
+func (*AsyncConfig) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AsyncConfig) GetMaxRetryAttempts() int64 {
+	if x != nil {
+		return x.MaxRetryAttempts
+	}
+	return 0
+}
+
+func (x *AsyncConfig) GetMaxEventAgeSeconds() int64 {
+	if x != nil {
+		return x.MaxEventAgeSeconds
+	}
+	return 0
+}
+
+func (x *AsyncConfig) GetOnSuccess() string {
+	if x != nil {
+		return x.OnSuccess
+	}
+	return ""
+}
+
+func (x *AsyncConfig) GetOnFailure() string {
+	if x != nil {
+		return x.OnFailure
+	}
+	return ""
+}
+
+func (x *AsyncConfig) GetConcurrency() int64 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
 type InstanceSpec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Function      string                 `protobuf:"bytes,1,opt,name=function,proto3" json:"function,omitempty"`
@@ -469,7 +555,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_worker_proto_msgTypes[7]
+	mi := &file_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +567,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[7]
+	mi := &file_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +580,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{7}
+	return file_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InstanceSpec) GetFunction() string {
@@ -548,7 +634,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_worker_proto_msgTypes[8]
+	mi := &file_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +646,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[8]
+	mi := &file_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +659,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{8}
+	return file_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Instance) GetId() string {
@@ -641,7 +727,7 @@ type InstanceRef struct {
 
 func (x *InstanceRef) Reset() {
 	*x = InstanceRef{}
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +739,7 @@ func (x *InstanceRef) String() string {
 func (*InstanceRef) ProtoMessage() {}
 
 func (x *InstanceRef) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +752,7 @@ func (x *InstanceRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceRef.ProtoReflect.Descriptor instead.
 func (*InstanceRef) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{9}
+	return file_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InstanceRef) GetId() string {
@@ -685,7 +771,7 @@ type InstanceList struct {
 
 func (x *InstanceList) Reset() {
 	*x = InstanceList{}
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +783,7 @@ func (x *InstanceList) String() string {
 func (*InstanceList) ProtoMessage() {}
 
 func (x *InstanceList) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +796,7 @@ func (x *InstanceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceList.ProtoReflect.Descriptor instead.
 func (*InstanceList) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{10}
+	return file_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InstanceList) GetInstances() []*Instance {
@@ -739,7 +825,7 @@ type InvokeRequest struct {
 
 func (x *InvokeRequest) Reset() {
 	*x = InvokeRequest{}
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +837,7 @@ func (x *InvokeRequest) String() string {
 func (*InvokeRequest) ProtoMessage() {}
 
 func (x *InvokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +850,7 @@ func (x *InvokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeRequest.ProtoReflect.Descriptor instead.
 func (*InvokeRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{11}
+	return file_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InvokeRequest) GetInstanceId() string {
@@ -820,7 +906,7 @@ type FunctionError struct {
 
 func (x *FunctionError) Reset() {
 	*x = FunctionError{}
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +918,7 @@ func (x *FunctionError) String() string {
 func (*FunctionError) ProtoMessage() {}
 
 func (x *FunctionError) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +931,7 @@ func (x *FunctionError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionError.ProtoReflect.Descriptor instead.
 func (*FunctionError) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{12}
+	return file_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FunctionError) GetMessage() string {
@@ -882,7 +968,7 @@ type InvokeReply struct {
 
 func (x *InvokeReply) Reset() {
 	*x = InvokeReply{}
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +980,7 @@ func (x *InvokeReply) String() string {
 func (*InvokeReply) ProtoMessage() {}
 
 func (x *InvokeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +993,7 @@ func (x *InvokeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeReply.ProtoReflect.Descriptor instead.
 func (*InvokeReply) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{13}
+	return file_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InvokeReply) GetPayload() []byte {
@@ -958,7 +1044,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1056,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1069,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{14}
+	return file_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Failure) GetKind() string {
@@ -1031,7 +1117,7 @@ type InitError struct {
 
 func (x *InitError) Reset() {
 	*x = InitError{}
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1129,7 @@ func (x *InitError) String() string {
 func (*InitError) ProtoMessage() {}
 
 func (x *InitError) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1142,7 @@ func (x *InitError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitError.ProtoReflect.Descriptor instead.
 func (*InitError) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{15}
+	return file_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InitError) GetError() *FunctionError {
@@ -1082,7 +1168,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1180,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1193,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{16}
+	return file_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EventsRequest) GetAfter() uint64 {
@@ -1134,7 +1220,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1232,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1245,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{17}
+	return file_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -1244,7 +1330,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1342,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1355,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{18}
+	return file_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Image) GetName() string {
@@ -1358,7 +1444,7 @@ type ImageList struct {
 
 func (x *ImageList) Reset() {
 	*x = ImageList{}
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1456,7 @@ func (x *ImageList) String() string {
 func (*ImageList) ProtoMessage() {}
 
 func (x *ImageList) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1469,7 @@ func (x *ImageList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageList.ProtoReflect.Descriptor instead.
 func (*ImageList) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{19}
+	return file_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImageList) GetImages() []*Image {
@@ -1402,7 +1488,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_worker_proto_msgTypes[20]
+	mi := &file_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1500,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[20]
+	mi := &file_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1513,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{20}
+	return file_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImageRef) GetName() string {
@@ -1448,7 +1534,7 @@ type ImportChunk struct {
 
 func (x *ImportChunk) Reset() {
 	*x = ImportChunk{}
-	mi := &file_worker_proto_msgTypes[21]
+	mi := &file_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1546,7 @@ func (x *ImportChunk) String() string {
 func (*ImportChunk) ProtoMessage() {}
 
 func (x *ImportChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[21]
+	mi := &file_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1559,7 @@ func (x *ImportChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportChunk.ProtoReflect.Descriptor instead.
 func (*ImportChunk) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{21}
+	return file_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImportChunk) GetName() string {
@@ -1500,7 +1586,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1598,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1611,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{22}
+	return file_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveImageRequest) GetName() string {
@@ -1565,7 +1651,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1663,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1676,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{23}
+	return file_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Error) GetClass() string {
@@ -1669,7 +1755,7 @@ const file_worker_proto_rawDesc = "" +
 	"\bcapacity\x18\x03 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\bcapacity\x129\n" +
 	"\breserved\x18\x04 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\breserved\x12\x1c\n" +
 	"\tinstances\x18\x05 \x01(\x03R\tinstances\x12\x1c\n" +
-	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\"\x8d\x04\n" +
+	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\"\xc4\x04\n" +
 	"\fFunctionSpec\x12\x18\n" +
 	"\aruntime\x18\x01 \x01(\tR\aruntime\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12;\n" +
@@ -1689,10 +1775,19 @@ const file_worker_proto_rawDesc = "" +
 	"autoscaler\x12\x1e\n" +
 	"\n" +
 	"idempotent\x18\x0e \x01(\bR\n" +
-	"idempotent\x1a6\n" +
+	"idempotent\x125\n" +
+	"\x05async\x18\x0f \x01(\v2\x1f.baton.workerapi.v1.AsyncConfigR\x05async\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
+	"\vAsyncConfig\x12,\n" +
+	"\x12max_retry_attempts\x18\x01 \x01(\x03R\x10maxRetryAttempts\x121\n" +
+	"\x15max_event_age_seconds\x18\x02 \x01(\x03R\x12maxEventAgeSeconds\x12\x1d\n" +
+	"\n" +
+	"on_success\x18\x03 \x01(\tR\tonSuccess\x12\x1d\n" +
+	"\n" +
+	"on_failure\x18\x04 \x01(\tR\tonFailure\x12 \n" +
+	"\vconcurrency\x18\x05 \x01(\x03R\vconcurrency\"\xad\x01\n" +
 	"\fInstanceSpec\x12\x1a\n" +
 	"\bfunction\x18\x01 \x01(\tR\bfunction\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x10\n" +
@@ -1817,7 +1912,7 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_worker_proto_goTypes = []any{
 	(*Empty)(nil),              // 0: baton.workerapi.v1.Empty
 	(*InfoRequest)(nil),        // 1: baton.workerapi.v1.InfoRequest
@@ -1826,66 +1921,68 @@ var file_worker_proto_goTypes = []any{
 	(*Resources)(nil),          // 4: baton.workerapi.v1.Resources
 	(*WorkerInfo)(nil),         // 5: baton.workerapi.v1.WorkerInfo
 	(*FunctionSpec)(nil),       // 6: baton.workerapi.v1.FunctionSpec
-	(*InstanceSpec)(nil),       // 7: baton.workerapi.v1.InstanceSpec
-	(*Instance)(nil),           // 8: baton.workerapi.v1.Instance
-	(*InstanceRef)(nil),        // 9: baton.workerapi.v1.InstanceRef
-	(*InstanceList)(nil),       // 10: baton.workerapi.v1.InstanceList
-	(*InvokeRequest)(nil),      // 11: baton.workerapi.v1.InvokeRequest
-	(*FunctionError)(nil),      // 12: baton.workerapi.v1.FunctionError
-	(*InvokeReply)(nil),        // 13: baton.workerapi.v1.InvokeReply
-	(*Failure)(nil),            // 14: baton.workerapi.v1.Failure
-	(*InitError)(nil),          // 15: baton.workerapi.v1.InitError
-	(*EventsRequest)(nil),      // 16: baton.workerapi.v1.EventsRequest
-	(*Event)(nil),              // 17: baton.workerapi.v1.Event
-	(*Image)(nil),              // 18: baton.workerapi.v1.Image
-	(*ImageList)(nil),          // 19: baton.workerapi.v1.ImageList
-	(*ImageRef)(nil),           // 20: baton.workerapi.v1.ImageRef
-	(*ImportChunk)(nil),        // 21: baton.workerapi.v1.ImportChunk
-	(*RemoveImageRequest)(nil), // 22: baton.workerapi.v1.RemoveImageRequest
-	(*Error)(nil),              // 23: baton.workerapi.v1.Error
-	nil,                        // 24: baton.workerapi.v1.FunctionSpec.EnvEntry
+	(*AsyncConfig)(nil),        // 7: baton.workerapi.v1.AsyncConfig
+	(*InstanceSpec)(nil),       // 8: baton.workerapi.v1.InstanceSpec
+	(*Instance)(nil),           // 9: baton.workerapi.v1.Instance
+	(*InstanceRef)(nil),        // 10: baton.workerapi.v1.InstanceRef
+	(*InstanceList)(nil),       // 11: baton.workerapi.v1.InstanceList
+	(*InvokeRequest)(nil),      // 12: baton.workerapi.v1.InvokeRequest
+	(*FunctionError)(nil),      // 13: baton.workerapi.v1.FunctionError
+	(*InvokeReply)(nil),        // 14: baton.workerapi.v1.InvokeReply
+	(*Failure)(nil),            // 15: baton.workerapi.v1.Failure
+	(*InitError)(nil),          // 16: baton.workerapi.v1.InitError
+	(*EventsRequest)(nil),      // 17: baton.workerapi.v1.EventsRequest
+	(*Event)(nil),              // 18: baton.workerapi.v1.Event
+	(*Image)(nil),              // 19: baton.workerapi.v1.Image
+	(*ImageList)(nil),          // 20: baton.workerapi.v1.ImageList
+	(*ImageRef)(nil),           // 21: baton.workerapi.v1.ImageRef
+	(*ImportChunk)(nil),        // 22: baton.workerapi.v1.ImportChunk
+	(*RemoveImageRequest)(nil), // 23: baton.workerapi.v1.RemoveImageRequest
+	(*Error)(nil),              // 24: baton.workerapi.v1.Error
+	nil,                        // 25: baton.workerapi.v1.FunctionSpec.EnvEntry
 }
 var file_worker_proto_depIdxs = []int32{
 	4,  // 0: baton.workerapi.v1.WorkerInfo.capacity:type_name -> baton.workerapi.v1.Resources
 	4,  // 1: baton.workerapi.v1.WorkerInfo.reserved:type_name -> baton.workerapi.v1.Resources
-	24, // 2: baton.workerapi.v1.FunctionSpec.env:type_name -> baton.workerapi.v1.FunctionSpec.EnvEntry
-	6,  // 3: baton.workerapi.v1.InstanceSpec.spec:type_name -> baton.workerapi.v1.FunctionSpec
-	8,  // 4: baton.workerapi.v1.InstanceList.instances:type_name -> baton.workerapi.v1.Instance
-	12, // 5: baton.workerapi.v1.InvokeReply.error:type_name -> baton.workerapi.v1.FunctionError
-	12, // 6: baton.workerapi.v1.InitError.error:type_name -> baton.workerapi.v1.FunctionError
-	8,  // 7: baton.workerapi.v1.Event.ready:type_name -> baton.workerapi.v1.Instance
-	15, // 8: baton.workerapi.v1.Event.init_error:type_name -> baton.workerapi.v1.InitError
-	18, // 9: baton.workerapi.v1.ImageList.images:type_name -> baton.workerapi.v1.Image
-	14, // 10: baton.workerapi.v1.Error.failure:type_name -> baton.workerapi.v1.Failure
-	15, // 11: baton.workerapi.v1.Error.init_error:type_name -> baton.workerapi.v1.InitError
-	13, // 12: baton.workerapi.v1.Error.result:type_name -> baton.workerapi.v1.InvokeReply
-	1,  // 13: baton.workerapi.v1.Worker.Info:input_type -> baton.workerapi.v1.InfoRequest
-	7,  // 14: baton.workerapi.v1.Worker.StartInstance:input_type -> baton.workerapi.v1.InstanceSpec
-	9,  // 15: baton.workerapi.v1.Worker.WaitInstance:input_type -> baton.workerapi.v1.InstanceRef
-	9,  // 16: baton.workerapi.v1.Worker.StopInstance:input_type -> baton.workerapi.v1.InstanceRef
-	2,  // 17: baton.workerapi.v1.Worker.Instances:input_type -> baton.workerapi.v1.InstancesRequest
-	11, // 18: baton.workerapi.v1.Worker.Invoke:input_type -> baton.workerapi.v1.InvokeRequest
-	16, // 19: baton.workerapi.v1.Worker.Events:input_type -> baton.workerapi.v1.EventsRequest
-	3,  // 20: baton.workerapi.v1.Worker.Images:input_type -> baton.workerapi.v1.ImagesRequest
-	20, // 21: baton.workerapi.v1.Worker.CheckImage:input_type -> baton.workerapi.v1.ImageRef
-	21, // 22: baton.workerapi.v1.Worker.ImportImage:input_type -> baton.workerapi.v1.ImportChunk
-	22, // 23: baton.workerapi.v1.Worker.RemoveImage:input_type -> baton.workerapi.v1.RemoveImageRequest
-	5,  // 24: baton.workerapi.v1.Worker.Info:output_type -> baton.workerapi.v1.WorkerInfo
-	8,  // 25: baton.workerapi.v1.Worker.StartInstance:output_type -> baton.workerapi.v1.Instance
-	8,  // 26: baton.workerapi.v1.Worker.WaitInstance:output_type -> baton.workerapi.v1.Instance
-	0,  // 27: baton.workerapi.v1.Worker.StopInstance:output_type -> baton.workerapi.v1.Empty
-	10, // 28: baton.workerapi.v1.Worker.Instances:output_type -> baton.workerapi.v1.InstanceList
-	13, // 29: baton.workerapi.v1.Worker.Invoke:output_type -> baton.workerapi.v1.InvokeReply
-	17, // 30: baton.workerapi.v1.Worker.Events:output_type -> baton.workerapi.v1.Event
-	19, // 31: baton.workerapi.v1.Worker.Images:output_type -> baton.workerapi.v1.ImageList
-	0,  // 32: baton.workerapi.v1.Worker.CheckImage:output_type -> baton.workerapi.v1.Empty
-	18, // 33: baton.workerapi.v1.Worker.ImportImage:output_type -> baton.workerapi.v1.Image
-	0,  // 34: baton.workerapi.v1.Worker.RemoveImage:output_type -> baton.workerapi.v1.Empty
-	24, // [24:35] is the sub-list for method output_type
-	13, // [13:24] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	25, // 2: baton.workerapi.v1.FunctionSpec.env:type_name -> baton.workerapi.v1.FunctionSpec.EnvEntry
+	7,  // 3: baton.workerapi.v1.FunctionSpec.async:type_name -> baton.workerapi.v1.AsyncConfig
+	6,  // 4: baton.workerapi.v1.InstanceSpec.spec:type_name -> baton.workerapi.v1.FunctionSpec
+	9,  // 5: baton.workerapi.v1.InstanceList.instances:type_name -> baton.workerapi.v1.Instance
+	13, // 6: baton.workerapi.v1.InvokeReply.error:type_name -> baton.workerapi.v1.FunctionError
+	13, // 7: baton.workerapi.v1.InitError.error:type_name -> baton.workerapi.v1.FunctionError
+	9,  // 8: baton.workerapi.v1.Event.ready:type_name -> baton.workerapi.v1.Instance
+	16, // 9: baton.workerapi.v1.Event.init_error:type_name -> baton.workerapi.v1.InitError
+	19, // 10: baton.workerapi.v1.ImageList.images:type_name -> baton.workerapi.v1.Image
+	15, // 11: baton.workerapi.v1.Error.failure:type_name -> baton.workerapi.v1.Failure
+	16, // 12: baton.workerapi.v1.Error.init_error:type_name -> baton.workerapi.v1.InitError
+	14, // 13: baton.workerapi.v1.Error.result:type_name -> baton.workerapi.v1.InvokeReply
+	1,  // 14: baton.workerapi.v1.Worker.Info:input_type -> baton.workerapi.v1.InfoRequest
+	8,  // 15: baton.workerapi.v1.Worker.StartInstance:input_type -> baton.workerapi.v1.InstanceSpec
+	10, // 16: baton.workerapi.v1.Worker.WaitInstance:input_type -> baton.workerapi.v1.InstanceRef
+	10, // 17: baton.workerapi.v1.Worker.StopInstance:input_type -> baton.workerapi.v1.InstanceRef
+	2,  // 18: baton.workerapi.v1.Worker.Instances:input_type -> baton.workerapi.v1.InstancesRequest
+	12, // 19: baton.workerapi.v1.Worker.Invoke:input_type -> baton.workerapi.v1.InvokeRequest
+	17, // 20: baton.workerapi.v1.Worker.Events:input_type -> baton.workerapi.v1.EventsRequest
+	3,  // 21: baton.workerapi.v1.Worker.Images:input_type -> baton.workerapi.v1.ImagesRequest
+	21, // 22: baton.workerapi.v1.Worker.CheckImage:input_type -> baton.workerapi.v1.ImageRef
+	22, // 23: baton.workerapi.v1.Worker.ImportImage:input_type -> baton.workerapi.v1.ImportChunk
+	23, // 24: baton.workerapi.v1.Worker.RemoveImage:input_type -> baton.workerapi.v1.RemoveImageRequest
+	5,  // 25: baton.workerapi.v1.Worker.Info:output_type -> baton.workerapi.v1.WorkerInfo
+	9,  // 26: baton.workerapi.v1.Worker.StartInstance:output_type -> baton.workerapi.v1.Instance
+	9,  // 27: baton.workerapi.v1.Worker.WaitInstance:output_type -> baton.workerapi.v1.Instance
+	0,  // 28: baton.workerapi.v1.Worker.StopInstance:output_type -> baton.workerapi.v1.Empty
+	11, // 29: baton.workerapi.v1.Worker.Instances:output_type -> baton.workerapi.v1.InstanceList
+	14, // 30: baton.workerapi.v1.Worker.Invoke:output_type -> baton.workerapi.v1.InvokeReply
+	18, // 31: baton.workerapi.v1.Worker.Events:output_type -> baton.workerapi.v1.Event
+	20, // 32: baton.workerapi.v1.Worker.Images:output_type -> baton.workerapi.v1.ImageList
+	0,  // 33: baton.workerapi.v1.Worker.CheckImage:output_type -> baton.workerapi.v1.Empty
+	19, // 34: baton.workerapi.v1.Worker.ImportImage:output_type -> baton.workerapi.v1.Image
+	0,  // 35: baton.workerapi.v1.Worker.RemoveImage:output_type -> baton.workerapi.v1.Empty
+	25, // [25:36] is the sub-list for method output_type
+	14, // [14:25] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -1899,7 +1996,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
