@@ -282,3 +282,54 @@ func OpenKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueC
 	})
 	return kv, st, err
 }
+
+// EnsureStream creates a stream of Baton's, or updates it to cfg, with
+// the replication Open chooses (cfg.Replicas is set here) and its
+// retries: for streams that other packages own (async invocations).
+func EnsureStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger, what string, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	return ensureStream(ctx, newOpener(js, log), what, cfg)
+}
+
+// EnsureKV is EnsureStream for a KV bucket.
+func EnsureKV(ctx context.Context, js jetstream.JetStream, log *slog.Logger, what string, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	return ensureKV(ctx, newOpener(js, log), what, cfg)
+}
+
+func newOpener(js jetstream.JetStream, log *slog.Logger) opener {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return opener{js: js, log: log, clustered: js.Conn().ConnectedClusterName() != ""}
+}
+
+func ensureStream(ctx context.Context, op opener, what string, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	var stream jetstream.Stream
+	err := op.ensure(ctx, what, cfg.Name, func(ctx context.Context, replicas int) error {
+		cfg.Replicas = replicas
+		var err error
+		stream, err = op.js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err = updateExisting(ctx, op.js, cfg.Name); err == nil {
+				stream, err = op.js.UpdateStream(ctx, cfg)
+			}
+		}
+		return err
+	})
+	return stream, err
+}
+
+func ensureKV(ctx context.Context, op opener, what string, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	var kv jetstream.KeyValue
+	err := op.ensure(ctx, what, "KV_"+cfg.Bucket, func(ctx context.Context, replicas int) error {
+		cfg.Replicas = replicas
+		var err error
+		kv, err = op.js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err = updateExisting(ctx, op.js, "KV_"+cfg.Bucket); err == nil {
+				kv, err = op.js.UpdateKeyValue(ctx, cfg)
+			}
+		}
+		return err
+	})
+	return kv, err
+}

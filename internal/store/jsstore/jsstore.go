@@ -74,19 +74,8 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	st := &Store{js: js}
 	// Create first (identical creates are idempotent) and update only what
 	// exists with other settings: see updateExisting.
-	err = op.ensure(ctx, "functions bucket", "KV_"+functionsBucket, func(ctx context.Context, replicas int) error {
-		cfg := jetstream.KeyValueConfig{
-			Bucket: functionsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
-			Description: "Baton function definitions",
-		}
-		kv, err := js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			if err = updateExisting(ctx, js, "KV_"+functionsBucket); err == nil {
-				kv, err = js.UpdateKeyValue(ctx, cfg)
-			}
-		}
-		st.fns = kv
-		return err
+	st.fns, err = ensureKV(ctx, op, "functions bucket", jetstream.KeyValueConfig{
+		Bucket: functionsBucket, History: 1, Storage: jetstream.FileStorage, Description: "Baton function definitions",
 	})
 	if err != nil {
 		return nil, err
@@ -108,21 +97,10 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = op.ensure(ctx, "records stream", recordsStream, func(ctx context.Context, replicas int) error {
-		cfg := jetstream.StreamConfig{
-			Name: recordsStream, Subjects: []string{recordsSubject + ".>"},
-			Storage: jetstream.FileStorage, Replicas: replicas,
-			MaxMsgs: o.MaxRecords, MaxBytes: o.MaxRecordBytes, Discard: jetstream.DiscardOld,
-			Description: "Baton invocation records (bounded)",
-		}
-		stream, err := js.CreateStream(ctx, cfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			if err = updateExisting(ctx, js, recordsStream); err == nil {
-				stream, err = js.UpdateStream(ctx, cfg)
-			}
-		}
-		st.records = stream
-		return err
+	st.records, err = ensureStream(ctx, op, "records stream", jetstream.StreamConfig{
+		Name: recordsStream, Subjects: []string{recordsSubject + ".>"}, Storage: jetstream.FileStorage,
+		MaxMsgs: o.MaxRecords, MaxBytes: o.MaxRecordBytes, Discard: jetstream.DiscardOld,
+		Description: "Baton invocation records (bounded)",
 	})
 	if err != nil {
 		return nil, err
@@ -229,13 +207,16 @@ func (s *Store) PutBlob(ctx context.Context, name string, r io.Reader) error {
 		if _, err := s.code.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
 			return fmt.Errorf("store blob %s: %w", name, unanswered(err))
 		}
+		// Only a corrupt object matters here: a replica that has yet to
+		// see the write may answer not-found, and the write itself was
+		// acknowledged by a majority.
 		err := s.checkBlob(ctx, name)
-		if err == nil {
+		if !errors.Is(err, jetstream.ErrDigestMismatch) {
 			return nil
 		}
 		seeker, ok := r.(io.Seeker)
-		if !errors.Is(err, jetstream.ErrDigestMismatch) || !ok || attempt == 3 {
-			return fmt.Errorf("store blob %s: read back: %w", name, unanswered(err))
+		if !ok || attempt == 3 {
+			return fmt.Errorf("store blob %s: stored corrupt: %w", name, unanswered(err))
 		}
 		if _, serr := seeker.Seek(0, io.SeekStart); serr != nil {
 			return fmt.Errorf("store blob %s: stored corrupt, and cannot rewrite it: %w", name, serr)
