@@ -510,3 +510,38 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Benchmarks: go test -run '^$' -bench . ./internal/triggers/schedule/
+func BenchmarkParseCron(b *testing.B) {
+	for b.Loop() {
+		if _, err := Parse("cron(0/5 8-17 ? * MON-FRI *)"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseCronNever is the worst case of the never-fires check:
+// every day of five months in every year is looked at and refused.
+func BenchmarkParseCronNever(b *testing.B) {
+	for b.Loop() {
+		if _, err := Parse("cron(0 0 31 2,4,6,9,11 ? *)"); err == nil {
+			b.Fatal("parsed an expression that never fires")
+		}
+	}
+}
+
+func BenchmarkNextCron(b *testing.B) {
+	s, _ := Parse("cron(0 10 ? * 6L *)")
+	t := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	for b.Loop() {
+		t = s.Next(t)
+	}
+}
+
+func BenchmarkNextRate(b *testing.B) {
+	s, _ := ParseAt("rate(1 second)", time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
+	t := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	for b.Loop() {
+		t = s.Next(t)
+	}
+}
