@@ -6,7 +6,6 @@ package controller
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/keyedlock"
+	"github.com/baton-faas/baton/internal/requestid"
 	"github.com/baton-faas/baton/internal/store"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
@@ -582,15 +582,8 @@ func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// NewRequestID returns a random UUID (version 4), the shape Lambda request
-// ids have and runtime clients expect.
-func NewRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+// NewRequestID returns a fresh invocation id (see requestid).
+func NewRequestID() string { return requestid.New() }
 
 // Record returns an invocation record.
 func (c *Controller) Record(id string) (records.Record, bool) { return c.records.Get(id) }

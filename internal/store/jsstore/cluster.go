@@ -164,10 +164,10 @@ func lostRequest(err error) bool {
 		apiCode(err) == errCodeClusterNotAvail
 }
 
-// unanswered classifies a request the store did not answer as
+// Unanswered classifies a request the store did not answer as
 // store.ErrUnavailable, so that clients get a retryable 503 rather than an
 // internal error; other errors pass as they are.
-func unanswered(err error) error {
+func Unanswered(err error) error {
 	if lostRequest(err) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}

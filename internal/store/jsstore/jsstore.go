@@ -115,7 +115,7 @@ func (s *Store) GetFunction(ctx context.Context, name string) (function.Function
 		return function.Function{}, 0, fmt.Errorf("function %q: %w", name, store.ErrNotFound)
 	}
 	if err != nil {
-		return function.Function{}, 0, fmt.Errorf("get function %q: %w", name, unanswered(err))
+		return function.Function{}, 0, fmt.Errorf("get function %q: %w", name, Unanswered(err))
 	}
 	var fn function.Function
 	if err := json.Unmarshal(e.Value(), &fn); err != nil {
@@ -140,7 +140,7 @@ func (s *Store) ListFunctions(ctx context.Context) ([]function.Function, error) 
 		return keys, ctx.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list functions: %w", unanswered(err))
+		return nil, fmt.Errorf("list functions: %w", Unanswered(err))
 	}
 	var out []function.Function
 	for _, key := range keys {
@@ -172,7 +172,7 @@ func (s *Store) PutFunction(ctx context.Context, fn function.Function, revision 
 		return 0, fmt.Errorf("function %q: %w", fn.Name, store.ErrConflict)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("store function %q: %w", fn.Name, unanswered(err))
+		return 0, fmt.Errorf("store function %q: %w", fn.Name, Unanswered(err))
 	}
 	return rev, nil
 }
@@ -191,7 +191,7 @@ func isWrongSequence(err error) bool {
 // DeleteFunction implements store.Functions.
 func (s *Store) DeleteFunction(ctx context.Context, name string) error {
 	if err := s.fns.Purge(ctx, name); err != nil {
-		return fmt.Errorf("delete function %q: %w", name, unanswered(err))
+		return fmt.Errorf("delete function %q: %w", name, Unanswered(err))
 	}
 	return nil
 }
@@ -205,7 +205,7 @@ func (s *Store) DeleteFunction(ctx context.Context, name string) error {
 func (s *Store) PutBlob(ctx context.Context, name string, r io.Reader) error {
 	for attempt := 1; ; attempt++ {
 		if _, err := s.code.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
-			return fmt.Errorf("store blob %s: %w", name, unanswered(err))
+			return fmt.Errorf("store blob %s: %w", name, Unanswered(err))
 		}
 		// Only a corrupt object matters here: a replica that has yet to
 		// see the write may answer not-found, and the write itself was
@@ -216,7 +216,7 @@ func (s *Store) PutBlob(ctx context.Context, name string, r io.Reader) error {
 		}
 		seeker, ok := r.(io.Seeker)
 		if !ok || attempt == 3 {
-			return fmt.Errorf("store blob %s: stored corrupt: %w", name, unanswered(err))
+			return fmt.Errorf("store blob %s: stored corrupt: %w", name, Unanswered(err))
 		}
 		if _, serr := seeker.Seek(0, io.SeekStart); serr != nil {
 			return fmt.Errorf("store blob %s: stored corrupt, and cannot rewrite it: %w", name, serr)
@@ -288,7 +288,7 @@ func (s *Store) HasBlob(ctx context.Context, name string) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("stat blob %s: %w", name, unanswered(err))
+		return false, fmt.Errorf("stat blob %s: %w", name, Unanswered(err))
 	}
 	return true, nil
 }
@@ -297,7 +297,7 @@ func (s *Store) HasBlob(ctx context.Context, name string) (bool, error) {
 func (s *Store) DeleteBlob(ctx context.Context, name string) error {
 	err := s.code.Delete(ctx, name)
 	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("delete blob %s: %w", name, unanswered(err))
+		return fmt.Errorf("delete blob %s: %w", name, Unanswered(err))
 	}
 	return nil
 }
@@ -305,7 +305,7 @@ func (s *Store) DeleteBlob(ctx context.Context, name string) error {
 // AppendRecord implements store.Records.
 func (s *Store) AppendRecord(ctx context.Context, fn string, data []byte) error {
 	if _, err := s.js.Publish(ctx, recordsSubject+"."+fn, data); err != nil {
-		return fmt.Errorf("append record: %w", unanswered(err))
+		return fmt.Errorf("append record: %w", Unanswered(err))
 	}
 	return nil
 }

@@ -1,0 +1,242 @@
+// Package async is Baton's asynchronous invocation: events accepted into
+// a JetStream stream (the global bus) before the caller hears 202, run at
+// least once by the controller that owns their function, retried with
+// backoff, and sent to a destination (another function or a dead-letter
+// queue) when they succeed or finally fail. The state of every invocation
+// lives in a KV bucket for a bounded time.
+package async
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/requestid"
+	"github.com/baton-faas/baton/internal/store/jsstore"
+)
+
+// Names in JetStream.
+const (
+	eventsStream   = "BATON_ASYNC"
+	eventsPrefix   = "baton.async."
+	dlqStream      = "BATON_DLQ"
+	dlqPrefix      = "baton.dlq."
+	statesBucket   = "baton_invocations"
+	idempotencyKV  = "baton_idempotency"
+	consumerPrefix = "async-"
+)
+
+// Headers of an event message.
+const (
+	hdrID       = "Baton-Invocation-Id"
+	hdrFunction = "Baton-Function"
+	hdrOrigin   = "Baton-Origin" // a DLQ entry's function
+	hdrReason   = "Baton-Condition"
+)
+
+// Options configure the queue.
+type Options struct {
+	// DedupWindow is how long an idempotency key maps to its first
+	// invocation (default 10 minutes).
+	DedupWindow time.Duration
+	// Retention is how long an invocation's state and result are kept
+	// after its last change (default 24 hours).
+	Retention time.Duration
+	// MaxResultBytes bounds a result kept in the state (default 256 KiB);
+	// a larger one is reported as truncated.
+	MaxResultBytes int
+	Logger         *slog.Logger
+}
+
+// Queue is the durable side: accept, look up, dead-letter.
+type Queue struct {
+	js     jetstream.JetStream
+	events jetstream.Stream
+	dlq    jetstream.Stream
+	states jetstream.KeyValue
+	idem   jetstream.KeyValue
+	opts   Options
+	log    *slog.Logger
+}
+
+// ErrUnknown: no state of that invocation (never accepted, or older than
+// the retention).
+var ErrUnknown = errdefs.New(errdefs.NotFound, "invocation_not_found", "no such asynchronous invocation")
+
+// Open creates or opens the stream, buckets and dead-letter stream.
+func Open(ctx context.Context, nc *nats.Conn, o Options) (*Queue, error) {
+	if o.DedupWindow <= 0 {
+		o.DedupWindow = 10 * time.Minute
+	}
+	if o.Retention <= 0 {
+		o.Retention = 24 * time.Hour
+	}
+	if o.MaxResultBytes <= 0 {
+		o.MaxResultBytes = 256 << 10
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("async: %w", err)
+	}
+	q := &Queue{js: js, opts: o, log: o.Logger}
+	// Work-queue retention: an event leaves the stream when its outcome
+	// is settled (acknowledged); one consumer per function.
+	q.events, err = jsstore.EnsureStream(ctx, js, o.Logger, "async events stream", jetstream.StreamConfig{
+		Name: eventsStream, Subjects: []string{eventsPrefix + ">"}, Storage: jetstream.FileStorage,
+		Retention: jetstream.WorkQueuePolicy, Duplicates: 2 * time.Minute,
+		// Events older than the longest maxEventAge expire anyway.
+		MaxAge: 7 * time.Hour, Description: "Baton asynchronous invocations waiting to run",
+	})
+	if err != nil {
+		return nil, err
+	}
+	q.dlq, err = jsstore.EnsureStream(ctx, js, o.Logger, "dead-letter stream", jetstream.StreamConfig{
+		Name: dlqStream, Subjects: []string{dlqPrefix + ">"}, Storage: jetstream.FileStorage,
+		MaxAge: 14 * 24 * time.Hour, Description: "Baton dead-lettered asynchronous invocations",
+	})
+	if err != nil {
+		return nil, err
+	}
+	q.states, err = jsstore.EnsureKV(ctx, js, o.Logger, "invocations bucket", jetstream.KeyValueConfig{
+		Bucket: statesBucket, History: 1, TTL: o.Retention, Storage: jetstream.FileStorage,
+		Description: "Baton asynchronous invocations: state, attempts, result",
+	})
+	if err != nil {
+		return nil, err
+	}
+	q.idem, err = jsstore.EnsureKV(ctx, js, o.Logger, "idempotency bucket", jetstream.KeyValueConfig{
+		Bucket: idempotencyKV, History: 1, TTL: o.DedupWindow, Storage: jetstream.FileStorage,
+		Description: "Baton idempotency keys of asynchronous invocations",
+	})
+	if err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+func subject(fn string) string { return eventsPrefix + fn }
+
+// Accepted is the outcome of Enqueue.
+type Accepted struct {
+	ID string
+	// Duplicate: the idempotency key was seen within the window; ID is
+	// the first invocation's and nothing new was stored.
+	Duplicate bool
+}
+
+// Enqueue stores an event for fn and returns once JetStream acknowledged
+// it (replicated in a cluster). With a key, a repeat within the dedup
+// window returns the first invocation's id and stores nothing.
+func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key string) (Accepted, error) {
+	id := requestid.New()
+	if key != "" {
+		existing, fresh, err := q.claimKey(ctx, fn, key, id)
+		if err != nil {
+			return Accepted{}, err
+		}
+		if !fresh {
+			// The first submission may have died between claiming the
+			// key and storing its event: storing it again under the same
+			// id is harmless (the stream drops a duplicate id).
+			if _, err := q.states.Get(ctx, existing); errors.Is(err, jetstream.ErrKeyNotFound) {
+				if err := q.publish(ctx, fn, existing, payload); err != nil {
+					return Accepted{}, err
+				}
+			}
+			return Accepted{ID: existing, Duplicate: true}, nil
+		}
+	}
+	if err := q.publish(ctx, fn, id, payload); err != nil {
+		return Accepted{}, err
+	}
+	return Accepted{ID: id}, nil
+}
+
+// claimKey maps an idempotency key to id unless it maps to another
+// invocation already; it returns the id the key maps to.
+func (q *Queue) claimKey(ctx context.Context, fn, key, id string) (string, bool, error) {
+	sum := sha256.Sum256([]byte(fn + "\x00" + key))
+	k := hex.EncodeToString(sum[:16])
+	if _, err := q.idem.Create(ctx, k, []byte(id)); err == nil {
+		return id, true, nil
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		return "", false, fmt.Errorf("idempotency key: %w", jsstore.Unanswered(err))
+	}
+	e, err := q.idem.Get(ctx, k)
+	if err != nil {
+		return "", false, fmt.Errorf("idempotency key: %w", jsstore.Unanswered(err))
+	}
+	return string(e.Value()), false, nil
+}
+
+// publish stores the event and its first state.
+func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte) error {
+	msg := nats.NewMsg(subject(fn))
+	msg.Data = payload
+	msg.Header.Set(hdrID, id)
+	msg.Header.Set(hdrFunction, fn)
+	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("store the event: %w", jsstore.Unanswered(err))
+	}
+	now := time.Now().UTC()
+	st := Invocation{ID: id, Function: fn, State: StateQueued, Created: now, Updated: now}
+	if err := q.put(ctx, st); err != nil {
+		// The event is stored and will run; its state is written then.
+		q.log.Warn("async invocation accepted, its first state not written", "id", id, "err", err)
+	}
+	return nil
+}
+
+// Get returns an invocation's state.
+func (q *Queue) Get(ctx context.Context, id string) (Invocation, error) {
+	if !requestid.Valid(id) {
+		return Invocation{}, fmt.Errorf("%w: %q", ErrUnknown, id)
+	}
+	e, err := q.states.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Invocation{}, fmt.Errorf("%w: %q", ErrUnknown, id)
+	}
+	if err != nil {
+		return Invocation{}, jsstore.Unanswered(err)
+	}
+	var inv Invocation
+	if err := json.Unmarshal(e.Value(), &inv); err != nil {
+		return Invocation{}, fmt.Errorf("decode invocation %s: %w", id, err)
+	}
+	return inv, nil
+}
+
+func (q *Queue) put(ctx context.Context, inv Invocation) error {
+	data, err := json.Marshal(inv)
+	if err != nil {
+		return err
+	}
+	_, err = q.states.Put(ctx, inv.ID, data)
+	return jsstore.Unanswered(err)
+}
+
+// Depth is the number of events waiting (or running) per function.
+func (q *Queue) Depth(ctx context.Context) (map[string]uint64, error) {
+	info, err := q.events.Info(ctx, jetstream.WithSubjectFilter(eventsPrefix+">"))
+	if err != nil {
+		return nil, jsstore.Unanswered(err)
+	}
+	out := make(map[string]uint64, len(info.State.Subjects))
+	for subj, n := range info.State.Subjects {
+		out[subj[len(eventsPrefix):]] = n
+	}
+	return out, nil
+}
+

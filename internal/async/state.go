@@ -1,0 +1,64 @@
+package async
+
+import (
+	"time"
+)
+
+// States of an asynchronous invocation.
+const (
+	StateQueued       = "queued"
+	StateRunning      = "running"
+	StateSucceeded    = "succeeded"
+	StateFailed       = "failed"
+	StateDeadLettered = "dead-lettered"
+	StateExpired      = "expired"
+)
+
+// Conditions under which an outcome goes to a destination (Lambda's).
+const (
+	conditionSuccess          = "Success"
+	conditionRetriesExhausted = "RetriesExhausted"
+	conditionEventAgeExceeded = "EventAgeExceeded"
+)
+
+// Invocation is the stored state of one asynchronous invocation.
+type Invocation struct {
+	ID       string    `json:"id"`
+	Function string    `json:"function"`
+	State    string    `json:"state"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+	Attempts []Attempt `json:"attempts,omitempty"`
+	// Result is the function's answer once it succeeded (up to
+	// Options.MaxResultBytes; ResultTruncated says it was cut).
+	Result          []byte `json:"result,omitempty"`
+	ResultTruncated bool   `json:"resultTruncated,omitempty"`
+	// Destination is where the outcome went ("function:NAME",
+	// "dlq:NAME"), if anywhere.
+	Destination string `json:"destination,omitempty"`
+	// Reason explains a final failure (retries exhausted, event too old,
+	// function deleted).
+	Reason string `json:"reason,omitempty"`
+}
+
+// Attempt is one run of the event.
+type Attempt struct {
+	Number int       `json:"number"`
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end,omitzero"`
+	// Error is empty for a success; ErrorType is the function's error
+	// type or Baton's code.
+	Error     string `json:"error,omitempty"`
+	ErrorType string `json:"errorType,omitempty"`
+	// Worker-lost or crashed controller: the attempt never ended here.
+	Interrupted bool `json:"interrupted,omitempty"`
+}
+
+// Final says whether the state is an outcome.
+func Final(state string) bool {
+	switch state {
+	case StateSucceeded, StateFailed, StateDeadLettered, StateExpired:
+		return true
+	}
+	return false
+}
