@@ -1,0 +1,461 @@
+package async
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/workerapi"
+)
+
+// Runner is what the dispatcher needs of the controller.
+type Runner interface {
+	// Serving returns the function when this controller runs its events
+	// now (it owns it); exists is false when it is not deployed at all.
+	Serving(name string) (fn function.Function, serving, exists bool)
+	// Backlogged says that the function's synchronous queue is long:
+	// asynchronous events wait rather than add to it.
+	Backlogged(name string, asyncSlots int) bool
+	// Run invokes the function synchronously.
+	Run(ctx context.Context, name, id string, payload []byte) Result
+}
+
+// Result is a synchronous run's outcome: Err is nil for a success or a
+// function error (FunctionError set).
+type Result struct {
+	Payload       []byte
+	FunctionError *workerapi.FunctionError
+	Err           error
+}
+
+// Throttled reports an error under which the event did not run at all
+// (the function's queue was full, no capacity, ownership moving): it is
+// not an attempt and is tried again shortly.
+func Throttled(err error) bool {
+	class, code := errdefs.Classify(err)
+	return class == errdefs.Overloaded || code == "ownership_moved" || code == "no_owner" || code == "shutting_down" ||
+		code == "no_capacity" || code == "no_instance"
+}
+
+// DispatchOptions tune the dispatcher.
+type DispatchOptions struct {
+	// RetryBase is the wait before the first retry; each further one
+	// waits twice as long, with ±25 % jitter, up to 5 minutes (default
+	// 1 s).
+	RetryBase time.Duration
+	// Scan is how often every function's backlog is looked at, for
+	// events whose notification was missed (default 5 s).
+	Scan   time.Duration
+	Logger *slog.Logger
+}
+
+// Dispatcher runs the events of the functions this controller serves.
+type Dispatcher struct {
+	q    *Queue
+	run  Runner
+	opts DispatchOptions
+	log  *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex // guards loops; a leaf
+	loops map[string]bool
+}
+
+// Dispatch starts running events until Close.
+func (q *Queue) Dispatch(r Runner, o DispatchOptions) (*Dispatcher, error) {
+	if o.RetryBase <= 0 {
+		o.RetryBase = time.Second
+	}
+	if o.Scan <= 0 {
+		o.Scan = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Dispatcher{q: q, run: r, opts: o, log: o.Logger, ctx: ctx, cancel: cancel, loops: map[string]bool{}}
+	// Every accepted event is also a notification (core NATS sees the
+	// stream's messages): the owner starts its function's loop at once.
+	sub, err := q.js.Conn().Subscribe(eventsPrefix+">", func(m *nats.Msg) { d.Kick(strings.TrimPrefix(m.Subject, eventsPrefix)) })
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("async: follow new events: %w", err)
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer func() { _ = sub.Unsubscribe() }()
+		d.scan()
+	}()
+	return d, nil
+}
+
+// Close stops taking events and waits for the ones running (they are
+// acknowledged or, if cut short, delivered again later).
+func (d *Dispatcher) Close() {
+	d.cancel()
+	d.wg.Wait()
+}
+
+// Kick starts the function's loop if this controller serves it.
+func (d *Dispatcher) Kick(name string) {
+	if _, serving, _ := d.run.Serving(name); !serving {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.loops[name] || d.ctx.Err() != nil {
+		return
+	}
+	d.loops[name] = true
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.loop(name)
+	}()
+}
+
+// scan kicks every function with events waiting, now and then.
+func (d *Dispatcher) scan() {
+	for {
+		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+		depth, err := d.q.Depth(ctx)
+		cancel()
+		if err != nil && d.ctx.Err() == nil {
+			d.log.Warn("async: read the backlog", "err", err)
+		}
+		for name, n := range depth {
+			if n > 0 {
+				d.Kick(name)
+			}
+		}
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-time.After(d.opts.Scan):
+		}
+	}
+}
+
+// loop fetches and runs one function's events while it has some and this
+// controller serves it.
+func (d *Dispatcher) loop(name string) {
+	defer func() {
+		d.mu.Lock()
+		delete(d.loops, name)
+		d.mu.Unlock()
+	}()
+	var running sync.WaitGroup
+	defer running.Wait()
+	idle := 0
+	for d.ctx.Err() == nil {
+		fn, serving, _ := d.run.Serving(name)
+		if !serving {
+			return
+		}
+		slots := fn.Spec.AsyncConcurrency()
+		if d.run.Backlogged(name, slots) {
+			select {
+			case <-d.ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		cons, err := d.consumer(fn)
+		if err != nil {
+			d.log.Warn("async: consumer", "function", name, "err", err)
+			select {
+			case <-d.ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		batch, err := cons.Fetch(slots, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			d.log.Warn("async: fetch", "function", name, "err", err)
+			continue
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				d.handle(msg)
+			}()
+		}
+		if got == 0 {
+			// Nothing for a few seconds: the loop ends; the next event's
+			// notification (or the scan) starts it again.
+			if idle++; idle >= 3 {
+				return
+			}
+		} else {
+			idle = 0
+		}
+		// One batch at a time: the consumer's MaxAckPending bounds the
+		// events in flight across fetches (and controllers).
+		running.Wait()
+	}
+}
+
+// consumer creates or updates the function's durable consumer: explicit
+// acknowledgement, redelivery after the function's timeout (a controller
+// that died mid-run), at most the async concurrency outstanding.
+func (d *Dispatcher) consumer(fn function.Function) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+	defer cancel()
+	return d.q.events.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: consumerPrefix + fn.Name, FilterSubject: subject(fn.Name),
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: fn.Spec.Timeout() + 2*time.Minute,
+		MaxAckPending: fn.Spec.AsyncConcurrency(), MaxDeliver: -1, InactiveThreshold: time.Hour,
+	})
+}
+
+// handle runs one delivery of an event.
+func (d *Dispatcher) handle(msg jetstream.Msg) {
+	ctx := context.WithoutCancel(d.ctx) // an event that started runs to its end
+	id, name := msg.Headers().Get(hdrID), msg.Headers().Get(hdrFunction)
+	meta, err := msg.Metadata()
+	if err != nil || id == "" || name == "" {
+		d.log.Error("async: a malformed event is dropped", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	fn, serving, exists := d.run.Serving(name)
+	inv, err := d.q.Get(ctx, id)
+	if err != nil {
+		inv = Invocation{ID: id, Function: name, State: StateQueued, Created: meta.Timestamp.UTC()}
+	}
+	now := time.Now().UTC()
+	// An attempt that started and never ended was cut short by a crash.
+	for i := range inv.Attempts {
+		if inv.Attempts[i].End.IsZero() {
+			inv.Attempts[i].End, inv.Attempts[i].Interrupted = now, true
+			inv.Attempts[i].Error = "the attempt was interrupted (its controller or worker was lost)"
+		}
+	}
+	switch {
+	case !exists:
+		inv.Reason = "the function was deleted"
+		d.finish(ctx, msg, inv, fn, StateFailed, conditionRetriesExhausted, msg.Data(), Result{})
+		return
+	case !serving:
+		_ = msg.Nak() // another controller owns it now
+		return
+	case time.Since(meta.Timestamp) > fn.Spec.MaxEventAge():
+		inv.Reason = fmt.Sprintf("the event waited longer than maxEventAgeSeconds (%d)", int(fn.Spec.MaxEventAge().Seconds()))
+		d.finish(ctx, msg, inv, fn, StateExpired, conditionEventAgeExceeded, msg.Data(), Result{})
+		return
+	case len(inv.Attempts) > fn.Spec.RetryAttempts():
+		inv.Reason = "retries exhausted"
+		d.finish(ctx, msg, inv, fn, StateFailed, conditionRetriesExhausted, msg.Data(), Result{})
+		return
+	}
+	attempt := Attempt{Number: len(inv.Attempts) + 1, Start: now}
+	inv.Attempts = append(inv.Attempts, attempt)
+	inv.State, inv.Updated = StateRunning, now
+	d.save(ctx, inv)
+
+	stop := keepAlive(msg, fn.Spec.Timeout())
+	res := d.run.Run(ctx, name, id, msg.Data())
+	stop()
+	last := &inv.Attempts[len(inv.Attempts)-1]
+	if res.Err != nil && Throttled(res.Err) {
+		// It never ran: not an attempt.
+		inv.Attempts = inv.Attempts[:len(inv.Attempts)-1]
+		inv.State, inv.Updated = StateQueued, time.Now().UTC()
+		d.save(ctx, inv)
+		_ = msg.NakWithDelay(jitter(time.Second))
+		return
+	}
+	last.End = time.Now().UTC()
+	switch {
+	case res.Err != nil:
+		_, code := errdefs.Classify(res.Err)
+		last.Error, last.ErrorType = res.Err.Error(), code
+	case res.FunctionError != nil:
+		last.Error, last.ErrorType = res.FunctionError.Message, res.FunctionError.Type
+	default:
+		d.finish(ctx, msg, inv, fn, StateSucceeded, conditionSuccess, msg.Data(), res)
+		return
+	}
+	if last.Number <= fn.Spec.RetryAttempts() {
+		inv.State, inv.Updated = StateQueued, time.Now().UTC()
+		d.save(ctx, inv)
+		_ = msg.NakWithDelay(d.backoff(last.Number))
+		return
+	}
+	inv.Reason = "retries exhausted"
+	d.finish(ctx, msg, inv, fn, StateFailed, conditionRetriesExhausted, msg.Data(), res)
+}
+
+// finish settles an event: its outcome goes to the destination first
+// (durably), then the state, then the event leaves the stream. A crash in
+// between delivers it again, and the destination may get it twice (at
+// least once).
+func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, inv Invocation, fn function.Function, state, condition string, event []byte, res Result) {
+	inv.State, inv.Updated = state, time.Now().UTC()
+	if state == StateSucceeded {
+		inv.Result, inv.ResultTruncated = res.Payload, false
+		if len(inv.Result) > d.q.opts.MaxResultBytes {
+			inv.Result, inv.ResultTruncated = inv.Result[:d.q.opts.MaxResultBytes], true
+		}
+	}
+	dest := ""
+	if fn.Spec.Async != nil {
+		dest = fn.Spec.Async.OnFailure
+		if state == StateSucceeded {
+			dest = fn.Spec.Async.OnSuccess
+		}
+	}
+	if dest != "" {
+		if err := d.deliver(ctx, dest, inv, condition, event, res); err != nil {
+			d.log.Warn("async: destination refused; the event runs again later", "id", inv.ID, "destination", dest, "err", err)
+			_ = msg.NakWithDelay(jitter(5 * time.Second))
+			return
+		}
+		inv.Destination = dest
+		if kind, _, _ := function.ParseDestination(dest); kind == function.DestinationDLQ && state != StateSucceeded {
+			inv.State = StateDeadLettered
+		}
+	}
+	d.save(ctx, inv)
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := msg.DoubleAck(actx); err != nil {
+		d.log.Warn("async: acknowledge a settled event; it may run again", "id", inv.ID, "err", err)
+	}
+}
+
+// Record is what a destination receives (AWS Lambda's destination record).
+type Record struct {
+	Version         string          `json:"version"`
+	Timestamp       time.Time       `json:"timestamp"`
+	RequestContext  RecordContext   `json:"requestContext"`
+	RequestPayload  json.RawMessage `json:"requestPayload"`
+	ResponseContext RecordResponse  `json:"responseContext"`
+	ResponsePayload json.RawMessage `json:"responsePayload,omitempty"`
+}
+
+// RecordContext names the invocation.
+type RecordContext struct {
+	RequestID              string `json:"requestId"`
+	Function               string `json:"functionArn"`
+	Condition              string `json:"condition"`
+	ApproximateInvokeCount int    `json:"approximateInvokeCount"`
+}
+
+// RecordResponse says how the last attempt ended.
+type RecordResponse struct {
+	StatusCode      int    `json:"statusCode"`
+	ExecutedVersion string `json:"executedVersion"`
+	FunctionError   string `json:"functionError,omitempty"`
+}
+
+func (d *Dispatcher) deliver(ctx context.Context, dest string, inv Invocation, condition string, event []byte, res Result) error {
+	rec := Record{Version: "1.0", Timestamp: time.Now().UTC(),
+		RequestContext: RecordContext{RequestID: inv.ID, Function: function.ARN(inv.Function, 0), Condition: condition,
+			ApproximateInvokeCount: len(inv.Attempts)},
+		RequestPayload:  rawJSON(event),
+		ResponseContext: RecordResponse{StatusCode: 200, ExecutedVersion: "$LATEST"},
+	}
+	switch {
+	case res.FunctionError != nil:
+		rec.ResponseContext.FunctionError = "Unhandled"
+		rec.ResponsePayload, _ = json.Marshal(res.FunctionError)
+	case res.Err != nil:
+		rec.ResponseContext.StatusCode = 500
+		rec.ResponsePayload, _ = json.Marshal(map[string]string{"errorType": "Baton." + codeOf(res.Err), "errorMessage": res.Err.Error()})
+	case condition == conditionSuccess:
+		rec.ResponsePayload = rawJSON(res.Payload)
+	}
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	kind, name, err := function.ParseDestination(dest)
+	if err != nil {
+		return err
+	}
+	if kind == function.DestinationFunction {
+		_, err := d.q.Enqueue(ctx, name, body, "dest-"+inv.ID+"-"+condition)
+		return err
+	}
+	msg := nats.NewMsg(dlqPrefix + name)
+	msg.Data = body
+	msg.Header.Set(hdrID, inv.ID)
+	msg.Header.Set(hdrOrigin, inv.Function)
+	msg.Header.Set(hdrReason, condition)
+	_, err = d.q.js.PublishMsg(ctx, msg, jetstream.WithMsgID("dlq-"+inv.ID))
+	return err
+}
+
+func (d *Dispatcher) save(ctx context.Context, inv Invocation) {
+	if err := d.q.put(ctx, inv); err != nil {
+		d.log.Warn("async: save an invocation's state", "id", inv.ID, "state", inv.State, "err", err)
+	}
+}
+
+// backoff is the wait before retry n (1-based): RetryBase × 2^(n-1) with
+// ±25 % jitter, at most 5 minutes.
+func (d *Dispatcher) backoff(n int) time.Duration {
+	wait := d.opts.RetryBase << min(n-1, 16)
+	return jitter(min(wait, 5*time.Minute))
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d*3/4 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// keepAlive tells JetStream the event is still being worked on, so that a
+// long queue wait does not make it redeliver the event elsewhere.
+func keepAlive(msg jetstream.Msg, timeout time.Duration) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(max(timeout, time.Minute) / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func rawJSON(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+func codeOf(err error) string {
+	_, code := errdefs.Classify(err)
+	if code == "" {
+		return "Error"
+	}
+	return code
+}
+
