@@ -98,3 +98,12 @@ const (
 	// answer, as while its servers elect new leaders; retry.
 	CodeStoreUnavailable = "store_unavailable"
 )
+
+// Codes of asynchronous invocations.
+const (
+	CodeBadInvocationType     = "bad_invocation_type"
+	CodeBadIdempotencyKey     = "bad_idempotency_key"
+	CodeAsyncUnavailable      = "async_unavailable"
+	CodeDeadLetterNotFound    = "dead_letter_not_found"
+	CodeInvalidDeadLetterName = "invalid_dlq_name"
+)

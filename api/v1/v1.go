@@ -4,7 +4,10 @@
 // else, so clients do not depend on the control plane's packages.
 package v1
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // FunctionSpec is a function's configuration as the API shows and takes
 // it. Zero fields take the server's defaults.
@@ -140,7 +143,77 @@ const (
 	// HeaderForwardedBy names the controller that sent a request on to
 	// the controller owning its function (cluster mode).
 	HeaderForwardedBy = "Baton-Forwarded-By"
+	// HeaderInvocationType "Event" makes an invocation asynchronous (also
+	// accepted as AWS's X-Amz-Invocation-Type); "RequestResponse", the
+	// default, is synchronous.
+	HeaderInvocationType    = "Baton-Invocation-Type"
+	HeaderAmzInvocationType = "X-Amz-Invocation-Type"
+	// HeaderIdempotencyKey makes a repeated asynchronous submission within
+	// the dedup window return the first invocation's id.
+	HeaderIdempotencyKey = "Baton-Idempotency-Key"
 )
+
+// Invocation types.
+const (
+	InvocationTypeEvent           = "Event"
+	InvocationTypeRequestResponse = "RequestResponse"
+)
+
+// AsyncAccepted answers an asynchronous invocation (202): the event is
+// stored durably.
+type AsyncAccepted struct {
+	ID string `json:"id"`
+	// Duplicate: the idempotency key was seen within the window; ID is the
+	// first invocation's and nothing new was stored.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// AsyncInvocation is the state of an asynchronous invocation
+// (GET /v1/invocations/{id}).
+type AsyncInvocation struct {
+	ID       string `json:"id"`
+	Function string `json:"function"`
+	// State is queued, running, succeeded, failed, dead-lettered or
+	// expired.
+	State           string         `json:"state"`
+	Created         time.Time      `json:"created"`
+	Updated         time.Time      `json:"updated"`
+	Attempts        []AsyncAttempt `json:"attempts"`
+	Result          []byte         `json:"result,omitempty"`
+	ResultTruncated bool           `json:"resultTruncated,omitempty"`
+	Destination     string         `json:"destination,omitempty"`
+	Reason          string         `json:"reason,omitempty"`
+}
+
+// AsyncAttempt is one run of an asynchronous event.
+type AsyncAttempt struct {
+	Number      int       `json:"number"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end,omitzero"`
+	Error       string    `json:"error,omitempty"`
+	ErrorType   string    `json:"errorType,omitempty"`
+	Interrupted bool      `json:"interrupted,omitempty"`
+}
+
+// DeadLetter is one entry of a dead-letter queue (GET /v1/dlq/{name}).
+type DeadLetter struct {
+	Seq       uint64          `json:"seq"`
+	ID        string          `json:"id"`
+	Function  string          `json:"function"`
+	Condition string          `json:"condition"`
+	Time      time.Time       `json:"time"`
+	Record    json.RawMessage `json:"record"`
+}
+
+// DeadLetterList is a dead-letter queue's entries, oldest first.
+type DeadLetterList struct {
+	Entries []DeadLetter `json:"entries"`
+}
+
+// Redriven answers POST /v1/dlq/{name}/redrive: the new invocations.
+type Redriven struct {
+	IDs []string `json:"ids"`
+}
 
 // FunctionError is an error a function reported, in Lambda's shape.
 type FunctionError struct {

@@ -87,7 +87,10 @@ type ControllerConfig struct {
 	MaxCodeBytes     int64
 	TokenFile        string
 	NoAuth           bool
-	Ready            func(addr string)
+	// AsyncRetryBase is the wait before an asynchronous event's first
+	// retry (default 1 s; doubling after).
+	AsyncRetryBase time.Duration
+	Ready          func(addr string)
 }
 
 // joinCluster does what every cluster role does first: it locks the data
@@ -295,10 +298,11 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
-	st, reg, recs, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes, log)
+	state, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes, log)
 	if err != nil {
 		return err
 	}
+	st, reg, recs := state.store, state.registry, state.records
 	defer recs.Close()
 	m := metrics.New()
 	members, self, err := joinMembers(ctx, nc, cfg.Heartbeat, membership.Self{ID: id, Roles: []membership.Role{membership.RoleController},
@@ -322,7 +326,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	ctrl := controller.New(controller.Options{
 		Registry: reg, Records: recs, Metrics: m, Logger: log.With("component", "controller"), Changes: st,
 		Router:    router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
-		Ownership: own, Self: id, HoldOwnership: true,
+		Ownership: own, Self: id, HoldOwnership: true, Async: state.queue, AsyncRetryBase: cfg.AsyncRetryBase,
 		Suspect: func(ctx context.Context, node string) {
 			// A probe sent before NATS noticed the closed connection
 			// goes unanswered rather than finding no responder: ask a

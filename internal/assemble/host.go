@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/async"
 	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/controlplane/records"
 	"github.com/baton-faas/baton/internal/controlplane/registry"
@@ -127,15 +128,27 @@ func codeLimitsFor(maxCodeBytes int64) archive.Limits {
 
 // openControlState opens what a control plane keeps on the cluster's
 // stores: the function registry and the invocation records.
-func openControlState(ctx context.Context, nc *nats.Conn, maxRecords int, maxCodeBytes int64, log *slog.Logger) (*jsstore.Store, *registry.Registry, *records.Log, error) {
+func openControlState(ctx context.Context, nc *nats.Conn, maxRecords int, maxCodeBytes int64, log *slog.Logger) (controlState, error) {
 	st, err := jsstore.Open(ctx, nc, recordStoreOptions(maxRecords))
 	if err != nil {
-		return nil, nil, nil, err
+		return controlState{}, err
+	}
+	queue, err := async.Open(ctx, nc, async.Options{Logger: log.With("component", "async")})
+	if err != nil {
+		return controlState{}, err
 	}
 	reg := registry.New(st, st, codeLimitsFor(maxCodeBytes), log)
 	recs, err := records.Open(ctx, records.Options{Max: maxRecords, Store: st, Logger: log})
 	if err != nil {
-		return nil, nil, nil, err
+		return controlState{}, err
 	}
-	return st, reg, recs, nil
+	return controlState{store: st, registry: reg, records: recs, queue: queue}, nil
+}
+
+// controlState is what a controller keeps in JetStream.
+type controlState struct {
+	store    *jsstore.Store
+	registry *registry.Registry
+	records  *records.Log
+	queue    *async.Queue
 }

@@ -59,7 +59,10 @@ type Config struct {
 	TokenFile string
 	// NoAuth serves the management API without a token (tests only);
 	// refused off loopback unless NoAuthOnNetwork (see CheckNoAuthListen).
-	NoAuth          bool
+	NoAuth bool
+	// AsyncRetryBase is the wait before an asynchronous event's first
+	// retry (default 1 s; doubling after).
+	AsyncRetryBase  time.Duration
 	NoAuthOnNetwork bool
 	// FakeStartLatency delays each fake instance's first poll (Sandbox
 	// "fake" only).
@@ -128,10 +131,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer nc.Close()
-	_, reg, recs, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes, log)
+	state, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes, log)
 	if err != nil {
 		return err
 	}
+	reg, recs := state.registry, state.records
 	defer recs.Close()
 	codeLimits := codeLimitsFor(cfg.MaxCodeBytes)
 	m := metrics.New()
@@ -155,6 +159,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ctrl := controller.New(controller.Options{
 		Registry: reg, Worker: wk, Records: recs, Metrics: m, Logger: log.With("component", "controller"),
 		Router: router.Options{QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout},
+		Async:  state.queue, AsyncRetryBase: cfg.AsyncRetryBase,
 	})
 	runCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLoops()

@@ -103,6 +103,9 @@ func (q *Queue) Dispatch(r Runner, o DispatchOptions) (*Dispatcher, error) {
 	return d, nil
 }
 
+// Stop stops taking events; those running go on (see Close).
+func (d *Dispatcher) Stop() { d.cancel() }
+
 // Close stops taking events and waits for the ones running (they are
 // acknowledged or, if cut short, delivered again later).
 func (d *Dispatcher) Close() {

@@ -26,6 +26,8 @@ func newDeployCmd() *cobra.Command {
 		spec    apiv1.FunctionSpec
 		code    string
 		envVars []string
+		asyncCfg apiv1.AsyncConfig
+		retries  int
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy NAME --runtime " + strings.Join(runtimes.Names(), "|") + " --handler HANDLER --code DIR_OR_ZIP",
@@ -52,6 +54,12 @@ A deploy request larger than 1 MiB is first checked against the server's limit
 				return err
 			}
 			defer zipped.Close()
+			if cmd.Flags().Changed("max-retry-attempts") {
+				asyncCfg.MaxRetryAttempts = &retries
+			}
+			if asyncCfg != (apiv1.AsyncConfig{}) {
+				spec.Async = &asyncCfg
+			}
 			spec.Env = map[string]string{}
 			for _, kv := range envVars {
 				k, v, ok := strings.Cut(kv, "=")
@@ -96,6 +104,11 @@ A deploy request larger than 1 MiB is first checked against the server's limit
 	f.IntVar(&spec.MaxScale, "max-scale", 0, fmt.Sprintf("most instances (default %d)", function.DefaultMaxScale))
 	f.BoolVar(&spec.Idempotent, "idempotent", false, "running an event twice is harmless: an invocation whose worker is lost is run again elsewhere instead of failing with worker-lost")
 	f.StringVar(&spec.Autoscaler, "autoscaler", "", "scaling policy: immediate (default: up at once on queued demand, down after the idle timeout) or kpa (Knative: 60 s stable / 6 s panic windows)")
+	f.IntVar(&retries, "max-retry-attempts", function.DefaultMaxRetryAttempts, "asynchronous invocations: retries after a failed attempt (0-2)")
+	f.IntVar(&asyncCfg.MaxEventAgeSeconds, "max-event-age", 0, fmt.Sprintf("asynchronous invocations: seconds an event may wait for a successful attempt (%d-%d; default %d)", function.MinEventAgeSeconds, function.MaxEventAgeSeconds, function.DefaultMaxEventAgeSeconds))
+	f.StringVar(&asyncCfg.OnSuccess, "on-success", "", "asynchronous invocations: where a success goes: function:NAME or dlq:NAME")
+	f.StringVar(&asyncCfg.OnFailure, "on-failure", "", "asynchronous invocations: where a final failure goes: function:NAME or dlq:NAME")
+	f.IntVar(&asyncCfg.Concurrency, "async-concurrency", 0, "asynchronous events running at once (default: half of max-scale × concurrency)")
 	f.StringVar(&spec.App, "app", "", "application: functions of one app share a sandbox per host (default: the function's name)")
 	f.StringVar(&spec.Network, "network", "", "isolated (own network namespace, loopback only; default) or host")
 	f.StringVar(&spec.Image, "image", "", "root filesystem image (default: the runtime's base image)")
@@ -154,10 +167,10 @@ func checkLimit(cmd *cobra.Command, c *client.Client, size int64, limit func(api
 
 func newInvokeCmd() *cobra.Command {
 	var connect func() (*client.Client, error)
-	var data string
-	var verbose bool
+	var data, key string
+	var verbose, async bool
 	cmd := &cobra.Command{
-		Use:   "invoke NAME [--data JSON|@file]",
+		Use:   "invoke NAME [--data JSON|@file] [--async [--idempotency-key KEY]]",
 		Short: "Invoke a function and print its result",
 		Long: `Invoke a function and print its result. An event from a file (--data @file)
 is streamed to the server, not read into memory. An event larger than 1 MiB is
@@ -193,6 +206,24 @@ by /healthz), so that an oversized event fails at once without being sent.`,
 				fmt.Sprintf("the event is %d bytes", size)); err != nil {
 				return err
 			}
+			if key != "" && !async {
+				return errors.New("--idempotency-key applies to --async invocations only")
+			}
+			if async {
+				payload, err := io.ReadAll(event)
+				if err != nil {
+					return fmt.Errorf("--data: %w", err)
+				}
+				acc, err := c.InvokeAsync(cmd.Context(), args[0], payload, key)
+				if err != nil {
+					return err
+				}
+				if acc.Duplicate {
+					fmt.Fprintf(cmd.ErrOrStderr(), "idempotency key seen before: this is the first invocation's id\n")
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), acc.ID)
+				return nil
+			}
 			resp, err := c.InvokeStream(cmd.Context(), args[0], event, size)
 			if verbose && resp.Status != 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "invocation %s  status %d  cold %v  version %d\nServer-Timing: %s\n",
@@ -216,6 +247,8 @@ by /healthz), so that an oversized event fails at once without being sent.`,
 	connect = serverFlag(cmd)
 	cmd.Flags().StringVarP(&data, "data", "d", "", "event as JSON, or @file to read it from a file")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print invocation id, cold flag and timings to stderr")
+	cmd.Flags().BoolVar(&async, "async", false, "invoke asynchronously: print the invocation id once the event is stored (see baton invocation ID)")
+	cmd.Flags().StringVar(&key, "idempotency-key", "", "with --async: a repeat with the same key within the server's dedup window returns the first id")
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-faas/baton/internal/async"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
 	"github.com/baton-faas/baton/internal/controlplane/records"
 	"github.com/baton-faas/baton/internal/controlplane/registry"
@@ -57,6 +58,11 @@ type Options struct {
 	// membership expires. It may block; the controller calls it at most
 	// once at a time per node.
 	Suspect func(ctx context.Context, node string)
+	// Async, when set, takes asynchronous invocations and runs the events
+	// of the functions this controller serves; AsyncRetryBase is the first
+	// retry's wait (default 1 s, doubling after).
+	Async          *async.Queue
+	AsyncRetryBase time.Duration
 	// HoldOwnership keeps the controller from taking functions over until
 	// OpenOwnership: the process first adds the workers it knows, so that
 	// the functions it takes over find their instances there.
@@ -96,6 +102,10 @@ type Controller struct {
 	openOnce      sync.Once
 
 	suspect func(ctx context.Context, node string)
+
+	queue          *async.Queue
+	asyncRetryBase time.Duration
+	dispatcher     *async.Dispatcher // set by Start
 	// smu guards suspecting: nodes being checked, and when each was last.
 	// It is a leaf.
 	smu        sync.Mutex
@@ -148,8 +158,11 @@ func New(o Options) *Controller {
 	if o.OwnerWait <= 0 {
 		o.OwnerWait = 30 * time.Second
 	}
+	if o.AsyncRetryBase <= 0 {
+		o.AsyncRetryBase = defaultAsyncRetryBase
+	}
 	c = &Controller{
-		suspect: o.Suspect, suspecting: map[string]time.Time{},
+		suspect: o.Suspect, suspecting: map[string]time.Time{}, queue: o.Async, asyncRetryBase: o.AsyncRetryBase,
 		reg: o.Registry, local: o.Worker, changes: o.Changes, router: router.New(o.Router),
 		records: o.Records, metrics: o.Metrics, log: o.Logger, stopLoops: func() {},
 		workers: map[string]*workerLink{}, own: o.Ownership, self: o.Self,
@@ -194,6 +207,10 @@ func (c *Controller) Start(ctx context.Context) error {
 		defer c.loops.Done()
 		c.router.Run(ctx)
 	}()
+	if err := c.startAsync(); err != nil {
+		cancel()
+		return fmt.Errorf("async invocations: %w", err)
+	}
 	if c.own != nil {
 		c.loops.Add(2)
 		go func() {
@@ -425,6 +442,12 @@ func (c *Controller) Shutdown(ctx context.Context) error {
 		handCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		c.own.Close(handCtx)
 		cancel()
+	}
+	if c.dispatcher != nil {
+		// Running events end with the router; unfinished ones are
+		// delivered again later.
+		c.dispatcher.Stop()
+		defer c.dispatcher.Close()
 	}
 	err := c.router.Shutdown(ctx)
 	c.lmu.Lock()

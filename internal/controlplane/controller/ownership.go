@@ -293,6 +293,7 @@ func (c *Controller) syncOwned(ctx context.Context) {
 			}
 			c.log.Info("function taken over", "function", name, "version", fn.Version, "instancesAdopted", adopted)
 		}()
+		c.kickAsync(name)
 		// Lost again while taking it over: the release above missed it.
 		if !c.own.Owns(name) {
 			c.router.Release(name)

@@ -84,6 +84,9 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /v1/invocations/{id}", s.getInvocation)
 	s.registerImageRoutes()
 	s.mux.HandleFunc("GET /v1/nodes", s.listNodes)
+	s.mux.HandleFunc("GET /v1/dlq/{name}", s.listDeadLetters)
+	s.mux.HandleFunc("GET /v1/dlq/{name}/{seq}", s.getDeadLetter)
+	s.mux.HandleFunc("POST /v1/dlq/{name}/redrive", s.redrive)
 	s.mux.HandleFunc("/fn/{name}", s.functionURL)
 	s.mux.HandleFunc("/fn/{name}/{path...}", s.functionURL)
 	s.mux.HandleFunc("/", s.noRoute)
@@ -269,6 +272,17 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeInvalidName, err.Error()))
 		return
 	}
+	// Bad headers are refused before anything is read or stored.
+	kind, err := invocationType(r)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
 	body, release, ok := s.readPayload(w, r, name)
 	if !ok {
 		return
@@ -279,6 +293,10 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		payload = []byte("{}")
 	} else if !json.Valid(payload) {
 		s.writeErr(w, apiError(errdefs.Invalid, apiv1.CodeMalformedJSON, "the event (request body) must be valid JSON"))
+		return
+	}
+	if kind == apiv1.InvocationTypeEvent {
+		s.invokeAsync(w, r, name, payload, key)
 		return
 	}
 	inv, ok := s.runInvocation(w, r, name, "", payload, body)
@@ -371,6 +389,9 @@ func (s *Server) listInvocations(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getInvocation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if s.asyncInvocation(w, r, id) {
+		return
+	}
 	rec, ok := s.c.Record(id)
 	if !ok {
 		s.writeErr(w, apiError(errdefs.NotFound, apiv1.CodeInvocationNotFound, fmt.Sprintf("no record of invocation %q (records are kept for the most recent invocations only)", id)))
