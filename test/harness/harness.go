@@ -217,6 +217,18 @@ func (s *Server) Stop() error {
 	return nil
 }
 
+// Kill ends the server with SIGKILL (a crash) and waits for it.
+func (s *Server) Kill() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.log.Close()
+}
+
 // Descendants lists the pids of processes whose parent chain leads to pid,
 // read from /proc; tests use it to prove nothing is left behind.
 func Descendants(pid int) []int {
