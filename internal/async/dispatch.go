@@ -216,14 +216,16 @@ func (d *Dispatcher) loop(name string) {
 }
 
 // consumer creates or updates the function's durable consumer: explicit
-// acknowledgement, redelivery after the function's timeout (a controller
-// that died mid-run), at most the async concurrency outstanding.
+// acknowledgement, at most the async concurrency outstanding, and
+// redelivery ackWait after the last sign of life of the controller
+// running an event (keepAlive renews it while the event runs), so that
+// the events of a controller that died run again within seconds.
 func (d *Dispatcher) consumer(fn function.Function) (jetstream.Consumer, error) {
 	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 	defer cancel()
 	return d.q.events.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: consumerPrefix + fn.Name, FilterSubject: subject(fn.Name),
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: fn.Spec.Timeout() + 2*time.Minute,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait,
 		MaxAckPending: fn.Spec.AsyncConcurrency(), MaxDeliver: -1, InactiveThreshold: time.Hour,
 	})
 }
@@ -273,7 +275,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	inv.State, inv.Updated = StateRunning, now
 	d.save(ctx, inv)
 
-	stop := keepAlive(msg, fn.Spec.Timeout())
+	stop := keepAlive(msg)
 	res := d.run.Run(ctx, name, id, msg.Data())
 	stop()
 	last := &inv.Attempts[len(inv.Attempts)-1]
@@ -424,15 +426,19 @@ func jitter(d time.Duration) time.Duration {
 	return d*3/4 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
-// keepAlive tells JetStream the event is still being worked on, so that a
-// long queue wait does not make it redeliver the event elsewhere.
-func keepAlive(msg jetstream.Msg, timeout time.Duration) func() {
+// ackWait is how long an event is held for a controller without a sign
+// of life before JetStream delivers it again.
+const ackWait = 15 * time.Second
+
+// keepAlive tells JetStream the event is still being worked on (every
+// third of ackWait), so that a long run is not delivered again elsewhere.
+func keepAlive(msg jetstream.Msg) func() {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(max(timeout, time.Minute) / 2)
+		t := time.NewTicker(ackWait / 3)
 		defer t.Stop()
 		for {
 			select {

@@ -287,7 +287,8 @@ func TestRecreateWhileOldCallRuns(t *testing.T) {
 			t.Parallel()
 			name := "reborn-" + tc.name
 			deploy(t, srv, name, tc.oldSpec, tc.oldDir)
-			running := goInvoke(t, srv, name, `{"sleepMs": 3000}`)
+			// Long enough for the new function's cold start on a busy machine.
+			running := goInvoke(t, srv, name, `{"sleepMs": 15000}`)
 			waitInFlight(t, srv, name, 1)
 			if err := srv.Client.Delete(ctx(t), name); err != nil {
 				t.Fatal(err)
