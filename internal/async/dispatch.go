@@ -467,4 +467,3 @@ func codeOf(err error) string {
 	}
 	return code
 }
-

@@ -239,4 +239,3 @@ func (q *Queue) Depth(ctx context.Context) (map[string]uint64, error) {
 	}
 	return out, nil
 }
-

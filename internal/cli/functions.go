@@ -23,9 +23,9 @@ import (
 func newDeployCmd() *cobra.Command {
 	var connect func() (*client.Client, error)
 	var (
-		spec    apiv1.FunctionSpec
-		code    string
-		envVars []string
+		spec     apiv1.FunctionSpec
+		code     string
+		envVars  []string
 		asyncCfg apiv1.AsyncConfig
 		retries  int
 	)
