@@ -55,8 +55,27 @@ type DispatchOptions struct {
 	RetryBase time.Duration
 	// Scan is how often every function's backlog is looked at, for
 	// events whose notification was missed (default 5 s).
-	Scan   time.Duration
-	Logger *slog.Logger
+	Scan     time.Duration
+	Observer Observer
+	Logger   *slog.Logger
+}
+
+// Observer is told the backlog per function and how deliveries end.
+type Observer interface {
+	ObserveAsyncDepth(function string, depth int)
+	ObserveAsyncOutcome(function, outcome string)
+}
+
+// Outcomes of a delivery, besides the final states.
+const (
+	outcomeRetried   = "retried"
+	outcomeThrottled = "throttled"
+)
+
+func (d *Dispatcher) outcome(fn, outcome string) {
+	if d.opts.Observer != nil {
+		d.opts.Observer.ObserveAsyncOutcome(fn, outcome)
+	}
 }
 
 // Dispatcher runs the events of the functions this controller serves.
@@ -143,6 +162,9 @@ func (d *Dispatcher) scan() {
 		for name, n := range depth {
 			if n > 0 {
 				d.Kick(name)
+			}
+			if d.opts.Observer != nil {
+				d.opts.Observer.ObserveAsyncDepth(name, int(n))
 			}
 		}
 		select {
@@ -284,6 +306,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 		inv.Attempts = inv.Attempts[:len(inv.Attempts)-1]
 		inv.State, inv.Updated = StateQueued, time.Now().UTC()
 		d.save(ctx, inv)
+		d.outcome(name, outcomeThrottled)
 		_ = msg.NakWithDelay(jitter(time.Second))
 		return
 	}
@@ -301,6 +324,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	if last.Number <= fn.Spec.RetryAttempts() {
 		inv.State, inv.Updated = StateQueued, time.Now().UTC()
 		d.save(ctx, inv)
+		d.outcome(name, outcomeRetried)
 		_ = msg.NakWithDelay(d.backoff(last.Number))
 		return
 	}
@@ -339,6 +363,7 @@ func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, inv Invocati
 		}
 	}
 	d.save(ctx, inv)
+	d.outcome(inv.Function, inv.State)
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := msg.DoubleAck(actx); err != nil {

@@ -40,7 +40,11 @@ func (c *Controller) startAsync() error {
 	if c.queue == nil {
 		return nil
 	}
-	d, err := c.queue.Dispatch(asyncRunner{c}, async.DispatchOptions{RetryBase: c.asyncRetryBase, Logger: c.log.With("component", "async")})
+	opts := async.DispatchOptions{RetryBase: c.asyncRetryBase, Logger: c.log.With("component", "async")}
+	if c.metrics != nil {
+		opts.Observer = c.metrics
+	}
+	d, err := c.queue.Dispatch(asyncRunner{c}, opts)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,8 @@ type Metrics struct {
 	instances   *prometheus.GaugeVec
 	queue       *prometheus.GaugeVec
 	rejected    *prometheus.CounterVec
+	asyncDepth  *prometheus.GaugeVec
+	asyncEvents *prometheus.CounterVec
 }
 
 // New registers Baton's collectors in a fresh registry.
@@ -51,9 +53,26 @@ func New() *Metrics {
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "baton_rejected_total", Help: "Requests refused before they ran (queue full, shutting down), by function and reason.",
 	}, []string{"function", "reason"})
-	m.reg.MustRegister(m.rejected, m.invocations, m.errors, m.coldStarts, m.latency, m.wait, m.instances, m.queue,
+	m.asyncDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "baton_async_queue_depth", Help: "Asynchronous events waiting or running, per function (read every few seconds).",
+	}, []string{"function"})
+	m.asyncEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baton_async_events_total", Help: "Asynchronous event deliveries by outcome: succeeded, retried, failed, dead-lettered, expired, throttled.",
+	}, []string{"function", "outcome"})
+	m.reg.MustRegister(m.asyncDepth, m.asyncEvents, m.rejected, m.invocations, m.errors, m.coldStarts, m.latency, m.wait, m.instances, m.queue,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ObserveAsyncDepth sets a function's asynchronous backlog.
+func (m *Metrics) ObserveAsyncDepth(function string, depth int) {
+	m.asyncDepth.WithLabelValues(function).Set(float64(depth))
+}
+
+// ObserveAsyncOutcome counts how one delivery of an asynchronous event
+// ended.
+func (m *Metrics) ObserveAsyncOutcome(function, outcome string) {
+	m.asyncEvents.WithLabelValues(function, outcome).Inc()
 }
 
 // Handler serves the metrics in the Prometheus exposition format.
