@@ -152,6 +152,7 @@ func (d *Dispatcher) Kick(name string) {
 
 // scan kicks every function with events waiting, now and then.
 func (d *Dispatcher) scan() {
+	reported := map[string]bool{} // functions whose depth was last reported non-zero
 	for {
 		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 		depth, err := d.q.Depth(ctx)
@@ -165,6 +166,16 @@ func (d *Dispatcher) scan() {
 			}
 			if d.opts.Observer != nil {
 				d.opts.Observer.ObserveAsyncDepth(name, int(n))
+				reported[name] = n > 0
+			}
+		}
+		if err == nil && d.opts.Observer != nil {
+			// A drained function has no subject left to report.
+			for name, nonZero := range reported {
+				if _, ok := depth[name]; !ok && nonZero {
+					d.opts.Observer.ObserveAsyncDepth(name, 0)
+					delete(reported, name)
+				}
 			}
 		}
 		select {
