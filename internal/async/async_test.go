@@ -1,0 +1,212 @@
+package async
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/baton-faas/baton/internal/cluster/clustertest"
+	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/workerapi"
+)
+
+func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
+	d := &Dispatcher{opts: DispatchOptions{RetryBase: time.Second}}
+	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 30: 5 * time.Minute} {
+		for range 100 {
+			got := d.backoff(n)
+			if got < want*3/4 || got > want*5/4 {
+				t.Fatalf("backoff(%d) = %s, want within ±25%% of %s", n, got, want)
+			}
+		}
+	}
+}
+
+func TestThrottledIsNotAnAttempt(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{errdefs.New(errdefs.Overloaded, "queue_full", "full"), true},
+		{fmt.Errorf("wrapped: %w", errdefs.New(errdefs.Unavailable, "ownership_moved", "moved")), true},
+		{errdefs.New(errdefs.Unavailable, "no_capacity", "no room"), true},
+		{&workerapi.Failure{Kind: workerapi.FailureCrash, Message: "crashed"}, false},
+		{errdefs.New(errdefs.Timeout, "timeout", "too slow"), false},
+		{errors.New("something"), false},
+	} {
+		if got := Throttled(tc.err); got != tc.want {
+			t.Errorf("Throttled(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// runner is a controller stand-in: it fails a function's first fails
+// attempts, and counts runs per id.
+type runner struct {
+	mu    sync.Mutex
+	fns   map[string]function.Function
+	fails map[string]int
+	runs  map[string]int
+}
+
+func (r *runner) Serving(name string) (function.Function, bool, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn, ok := r.fns[name]
+	return fn, ok, ok
+}
+
+func (r *runner) Backlogged(string, int) bool { return false }
+
+func (r *runner) Run(_ context.Context, name, id string, payload []byte) Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.runs[id]++
+	if r.fails[name] > 0 {
+		r.fails[name]--
+		return Result{FunctionError: &workerapi.FunctionError{Type: "Boom", Message: "attempt failed"}}
+	}
+	return Result{Payload: payload}
+}
+
+func testFunction(t *testing.T, name string, async *function.AsyncConfig) function.Function {
+	t.Helper()
+	spec, err := function.Spec{Runtime: function.RuntimePython, Handler: "app.handler", Async: async}.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return function.Function{Name: name, Version: 1, Spec: spec}
+}
+
+func openQueue(t *testing.T) *Queue {
+	t.Helper()
+	s := clustertest.Server(t)
+	nc, _ := clustertest.Connect(t, s)
+	q, err := Open(clustertest.Context(t), nc, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func await(t *testing.T, q *Queue, id string) Invocation {
+	t.Helper()
+	var inv Invocation
+	clustertest.Eventually(t, "invocation "+id+" to finish", func() bool {
+		var err error
+		inv, err = q.Get(context.Background(), id)
+		return err == nil && Final(inv.State)
+	})
+	return inv
+}
+
+// Retries follow the policy, failures go to the dead-letter queue with
+// their attempts, a success keeps its result, and a redrive runs the
+// event again.
+func TestDispatchRetriesDeadLettersAndRedrives(t *testing.T) {
+	q := openQueue(t)
+	one := 1
+	r := &runner{fns: map[string]function.Function{
+		"flaky":  testFunction(t, "flaky", nil),
+		"broken": testFunction(t, "broken", &function.AsyncConfig{MaxRetryAttempts: &one, OnFailure: "dlq:broken-dlq"}),
+	}, fails: map[string]int{"flaky": 2, "broken": 1000}, runs: map[string]int{}}
+	d, err := q.Dispatch(r, DispatchOptions{RetryBase: 10 * time.Millisecond, Scan: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := clustertest.Context(t)
+
+	acc, err := q.Enqueue(ctx, "flaky", []byte(`{"x":1}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := await(t, q, acc.ID)
+	if inv.State != StateSucceeded || len(inv.Attempts) != 3 || string(inv.Result) != `{"x":1}` {
+		t.Fatalf("flaky: %+v, want success on the third attempt (2 retries)", inv)
+	}
+
+	acc, err = q.Enqueue(ctx, "broken", []byte(`{"y":2}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv = await(t, q, acc.ID)
+	if inv.State != StateDeadLettered || len(inv.Attempts) != 2 || inv.Attempts[1].ErrorType != "Boom" {
+		t.Fatalf("broken: %+v, want dead-lettered after 1 + 1 attempts", inv)
+	}
+	dls, err := q.DeadLetters(ctx, "broken-dlq", 0)
+	if err != nil || len(dls) != 1 || dls[0].ID != acc.ID || dls[0].Condition != conditionRetriesExhausted {
+		t.Fatalf("dead letters: %+v, %v", dls, err)
+	}
+	r.mu.Lock()
+	r.fails["broken"] = 0
+	r.mu.Unlock()
+	ids, err := q.Redrive(ctx, "broken-dlq")
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("redrive: %v, %v", ids, err)
+	}
+	if inv := await(t, q, ids[0]); inv.State != StateSucceeded || string(inv.Result) != `{"y":2}` {
+		t.Fatalf("redriven: %+v (result %s), want the original event to succeed", inv, inv.Result)
+	}
+	if dls, err := q.DeadLetters(ctx, "broken-dlq", 0); err != nil || len(dls) != 0 {
+		t.Fatalf("after the redrive: %+v, %v", dls, err)
+	}
+}
+
+// Concurrent submissions with one key store one event and all get its
+// id; the event runs once.
+func TestIdempotencyKeyConcurrently(t *testing.T) {
+	q := openQueue(t)
+	r := &runner{fns: map[string]function.Function{"f": testFunction(t, "f", nil)}, fails: map[string]int{}, runs: map[string]int{}}
+	ctx := clustertest.Context(t)
+	var wg sync.WaitGroup
+	var dups atomic.Int32
+	ids := make([]string, 10)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acc, err := q.Enqueue(ctx, "f", []byte(`{}`), "same-key")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = acc.ID
+			if acc.Duplicate {
+				dups.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("ids %v: want one", ids)
+		}
+	}
+	if dups.Load() != int32(len(ids)-1) {
+		t.Fatalf("%d duplicates, want %d", dups.Load(), len(ids)-1)
+	}
+	depth, err := q.Depth(ctx)
+	if err != nil || depth["f"] != 1 {
+		t.Fatalf("events stored: %v, %v; want 1", depth, err)
+	}
+	d, err := q.Dispatch(r, DispatchOptions{Scan: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	await(t, q, ids[0])
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.runs[ids[0]] != 1 {
+		t.Fatalf("ran %d times, want once", r.runs[ids[0]])
+	}
+	if _, err := q.Get(ctx, "../etc"); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("a malformed id: %v", err)
+	}
+}
