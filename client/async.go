@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -56,4 +57,29 @@ func (c *Client) DeadLetter(ctx context.Context, name string, seq uint64) (apiv1
 func (c *Client) Redrive(ctx context.Context, name string) ([]string, error) {
 	var v apiv1.Redriven
 	return v.IDs, c.do(ctx, http.MethodPost, "/v1/dlq/"+url.PathEscape(name)+"/redrive", nil, &v)
+}
+
+// AddTrigger creates a trigger.
+func (c *Client) AddTrigger(ctx context.Context, req apiv1.TriggerRequest) (apiv1.Trigger, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return apiv1.Trigger{}, err
+	}
+	var v apiv1.Trigger
+	return v, c.do(ctx, http.MethodPost, "/v1/triggers", bytes.NewReader(body), &v)
+}
+
+// Triggers lists the triggers (of one function, if named).
+func (c *Client) Triggers(ctx context.Context, function string) ([]apiv1.Trigger, error) {
+	path := "/v1/triggers"
+	if function != "" {
+		path += "?function=" + url.QueryEscape(function)
+	}
+	var v apiv1.TriggerList
+	return v.Triggers, c.do(ctx, http.MethodGet, path, nil, &v)
+}
+
+// RemoveTrigger deletes a trigger.
+func (c *Client) RemoveTrigger(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/triggers/"+url.PathEscape(id), nil, nil)
 }

@@ -349,3 +349,39 @@ type Resources struct {
 type NodeList struct {
 	Nodes []Node `json:"nodes"`
 }
+
+// TriggerRequest creates a trigger (POST /v1/triggers): a schedule with a
+// fixed event, or a NATS subject whose messages become events.
+type TriggerRequest struct {
+	Function string `json:"function"`
+	// Schedule is "rate(N unit)" or "cron(min hour dom month dow year)"
+	// (EventBridge's forms, UTC; "rate(N seconds)" too).
+	Schedule string          `json:"schedule,omitempty"`
+	Event    json.RawMessage `json:"event,omitempty"`
+	// NATSSubject (wildcards allowed) on the cluster's NATS: each message
+	// becomes an event {"subject", "data"}.
+	NATSSubject string `json:"natsSubject,omitempty"`
+}
+
+// Trigger is a stored trigger and what it did.
+type Trigger struct {
+	ID          string          `json:"id"`
+	Function    string          `json:"function"`
+	Kind        string          `json:"kind"`
+	Schedule    string          `json:"schedule,omitempty"`
+	Event       json.RawMessage `json:"event,omitempty"`
+	NATSSubject string          `json:"natsSubject,omitempty"`
+	Created     time.Time       `json:"created"`
+	// LastTick is the last tick fired or missed; Missed counts ticks that
+	// passed while no controller could fire them.
+	LastTick   time.Time `json:"lastTick,omitzero"`
+	Fired      int64     `json:"fired"`
+	Missed     int64     `json:"missed"`
+	LastMissed time.Time `json:"lastMissed,omitzero"`
+	LastError  string    `json:"lastError,omitempty"`
+}
+
+// TriggerList answers GET /v1/triggers.
+type TriggerList struct {
+	Triggers []Trigger `json:"triggers"`
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
 	"github.com/baton-faas/baton/internal/controlplane/router"
+	"github.com/baton-faas/baton/internal/triggers"
 	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/store/natsd"
 	"github.com/baton-faas/baton/internal/workerapi/remote"
@@ -386,8 +387,13 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		defer loops.Done()
 		pool.follow(runCtx, watch)
 	}()
+	trig, err := triggers.Open(ctx, nc, state.queue, ctrl.OwnsFunction, log.With("component", "triggers"))
+	if err != nil {
+		return err
+	}
+	defer trig.Close()
 	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
-		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token, Self: id})
+		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token, Self: id, Triggers: trig})
 	err = serveAPI(ctx, ln, handler, ctrl, cfg.ShutdownGrace, log, func(addr string) {
 		log.Info("baton controller ready", "listen", addr, "workers", cfg.Workers)
 		if cfg.Ready != nil {

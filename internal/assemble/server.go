@@ -21,6 +21,7 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
 	"github.com/baton-faas/baton/internal/controlplane/router"
+	"github.com/baton-faas/baton/internal/triggers"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/node"
@@ -60,6 +61,9 @@ type Config struct {
 	// NoAuth serves the management API without a token (tests only);
 	// refused off loopback unless NoAuthOnNetwork (see CheckNoAuthListen).
 	NoAuth bool
+	// NATSListen, when set (a loopback host:port), lets local clients
+	// reach the embedded NATS, e.g. to publish to NATS-subject triggers.
+	NATSListen string
 	// AsyncRetryBase is the wait before an asynchronous event's first
 	// retry (default 1 s; doubling after).
 	AsyncRetryBase  time.Duration
@@ -121,7 +125,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer ln.Close()
 
-	ns, err := natsd.Start(ctx, natsd.Options{DataDir: cfg.DataDir, Logger: log})
+	if loopback, err := IsLoopbackListen(cfg.NATSListen); cfg.NATSListen != "" && (err != nil || !loopback) {
+		return fmt.Errorf("--nats-listen %s: the embedded NATS has no credentials, so it listens on loopback only (use cluster mode's baton nats with --user/--tls-* for other hosts)", cfg.NATSListen)
+	}
+	ns, err := natsd.Start(ctx, natsd.Options{DataDir: cfg.DataDir, Logger: log, Listen: cfg.NATSListen})
 	if err != nil {
 		return err
 	}
@@ -176,8 +183,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer leaveMembers(self, log)
+	trig, err := triggers.Open(ctx, nc, state.queue, ctrl.OwnsFunction, log.With("component", "triggers"))
+	if err != nil {
+		return err
+	}
+	defer trig.Close()
 	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
-		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token})
+		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token, Triggers: trig})
 	err = serveAPI(ctx, ln, handler, ctrl, cfg.ShutdownGrace, log, func(addr string) {
 		log.Info("baton server ready", "listen", addr, "dataDir", cfg.DataDir)
 		if cfg.Ready != nil {

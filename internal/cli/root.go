@@ -28,7 +28,7 @@ func NewRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd(), newImageCmd(),
-		newNodesCmd(), newWorkerCmd(), newControllerCmd(), newClusterCmd(), newNATSCmd(), newInvocationCmd(), newDLQCmd())
+		newNodesCmd(), newWorkerCmd(), newControllerCmd(), newClusterCmd(), newNATSCmd(), newInvocationCmd(), newDLQCmd(), newTriggerCmd())
 	return root
 }
 

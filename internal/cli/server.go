@@ -46,6 +46,7 @@ func newServerCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxInflightBytes, "max-inflight-bytes", 1<<30, "request payload bytes the server holds at once (beyond: 429)")
 	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token, created with a random token if missing (default <data-dir>/api-token)")
+	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also serve the embedded NATS to local clients at this loopback host:port (to publish to NATS-subject triggers)")
 	f.DurationVar(&cfg.AsyncRetryBase, "async-retry-base", time.Second, "wait before an asynchronous event's first retry (doubling after, with jitter, at most 5m)")
 	f.BoolVar(&cfg.NoAuth, "no-auth", false, "serve the management API without a token (for tests; anyone who can connect may manage functions; loopback --listen only, see --"+assemble.NoAuthOnNetworkFlag+")")
 	f.BoolVar(&cfg.NoAuthOnNetwork, assemble.NoAuthOnNetworkFlag, false, "allow --no-auth on a --listen address other hosts can reach: anyone there may deploy and run code")

@@ -41,6 +41,10 @@ const ownerPoll = 20 * time.Millisecond
 
 func (c *Controller) owns(name string) bool { return c.own == nil || c.own.Owns(name) }
 
+// OwnsFunction says whether this controller serves a function now (every
+// function, outside a cluster).
+func (c *Controller) OwnsFunction(name string) bool { return c.owns(name) }
+
 func (c *Controller) setKnown(fn function.Function) {
 	c.fmu.Lock()
 	defer c.fmu.Unlock()

@@ -20,6 +20,7 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/triggers"
 )
 
 // Options configure the API.
@@ -41,6 +42,8 @@ type Options struct {
 	// Self is this controller's node id, named on requests it sends on to
 	// the controller owning their function (cluster mode).
 	Self string
+	// Triggers serves /v1/triggers; nil answers 501.
+	Triggers *triggers.Store
 }
 
 // Server serves the API.
@@ -87,6 +90,9 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /v1/dlq/{name}", s.listDeadLetters)
 	s.mux.HandleFunc("GET /v1/dlq/{name}/{seq}", s.getDeadLetter)
 	s.mux.HandleFunc("POST /v1/dlq/{name}/redrive", s.redrive)
+	s.mux.HandleFunc("POST /v1/triggers", s.addTrigger)
+	s.mux.HandleFunc("GET /v1/triggers", s.listTriggers)
+	s.mux.HandleFunc("DELETE /v1/triggers/{id}", s.removeTrigger)
 	s.mux.HandleFunc("/fn/{name}", s.functionURL)
 	s.mux.HandleFunc("/fn/{name}/{path...}", s.functionURL)
 	s.mux.HandleFunc("/", s.noRoute)
