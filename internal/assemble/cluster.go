@@ -24,9 +24,9 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
 	"github.com/baton-faas/baton/internal/controlplane/router"
-	"github.com/baton-faas/baton/internal/triggers"
 	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/store/natsd"
+	"github.com/baton-faas/baton/internal/triggers"
 	"github.com/baton-faas/baton/internal/workerapi/remote"
 )
 

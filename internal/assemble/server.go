@@ -21,7 +21,6 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
 	"github.com/baton-faas/baton/internal/controlplane/router"
-	"github.com/baton-faas/baton/internal/triggers"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/node"
@@ -30,6 +29,7 @@ import (
 	"github.com/baton-faas/baton/internal/sandbox/fake"
 	"github.com/baton-faas/baton/internal/sandbox/process"
 	"github.com/baton-faas/baton/internal/store/natsd"
+	"github.com/baton-faas/baton/internal/triggers"
 )
 
 // Config is the server's configuration.

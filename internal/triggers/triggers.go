@@ -93,7 +93,7 @@ type Store struct {
 
 	mu       sync.Mutex // guards the maps below; a leaf
 	triggers map[string]Trigger
-	next     map[string]time.Time            // schedule trigger id → its next tick, once known
+	next     map[string]time.Time          // schedule trigger id → its next tick, once known
 	forwards map[string]context.CancelFunc // NATS trigger id → its running forwarder
 }
 
