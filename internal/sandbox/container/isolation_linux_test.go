@@ -352,7 +352,7 @@ func TestForkBombStopsAtPIDLimit(t *testing.T) {
 		return int64(s.PidsStats.Current)
 	}
 	// The bomb reaches its limit and stays there.
-	waitFor(t, time.Minute, "the fork bomb to hit its PID limit", func() bool { return current() >= 44 })
+	waitFor(t, 3*time.Minute, "the fork bomb to hit its PID limit", func() bool { return current() >= 44 })
 	for range 10 {
 		if n := current(); n > 48 {
 			t.Fatalf("%d tasks in a process limited to 48", n)
