@@ -1,0 +1,268 @@
+package clusterproc
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-faas/baton/client"
+	"github.com/baton-faas/baton/test/harness"
+)
+
+// The netns variants of BenchmarkWarmHop and BenchmarkTraceReplay: every
+// process (the NATS node, each controller and worker, `baton server`, and
+// the `baton bench` / `baton replay` client) runs on a host of its own, a
+// network namespace joined to a bridge by a veth pair (test/harness), so
+// every request crosses veth links and a bridge instead of loopback. The
+// hosts still share this machine's kernel and cores: the figures add the
+// virtual network's cost, not a physical one.
+
+// Ports every host uses on its own address.
+const (
+	netnsNATSPort   = "4222"
+	netnsRoutePort  = "6222"
+	netnsAPIPort    = "8080"
+	netnsWorkerPort = "7070"
+)
+
+// netRig is a cluster on network-namespace hosts. One NATS node is enough
+// here: these benchmarks measure the invoke path, which does not touch
+// NATS per request, and no node of the cluster fails.
+type netRig struct {
+	b         *testing.B
+	nw        *harness.Network
+	natsURL   string
+	caDir     string
+	tokenFile string
+	http      *http.Client
+}
+
+// netNode is a controller or worker on its host.
+type netNode struct {
+	id   string
+	host *harness.Host
+	port string
+	p    *harness.Proc
+}
+
+func (n *netNode) url() string { return "http://" + net.JoinHostPort(n.host.Addr(), n.port) }
+
+// newNetRig makes the network, starts the NATS node on a host of its own
+// and waits until its JetStream is ready. It skips the benchmark when
+// network namespaces cannot be made (not root, no ip command).
+func newNetRig(b *testing.B) *netRig {
+	b.Helper()
+	nw := harness.NewNetwork(b)
+	r := &netRig{b: b, nw: nw, caDir: filepath.Join(b.TempDir(), "ca"),
+		tokenFile: filepath.Join(b.TempDir(), "api-token"), http: nw.HTTPClient(time.Minute)}
+	b.Cleanup(r.http.CloseIdleConnections)
+
+	h := nw.AddHost("nats1")
+	listen := net.JoinHostPort(h.Addr(), netnsNATSPort)
+	r.natsURL = "nats://" + listen
+	// Without TLS or login (--insecure): the network is private to the
+	// benchmark, and the loopback rig's NATS has neither.
+	p := h.Start(b, "nats1", "nats", "--name", "nats1", "--listen", listen,
+		"--cluster-listen", net.JoinHostPort(h.Addr(), netnsRoutePort), "--cluster-name", "netnsbench",
+		"--data-dir", b.TempDir(), "--insecure")
+	waitFor(b, "the NATS node to report JetStream ready", func() (bool, string) {
+		if exited, err := p.Exited(); exited {
+			b.Fatalf("the NATS node exited during its start (%v):\n%s", err, p.Logs())
+		}
+		return strings.Contains(p.Logs(), "JetStream ready"), "no JetStream ready in its log"
+	})
+
+	run(b, "cluster", "init", "--dir", r.caDir)
+	if err := os.WriteFile(r.tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		r.b.Fatal(err)
+	}
+	return r
+}
+
+// issue writes a node's certificate and returns its directory.
+func (r *netRig) issue(id, role, host string) string {
+	r.b.Helper()
+	dir := filepath.Join(r.b.TempDir(), id)
+	args := []string{"cluster", "issue", "--ca", r.caDir, "--out", dir, "--id", id, "--role", role}
+	if host != "" {
+		args = append(args, "--host", host)
+	}
+	run(r.b, args...)
+	return dir
+}
+
+// controller starts a controller on a new host, with the loopback rig's
+// flags.
+func (r *netRig) controller(id string) *netNode {
+	r.b.Helper()
+	h := r.nw.AddHost(id)
+	n := &netNode{id: id, host: h, port: netnsAPIPort}
+	n.p = h.Start(r.b, id, "controller", "--nats", r.natsURL, "--listen", net.JoinHostPort(h.Addr(), n.port),
+		"--pki", r.issue(id, "controller", ""), "--data-dir", r.b.TempDir(), "--log-level", "warn",
+		"--token-file", r.tokenFile)
+	return n
+}
+
+// worker starts a worker on a new host, its certificate naming the host's
+// address (controllers dial it there).
+func (r *netRig) worker(id string, extra ...string) *netNode {
+	r.b.Helper()
+	h := r.nw.AddHost(id)
+	n := &netNode{id: id, host: h, port: netnsWorkerPort}
+	args := []string{"worker", "--nats", r.natsURL, "--listen", net.JoinHostPort(h.Addr(), n.port),
+		"--pki", r.issue(id, "worker", h.Addr()), "--data-dir", r.b.TempDir(), "--log-level", "warn"}
+	n.p = h.Start(r.b, id, append(args, extra...)...)
+	return n
+}
+
+// server starts `baton server` on a new host, with the rig's token file
+// so that the same client token works. The loopback baseline
+// (harness.Start) logs at the default level; so does this one.
+func (r *netRig) server(extra ...string) *netNode {
+	r.b.Helper()
+	h := r.nw.AddHost("server")
+	n := &netNode{id: "server", host: h, port: netnsAPIPort}
+	args := []string{"server", "--listen", net.JoinHostPort(h.Addr(), n.port), "--data-dir", r.b.TempDir(),
+		"--token-file", r.tokenFile}
+	n.p = h.Start(r.b, "server", append(args, extra...)...)
+	return n
+}
+
+// client of one node's API, its connections made from the bridge's
+// namespace (the test process's way onto the network).
+func (r *netRig) client(n *netNode) *client.Client {
+	r.b.Helper()
+	c, err := client.New(n.url(), r.http, client.WithToken(token))
+	if err != nil {
+		r.b.Fatal(err)
+	}
+	return c
+}
+
+// waitServes waits until n's API answers, failing at once if n exited.
+func (r *netRig) waitServes(n *netNode) *client.Client {
+	r.b.Helper()
+	c := r.client(n)
+	waitFor(r.b, n.id+" to serve", func() (bool, string) {
+		if exited, err := n.p.Exited(); exited {
+			r.b.Fatalf("%s exited during its start (%v):\n%s", n.id, err, n.p.Logs())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := c.Health(ctx)
+		return err == nil, fmt.Sprint(err)
+	})
+	return c
+}
+
+// batonCmd is the baton CLI with args, run on host in, or here when in is
+// nil. ip netns exec execs baton in the host's namespace (and keeps the
+// working directory and environment).
+func batonCmd(b *testing.B, in *harness.Host, args ...string) *exec.Cmd {
+	b.Helper()
+	if in == nil {
+		return exec.Command(harness.Binary(b), args...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", in.Namespace(), harness.Binary(b)}, args...)...)
+}
+
+// BenchmarkWarmHopNetns is BenchmarkWarmHop with every process on a host
+// of its own: `baton server`, a NATS node, one worker, two controllers,
+// and the `baton bench` client on a sixth host. Same function, sandbox,
+// loads and pass order as the loopback benchmark.
+func BenchmarkWarmHopNetns(b *testing.B) {
+	sbArgs := hopSandbox(b)
+	requests := envInt(b, "BATON_HOP_REQUESTS", 2000)
+	duration := envDuration(b, "BATON_HOP_DURATION", 15e9)
+
+	r := newNetRig(b)
+	srv := r.server(sbArgs...)
+	srvClient := r.waitServes(srv)
+	deploy(b, srvClient, "hop")
+	invokeOK(b, srvClient, "hop")
+
+	r.worker("w1", sbArgs...)
+	ctrls := []*netNode{r.controller("c1"), r.controller("c2")}
+	for _, c := range ctrls {
+		r.waitServes(c)
+	}
+	waitWorkers(b, r.client(ctrls[0]), 1)
+	deploy(b, r.client(ctrls[0]), "hop")
+	own := r.waitOwner(ctrls, "hop")
+	owner, other := ctrls[0], ctrls[1]
+	if own == other.id {
+		owner, other = other, owner
+	}
+	b.Logf("hop is owned by %s; %s forwards to it", owner.id, other.id)
+	at := r.nw.AddHost("client")
+
+	paths := []hopPath{
+		{"baton server", srv.url(), token},
+		{"controller (owner) → worker", owner.url(), token},
+		{"other controller → owner → worker", other.url(), token},
+	}
+	b.ResetTimer()
+	measureHops(b, at, paths, requests, duration)
+	b.StopTimer()
+}
+
+// waitOwner waits until both controllers name the same owner of fn, then
+// until fn answers through each, and returns the owner.
+func (r *netRig) waitOwner(ctrls []*netNode, fn string) string {
+	r.b.Helper()
+	var owner string
+	waitFor(r.b, "the controllers to agree on "+fn+"'s owner", func() (bool, string) {
+		var seen []string
+		for _, c := range ctrls {
+			o, err := owners(r.client(c), []string{fn})
+			if err != nil {
+				return false, c.id + ": " + err.Error()
+			}
+			seen = append(seen, o[fn])
+		}
+		owner = seen[0]
+		return seen[0] == seen[1], fmt.Sprintf("%s vs %s", seen[0], seen[1])
+	})
+	for _, c := range ctrls {
+		invokeOK(r.b, r.client(c), fn)
+	}
+	return owner
+}
+
+// BenchmarkTraceReplayNetns is BenchmarkTraceReplay with every process on
+// a host of its own: `baton server`, a NATS node, one controller, three
+// workers, and the `baton replay` client on a seventh host. Same trace,
+// flags and order (server first) as the loopback benchmark.
+func BenchmarkTraceReplayNetns(b *testing.B) {
+	sb := []string{"--sandbox", "fake", "--fake-start-latency", "40ms"}
+	// ip netns exec keeps the working directory, but an absolute path
+	// does not depend on it.
+	dir, err := filepath.Abs(traceDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	args := replayArgs(b, dir)
+
+	r := newNetRig(b)
+	srv := r.server(sb...)
+	r.waitServes(srv)
+	for _, id := range []string{"w1", "w2", "w3"} {
+		r.worker(id, sb...)
+	}
+	ctrl := r.controller("c1")
+	waitWorkers(b, r.waitServes(ctrl), 3)
+	at := r.nw.AddHost("client")
+
+	b.ResetTimer()
+	server := replayRun(b, at, srv.url(), token, args)
+	cluster := replayRun(b, at, ctrl.url(), token, args)
+	b.StopTimer()
+	reportReplay(b, server, cluster)
+}
