@@ -17,7 +17,7 @@ import (
 )
 
 // The netns variants of BenchmarkWarmHop and BenchmarkTraceReplay: every
-// process (the NATS node, each controller and worker, `baton server`, and
+// process (each NATS node, controller and worker, `baton server`, and
 // the `baton bench` / `baton replay` client) runs on a host of its own, a
 // network namespace joined to a bridge by a veth pair (test/harness), so
 // every request crosses veth links and a bridge instead of loopback. The
@@ -32,9 +32,9 @@ const (
 	netnsWorkerPort = "7070"
 )
 
-// netRig is a cluster on network-namespace hosts. One NATS node is enough
-// here: these benchmarks measure the invoke path, which does not touch
-// NATS per request, and no node of the cluster fails.
+// netRig is a cluster on network-namespace hosts, with three NATS nodes
+// (see newNetRig) where the loopback rig has one in the benchmark's
+// process.
 type netRig struct {
 	b         *testing.B
 	nw        *harness.Network
@@ -54,8 +54,8 @@ type netNode struct {
 
 func (n *netNode) url() string { return "http://" + net.JoinHostPort(n.host.Addr(), n.port) }
 
-// newNetRig makes the network, starts the NATS node on a host of its own
-// and waits until its JetStream is ready. It skips the benchmark when
+// newNetRig makes the network, starts three NATS nodes, each on a host of
+// its own, and waits until their JetStream is ready. It skips the benchmark when
 // network namespaces cannot be made (not root, no ip command).
 func newNetRig(b *testing.B) *netRig {
 	b.Helper()
@@ -64,20 +64,35 @@ func newNetRig(b *testing.B) *netRig {
 		tokenFile: filepath.Join(b.TempDir(), "api-token"), http: nw.HTTPClient(time.Minute)}
 	b.Cleanup(r.http.CloseIdleConnections)
 
-	h := nw.AddHost("nats1")
-	listen := net.JoinHostPort(h.Addr(), netnsNATSPort)
-	r.natsURL = "nats://" + listen
-	// Without TLS or login (--insecure): the network is private to the
-	// benchmark, and the loopback rig's NATS has neither.
-	p := h.Start(b, "nats1", "nats", "--name", "nats1", "--listen", listen,
-		"--cluster-listen", net.JoinHostPort(h.Addr(), netnsRoutePort), "--cluster-name", "netnsbench",
-		"--data-dir", b.TempDir(), "--insecure")
-	waitFor(b, "the NATS node to report JetStream ready", func() (bool, string) {
-		if exited, err := p.Exited(); exited {
-			b.Fatalf("the NATS node exited during its start (%v):\n%s", err, p.Logs())
-		}
-		return strings.Contains(p.Logs(), "JetStream ready"), "no JetStream ready in its log"
-	})
+	// Three nodes, like test/multihost: `baton nats` always runs JetStream
+	// in cluster mode, which will not start without routes, and a node
+	// routed only to itself waits for its peers for ever.
+	var routes, urls []string
+	var hosts []*harness.Host
+	for i := range 3 {
+		h := nw.AddHost(fmt.Sprintf("nats%d", i+1))
+		hosts = append(hosts, h)
+		urls = append(urls, "nats://"+net.JoinHostPort(h.Addr(), netnsNATSPort))
+		routes = append(routes, "nats-route://"+net.JoinHostPort(h.Addr(), netnsRoutePort))
+	}
+	r.natsURL = strings.Join(urls, ",")
+	var procs []*harness.Proc
+	for _, h := range hosts {
+		// Without TLS or login (--insecure): the network is private to
+		// the benchmark, and the loopback rig's NATS has neither.
+		procs = append(procs, h.Start(b, h.Name, "nats", "--name", h.Name,
+			"--listen", net.JoinHostPort(h.Addr(), netnsNATSPort),
+			"--cluster-listen", net.JoinHostPort(h.Addr(), netnsRoutePort), "--routes", strings.Join(routes, ","),
+			"--cluster-name", "netnsbench", "--data-dir", b.TempDir(), "--insecure"))
+	}
+	for i, p := range procs {
+		waitFor(b, hosts[i].Name+" to report JetStream ready", func() (bool, string) {
+			if exited, err := p.Exited(); exited {
+				b.Fatalf("NATS node %s exited during its start (%v):\n%s", hosts[i].Name, err, p.Logs())
+			}
+			return strings.Contains(p.Logs(), "JetStream ready"), "no JetStream ready in its log"
+		})
+	}
 
 	run(b, "cluster", "init", "--dir", r.caDir)
 	if err := os.WriteFile(r.tokenFile, []byte(token+"\n"), 0o600); err != nil {
@@ -174,8 +189,8 @@ func batonCmd(b *testing.B, in *harness.Host, args ...string) *exec.Cmd {
 }
 
 // BenchmarkWarmHopNetns is BenchmarkWarmHop with every process on a host
-// of its own: `baton server`, a NATS node, one worker, two controllers,
-// and the `baton bench` client on a sixth host. Same function, sandbox,
+// of its own: `baton server`, three NATS nodes, one worker, two controllers,
+// and the `baton bench` client on an eighth host. Same function, sandbox,
 // loads and pass order as the loopback benchmark.
 func BenchmarkWarmHopNetns(b *testing.B) {
 	sbArgs := hopSandbox(b)
@@ -237,8 +252,8 @@ func (r *netRig) waitOwner(ctrls []*netNode, fn string) string {
 }
 
 // BenchmarkTraceReplayNetns is BenchmarkTraceReplay with every process on
-// a host of its own: `baton server`, a NATS node, one controller, three
-// workers, and the `baton replay` client on a seventh host. Same trace,
+// a host of its own: `baton server`, three NATS nodes, one controller,
+// three workers, and the `baton replay` client on a ninth host. Same trace,
 // flags and order (server first) as the loopback benchmark.
 func BenchmarkTraceReplayNetns(b *testing.B) {
 	sb := []string{"--sandbox", "fake", "--fake-start-latency", "40ms"}
