@@ -130,20 +130,30 @@ func reportReplay(b *testing.B, server, cluster replaySummary) {
 // returns its summary.
 func replayRun(b *testing.B, in *harness.Host, url, tok string, args []string) replaySummary {
 	b.Helper()
+	s, err := replayTry(b, in, url, tok, args)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// replayTry is replayRun returning its failure, with baton's output in it.
+func replayTry(b *testing.B, in *harness.Host, url, tok string, args []string) (replaySummary, error) {
+	b.Helper()
+	var s replaySummary
 	out := filepath.Join(b.TempDir(), "replay")
 	full := append([]string{"replay", "--server", url, "--out", out}, args...)
 	cmd := batonCmd(b, in, full...)
 	cmd.Env = append(os.Environ(), "BATON_TOKEN="+tok)
 	if o, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("baton %s: %v\n%s", strings.Join(full, " "), err, o)
+		return s, fmt.Errorf("baton %s: %w\n%s", strings.Join(full, " "), err, o)
 	}
 	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
 	if err != nil {
-		b.Fatal(err)
+		return s, err
 	}
-	var s replaySummary
 	if err := json.Unmarshal(raw, &s); err != nil {
-		b.Fatalf("summary.json: %v", err)
+		return s, fmt.Errorf("summary.json: %w", err)
 	}
-	return s
+	return s, nil
 }
