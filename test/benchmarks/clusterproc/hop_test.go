@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/baton-faas/baton/internal/bench/loadgen"
 	"github.com/baton-faas/baton/test/harness"
@@ -22,24 +23,9 @@ import (
 // The three paths are measured in turn, twice, in opposite orders, so that
 // a change of the host's load does not favour one of them.
 func BenchmarkWarmHop(b *testing.B) {
-	sandbox := os.Getenv("BATON_HOP_SANDBOX")
-	if sandbox == "" {
-		sandbox = "fake"
-	}
-	if sandbox != "fake" && sandbox != "process" {
-		b.Fatalf("BATON_HOP_SANDBOX=%q: want fake or process", sandbox)
-	}
-	if sandbox == "process" {
-		if _, err := exec.LookPath("python3"); err != nil {
-			b.Skip("BATON_HOP_SANDBOX=process needs python3 on PATH")
-		}
-	}
+	sbArgs := hopSandbox(b)
 	requests := envInt(b, "BATON_HOP_REQUESTS", 2000)
 	duration := envDuration(b, "BATON_HOP_DURATION", 15e9)
-	sbArgs := []string{"--sandbox", sandbox}
-	if sandbox == "fake" {
-		sbArgs = append(sbArgs, "--fake-start-latency", "40ms")
-	}
 
 	srv := harness.Start(b, harness.Options{Args: sbArgs})
 	deploy(b, srv.Client, "hop")
@@ -59,12 +45,47 @@ func BenchmarkWarmHop(b *testing.B) {
 	}
 	b.Logf("hop is owned by %s; %s forwards to it", owner.id, other.id)
 
-	type path struct{ name, url, token string }
-	paths := []path{
+	paths := []hopPath{
 		{"baton server", srv.URL, srv.Token},
 		{"controller (owner) → worker", owner.url(), token},
 		{"other controller → owner → worker", other.url(), token},
 	}
+	b.ResetTimer()
+	measureHops(b, nil, paths, requests, duration)
+	b.StopTimer()
+}
+
+// hopSandbox reads BATON_HOP_SANDBOX and returns the sandbox flags of the
+// server and the workers.
+func hopSandbox(b *testing.B) []string {
+	b.Helper()
+	sandbox := os.Getenv("BATON_HOP_SANDBOX")
+	if sandbox == "" {
+		sandbox = "fake"
+	}
+	if sandbox != "fake" && sandbox != "process" {
+		b.Fatalf("BATON_HOP_SANDBOX=%q: want fake or process", sandbox)
+	}
+	if sandbox == "process" {
+		if _, err := exec.LookPath("python3"); err != nil {
+			b.Skip("BATON_HOP_SANDBOX=process needs python3 on PATH")
+		}
+	}
+	if sandbox == "process" {
+		return []string{"--sandbox", "process"}
+	}
+	return []string{"--sandbox", "fake", "--fake-start-latency", "40ms"}
+}
+
+// hopPath is one way to reach the function: a base URL and its token.
+type hopPath struct{ name, url, token string }
+
+// measureHops runs `baton bench` over every path, one client in a closed
+// loop then a 200 req/s open loop, each path twice in opposite orders, and
+// logs each run. The client runs on host in, or in this process's network
+// namespace when in is nil.
+func measureHops(b *testing.B, in *harness.Host, paths []hopPath, requests int, duration time.Duration) {
+	b.Helper()
 	loads := []struct {
 		name string
 		args []string
@@ -72,7 +93,6 @@ func BenchmarkWarmHop(b *testing.B) {
 		{"closed loop, 1 client", []string{"-c", "1", "-n", fmt.Sprint(requests), "--warmup", "100"}},
 		{"open loop, 200 req/s", []string{"--rate", "200", "--duration", duration.String(), "--warmup", "100"}},
 	}
-	b.ResetTimer()
 	for _, ld := range loads {
 		got := map[string][]loadgen.Summary{}
 		for pass := range 2 {
@@ -81,7 +101,7 @@ func BenchmarkWarmHop(b *testing.B) {
 				if pass == 1 {
 					p = paths[len(paths)-1-i]
 				}
-				got[p.name] = append(got[p.name], benchRun(b, p.url, p.token, ld.args))
+				got[p.name] = append(got[p.name], benchRun(b, in, p.url, p.token, ld.args))
 			}
 		}
 		for _, p := range paths {
@@ -92,16 +112,15 @@ func BenchmarkWarmHop(b *testing.B) {
 			}
 		}
 	}
-	b.StopTimer()
 }
 
-// benchRun runs `baton bench --function hop` against url and returns its
-// summary.
-func benchRun(b *testing.B, url, tok string, args []string) loadgen.Summary {
+// benchRun runs `baton bench --function hop` against url, on host in (nil:
+// here), and returns its summary.
+func benchRun(b *testing.B, in *harness.Host, url, tok string, args []string) loadgen.Summary {
 	b.Helper()
 	out := filepath.Join(b.TempDir(), "bench")
 	full := append([]string{"bench", "--server", url, "--function", "hop", "--data", `{"n":1}`, "--out", out}, args...)
-	cmd := exec.Command(harness.Binary(b), full...)
+	cmd := batonCmd(b, in, full...)
 	cmd.Env = append(os.Environ(), "BATON_TOKEN="+tok)
 	if o, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("baton %s: %v\n%s", strings.Join(full, " "), err, o)

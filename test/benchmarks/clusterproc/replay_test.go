@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -52,11 +51,8 @@ type replaySummary struct {
 // sleeping, so the scheduling latency replay reports is the whole response
 // time: Baton's path with no function work in it.
 func BenchmarkTraceReplay(b *testing.B) {
-	minutes := envInt(b, "BATON_REPLAY_MINUTES", 2)
-	compress := envInt(b, "BATON_REPLAY_COMPRESS", 1)
 	sb := []string{"--sandbox", "fake", "--fake-start-latency", "40ms"}
-	args := []string{"--trace", traceDir, "--functions", "10", "--minutes", fmt.Sprint(minutes), "--start-minute", "600",
-		"--compress", fmt.Sprint(compress), "--seed", "1"}
+	args := replayArgs(b, traceDir)
 
 	srv := harness.Start(b, harness.Options{Args: sb})
 	r := newRig(b)
@@ -69,10 +65,25 @@ func BenchmarkTraceReplay(b *testing.B) {
 	waitWorkers(b, cl, 3)
 
 	b.ResetTimer()
-	server := replayRun(b, srv.URL, srv.Token, args)
-	cluster := replayRun(b, ctrl.url(), token, args)
+	server := replayRun(b, nil, srv.URL, srv.Token, args)
+	cluster := replayRun(b, nil, ctrl.url(), token, args)
 	b.StopTimer()
+	reportReplay(b, server, cluster)
+}
 
+// replayArgs are the replay flags every run shares (section 6's settings),
+// reading the trace from dir.
+func replayArgs(b *testing.B, dir string) []string {
+	b.Helper()
+	minutes := envInt(b, "BATON_REPLAY_MINUTES", 2)
+	compress := envInt(b, "BATON_REPLAY_COMPRESS", 1)
+	return []string{"--trace", dir, "--functions", "10", "--minutes", fmt.Sprint(minutes), "--start-minute", "600",
+		"--compress", fmt.Sprint(compress), "--seed", "1"}
+}
+
+// reportReplay logs both summaries and the per-function p99s side by side.
+func reportReplay(b *testing.B, server, cluster replaySummary) {
+	b.Helper()
 	for _, x := range []struct {
 		name string
 		s    replaySummary
@@ -115,23 +126,34 @@ func BenchmarkTraceReplay(b *testing.B) {
 	b.Logf("per-function p99 scheduling latency:\n%s", sb2.String())
 }
 
-// replayRun runs `baton replay` against url and returns its summary.
-func replayRun(b *testing.B, url, tok string, args []string) replaySummary {
+// replayRun runs `baton replay` against url, on host in (nil: here), and
+// returns its summary.
+func replayRun(b *testing.B, in *harness.Host, url, tok string, args []string) replaySummary {
 	b.Helper()
-	out := filepath.Join(b.TempDir(), "replay")
-	full := append([]string{"replay", "--server", url, "--out", out}, args...)
-	cmd := exec.Command(harness.Binary(b), full...)
-	cmd.Env = append(os.Environ(), "BATON_TOKEN="+tok)
-	if o, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("baton %s: %v\n%s", strings.Join(full, " "), err, o)
-	}
-	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	s, err := replayTry(b, in, url, tok, args)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var s replaySummary
-	if err := json.Unmarshal(raw, &s); err != nil {
-		b.Fatalf("summary.json: %v", err)
-	}
 	return s
+}
+
+// replayTry is replayRun returning its failure, with baton's output in it.
+func replayTry(b *testing.B, in *harness.Host, url, tok string, args []string) (replaySummary, error) {
+	b.Helper()
+	var s replaySummary
+	out := filepath.Join(b.TempDir(), "replay")
+	full := append([]string{"replay", "--server", url, "--out", out}, args...)
+	cmd := batonCmd(b, in, full...)
+	cmd.Env = append(os.Environ(), "BATON_TOKEN="+tok)
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return s, fmt.Errorf("baton %s: %w\n%s", strings.Join(full, " "), err, o)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return s, fmt.Errorf("summary.json: %w", err)
+	}
+	return s, nil
 }
