@@ -26,8 +26,9 @@ type Runner interface {
 	// Backlogged says that the function's synchronous queue is long:
 	// asynchronous events wait rather than add to it.
 	Backlogged(name string, asyncSlots int) bool
-	// Run invokes the function synchronously.
-	Run(ctx context.Context, name, id string, payload []byte) Result
+	// Run invokes the function synchronously; attempt (1-based) is passed
+	// to the function.
+	Run(ctx context.Context, name, id string, payload []byte, attempt int) Result
 }
 
 // Result is a synchronous run's outcome: Err is nil for a success or a
@@ -309,7 +310,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	d.save(ctx, inv)
 
 	stop := keepAlive(msg)
-	res := d.run.Run(ctx, name, id, msg.Data())
+	res := d.run.Run(ctx, name, id, msg.Data(), attempt.Number)
 	stop()
 	last := &inv.Attempts[len(inv.Attempts)-1]
 	if res.Err != nil && Throttled(res.Err) {

@@ -537,7 +537,7 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 	in.logs.begin(inv.ID)
 	began := time.Now()
 	res, err := in.api.Invoke(ictx, runtimeapi.Event{
-		RequestID: inv.ID, Payload: inv.Payload, Deadline: inv.Deadline, TraceID: inv.TraceID,
+		RequestID: inv.ID, Payload: inv.Payload, Deadline: inv.Deadline, TraceID: inv.TraceID, ClientContext: inv.ClientContext,
 		FunctionARN: function.ARN(in.spec.Function, in.spec.Version),
 	})
 	elapsed := time.Since(began)

@@ -136,6 +136,11 @@ type Invocation struct {
 	Payload  []byte    `json:"payload"`
 	Deadline time.Time `json:"deadline"`
 	TraceID  string    `json:"traceId,omitempty"`
+	// ClientContext (JSON) reaches the function as Lambda's client context
+	// (context.client_context in Python, context.clientContext in Node);
+	// Baton puts an asynchronous event's attempt number in its "custom"
+	// map as "baton-attempt".
+	ClientContext []byte `json:"clientContext,omitempty"`
 }
 
 // FunctionError is the error a function reported (Lambda error shape).

@@ -178,6 +178,16 @@ func TestAsyncRetriesAndDeadLetters(t *testing.T) {
 		t.Errorf("bad queue name: %v", err)
 	}
 
+	// The function sees its attempt number (Lambda's client context).
+	deploy(t, srv, "second-time", pySpec("attempt"), pyDir)
+	acc, err = c.InvokeAsync(ctx(t), "second-time", []byte(`{}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv := awaitAsync(t, c, acc.ID); inv.State != "succeeded" || string(inv.Result) != `{"attempt": 2}` || len(inv.Attempts) != 2 {
+		t.Fatalf("attempt-aware invocation: %+v (result %s), want success on attempt 2", inv, inv.Result)
+	}
+
 	acc, err = c.InvokeAsync(ctx(t), "succeeding", []byte(`{"order":7}`), "")
 	if err != nil {
 		t.Fatal(err)

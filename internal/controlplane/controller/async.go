@@ -26,8 +26,10 @@ func (r asyncRunner) Backlogged(name string, asyncSlots int) bool {
 	return r.c.Status(name).Queued > asyncSlots
 }
 
-func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte) async.Result {
-	inv, err := r.c.Invoke(ctx, name, id, payload)
+func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte, attempt int) async.Result {
+	// The function sees its attempt as Lambda's client context.
+	cc := fmt.Appendf(nil, `{"custom":{"baton-attempt":"%d"}}`, attempt)
+	inv, err := r.c.InvokeWith(ctx, name, id, payload, cc)
 	if err != nil {
 		return async.Result{Err: err}
 	}

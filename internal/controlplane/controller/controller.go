@@ -569,11 +569,17 @@ type Invocation struct {
 // Invocation and recorded.
 // An empty id gets a fresh one.
 func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte) (Invocation, error) {
+	return c.InvokeWith(ctx, name, id, payload, nil)
+}
+
+// InvokeWith is Invoke with a client context for the function (JSON,
+// Lambda's client context).
+func (c *Controller) InvokeWith(ctx context.Context, name, id string, payload, clientContext []byte) (Invocation, error) {
 	if id == "" {
 		id = NewRequestID()
 	}
 	start := time.Now()
-	out, err := c.router.Invoke(ctx, name, workerapi.Invocation{ID: id, Payload: payload})
+	out, err := c.router.Invoke(ctx, name, workerapi.Invocation{ID: id, Payload: payload, ClientContext: clientContext})
 	end := time.Now()
 	switch {
 	case errors.Is(err, router.ErrQueueFull):

@@ -103,11 +103,13 @@ func instanceFromWire(in *pb.Instance) workerapi.Instance {
 }
 
 func invocationToWire(instanceID string, inv workerapi.Invocation) *pb.InvokeRequest {
-	return &pb.InvokeRequest{InstanceId: instanceID, Id: inv.ID, Payload: inv.Payload, DeadlineUnixNs: unixNano(inv.Deadline), TraceId: inv.TraceID}
+	return &pb.InvokeRequest{InstanceId: instanceID, Id: inv.ID, Payload: inv.Payload, DeadlineUnixNs: unixNano(inv.Deadline), TraceId: inv.TraceID,
+		ClientContext: inv.ClientContext}
 }
 
 func invocationFromWire(req *pb.InvokeRequest) workerapi.Invocation {
-	return workerapi.Invocation{ID: req.GetId(), Payload: req.GetPayload(), Deadline: fromUnixNano(req.GetDeadlineUnixNs()), TraceID: req.GetTraceId()}
+	return workerapi.Invocation{ID: req.GetId(), Payload: req.GetPayload(), Deadline: fromUnixNano(req.GetDeadlineUnixNs()), TraceID: req.GetTraceId(),
+		ClientContext: req.GetClientContext()}
 }
 
 func functionErrorToWire(fe *workerapi.FunctionError) *pb.FunctionError {

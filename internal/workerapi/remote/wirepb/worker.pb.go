@@ -818,7 +818,8 @@ type InvokeRequest struct {
 	// not agree. The server applies it to the call itself, and the client
 	// waits a little longer for the answer, so that a timeout is reported
 	// as the worker saw it rather than as a lost answer.
-	CallTimeoutNs int64 `protobuf:"varint,6,opt,name=call_timeout_ns,json=callTimeoutNs,proto3" json:"call_timeout_ns,omitempty"`
+	CallTimeoutNs int64  `protobuf:"varint,6,opt,name=call_timeout_ns,json=callTimeoutNs,proto3" json:"call_timeout_ns,omitempty"`
+	ClientContext []byte `protobuf:"bytes,7,opt,name=client_context,json=clientContext,proto3" json:"client_context,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -893,6 +894,13 @@ func (x *InvokeRequest) GetCallTimeoutNs() int64 {
 		return x.CallTimeoutNs
 	}
 	return 0
+}
+
+func (x *InvokeRequest) GetClientContext() []byte {
+	if x != nil {
+		return x.ClientContext
+	}
+	return nil
 }
 
 type FunctionError struct {
@@ -1807,7 +1815,7 @@ const file_worker_proto_rawDesc = "" +
 	"\vInstanceRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
 	"\fInstanceList\x12:\n" +
-	"\tinstances\x18\x01 \x03(\v2\x1c.baton.workerapi.v1.InstanceR\tinstances\"\xc7\x01\n" +
+	"\tinstances\x18\x01 \x03(\v2\x1c.baton.workerapi.v1.InstanceR\tinstances\"\xee\x01\n" +
 	"\rInvokeRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x0e\n" +
@@ -1815,7 +1823,8 @@ const file_worker_proto_rawDesc = "" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12(\n" +
 	"\x10deadline_unix_ns\x18\x04 \x01(\x03R\x0edeadlineUnixNs\x12\x19\n" +
 	"\btrace_id\x18\x05 \x01(\tR\atraceId\x12&\n" +
-	"\x0fcall_timeout_ns\x18\x06 \x01(\x03R\rcallTimeoutNs\"^\n" +
+	"\x0fcall_timeout_ns\x18\x06 \x01(\x03R\rcallTimeoutNs\x12%\n" +
+	"\x0eclient_context\x18\a \x01(\fR\rclientContext\"^\n" +
 	"\rFunctionError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1f\n" +

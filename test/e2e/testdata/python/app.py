@@ -169,3 +169,13 @@ def spawn(event, context):
     out = _identity(context)
     out["childPid"] = child.pid
     return out
+
+
+def attempt(event, context):
+    """Fails on an asynchronous event's first attempt and reports the
+    attempt number Baton passes in the client context."""
+    custom = (context.client_context.custom or {}) if context.client_context else {}
+    n = int(custom.get("baton-attempt", "0"))
+    if n < 2:
+        raise CustomError("attempt %d fails" % n)
+    return {"attempt": n}
