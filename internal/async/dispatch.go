@@ -197,32 +197,62 @@ func (d *Dispatcher) loop(name string) {
 	}()
 	var running sync.WaitGroup
 	defer running.Wait()
+	fn, serving, _ := d.run.Serving(name)
+	if !serving {
+		return
+	}
+	// One permit per event running here: the function's async
+	// concurrency. (The consumer's MaxAckPending is larger: events waiting
+	// for a retry hold an acknowledgement, not a permit.)
+	permits := make(chan struct{}, fn.Spec.AsyncConcurrency())
 	idle := 0
+	var cons jetstream.Consumer
 	for d.ctx.Err() == nil {
-		fn, serving, _ := d.run.Serving(name)
+		fn, serving, _ = d.run.Serving(name)
 		if !serving {
 			return
 		}
-		slots := fn.Spec.AsyncConcurrency()
-		if d.run.Backlogged(name, slots) {
+		if d.run.Backlogged(name, cap(permits)) {
 			select {
 			case <-d.ctx.Done():
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
-		cons, err := d.consumer(fn)
-		if err != nil {
-			d.log.Warn("async: consumer", "function", name, "err", err)
-			select {
-			case <-d.ctx.Done():
-			case <-time.After(time.Second):
+		if cons == nil {
+			var err error
+			if cons, err = d.consumer(fn); err != nil {
+				d.log.Warn("async: consumer", "function", name, "err", err)
+				select {
+				case <-d.ctx.Done():
+				case <-time.After(time.Second):
+				}
+				continue
 			}
-			continue
 		}
-		batch, err := cons.Fetch(slots, jetstream.FetchMaxWait(time.Second))
+		// Wait for a free permit, then take every free one.
+		select {
+		case <-d.ctx.Done():
+			return
+		case permits <- struct{}{}:
+		}
+		free := 1
+	take:
+		for free < cap(permits) {
+			select {
+			case permits <- struct{}{}:
+				free++
+			default:
+				break take
+			}
+		}
+		batch, err := cons.Fetch(free, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
+			for range free {
+				<-permits
+			}
 			d.log.Warn("async: fetch", "function", name, "err", err)
+			cons = nil // made again: it may have been removed
 			continue
 		}
 		got := 0
@@ -231,21 +261,20 @@ func (d *Dispatcher) loop(name string) {
 			running.Add(1)
 			go func() {
 				defer running.Done()
+				defer func() { <-permits }()
 				d.handle(msg)
 			}()
 		}
-		if got == 0 {
+		for range free - got {
+			<-permits
+		}
+		if got > 0 {
+			idle = 0
+		} else if idle++; idle >= 3 && len(permits) == 0 {
 			// Nothing for a few seconds: the loop ends; the next event's
 			// notification (or the scan) starts it again.
-			if idle++; idle >= 3 {
-				return
-			}
-		} else {
-			idle = 0
+			return
 		}
-		// One batch at a time: the consumer's MaxAckPending bounds the
-		// events in flight across fetches (and controllers).
-		running.Wait()
 	}
 }
 
@@ -260,9 +289,13 @@ func (d *Dispatcher) consumer(fn function.Function) (jetstream.Consumer, error) 
 	return d.q.events.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: consumerPrefix + fn.Name, FilterSubject: subject(fn.Name),
 		AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait,
-		MaxAckPending: fn.Spec.AsyncConcurrency(), MaxDeliver: -1, InactiveThreshold: time.Hour,
+		MaxAckPending: maxAckPending(fn.Spec.AsyncConcurrency()), MaxDeliver: -1, InactiveThreshold: time.Hour,
 	})
 }
+
+// maxAckPending bounds the events handed out but not settled: those
+// running (at most the concurrency) and those waiting for a retry.
+func maxAckPending(concurrency int) int { return min(concurrency*4+64, 10000) }
 
 // handle runs one delivery of an event.
 func (d *Dispatcher) handle(msg jetstream.Msg) {
@@ -311,17 +344,24 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 
 	stop := keepAlive(msg)
 	res := d.run.Run(ctx, name, id, msg.Data(), attempt.Number)
+	// Throttled, it did not run: not an attempt. It keeps its permit and
+	// tries again shortly (the function is saturated anyway), until
+	// this controller stops serving the function.
+	for wait := 50 * time.Millisecond; res.Err != nil && Throttled(res.Err); wait = min(2*wait, 2*time.Second) {
+		d.outcome(name, outcomeThrottled)
+		if _, serving, _ := d.run.Serving(name); !serving || d.ctx.Err() != nil {
+			stop()
+			inv.Attempts = inv.Attempts[:len(inv.Attempts)-1]
+			inv.State, inv.Updated = StateQueued, time.Now().UTC()
+			d.save(ctx, inv)
+			_ = msg.Nak()
+			return
+		}
+		time.Sleep(jitter(wait))
+		res = d.run.Run(ctx, name, id, msg.Data(), attempt.Number)
+	}
 	stop()
 	last := &inv.Attempts[len(inv.Attempts)-1]
-	if res.Err != nil && Throttled(res.Err) {
-		// It never ran: not an attempt.
-		inv.Attempts = inv.Attempts[:len(inv.Attempts)-1]
-		inv.State, inv.Updated = StateQueued, time.Now().UTC()
-		d.save(ctx, inv)
-		d.outcome(name, outcomeThrottled)
-		_ = msg.NakWithDelay(jitter(time.Second))
-		return
-	}
 	last.End = time.Now().UTC()
 	switch {
 	case res.Err != nil:
