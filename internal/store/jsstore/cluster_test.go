@@ -100,7 +100,7 @@ func TestOpenSingleServer(t *testing.T) {
 // Open succeeds, and every bucket and stream has three replicas.
 func TestOpenClusterConcurrently(t *testing.T) {
 	c := natsdtest.StartCluster(t, 3, nil)
-	c.WaitReady(60 * time.Second)
+	c.WaitReady(3 * time.Minute)
 	urls := c.URLs()
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
@@ -154,7 +154,7 @@ func TestOpenClusterConcurrently(t *testing.T) {
 // a single server (JetStream reports it with another code there).
 func TestRevisionConflictOnReplicatedBucket(t *testing.T) {
 	c := natsdtest.StartCluster(t, 3, nil)
-	c.WaitReady(60 * time.Second)
+	c.WaitReady(3 * time.Minute)
 	st := open(t, dial(t, c.URLs()), jsstore.Options{Replicas: jsstore.AutoReplicas, MaxRecords: 100})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -185,7 +185,7 @@ func TestRevisionConflictOnReplicatedBucket(t *testing.T) {
 // does not lower the others' copies.
 func TestAutoReplicasOnTwoNodes(t *testing.T) {
 	c := natsdtest.StartCluster(t, 2, nil)
-	c.WaitReady(60 * time.Second)
+	c.WaitReady(3 * time.Minute)
 	nc := dial(t, c.URLs())
 	open(t, nc, jsstore.Options{Replicas: jsstore.AutoReplicas, MaxRecords: 100})
 	wantReplicas(t, nc, 2)
@@ -199,9 +199,9 @@ func TestAutoReplicasOnTwoNodes(t *testing.T) {
 // once the node is back a later Open gives every store three.
 func TestAutoReplicasWithANodeDown(t *testing.T) {
 	c := natsdtest.StartCluster(t, 3, nil)
-	c.WaitReady(60 * time.Second)
+	c.WaitReady(3 * time.Minute)
 	c.Stop(2)
-	c.WaitReady(60 * time.Second)
+	c.WaitReady(3 * time.Minute)
 	nc := dial(t, c.URLs()[:2])
 	st := open(t, nc, jsstore.Options{Replicas: jsstore.AutoReplicas, MaxRecords: 100})
 	for name, r := range replicas(t, nc) {
@@ -216,7 +216,7 @@ func TestAutoReplicasWithANodeDown(t *testing.T) {
 	}
 
 	c.Start(2)
-	c.WaitReady(60 * time.Second)
+	c.WaitReady(3 * time.Minute)
 	// The meta leader learns that the node is back from its reports, a
 	// moment after the routes are up.
 	waitFor(t, "three replicas after the node is back", func() error {

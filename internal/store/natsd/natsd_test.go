@@ -96,7 +96,7 @@ func TestClusterWithTLSAndCredentials(t *testing.T) {
 		o.ClientTLS, o.ClientAuth = ca.Config(), auth
 		o.Cluster.TLS, o.Cluster.Auth = ca.Config(), auth
 	})
-	c.WaitReady(60 * time.Second)
+	c.WaitReady(3 * time.Minute)
 	// The meta group counts its peers a moment after the routes are up.
 	var st natsd.Status
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
