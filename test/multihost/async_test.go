@@ -110,6 +110,9 @@ func TestAsyncAcrossControllerKills(t *testing.T) {
 	<-feed
 	wg.Wait()
 	t.Logf("submitted %d keys twice each in %s", asyncKeys, time.Since(started).Round(time.Millisecond))
+	defer func() {
+		t.Logf("checked every invocation %s after the submissions began", time.Since(started).Round(time.Millisecond))
+	}()
 
 	// Both submissions of a key got one id; one id per key.
 	ids := map[string]int{} // id → index of its key
@@ -219,34 +222,53 @@ func (c *cluster) waitFinal(fn string, ids []string) map[string]apiv1.AsyncInvoc
 	c.t.Helper()
 	states := map[string]apiv1.AsyncInvocation{}
 	// Past the redelivery of events whose controller died (15 s).
+	var mu sync.Mutex // guards states
 	err := poll(settle+30*time.Second, func() error {
 		ctrls := c.liveControllers()
-		pending := 0
-		var last error
-		for k, id := range ids {
-			if st, ok := states[id]; ok && isFinal(st.State) {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			st, err := c.client(ctrls[k%len(ctrls)]).AsyncInvocation(ctx, id)
-			cancel()
-			switch {
-			case err != nil:
-				last = fmt.Errorf("id %s: %w", id, err)
-				pending++
-			case st.ID != id || st.Function != fn:
-				c.t.Errorf("GET /v1/invocations/%s answers invocation %s of function %q", id, st.ID, st.Function)
-				states[id] = st
-			default:
-				states[id] = st
-				if !isFinal(st.State) {
-					pending++
-					last = fmt.Errorf("id %s is %s with %d attempts", id, st.State, len(st.Attempts))
+		var pending atomic.Int64
+		var last atomic.Value
+		// A few readers at once: thousands of GETs one after the other
+		// would take longer than the invocations.
+		next := make(chan int)
+		var wg sync.WaitGroup
+		for range submitters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range next {
+					id := ids[k]
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					st, err := c.client(ctrls[k%len(ctrls)]).AsyncInvocation(ctx, id)
+					cancel()
+					switch {
+					case err != nil:
+						last.Store(fmt.Errorf("id %s: %w", id, err))
+						pending.Add(1)
+						continue
+					case st.ID != id || st.Function != fn:
+						c.t.Errorf("GET /v1/invocations/%s answers invocation %s of function %q", id, st.ID, st.Function)
+					case !isFinal(st.State):
+						pending.Add(1)
+						last.Store(fmt.Errorf("id %s is %s with %d attempts", id, st.State, len(st.Attempts)))
+					}
+					mu.Lock()
+					states[id] = st
+					mu.Unlock()
 				}
+			}()
+		}
+		for k, id := range ids {
+			mu.Lock()
+			st, ok := states[id]
+			mu.Unlock()
+			if !ok || !isFinal(st.State) {
+				next <- k
 			}
 		}
-		if pending > 0 {
-			return fmt.Errorf("%d of %d invocations not final yet; e.g. %w", pending, len(ids), last)
+		close(next)
+		wg.Wait()
+		if n := pending.Load(); n > 0 {
+			return fmt.Errorf("%d of %d invocations not final yet; e.g. %v", n, len(ids), last.Load())
 		}
 		return nil
 	})
