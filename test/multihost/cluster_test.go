@@ -82,8 +82,9 @@ type cluster struct {
 // newCluster starts three NATS nodes, three workers and two controllers,
 // each on a host of its own, and waits until every controller serves and
 // lists the five controller and worker nodes. Controllers and workers
-// start all at once when together is set, else one controller first.
-func newCluster(t *testing.T, together bool) *cluster {
+// start all at once when together is set, else one controller first;
+// controllerArgs are added to every controller's flags.
+func newCluster(t *testing.T, together bool, controllerArgs ...string) *cluster {
 	t.Helper()
 	nw := harness.NewNetwork(t)
 	bin := harness.Binary(t)
@@ -126,9 +127,9 @@ func newCluster(t *testing.T, together bool) *cluster {
 		id := fmt.Sprintf("c%d", i+1)
 		h := nw.AddHost(id)
 		pki := issue(t, bin, caDir, id, "controller", "")
-		c.controllers = append(c.controllers, &node{id: id, host: h, args: []string{"controller", "--nats", natsFlag,
+		c.controllers = append(c.controllers, &node{id: id, host: h, args: append([]string{"controller", "--nats", natsFlag,
 			"--listen", net.JoinHostPort(h.Addr(), apiPort), "--pki", pki, "--data-dir", t.TempDir(),
-			"--token-file", tokenFile}})
+			"--token-file", tokenFile}, controllerArgs...)})
 	}
 
 	// Stores and membership need JetStream's meta leader: controllers
