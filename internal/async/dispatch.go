@@ -312,6 +312,12 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	if err != nil {
 		inv = Invocation{ID: id, Function: name, State: StateQueued, Created: meta.Timestamp.UTC()}
 	}
+	if Final(inv.State) {
+		// Settled by a controller that died before it acknowledged the
+		// event (its outcome and destination are stored): not run again.
+		_ = msg.DoubleAck(ctx)
+		return
+	}
 	now := time.Now().UTC()
 	// An attempt that started and never ended was cut short by a crash.
 	for i := range inv.Attempts {

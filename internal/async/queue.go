@@ -192,7 +192,9 @@ func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte) erro
 	}
 	now := time.Now().UTC()
 	st := Invocation{ID: id, Function: fn, State: StateQueued, Created: now, Updated: now}
-	if err := q.put(ctx, st); err != nil {
+	// Only if nothing is there: the dispatcher may have run the event
+	// already, and its state must not go back to queued.
+	if err := q.create(ctx, st); err != nil {
 		// The event is stored and will run; its state is written then.
 		q.log.Warn("async invocation accepted, its first state not written", "id", id, "err", err)
 	}
@@ -216,6 +218,18 @@ func (q *Queue) Get(ctx context.Context, id string) (Invocation, error) {
 		return Invocation{}, fmt.Errorf("decode invocation %s: %w", id, err)
 	}
 	return inv, nil
+}
+
+func (q *Queue) create(ctx context.Context, inv Invocation) error {
+	data, err := json.Marshal(inv)
+	if err != nil {
+		return err
+	}
+	_, err = q.states.Create(ctx, inv.ID, data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil
+	}
+	return jsstore.Unanswered(err)
 }
 
 func (q *Queue) put(ctx context.Context, inv Invocation) error {
