@@ -25,7 +25,7 @@ var asyncArgs = []string{"--async-retry-base", "100ms"}
 
 // asyncKeys is how many idempotency keys TestAsyncAcrossControllerKills
 // submits, each twice at once (once per controller).
-const asyncKeys = 2000
+const asyncKeys = 1000
 
 // submitters is how many keys are being submitted at once.
 const submitters = 8
