@@ -12,7 +12,7 @@
 # container run is skipped with a message instead.
 #
 # Time budget on a busy 2-core machine: each part's test binaries are
-# stopped by `go test -timeout` (7 + 9 + 9 + 5 minutes at most); a hanging
+# stopped by `go test -timeout` (7 + 9 + 9 + 6 minutes at most); a hanging
 # test in every part would bring the whole run to about 30 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +53,7 @@ part "end-to-end tests under process sandboxes (BATON_TEST_SANDBOX=process)" \
   env BATON_TEST_SANDBOX=process go test -race -count=1 -timeout 9m ./test/e2e/
 
 part "multi-host cluster tests (test/multihost: netns hosts, real processes)" \
-  go test -race -count=1 -timeout 5m ./test/multihost/
+  go test -race -count=1 -timeout 6m ./test/multihost/
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo >&2
