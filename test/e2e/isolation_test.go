@@ -732,7 +732,7 @@ func endlessForkBomb(t *testing.T, srv *harness.Server, app string) {
 	bomb := pySpec("forkforever")
 	bomb.App = app
 	bomb.MemoryMB = 512
-	bomb.TimeoutSeconds = 8
+	bomb.TimeoutSeconds = 25 // time to fill its PID limit on a busy machine
 	deploy(t, srv, bombName, bomb, isoDir)
 	bombProcs := func() []int { return withEnv(allProcs(), "AWS_LAMBDA_FUNCTION_NAME="+bombName) }
 	killAtCleanup(t, bombProcs)
@@ -765,7 +765,7 @@ func endlessForkBomb(t *testing.T, srv *harness.Server, app string) {
 	began := time.Now()
 	go func() {
 		defer close(bombDone)
-		bombResp, _ = srv.Client.Invoke(ctx(t), bombName, []byte(`{"seconds": 20, "churn": 0.05}`))
+		bombResp, _ = srv.Client.Invoke(ctx(t), bombName, []byte(`{"seconds": 60, "churn": 0.05}`))
 	}()
 	// Full: the bomb's instance is at its PID limit (a group of its own
 	// inside the sandbox, so that the sandbox's init and the app's other
