@@ -42,6 +42,8 @@ func (n *natsNode) start(t *testing.T, bin string) {
 	}
 	n.cmd = exec.Command(bin, n.args...)
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	// A test binary that is killed takes its NATS nodes with it.
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatalf("start %s: %v", n.name, err)
