@@ -91,8 +91,9 @@ func (n *natsNode) log() string {
 }
 
 // startNATSCluster starts three `baton nats` processes on loopback ports,
-// each with the routes of all three.
-func startNATSCluster(t *testing.T) []*natsNode {
+// each with the routes of all three, in the named cluster; extra, when
+// set, gives a node's further flags by its name.
+func startNATSCluster(t *testing.T, cluster string, extra func(name string) []string) []*natsNode {
 	t.Helper()
 	bin := harness.Binary(t)
 	ports := natsdtest.FreePorts(t, 6)
@@ -107,7 +108,10 @@ func startNATSCluster(t *testing.T) []*natsNode {
 		n := &natsNode{name: name, listen: fmt.Sprintf("127.0.0.1:%d", ports[i]), logPath: filepath.Join(dir, name+".log")}
 		n.args = []string{"nats", "--name", name, "--listen", n.listen,
 			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[3+i]), "--routes", strings.Join(routes, ","),
-			"--cluster-name", "e2e", "--data-dir", filepath.Join(dir, name)}
+			"--cluster-name", cluster, "--data-dir", filepath.Join(dir, name)}
+		if extra != nil {
+			n.args = append(n.args, extra(name)...)
+		}
 		n.start(t, bin)
 		nodes[i] = n
 	}
@@ -157,7 +161,7 @@ func eventually(t *testing.T, what string, cond func(ctx context.Context) error)
 // writes succeed. The node restarts from its data directory and catches
 // up, and then, with another node killed, the data read back is its copy's.
 func TestNATSClusterSurvivesLossOfANode(t *testing.T) {
-	nodes := startNATSCluster(t)
+	nodes := startNATSCluster(t, "e2e", nil)
 	for _, n := range nodes {
 		eventually(t, n.name+" reports JetStream ready", func(context.Context) error {
 			if !n.running() {

@@ -10,14 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	apiv1 "github.com/baton-faas/baton/api/v1"
 	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/function"
-	"github.com/baton-faas/baton/internal/store/natsd/natsdtest"
 	"github.com/baton-faas/baton/test/harness"
 )
 
@@ -61,7 +59,6 @@ func TestNATSSecurityJoin(t *testing.T) {
 	// The processes get the password from the environment, as an operator
 	// would give it (not parallel: t.Setenv).
 	t.Setenv("BATON_NATS_PASSWORD", natsPassword)
-	bin := harness.Binary(t)
 	caDir := filepath.Join(t.TempDir(), "ca")
 	otherCA := filepath.Join(t.TempDir(), "other-ca")
 	for _, dir := range []string{caDir, otherCA} {
@@ -70,36 +67,12 @@ func TestNATSSecurityJoin(t *testing.T) {
 		}
 	}
 
-	ports := natsdtest.FreePorts(t, 6)
-	var routes []string
-	for i := range 3 {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3+i]))
-	}
-	dir := t.TempDir()
-	nodes := make([]*natsNode, 3)
-	natsPKIs := make([]string, 3)
-	for i := range 3 {
-		name := fmt.Sprintf("n%d", i+1)
+	natsPKIs := map[string]string{}
+	nodes := startNATSCluster(t, "secure", func(name string) []string {
 		pki := clusterNode(t, caDir, "nats-"+name, "nats", "127.0.0.1")
-		natsPKIs[i] = pki
-		n := &natsNode{name: name, listen: fmt.Sprintf("127.0.0.1:%d", ports[i]), logPath: filepath.Join(dir, name+".log")}
-		n.args = []string{"nats", "--name", name, "--listen", n.listen,
-			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[3+i]), "--routes", strings.Join(routes, ","),
-			"--cluster-name", "secure", "--data-dir", filepath.Join(dir, name),
-			"--tls-cert", filepath.Join(pki, "node.crt"), "--tls-key", filepath.Join(pki, "node.key"),
+		natsPKIs[name] = pki
+		return []string{"--tls-cert", filepath.Join(pki, "node.crt"), "--tls-key", filepath.Join(pki, "node.key"),
 			"--tls-ca", filepath.Join(pki, "ca.crt"), "--user", "baton"}
-		n.start(t, bin)
-		nodes[i] = n
-	}
-	t.Cleanup(func() {
-		for _, n := range nodes {
-			_ = n.stop(t, syscall.SIGKILL)
-		}
-		if t.Failed() {
-			for _, n := range nodes {
-				t.Logf("log of %s:\n%s", n.name, n.log())
-			}
-		}
 	})
 	for _, n := range nodes {
 		eventually(t, n.name+" reports JetStream ready", func(context.Context) error {
@@ -144,7 +117,7 @@ func TestNATSSecurityJoin(t *testing.T) {
 		[]string{"NATS at", "certificate", "client certificates from their --tls-ca only", "--pki"},
 		worker(strangerPKI, "--nats-user", "baton", "--nats-tls-ca", filepath.Join(caDir, "ca.crt"))...)
 	runRefused(t, "a worker with the NATS node's certificate", nil, []string{"not a worker"},
-		worker(natsPKIs[0], "--nats-user", "baton")...)
+		worker(natsPKIs["n1"], "--nats-user", "baton")...)
 
 	// The right flags: the worker upgrades nats:// to the TLS the servers
 	// require, the controller asks for TLS with tls://.
