@@ -256,6 +256,9 @@ type Invocation struct {
 	LogsTruncated bool           `json:"logsTruncated,omitempty"`
 	ResponseBytes int            `json:"responseBytes"`
 	RequestBytes  int            `json:"requestBytes"`
+	// Attempt is set on the attempts of an asynchronous invocation
+	// (1-based); they share the invocation's id.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // InvocationList is the body of GET /v1/invocations, newest first.

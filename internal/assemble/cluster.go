@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/baton-faas/baton/internal/async"
 	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/cluster/ownership"
 	"github.com/baton-faas/baton/internal/clusterpki"
@@ -91,7 +92,9 @@ type ControllerConfig struct {
 	// AsyncRetryBase is the wait before an asynchronous event's first
 	// retry (default 1 s; doubling after).
 	AsyncRetryBase time.Duration
-	Ready          func(addr string)
+	// AsyncDedupWindow and AsyncRetention: see Config.
+	AsyncDedupWindow, AsyncRetention time.Duration
+	Ready                            func(addr string)
 }
 
 // joinCluster does what every cluster role does first: it locks the data
@@ -299,7 +302,8 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
-	state, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes, log)
+	state, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes,
+		async.Options{DedupWindow: cfg.AsyncDedupWindow, Retention: cfg.AsyncRetention}, log)
 	if err != nil {
 		return err
 	}

@@ -128,12 +128,13 @@ func codeLimitsFor(maxCodeBytes int64) archive.Limits {
 
 // openControlState opens what a control plane keeps on the cluster's
 // stores: the function registry and the invocation records.
-func openControlState(ctx context.Context, nc *nats.Conn, maxRecords int, maxCodeBytes int64, log *slog.Logger) (controlState, error) {
+func openControlState(ctx context.Context, nc *nats.Conn, maxRecords int, maxCodeBytes int64, asyncOpts async.Options, log *slog.Logger) (controlState, error) {
 	st, err := jsstore.Open(ctx, nc, recordStoreOptions(maxRecords))
 	if err != nil {
 		return controlState{}, err
 	}
-	queue, err := async.Open(ctx, nc, async.Options{Logger: log.With("component", "async")})
+	asyncOpts.Logger = log.With("component", "async")
+	queue, err := async.Open(ctx, nc, asyncOpts)
 	if err != nil {
 		return controlState{}, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-faas/baton/internal/async"
 	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
@@ -66,8 +67,12 @@ type Config struct {
 	NATSListen string
 	// AsyncRetryBase is the wait before an asynchronous event's first
 	// retry (default 1 s; doubling after).
-	AsyncRetryBase  time.Duration
-	NoAuthOnNetwork bool
+	AsyncRetryBase time.Duration
+	// AsyncDedupWindow is how long an idempotency key maps to its first
+	// invocation; AsyncRetention how long an async invocation's state and
+	// result are kept after it last changed (0: the queue's defaults).
+	AsyncDedupWindow, AsyncRetention time.Duration
+	NoAuthOnNetwork                  bool
 	// FakeStartLatency delays each fake instance's first poll (Sandbox
 	// "fake" only).
 	FakeStartLatency time.Duration
@@ -138,7 +143,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer nc.Close()
-	state, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes, log)
+	state, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes,
+		async.Options{DedupWindow: cfg.AsyncDedupWindow, Retention: cfg.AsyncRetention}, log)
 	if err != nil {
 		return err
 	}

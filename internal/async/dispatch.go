@@ -64,6 +64,9 @@ type DispatchOptions struct {
 // Observer is told the backlog per function and how deliveries end.
 type Observer interface {
 	ObserveAsyncDepth(function string, depth int)
+	// ObserveAsyncOldest is the age of the oldest waiting event (zero
+	// when none waits).
+	ObserveAsyncOldest(function string, age time.Duration)
 	ObserveAsyncOutcome(function, outcome string)
 }
 
@@ -151,13 +154,13 @@ func (d *Dispatcher) Kick(name string) {
 	}()
 }
 
-// scan kicks every function with events waiting, now and then.
+// scan kicks every function with events waiting, now and then, and
+// reports the backlog of the functions this controller serves.
 func (d *Dispatcher) scan() {
-	reported := map[string]bool{} // functions whose depth was last reported non-zero
+	reported := map[string]bool{} // functions whose backlog was last reported non-zero
 	for {
 		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 		depth, err := d.q.Depth(ctx)
-		cancel()
 		if err != nil && d.ctx.Err() == nil {
 			d.log.Warn("async: read the backlog", "err", err)
 		}
@@ -165,16 +168,20 @@ func (d *Dispatcher) scan() {
 			if n > 0 {
 				d.Kick(name)
 			}
-			if d.opts.Observer != nil {
-				d.opts.Observer.ObserveAsyncDepth(name, int(n))
-				reported[name] = n > 0
+			if _, serving, _ := d.run.Serving(name); !serving || n == 0 {
+				delete(depth, name) // reported as drained below, if it was not
+				continue
 			}
+			d.observe(ctx, name, n)
+			reported[name] = true
 		}
-		if err == nil && d.opts.Observer != nil {
-			// A drained function has no subject left to report.
-			for name, nonZero := range reported {
-				if _, ok := depth[name]; !ok && nonZero {
-					d.opts.Observer.ObserveAsyncDepth(name, 0)
+		cancel()
+		if err == nil {
+			// A drained function has no subject left; one served elsewhere
+			// now is reported by its owner.
+			for name := range reported {
+				if _, ok := depth[name]; !ok {
+					d.observe(d.ctx, name, 0)
 					delete(reported, name)
 				}
 			}
@@ -185,6 +192,27 @@ func (d *Dispatcher) scan() {
 		case <-time.After(d.opts.Scan):
 		}
 	}
+}
+
+// observe reports a function's backlog: its depth and, when it has one,
+// the age of its oldest event.
+func (d *Dispatcher) observe(ctx context.Context, name string, depth uint64) {
+	if d.opts.Observer == nil {
+		return
+	}
+	d.opts.Observer.ObserveAsyncDepth(name, int(depth))
+	var age time.Duration
+	if depth > 0 {
+		accepted, ok, err := d.q.Oldest(ctx, name)
+		if err != nil {
+			d.log.Warn("async: read the oldest event", "function", name, "err", err)
+			return
+		}
+		if ok {
+			age = max(time.Since(accepted), 0)
+		}
+	}
+	d.opts.Observer.ObserveAsyncOldest(name, age)
 }
 
 // loop fetches and runs one function's events while it has some and this

@@ -241,6 +241,20 @@ func (q *Queue) put(ctx context.Context, inv Invocation) error {
 	return jsstore.Unanswered(err)
 }
 
+// Oldest returns when a function's oldest waiting event was accepted
+// (events waiting for a retry keep their first acceptance time); ok is
+// false when none waits.
+func (q *Queue) Oldest(ctx context.Context, name string) (accepted time.Time, ok bool, err error) {
+	msg, err := q.events.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject(name)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, jsstore.Unanswered(err)
+	}
+	return msg.Time, true, nil
+}
+
 // Depth is the number of events waiting (or running) per function.
 func (q *Queue) Depth(ctx context.Context) (map[string]uint64, error) {
 	info, err := q.events.Info(ctx, jetstream.WithSubjectFilter(eventsPrefix+">"))

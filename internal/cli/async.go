@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/baton-faas/baton/client"
 )
@@ -123,4 +124,26 @@ func newDLQRedriveCmd() *cobra.Command {
 	}
 	connect = serverFlag(cmd)
 	return cmd
+}
+
+// asyncFlags registers the asynchronous queue's settings, the same on
+// `baton server` and `baton controller`; check reports a bad value.
+func asyncFlags(f *pflag.FlagSet, retryBase, dedupWindow, retention *time.Duration) (check func() error) {
+	f.DurationVar(retryBase, "async-retry-base", time.Second, "wait before an asynchronous event's first retry (doubling after, with jitter, at most 5m)")
+	f.DurationVar(dedupWindow, "async-dedup-window", 10*time.Minute, "how long an idempotency key returns its first invocation's id")
+	f.DurationVar(retention, "async-retention", 24*time.Hour, "how long an asynchronous invocation's state and result are kept after it last changed")
+	return func() error {
+		for _, d := range []struct {
+			flag string
+			v    time.Duration
+		}{{"async-retry-base", *retryBase}, {"async-dedup-window", *dedupWindow}, {"async-retention", *retention}} {
+			if d.v <= 0 {
+				return fmt.Errorf("--%s %s: must be positive", d.flag, d.v)
+			}
+		}
+		if *retention < time.Minute || *dedupWindow < time.Second {
+			return fmt.Errorf("--async-retention %s / --async-dedup-window %s: at least 1m / 1s", *retention, *dedupWindow)
+		}
+		return nil
+	}
 }

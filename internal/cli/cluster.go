@@ -99,6 +99,7 @@ func newControllerCmd() *cobra.Command {
 	cfg := assemble.ControllerConfig{}
 	var fl nodeFlagValues
 	var noAuthOnNetwork bool
+	var checkAsync func() error
 	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Run a cluster controller: the HTTP API and the router, on the cluster's stores, routing to workers",
@@ -108,6 +109,9 @@ func newControllerCmd() *cobra.Command {
 				return err
 			}
 			if err := assemble.CheckNoAuthListen(cfg.Listen, cfg.NoAuth, noAuthOnNetwork); err != nil {
+				return err
+			}
+			if err := checkAsync(); err != nil {
 				return err
 			}
 			if cfg.NoAuth {
@@ -127,7 +131,7 @@ func newControllerCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token, created with a random token if missing (default <data-dir>/api-token)")
-	f.DurationVar(&cfg.AsyncRetryBase, "async-retry-base", time.Second, "wait before an asynchronous event's first retry (doubling after, with jitter, at most 5m)")
+	checkAsync = asyncFlags(f, &cfg.AsyncRetryBase, &cfg.AsyncDedupWindow, &cfg.AsyncRetention)
 	f.BoolVar(&cfg.NoAuth, "no-auth", false, "serve the management API without a token (tests only; loopback --listen only, see --"+assemble.NoAuthOnNetworkFlag+")")
 	f.BoolVar(&noAuthOnNetwork, assemble.NoAuthOnNetworkFlag, false, "allow --no-auth on a --listen address other hosts can reach: anyone there may deploy and run code")
 	return cmd

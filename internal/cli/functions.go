@@ -364,8 +364,12 @@ func newLogsCmd() *cobra.Command {
 				if r.Cold {
 					cold = fmt.Sprintf(" cold (init %.1f ms)", r.InitMs)
 				}
-				fmt.Fprintf(out, "%s  %s  v%d  %s  %.1f ms (wait %.1f, exec %.1f)%s  instance %s\n",
-					r.Start.Local().Format("2006-01-02 15:04:05.000"), r.ID, r.Version, r.Status, r.DurationMs, r.WaitMs, r.ExecMs, cold, r.Instance)
+				async := ""
+				if r.Attempt > 0 {
+					async = fmt.Sprintf("  async attempt %d", r.Attempt)
+				}
+				fmt.Fprintf(out, "%s  %s  v%d  %s%s  %.1f ms (wait %.1f, exec %.1f)%s  instance %s\n",
+					r.Start.Local().Format("2006-01-02 15:04:05.000"), r.ID, r.Version, r.Status, async, r.DurationMs, r.WaitMs, r.ExecMs, cold, r.Instance)
 				if r.Error != nil {
 					fmt.Fprintf(out, "  error: %s: %s\n", r.Error.Type, r.Error.Message)
 				}

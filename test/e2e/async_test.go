@@ -187,6 +187,11 @@ func TestAsyncRetriesAndDeadLetters(t *testing.T) {
 	if inv := awaitAsync(t, c, acc.ID); inv.State != "succeeded" || string(inv.Result) != `{"attempt": 2}` || len(inv.Attempts) != 2 {
 		t.Fatalf("attempt-aware invocation: %+v (result %s), want success on attempt 2", inv, inv.Result)
 	}
+	// baton logs shows both attempts under the invocation's id.
+	out, errOut, code := cli(t, srv, "logs", "second-time", "--server", srv.URL)
+	if code != 0 || !strings.Contains(out, acc.ID+"  v1  function-error  async attempt 1") || !strings.Contains(out, acc.ID+"  v1  success  async attempt 2") {
+		t.Errorf("baton logs (exit %d): %s%s, want both attempts of %s", code, out, errOut, acc.ID)
+	}
 
 	acc, err = c.InvokeAsync(ctx(t), "succeeding", []byte(`{"order":7}`), "")
 	if err != nil {
@@ -233,5 +238,66 @@ func TestAsyncSurvivesServerKill(t *testing.T) {
 		if inv := awaitAsync(t, srv.Client, id); inv.State != "succeeded" {
 			t.Fatalf("invocation %s after the crash: %+v", id, inv)
 		}
+	}
+}
+
+// TestAsyncMetrics: a backlog shows as queue depth and the age of its
+// oldest event, deliveries are counted by outcome, and both gauges drop to
+// zero once the backlog drains.
+func TestAsyncMetrics(t *testing.T) {
+	t.Parallel()
+	srv := harness.Start(t, harness.Options{})
+	spec := pySpec("sleep")
+	spec.MaxScale = 1
+	spec.Async = &function.AsyncConfig{Concurrency: 1}
+	deploy(t, srv, "backlogged", spec, pyDir)
+	const events = 6
+	var ids []string
+	for range events {
+		acc, err := srv.Client.InvokeAsync(ctx(t), "backlogged", []byte(`{"ms":1500}`), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, acc.ID)
+	}
+	const depth, oldest = `baton_async_queue_depth{function="backlogged"}`, `baton_async_oldest_event_age_seconds{function="backlogged"}`
+	waitFor(t, settle, "the backlog to show in /metrics", func() (bool, string) {
+		m := metrics(t, srv)
+		return m[depth] > 0 && m[oldest] > 0, fmt.Sprintf("depth %v, oldest %v s", m[depth], m[oldest])
+	})
+	for _, id := range ids {
+		if inv := awaitAsync(t, srv.Client, id); inv.State != "succeeded" {
+			t.Fatalf("invocation %s: %+v", id, inv)
+		}
+	}
+	waitFor(t, settle, "the drained backlog to show in /metrics", func() (bool, string) {
+		m := metrics(t, srv)
+		ok := m[depth] == 0 && m[oldest] == 0 && m[`baton_async_events_total{function="backlogged",outcome="succeeded"}`] == events
+		return ok, fmt.Sprintf("depth %v, oldest %v s, succeeded %v", m[depth], m[oldest], m[`baton_async_events_total{function="backlogged",outcome="succeeded"}`])
+	})
+}
+
+// TestAsyncDedupWindow: an idempotency key maps to its first id only
+// within --async-dedup-window; afterwards the same key is a new event.
+func TestAsyncDedupWindow(t *testing.T) {
+	t.Parallel()
+	srv := harness.Start(t, harness.Options{Args: []string{"--sandbox", "fake", "--async-dedup-window", "5s"}})
+	deploy(t, srv, "echo", pySpec("echo"), pyDir)
+	first, err := srv.Client.InvokeAsync(ctx(t), "echo", []byte(`{}`), "once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := srv.Client.InvokeAsync(ctx(t), "echo", []byte(`{}`), "once"); err != nil || again.ID != first.ID {
+		t.Fatalf("repeat within the window: %+v, %v; want %s", again, err, first.ID)
+	}
+	waitFor(t, settle, "the key to expire", func() (bool, string) {
+		acc, err := srv.Client.InvokeAsync(ctx(t), "echo", []byte(`{}`), "once")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return acc.ID != first.ID && !acc.Duplicate, "still " + acc.ID
+	})
+	if _, _, code := cli(t, nil, "server", "--async-dedup-window", "-1m"); code == 0 {
+		t.Error("baton server --async-dedup-window -1m started")
 	}
 }

@@ -569,17 +569,25 @@ type Invocation struct {
 // Invocation and recorded.
 // An empty id gets a fresh one.
 func (c *Controller) Invoke(ctx context.Context, name, id string, payload []byte) (Invocation, error) {
-	return c.InvokeWith(ctx, name, id, payload, nil)
+	return c.InvokeWith(ctx, name, id, payload, InvokeOptions{})
 }
 
-// InvokeWith is Invoke with a client context for the function (JSON,
-// Lambda's client context).
-func (c *Controller) InvokeWith(ctx context.Context, name, id string, payload, clientContext []byte) (Invocation, error) {
+// InvokeOptions are what an asynchronous attempt adds to an invocation.
+type InvokeOptions struct {
+	// ClientContext is passed to the function (JSON, Lambda's client
+	// context).
+	ClientContext []byte
+	// Attempt (1-based) marks the record as an asynchronous attempt.
+	Attempt int
+}
+
+// InvokeWith is Invoke with options.
+func (c *Controller) InvokeWith(ctx context.Context, name, id string, payload []byte, o InvokeOptions) (Invocation, error) {
 	if id == "" {
 		id = NewRequestID()
 	}
 	start := time.Now()
-	out, err := c.router.Invoke(ctx, name, workerapi.Invocation{ID: id, Payload: payload, ClientContext: clientContext})
+	out, err := c.router.Invoke(ctx, name, workerapi.Invocation{ID: id, Payload: payload, ClientContext: o.ClientContext})
 	end := time.Now()
 	switch {
 	case errors.Is(err, router.ErrQueueFull):
@@ -601,7 +609,7 @@ func (c *Controller) InvokeWith(ctx context.Context, name, id string, payload, c
 		DurationMs: ms(end.Sub(start)), WaitMs: ms(out.Wait), InitMs: ms(out.Init), ExecMs: ms(out.Exec),
 		Cold: out.Cold, Instance: out.Instance, Logs: string(out.Result.Logs), LogsTruncated: out.Result.LogsTruncated,
 		ResponseBytes: len(out.Result.Payload), RequestBytes: len(payload),
-		Status: records.StatusSuccess, Error: out.Result.Error,
+		Status: records.StatusSuccess, Error: out.Result.Error, Attempt: o.Attempt,
 	}
 	rec.SetOutcome(err)
 	c.records.Add(rec)

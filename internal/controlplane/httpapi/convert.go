@@ -44,6 +44,7 @@ func recordToWire(r records.Record) apiv1.Invocation {
 		DurationMs: r.DurationMs, WaitMs: r.WaitMs, InitMs: r.InitMs, ExecMs: r.ExecMs, Cold: r.Cold,
 		Status: r.Status, Error: functionErrorToWire(r.Error), Instance: r.Instance, Logs: r.Logs,
 		LogsTruncated: r.LogsTruncated, ResponseBytes: r.ResponseBytes, RequestBytes: r.RequestBytes,
+		Attempt: r.Attempt,
 	}
 }
 

@@ -3,6 +3,8 @@
 package metrics
 
 import (
+	"time"
+
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,7 @@ type Metrics struct {
 	queue       *prometheus.GaugeVec
 	rejected    *prometheus.CounterVec
 	asyncDepth  *prometheus.GaugeVec
+	asyncOldest *prometheus.GaugeVec
 	asyncEvents *prometheus.CounterVec
 }
 
@@ -56,10 +59,13 @@ func New() *Metrics {
 	m.asyncDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "baton_async_queue_depth", Help: "Asynchronous events waiting or running, per function (read every few seconds).",
 	}, []string{"function"})
+	m.asyncOldest = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "baton_async_oldest_event_age_seconds", Help: "Age of the oldest asynchronous event waiting or running, per function (0 when none; read every few seconds).",
+	}, []string{"function"})
 	m.asyncEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "baton_async_events_total", Help: "Asynchronous event deliveries by outcome: succeeded, retried, failed, dead-lettered, expired, throttled.",
 	}, []string{"function", "outcome"})
-	m.reg.MustRegister(m.asyncDepth, m.asyncEvents, m.rejected, m.invocations, m.errors, m.coldStarts, m.latency, m.wait, m.instances, m.queue,
+	m.reg.MustRegister(m.asyncDepth, m.asyncOldest, m.asyncEvents, m.rejected, m.invocations, m.errors, m.coldStarts, m.latency, m.wait, m.instances, m.queue,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -67,6 +73,12 @@ func New() *Metrics {
 // ObserveAsyncDepth sets a function's asynchronous backlog.
 func (m *Metrics) ObserveAsyncDepth(function string, depth int) {
 	m.asyncDepth.WithLabelValues(function).Set(float64(depth))
+}
+
+// ObserveAsyncOldest sets the age of a function's oldest asynchronous
+// event.
+func (m *Metrics) ObserveAsyncOldest(function string, age time.Duration) {
+	m.asyncOldest.WithLabelValues(function).Set(age.Seconds())
 }
 
 // ObserveAsyncOutcome counts how one delivery of an asynchronous event

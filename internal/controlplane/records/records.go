@@ -49,6 +49,9 @@ type Record struct {
 	LogsTruncated bool                     `json:"logsTruncated,omitempty"`
 	ResponseBytes int                      `json:"responseBytes"`
 	RequestBytes  int                      `json:"requestBytes"`
+	// Attempt is an asynchronous invocation's attempt (1-based); all its
+	// attempts share the invocation's id. Zero for synchronous calls.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // Options bound the log.
@@ -104,7 +107,11 @@ func (l *Log) insert(r *Record) {
 	if len(l.ring) < l.opts.Max {
 		l.ring = append(l.ring, r)
 	} else {
-		delete(l.byID, l.ring[l.head].ID)
+		// An async invocation's attempts share an id: evicting an older
+		// attempt must not forget the newer one.
+		if old := l.ring[l.head]; l.byID[old.ID] == old {
+			delete(l.byID, old.ID)
+		}
 		l.ring[l.head] = r
 		l.head = (l.head + 1) % len(l.ring)
 	}

@@ -98,3 +98,22 @@ func (s *lockedStore) AppendRecord(ctx context.Context, fn string, b []byte) err
 	defer s.mu.Unlock()
 	return s.memStore.AppendRecord(ctx, fn, b)
 }
+
+// TestAttemptsShareAnID: an async invocation's attempts are records with
+// one id; evicting the first attempt keeps the id pointing at the newest.
+func TestAttemptsShareAnID(t *testing.T) {
+	l, err := Open(context.Background(), Options{Max: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Add(&Record{ID: "a", Function: "f", Attempt: 1})
+	l.Add(&Record{ID: "a", Function: "f", Attempt: 2})
+	l.Add(&Record{ID: "b", Function: "f"}) // evicts attempt 1
+	if r, ok := l.Get("a"); !ok || r.Attempt != 2 {
+		t.Fatalf("Get(a) = %+v, %v after the first attempt was evicted, want attempt 2", r, ok)
+	}
+	if got := l.Query("f", 10); len(got) != 2 || got[0].ID != "b" || got[1].Attempt != 2 {
+		t.Fatalf("Query = %+v", got)
+	}
+}
