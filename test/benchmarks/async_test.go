@@ -2,17 +2,14 @@ package benchmarks
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	apiv1 "github.com/baton-faas/baton/api/v1"
-	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/test/benchmarks/asyncload"
 	"github.com/baton-faas/baton/test/harness"
 )
 
@@ -44,105 +41,47 @@ func BenchmarkAsync(b *testing.B) {
 	s := harness.Start(b, harness.Options{DataDir: dataDir, Args: args})
 	spec := function.Spec{Runtime: function.RuntimePython, Handler: "app.handler", MaxScale: 16, IdleTimeoutSeconds: 3600}
 	deploy(b, s, "async-echo", spec, zipDir(b, filepath.Join("testdata", "python")))
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
 	if _, err := s.Client.Invoke(ctx, "async-echo", []byte(`{}`)); err != nil {
 		b.Fatal(err)
 	}
 
 	const clients, round = 8, 3 * time.Second
-	var acceptMs, syncMs []float64
-	var ids []string
-	var mu sync.Mutex
-	for r := range 4 {
-		async := r%2 == 0
-		var wg sync.WaitGroup
-		end := time.Now().Add(round)
-		for range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Now().Before(end) {
-					began := time.Now()
-					if async {
-						acc, err := s.Client.InvokeAsync(ctx, "async-echo", []byte(`{"n":1}`), "")
-						el := msOf(time.Since(began))
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						mu.Lock()
-						acceptMs, ids = append(acceptMs, el), append(ids, acc.ID)
-						mu.Unlock()
-					} else {
-						_, err := s.Client.Invoke(ctx, "async-echo", []byte(`{"n":1}`))
-						el := msOf(time.Since(began))
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						mu.Lock()
-						syncMs = append(syncMs, el)
-						mu.Unlock()
-					}
-				}
-			}()
-		}
-		wg.Wait()
+	load, err := asyncload.Alternate(ctx, s.Client, "async-echo", clients, 4, round)
+	if err != nil {
+		b.Fatal(err)
 	}
-	accept, syncS := summarize(acceptMs), summarize(syncMs)
+	accept, syncS := summarize(load.AcceptMs), summarize(load.SyncMs)
 	accept.report(b, "accept-")
 	syncS.report(b, "sync-")
-	b.ReportMetric(float64(accept.N)/(2*round.Seconds()), "accepted/s")
-	b.ReportMetric(float64(syncS.N)/(2*round.Seconds()), "sync/s")
+	b.ReportMetric(load.AcceptedPerSecond(), "accepted/s")
+	b.ReportMetric(load.SyncPerSecond(), "sync/s")
 
-	startLoaded := startDelays(b, s.Client, ids)
-	startLoaded.report(b, "start-loaded-")
-	var low []string
-	for range 100 {
-		acc, err := s.Client.InvokeAsync(ctx, "async-echo", []byte(`{"n":2}`), "")
-		if err != nil {
-			b.Fatal(err)
-		}
-		low = append(low, acc.ID)
-		startDelays(b, s.Client, []string{acc.ID})
+	loadedMs, _, err := asyncload.Finished(ctx, s.Client, load.IDs)
+	if err != nil {
+		b.Fatal(err)
 	}
-	startLow := startDelays(b, s.Client, low)
-	startLow.report(b, "start-idle-")
+	startLoaded := summarize(loadedMs)
+	startLoaded.report(b, "start-loaded-")
+	idleMs, err := asyncload.OneAtATime(ctx, s.Client, "async-echo", 100)
+	if err != nil {
+		b.Fatal(err)
+	}
+	startIdle := summarize(idleMs)
+	startIdle.report(b, "start-idle-")
 
 	// Recovery: submit a backlog, kill the server at once, restart.
-	n := asyncBacklog()
-	var backlog []string
-	var wg sync.WaitGroup
-	per := (n + clients - 1) / clients
-	for c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := c * per; i < min(n, (c+1)*per); i++ {
-				acc, err := s.Client.InvokeAsync(ctx, "async-echo", []byte(fmt.Sprintf(`{"i":%d}`, i)), "")
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				backlog = append(backlog, acc.ID)
-				mu.Unlock()
-			}
-		}()
+	backlog, err := asyncload.Submit(ctx, s.Client, "async-echo", asyncBacklog(), clients)
+	if err != nil {
+		b.Fatal(err)
 	}
-	wg.Wait()
 	s.Kill()
 	restarted := time.Now()
 	s = harness.Start(b, harness.Options{DataDir: dataDir, Args: args})
-	lastDone := time.Time{}
-	for _, id := range backlog {
-		inv := awaitFinal(b, s.Client, id)
-		if inv.State != "succeeded" {
-			b.Fatalf("backlog invocation %s: %+v", id, inv)
-		}
-		if inv.Updated.After(lastDone) {
-			lastDone = inv.Updated
-		}
+	_, lastDone, err := asyncload.Finished(ctx, s.Client, backlog)
+	if err != nil {
+		b.Fatal(err)
 	}
 	drain := lastDone.Sub(restarted)
 	b.ReportMetric(drain.Seconds(), "drain-s")
@@ -151,38 +90,8 @@ func BenchmarkAsync(b *testing.B) {
 		append([]string{"202 (ms)"}, accept.cells()...),
 		append([]string{"sync call (ms)"}, syncS.cells()...),
 		append([]string{"accept→start, loaded (ms)"}, startLoaded.cells()...),
-		append([]string{"accept→start, idle (ms)"}, startLow.cells()...),
+		append([]string{"accept→start, idle (ms)"}, startIdle.cells()...),
 	}))
-	b.Logf("accepted %.0f/s, sync %.0f/s (same clients, alternating %s rounds); backlog of %d drained %.1f s after the restart",
-		float64(accept.N)/(2*round.Seconds()), float64(syncS.N)/(2*round.Seconds()), round, len(backlog), drain.Seconds())
-}
-
-// startDelays waits for the invocations to finish and summarizes the time
-// from acceptance to their first attempt's start.
-func startDelays(tb testing.TB, c *client.Client, ids []string) summary {
-	var ms []float64
-	for _, id := range ids {
-		inv := awaitFinal(tb, c, id)
-		if len(inv.Attempts) > 0 {
-			ms = append(ms, msOf(inv.Attempts[0].Start.Sub(inv.Created)))
-		}
-	}
-	return summarize(ms)
-}
-
-func awaitFinal(tb testing.TB, c *client.Client, id string) apiv1.AsyncInvocation {
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		inv, err := c.AsyncInvocation(context.Background(), id)
-		if err == nil {
-			switch inv.State {
-			case "succeeded", "failed", "dead-lettered", "expired":
-				return inv
-			}
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("invocation %s did not finish: %+v, %v", id, inv, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	b.Logf("accepted %.0f/s, sync %.0f/s (same %d clients, alternating %s rounds); backlog of %d drained %.1f s after the restart",
+		load.AcceptedPerSecond(), load.SyncPerSecond(), clients, round, len(backlog), drain.Seconds())
 }
