@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -210,3 +212,67 @@ func TestIdempotencyKeyConcurrently(t *testing.T) {
 		t.Fatalf("a malformed id: %v", err)
 	}
 }
+
+// An outcome whose destination cannot take it yet is kept as pending and
+// delivered later: the event is not run again (nor its attempt reported as
+// interrupted).
+func TestPendingOutcomeIsDeliveredNotRerun(t *testing.T) {
+	s := clustertest.Server(t)
+	nc, _ := clustertest.Connect(t, s)
+	ctx := clustertest.Context(t)
+	q, err := Open(ctx, nc, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := 0
+	r := &runner{fns: map[string]function.Function{
+		"failing": testFunction(t, "failing", &function.AsyncConfig{MaxRetryAttempts: &zero, OnFailure: "dlq:held"}),
+	}, fails: map[string]int{"failing": 1000}, runs: map[string]int{}}
+	refused := &refusals{}
+	d, err := q.Dispatch(r, DispatchOptions{RetryBase: 10 * time.Millisecond, Scan: 100 * time.Millisecond, Logger: slog.New(refused)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// Without its stream the dead-letter queue refuses the outcome.
+	if err := q.js.DeleteStream(ctx, dlqStream); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := q.Enqueue(ctx, "failing", []byte(`{"z":3}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clustertest.Eventually(t, "the destination to refuse the outcome, kept pending", func() bool {
+		inv, err := q.Get(ctx, acc.ID)
+		return err == nil && inv.Pending != nil && refused.n.Load() > 0
+	})
+	if _, err := Open(ctx, nc, Options{}); err != nil { // makes the stream again
+		t.Fatal(err)
+	}
+	inv := await(t, q, acc.ID)
+	if inv.State != StateDeadLettered || len(inv.Attempts) != 1 || inv.Attempts[0].Interrupted || inv.Pending != nil {
+		t.Fatalf("invocation %+v, want dead-lettered after its one attempt", inv)
+	}
+	r.mu.Lock()
+	runs := r.runs[acc.ID]
+	r.mu.Unlock()
+	if runs != 1 {
+		t.Fatalf("the event ran %d times, want once", runs)
+	}
+	if entries, err := q.DeadLetters(ctx, "held", 0); err != nil || len(entries) != 1 || entries[0].ID != acc.ID {
+		t.Fatalf("dead letters %+v, %v", entries, err)
+	}
+}
+
+// refusals counts the dispatcher's "destination refused" warnings.
+type refusals struct{ n atomic.Int64 }
+
+func (r *refusals) Enabled(context.Context, slog.Level) bool { return true }
+func (r *refusals) Handle(_ context.Context, rec slog.Record) error {
+	if strings.Contains(rec.Message, "destination refused") {
+		r.n.Add(1)
+	}
+	return nil
+}
+func (r *refusals) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *refusals) WithGroup(string) slog.Handler      { return r }

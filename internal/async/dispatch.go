@@ -3,6 +3,7 @@ package async
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -337,13 +338,26 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	}
 	fn, serving, exists := d.run.Serving(name)
 	inv, err := d.q.Get(ctx, id)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrUnknown):
+		// Accepted, and its first state not written (or expired).
 		inv = Invocation{ID: id, Function: name, State: StateQueued, Created: meta.Timestamp.UTC()}
+	case err != nil:
+		// Without its attempts the retry policy cannot be applied: the
+		// event waits until the store answers.
+		d.log.Warn("async: read an invocation's state; the event waits", "id", id, "err", err)
+		_ = msg.NakWithDelay(jitter(time.Second))
+		return
 	}
 	if Final(inv.State) {
 		// Settled by a controller that died before it acknowledged the
 		// event (its outcome and destination are stored): not run again.
 		_ = msg.DoubleAck(ctx)
+		return
+	}
+	if inv.Pending != nil {
+		// Decided, the destination not yet reached: deliver, do not run.
+		d.settle(ctx, msg, inv)
 		return
 	}
 	now := time.Now().UTC()
@@ -418,10 +432,13 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	d.finish(ctx, msg, inv, fn, StateFailed, conditionRetriesExhausted, msg.Data(), res)
 }
 
-// finish settles an event: its outcome goes to the destination first
-// (durably), then the state, then the event leaves the stream. A crash in
-// between delivers it again, and the destination may get it twice (at
-// least once).
+// finish settles an event. With a destination, the outcome is first
+// stored as pending (so that a redelivery delivers it instead of running
+// the event again), then delivered, then stored as final; the event
+// leaves the stream last. A crash in between delivers it again, and the
+// destination may get it twice (at least once; a function destination
+// drops the repeat by its idempotency key, a dead-letter queue within its
+// duplicate window).
 func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, inv Invocation, fn function.Function, state, condition string, event []byte, res Result) {
 	inv.State, inv.Updated = state, time.Now().UTC()
 	if state == StateSucceeded {
@@ -437,23 +454,42 @@ func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, inv Invocati
 			dest = fn.Spec.Async.OnSuccess
 		}
 	}
-	if dest != "" {
-		if err := d.deliver(ctx, dest, inv, condition, event, res); err != nil {
-			d.log.Warn("async: destination refused; the event runs again later", "id", inv.ID, "destination", dest, "err", err)
-			_ = msg.NakWithDelay(jitter(5 * time.Second))
-			return
-		}
-		inv.Destination = dest
-		if kind, _, _ := function.ParseDestination(dest); kind == function.DestinationDLQ && state != StateSucceeded {
-			inv.State = StateDeadLettered
-		}
+	if dest == "" {
+		d.save(ctx, inv)
+		d.outcome(inv.Function, inv.State)
+		d.ack(ctx, msg, inv.ID)
+		return
+	}
+	inv.Pending = &Pending{State: state, Condition: condition, Destination: dest,
+		Record: destinationRecord(inv, condition, event, res)}
+	inv.State = StateRunning
+	d.save(ctx, inv)
+	d.settle(ctx, msg, inv)
+}
+
+// settle delivers a pending outcome, then stores the final state and
+// acknowledges the event.
+func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, inv Invocation) {
+	p := inv.Pending
+	if err := d.deliver(ctx, p.Destination, inv, p.Condition, p.Record); err != nil {
+		d.log.Warn("async: destination refused; delivered again later", "id", inv.ID, "destination", p.Destination, "err", err)
+		_ = msg.NakWithDelay(jitter(5 * time.Second))
+		return
+	}
+	inv.State, inv.Destination, inv.Pending, inv.Updated = p.State, p.Destination, nil, time.Now().UTC()
+	if kind, _, _ := function.ParseDestination(p.Destination); kind == function.DestinationDLQ && p.State != StateSucceeded {
+		inv.State = StateDeadLettered
 	}
 	d.save(ctx, inv)
 	d.outcome(inv.Function, inv.State)
+	d.ack(ctx, msg, inv.ID)
+}
+
+func (d *Dispatcher) ack(ctx context.Context, msg jetstream.Msg, id string) {
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := msg.DoubleAck(actx); err != nil {
-		d.log.Warn("async: acknowledge a settled event; it may run again", "id", inv.ID, "err", err)
+		d.log.Warn("async: acknowledge a settled event; it may run again", "id", id, "err", err)
 	}
 }
 
@@ -482,7 +518,9 @@ type RecordResponse struct {
 	FunctionError   string `json:"functionError,omitempty"`
 }
 
-func (d *Dispatcher) deliver(ctx context.Context, dest string, inv Invocation, condition string, event []byte, res Result) error {
+// destinationRecord is the record a destination receives for the
+// outcome of inv.
+func destinationRecord(inv Invocation, condition string, event []byte, res Result) json.RawMessage {
 	rec := Record{Version: "1.0", Timestamp: time.Now().UTC(),
 		RequestContext: RecordContext{RequestID: inv.ID, Function: function.ARN(inv.Function, 0), Condition: condition,
 			ApproximateInvokeCount: len(inv.Attempts)},
@@ -501,8 +539,14 @@ func (d *Dispatcher) deliver(ctx context.Context, dest string, inv Invocation, c
 	}
 	body, err := json.Marshal(rec)
 	if err != nil {
-		return err
+		// Every part is JSON already (rawJSON quotes what is not).
+		panic(fmt.Sprintf("async: encode a destination record: %v", err))
 	}
+	return body
+}
+
+// deliver hands a destination record to dest.
+func (d *Dispatcher) deliver(ctx context.Context, dest string, inv Invocation, condition string, body []byte) error {
 	kind, name, err := function.ParseDestination(dest)
 	if err != nil {
 		return err

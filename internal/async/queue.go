@@ -150,10 +150,16 @@ func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key stri
 			// The first submission may have died between claiming the
 			// key and storing its event: storing it again under the same
 			// id is harmless (the stream drops a duplicate id).
-			if _, err := q.states.Get(ctx, existing); errors.Is(err, jetstream.ErrKeyNotFound) {
+			_, err := q.states.Get(ctx, existing)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
 				if err := q.publish(ctx, fn, existing, payload); err != nil {
 					return Accepted{}, err
 				}
+			case err != nil:
+				// Unknown whether the event is stored: the caller tries
+				// again rather than take an id that may never run.
+				return Accepted{}, fmt.Errorf("look up the first submission of the key: %w", jsstore.Unanswered(err))
 			}
 			return Accepted{ID: existing, Duplicate: true}, nil
 		}

@@ -1,6 +1,7 @@
 package async
 
 import (
+	"encoding/json"
 	"time"
 )
 
@@ -39,6 +40,18 @@ type Invocation struct {
 	// Reason explains a final failure (retries exhausted, event too old,
 	// function deleted).
 	Reason string `json:"reason,omitempty"`
+	// Pending is an outcome decided but not yet delivered to its
+	// destination: a redelivery of the event delivers it rather than
+	// running the event again.
+	Pending *Pending `json:"pending,omitempty"`
+}
+
+// Pending is an outcome waiting for its destination to take it.
+type Pending struct {
+	State       string          `json:"state"` // the final state once delivered
+	Condition   string          `json:"condition"`
+	Destination string          `json:"destination"`
+	Record      json.RawMessage `json:"record"` // what the destination receives
 }
 
 // Attempt is one run of the event.
