@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	apiv1 "github.com/baton-faas/baton/api/v1"
 )
@@ -243,5 +244,93 @@ func (r *report) log(t *testing.T) {
 			break
 		}
 		t.Error(p)
+	}
+}
+
+// TestVerifyFindsBreaches proves the soak's checks can fail: starting
+// from a consistent end state, each breach of a guarantee is reported.
+func TestVerifyFindsBreaches(t *testing.T) {
+	kill0 := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return kill0.Add(time.Duration(s) * time.Second) }
+	kills := []kill{{why: "test", at: kill0, up: at(1)}}
+	jobs := []job{{fn: fnWork, key: "k0"}, {fn: fnFlaky, key: "k1"}, {fn: fnSlow, key: "k2"}, {fn: fnWork, key: "k3"}}
+	ids := []string{"id-work", "id-flaky", "id-slow", "id-crashed"}
+	type world struct {
+		subs   []submission
+		states map[string]apiv1.AsyncInvocation
+		eff    effects
+		dead   []apiv1.DeadLetter
+	}
+	good := func() world {
+		w := world{states: map[string]apiv1.AsyncInvocation{}, eff: effects{byID: map[string][]int{}}}
+		for _, id := range ids {
+			w.subs = append(w.subs, submission{id: id, tries: 1})
+		}
+		flakyErr := apiv1.AsyncAttempt{Error: "flaky k1 fails", ErrorType: "SoakError", Start: at(-9), End: at(-8)}
+		timeout := apiv1.AsyncAttempt{Error: "function timed out after 1s", ErrorType: "timeout", Start: at(-9), End: at(-8)}
+		number := func(as ...apiv1.AsyncAttempt) []apiv1.AsyncAttempt {
+			for i := range as {
+				as[i].Number = i + 1
+			}
+			return as
+		}
+		w.states["id-work"] = apiv1.AsyncInvocation{ID: "id-work", Function: fnWork, State: "succeeded", Result: []byte(`{"key":"k0"}`),
+			Attempts: number(apiv1.AsyncAttempt{Start: at(-5), End: at(-4)})}
+		w.states["id-flaky"] = apiv1.AsyncInvocation{ID: "id-flaky", Function: fnFlaky, State: "dead-lettered", Destination: "dlq:" + dlqName,
+			Attempts: number(flakyErr, flakyErr, flakyErr)}
+		w.states["id-slow"] = apiv1.AsyncInvocation{ID: "id-slow", Function: fnSlow, State: "failed", Reason: "retries exhausted",
+			Attempts: number(timeout, timeout)}
+		// Cut short by the kill after its side effect, then run again.
+		w.states["id-crashed"] = apiv1.AsyncInvocation{ID: "id-crashed", Function: fnWork, State: "succeeded", Result: []byte(`{"key":"k3"}`),
+			Attempts: number(apiv1.AsyncAttempt{Start: at(-1), End: at(20), Interrupted: true}, apiv1.AsyncAttempt{Start: at(20), End: at(21)})}
+		w.eff.byID = map[string][]int{"id-work": {1}, "id-flaky": {1, 2, 3}, "id-slow": {1, 2}, "id-crashed": {1, 2}}
+		w.dead = []apiv1.DeadLetter{{Seq: 1, ID: "id-flaky", Function: fnFlaky, Condition: "RetriesExhausted"}}
+		return w
+	}
+	if r := verify(jobs, good().subs, good().states, good().eff, good().dead, kills); len(r.problems) != 0 || len(r.multiWork) != 1 || r.interruptedRan != 1 {
+		t.Fatalf("a consistent end state: problems %q, work ids run twice %v, interrupted attempts that ran %d (want none, [id-crashed], 1)",
+			r.problems, r.multiWork, r.interruptedRan)
+	}
+	breaches := map[string]struct {
+		breach func(*world)
+		want   string
+	}{
+		"a duplicate without a crash": {func(w *world) { w.eff.byID["id-work"] = []int{1, 1} }, "ran 2 times"},
+		"an interrupted attempt without a kill": {func(w *world) {
+			inv := w.states["id-crashed"]
+			inv.Attempts[0].Start = at(2)
+			w.states["id-crashed"] = inv
+		}, "no kill happened"},
+		"an execution the state does not record": {func(w *world) { w.eff.byID["id-work"] = []int{1, 2} }, "records 1 attempts"},
+		"work without its side effect":           {func(w *world) { delete(w.eff.byID, "id-work") }, "without its side effect"},
+		"an accepted id lost":                    {func(w *world) { delete(w.states, "id-slow") }, "lost"},
+		"an execution of an id never accepted":   {func(w *world) { w.eff.byID["stray"] = []int{1} }, "no accepted invocation"},
+		"two keys, one id":                       {func(w *world) { w.subs[3].id = "id-work" }, "same id"},
+		"a fresh key answered as a duplicate":    {func(w *world) { w.subs[0].duplicate = true }, "duplicate"},
+		"flaky missing from its queue":           {func(w *world) { w.dead = nil }, "not in dead-letter queue"},
+		"flaky tried too few times": {func(w *world) {
+			inv := w.states["id-flaky"]
+			inv.Attempts = inv.Attempts[:2]
+			w.states["id-flaky"] = inv
+			w.eff.byID["id-flaky"] = []int{1, 2}
+		}, "after 3 attempts"},
+		"slow not timing out": {func(w *world) {
+			inv := w.states["id-slow"]
+			inv.Attempts[1].ErrorType = "crash"
+			w.states["id-slow"] = inv
+		}, "want a timeout"},
+		"work that failed": {func(w *world) {
+			inv := w.states["id-work"]
+			inv.State = "failed"
+			w.states["id-work"] = inv
+		}, "want succeeded"},
+	}
+	for name, b := range breaches {
+		w := good()
+		b.breach(&w)
+		r := verify(jobs, w.subs, w.states, w.eff, w.dead, kills)
+		if !strings.Contains(strings.Join(r.problems, "\n"), b.want) {
+			t.Errorf("%s: problems %q, want one saying %q", name, r.problems, b.want)
+		}
 	}
 }
