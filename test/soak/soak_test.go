@@ -510,7 +510,7 @@ func (n *node) finalStates(ctx context.Context, subs []submission) map[string]ap
 		notFinal := map[string]int{}
 		for _, id := range pending {
 			inv, ok := got[id]
-			if ok && async(inv.State).final() {
+			if ok && stateName(inv.State).final() {
 				states[id] = inv
 				continue
 			}
@@ -571,10 +571,10 @@ func (n *node) readStates(ctx context.Context, ids []string) (map[string]apiv1.A
 	return got, errs
 }
 
-// async is a state name as the API gives it.
-type async string
+// stateName is an async invocation's state as the API gives it.
+type stateName string
 
-func (s async) final() bool {
+func (s stateName) final() bool {
 	switch s {
 	case "succeeded", "failed", "dead-lettered", "expired":
 		return true
