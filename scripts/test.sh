@@ -4,16 +4,17 @@
 # The suite runs in parts: go vet, every package but the end-to-end suites,
 # the end-to-end suite (test/e2e) under the server's default sandbox (auto:
 # containers as root), the end-to-end suite once more under process
-# sandboxes, and the multi-host cluster tests (test/multihost: hosts as
-# network namespaces, which need root; they skip without it). A failing
+# sandboxes, the asynchronous soak test (test/soak), and the multi-host
+# cluster tests (test/multihost: hosts as network namespaces, which need
+# root; they skip without it). A failing
 # part does not stop the others: every part runs, the failing ones are
 # listed at the end and the script exits non-zero if any failed. Not as
 # root the default sandbox already means process sandboxes, so the
 # container run is skipped with a message instead.
 #
 # Time budget on a busy 2-core machine: each part's test binaries are
-# stopped by `go test -timeout` (7 + 9 + 9 + 6 minutes at most); a hanging
-# test in every part would bring the whole run to about 30 minutes.
+# stopped by `go test -timeout` (7 + 9 + 9 + 12 + 6 minutes at most); the
+# soak takes 2-4 minutes on a busy machine, and the whole run about 22.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # Without the tools nothing else can run: a failed setup ends the run.
@@ -38,7 +39,7 @@ unset BATON_TEST_SANDBOX
 part "go vet" go vet ./...
 
 # Every package but the end-to-end suites, which run below on their own.
-packages=$(go list ./... | grep -v -e '/test/e2e$' -e '/test/multihost$') || { echo "test: go list failed" >&2; exit 1; }
+packages=$(go list ./... | grep -v -e '/test/e2e$' -e '/test/multihost$' -e '/test/soak$') || { echo "test: go list failed" >&2; exit 1; }
 # shellcheck disable=SC2086 # one word per package
 part "unit and package tests" go test -race -count=1 -timeout 7m $packages
 
@@ -51,6 +52,9 @@ fi
 
 part "end-to-end tests under process sandboxes (BATON_TEST_SANDBOX=process)" \
   env BATON_TEST_SANDBOX=process go test -race -count=1 -timeout 9m ./test/e2e/
+
+part "asynchronous soak (test/soak: 10,000 events, the server killed -9 three times)" \
+  go test -race -count=1 -timeout 12m ./test/soak/
 
 part "multi-host cluster tests (test/multihost: netns hosts, real processes)" \
   go test -race -count=1 -timeout 6m ./test/multihost/
