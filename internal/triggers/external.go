@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -85,6 +86,9 @@ func (e *External) normalize() error {
 			}
 			e.User, e.Password = user, pw
 			u.User = nil
+		}
+		if u.Port() == "" {
+			u.Host = net.JoinHostPort(u.Hostname(), "4222") // NATS's port, as nats.go assumes
 		}
 		u.Path = ""
 		urls = append(urls, u.String())
@@ -227,6 +231,18 @@ func (e *External) connectError(err error) error {
 		return fmt.Errorf("%w: %s does not offer TLS, which a tls:// URL requires (%v)", ErrNATSSource, e.servers(), err)
 	case errors.As(err, &verify), errors.As(err, &invalid), errors.As(err, &unknown), errors.As(err, &host):
 		return fmt.Errorf("%w: %s: its TLS certificate is not trusted by this host (%v)", ErrNATSSource, e.servers(), err)
+	}
+	if errors.Is(err, nats.ErrNoServers) {
+		// nats.go says only that no server answered; the first one's dial
+		// error says why (refused, no route, timeout).
+		if u, perr := url.Parse(strings.Split(e.URL, ",")[0]); perr == nil {
+			if c, derr := net.DialTimeout("tcp", u.Host, connectTimeout); derr != nil {
+				err = derr
+			} else {
+				c.Close()
+			}
+		}
+		return fmt.Errorf("%w: %s: %v (is it running, and reachable from the Baton server?)", ErrNATSUnreachable, e.servers(), err)
 	}
 	return fmt.Errorf("%w: %s: %v", ErrNATSUnreachable, e.servers(), err)
 }
