@@ -112,15 +112,7 @@ func (s *Store) forwardFrom(ctx context.Context, t Trigger) error {
 	for ctx.Err() == nil && s.owns(t.Function) {
 		batch, err := cons.Fetch(64, jetstream.FetchMaxWait(time.Second))
 		if err == nil {
-			var fired int64
-			for m := range batch.Messages() {
-				if s.forwardMsg(ctx, t, keyPrefix, m) {
-					fired++
-				}
-			}
-			if fired > 0 {
-				s.addFired(ctx, t.ID, fired)
-			}
+			s.forwardBatch(ctx, t, keyPrefix, batch.Messages())
 			err = batch.Error()
 		}
 		switch {
@@ -139,6 +131,36 @@ func (s *Store) forwardFrom(ctx context.Context, t Trigger) error {
 		}
 	}
 	return nil
+}
+
+// forwardBatch forwards a fetch's messages. The count of those forwarded
+// is written whenever no further message is at hand, before waiting for
+// one: a burst costs one write, and the count is not left behind until
+// the fetch expires (where a crash would lose it).
+func (s *Store) forwardBatch(ctx context.Context, t Trigger, keyPrefix string, msgs <-chan jetstream.Msg) {
+	var fired int64
+	for {
+		var m jetstream.Msg
+		var ok bool
+		select {
+		case m, ok = <-msgs:
+		default:
+			if fired > 0 {
+				s.addFired(ctx, t.ID, fired)
+				fired = 0
+			}
+			m, ok = <-msgs
+		}
+		if !ok {
+			break
+		}
+		if s.forwardMsg(ctx, t, keyPrefix, m) {
+			fired++
+		}
+	}
+	if fired > 0 {
+		s.addFired(ctx, t.ID, fired)
+	}
 }
 
 // forwardMsg turns one message into an invocation; it reports whether a
@@ -173,6 +195,7 @@ func (s *Store) forwardMsg(ctx context.Context, t Trigger, keyPrefix string, m j
 		// Redelivered after AckWait; its key makes it no second event.
 		s.log.Debug("trigger: acknowledge a forwarded message", "trigger", t.ID, "err", err)
 	}
+	s.log.Debug("trigger: message forwarded", "trigger", t.ID, "seq", meta.Sequence.Stream, "key", key, "invocation", acc.ID, "duplicate", acc.Duplicate)
 	return !acc.Duplicate
 }
 
@@ -185,10 +208,12 @@ func (s *Store) addFired(ctx context.Context, id string, n int64) {
 		}
 		st.Fired += n
 		st.LastError = ""
-		if err := s.updateState(ctx, id, st, rev); err == nil {
+		err = s.updateState(ctx, id, st, rev)
+		if err == nil {
 			s.setNoted(id, "")
 			return
 		}
+		s.log.Debug("trigger: count forwarded messages", "trigger", id, "err", err)
 	}
 }
 
