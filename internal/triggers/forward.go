@@ -109,21 +109,32 @@ func (s *Store) forwardFrom(ctx context.Context, t Trigger) error {
 		keyPrefix = fmt.Sprintf("nats-%s-%d", t.ID, stream.CachedInfo().Created.UnixNano())
 	}
 	s.noteError(ctx, t.ID, "")
+	disconnected := false
 	for ctx.Err() == nil && s.owns(t.Function) {
 		batch, err := cons.Fetch(64, jetstream.FetchMaxWait(time.Second))
 		if err == nil {
 			s.forwardBatch(ctx, t, keyPrefix, batch.Messages())
 			err = batch.Error()
 		}
-		switch {
-		case err == nil, ctx.Err() != nil:
-		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
-			errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, nats.ErrConnectionClosed):
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+			errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, nats.ErrConnectionClosed) {
 			return fmt.Errorf("consume %s/%s: %w", t.Stream(), t.Consumer(), err)
-		default:
-			if nc != nil && !nc.IsConnected() {
-				s.noteError(ctx, t.ID, fmt.Sprintf("NATS at %s: not connected, reconnecting (%v)", t.NATS.servers(), err))
+		}
+		// An external server that went away shows in trigger ls while the
+		// connection reconnects (fetches wait quietly meanwhile).
+		if nc != nil && nc.IsConnected() == disconnected {
+			disconnected = !disconnected
+			msg := ""
+			if disconnected {
+				msg = fmt.Sprintf("NATS at %s: connection lost, reconnecting", t.NATS.servers())
 			}
+			s.noteError(ctx, t.ID, msg)
+		}
+		if err != nil {
+			s.log.Debug("trigger: fetch", "trigger", t.ID, "err", err)
 			select { // not a busy loop on a failing source
 			case <-ctx.Done():
 			case <-time.After(time.Second):

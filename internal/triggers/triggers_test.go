@@ -424,3 +424,59 @@ func TestExternalSourceChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestExternalNATSReconnects: while the external server is down the
+// trigger says so (LastError); once it is back the trigger's connection
+// reconnects with the stored credentials, the error clears and messages
+// flow again.
+func TestExternalNATSReconnects(t *testing.T) {
+	b := newBaton(t)
+	ctx := testCtx(t)
+	opts := natsd.Options{DataDir: t.TempDir(), Name: "external", Listen: fmt.Sprintf("127.0.0.1:%d", natsdtest.FreePorts(t, 1)[0]),
+		ClientAuth: &natsd.Credentials{User: "alice", Password: "s3cret"}}
+	ns, err := natsd.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown() })
+	url := "nats://" + opts.Listen
+	tr, err := b.store.Add(ctx, Trigger{Function: "orders", NATSSubject: "shop.>", NATS: &External{URL: url, User: "alice", Password: "s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(n int) {
+		t.Helper()
+		nc, err := nats.Connect(url, nats.UserInfo("alice", "s3cret"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, "shop.order", []byte(fmt.Sprint(n))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(1)
+	waitFor(t, "the first message to become an event", func() (bool, string) {
+		return b.state(t, tr.ID).Fired == 1, fmt.Sprintf("%+v", b.state(t, tr.ID))
+	})
+	ns.Shutdown()
+	waitFor(t, "the trigger to say its server is gone", func() (bool, string) {
+		st := b.state(t, tr.ID)
+		return strings.Contains(st.LastError, "connection lost"), fmt.Sprintf("%+v", st)
+	})
+	if ns, err = natsd.Start(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	publish(2)
+	waitFor(t, "the trigger to reconnect and forward again", func() (bool, string) {
+		st := b.state(t, tr.ID)
+		return st.Fired == 2 && st.LastError == "", fmt.Sprintf("%+v", st)
+	})
+	if evs := b.events(t, "orders"); len(evs) != 2 {
+		t.Errorf("events %v, want 2", evs)
+	}
+}
