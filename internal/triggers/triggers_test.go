@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -478,5 +479,30 @@ func TestExternalNATSReconnects(t *testing.T) {
 	})
 	if evs := b.events(t, "orders"); len(evs) != 2 {
 		t.Errorf("events %v, want 2", evs)
+	}
+}
+
+// TestExternalNATSWithoutJetStream: a server without JetStream cannot
+// keep a trigger's messages; the trigger is refused and says why.
+func TestExternalNATSWithoutJetStream(t *testing.T) {
+	b := newBaton(t)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		Username: "alice", Password: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	_, err = b.store.Add(testCtx(t), Trigger{Function: "orders", NATSSubject: "shop.>",
+		NATS: &External{URL: ns.ClientURL(), User: "alice", Password: "s3cret"}})
+	if !hasCode(err, errdefs.Invalid, "nats_source_invalid") || !strings.Contains(err.Error(), "no JetStream") {
+		t.Fatalf("a server without JetStream: %v, want nats_source_invalid saying so", err)
+	}
+	t.Log(err)
+	if ts, _, err := b.store.List(testCtx(t), ""); err != nil || len(ts) != 0 {
+		t.Fatalf("stored: %+v, %v", ts, err)
 	}
 }
