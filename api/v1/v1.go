@@ -361,9 +361,58 @@ type TriggerRequest struct {
 	// (EventBridge's forms, UTC; "rate(N seconds)" too).
 	Schedule string          `json:"schedule,omitempty"`
 	Event    json.RawMessage `json:"event,omitempty"`
-	// NATSSubject (wildcards allowed) on the cluster's NATS: each message
-	// becomes an event {"subject", "data"}.
+	// NATSSubject (wildcards allowed) on the cluster's NATS, or on NATS
+	// when set: each message becomes an event {"subject", "data"}.
 	NATSSubject string `json:"natsSubject,omitempty"`
+	// NATS is an external NATS server to take NATSSubject's messages from
+	// (absent: Baton's own).
+	NATS *ExternalNATS `json:"nats,omitempty"`
+}
+
+// ExternalNATS is a NATS server (with JetStream) outside Baton that a
+// trigger takes messages from, through a durable consumer of its own.
+type ExternalNATS struct {
+	// URL is nats://host:port or tls://host:port, several comma-separated
+	// (servers of one cluster). Credentials in a URL (nats://u:p@host)
+	// count as User and Password.
+	URL string `json:"url"`
+	// User and Password log in with a password; Creds is the content of a
+	// .creds file (a user JWT and its nkey seed). At most one of the two.
+	// They are stored with the trigger and never listed.
+	User     string `json:"user,omitempty"`
+	Password string `json:"password,omitempty"`
+	Creds    string `json:"creds,omitempty"`
+	// Stream names an existing stream there that captures the subject;
+	// Baton adds a durable consumer to it and deletes only that with the
+	// trigger. Empty: Baton creates a stream of its own for the subject
+	// (work-queue retention, deleted with the trigger).
+	Stream string `json:"stream,omitempty"`
+}
+
+// ExternalNATSView is an external NATS source as listed: which
+// credentials are stored, never their content.
+type ExternalNATSView struct {
+	URL  string `json:"url"`
+	User string `json:"user,omitempty"`
+	// Auth is "password", "creds" or "none".
+	Auth string `json:"auth"`
+	// Stream and Consumer are what the trigger consumes on that server;
+	// StreamOwned says Baton created the stream (and deletes it with the
+	// trigger).
+	Stream      string `json:"stream"`
+	StreamOwned bool   `json:"streamOwned"`
+	Consumer    string `json:"consumer"`
+}
+
+// MissedTicks is a run of consecutive ticks of a schedule that passed
+// while no controller could fire them (an outage): reported, never fired
+// late.
+type MissedTicks struct {
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+	Count int64     `json:"count"`
+	// Noticed is when a controller found them missed.
+	Noticed time.Time `json:"noticed"`
 }
 
 // Trigger is a stored trigger and what it did.
@@ -374,14 +423,18 @@ type Trigger struct {
 	Schedule    string          `json:"schedule,omitempty"`
 	Event       json.RawMessage `json:"event,omitempty"`
 	NATSSubject string          `json:"natsSubject,omitempty"`
-	Created     time.Time       `json:"created"`
+	// NATS is the external NATS server of a NATS trigger (absent: Baton's).
+	NATS    *ExternalNATSView `json:"nats,omitempty"`
+	Created time.Time         `json:"created"`
 	// LastTick is the last tick fired or missed; Missed counts ticks that
-	// passed while no controller could fire them.
-	LastTick   time.Time `json:"lastTick,omitzero"`
-	Fired      int64     `json:"fired"`
-	Missed     int64     `json:"missed"`
-	LastMissed time.Time `json:"lastMissed,omitzero"`
-	LastError  string    `json:"lastError,omitempty"`
+	// passed while no controller could fire them, and MissedTicks says
+	// when (the latest runs, oldest first; Missed counts them all).
+	LastTick    time.Time     `json:"lastTick,omitzero"`
+	Fired       int64         `json:"fired"`
+	Missed      int64         `json:"missed"`
+	LastMissed  time.Time     `json:"lastMissed,omitzero"`
+	MissedTicks []MissedTicks `json:"missedTicks,omitempty"`
+	LastError   string        `json:"lastError,omitempty"`
 }
 
 // TriggerList answers GET /v1/triggers.

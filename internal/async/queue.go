@@ -173,8 +173,7 @@ func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key stri
 // claimKey maps an idempotency key to id unless it maps to another
 // invocation already; it returns the id the key maps to.
 func (q *Queue) claimKey(ctx context.Context, fn, key, id string) (string, bool, error) {
-	sum := sha256.Sum256([]byte(fn + "\x00" + key))
-	k := hex.EncodeToString(sum[:16])
+	k := idemKey(fn, key)
 	if _, err := q.idem.Create(ctx, k, []byte(id)); err == nil {
 		return id, true, nil
 	} else if !errors.Is(err, jetstream.ErrKeyExists) {
@@ -185,6 +184,25 @@ func (q *Queue) claimKey(ctx context.Context, fn, key, id string) (string, bool,
 		return "", false, fmt.Errorf("idempotency key: %w", jsstore.Unanswered(err))
 	}
 	return string(e.Value()), false, nil
+}
+
+func idemKey(fn, key string) string {
+	sum := sha256.Sum256([]byte(fn + "\x00" + key))
+	return hex.EncodeToString(sum[:16])
+}
+
+// Claimed says whether an idempotency key of fn was used within the dedup
+// window, and by which invocation, without claiming it: a trigger that
+// restarts asks it of ticks it may have fired before it could note so.
+func (q *Queue) Claimed(ctx context.Context, fn, key string) (string, bool, error) {
+	e, err := q.idem.Get(ctx, idemKey(fn, key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("idempotency key: %w", jsstore.Unanswered(err))
+	}
+	return string(e.Value()), true, nil
 }
 
 // publish stores the event and its first state.

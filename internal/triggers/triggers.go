@@ -4,6 +4,12 @@
 // invocation with an idempotency key derived from the tick (or the
 // message's stream sequence), so that two controllers that both fire
 // during a hand-over, or a controller that restarts, store one event.
+//
+// Schedules (fire.go): ticks later than a grace are not fired late but
+// reported as missed, with when (State.MissedTicks). NATS triggers
+// (forward.go) take messages from a stream through a durable consumer, on
+// Baton's NATS or on an external server (external.go) that the trigger
+// reaches with its own connection and credentials.
 package triggers
 
 import (
@@ -35,6 +41,13 @@ const (
 	// grace is how late a tick may fire; older ones were missed (an
 	// outage) and are reported instead.
 	grace = 5 * time.Second
+	// maxMissedRuns bounds the runs of missed ticks a state keeps (the
+	// latest); Missed counts them all.
+	maxMissedRuns = 10
+	// forwardDurable is the durable consumer on a stream Baton made for a
+	// trigger (the name predates external sources, and a work-queue stream
+	// takes one unfiltered consumer, so it stays).
+	forwardDurable = "forward"
 	// errCodeSubjectOverlap is nats-server's JSStreamSubjectOverlapErr.
 	errCodeSubjectOverlap jetstream.ErrorCode = 10065
 )
@@ -54,10 +67,30 @@ type Trigger struct {
 	// event each tick sends.
 	Schedule string          `json:"schedule,omitempty"`
 	Event    json.RawMessage `json:"event,omitempty"`
-	// NATSSubject: every message published on it (on the cluster's NATS)
-	// becomes an invocation.
-	NATSSubject string    `json:"natsSubject,omitempty"`
-	Created     time.Time `json:"created"`
+	// NATSSubject: every message published on it (on the cluster's NATS,
+	// or on NATS when set) becomes an invocation.
+	NATSSubject string `json:"natsSubject,omitempty"`
+	// NATS is the external server of a NATS trigger; nil: Baton's own.
+	NATS    *External `json:"nats,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// Stream is the stream a NATS trigger consumes: Baton's own for it, or the
+// one the user named on an external server.
+func (t Trigger) Stream() string {
+	if t.NATS != nil && t.NATS.Stream != "" {
+		return t.NATS.Stream
+	}
+	return streamPrefix + streamName(t.ID)
+}
+
+// Consumer is the trigger's durable consumer on Stream.
+func (t Trigger) Consumer() string {
+	if t.NATS != nil && t.NATS.Stream != "" {
+		// One stream of the user's may feed several triggers.
+		return "baton-trigger-" + streamName(t.ID)
+	}
+	return forwardDurable
 }
 
 // State is what a trigger has done.
@@ -65,10 +98,23 @@ type State struct {
 	// LastTick is the last tick fired or missed (schedules).
 	LastTick time.Time `json:"lastTick,omitzero"`
 	Fired    int64     `json:"fired"`
-	// Missed counts ticks that passed while no controller could fire them.
-	Missed     int64     `json:"missed"`
-	LastMissed time.Time `json:"lastMissed,omitzero"`
-	LastError  string    `json:"lastError,omitempty"`
+	// Missed counts ticks that passed while no controller could fire them;
+	// MissedTicks are the latest runs of them (at most maxMissedRuns,
+	// oldest first).
+	Missed      int64       `json:"missed"`
+	LastMissed  time.Time   `json:"lastMissed,omitzero"`
+	MissedTicks []MissedRun `json:"missedTicks,omitempty"`
+	LastError   string      `json:"lastError,omitempty"`
+}
+
+// MissedRun is consecutive ticks of a schedule that were missed: an
+// outage, as seen by the schedule.
+type MissedRun struct {
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+	Count int64     `json:"count"`
+	// Noticed is when a controller counted them missed.
+	Noticed time.Time `json:"noticed"`
 }
 
 // Errors of the trigger API.
@@ -78,13 +124,21 @@ var (
 	ErrConflict = errdefs.New(errdefs.Conflict, "trigger_conflict", "the subject overlaps another trigger's")
 )
 
+// Queue is where firings go: async.Queue.
+type Queue interface {
+	Enqueue(ctx context.Context, fn string, payload []byte, key string) (async.Accepted, error)
+	// Claimed says whether an idempotency key was used (within the dedup
+	// window), without using it.
+	Claimed(ctx context.Context, fn, key string) (string, bool, error)
+}
+
 // Store keeps triggers and fires the ones whose functions this
 // controller owns.
 type Store struct {
 	js     jetstream.JetStream
 	defs   jetstream.KeyValue
 	states jetstream.KeyValue
-	queue  *async.Queue
+	queue  Queue
 	owns   func(function string) bool
 	log    *slog.Logger
 
@@ -95,11 +149,12 @@ type Store struct {
 	triggers map[string]Trigger
 	next     map[string]time.Time          // schedule trigger id → its next tick, once known
 	forwards map[string]context.CancelFunc // NATS trigger id → its running forwarder
+	noted    map[string]string             // NATS trigger id → the last error written to its state
 }
 
 // Open opens the trigger buckets and starts firing until Close. owns says
 // whether this controller owns a function now.
-func Open(ctx context.Context, nc *nats.Conn, queue *async.Queue, owns func(string) bool, log *slog.Logger) (*Store, error) {
+func Open(ctx context.Context, nc *nats.Conn, queue Queue, owns func(string) bool, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -107,7 +162,7 @@ func Open(ctx context.Context, nc *nats.Conn, queue *async.Queue, owns func(stri
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{js: js, queue: queue, owns: owns, log: log, triggers: map[string]Trigger{}, next: map[string]time.Time{}, forwards: map[string]context.CancelFunc{}}
+	s := &Store{js: js, queue: queue, owns: owns, log: log, triggers: map[string]Trigger{}, next: map[string]time.Time{}, forwards: map[string]context.CancelFunc{}, noted: map[string]string{}}
 	if s.defs, err = jsstore.EnsureKV(ctx, js, log, "triggers bucket", jetstream.KeyValueConfig{
 		Bucket: triggersBucket, History: 1, Storage: jetstream.FileStorage, Description: "Baton triggers",
 	}); err != nil {
@@ -134,17 +189,24 @@ func (s *Store) Close() {
 	s.wg.Wait()
 }
 
-// Add validates and stores a trigger.
+// Add validates and stores a trigger. A NATS trigger's stream and
+// consumer are made first (on an external server: after connecting with
+// its credentials), so that a source that cannot work is refused now; a
+// refused trigger leaves nothing behind, here or there.
 func (s *Store) Add(ctx context.Context, t Trigger) (Trigger, error) {
 	if err := function.ValidateName(t.Function); err != nil {
 		return Trigger{}, err
 	}
 	t.ID, t.Created = requestid.New(), time.Now().UTC()
+	undo := func() {}
 	switch {
 	case t.Schedule != "" && t.NATSSubject != "":
 		return Trigger{}, fmt.Errorf("%w: give a schedule or a NATS subject, not both", ErrInvalid)
 	case t.Schedule != "":
 		t.Kind = KindSchedule
+		if t.NATS != nil {
+			return Trigger{}, fmt.Errorf("%w: a NATS server applies to NATS subjects, not to schedules", ErrInvalid)
+		}
 		if _, err := schedule.ParseAt(t.Schedule, t.Created); err != nil {
 			return Trigger{}, err
 		}
@@ -156,18 +218,48 @@ func (s *Store) Add(ctx context.Context, t Trigger) (Trigger, error) {
 		}
 	case t.NATSSubject != "":
 		t.Kind = KindNATS
-		if err := validSubject(t.NATSSubject); err != nil {
+		if err := validSubject(t.NATSSubject, t.NATS != nil); err != nil {
 			return Trigger{}, err
 		}
 		if len(t.Event) > 0 {
 			return Trigger{}, fmt.Errorf("%w: a NATS trigger's event is each message; --event applies to schedules", ErrInvalid)
 		}
-		if _, err := s.ensureStream(ctx, t); err != nil {
+		if t.NATS != nil {
+			if err := t.NATS.normalize(); err != nil {
+				return Trigger{}, err
+			}
+			// Bounded: a server that is there but whose JetStream never
+			// answers must not hold the request.
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			var err error
+			undo, err = s.prepareExternal(pctx, t)
+			cancel()
+			if err != nil {
+				return Trigger{}, err
+			}
+			break
+		}
+		if _, err := s.ensureStream(ctx, s.js, t); err != nil {
 			return Trigger{}, err
 		}
+		undo = func() { s.deleteStream(s.js, t) }
 	default:
+		if t.NATS != nil {
+			return Trigger{}, fmt.Errorf("%w: a NATS server needs a NATS subject", ErrInvalid)
+		}
 		return Trigger{}, fmt.Errorf("%w: give a schedule (rate(...) or cron(...)) or a NATS subject", ErrInvalid)
 	}
+	stored, err := s.store(ctx, t)
+	if err != nil {
+		undo()
+		return Trigger{}, err
+	}
+	s.remember(stored)
+	return stored, nil
+}
+
+// store writes a new trigger's state, then the trigger.
+func (s *Store) store(ctx context.Context, t Trigger) (Trigger, error) {
 	data, err := json.Marshal(t)
 	if err != nil {
 		return Trigger{}, err
@@ -177,15 +269,15 @@ func (s *Store) Add(ctx context.Context, t Trigger) (Trigger, error) {
 		return Trigger{}, err
 	}
 	if _, err := s.defs.Create(ctx, t.ID, data); err != nil {
+		_ = s.states.Delete(ctx, t.ID)
 		return Trigger{}, jsstore.Unanswered(err)
 	}
-	s.remember(t)
 	return t, nil
 }
 
-// validSubject accepts a NATS subject (wildcards allowed) outside Baton's
-// own.
-func validSubject(subj string) error {
+// validSubject accepts a NATS subject (wildcards allowed) outside NATS's
+// own and, on Baton's NATS, outside Baton's.
+func validSubject(subj string, external bool) error {
 	if len(subj) > 255 || strings.ContainsAny(subj, " \t\r\n") || strings.HasPrefix(subj, ".") || strings.HasSuffix(subj, ".") || strings.Contains(subj, "..") {
 		return fmt.Errorf("%w: NATS subject %q is not a valid subject", ErrInvalid, subj)
 	}
@@ -198,28 +290,50 @@ func validSubject(subj string) error {
 		}
 	}
 	first := strings.SplitN(subj, ".", 2)[0]
-	if first == "baton" || first == "$JS" || first == "$KV" || first == "$O" || first == "$SYS" || first == "_INBOX" || first == ">" || first == "*" {
-		return fmt.Errorf("%w: NATS subject %q would capture Baton's or NATS's own subjects", ErrInvalid, subj)
+	if first == "baton" && !external {
+		return fmt.Errorf("%w: NATS subject %q would capture Baton's own subjects", ErrInvalid, subj)
+	}
+	if first == "$JS" || first == "$KV" || first == "$O" || first == "$SYS" || first == "_INBOX" || first == ">" || first == "*" {
+		return fmt.Errorf("%w: NATS subject %q would capture NATS's own subjects", ErrInvalid, subj)
 	}
 	return nil
 }
 
 // ensureStream makes the stream that keeps a NATS trigger's messages until
-// they became invocations.
-func (s *Store) ensureStream(ctx context.Context, t Trigger) (jetstream.Stream, error) {
-	st, err := jsstore.EnsureStream(ctx, s.js, s.log, "trigger stream", jetstream.StreamConfig{
-		Name: streamPrefix + streamName(t.ID), Subjects: []string{t.NATSSubject}, Storage: jetstream.FileStorage,
-		Retention: jetstream.WorkQueuePolicy, MaxAge: 7 * 24 * time.Hour,
-		Description: "Baton trigger " + t.ID + " of function " + t.Function,
+// they became invocations (Baton's own stream for the trigger, on js).
+func (s *Store) ensureStream(ctx context.Context, js jetstream.JetStream, t Trigger) (jetstream.Stream, error) {
+	desc := "Baton trigger " + t.ID + " of function " + t.Function
+	st, err := jsstore.EnsureStream(ctx, js, s.log, "trigger stream", jetstream.StreamConfig{
+		Name: t.Stream(), Subjects: []string{t.NATSSubject}, Storage: jetstream.FileStorage,
+		Retention: jetstream.WorkQueuePolicy, MaxAge: 7 * 24 * time.Hour, Description: desc,
 	})
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeSubjectOverlap {
-			return nil, fmt.Errorf("%w: %s", ErrConflict, t.NATSSubject)
+			if t.NATS == nil {
+				return nil, fmt.Errorf("%w: %s", ErrConflict, t.NATSSubject)
+			}
+			// On someone else's server the subject is likely captured by
+			// a stream of theirs: say which, and how to use it.
+			hint := ""
+			if name, err := js.StreamNameBySubject(ctx, t.NATSSubject); err == nil && name != "" {
+				hint = fmt.Sprintf(": stream %s captures it; name it (--nats-stream %s) to consume from it", name, name)
+			}
+			return nil, fmt.Errorf("%w: %s overlaps the subjects of a stream on NATS at %s%s",
+				ErrConflict, t.NATSSubject, t.NATS.servers(), hint)
 		}
 		return nil, err
 	}
 	return st, nil
+}
+
+// deleteStream deletes the stream Baton made for a trigger, best effort.
+func (s *Store) deleteStream(js jetstream.JetStream, t Trigger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, t.Stream()); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		s.log.Warn("remove a trigger's stream", "trigger", t.ID, "stream", t.Stream(), "err", err)
+	}
 }
 
 func streamName(id string) string { return strings.ReplaceAll(id, "-", "") }
@@ -240,7 +354,10 @@ func (s *Store) List(ctx context.Context, fn string) ([]Trigger, []State, error)
 	slices.SortFunc(out, func(a, b Trigger) int { return a.Created.Compare(b.Created) })
 	states := make([]State, len(out))
 	for i, t := range out {
-		states[i], _ = s.state(ctx, t.ID)
+		var err error
+		if states[i], _, err = s.state(ctx, t.ID); err != nil {
+			return nil, nil, err
+		}
 	}
 	return out, states, nil
 }
@@ -263,12 +380,16 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 		return jsstore.Unanswered(err)
 	}
 	_ = s.states.Delete(ctx, id)
-	if t.Kind == KindNATS {
-		if err := s.js.DeleteStream(ctx, streamPrefix+streamName(id)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			s.log.Warn("remove a trigger's stream", "trigger", id, "err", err)
-		}
-	}
+	// Stop forwarding here before the source goes; another controller
+	// stops at its next reload.
 	s.forget(id)
+	switch {
+	case t.Kind != KindNATS:
+	case t.NATS == nil:
+		s.deleteStream(s.js, t)
+	default:
+		s.cleanupExternal(ctx, t)
+	}
 	return nil
 }
 
@@ -282,6 +403,7 @@ func (s *Store) forget(id string) {
 	s.mu.Lock()
 	delete(s.triggers, id)
 	delete(s.next, id)
+	delete(s.noted, id)
 	if stop, ok := s.forwards[id]; ok {
 		stop()
 		delete(s.forwards, id)
@@ -311,6 +433,8 @@ func (s *Store) reload(ctx context.Context) error {
 	s.mu.Lock()
 	for id := range s.triggers {
 		if _, ok := seen[id]; !ok {
+			delete(s.next, id)
+			delete(s.noted, id)
 			if stop, ok := s.forwards[id]; ok {
 				stop()
 				delete(s.forwards, id)
@@ -322,14 +446,21 @@ func (s *Store) reload(ctx context.Context) error {
 	return nil
 }
 
-func (s *Store) state(ctx context.Context, id string) (State, uint64) {
+// state reads a trigger's state; a trigger without one (removed a moment
+// ago) has the zero state and revision 0.
+func (s *Store) state(ctx context.Context, id string) (State, uint64, error) {
 	e, err := s.states.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return State{}, 0, nil
+	}
 	if err != nil {
-		return State{}, 0
+		return State{}, 0, jsstore.Unanswered(err)
 	}
 	var st State
-	_ = json.Unmarshal(e.Value(), &st)
-	return st, e.Revision()
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return State{}, 0, fmt.Errorf("trigger %s: state: %w", id, err)
+	}
+	return st, e.Revision(), nil
 }
 
 func (s *Store) putState(ctx context.Context, id string, st State) error {
@@ -386,149 +517,5 @@ func (s *Store) stopForwards() {
 	for id, stop := range s.forwards {
 		stop()
 		delete(s.forwards, id)
-	}
-}
-
-// fire sends the ticks of a schedule that are due. Each tick's event has
-// the idempotency key trigger-ID-TICK: whoever fires it, it is stored once.
-// Ticks older than grace were missed (no controller could fire them) and
-// are counted as such.
-func (s *Store) fire(ctx context.Context, t Trigger) {
-	sched, err := schedule.ParseAt(t.Schedule, t.Created)
-	if err != nil {
-		return
-	}
-	s.mu.Lock()
-	next, known := s.next[t.ID]
-	s.mu.Unlock()
-	if known && time.Now().Before(next) {
-		return
-	}
-	st, rev := s.state(ctx, t.ID)
-	if st.LastTick.IsZero() {
-		st.LastTick = t.Created
-	}
-	now := time.Now()
-	if next := sched.Next(st.LastTick); next.IsZero() || next.After(now) {
-		s.mu.Lock()
-		s.next[t.ID] = next
-		if next.IsZero() {
-			s.next[t.ID] = now.Add(time.Hour) // never again: look now and then
-		}
-		s.mu.Unlock()
-		return
-	}
-	ticks := schedule.Ticks(sched, st.LastTick, now, 100000)
-	for _, tick := range ticks {
-		if now.Sub(tick) > grace {
-			st.Missed++
-			st.LastMissed = tick
-			st.LastTick = tick
-			continue
-		}
-		key := fmt.Sprintf("trigger-%s-%d", t.ID, tick.UnixNano())
-		if _, err := s.queue.Enqueue(ctx, t.Function, t.Event, key); err != nil {
-			st.LastError = err.Error()
-			s.log.Warn("trigger: fire", "trigger", t.ID, "function", t.Function, "tick", tick, "err", err)
-			break
-		}
-		st.Fired++
-		st.LastTick, st.LastError = tick, ""
-	}
-	if st.Missed > 0 && len(ticks) > 0 && now.Sub(ticks[0]) > grace {
-		s.log.Warn("trigger: ticks missed while no controller could fire them", "trigger", t.ID, "function", t.Function,
-			"missedTotal", st.Missed, "lastMissed", st.LastMissed)
-	}
-	// Conditional: of two controllers firing during a hand-over, one
-	// counts (the events themselves are deduplicated by key).
-	if err := s.updateState(ctx, t.ID, st, rev); err != nil {
-		s.log.Debug("trigger: save state", "trigger", t.ID, "err", err)
-	}
-	s.mu.Lock()
-	s.next[t.ID] = sched.Next(st.LastTick)
-	s.mu.Unlock()
-}
-
-func (s *Store) updateState(ctx context.Context, id string, st State, rev uint64) error {
-	if rev == 0 {
-		return s.putState(ctx, id, st)
-	}
-	data, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	_, err = s.states.Update(ctx, id, data, rev)
-	return jsstore.Unanswered(err)
-}
-
-// forward makes sure a NATS trigger's messages are being turned into
-// invocations here.
-func (s *Store) forward(ctx context.Context, t Trigger) {
-	s.mu.Lock()
-	if _, running := s.forwards[t.ID]; running {
-		s.mu.Unlock()
-		return
-	}
-	fctx, stop := context.WithCancel(ctx)
-	s.forwards[t.ID] = stop
-	s.mu.Unlock()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() {
-			s.mu.Lock()
-			delete(s.forwards, t.ID)
-			s.mu.Unlock()
-		}()
-		s.forwardLoop(fctx, t)
-	}()
-}
-
-// natsEvent is the event a message becomes.
-type natsEvent struct {
-	Subject string          `json:"subject"`
-	Data    json.RawMessage `json:"data"`
-}
-
-func (s *Store) forwardLoop(ctx context.Context, t Trigger) {
-	stream, err := s.ensureStream(ctx, t)
-	if err != nil {
-		s.log.Warn("trigger: stream", "trigger", t.ID, "err", err)
-		return
-	}
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: "forward", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: -1,
-	})
-	if err != nil {
-		s.log.Warn("trigger: consumer", "trigger", t.ID, "err", err)
-		return
-	}
-	for ctx.Err() == nil && s.owns(t.Function) {
-		batch, err := cons.Fetch(64, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			continue
-		}
-		for m := range batch.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				_ = m.Term()
-				continue
-			}
-			data := m.Data()
-			if !json.Valid(data) {
-				data, _ = json.Marshal(string(data))
-			}
-			ev, _ := json.Marshal(natsEvent{Subject: m.Subject(), Data: data})
-			key := fmt.Sprintf("nats-%s-%d", t.ID, meta.Sequence.Stream)
-			if _, err := s.queue.Enqueue(ctx, t.Function, ev, key); err != nil {
-				s.log.Warn("trigger: forward a message", "trigger", t.ID, "err", err)
-				_ = m.NakWithDelay(time.Second)
-				continue
-			}
-			_ = m.DoubleAck(ctx)
-			st, _ := s.state(ctx, t.ID)
-			st.Fired++
-			_ = s.putState(ctx, t.ID, st)
-		}
 	}
 }

@@ -11,10 +11,20 @@ import (
 
 var errNoTriggers = errdefs.New(errdefs.NotImplemented, "triggers_unavailable", "triggers are not available on this server")
 
+// triggerToWire shows a trigger and its state; an external NATS source's
+// credentials are named, never shown.
 func triggerToWire(t triggers.Trigger, st triggers.State) apiv1.Trigger {
-	return apiv1.Trigger{ID: t.ID, Function: t.Function, Kind: t.Kind, Schedule: t.Schedule, Event: t.Event,
+	out := apiv1.Trigger{ID: t.ID, Function: t.Function, Kind: t.Kind, Schedule: t.Schedule, Event: t.Event,
 		NATSSubject: t.NATSSubject, Created: t.Created, LastTick: st.LastTick, Fired: st.Fired, Missed: st.Missed,
 		LastMissed: st.LastMissed, LastError: st.LastError}
+	if t.NATS != nil {
+		out.NATS = &apiv1.ExternalNATSView{URL: t.NATS.URL, User: t.NATS.User, Auth: t.NATS.Auth(),
+			Stream: t.Stream(), StreamOwned: t.NATS.Stream == "", Consumer: t.Consumer()}
+	}
+	for _, r := range st.MissedTicks {
+		out.MissedTicks = append(out.MissedTicks, apiv1.MissedTicks{First: r.First, Last: r.Last, Count: r.Count, Noticed: r.Noticed})
+	}
+	return out
 }
 
 func (s *Server) addTrigger(w http.ResponseWriter, r *http.Request) {
@@ -31,8 +41,11 @@ func (s *Server) addTrigger(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, apiError(errdefs.NotFound, apiv1.CodeFunctionNotFound, fmt.Sprintf("function %q not found", req.Function)))
 		return
 	}
-	t, err := s.opts.Triggers.Add(r.Context(), triggers.Trigger{Function: req.Function, Schedule: req.Schedule,
-		Event: req.Event, NATSSubject: req.NATSSubject})
+	in := triggers.Trigger{Function: req.Function, Schedule: req.Schedule, Event: req.Event, NATSSubject: req.NATSSubject}
+	if n := req.NATS; n != nil {
+		in.NATS = &triggers.External{URL: n.URL, User: n.User, Password: n.Password, Creds: n.Creds, Stream: n.Stream}
+	}
+	t, err := s.opts.Triggers.Add(r.Context(), in)
 	if err != nil {
 		s.writeErr(w, err)
 		return
