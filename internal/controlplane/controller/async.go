@@ -2,10 +2,12 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/baton-faas/baton/internal/async"
+	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/store"
@@ -30,6 +32,14 @@ func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte, a
 	// The function sees its attempt as Lambda's client context.
 	cc := fmt.Appendf(nil, `{"custom":{"baton-attempt":"%d"}}`, attempt)
 	inv, err := r.c.InvokeWith(ctx, name, id, payload, InvokeOptions{ClientContext: cc, Attempt: attempt})
+	if errors.Is(err, router.ErrUnknownFunction) {
+		if _, exists := r.c.knownFunction(name); exists {
+			// The router let the function go after Serving said it was
+			// here: it moved to another controller, and the event did
+			// not run, so this is no attempt.
+			err = fmt.Errorf("%w (%v)", router.ErrReleased, err)
+		}
+	}
 	if err != nil {
 		return async.Result{Err: err}
 	}
