@@ -626,12 +626,17 @@ type soakTally struct {
 	states           map[string]int
 	attempts         map[string]int // "n attempts" and error types of attempts
 	extraWhy         map[string]int
-	exhaustedByCrash int // work invocations whose every attempt a crash cut short
+	example          map[string]string // attempt kind → an error it ended with
+	exhaustedByCrash int               // work invocations whose every attempt a crash cut short
 }
 
 func (s *soakTally) String() string {
-	return fmt.Sprintf("%d ids, %d runs, %d beyond one per attempt that ended (%s); states %s; attempts %s",
-		s.ids, s.runs, s.extra, countsString(s.extraWhy), countsString(s.states), countsString(s.attempts))
+	var ex []string
+	for _, k := range sortedKeys(s.example) {
+		ex = append(ex, fmt.Sprintf("%s: %q", k, s.example[k]))
+	}
+	return fmt.Sprintf("%d ids, %d runs, %d beyond one per attempt that ended (%s); states %s; attempts %s; e.g. %s",
+		s.ids, s.runs, s.extra, countsString(s.extraWhy), countsString(s.states), countsString(s.attempts), strings.Join(ex, "; "))
 }
 
 func countsString(m map[string]int) string {
@@ -671,7 +676,7 @@ func checkSoakStates(t *testing.T, subs []soakSub, states map[string]apiv1.Async
 	}
 	tallies := map[string]*soakTally{}
 	for _, fn := range []string{"work", "flaky", "slow"} {
-		tallies[fn] = &soakTally{states: map[string]int{}, attempts: map[string]int{}, extraWhy: map[string]int{}}
+		tallies[fn] = &soakTally{states: map[string]int{}, attempts: map[string]int{}, extraWhy: map[string]int{}, example: map[string]string{}}
 	}
 	known := map[string]bool{}
 	// crashed says whether a kill explains what happened from start to
@@ -768,6 +773,9 @@ func checkSoakStates(t *testing.T, subs []soakSub, states map[string]apiv1.Async
 				}
 			}
 			tl.attempts[kind]++
+			if _, ok := tl.example[kind]; !ok && a.Error != "" {
+				tl.example[kind] = a.Error
+			}
 			switch {
 			case mustRun && len(ran) == 0:
 				fail("invocation %s of %s: attempt %d %s but never ran: %+v", s.id, s.fn, a.Number, kind, st.Attempts)
