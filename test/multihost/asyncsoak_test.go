@@ -24,6 +24,7 @@ import (
 
 	apiv1 "github.com/baton-faas/baton/api/v1"
 	"github.com/baton-faas/baton/client"
+	"github.com/baton-faas/baton/test/harness"
 )
 
 // The issue's soak test, cluster half: a few thousand asynchronous
@@ -52,7 +53,7 @@ const soakDLQ = "clsoak"
 const soakStall = 2 * time.Minute
 
 // soakApp is the functions' code. A run appends "<invocation id>
-// <attempt> <what> <unix ns>" to the file SOAK_FILE names, with one
+// <attempt> <what> <unix ns> <pid> <instance>" to the file SOAK_FILE names, with one
 // write(2) on an O_APPEND descriptor, so that lines of concurrent runs
 // never mix. The attempt is Baton's (the client context's
 // custom["baton-attempt"]), "sync" for a synchronous call.
@@ -64,7 +65,7 @@ def _record(context, what):
     cc = context.client_context
     custom = (cc.custom if cc is not None else None) or {}
     attempt = custom.get("baton-attempt", "sync")
-    line = "%s %s %s %d\n" % (context.aws_request_id, attempt, what, time.time_ns())
+    line = "%s %s %s %d %d %s\n" % (context.aws_request_id, attempt, what, time.time_ns(), os.getpid(), context.log_stream_name)
     fd = os.open(os.environ["SOAK_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
@@ -244,7 +245,10 @@ func TestAsyncSoakRandomKills(t *testing.T) {
 		phase = now
 	}
 
-	c := newClusterWith(t, false, []string{"--sandbox", "process"}, asyncArgs...)
+	// Debug logs name instances as they start and die: evidence, should a
+	// check fail.
+	c := newClusterWith(t, false, []string{"--sandbox", "process", "--log-level", "debug"},
+		append(slices.Clone(asyncArgs), "--log-level", "debug")...)
 	logPhase("cluster up")
 
 	dir := t.TempDir()
@@ -344,8 +348,10 @@ func TestAsyncSoakRandomKills(t *testing.T) {
 	})
 
 	// The killer: in the test goroutine, the only one that touches the
-	// nodes while the soak runs.
+	// nodes while the soak runs. past keeps the killed runs, whose logs
+	// are evidence.
 	var kills []soakKill
+	var past []*harness.Proc
 	kinds := func() (ctrls, workers int) {
 		for _, k := range kills {
 			if k.controller() {
@@ -396,11 +402,12 @@ func TestAsyncSoakRandomKills(t *testing.T) {
 			pool = c.workers
 		}
 		victim := pool[rng.IntN(len(pool))]
+		past = append(past, victim.proc)
 		k := soakKill{node: victim, begin: time.Now()}
 		victim.proc.Kill()
 		k.dead = time.Now()
 		down := 500*time.Millisecond + time.Duration(rng.Int64N(int64(2500*time.Millisecond)))
-		t.Logf("kill -9 %s after %d accepted; restart in %s", victim.id, accepted.Load(), down.Round(time.Millisecond))
+		t.Logf("kill -9 %s at %s after %d accepted; restart in %s", victim.id, k.begin.Format(time.RFC3339Nano), accepted.Load(), down.Round(time.Millisecond))
 		time.Sleep(down)
 		victim.start(t)
 		if k.controller() {
@@ -419,14 +426,14 @@ func TestAsyncSoakRandomKills(t *testing.T) {
 	logPhase("submissions and kills")
 
 	ids := checkSubmissions(t, subs)
-	states := c.waitAllFinal(subs)
+	states := c.waitAllFinal(subs, past)
 	logPhase("every invocation final")
 	if t.Failed() {
 		return
 	}
 
 	lines := readSoakLines(t, dir)
-	checkSoakStates(t, subs, states, lines, kills)
+	c.checkSoakStates(subs, states, lines, kills, past)
 	c.checkSoakDLQ(subs)
 	c.checkSoakStreams(len(ids))
 	c.checkNothingLost(d)
@@ -475,7 +482,7 @@ func checkSubmissions(t *testing.T, subs []soakSub) map[string]int {
 // asking the controllers in turn, and returns the states. No progress for
 // soakStall is a stall: the test fails with what the pending invocations
 // look like.
-func (c *cluster) waitAllFinal(subs []soakSub) map[string]apiv1.AsyncInvocation {
+func (c *cluster) waitAllFinal(subs []soakSub, past []*harness.Proc) map[string]apiv1.AsyncInvocation {
 	c.t.Helper()
 	states := map[string]apiv1.AsyncInvocation{}
 	var pending []string
@@ -540,7 +547,7 @@ func (c *cluster) waitAllFinal(subs []soakSub) map[string]apiv1.AsyncInvocation 
 			c.t.Errorf("stall: %d invocations not final after %s without progress", len(pending), soakStall)
 			for _, id := range pending[:min(len(pending), 10)] {
 				st := states[id]
-				c.t.Errorf("  %s of %s: %s, attempts %+v; in the logs: %s", id, st.Function, st.State, st.Attempts, c.grepLogs(id))
+				c.t.Errorf("  %s of %s: %s, attempts %+v; in the logs: %s", id, st.Function, st.State, st.Attempts, c.grepLogs(past, id))
 			}
 			return states
 		}
@@ -550,17 +557,20 @@ func (c *cluster) waitAllFinal(subs []soakSub) map[string]apiv1.AsyncInvocation 
 	return states
 }
 
-// grepLogs returns the lines of the live controllers' and workers' logs
-// that mention s.
-func (c *cluster) grepLogs(s string) string {
+// grepLogs returns the lines of the controllers' and workers' logs, of
+// their current runs and of past, that mention s.
+func (c *cluster) grepLogs(past []*harness.Proc, s string) string {
 	var out []string
+	procs := slices.Clone(past)
 	for _, n := range slices.Concat(c.controllers, c.workers) {
-		if n.proc == nil {
-			continue
+		if n.proc != nil {
+			procs = append(procs, n.proc)
 		}
-		for line := range strings.Lines(n.proc.Logs()) {
+	}
+	for _, p := range procs {
+		for line := range strings.Lines(p.Logs()) {
 			if strings.Contains(line, s) {
-				out = append(out, n.id+": "+strings.TrimSpace(line))
+				out = append(out, p.Name+": "+strings.TrimSpace(line))
 			}
 		}
 	}
@@ -572,9 +582,15 @@ func (c *cluster) grepLogs(s string) string {
 
 // soakLine is one run a function recorded.
 type soakLine struct {
-	attempt int // 0 for a synchronous call
-	what    string
-	at      time.Time
+	attempt  int // 0 for a synchronous call
+	what     string
+	at       time.Time
+	pid      string
+	instance string
+}
+
+func (l soakLine) String() string {
+	return fmt.Sprintf("attempt %d %s at %s in pid %s of instance %s", l.attempt, l.what, l.at.Format(time.RFC3339Nano), l.pid, l.instance)
 }
 
 // readSoakLines reads the functions' files: function → id → runs.
@@ -593,7 +609,7 @@ func readSoakLines(t *testing.T, dir string) map[string]map[string][]soakLine {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			fields := strings.Fields(sc.Text())
-			if len(fields) != 4 {
+			if len(fields) != 6 {
 				t.Errorf("%s.log: malformed line %q", fn, sc.Text())
 				continue
 			}
@@ -609,7 +625,7 @@ func readSoakLines(t *testing.T, dir string) map[string]map[string][]soakLine {
 				t.Errorf("%s.log: time in line %q: %v", fn, sc.Text(), err)
 				continue
 			}
-			l.what, l.at = fields[2], time.Unix(0, ns)
+			l.what, l.at, l.pid, l.instance = fields[2], time.Unix(0, ns), fields[4], fields[5]
 			out[fn][fields[0]] = append(out[fn][fields[0]], l)
 		}
 		f.Close()
@@ -666,10 +682,16 @@ func countsString(m map[string]int) string {
 //     killed between the two runs (the controller died after it ran the
 //     event but before its state said so, so the next delivery used the
 //     number again); anything else is a duplicate without a crash.
-func checkSoakStates(t *testing.T, subs []soakSub, states map[string]apiv1.AsyncInvocation, lines map[string]map[string][]soakLine, kills []soakKill) {
+func (c *cluster) checkSoakStates(subs []soakSub, states map[string]apiv1.AsyncInvocation, lines map[string]map[string][]soakLine, kills []soakKill, past []*harness.Proc) {
+	t := c.t
 	t.Helper()
 	bad := 0
+	var suspects []string // ids of the invocations that failed a check, for the evidence
+	var id string         // the invocation being checked
 	fail := func(format string, args ...any) {
+		if len(suspects) == 0 || suspects[len(suspects)-1] != id {
+			suspects = append(suspects, id)
+		}
 		if bad++; bad <= 30 {
 			t.Errorf(format, args...)
 		}
@@ -704,6 +726,7 @@ func checkSoakStates(t *testing.T, subs []soakSub, states map[string]apiv1.Async
 			continue
 		}
 		known[s.id] = true
+		id = s.id
 		st, ok := states[s.id]
 		if !ok || !isFinal(st.State) {
 			continue // waitAllFinal reported it
@@ -720,7 +743,7 @@ func checkSoakStates(t *testing.T, subs []soakSub, states map[string]apiv1.Async
 		for _, l := range lines[s.fn][s.id] {
 			tl.runs++
 			if l.what == "end" {
-				fail("invocation %s of %s: attempt %d ran to its end at %s, past its timeout", s.id, s.fn, l.attempt, l.at.Format(time.RFC3339Nano))
+				fail("invocation %s of %s: %s, past its timeout", s.id, s.fn, l)
 			}
 			if l.attempt < 1 || l.attempt > len(st.Attempts) {
 				fail("invocation %s of %s ran attempt %d at %s, but its state records %d attempts: %+v",
@@ -829,6 +852,9 @@ func checkSoakStates(t *testing.T, subs []soakSub, states map[string]apiv1.Async
 	}
 	if bad > 30 {
 		t.Errorf("... and %d more such errors", bad-30)
+	}
+	if len(suspects) > 0 {
+		c.soakEvidence(suspects[:min(len(suspects), 5)], states, lines, kills, past)
 	}
 	// Every run is of an accepted invocation (or a synchronous warm-up).
 	for fn, byID := range lines {
@@ -957,5 +983,45 @@ func (c *cluster) checkSoakStreams(total int) {
 	}
 	if n := count("KV_baton_invocations"); n != uint64(total) {
 		c.t.Errorf("%d invocation states stored for %d invocations accepted", n, total)
+	}
+}
+
+// soakEvidence logs what is known of invocations that failed a check:
+// their attempts and runs, the kills, the controllers' records of them,
+// and the log lines of the nodes that name their instances.
+func (c *cluster) soakEvidence(ids []string, states map[string]apiv1.AsyncInvocation, lines map[string]map[string][]soakLine, kills []soakKill, past []*harness.Proc) {
+	var b strings.Builder
+	b.WriteString("kills:")
+	for _, k := range kills {
+		fmt.Fprintf(&b, "\n  %s killed %s, gone %s, back %s", k.node.id, k.begin.Format(time.RFC3339Nano), k.dead.Format(time.RFC3339Nano), k.back.Format(time.RFC3339Nano))
+	}
+	c.t.Log(b.String())
+	for _, id := range ids {
+		st := states[id]
+		b.Reset()
+		fmt.Fprintf(&b, "evidence for invocation %s of %s, %s (%s):", id, st.Function, st.State, st.Reason)
+		for _, a := range st.Attempts {
+			fmt.Fprintf(&b, "\n  state: attempt %d %s – %s interrupted=%v %s %s", a.Number, a.Start.Format(time.RFC3339Nano), a.End.Format(time.RFC3339Nano), a.Interrupted, a.ErrorType, a.Error)
+		}
+		instances := map[string]bool{}
+		for _, l := range lines[st.Function][id] {
+			fmt.Fprintf(&b, "\n  ran: %s", l)
+			instances[l.instance] = true
+		}
+		for _, ctrl := range c.liveControllers() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			rec, err := c.client(ctrl).Invocation(ctx, id)
+			cancel()
+			if err != nil {
+				fmt.Fprintf(&b, "\n  %s's record: %v", ctrl.id, err)
+				continue
+			}
+			data, _ := json.Marshal(rec)
+			fmt.Fprintf(&b, "\n  %s's record: %s", ctrl.id, data)
+		}
+		for in := range instances {
+			fmt.Fprintf(&b, "\n  logs naming %s:\n%s", in, c.grepLogs(past, in))
+		}
+		c.t.Log(b.String())
 	}
 }
