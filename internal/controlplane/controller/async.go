@@ -2,12 +2,10 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/baton-faas/baton/internal/async"
-	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/store"
@@ -31,15 +29,9 @@ func (r asyncRunner) Backlogged(name string, asyncSlots int) bool {
 func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte, attempt int) async.Result {
 	// The function sees its attempt as Lambda's client context.
 	cc := fmt.Appendf(nil, `{"custom":{"baton-attempt":"%d"}}`, attempt)
+	// A function handed over meanwhile fails with router.ErrReleased: no
+	// attempt (async.Throttled).
 	inv, err := r.c.InvokeWith(ctx, name, id, payload, InvokeOptions{ClientContext: cc, Attempt: attempt})
-	if errors.Is(err, router.ErrUnknownFunction) {
-		if _, exists := r.c.knownFunction(name); exists {
-			// The router let the function go after Serving said it was
-			// here: it moved to another controller, and the event did
-			// not run, so this is no attempt.
-			err = fmt.Errorf("%w (%v)", router.ErrReleased, err)
-		}
-	}
 	if err != nil {
 		return async.Result{Err: err}
 	}

@@ -2,17 +2,20 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/baton-faas/baton/internal/async"
+	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/workerapi/fake"
 )
 
-// An event whose function moves to another controller between the
-// dispatcher's check and the call did not run: the dispatcher must see
-// that (async.Throttled), not a failed attempt. A function deleted
-// meanwhile is a failure.
+// A call whose function moves to another controller between the owner's
+// check and the call did not run: a synchronous caller gets
+// router.ErrReleased (the API sends the request on to the new owner), and
+// the async dispatcher sees no attempt (async.Throttled), not a failure
+// with "function not found". A function deleted meanwhile is a failure.
 func TestAsyncRunOfAFunctionHandedOverIsNoAttempt(t *testing.T) {
 	w := fake.New(fake.Options{ID: "w"})
 	defer w.Close()
@@ -32,6 +35,11 @@ func TestAsyncRunOfAFunctionHandedOverIsNoAttempt(t *testing.T) {
 	c1.ShardsChanged(nil, []int{0})
 	if c1.router.Has("f") {
 		t.Fatal("c1 still holds the function after losing it")
+	}
+	// A synchronous call follows the function (the API sends it on to
+	// the new owner) rather than failing with not found.
+	if _, err := c1.Invoke(ctx, "f", "", []byte(`{}`)); !errors.Is(err, router.ErrReleased) {
+		t.Fatalf("call after the hand-over: %v; want router.ErrReleased", err)
 	}
 	res := run.Run(ctx, "f", "", []byte(`{}`), 1)
 	if !async.Throttled(res.Err) {
