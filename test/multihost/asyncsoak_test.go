@@ -791,9 +791,12 @@ func (c *cluster) checkSoakStates(subs []soakSub, states map[string]apiv1.AsyncI
 			case a.ErrorType == "RuntimeError" || a.ErrorType == "timeout":
 				kind = "failed: " + a.ErrorType
 				fail("invocation %s of %s: attempt %d failed with %s: %s", s.id, s.fn, a.Number, a.ErrorType, a.Error)
+			case !soakCrashErrors[a.ErrorType]:
+				kind = "failed: " + a.ErrorType
+				fail("invocation %s of %s: attempt %d failed with %s, which no crash explains: %s", s.id, s.fn, a.Number, a.ErrorType, a.Error)
 			default:
-				// A Baton error: the crash of a worker (or the controller
-				// routing to one that was just killed).
+				// The crash of a worker (or the controller routing to one
+				// that was just killed).
 				kind = "failed: " + a.ErrorType
 				if !crashed(a.Start, a.End, false) {
 					fail("invocation %s of %s: attempt %d (%s – %s) failed with %s (%s) with no node killed near it",
@@ -895,10 +898,18 @@ func (c *cluster) checkSoakStates(subs []soakSub, states map[string]apiv1.AsyncI
 	t.Logf("duplicate runs (beyond one per attempt that ended), all explained by a kill: %d", duplicates)
 }
 
+// soakCrashErrors are the error types of an attempt that a killed worker
+// explains: the worker could not be reached or was lost, or its instance
+// died with it.
+var soakCrashErrors = map[string]bool{
+	"worker_unavailable": true, "worker-lost": true, "worker": true, "crash": true,
+	"instance-gone": true, "not-delivered": true, "start_failed": true,
+}
+
 // allCrashCut says whether every attempt was cut short by a crash.
 func allCrashCut(as []apiv1.AsyncAttempt) bool {
 	for _, a := range as {
-		if !a.Interrupted && (a.Error == "" || a.ErrorType == "RuntimeError" || a.ErrorType == "timeout") {
+		if !a.Interrupted && !soakCrashErrors[a.ErrorType] {
 			return false
 		}
 	}
