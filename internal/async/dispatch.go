@@ -455,9 +455,7 @@ func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, inv Invocati
 		}
 	}
 	if dest == "" {
-		d.save(ctx, inv)
-		d.outcome(inv.Function, inv.State)
-		d.ack(ctx, msg, inv.ID)
+		d.store(ctx, msg, inv)
 		return
 	}
 	inv.Pending = &Pending{State: state, Condition: condition, Destination: dest,
@@ -480,7 +478,20 @@ func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, inv Invocati
 	if kind, _, _ := function.ParseDestination(p.Destination); kind == function.DestinationDLQ && p.State != StateSucceeded {
 		inv.State = StateDeadLettered
 	}
-	d.save(ctx, inv)
+	d.store(ctx, msg, inv)
+}
+
+// store stores a settled invocation's state, then acknowledges the event.
+// A state that cannot be stored is tried again for a while; acknowledged
+// without it, the event would leave its invocation unsettled for good, so
+// it is delivered again instead (and finds its outcome pending, or its
+// last attempt unfinished, and goes on by the policy).
+func (d *Dispatcher) store(ctx context.Context, msg jetstream.Msg, inv Invocation) {
+	if err := d.saveFinal(ctx, msg, inv); err != nil {
+		d.log.Warn("async: store a settled invocation's state; the event is delivered again", "id", inv.ID, "state", inv.State, "err", err)
+		_ = msg.NakWithDelay(jitter(time.Second))
+		return
+	}
 	d.outcome(inv.Function, inv.State)
 	d.ack(ctx, msg, inv.ID)
 }
@@ -563,6 +574,23 @@ func (d *Dispatcher) deliver(ctx context.Context, dest string, inv Invocation, c
 	_, err = d.q.js.PublishMsg(ctx, msg, jetstream.WithMsgID("dlq-"+inv.ID))
 	return err
 }
+
+// saveFinal stores a settled invocation's state, trying again for a while
+// (the event held meanwhile) when the bucket does not answer, as during a
+// NATS leader election.
+func (d *Dispatcher) saveFinal(ctx context.Context, msg jetstream.Msg, inv Invocation) error {
+	var err error
+	for wait, deadline := 100*time.Millisecond, time.Now().Add(saveFinalFor); ; wait = min(2*wait, 2*time.Second) {
+		if err = d.q.put(ctx, inv); err == nil || time.Now().After(deadline) {
+			return err
+		}
+		_ = msg.InProgress()
+		time.Sleep(jitter(wait))
+	}
+}
+
+// saveFinalFor bounds how long a settled state's write is tried again.
+const saveFinalFor = 30 * time.Second
 
 func (d *Dispatcher) save(ctx context.Context, inv Invocation) {
 	if err := d.q.put(ctx, inv); err != nil {

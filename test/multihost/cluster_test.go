@@ -79,12 +79,24 @@ type cluster struct {
 	http        *http.Client
 }
 
+// fakeSandboxes are the workers' sandbox flags unless a test asks for
+// others: fake sandboxes that start in 20 ms and echo every event.
+var fakeSandboxes = []string{"--sandbox", "fake", "--fake-start-latency", "20ms"}
+
 // newCluster starts three NATS nodes, three workers and two controllers,
 // each on a host of its own, and waits until every controller serves and
 // lists the five controller and worker nodes. Controllers and workers
 // start all at once when together is set, else one controller first;
-// controllerArgs are added to every controller's flags.
+// controllerArgs are added to every controller's flags. The workers run
+// fake sandboxes.
 func newCluster(t *testing.T, together bool, controllerArgs ...string) *cluster {
+	t.Helper()
+	return newClusterWith(t, together, fakeSandboxes, controllerArgs...)
+}
+
+// newClusterWith is newCluster whose workers get sandboxArgs (their
+// --sandbox flags) instead of fake sandboxes.
+func newClusterWith(t *testing.T, together bool, sandboxArgs []string, controllerArgs ...string) *cluster {
 	t.Helper()
 	nw := harness.NewNetwork(t)
 	bin := harness.Binary(t)
@@ -119,9 +131,9 @@ func newCluster(t *testing.T, together bool, controllerArgs ...string) *cluster 
 		id := fmt.Sprintf("w%d", i+1)
 		h := nw.AddHost(id)
 		pki := issue(t, bin, caDir, id, "worker", h.Addr())
-		c.workers = append(c.workers, &node{id: id, host: h, args: []string{"worker", "--nats", natsFlag,
-			"--listen", net.JoinHostPort(h.Addr(), workerPort), "--pki", pki, "--data-dir", t.TempDir(),
-			"--sandbox", "fake", "--fake-start-latency", "20ms"}})
+		c.workers = append(c.workers, &node{id: id, host: h, args: append([]string{"worker", "--nats", natsFlag,
+			"--listen", net.JoinHostPort(h.Addr(), workerPort), "--pki", pki, "--data-dir", t.TempDir()},
+			sandboxArgs...)})
 	}
 	for i := range 2 {
 		id := fmt.Sprintf("c%d", i+1)

@@ -29,6 +29,8 @@ func (r asyncRunner) Backlogged(name string, asyncSlots int) bool {
 func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte, attempt int) async.Result {
 	// The function sees its attempt as Lambda's client context.
 	cc := fmt.Appendf(nil, `{"custom":{"baton-attempt":"%d"}}`, attempt)
+	// A function handed over meanwhile fails with router.ErrReleased: no
+	// attempt (async.Throttled).
 	inv, err := r.c.InvokeWith(ctx, name, id, payload, InvokeOptions{ClientContext: cc, Attempt: attempt})
 	if err != nil {
 		return async.Result{Err: err}

@@ -596,7 +596,15 @@ func (c *Controller) InvokeWith(ctx context.Context, name, id string, payload []
 	case errors.Is(err, router.ErrShuttingDown) && out.Instance == "":
 		c.metrics.ObserveRejection(name, "shutting-down")
 		return Invocation{ID: id}, err
-	case errors.Is(err, router.ErrUnknownFunction), errors.Is(err, router.ErrReleased):
+	case errors.Is(err, router.ErrUnknownFunction):
+		if _, exists := c.knownFunction(name); exists && c.own != nil {
+			// The router let the function go after the caller found it
+			// here: it moved to another controller, and the event did
+			// not run there or here; the caller may follow it.
+			err = fmt.Errorf("%w (%v)", router.ErrReleased, err)
+		}
+		return Invocation{ID: id}, err
+	case errors.Is(err, router.ErrReleased):
 		return Invocation{ID: id}, err
 	}
 	inv := Invocation{

@@ -474,6 +474,16 @@ func (r *Router) Invoke(ctx context.Context, name string, inv workerapi.Invocati
 	}
 }
 
+// cancelledCall says whether an invocation's error only says that its
+// context ended: the worker client's answer when the caller gave up.
+func cancelledCall(err error) bool {
+	var failure *workerapi.Failure
+	if errors.As(err, &failure) {
+		return failure.Kind == workerapi.FailureInstanceGone
+	}
+	return errors.Is(err, context.Canceled)
+}
+
 // maxDeliveryAttempts bounds how often an undelivered event is retried.
 const maxDeliveryAttempts = 3
 
@@ -511,6 +521,14 @@ func (r *Router) invokeOnce(ctx context.Context, st *fnState, inv workerapi.Invo
 	cancel()
 	out.Exec = r.clock.Now().Sub(started)
 	out.Result = res
+	if err != nil && errors.Is(context.Cause(ictx), errTimedOut) && cancelledCall(err) {
+		// The function's time ran out here a moment before the worker's
+		// own answer saying so (a remote worker kills the instance
+		// before it answers), so the call ended as cancelled: the
+		// failure is the timeout. The worker kills the instance of a
+		// cancelled call.
+		err = &workerapi.Failure{Kind: workerapi.FailureTimeout, Message: fmt.Sprintf("function timed out after %s", spec.Timeout())}
+	}
 
 	var failure *workerapi.Failure
 	dead := errors.As(err, &failure) && !failure.InstanceAlive
