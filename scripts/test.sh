@@ -4,17 +4,18 @@
 # The suite runs in parts: go vet, every package but the end-to-end suites,
 # the end-to-end suite (test/e2e) under the server's default sandbox (auto:
 # containers as root), the end-to-end suite once more under process
-# sandboxes, the asynchronous soak test (test/soak), and the multi-host
+# sandboxes, the asynchronous soak test (test/soak), the multi-host
 # cluster tests (test/multihost: hosts as network namespaces, which need
-# root; they skip without it). A failing
+# root; they skip without it) and, on the same hosts, the cluster's
+# asynchronous soak. A failing
 # part does not stop the others: every part runs, the failing ones are
 # listed at the end and the script exits non-zero if any failed. Not as
 # root the default sandbox already means process sandboxes, so the
 # container run is skipped with a message instead.
 #
 # Time budget on a busy 2-core machine: each part's test binaries are
-# stopped by `go test -timeout` (7 + 9 + 9 + 12 + 6 minutes at most); the
-# soak takes 2-4 minutes on a busy machine, and the whole run about 22.
+# stopped by `go test -timeout` (7 + 9 + 9 + 12 + 6 + 10 minutes at most);
+# each soak takes 2-4 minutes on a busy machine, and the whole run about 25.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # Without the tools nothing else can run: a failed setup ends the run.
@@ -57,7 +58,10 @@ part "asynchronous soak (test/soak: 10,000 events, the server killed -9 three ti
   go test -race -count=1 -timeout 12m ./test/soak/
 
 part "multi-host cluster tests (test/multihost: netns hosts, real processes)" \
-  go test -race -count=1 -timeout 6m ./test/multihost/
+  go test -race -count=1 -timeout 6m -skip '^TestAsyncSoakRandomKills$' ./test/multihost/
+
+part "cluster asynchronous soak (10,000 events, workers and controllers killed -9 at random)" \
+  go test -race -count=1 -timeout 10m -run '^TestAsyncSoakRandomKills$' ./test/multihost/
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo >&2
