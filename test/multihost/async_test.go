@@ -371,8 +371,9 @@ func TestScheduleFiresOncePerTickAcrossControllerKill(t *testing.T) {
 	t.Logf("killed controller %s, the owner of %s, at tick %d", victim.id, fn, ticks(killed))
 	survivor := c.client(c.liveControllers()...)
 
-	// Some 20 ticks in all, at least 8 of them after the kill.
-	const total = 20
+	// The 60 ticks of a 1-per-second schedule, at least 8 of them
+	// after the kill.
+	const total = 60
 	until := tr.Created.Add(total * time.Second)
 	if k := killed.Add(8 * time.Second); k.After(until) {
 		until = k
