@@ -127,7 +127,9 @@ func hasType(v json.RawMessage, want string) bool {
 	return false
 }
 
-func isPath(p string) bool { return p == "$" || strings.HasPrefix(p, "$.") || strings.HasPrefix(p, "$[") }
+func isPath(p string) bool {
+	return p == "$" || strings.HasPrefix(p, "$.") || strings.HasPrefix(p, "$[")
+}
 
 func keys(m map[string]json.RawMessage) string {
 	var ks []string
