@@ -1,0 +1,435 @@
+// Package execution runs an Amazon States Language state machine
+// (internal/workflow/asl) in memory: Task states call functions through
+// an Invoker, with their Retry and Catch; Choice, Pass, Wait, Parallel,
+// Map, Succeed and Fail follow ASL. Each transition is reported to an
+// Observer, which is where the durable record of an execution (and its
+// resumption elsewhere) attaches; this package holds no state of its own
+// beyond one run.
+package execution
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/baton-faas/baton/internal/workflow/asl"
+)
+
+// Invoker runs one attempt of a Task's function (attempt is 1-based).
+// A function's own error is returned as *FunctionError; a timeout as an
+// error wrapping context.DeadlineExceeded; anything else is a task
+// failure (States.TaskFailed).
+type Invoker interface {
+	Invoke(ctx context.Context, function string, input []byte, attempt int) ([]byte, error)
+}
+
+// FunctionError is an error the function raised, by its type.
+type FunctionError struct {
+	Type, Message string
+}
+
+func (e *FunctionError) Error() string { return e.Type + ": " + e.Message }
+
+// Failure ends an execution: a Fail state, or an error nothing caught.
+type Failure struct {
+	Name, Cause string // ASL error name (States.Timeout, a function error type, ...) and cause
+}
+
+func (f *Failure) Error() string {
+	if f.Cause == "" {
+		return f.Name
+	}
+	return f.Name + ": " + f.Cause
+}
+
+// Event is one step of an execution's history.
+type Event struct {
+	Kind    string // entered, exited, retrying, caught, failed
+	State   string
+	Path    string // where the state is: "" at the top, "Ship/0" in a branch, "Items/3" in a map item
+	Attempt int
+	Error   string
+	Time    time.Time
+}
+
+// Options tune a Machine.
+type Options struct {
+	// Observe is told every event; it is called from several goroutines
+	// at once inside Parallel and Map states.
+	Observe func(Event)
+	// Sleep waits for Wait states and retries (default: a timer that
+	// ends with ctx).
+	Sleep func(ctx context.Context, d time.Duration) error
+	Now   func() time.Time
+}
+
+// Machine runs one definition.
+type Machine struct {
+	def  *asl.Definition
+	inv  Invoker
+	opts Options
+}
+
+// New returns a machine for def.
+func New(def *asl.Definition, inv Invoker, o Options) *Machine {
+	if o.Observe == nil {
+		o.Observe = func(Event) {}
+	}
+	if o.Sleep == nil {
+		o.Sleep = sleep
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Machine{def: def, inv: inv, opts: o}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run executes the machine on input (decoded JSON) with the context
+// object ($$) and returns its output, or a *Failure.
+func (m *Machine) Run(ctx context.Context, input, contextObject any) (any, error) {
+	if m.def.TimeoutSeconds > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(m.def.TimeoutSeconds)*time.Second)
+		defer cancel()
+	}
+	out, err := m.run(ctx, m.def, "", input, contextObject)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && m.def.TimeoutSeconds > 0 {
+		return nil, &Failure{Name: asl.ErrorTimeout, Cause: "the execution ran longer than TimeoutSeconds"}
+	}
+	return out, err
+}
+
+func (m *Machine) emit(kind, state, path string, attempt int, errName string) {
+	m.opts.Observe(Event{Kind: kind, State: state, Path: path, Attempt: attempt, Error: errName, Time: m.opts.Now()})
+}
+
+// run executes one state machine (the top level, a branch or a map item).
+func (m *Machine) run(ctx context.Context, def *asl.Definition, path string, input, cobj any) (any, error) {
+	name := def.StartAt
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		st := def.States[name]
+		m.emit("entered", name, path, 0, "")
+		out, next, err := m.step(ctx, name, st, path, input, cobj)
+		if err != nil {
+			m.emit("failed", name, path, 0, errorName(err))
+			return nil, err
+		}
+		m.emit("exited", name, path, 0, "")
+		if next == "" {
+			return out, nil
+		}
+		name, input = next, out
+	}
+}
+
+// step runs one state; next is "" when the machine ends.
+func (m *Machine) step(ctx context.Context, name string, st *asl.State, path string, input, cobj any) (any, string, error) {
+	switch st.Type {
+	case "Succeed":
+		out, err := st.Output(input, input, cobj)
+		return out, "", asTaskFailure(err)
+	case "Fail":
+		return nil, "", &Failure{Name: st.Error, Cause: st.Cause}
+	case "Choice":
+		eff, err := st.EffectiveInput(input, cobj)
+		if err != nil {
+			return nil, "", asTaskFailure(err)
+		}
+		next, err := st.Choose(eff)
+		if err != nil {
+			return nil, "", &Failure{Name: "States.NoChoiceMatched", Cause: fmt.Sprintf("state %q: no choice rule matched", name)}
+		}
+		out, err := st.Output(eff, eff, cobj)
+		return out, next, asTaskFailure(err)
+	case "Pass":
+		eff, err := st.EffectiveInput(input, cobj)
+		if err != nil {
+			return nil, "", asTaskFailure(err)
+		}
+		result := eff
+		if len(st.Result) > 0 {
+			if err := json.Unmarshal(st.Result, &result); err != nil {
+				return nil, "", asTaskFailure(err)
+			}
+		}
+		out, err := st.Output(input, result, cobj)
+		return out, st.Next, asTaskFailure(err)
+	case "Wait":
+		d, err := m.waitFor(st, input)
+		if err != nil {
+			return nil, "", asTaskFailure(err)
+		}
+		if err := m.opts.Sleep(ctx, d); err != nil {
+			return nil, "", err
+		}
+		out, err := st.Output(input, input, cobj)
+		return out, st.Next, asTaskFailure(err)
+	}
+	// Task, Parallel and Map: the work, with Retry and Catch around it.
+	eff, err := st.EffectiveInput(input, cobj)
+	var result any
+	if err == nil {
+		result, err = m.withRetry(ctx, name, st, path, func(attempt int) (any, error) {
+			return m.work(ctx, name, st, path, eff, cobj, attempt)
+		})
+	}
+	if err != nil {
+		var f *Failure
+		if !errors.As(err, &f) {
+			f = failureOf(err)
+		}
+		if c, ok := st.CatcherFor(f.Name); ok && ctx.Err() == nil {
+			m.emit("caught", name, path, 0, f.Name)
+			out, err := c.CatchOutput(input, f.Name, f.Cause)
+			return out, c.Next, asTaskFailure(err)
+		}
+		return nil, "", f
+	}
+	out, err := st.Output(input, result, cobj)
+	if err != nil {
+		return nil, "", asTaskFailure(err)
+	}
+	if st.End {
+		return out, "", nil
+	}
+	return out, st.Next, nil
+}
+
+// withRetry runs work, retrying per the state's retriers (each counts
+// its own retries).
+func (m *Machine) withRetry(ctx context.Context, name string, st *asl.State, path string, work func(attempt int) (any, error)) (any, error) {
+	retried := make([]int, len(st.Retry))
+	for attempt := 1; ; attempt++ {
+		out, err := work(attempt)
+		if err == nil {
+			return out, nil
+		}
+		f := failureOf(err)
+		i := st.RetrierFor(f.Name)
+		if i < 0 || ctx.Err() != nil {
+			return nil, f
+		}
+		d, ok := st.Retry[i].Delay(retried[i])
+		if !ok {
+			return nil, f
+		}
+		retried[i]++
+		m.emit("retrying", name, path, attempt, f.Name)
+		if err := m.opts.Sleep(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (m *Machine) work(ctx context.Context, name string, st *asl.State, path string, input, cobj any, attempt int) (any, error) {
+	switch st.Type {
+	case "Task":
+		return m.task(ctx, st, input, attempt)
+	case "Parallel":
+		outs := make([]any, len(st.Branches))
+		err := m.fanOut(ctx, len(st.Branches), 0, func(ctx context.Context, i int) error {
+			out, err := m.run(ctx, st.Branches[i], join(path, name, i), input, cobj)
+			outs[i] = out
+			return err
+		})
+		return outs, err
+	case "Map":
+		itemsPath := st.ItemsPath
+		if itemsPath == "" {
+			itemsPath = "$"
+		}
+		v, err := asl.Get(input, itemsPath)
+		if err != nil {
+			return nil, &Failure{Name: "States.Runtime", Cause: fmt.Sprintf("state %q: ItemsPath: %v", name, err)}
+		}
+		items, ok := v.([]any)
+		if !ok {
+			return nil, &Failure{Name: "States.Runtime", Cause: fmt.Sprintf("state %q: ItemsPath %s is not an array", name, itemsPath)}
+		}
+		proc := st.ItemProcessor
+		if proc == nil {
+			proc = st.Iterator
+		}
+		outs := make([]any, len(items))
+		err = m.fanOut(ctx, len(items), st.MaxConcurrency, func(ctx context.Context, i int) error {
+			item := items[i]
+			if len(st.Parameters) > 0 {
+				itemCtx := withMapItem(cobj, i, item)
+				r, err := asl.Resolve(st.Parameters, input, itemCtx)
+				if err != nil {
+					return &Failure{Name: "States.ParameterPathFailure", Cause: err.Error()}
+				}
+				item = r
+			}
+			out, err := m.run(ctx, proc, join(path, name, i), item, cobj)
+			outs[i] = out
+			return err
+		})
+		return outs, err
+	}
+	return nil, fmt.Errorf("state type %q cannot do work", st.Type)
+}
+
+func (m *Machine) task(ctx context.Context, st *asl.State, input any, attempt int) (any, error) {
+	fn, err := asl.FunctionOf(st.Resource)
+	if err != nil {
+		return nil, &Failure{Name: asl.ErrorTaskFailed, Cause: err.Error()}
+	}
+	body, err := json.Marshal(input)
+	if err != nil {
+		return nil, &Failure{Name: asl.ErrorTaskFailed, Cause: err.Error()}
+	}
+	tctx := ctx
+	if st.TimeoutSeconds > 0 {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithTimeout(ctx, time.Duration(st.TimeoutSeconds)*time.Second)
+		defer cancel()
+	}
+	out, err := m.inv.Invoke(tctx, fn, body, attempt)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, &Failure{Name: asl.ErrorTimeout, Cause: fmt.Sprintf("function %s ran longer than %d s", fn, st.TimeoutSeconds)}
+		}
+		return nil, err
+	}
+	var v any
+	if len(out) > 0 {
+		if err := json.Unmarshal(out, &v); err != nil {
+			// A result that is not JSON is passed on as a string.
+			v = string(out)
+		}
+	}
+	return v, nil
+}
+
+// fanOut runs n jobs, at most limit at once (0: all); the first error
+// cancels the others and is returned.
+func (m *Machine) fanOut(ctx context.Context, n, limit int, job func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if limit <= 0 || limit > n {
+		limit = n
+	}
+	sem := make(chan struct{}, max(limit, 1))
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := job(ctx, i); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+func join(path, state string, i int) string {
+	if path == "" {
+		return fmt.Sprintf("%s/%d", state, i)
+	}
+	return fmt.Sprintf("%s/%s/%d", path, state, i)
+}
+
+// withMapItem adds $$.Map.Item.{Index,Value} to the context object.
+func withMapItem(cobj any, i int, item any) any {
+	out := map[string]any{}
+	if m, ok := cobj.(map[string]any); ok {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	out["Map"] = map[string]any{"Item": map[string]any{"Index": float64(i), "Value": item}}
+	return out
+}
+
+func (m *Machine) waitFor(st *asl.State, input any) (time.Duration, error) {
+	switch {
+	case st.Seconds != nil:
+		return time.Duration(*st.Seconds * float64(time.Second)), nil
+	case st.SecondsPath != "":
+		v, err := asl.Get(input, st.SecondsPath)
+		if err != nil {
+			return 0, err
+		}
+		s, ok := v.(float64)
+		if !ok || s < 0 {
+			return 0, fmt.Errorf("SecondsPath %s is not a non-negative number", st.SecondsPath)
+		}
+		return time.Duration(s * float64(time.Second)), nil
+	}
+	ts := st.Timestamp
+	if st.TimestampPath != "" {
+		v, err := asl.Get(input, st.TimestampPath)
+		if err != nil {
+			return 0, err
+		}
+		s, ok := v.(string)
+		if !ok {
+			return 0, fmt.Errorf("TimestampPath %s is not a string", st.TimestampPath)
+		}
+		ts = s
+	}
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return 0, fmt.Errorf("timestamp %q: %w", ts, err)
+	}
+	return max(t.Sub(m.opts.Now()), 0), nil
+}
+
+// failureOf names an error the way Retry and Catch see it.
+func failureOf(err error) *Failure {
+	var f *Failure
+	if errors.As(err, &f) {
+		return f
+	}
+	var fe *FunctionError
+	if errors.As(err, &fe) {
+		return &Failure{Name: fe.Type, Cause: fe.Message}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Failure{Name: asl.ErrorTimeout, Cause: err.Error()}
+	}
+	return &Failure{Name: asl.ErrorTaskFailed, Cause: err.Error()}
+}
+
+func errorName(err error) string { return failureOf(err).Name }
+
+// asTaskFailure turns a data-processing error into the ASL runtime error.
+func asTaskFailure(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Failure{Name: "States.Runtime", Cause: err.Error()}
+}
