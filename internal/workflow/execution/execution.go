@@ -101,12 +101,22 @@ func sleep(ctx context.Context, d time.Duration) error {
 // Run executes the machine on input (decoded JSON) with the context
 // object ($$) and returns its output, or a *Failure.
 func (m *Machine) Run(ctx context.Context, input, contextObject any) (any, error) {
+	return m.RunAt(ctx, m.def.StartAt, input, contextObject)
+}
+
+// RunAt executes the machine from one of its top-level states, with that
+// state's input: how an execution resumes after the step before it
+// finished elsewhere (the TimeoutSeconds of the machine counts from here).
+func (m *Machine) RunAt(ctx context.Context, state string, input, contextObject any) (any, error) {
+	if _, ok := m.def.States[state]; !ok {
+		return nil, fmt.Errorf("resume at %q: no such state", state)
+	}
 	if m.def.TimeoutSeconds > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(m.def.TimeoutSeconds)*time.Second)
 		defer cancel()
 	}
-	out, err := m.run(ctx, m.def, "", input, contextObject)
+	out, err := m.runFrom(ctx, m.def, state, "", input, contextObject)
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && m.def.TimeoutSeconds > 0 {
 		return nil, &Failure{Name: asl.ErrorTimeout, Cause: "the execution ran longer than TimeoutSeconds"}
 	}
@@ -119,7 +129,10 @@ func (m *Machine) emit(kind, state, path string, attempt int, errName string) {
 
 // run executes one state machine (the top level, a branch or a map item).
 func (m *Machine) run(ctx context.Context, def *asl.Definition, path string, input, cobj any) (any, error) {
-	name := def.StartAt
+	return m.runFrom(ctx, def, def.StartAt, path, input, cobj)
+}
+
+func (m *Machine) runFrom(ctx context.Context, def *asl.Definition, name, path string, input, cobj any) (any, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err

@@ -167,3 +167,21 @@ func TestParallelAndMap(t *testing.T) {
 		t.Errorf("at most %d at once (MaxConcurrency 2), waits %v", f.maxAtOnce, sleeps)
 	}
 }
+
+// An execution resumes at the state after the last one that finished,
+// with that state's input; the finished steps do not run again.
+func TestRunAtResumes(t *testing.T) {
+	f := newFunctions()
+	f.fns["a"] = func(_ context.Context, in map[string]any, _ int) (any, error) { return "a-ran", nil }
+	f.fns["b"] = func(_ context.Context, in map[string]any, _ int) (any, error) { return in["from"], nil }
+	m := machine(t, `{"StartAt": "A", "States": {
+	  "A": {"Type": "Task", "Resource": "a", "ResultPath": "$.from", "Next": "B"},
+	  "B": {"Type": "Task", "Resource": "b", "End": true}}}`, f, nil)
+	out, err := m.RunAt(context.Background(), "B", decode(t, `{"from": "recorded output of A"}`), nil)
+	if err != nil || out != "recorded output of A" || len(f.calls["a"]) != 0 {
+		t.Fatalf("resumed run: %v, %v; a ran %d times", out, err, len(f.calls["a"]))
+	}
+	if _, err := m.RunAt(context.Background(), "Nope", nil, nil); err == nil {
+		t.Fatal("resumed at a state that does not exist")
+	}
+}
