@@ -16,11 +16,11 @@ import (
 func TestWrongSequenceCodes(t *testing.T) {
 	for _, code := range []jetstream.ErrorCode{jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant} {
 		err := fmt.Errorf("update: %w", &jetstream.APIError{Code: 400, ErrorCode: code, Description: "wrong last sequence"})
-		if !isWrongSequence(err) {
+		if !RevisionMismatch(err) {
 			t.Errorf("error code %d is not taken for a revision conflict", code)
 		}
 	}
-	if isWrongSequence(&jetstream.APIError{Code: 503, ErrorCode: errCodeClusterNotAvail}) {
+	if RevisionMismatch(&jetstream.APIError{Code: 503, ErrorCode: errCodeClusterNotAvail}) {
 		t.Error("an unavailable cluster is taken for a revision conflict")
 	}
 }

@@ -168,7 +168,7 @@ func (s *Store) PutFunction(ctx context.Context, fn function.Function, revision 
 	} else {
 		rev, err = s.fns.Update(ctx, fn.Name, data, revision)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+	if errors.Is(err, jetstream.ErrKeyExists) || RevisionMismatch(err) {
 		return 0, fmt.Errorf("function %q: %w", fn.Name, store.ErrConflict)
 	}
 	if err != nil {
@@ -177,9 +177,9 @@ func (s *Store) PutFunction(ctx context.Context, fn function.Function, revision 
 	return rev, nil
 }
 
-// isWrongSequence reports a failed revision check. Replicated (R>1)
+// RevisionMismatch reports a failed revision check (a compare-and-set lost). Replicated (R>1)
 // streams report it with another code than single-server ones.
-func isWrongSequence(err error) bool {
+func RevisionMismatch(err error) bool {
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return true
 	}

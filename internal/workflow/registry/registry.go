@@ -93,7 +93,7 @@ func (r *Registry) Put(ctx context.Context, name string, src []byte) (Workflow, 
 		} else {
 			_, err = r.kv.Update(ctx, name, data, rev)
 		}
-		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+		if errors.Is(err, jetstream.ErrKeyExists) || jsstore.RevisionMismatch(err) {
 			continue // another deploy of the same name won: build on it
 		}
 		if err != nil {
@@ -101,11 +101,6 @@ func (r *Registry) Put(ctx context.Context, name string, src []byte) (Workflow, 
 		}
 		return w, nil
 	}
-}
-
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // Get returns a workflow and its parsed definition.

@@ -1,0 +1,223 @@
+// Package journal records workflow executions on the global bus
+// (JetStream KV `baton_executions`): status, input, output or error, and
+// the resume point (the next top-level state and its input) after each
+// finished step. Records are written by a background writer, off the
+// steps' critical path, coalescing the updates of one execution, so a
+// crash loses at most the steps finished since the last write: those
+// steps run again when the execution resumes (steps are at least once).
+package journal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/store/jsstore"
+)
+
+const bucket = "baton_executions"
+
+// Statuses of an execution.
+const (
+	Running   = "RUNNING"
+	Succeeded = "SUCCEEDED"
+	Failed    = "FAILED"
+)
+
+// ErrNotFound: no execution of that id.
+var ErrNotFound = errdefs.New(errdefs.NotFound, "execution_not_found", "execution not found")
+
+// Execution is what is kept of one execution.
+type Execution struct {
+	ID       string          `json:"id"`
+	Workflow string          `json:"workflow"`
+	Version  int             `json:"version"`
+	Status   string          `json:"status"`
+	Input    json.RawMessage `json:"input"`
+	Output   json.RawMessage `json:"output,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Cause    string          `json:"cause,omitempty"`
+	Started  time.Time       `json:"started"`
+	Stopped  time.Time       `json:"stopped,omitzero"`
+	// ResumeAt and ResumeInput are where a running execution goes on
+	// after a crash: the next top-level state and its input.
+	ResumeAt    string          `json:"resumeAt,omitempty"`
+	ResumeInput json.RawMessage `json:"resumeInput,omitempty"`
+	Updated     time.Time       `json:"updated"`
+}
+
+// Final says the execution ended.
+func (e Execution) Final() bool { return e.Status == Succeeded || e.Status == Failed }
+
+// Journal writes and reads execution records.
+type Journal struct {
+	kv  jetstream.KeyValue
+	log *slog.Logger
+
+	mu      sync.Mutex // guards pending and closed; a leaf
+	pending map[string]Execution
+	closed  bool
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+// Open opens (or makes) the executions bucket and starts the writer.
+func Open(ctx context.Context, nc *nats.Conn, retention time.Duration, log *slog.Logger) (*Journal, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("executions: %w", err)
+	}
+	kv, err := jsstore.EnsureKV(ctx, js, log, "executions bucket", jetstream.KeyValueConfig{
+		Bucket: bucket, History: 1, TTL: retention, Storage: jetstream.FileStorage,
+		Description: "Baton workflow executions",
+	})
+	if err != nil {
+		return nil, err
+	}
+	j := &Journal{kv: kv, log: log, pending: map[string]Execution{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go j.write()
+	return j, nil
+}
+
+// Record queues an execution's new state; the writer stores the newest
+// state of each execution. It never blocks on the store.
+func (j *Journal) Record(e Execution) {
+	e.Updated = time.Now().UTC()
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		j.log.Warn("workflow journal closed; an execution's state was not recorded", "execution", e.ID, "status", e.Status)
+		return
+	}
+	j.pending[e.ID] = e
+	j.mu.Unlock()
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Store writes an execution's state now, for the moments that must be
+// durable before they are acknowledged (an execution accepted, ended).
+func (j *Journal) Store(ctx context.Context, e Execution) error {
+	e.Updated = time.Now().UTC()
+	return j.put(ctx, e)
+}
+
+// put stores e unless a newer state of the execution is stored already
+// (the writer and Store may race): compare-and-set on the key's revision.
+func (j *Journal) put(ctx context.Context, e Execution) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode execution %s: %w", e.ID, err)
+	}
+	for {
+		cur, err := j.kv.Get(ctx, e.ID)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			_, err = j.kv.Create(ctx, e.ID, data)
+		case err != nil:
+			return fmt.Errorf("store execution %s: %w", e.ID, jsstore.Unanswered(err))
+		default:
+			var stored Execution
+			if json.Unmarshal(cur.Value(), &stored) == nil && !stored.Updated.Before(e.Updated) {
+				return nil // a newer state is there
+			}
+			_, err = j.kv.Update(ctx, e.ID, data, cur.Revision())
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || jsstore.RevisionMismatch(err) {
+			continue // someone wrote meanwhile: compare again
+		}
+		if err != nil {
+			return fmt.Errorf("store execution %s: %w", e.ID, jsstore.Unanswered(err))
+		}
+		return nil
+	}
+}
+
+func (j *Journal) write() {
+	defer close(j.done)
+	for {
+		j.mu.Lock()
+		batch := j.pending
+		j.pending = map[string]Execution{}
+		closed := j.closed
+		j.mu.Unlock()
+		for _, e := range batch {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := j.put(ctx, e); err != nil {
+				j.log.Warn("workflow journal: record an execution", "execution", e.ID, "err", err)
+			}
+			cancel()
+		}
+		if closed {
+			return
+		}
+		<-j.wake
+	}
+}
+
+// Close writes what is queued and stops the writer.
+func (j *Journal) Close() {
+	j.mu.Lock()
+	already := j.closed
+	j.closed = true
+	j.mu.Unlock()
+	if !already {
+		select {
+		case j.wake <- struct{}{}:
+		default:
+		}
+	}
+	<-j.done
+}
+
+// Get reads an execution.
+func (j *Journal) Get(ctx context.Context, id string) (Execution, error) {
+	e, err := j.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Execution{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return Execution{}, fmt.Errorf("read execution %s: %w", id, jsstore.Unanswered(err))
+	}
+	var x Execution
+	if err := json.Unmarshal(e.Value(), &x); err != nil {
+		return Execution{}, fmt.Errorf("decode execution %s: %w", id, err)
+	}
+	return x, nil
+}
+
+// Unfinished lists the executions still running: those to resume when
+// their runner is gone.
+func (j *Journal) Unfinished(ctx context.Context) ([]Execution, error) {
+	lister, err := j.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list executions: %w", jsstore.Unanswered(err))
+	}
+	var out []Execution
+	for k := range lister.Keys() {
+		x, err := j.Get(ctx, k)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !x.Final() {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
