@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
@@ -289,6 +290,9 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	return err
 }
 
+// initExitTimeout bounds the wait for a killed sandbox's init to exit.
+const initExitTimeout = time.Minute
+
 // teardown releases whatever of the sandbox exists.
 func (s *Sandbox) teardown() error {
 	var errs []error
@@ -309,7 +313,19 @@ func (s *Sandbox) teardown() error {
 			s.mu.Unlock()
 			unreaped.Wait()
 			if _, err := s.init.Pid(); err == nil {
-				_, _ = s.init.Wait()
+				// Bounded: an init that does not die of SIGKILL (seen once
+				// in CI, during a failed start) must not hang the caller
+				// for ever; the waiter is left behind, and the error says so.
+				waited := make(chan struct{})
+				go func() {
+					defer close(waited)
+					_, _ = s.init.Wait()
+				}()
+				select {
+				case <-waited:
+				case <-time.After(initExitTimeout):
+					errs = append(errs, fmt.Errorf("the sandbox's init did not exit within %s of SIGKILL", initExitTimeout))
+				}
 			}
 		}
 		if err := s.c.Destroy(); err != nil {
