@@ -255,11 +255,6 @@ func decodeState(raw json.RawMessage, scope, name string) (*State, error) {
 	if err := dec.Decode(st); err != nil {
 		return nil, invalid("%s: %v", at, err)
 	}
-	for _, k := range []string{"InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector", "Result"} {
-		if v, ok := fields[k]; ok {
-			setRaw(st, k, v) // keeps an explicit null
-		}
-	}
 	if raw, ok := nested["Branches"]; ok {
 		var branches []json.RawMessage
 		if err := json.Unmarshal(raw, &branches); err != nil {
@@ -300,21 +295,4 @@ func decodeState(raw json.RawMessage, scope, name string) (*State, error) {
 		}
 	}
 	return st, nil
-}
-
-func setRaw(st *State, field string, v json.RawMessage) {
-	switch field {
-	case "InputPath":
-		st.InputPath = v
-	case "OutputPath":
-		st.OutputPath = v
-	case "ResultPath":
-		st.ResultPath = v
-	case "Parameters":
-		st.Parameters = v
-	case "ResultSelector":
-		st.ResultSelector = v
-	case "Result":
-		st.Result = v
-	}
 }
