@@ -279,9 +279,11 @@ func TestAsyncMetrics(t *testing.T) {
 
 // TestAsyncDedupWindow: an idempotency key maps to its first id only
 // within --async-dedup-window; afterwards the same key is a new event.
+// The window is long enough that a busy machine does not stall the
+// repeat past it.
 func TestAsyncDedupWindow(t *testing.T) {
 	t.Parallel()
-	srv := harness.Start(t, harness.Options{Args: []string{"--sandbox", "fake", "--async-dedup-window", "5s"}})
+	srv := harness.Start(t, harness.Options{Args: []string{"--sandbox", "fake", "--async-dedup-window", "20s"}})
 	deploy(t, srv, "echo", pySpec("echo"), pyDir)
 	first, err := srv.Client.InvokeAsync(ctx(t), "echo", []byte(`{}`), "once")
 	if err != nil {
