@@ -18,12 +18,21 @@ import (
 	"github.com/baton-faas/baton/internal/workflow/asl"
 )
 
-// Invoker runs one attempt of a Task's function (attempt is 1-based).
+// Invoker runs one attempt of a Task's function.
 // A function's own error is returned as *FunctionError; a timeout as an
 // error wrapping context.DeadlineExceeded; anything else is a task
 // failure (States.TaskFailed).
 type Invoker interface {
-	Invoke(ctx context.Context, function string, input []byte, attempt int) ([]byte, error)
+	Invoke(ctx context.Context, call Call) ([]byte, error)
+}
+
+// Call is one attempt of a Task state.
+type Call struct {
+	Function string
+	Input    []byte
+	Attempt  int    // 1-based, counted by the state's Retry
+	State    string // the Task state's name
+	Path     string // where the state is (see Event.Path)
 }
 
 // FunctionError is an error the function raised, by its type.
@@ -53,6 +62,11 @@ type Event struct {
 	Attempt int
 	Error   string
 	Time    time.Time
+	// Next and Output are set when a top-level state exits: where the
+	// machine goes on and with what input (Next is "" at the end). They
+	// are a resume point.
+	Next   string
+	Output any
 }
 
 // Options tune a Machine.
@@ -144,7 +158,11 @@ func (m *Machine) runFrom(ctx context.Context, def *asl.Definition, name, path s
 			m.emit("failed", name, path, 0, errorName(err))
 			return nil, err
 		}
-		m.emit("exited", name, path, 0, "")
+		ev := Event{Kind: "exited", State: name, Path: path, Time: m.opts.Now()}
+		if path == "" {
+			ev.Next, ev.Output = next, out
+		}
+		m.opts.Observe(ev)
 		if next == "" {
 			return out, nil
 		}
@@ -254,7 +272,7 @@ func (m *Machine) withRetry(ctx context.Context, name string, st *asl.State, pat
 func (m *Machine) work(ctx context.Context, name string, st *asl.State, path string, input, cobj any, attempt int) (any, error) {
 	switch st.Type {
 	case "Task":
-		return m.task(ctx, st, input, attempt)
+		return m.task(ctx, st, Call{State: name, Path: path, Attempt: attempt}, input)
 	case "Parallel":
 		outs := make([]any, len(st.Branches))
 		err := m.fanOut(ctx, len(st.Branches), 0, func(ctx context.Context, i int) error {
@@ -300,7 +318,7 @@ func (m *Machine) work(ctx context.Context, name string, st *asl.State, path str
 	return nil, fmt.Errorf("state type %q cannot do work", st.Type)
 }
 
-func (m *Machine) task(ctx context.Context, st *asl.State, input any, attempt int) (any, error) {
+func (m *Machine) task(ctx context.Context, st *asl.State, call Call, input any) (any, error) {
 	fn, err := asl.FunctionOf(st.Resource)
 	if err != nil {
 		return nil, &Failure{Name: asl.ErrorTaskFailed, Cause: err.Error()}
@@ -315,7 +333,8 @@ func (m *Machine) task(ctx context.Context, st *asl.State, input any, attempt in
 		tctx, cancel = context.WithTimeout(ctx, time.Duration(st.TimeoutSeconds)*time.Second)
 		defer cancel()
 	}
-	out, err := m.inv.Invoke(tctx, fn, body, attempt)
+	call.Function, call.Input = fn, body
+	out, err := m.inv.Invoke(tctx, call)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return nil, &Failure{Name: asl.ErrorTimeout, Cause: fmt.Sprintf("function %s ran longer than %d s", fn, st.TimeoutSeconds)}

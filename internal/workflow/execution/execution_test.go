@@ -22,7 +22,8 @@ type functions struct {
 	fns       map[string]func(ctx context.Context, in map[string]any, attempt int) (any, error)
 }
 
-func (f *functions) Invoke(ctx context.Context, fn string, input []byte, attempt int) ([]byte, error) {
+func (f *functions) Invoke(ctx context.Context, call Call) ([]byte, error) {
+	fn, input, attempt := call.Function, call.Input, call.Attempt
 	f.mu.Lock()
 	f.calls[fn] = append(f.calls[fn], attempt)
 	f.running++

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,8 +33,15 @@ const (
 	Failed    = "FAILED"
 )
 
-// ErrNotFound: no execution of that id.
-var ErrNotFound = errdefs.New(errdefs.NotFound, "execution_not_found", "execution not found")
+// Errors of the journal.
+var (
+	ErrNotFound = errdefs.New(errdefs.NotFound, "execution_not_found", "execution not found")
+	// ErrExists: Create found an execution of that id (an idempotent
+	// start repeated).
+	ErrExists = errdefs.New(errdefs.Conflict, "execution_exists", "execution exists")
+	// ErrClaimed: another runner changed the execution first.
+	ErrClaimed = errdefs.New(errdefs.Conflict, "execution_claimed", "execution claimed by another runner")
+)
 
 // Execution is what is kept of one execution.
 type Execution struct {
@@ -51,7 +59,29 @@ type Execution struct {
 	// after a crash: the next top-level state and its input.
 	ResumeAt    string          `json:"resumeAt,omitempty"`
 	ResumeInput json.RawMessage `json:"resumeInput,omitempty"`
-	Updated     time.Time       `json:"updated"`
+	// ResumeAttempts counts the runs of the ResumeAt state that started:
+	// a run after a crash is attempt ResumeAttempts+1.
+	ResumeAttempts int `json:"resumeAttempts,omitempty"`
+	// Steps counts the top-level states finished.
+	Steps int `json:"steps,omitempty"`
+	// Holder is the runner (a controller's node id, or a server's boot
+	// id) driving the execution; Epoch grows each time another runner
+	// claims it, and Seq with each update its holder makes: a stored
+	// state is replaced only by one with a greater (Epoch, Seq), so a
+	// late write of a slower writer, or of a runner that lost the
+	// execution, never goes back in time.
+	Holder  string    `json:"holder,omitempty"`
+	Epoch   int       `json:"epoch"`
+	Seq     int       `json:"seq"`
+	Updated time.Time `json:"updated"`
+}
+
+// newer says a replaces b.
+func (a Execution) newer(b Execution) bool {
+	if a.Epoch != b.Epoch {
+		return a.Epoch > b.Epoch
+	}
+	return a.Seq > b.Seq
 }
 
 // Final says the execution ended.
@@ -131,7 +161,7 @@ func (j *Journal) put(ctx context.Context, e Execution) error {
 			return fmt.Errorf("store execution %s: %w", e.ID, jsstore.Unanswered(err))
 		default:
 			var stored Execution
-			if json.Unmarshal(cur.Value(), &stored) == nil && !stored.Updated.Before(e.Updated) {
+			if json.Unmarshal(cur.Value(), &stored) == nil && !e.newer(stored) {
 				return nil // a newer state is there
 			}
 			_, err = j.kv.Update(ctx, e.ID, data, cur.Revision())
@@ -197,6 +227,89 @@ func (j *Journal) Get(ctx context.Context, id string) (Execution, error) {
 		return Execution{}, fmt.Errorf("decode execution %s: %w", id, err)
 	}
 	return x, nil
+}
+
+// Create stores a new execution, durably, unless one of its id exists
+// (ErrExists, with the stored one).
+func (j *Journal) Create(ctx context.Context, e Execution) (Execution, error) {
+	e.Updated = time.Now().UTC()
+	data, err := json.Marshal(e)
+	if err != nil {
+		return Execution{}, fmt.Errorf("encode execution %s: %w", e.ID, err)
+	}
+	if _, err := j.kv.Create(ctx, e.ID, data); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			x, gerr := j.Get(ctx, e.ID)
+			if gerr != nil {
+				return Execution{}, gerr
+			}
+			return x, fmt.Errorf("%w: %s", ErrExists, e.ID)
+		}
+		return Execution{}, fmt.Errorf("store execution %s: %w", e.ID, jsstore.Unanswered(err))
+	}
+	return e, nil
+}
+
+// Claim makes holder the runner of an unfinished execution, in a new
+// epoch, if it is still as seen (same epoch and holder): of several
+// runners claiming a lost execution, one wins; the others get
+// ErrClaimed.
+func (j *Journal) Claim(ctx context.Context, seen Execution, holder string) (Execution, error) {
+	cur, err := j.kv.Get(ctx, seen.ID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Execution{}, fmt.Errorf("%w: %q", ErrNotFound, seen.ID)
+	}
+	if err != nil {
+		return Execution{}, fmt.Errorf("read execution %s: %w", seen.ID, jsstore.Unanswered(err))
+	}
+	var x Execution
+	if err := json.Unmarshal(cur.Value(), &x); err != nil {
+		return Execution{}, fmt.Errorf("decode execution %s: %w", seen.ID, err)
+	}
+	if x.Final() || x.Epoch != seen.Epoch || x.Holder != seen.Holder {
+		return Execution{}, fmt.Errorf("%w: %s", ErrClaimed, seen.ID)
+	}
+	x.Holder, x.Epoch, x.Seq, x.Updated = holder, x.Epoch+1, 0, time.Now().UTC()
+	data, err := json.Marshal(x)
+	if err != nil {
+		return Execution{}, fmt.Errorf("encode execution %s: %w", x.ID, err)
+	}
+	if _, err := j.kv.Update(ctx, x.ID, data, cur.Revision()); err != nil {
+		if jsstore.RevisionMismatch(err) {
+			return Execution{}, fmt.Errorf("%w: %s", ErrClaimed, seen.ID)
+		}
+		return Execution{}, fmt.Errorf("claim execution %s: %w", seen.ID, jsstore.Unanswered(err))
+	}
+	return x, nil
+}
+
+// List returns the executions of one workflow (ids are WORKFLOW.ID),
+// newest first, at most limit (0: all).
+func (j *Journal) List(ctx context.Context, workflow string, limit int) ([]Execution, error) {
+	lister, err := j.kv.ListKeysFiltered(ctx, workflow+".*")
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list executions: %w", jsstore.Unanswered(err))
+	}
+	var out []Execution
+	for k := range lister.Keys() {
+		x, err := j.Get(ctx, k)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			_ = lister.Stop()
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	slices.SortFunc(out, func(a, b Execution) int { return b.Started.Compare(a.Started) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
 }
 
 // Unfinished lists the executions still running: those to resume when
