@@ -441,3 +441,75 @@ type Trigger struct {
 type TriggerList struct {
 	Triggers []Trigger `json:"triggers"`
 }
+
+// Workflow is one deployed workflow (PUT /v1/workflows/{name} takes its
+// Amazon States Language definition, JSON or YAML, as the body).
+type Workflow struct {
+	Name       string          `json:"name"`
+	Version    int             `json:"version"`
+	Definition json.RawMessage `json:"definition"`
+	Created    time.Time       `json:"created"`
+	Updated    time.Time       `json:"updated"`
+}
+
+// WorkflowList answers GET /v1/workflows.
+type WorkflowList struct {
+	Workflows []Workflow `json:"workflows"`
+}
+
+// Execution statuses.
+const (
+	ExecutionRunning   = "RUNNING"
+	ExecutionSucceeded = "SUCCEEDED"
+	ExecutionFailed    = "FAILED"
+)
+
+// Execution is one execution of a workflow (POST
+// /v1/workflows/{name}/executions starts one; GET /v1/executions/{id}
+// describes it with its history).
+type Execution struct {
+	ID       string          `json:"id"`
+	Workflow string          `json:"workflow"`
+	Version  int             `json:"version"`
+	Status   string          `json:"status"`
+	Input    json.RawMessage `json:"input,omitempty"`
+	Output   json.RawMessage `json:"output,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Cause    string          `json:"cause,omitempty"`
+	Started  time.Time       `json:"started"`
+	Stopped  time.Time       `json:"stopped,omitzero"`
+	// Steps counts the top-level states finished; ResumeAt is the next
+	// one while it runs.
+	Steps    int    `json:"steps"`
+	ResumeAt string `json:"resumeAt,omitempty"`
+	// Runner is the controller (or server) driving it; Epoch counts the
+	// times another runner took it over after its runner was lost.
+	Runner string `json:"runner,omitempty"`
+	Epoch  int    `json:"epoch,omitempty"`
+	// Existing: a start repeated with the same idempotency key found this
+	// execution instead of starting another.
+	Existing bool             `json:"existing,omitempty"`
+	History  []ExecutionEvent `json:"history,omitempty"`
+}
+
+// ExecutionEvent is one entry of an execution's history.
+type ExecutionEvent struct {
+	Kind    string    `json:"kind"`
+	State   string    `json:"state,omitempty"`
+	Path    string    `json:"path,omitempty"`
+	Time    time.Time `json:"time"`
+	Attempt int       `json:"attempt,omitempty"`
+	Millis  float64   `json:"millis,omitempty"`
+	// Host is the worker a task ran on; Bus is how its event got there:
+	// "local" or "global".
+	Host   string `json:"host,omitempty"`
+	Bus    string `json:"bus,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Cause  string `json:"cause,omitempty"`
+	Runner string `json:"runner,omitempty"`
+}
+
+// ExecutionList answers GET /v1/workflows/{name}/executions.
+type ExecutionList struct {
+	Executions []Execution `json:"executions"`
+}

@@ -94,6 +94,7 @@ type ControllerConfig struct {
 	AsyncRetryBase time.Duration
 	// AsyncDedupWindow and AsyncRetention: see Config.
 	AsyncDedupWindow, AsyncRetention time.Duration
+	Workflows                        WorkflowConfig
 	Ready                            func(addr string)
 }
 
@@ -396,7 +397,14 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		return err
 	}
 	defer trig.Close()
-	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
+	// A controller's executions are held by its node id: when the
+	// membership loses it, another controller resumes them.
+	wf, closeWorkflows, err := openWorkflows(ctx, nc, ctrl, id, members, cfg.Workflows, log)
+	if err != nil {
+		return err
+	}
+	defer closeWorkflows()
+	handler := httpapi.New(httpapi.Options{Workflows: wf, Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token, Self: id, Triggers: trig})
 	err = serveAPI(ctx, ln, handler, ctrl, cfg.ShutdownGrace, log, func(addr string) {
 		log.Info("baton controller ready", "listen", addr, "workers", cfg.Workers)

@@ -25,6 +25,7 @@ import (
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/node"
+	"github.com/baton-faas/baton/internal/requestid"
 	"github.com/baton-faas/baton/internal/sandbox"
 	"github.com/baton-faas/baton/internal/sandbox/container"
 	"github.com/baton-faas/baton/internal/sandbox/fake"
@@ -72,6 +73,7 @@ type Config struct {
 	// invocation; AsyncRetention how long an async invocation's state and
 	// result are kept after it last changed (0: the queue's defaults).
 	AsyncDedupWindow, AsyncRetention time.Duration
+	Workflows                        WorkflowConfig
 	NoAuthOnNetwork                  bool
 	// FakeStartLatency delays each fake instance's first poll (Sandbox
 	// "fake" only).
@@ -194,7 +196,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer trig.Close()
-	handler := httpapi.New(httpapi.Options{Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
+	// A server's executions are held by this run of it: after a restart
+	// the next run resumes them.
+	wf, closeWorkflows, err := openWorkflows(ctx, nc, ctrl, nodeID+"/"+requestid.New(), nil, cfg.Workflows, log)
+	if err != nil {
+		return err
+	}
+	defer closeWorkflows()
+	handler := httpapi.New(httpapi.Options{Workflows: wf, Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token, Triggers: trig})
 	err = serveAPI(ctx, ln, handler, ctrl, cfg.ShutdownGrace, log, func(addr string) {
 		log.Info("baton server ready", "listen", addr, "dataDir", cfg.DataDir)

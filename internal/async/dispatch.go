@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -336,12 +337,13 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	step, _ := strconv.Atoi(msg.Headers().Get(hdrStep))
 	fn, serving, exists := d.run.Serving(name)
 	inv, err := d.q.Get(ctx, id)
 	switch {
 	case errors.Is(err, ErrUnknown):
 		// Accepted, and its first state not written (or expired).
-		inv = Invocation{ID: id, Function: name, State: StateQueued, Created: meta.Timestamp.UTC()}
+		inv = Invocation{ID: id, Function: name, State: StateQueued, Created: meta.Timestamp.UTC(), Step: step > 0}
 	case err != nil:
 		// Without its attempts the retry policy cannot be applied: the
 		// event waits until the store answers.
@@ -349,6 +351,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 		_ = msg.NakWithDelay(jitter(time.Second))
 		return
 	}
+	inv.Step = inv.Step || step > 0
 	if Final(inv.State) {
 		// Settled by a controller that died before it acknowledged the
 		// event (its outcome and destination are stored): not run again.
@@ -380,7 +383,11 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 		inv.Reason = fmt.Sprintf("the event waited longer than maxEventAgeSeconds (%d)", int(fn.Spec.MaxEventAge().Seconds()))
 		d.finish(ctx, msg, inv, fn, StateExpired, conditionEventAgeExceeded, msg.Data(), Result{})
 		return
-	case len(inv.Attempts) > fn.Spec.RetryAttempts():
+	case step > 0 && completedAttempts(inv) > 0:
+		inv.Reason = "the step ran"
+		d.finish(ctx, msg, inv, fn, StateFailed, conditionRetriesExhausted, msg.Data(), Result{})
+		return
+	case step == 0 && len(inv.Attempts) > fn.Spec.RetryAttempts():
 		inv.Reason = "retries exhausted"
 		d.finish(ctx, msg, inv, fn, StateFailed, conditionRetriesExhausted, msg.Data(), Result{})
 		return
@@ -391,7 +398,11 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	d.save(ctx, inv)
 
 	stop := keepAlive(msg)
-	res := d.run.Run(ctx, name, id, msg.Data(), attempt.Number)
+	runAttempt := attempt.Number
+	if step > 0 {
+		runAttempt = step
+	}
+	res := d.run.Run(ctx, name, id, msg.Data(), runAttempt)
 	// Throttled, it did not run: not an attempt. It keeps its permit and
 	// tries again shortly (the function is saturated anyway), until
 	// this controller stops serving the function.
@@ -406,7 +417,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 			return
 		}
 		time.Sleep(jitter(wait))
-		res = d.run.Run(ctx, name, id, msg.Data(), attempt.Number)
+		res = d.run.Run(ctx, name, id, msg.Data(), runAttempt)
 	}
 	stop()
 	last := &inv.Attempts[len(inv.Attempts)-1]
@@ -414,14 +425,14 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	switch {
 	case res.Err != nil:
 		_, code := errdefs.Classify(res.Err)
-		last.Error, last.ErrorType = res.Err.Error(), code
+		last.Error, last.ErrorType, last.Platform = res.Err.Error(), code, true
 	case res.FunctionError != nil:
 		last.Error, last.ErrorType = res.FunctionError.Message, res.FunctionError.Type
 	default:
 		d.finish(ctx, msg, inv, fn, StateSucceeded, conditionSuccess, msg.Data(), res)
 		return
 	}
-	if last.Number <= fn.Spec.RetryAttempts() {
+	if step == 0 && last.Number <= fn.Spec.RetryAttempts() {
 		inv.State, inv.Updated = StateQueued, time.Now().UTC()
 		d.save(ctx, inv)
 		d.outcome(name, outcomeRetried)
@@ -443,12 +454,16 @@ func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, inv Invocati
 	inv.State, inv.Updated = state, time.Now().UTC()
 	if state == StateSucceeded {
 		inv.Result, inv.ResultTruncated = res.Payload, false
-		if len(inv.Result) > d.q.opts.MaxResultBytes {
+		if inv.Step && len(inv.Result) > maxStepResultBytes {
+			// A step's output goes on whole or not at all.
+			inv.State, inv.Result = StateFailed, nil
+			inv.Reason = fmt.Sprintf("the step's output (%d bytes) is larger than the global bus carries (%d bytes)", len(res.Payload), maxStepResultBytes)
+		} else if !inv.Step && len(inv.Result) > d.q.opts.MaxResultBytes {
 			inv.Result, inv.ResultTruncated = inv.Result[:d.q.opts.MaxResultBytes], true
 		}
 	}
 	dest := ""
-	if fn.Spec.Async != nil {
+	if fn.Spec.Async != nil && !inv.Step {
 		dest = fn.Spec.Async.OnFailure
 		if state == StateSucceeded {
 			dest = fn.Spec.Async.OnSuccess
@@ -463,6 +478,21 @@ func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, inv Invocati
 	inv.State = StateRunning
 	d.save(ctx, inv)
 	d.settle(ctx, msg, inv)
+}
+
+// maxStepResultBytes bounds a step's output on the global bus (a KV
+// value of the invocation's state holds it).
+const maxStepResultBytes = 768 << 10
+
+// completedAttempts counts the attempts that ended (not cut short).
+func completedAttempts(inv Invocation) int {
+	n := 0
+	for _, a := range inv.Attempts {
+		if !a.Interrupted {
+			n++
+		}
+	}
+	return n
 }
 
 // settle delivers a pending outcome, then stores the final state and

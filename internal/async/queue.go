@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,6 +42,10 @@ const (
 	hdrFunction = "Baton-Function"
 	hdrOrigin   = "Baton-Origin" // a DLQ entry's function
 	hdrReason   = "Baton-Condition"
+	// hdrStep marks a workflow step's event (its value is the step's
+	// attempt): it runs once, keeps its whole result and goes to no
+	// destination; the workflow's Retry decides what happens next.
+	hdrStep = "Baton-Workflow-Step"
 )
 
 // Options configure the queue.
@@ -140,6 +145,19 @@ type Accepted struct {
 // it (replicated in a cluster). With a key, a repeat within the dedup
 // window returns the first invocation's id and stores nothing.
 func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key string) (Accepted, error) {
+	return q.enqueue(ctx, fn, payload, key, 0)
+}
+
+// EnqueueStep stores a workflow step's event for fn: the global bus of
+// workflows. It runs on the controller that serves fn, once (an attempt
+// cut short by a crash runs again), with attempt as the function's
+// attempt; its outcome is awaited with Await. key makes a repeat of the
+// same step attempt find the first event.
+func (q *Queue) EnqueueStep(ctx context.Context, fn string, payload []byte, key string, attempt int) (Accepted, error) {
+	return q.enqueue(ctx, fn, payload, key, max(attempt, 1))
+}
+
+func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key string, step int) (Accepted, error) {
 	id := requestid.New()
 	if key != "" {
 		existing, fresh, err := q.claimKey(ctx, fn, key, id)
@@ -153,7 +171,7 @@ func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key stri
 			_, err := q.states.Get(ctx, existing)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
-				if err := q.publish(ctx, fn, existing, payload); err != nil {
+				if err := q.publish(ctx, fn, existing, payload, step); err != nil {
 					return Accepted{}, err
 				}
 			case err != nil:
@@ -164,7 +182,7 @@ func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key stri
 			return Accepted{ID: existing, Duplicate: true}, nil
 		}
 	}
-	if err := q.publish(ctx, fn, id, payload); err != nil {
+	if err := q.publish(ctx, fn, id, payload, step); err != nil {
 		return Accepted{}, err
 	}
 	return Accepted{ID: id}, nil
@@ -206,16 +224,19 @@ func (q *Queue) Claimed(ctx context.Context, fn, key string) (string, bool, erro
 }
 
 // publish stores the event and its first state.
-func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte) error {
+func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte, step int) error {
 	msg := nats.NewMsg(subject(fn))
 	msg.Data = payload
 	msg.Header.Set(hdrID, id)
 	msg.Header.Set(hdrFunction, fn)
+	if step > 0 {
+		msg.Header.Set(hdrStep, strconv.Itoa(step))
+	}
 	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("store the event: %w", jsstore.Unanswered(err))
 	}
 	now := time.Now().UTC()
-	st := Invocation{ID: id, Function: fn, State: StateQueued, Created: now, Updated: now}
+	st := Invocation{ID: id, Function: fn, State: StateQueued, Created: now, Updated: now, Step: step > 0}
 	// Only if nothing is there: the dispatcher may have run the event
 	// already, and its state must not go back to queued.
 	if err := q.create(ctx, st); err != nil {
@@ -223,6 +244,32 @@ func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte) erro
 		q.log.Warn("async invocation accepted, its first state not written", "id", id, "err", err)
 	}
 	return nil
+}
+
+// Await returns an invocation's state once it is final (or ctx ends).
+func (q *Queue) Await(ctx context.Context, id string) (Invocation, error) {
+	w, err := q.states.Watch(ctx, id)
+	if err != nil {
+		return Invocation{}, fmt.Errorf("watch invocation %s: %w", id, jsstore.Unanswered(err))
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return Invocation{}, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return Invocation{}, fmt.Errorf("watch invocation %s: the watch ended", id)
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var inv Invocation
+			if json.Unmarshal(e.Value(), &inv) == nil && Final(inv.State) {
+				return inv, nil
+			}
+		}
+	}
 }
 
 // Get returns an invocation's state.

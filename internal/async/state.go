@@ -44,6 +44,8 @@ type Invocation struct {
 	// destination: a redelivery of the event delivers it rather than
 	// running the event again.
 	Pending *Pending `json:"pending,omitempty"`
+	// Step: a workflow step's event (see Queue.EnqueueStep).
+	Step bool `json:"step,omitempty"`
 }
 
 // Pending is an outcome waiting for its destination to take it.
@@ -65,6 +67,9 @@ type Attempt struct {
 	ErrorType string `json:"errorType,omitempty"`
 	// Worker-lost or crashed controller: the attempt never ended here.
 	Interrupted bool `json:"interrupted,omitempty"`
+	// Platform: the error is Baton's (ErrorType is its code), not the
+	// function's.
+	Platform bool `json:"platform,omitempty"`
 }
 
 // Final says whether the state is an outcome.

@@ -131,7 +131,7 @@ func newControllerCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token, created with a random token if missing (default <data-dir>/api-token)")
-	checkAsync = asyncFlags(f, &cfg.AsyncRetryBase, &cfg.AsyncDedupWindow, &cfg.AsyncRetention)
+	checkAsync = bothChecks(asyncFlags(f, &cfg.AsyncRetryBase, &cfg.AsyncDedupWindow, &cfg.AsyncRetention), workflowFlags(f, &cfg.Workflows))
 	f.BoolVar(&cfg.NoAuth, "no-auth", false, "serve the management API without a token (tests only; loopback --listen only, see --"+assemble.NoAuthOnNetworkFlag+")")
 	f.BoolVar(&noAuthOnNetwork, assemble.NoAuthOnNetworkFlag, false, "allow --no-auth on a --listen address other hosts can reach: anyone there may deploy and run code")
 	return cmd

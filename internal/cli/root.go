@@ -27,7 +27,7 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd(), newImageCmd(),
+	root.AddCommand(newWorkflowCmd(), newServerCmd(), newDeployCmd(), newInvokeCmd(), newListCmd(), newGetCmd(), newRemoveCmd(), newLogsCmd(), newBenchCmd(), newReplayCmd(), newImageCmd(),
 		newNodesCmd(), newWorkerCmd(), newControllerCmd(), newClusterCmd(), newNATSCmd(), newInvocationCmd(), newDLQCmd(), newTriggerCmd())
 	return root
 }

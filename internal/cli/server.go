@@ -51,7 +51,7 @@ func newServerCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxRecords, "max-records", 5000, "invocation records kept")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token, created with a random token if missing (default <data-dir>/api-token)")
 	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also serve the embedded NATS to local clients at this loopback host:port (to publish to NATS-subject triggers)")
-	checkAsync = asyncFlags(f, &cfg.AsyncRetryBase, &cfg.AsyncDedupWindow, &cfg.AsyncRetention)
+	checkAsync = bothChecks(asyncFlags(f, &cfg.AsyncRetryBase, &cfg.AsyncDedupWindow, &cfg.AsyncRetention), workflowFlags(f, &cfg.Workflows))
 	f.BoolVar(&cfg.NoAuth, "no-auth", false, "serve the management API without a token (for tests; anyone who can connect may manage functions; loopback --listen only, see --"+assemble.NoAuthOnNetworkFlag+")")
 	f.BoolVar(&cfg.NoAuthOnNetwork, assemble.NoAuthOnNetworkFlag, false, "allow --no-auth on a --listen address other hosts can reach: anyone there may deploy and run code")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")

@@ -554,6 +554,7 @@ type Invocation struct {
 	ID       string
 	Version  int
 	Instance string
+	Worker   string // the worker the instance ran on
 	Cold     bool
 	Wait     time.Duration
 	Init     time.Duration
@@ -608,7 +609,7 @@ func (c *Controller) InvokeWith(ctx context.Context, name, id string, payload []
 		return Invocation{ID: id}, err
 	}
 	inv := Invocation{
-		ID: id, Version: out.Version, Instance: out.Instance, Cold: out.Cold,
+		ID: id, Version: out.Version, Instance: out.Instance, Worker: out.Worker, Cold: out.Cold,
 		Wait: out.Wait, Init: out.Init, Exec: out.Exec, Payload: out.Result.Payload,
 		FunctionError: out.Result.Error, Err: err,
 	}

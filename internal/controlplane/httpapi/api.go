@@ -21,6 +21,7 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/triggers"
+	"github.com/baton-faas/baton/internal/workflow/engine"
 )
 
 // Options configure the API.
@@ -44,6 +45,9 @@ type Options struct {
 	Self string
 	// Triggers serves /v1/triggers; nil answers 501.
 	Triggers *triggers.Store
+	// Workflows serves /v1/workflows, /v1/executions and /wf; nil
+	// answers 501.
+	Workflows *engine.Engine
 }
 
 // Server serves the API.
@@ -93,6 +97,14 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST /v1/triggers", s.addTrigger)
 	s.mux.HandleFunc("GET /v1/triggers", s.listTriggers)
 	s.mux.HandleFunc("DELETE /v1/triggers/{id}", s.removeTrigger)
+	s.mux.HandleFunc("GET /v1/workflows", s.listWorkflows)
+	s.mux.HandleFunc("PUT /v1/workflows/{name}", s.putWorkflow)
+	s.mux.HandleFunc("GET /v1/workflows/{name}", s.getWorkflow)
+	s.mux.HandleFunc("DELETE /v1/workflows/{name}", s.deleteWorkflow)
+	s.mux.HandleFunc("POST /v1/workflows/{name}/executions", s.startExecution)
+	s.mux.HandleFunc("GET /v1/workflows/{name}/executions", s.listExecutions)
+	s.mux.HandleFunc("GET /v1/executions/{id}", s.describeExecution)
+	s.mux.HandleFunc("/wf/{name}", s.workflowURL)
 	s.mux.HandleFunc("/fn/{name}", s.functionURL)
 	s.mux.HandleFunc("/fn/{name}/{path...}", s.functionURL)
 	s.mux.HandleFunc("/", s.noRoute)
@@ -222,6 +234,12 @@ func (s *Server) readPayload(w http.ResponseWriter, r *http.Request, name string
 		s.writeErr(w, apiError(errdefs.NotFound, apiv1.CodeFunctionNotFound, fmt.Sprintf("function %q not found", name)))
 		return nil, nil, false
 	}
+	return s.readHeld(w, r)
+}
+
+// readHeld reads a request body within the payload limit and the budget
+// of request bytes held at once.
+func (s *Server) readHeld(w http.ResponseWriter, r *http.Request) ([]byte, func(), bool) {
 	reserved := max(r.ContentLength, 0)
 	if !s.reserve(reserved) {
 		s.writeBusy(w)

@@ -78,7 +78,8 @@ func (s *Server) asyncInvocation(w http.ResponseWriter, r *http.Request, id stri
 		Attempts: make([]apiv1.AsyncAttempt, 0, len(inv.Attempts)), Result: inv.Result, ResultTruncated: inv.ResultTruncated,
 		Destination: inv.Destination, Reason: inv.Reason}
 	for _, a := range inv.Attempts {
-		out.Attempts = append(out.Attempts, apiv1.AsyncAttempt(a))
+		out.Attempts = append(out.Attempts, apiv1.AsyncAttempt{Number: a.Number, Start: a.Start, End: a.End,
+			Error: a.Error, ErrorType: a.ErrorType, Interrupted: a.Interrupted})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return true

@@ -10,12 +10,12 @@ import (
 )
 
 // openRoute says whether a request may go without the API token: health,
-// synchronous invocation and function URLs stay open because functions
+// synchronous invocation and function URLs (of functions and workflows) stay open because functions
 // call each other through them; management and metrics need the token.
 func openRoute(r *http.Request) bool {
 	p := r.URL.Path
 	switch {
-	case p == "/healthz", p == "/fn" || strings.HasPrefix(p, "/fn/"):
+	case p == "/healthz", p == "/fn" || strings.HasPrefix(p, "/fn/"), strings.HasPrefix(p, "/wf/"):
 		return true
 	case strings.HasPrefix(p, "/v1/functions/") && strings.HasSuffix(p, "/invoke"):
 		// Only the invoke route: a function named "invoke" is not the

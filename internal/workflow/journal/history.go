@@ -38,11 +38,12 @@ type HistoryEvent struct {
 	// there: "local" (handed over in the process that runs the
 	// execution) or "global" (through JetStream, to the controller that
 	// serves the function).
-	Host   string `json:"host,omitempty"`
-	Bus    string `json:"bus,omitempty"`
-	Error  string `json:"error,omitempty"`
-	Cause  string `json:"cause,omitempty"`
-	Runner string `json:"runner,omitempty"` // who ran this part of the execution
+	Host    string `json:"host,omitempty"`
+	Bus     string `json:"bus,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Cause   string `json:"cause,omitempty"`
+	Runner  string `json:"runner,omitempty"`  // who ran this part of the execution
+	Version int    `json:"version,omitempty"` // the workflow's version (ExecutionStarted)
 }
 
 // History appends executions' events to the stream BATON_WF_HISTORY (one

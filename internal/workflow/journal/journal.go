@@ -45,16 +45,19 @@ var (
 
 // Execution is what is kept of one execution.
 type Execution struct {
-	ID       string          `json:"id"`
-	Workflow string          `json:"workflow"`
-	Version  int             `json:"version"`
-	Status   string          `json:"status"`
-	Input    json.RawMessage `json:"input"`
-	Output   json.RawMessage `json:"output,omitempty"`
-	Error    string          `json:"error,omitempty"`
-	Cause    string          `json:"cause,omitempty"`
-	Started  time.Time       `json:"started"`
-	Stopped  time.Time       `json:"stopped,omitzero"`
+	ID       string `json:"id"`
+	Workflow string `json:"workflow"`
+	Version  int    `json:"version"`
+	// Definition is the version's definition: an execution runs to its
+	// end on the version it started with.
+	Definition json.RawMessage `json:"definition,omitempty"`
+	Status     string          `json:"status"`
+	Input      json.RawMessage `json:"input"`
+	Output     json.RawMessage `json:"output,omitempty"`
+	Error      string          `json:"error,omitempty"`
+	Cause      string          `json:"cause,omitempty"`
+	Started    time.Time       `json:"started"`
+	Stopped    time.Time       `json:"stopped,omitzero"`
 	// ResumeAt and ResumeInput are where a running execution goes on
 	// after a crash: the next top-level state and its input.
 	ResumeAt    string          `json:"resumeAt,omitempty"`
