@@ -39,6 +39,7 @@ type Result struct {
 	Payload       []byte
 	FunctionError *workerapi.FunctionError
 	Err           error
+	Worker        string // where it ran, if it did
 }
 
 // Throttled reports an error under which the event did not run at all
@@ -421,7 +422,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	}
 	stop()
 	last := &inv.Attempts[len(inv.Attempts)-1]
-	last.End = time.Now().UTC()
+	last.End, last.Worker = time.Now().UTC(), res.Worker
 	switch {
 	case res.Err != nil:
 		_, code := errdefs.Classify(res.Err)

@@ -70,6 +70,8 @@ type Attempt struct {
 	// Platform: the error is Baton's (ErrorType is its code), not the
 	// function's.
 	Platform bool `json:"platform,omitempty"`
+	// Worker is the worker the attempt ran on.
+	Worker string `json:"worker,omitempty"`
 }
 
 // Final says whether the state is an outcome.

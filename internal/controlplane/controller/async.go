@@ -35,7 +35,7 @@ func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte, a
 	if err != nil {
 		return async.Result{Err: err}
 	}
-	return async.Result{Payload: inv.Payload, FunctionError: inv.FunctionError, Err: inv.Err}
+	return async.Result{Payload: inv.Payload, FunctionError: inv.FunctionError, Err: inv.Err, Worker: inv.Worker}
 }
 
 // startAsync starts running the asynchronous events of the functions this

@@ -43,7 +43,7 @@ func (e stepLost) Interrupted() bool { return true }
 var _ engine.Interrupted = stepLost{}
 
 // Step implements engine.Steps.
-func (s WorkflowSteps) Step(ctx context.Context, execID string, call execution.Call) (engine.Step, error) {
+func (s WorkflowSteps) Step(ctx context.Context, execID, callID string, call execution.Call) (engine.Step, error) {
 	c := s.C
 	cc, _ := json.Marshal(map[string]any{"custom": map[string]string{
 		"baton-attempt": fmt.Sprint(call.Attempt), "baton-execution": execID, "baton-state": call.State,
@@ -66,7 +66,7 @@ func (s WorkflowSteps) Step(ctx context.Context, execID string, call execution.C
 			return engine.Step{}, stepLost{fmt.Errorf("function %s is served by another controller and there is no global bus", call.Function)}
 		}
 	}
-	key := fmt.Sprintf("wf/%s/%s/%s/%d", execID, call.Path, call.State, call.Attempt)
+	key := "wf/" + execID + "/" + callID
 	acc, err := c.queue.EnqueueStep(ctx, call.Function, call.Input, key, call.Attempt)
 	if err != nil {
 		return engine.Step{Bus: BusGlobal}, stepLost{fmt.Errorf("put the step on the global bus: %w", err)}
@@ -128,15 +128,16 @@ var lostCodes = map[string]bool{
 // globalOutcome reads a step's end from its async state.
 func globalOutcome(inv async.Invocation) (engine.Step, error) {
 	st := engine.Step{Bus: BusGlobal}
-	if inv.State == async.StateSucceeded {
-		st.Output = inv.Result
-		return st, nil
-	}
 	var last async.Attempt
 	for _, a := range inv.Attempts {
 		if !a.Interrupted {
 			last = a
 		}
+	}
+	st.Host = last.Worker
+	if inv.State == async.StateSucceeded {
+		st.Output = inv.Result
+		return st, nil
 	}
 	switch {
 	case last.Number == 0:

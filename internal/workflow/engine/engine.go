@@ -38,12 +38,13 @@ var (
 	ErrClosed       = errdefs.New(errdefs.Unavailable, "shutting_down", "the workflow engine is shutting down")
 )
 
-// Steps runs one attempt of a Task state's function for an execution.
+// Steps runs one attempt of a Task state's function for an execution;
+// callID is unique to the attempt within the execution.
 // A function's own error is *execution.FunctionError; a lost instance or
 // worker is an error Interrupted reports true for (the engine runs the
 // step again, as a further attempt); other errors fail the attempt.
 type Steps interface {
-	Step(ctx context.Context, execID string, call execution.Call) (Step, error)
+	Step(ctx context.Context, execID, callID string, call execution.Call) (Step, error)
 }
 
 // Step is how a task's attempt went.
@@ -67,6 +68,10 @@ type Options struct {
 	Alive func(holder string) bool
 	// Scan is how often unfinished executions are looked for (default 5 s).
 	Scan time.Duration
+	// MaxSteps bounds the top-level states one execution may pass
+	// through (default 25,000, as Step Functions bounds a standard
+	// execution's history): a workflow that loops for ever fails.
+	MaxSteps int
 	// MaxInterruptions bounds how often one step is run again after its
 	// worker was lost (default 5).
 	MaxInterruptions int
@@ -103,6 +108,9 @@ func New(reg *registry.Registry, jnl *journal.Journal, hist *journal.History, st
 	}
 	if o.Scan <= 0 {
 		o.Scan = 5 * time.Second
+	}
+	if o.MaxSteps <= 0 {
+		o.MaxSteps = 25000
 	}
 	if o.MaxInterruptions <= 0 {
 		o.MaxInterruptions = 5
@@ -303,9 +311,15 @@ func (e *Engine) drive(x journal.Execution, def *asl.Definition) (journal.Execut
 		e.hist.Append(x.ID, journal.HistoryEvent{Kind: "ExecutionResumed", State: x.ResumeAt, Time: time.Now().UTC(),
 			Runner: e.opts.Self, Attempt: x.ResumeAttempts + 1})
 	}
-	out, err := m.RunAt(e.ctx, x.ResumeAt, input, cobj)
+	ctx, stop := context.WithCancelCause(e.ctx)
+	defer stop(nil)
+	t.stop = stop
+	out, err := m.RunAt(ctx, x.ResumeAt, input, cobj)
 	if e.ctx.Err() != nil {
 		return journal.Execution{}, false
+	}
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
 	}
 	final := t.finish(out, err)
 	for i := 0; ; i++ {
@@ -341,6 +355,20 @@ type tracker struct {
 	// execution resumed at counts the runs before the crash.
 	resumeState  string
 	resumeOffset int
+	// calls numbers the task attempts this runner made: with the epoch it
+	// tells two visits of one state apart (a loop), for the global bus's
+	// idempotency keys.
+	calls int
+	// stop ends the run when it took too many steps.
+	stop context.CancelCauseFunc
+}
+
+// nextCall returns a number for a task attempt, unique in the execution.
+func (t *tracker) nextCall() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.calls++
+	return fmt.Sprintf("%d.%d", t.x.Epoch, t.calls)
 }
 
 func (t *tracker) observe(ev execution.Event) {
@@ -369,6 +397,10 @@ func (t *tracker) observe(ev execution.Event) {
 				t.resumeState, t.resumeOffset = "", 0
 			}
 			t.x.Steps++
+			if t.x.Steps >= t.e.opts.MaxSteps && ev.Next != "" {
+				t.stop(&execution.Failure{Name: "States.Runtime",
+					Cause: fmt.Sprintf("the execution passed through %d states, the most one may", t.e.opts.MaxSteps)})
+			}
 			if ev.Next != "" {
 				raw, err := json.Marshal(ev.Output)
 				if err == nil {
@@ -450,7 +482,7 @@ func (iv invoker) Invoke(ctx context.Context, call execution.Call) ([]byte, erro
 		c.Attempt = call.Attempt + base + extra
 		start := time.Now()
 		e.hist.Append(id, journal.HistoryEvent{Kind: "TaskScheduled", State: c.State, Path: c.Path, Time: start.UTC(), Attempt: c.Attempt})
-		res, err := e.steps.Step(ctx, id, c)
+		res, err := e.steps.Step(ctx, id, iv.t.nextCall(), c)
 		h := journal.HistoryEvent{State: c.State, Path: c.Path, Time: time.Now().UTC(), Attempt: c.Attempt,
 			Millis: millis(time.Since(start)), Host: res.Host, Bus: res.Bus, Runner: e.opts.Self}
 		var lost Interrupted
