@@ -24,7 +24,13 @@ import (
 	"github.com/baton-faas/baton/internal/store/jsstore"
 )
 
-const bucket = "baton_executions"
+const (
+	bucket = "baton_executions"
+	// runningBucket lists the executions not finished (one key each), so
+	// that looking for executions to resume does not read every
+	// execution kept.
+	runningBucket = "baton_executions_running"
+)
 
 // Statuses of an execution.
 const (
@@ -92,8 +98,9 @@ func (e Execution) Final() bool { return e.Status == Succeeded || e.Status == Fa
 
 // Journal writes and reads execution records.
 type Journal struct {
-	kv  jetstream.KeyValue
-	log *slog.Logger
+	kv      jetstream.KeyValue
+	running jetstream.KeyValue
+	log     *slog.Logger
 
 	mu      sync.Mutex // guards pending and closed; a leaf
 	pending map[string]Execution
@@ -118,7 +125,13 @@ func Open(ctx context.Context, nc *nats.Conn, retention time.Duration, log *slog
 	if err != nil {
 		return nil, err
 	}
-	j := &Journal{kv: kv, log: log, pending: map[string]Execution{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	running, err := jsstore.EnsureKV(ctx, js, log, "running executions bucket", jetstream.KeyValueConfig{
+		Bucket: runningBucket, History: 1, Storage: jetstream.FileStorage, Description: "Baton workflow executions not finished",
+	})
+	if err != nil {
+		return nil, err
+	}
+	j := &Journal{kv: kv, running: running, log: log, pending: map[string]Execution{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go j.write()
 	return j, nil
 }
@@ -145,7 +158,17 @@ func (j *Journal) Record(e Execution) {
 // durable before they are acknowledged (an execution accepted, ended).
 func (j *Journal) Store(ctx context.Context, e Execution) error {
 	e.Updated = time.Now().UTC()
-	return j.put(ctx, e)
+	if err := j.put(ctx, e); err != nil {
+		return err
+	}
+	if e.Final() {
+		// Not needed for correctness (Unfinished skips what ended), only
+		// to keep the list short.
+		if err := j.running.Delete(ctx, e.ID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			j.log.Debug("workflow journal: unlist an ended execution", "execution", e.ID, "err", err)
+		}
+	}
+	return nil
 }
 
 // put stores e unless a newer state of the execution is stored already
@@ -240,6 +263,11 @@ func (j *Journal) Create(ctx context.Context, e Execution) (Execution, error) {
 	if err != nil {
 		return Execution{}, fmt.Errorf("encode execution %s: %w", e.ID, err)
 	}
+	// Listed as running first: a crash in between leaves a listed id
+	// without an execution, which Unfinished drops.
+	if _, err := j.running.Put(ctx, e.ID, nil); err != nil {
+		return Execution{}, fmt.Errorf("store execution %s: %w", e.ID, jsstore.Unanswered(err))
+	}
 	if _, err := j.kv.Create(ctx, e.ID, data); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			x, gerr := j.Get(ctx, e.ID)
@@ -318,22 +346,37 @@ func (j *Journal) List(ctx context.Context, workflow string, limit int) ([]Execu
 // Unfinished lists the executions still running: those to resume when
 // their runner is gone.
 func (j *Journal) Unfinished(ctx context.Context) ([]Execution, error) {
-	lister, err := j.kv.ListKeys(ctx)
+	lister, err := j.running.ListKeys(ctx)
 	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
 		return nil, fmt.Errorf("list executions: %w", jsstore.Unanswered(err))
 	}
-	var out []Execution
+	var ids []string
 	for k := range lister.Keys() {
+		ids = append(ids, k)
+	}
+	var out []Execution
+	for _, k := range ids {
 		x, err := j.Get(ctx, k)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) || err == nil && x.Final() {
+			if time.Since(x.Updated) > time.Minute || errors.Is(err, ErrNotFound) && j.staleListing(ctx, k) {
+				_ = j.running.Delete(ctx, k)
+			}
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		if !x.Final() {
-			out = append(out, x)
-		}
+		out = append(out, x)
 	}
 	return out, nil
+}
+
+// staleListing says a running entry without an execution is old enough
+// that its Create will not come (a crash between the two writes).
+func (j *Journal) staleListing(ctx context.Context, id string) bool {
+	e, err := j.running.Get(ctx, id)
+	return err == nil && time.Since(e.Created()) > time.Minute
 }

@@ -19,7 +19,7 @@ func TestRecordStoreAndResumePoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := Execution{ID: "e1", Workflow: "orders", Version: 1, Status: Running, Input: json.RawMessage(`{"n":1}`), Started: time.Now().UTC()}
-	if err := j.Store(ctx, start); err != nil {
+	if _, err := j.Create(ctx, start); err != nil {
 		t.Fatal(err)
 	}
 	// Steps finish faster than they are written: only the newest state
@@ -35,7 +35,9 @@ func TestRecordStoreAndResumePoints(t *testing.T) {
 		return err == nil && x.ResumeAt == "step-49" && string(x.ResumeInput) == `{"i":49}`
 	})
 	other := Execution{ID: "e2", Workflow: "orders", Status: Running, Started: time.Now().UTC()}
-	j.Record(other)
+	if _, err := j.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
 	done := start
 	done.Status, done.Output, done.Stopped, done.Seq = Succeeded, json.RawMessage(`{"ok":true}`), time.Now().UTC(), 100
 	if err := j.Store(ctx, done); err != nil {
