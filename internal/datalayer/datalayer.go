@@ -143,7 +143,8 @@ func validValue(v Value, maxValue int64) error {
 	return nil
 }
 
-// Config sizes the layers; zero fields take the defaults.
+// Config sizes the layers; zero fields take the defaults. Each field is a
+// flag of `baton server` and `baton worker` (named in Check's errors).
 type Config struct {
 	// LocalBytes bounds the local layer on this host; LocalAppBytes one
 	// application's share of it.
@@ -180,6 +181,17 @@ func (c Config) WithDefaults() Config {
 
 // Check refuses settings that cannot work together, naming the flags.
 func (c Config) Check() error {
+	for _, v := range []struct {
+		flag string
+		neg  bool
+	}{
+		{"data-local-bytes", c.LocalBytes < 0}, {"data-local-app-bytes", c.LocalAppBytes < 0},
+		{"data-local-ttl", c.LocalTTL < 0}, {"data-max-value", c.MaxValue < 0},
+	} {
+		if v.neg {
+			return fmt.Errorf("--%s: must not be negative (0 means the default)", v.flag)
+		}
+	}
 	c = c.WithDefaults()
 	if c.LocalAppBytes > c.LocalBytes {
 		return fmt.Errorf("--data-local-app-bytes %d is more than --data-local-bytes %d", c.LocalAppBytes, c.LocalBytes)
