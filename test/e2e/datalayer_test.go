@@ -221,20 +221,25 @@ func TestDataLayerFunctions(t *testing.T) {
 	if r[7].Status != http.StatusRequestEntityTooLarge || r[7].ErrorType != "ValueTooLarge" {
 		t.Errorf("HTTP put over the value limit: %+v", r[7])
 	}
-	// A type the module does not decode comes back as bytes.
-	checkValue(t, "python get of an HTML value", r[8], "bytes", len("<p>hi</p>"), digest("<p>hi</p>"))
+	// Any text comes back as a str.
+	checkValue(t, "python get of an HTML value", r[8], "str", len("<p>hi</p>"), digest("<p>hi</p>"))
 	if r[9].Status != http.StatusNoContent {
 		t.Errorf("HTTP delete: %+v", r[9])
 	}
 	checkNone(t, "python get after an HTTP delete", r[10])
 
 	// The module reports refusals as DataError.
-	r = runData(t, srv, "dl-py", dlPut("bad key", "str", "x"), dlPut("toolarge", "bytes", 8<<20+1, "local"))
-	if r[0].Error != "InvalidKey" || r[0].Status != http.StatusBadRequest {
-		t.Errorf("python put of a bad key: %+v", r[0])
-	}
-	if r[1].Error != "ValueTooLarge" || r[1].Status != http.StatusRequestEntityTooLarge {
-		t.Errorf("python put over the value limit: %+v", r[1])
+	for _, fn := range []string{"dl-py", "dl-node"} {
+		r = runData(t, srv, fn, dlPut("bad key?", "str", "x"), dlPut("toolarge", "bytes", 8<<20+1, "local"), dlGet("a/../b"))
+		if r[0].Error != "InvalidKey" || r[0].Status != http.StatusBadRequest {
+			t.Errorf("%s: put of a bad key: %+v", fn, r[0])
+		}
+		if r[1].Error != "ValueTooLarge" || r[1].Status != http.StatusRequestEntityTooLarge {
+			t.Errorf("%s: put over the value limit: %+v", fn, r[1])
+		}
+		if r[2].Error != "InvalidKey" {
+			t.Errorf("%s: get of a key with '..': %+v", fn, r[2])
+		}
 	}
 
 	// Another app sees nothing of shop's, in any scope or way; its own

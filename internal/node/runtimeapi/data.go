@@ -81,6 +81,7 @@ func (s *Server) handleData(w http.ResponseWriter, r *http.Request, key string) 
 func (s *Server) putData(ctx context.Context, w http.ResponseWriter, r *http.Request, key string, scope datalayer.Scope) {
 	limit := s.data.MaxValue()
 	if r.ContentLength > limit {
+		drain(r)
 		s.dataError(w, fmt.Errorf("%w: %d bytes, at most %d", datalayer.ErrTooLarge, r.ContentLength, limit))
 		return
 	}
@@ -91,6 +92,7 @@ func (s *Server) putData(ctx context.Context, w http.ResponseWriter, r *http.Req
 		return
 	}
 	if int64(len(body)) > limit {
+		drain(r)
 		s.dataError(w, fmt.Errorf("%w: more than %d bytes", datalayer.ErrTooLarge, limit))
 		return
 	}
@@ -100,6 +102,18 @@ func (s *Server) putData(ctx context.Context, w http.ResponseWriter, r *http.Req
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// drainBytes bounds what drain reads of a refused value.
+const drainBytes = 64 << 20
+
+// drain reads what is left of a refused value's body, up to drainBytes,
+// before the refusal is sent: simple clients (urllib, http.client) send
+// the whole body before they read an answer, and a server that closes the
+// connection on an unread body makes them see a reset instead of the 413.
+// The instance's own loopback bandwidth is all it costs.
+func drain(r *http.Request) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, drainBytes))
 }
 
 // dataError answers a data layer error in the Runtime API's error shape:

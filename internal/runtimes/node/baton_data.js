@@ -70,7 +70,9 @@ function send(method, key, scope, body, contentType, retried) {
   } catch (err) {
     return Promise.reject(err);
   }
-  const path = PREFIX + key + (scope ? `?scope=${scope}` : '');
+  // Escaped, so that a key the endpoint refuses reaches it and gets its
+  // answer naming the problem, instead of breaking the request line.
+  const path = PREFIX + key.split('/').map(encodeURIComponent).join('/') + (scope ? `?scope=${scope}` : '');
   const headers = {};
   if (body !== undefined) {
     headers['Content-Type'] = contentType;

@@ -33,6 +33,7 @@ per instance.
 import http.client
 import json
 import os
+import urllib.parse  # http.client imports it already
 
 __all__ = ["put", "get", "delete", "DataError"]
 
@@ -83,7 +84,9 @@ def _request(method, key, scope, body=None, content_type=None):
         raise TypeError("key must be a str, not %s" % type(key).__name__)
     if scope not in (None, "local", "global"):
         raise ValueError('scope must be "local", "global" or None, not %r' % (scope,))
-    path = _PREFIX + key
+    # Quoted, so that a key the endpoint refuses reaches it and gets its
+    # answer naming the problem, instead of breaking the request line.
+    path = _PREFIX + urllib.parse.quote(key, safe="/")
     if scope:
         path += "?scope=" + scope
     headers = {}
