@@ -4,12 +4,19 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	apiv1 "github.com/baton-faas/baton/api/v1"
+	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/store/natsd"
 	"github.com/baton-faas/baton/test/harness"
 )
 
@@ -43,14 +50,31 @@ type dataResult struct {
 // results.
 func runData(t *testing.T, srv *harness.Server, fn string, ops ...dataOp) []dataResult {
 	t.Helper()
+	res, err := tryData(t, srv.Client, fn, ops...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// tryData is runData that returns the invocation's failure.
+func tryData(t *testing.T, c *client.Client, fn string, ops ...dataOp) ([]dataResult, error) {
+	t.Helper()
+	payload, err := json.Marshal(map[string]any{"ops": ops})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Invoke(ctx(t), fn, payload)
+	if err != nil {
+		return nil, fmt.Errorf("invoke %s: %w", fn, err)
+	}
 	var out struct {
 		Results []dataResult `json:"results"`
 	}
-	mustInvoke(t, srv, fn, map[string]any{"ops": ops}, &out)
-	if len(out.Results) != len(ops) {
-		t.Fatalf("%s: %d results for %d operations", fn, len(out.Results), len(ops))
+	if err := json.Unmarshal(resp.Body, &out); err != nil || len(out.Results) != len(ops) {
+		return nil, fmt.Errorf("%s: answer %.300s is not %d results (%v)", fn, resp.Body, len(ops), err)
 	}
-	return out.Results
+	return out.Results, nil
 }
 
 // patternDigest is the digest of the functions' test value of n bytes
@@ -304,4 +328,81 @@ func TestDataLayerRestart(t *testing.T) {
 	if r[5].Kind != "json" {
 		t.Errorf("local copy after the unscoped get: %+v", r[5])
 	}
+}
+
+// TestDataLayerCluster: in cluster mode the workers share the global layer
+// on the cluster's NATS. A value put globally on one worker is read on the
+// other after the first was killed with -9; a local one died with it.
+func TestDataLayerCluster(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	natsAddr := harness.FreeAddr(t)
+	ns, err := natsd.Start(ctx(t), natsd.Options{DataDir: t.TempDir(), Listen: natsAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	natsURL := "nats://" + natsAddr
+	caDir := filepath.Join(t.TempDir(), "ca")
+	if out, errOut, rc := cli(t, nil, "cluster", "init", "--dir", caDir); rc != 0 {
+		t.Fatalf("cluster init: exit %d\n%s%s", rc, out, errOut)
+	}
+	workers := map[string]*harness.Proc{}
+	for _, id := range []string{"w1", "w2"} {
+		workers[id] = harness.StartProc(t, id, "worker", "--nats", natsURL, "--listen", harness.FreeAddr(t),
+			"--pki", clusterNode(t, caDir, id, "worker", "127.0.0.1"), "--data-dir", t.TempDir(), "--sandbox", "process")
+	}
+	apiAddr := harness.FreeAddr(t)
+	ctrlData := t.TempDir()
+	harness.StartProc(t, "controller", "controller", "--nats", natsURL, "--listen", apiAddr,
+		"--pki", clusterNode(t, caDir, "c1", "controller", ""), "--data-dir", ctrlData)
+	var c *client.Client
+	waitFor(t, settle, "the controller to serve with both workers", func() (bool, string) {
+		b, err := os.ReadFile(filepath.Join(ctrlData, "api-token"))
+		if err != nil {
+			return false, err.Error()
+		}
+		if c, err = client.New("http://"+apiAddr, &http.Client{Timeout: 2 * time.Minute}, client.WithToken(strings.TrimSpace(string(b)))); err != nil {
+			return false, err.Error()
+		}
+		nodes, err := c.Nodes(ctx(t))
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(nodes) == 3, fmt.Sprint(nodes)
+	})
+	spec := function.Spec{Runtime: function.RuntimePython, Handler: "app.handler", App: "spread", MemoryMB: 256}
+	if _, err := c.Deploy(ctx(t), "dl-cluster", client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: zipDir(t, dataLayerDir)}); err != nil {
+		t.Fatal(err)
+	}
+	const big = 1 << 20
+	var r []dataResult
+	waitFor(t, settle, "the first invocation", func() (bool, string) {
+		r, err = tryData(t, c, "dl-cluster", dlPut("g", "str", "kept"), dlPut("g/big", "bytes", big), dlPut("l", "str", "lost", "local"))
+		return err == nil, fmt.Sprint(err)
+	})
+	for i := range r {
+		checkOK(t, fmt.Sprintf("put %d", i), r[i])
+	}
+	f, err := c.Get(ctx(t), "dl-cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Status.Instances) != 1 {
+		t.Fatalf("instances %+v, want one", f.Status.Instances)
+	}
+	first := f.Status.Instances[0].Worker
+	workers[first].Kill()
+
+	waitFor(t, settle, "an invocation on the surviving worker", func() (bool, string) {
+		r, err = tryData(t, c, "dl-cluster", dlGet("l"), dlGet("g", "local"), dlGet("g"), dlGet("g/big"))
+		return err == nil, fmt.Sprint(err)
+	})
+	if f, err = c.Get(ctx(t), "dl-cluster"); err != nil || len(f.Status.Instances) != 1 || f.Status.Instances[0].Worker == first {
+		t.Fatalf("instances %+v (%v), want one on the worker that was not killed (%s was)", f.Status.Instances, err, first)
+	}
+	checkNone(t, "local value after its worker died", r[0])
+	checkNone(t, "local-only get of a global value on another worker", r[1])
+	checkValue(t, "global value on another worker", r[2], "str", len("kept"), digest("kept"))
+	checkValue(t, "1 MiB global value on another worker", r[3], "bytes", big, patternDigest(big))
 }
