@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/keyedlock"
 )
 
 // Defaults of Config.
@@ -207,11 +208,19 @@ func (c Config) Check() error {
 
 // Layer is the host's data layers: the local one, and the global one when
 // the host has NATS.
+//
+// Writes of one key on this host, and the reads that fill its local copy
+// from the global layer, take turns (keys is a lock per app and key), so
+// that the local copy is always the newest value this host wrote or read:
+// without that, a put racing another put or a fill could leave the local
+// layer holding the older of two values until it expires. Reads the local
+// layer answers take no turn.
 type Layer struct {
 	local    *Local
 	global   *Global // nil without NATS
 	maxValue int64
 	log      *slog.Logger
+	keys     keyedlock.Locks
 }
 
 // Open makes the host's layers: the local layer, and the global one on nc
@@ -267,11 +276,12 @@ func (l *Layer) Put(ctx context.Context, app, key string, scope Scope, v Value) 
 	if err := validValue(v, l.maxValue); err != nil {
 		return err
 	}
+	if scope != ScopeLocal && l.global == nil {
+		return ErrNoGlobal
+	}
+	defer l.keys.Lock(app + "/" + key)()
 	if scope == ScopeLocal {
 		return l.local.Put(app, key, v)
-	}
-	if l.global == nil {
-		return ErrNoGlobal
 	}
 	if err := l.global.Put(ctx, app, key, v); err != nil {
 		return err
@@ -306,13 +316,20 @@ func (l *Layer) Get(ctx context.Context, app, key string, scope Scope) (Value, S
 	if l.global == nil {
 		return Value{}, "", ErrNoGlobal
 	}
+	if scope == ScopeGlobal {
+		v, err := l.global.Get(ctx, app, key)
+		return v, ScopeGlobal, err
+	}
+	defer l.keys.Lock(app + "/" + key)()
+	// A put of this host may have filled the local copy meanwhile.
+	if v, ok := l.local.Get(app, key); ok {
+		return v, ScopeLocal, nil
+	}
 	v, err := l.global.Get(ctx, app, key)
 	if err != nil {
 		return Value{}, "", err
 	}
-	if scope == ScopeAny {
-		l.cache(app, key, v)
-	}
+	l.cache(app, key, v)
 	return v, ScopeGlobal, nil
 }
 
@@ -323,14 +340,15 @@ func (l *Layer) Delete(ctx context.Context, app, key string, scope Scope) error 
 	if err := l.check(app, key, scope); err != nil {
 		return err
 	}
+	if scope == ScopeGlobal && l.global == nil {
+		return ErrNoGlobal
+	}
+	defer l.keys.Lock(app + "/" + key)()
 	if scope != ScopeGlobal {
 		l.local.Delete(app, key)
 	}
-	if scope == ScopeLocal || (scope == ScopeAny && l.global == nil) {
+	if scope == ScopeLocal || l.global == nil {
 		return nil
-	}
-	if l.global == nil {
-		return ErrNoGlobal
 	}
 	return l.global.Delete(ctx, app, key)
 }

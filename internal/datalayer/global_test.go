@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -306,5 +307,43 @@ func TestGlobalUnreachable(t *testing.T) {
 	err = g.Put(ctx, "app", "k", Value{Data: []byte("x")})
 	if !errors.Is(err, ErrGlobalUnreached) {
 		t.Fatalf("put on a closed connection: %v, want ErrGlobalUnreached", err)
+	}
+}
+
+// Racing puts and fills of one key on one host leave the local copy equal
+// to the global value.
+func TestLayerLocalCopyFollowsGlobal(t *testing.T) {
+	s := clustertest.Server(t)
+	nc, _ := clustertest.Connect(t, s)
+	ctx := clustertest.Context(t)
+	l, err := Open(ctx, nc, Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 5 {
+		key := fmt.Sprintf("race/%d", round)
+		var wg sync.WaitGroup
+		for i := range 6 {
+			wg.Go(func() {
+				if i%2 == 0 {
+					// A fill: drop the local copy, read through.
+					l.Local().Delete("app", key)
+					_, _, _ = l.Get(ctx, "app", key, ScopeAny)
+					return
+				}
+				if err := l.Put(ctx, "app", key, ScopeGlobal, val(100, byte(i))); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		g, _, gerr := l.Get(ctx, "app", key, ScopeGlobal)
+		loc, _, lerr := l.Get(ctx, "app", key, ScopeLocal)
+		if gerr != nil || lerr != nil && !errors.Is(lerr, ErrNotFound) {
+			t.Fatalf("round %d: %v, %v", round, gerr, lerr)
+		}
+		if lerr == nil && !bytes.Equal(loc.Data, g.Data) {
+			t.Fatalf("round %d: local copy %q, global %q", round, loc.Data[:1], g.Data[:1])
+		}
 	}
 }

@@ -6,6 +6,9 @@
 // GET /2018-06-01/runtime/invocation/next and posts results to
 // .../invocation/{id}/response or .../invocation/{id}/error. Several pollers
 // may wait at once (N:1 concurrency), so several events can be outstanding.
+//
+// The endpoint also serves Baton's data layers to the instance's
+// application (data.go), so that functions of any runtime reach them.
 package runtimeapi
 
 import (
