@@ -30,10 +30,9 @@ from a process that imported the module once, so the import costs nothing
 per instance.
 """
 
-import http.client
 import json
 import os
-import urllib.parse  # http.client imports it already
+import socket
 
 __all__ = ["put", "get", "delete", "DataError"]
 
@@ -44,12 +43,18 @@ _BYTES = "application/octet-stream"
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
 
+# Characters a key's URL path keeps as they are; others are %-escaped, so
+# that a key the endpoint refuses reaches it and gets an answer naming the
+# problem instead of breaking the request line.
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-~")
+
 
 class DataError(Exception):
     """The data layer refused a request or could not serve it.
 
-    status is the HTTP status, type the error type (for example
-    "InvalidKey", "ValueTooLarge", "GlobalDataUnavailable").
+    status is the HTTP status (0 when the endpoint was not reached), type
+    the error type (for example "InvalidKey", "ValueTooLarge",
+    "GlobalDataUnavailable").
     """
 
     def __init__(self, status, type_, message):
@@ -57,6 +62,89 @@ class DataError(Exception):
         self.status = status
         self.type = type_
         self.message = message
+
+
+class _Connection:
+    """One kept-alive HTTP/1.1 connection to the endpoint. Its own few lines
+    of HTTP, as the runtime client's: importing http.client (with email and
+    ssl) would cost a Python function's start tens of milliseconds."""
+
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self.address = address
+        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=_TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+        self.open = True
+
+    def close(self):
+        self.open = False
+        for f in (self.rfile, self.sock):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def request(self, method, path, body, content_type):
+        head = "%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, self.address)
+        if body is not None:
+            head += "Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body))
+        head = (head + "\r\n").encode("latin-1")
+        if body and len(body) < 65536:
+            self.sock.sendall(head + body)
+        else:
+            self.sock.sendall(head)
+            if body:
+                self.sock.sendall(body)
+        return self._response(method)
+
+    def _line(self):
+        line = self.rfile.readline(65537)
+        if not line.endswith(b"\n"):
+            raise ConnectionError("connection closed or header line too long")
+        return line
+
+    def _response(self, method):
+        parts = self._line().split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+            raise ConnectionError("bad status line %r" % parts)
+        status = int(parts[1])
+        headers = {}
+        while True:
+            line = self._line()
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("connection", "").lower() == "close":
+            self.open = False
+        if status in (204, 304) or method == "HEAD":
+            data = b""
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            data = self._chunked()
+        elif "content-length" in headers:
+            n = int(headers["content-length"])
+            data = self.rfile.read(n)
+            if len(data) != n:
+                raise ConnectionError("connection closed mid-body")
+        else:
+            data = self.rfile.read()  # until the endpoint closes
+            self.open = False
+        return status, headers.get("content-type", ""), data
+
+    def _chunked(self):
+        chunks = []
+        while True:
+            size = int(self._line().split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while self._line() not in (b"\r\n", b"\n"):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunk = self.rfile.read(size)
+            if len(chunk) != size:
+                raise ConnectionError("connection closed mid-chunk")
+            chunks.append(chunk)
+            self._line()
 
 
 _conn = None
@@ -68,41 +156,40 @@ def _connection():
     address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not address:
         raise DataError(0, "NoRuntimeAPI", "AWS_LAMBDA_RUNTIME_API is not set: baton.data works inside a Baton function")
-    # A forked instance must not share its parent's socket, and each
-    # instance has an endpoint of its own.
+    # A forked instance must not share its parent's socket (it leaves the
+    # parent's copy alone), and each instance has an endpoint of its own.
     key = (os.getpid(), address)
-    if _conn is None or _conn_key != key:
+    if _conn is None or _conn_key != key or not _conn.open:
         if _conn is not None and _conn_key[0] == key[0]:
             _conn.close()
-        _conn = http.client.HTTPConnection(address, timeout=_TIMEOUT)
+        _conn = None
+        _conn = _Connection(address)
         _conn_key = key
     return _conn
 
 
+def _quote(key):
+    return "".join(chr(b) if b in _SAFE else "%%%02X" % b for b in key.encode("utf-8"))
+
+
 def _request(method, key, scope, body=None, content_type=None):
+    global _conn
     if not isinstance(key, str):
         raise TypeError("key must be a str, not %s" % type(key).__name__)
     if scope not in (None, "local", "global"):
         raise ValueError('scope must be "local", "global" or None, not %r' % (scope,))
-    # Quoted, so that a key the endpoint refuses reaches it and gets its
-    # answer naming the problem, instead of breaking the request line.
-    path = _PREFIX + urllib.parse.quote(key, safe="/")
+    path = _PREFIX + _quote(key)
     if scope:
         path += "?scope=" + scope
-    headers = {}
-    if body is not None:
-        headers["Content-Type"] = content_type
     # One retry covers a kept-alive connection the endpoint closed while
     # idle; every data request is idempotent.
     for attempt in (0, 1):
-        conn = _connection()
         try:
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, resp.getheader("Content-Type", ""), data
-        except (OSError, http.client.HTTPException) as e:
-            conn.close()
+            return _connection().request(method, path, body, content_type)
+        except (OSError, ValueError) as e:
+            if _conn is not None:
+                _conn.close()
+                _conn = None
             if attempt:
                 raise DataError(0, "RuntimeAPIUnreachable", "%s %s: %s: %s" % (method, path, type(e).__name__, e)) from e
     raise AssertionError("unreachable")
