@@ -263,9 +263,10 @@ func (l *Layer) Local() *Local { return l.local }
 // Global is the global layer, nil when the host has none.
 func (l *Layer) Global() *Global { return l.global }
 
-// Put stores v under app's key in scope (ScopeAny means ScopeGlobal). A global put
-// keeps a local copy too, or drops a stale one when v does not fit the
-// local layer.
+// Put stores v under app's key in scope (ScopeAny means ScopeGlobal). A
+// global put keeps a local copy too, or drops a stale one when v does not
+// fit the local layer or the global write failed (it may have been applied
+// all the same).
 func (l *Layer) Put(ctx context.Context, app, key string, scope Scope, v Value) error {
 	if err := l.check(app, key, scope); err != nil {
 		return err
@@ -284,6 +285,7 @@ func (l *Layer) Put(ctx context.Context, app, key string, scope Scope, v Value) 
 		return l.local.Put(app, key, v)
 	}
 	if err := l.global.Put(ctx, app, key, v); err != nil {
+		l.local.Delete(app, key)
 		return err
 	}
 	l.cache(app, key, v)
