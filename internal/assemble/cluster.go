@@ -25,6 +25,7 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
 	"github.com/baton-faas/baton/internal/controlplane/router"
+	"github.com/baton-faas/baton/internal/datalayer"
 	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/store/natsd"
 	"github.com/baton-faas/baton/internal/triggers"
@@ -68,6 +69,9 @@ type WorkerConfig struct {
 	MaxPayloadBytes  int64
 	MaxCodeBytes     int64
 	CodeCacheBytes   int64
+	// Data sizes the node's data layers (the global one is on the
+	// cluster's NATS).
+	Data datalayer.Config
 	// Ready, if set, is called with the worker API's address once it
 	// serves.
 	Ready func(addr string)
@@ -223,9 +227,10 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		return err
 	}
 	codeLimits := codeLimitsFor(cfg.MaxCodeBytes)
-	wk, closeNode, err := newHostNode(hostConfig{
+	wk, closeNode, err := newHostNode(ctx, hostConfig{
 		ID: id, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
+		Data: cfg.Data, NATS: nc,
 	}, blobCode{st}, log)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/controlplane/records"
 	"github.com/baton-faas/baton/internal/controlplane/registry"
+	"github.com/baton-faas/baton/internal/datalayer"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/node"
@@ -36,12 +37,16 @@ type hostConfig struct {
 	MaxPayloadBytes  int64
 	CodeLimits       archive.Limits
 	CodeCacheBytes   int64
+	// Data sizes the host's data layers; NATS, when set, carries their
+	// global layer (nil: local only).
+	Data datalayer.Config
+	NATS *nats.Conn
 }
 
-// newHostNode opens the host's image store, picks its sandboxes and
-// creates its node. The returned function stops every instance and closes
+// newHostNode opens the host's image store, picks its sandboxes, opens its
+// data layers and creates its node. The returned function stops every instance and closes
 // the image store.
-func newHostNode(cfg hostConfig, code workerapi.CodeStore, log *slog.Logger) (*node.Worker, func(), error) {
+func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, log *slog.Logger) (*node.Worker, func(), error) {
 	images, err := image.Open(filepath.Join(cfg.DataDir, "images"), log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("image store: %w", err)
@@ -56,11 +61,16 @@ func newHostNode(cfg hostConfig, code workerapi.CodeStore, log *slog.Logger) (*n
 	if id == "" {
 		id, _ = os.Hostname()
 	}
+	data, err := datalayer.Open(ctx, cfg.NATS, cfg.Data, log.With("component", "datalayer"))
+	if err != nil {
+		images.Close()
+		return nil, nil, fmt.Errorf("data layer: %w", err)
+	}
 	wk, err := node.New(node.Options{
 		ID: id, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
 		Code: code, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
 		RootFS: rootFS, Layers: images, Images: images, BaseImages: bases,
-		ArchiveLimits: cfg.CodeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
+		ArchiveLimits: cfg.CodeLimits, CodeCacheBytes: cfg.CodeCacheBytes, Data: data,
 	})
 	if err != nil {
 		images.Close()

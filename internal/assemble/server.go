@@ -22,6 +22,7 @@ import (
 	"github.com/baton-faas/baton/internal/controlplane/httpapi"
 	"github.com/baton-faas/baton/internal/controlplane/metrics"
 	"github.com/baton-faas/baton/internal/controlplane/router"
+	"github.com/baton-faas/baton/internal/datalayer"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/node"
@@ -80,6 +81,9 @@ type Config struct {
 	FakeStartLatency time.Duration
 	// Ready, if set, is called with the API's address once it serves.
 	Ready func(addr string)
+	// Data sizes the node's data layers (the global one is on the
+	// embedded NATS).
+	Data datalayer.Config
 }
 
 // DefaultDataDir is $XDG_DATA_HOME/baton, or ~/.local/share/baton.
@@ -159,9 +163,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	wk, closeNode, err := newHostNode(hostConfig{
+	wk, closeNode, err := newHostNode(ctx, hostConfig{
 		ID: nodeID, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
+		Data: cfg.Data, NATS: nc,
 	}, reg, log)
 	if err != nil {
 		return err

@@ -73,12 +73,16 @@ func checkNode(cfg *assemble.NodeConfig, fl nodeFlagValues) error {
 func newWorkerCmd() *cobra.Command {
 	cfg := assemble.WorkerConfig{}
 	var fl nodeFlagValues
+	var checkData func() error
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a cluster worker: this host's sandboxes and instances behind the worker API",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkNode(&cfg.NodeConfig, fl); err != nil {
+				return err
+			}
+			if err := checkData(); err != nil {
 				return err
 			}
 			return assemble.RunWorker(cmd.Context(), cfg)
@@ -92,6 +96,7 @@ func newWorkerCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest response payload in bytes")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes")
 	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes")
+	checkData = dataFlags(f, &cfg.Data)
 	return cmd
 }
 

@@ -17,7 +17,7 @@ import (
 func newServerCmd() *cobra.Command {
 	cfg := assemble.Config{}
 	var logLevel string
-	var checkAsync func() error
+	var checkAsync, checkData func() error
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run controller, worker and embedded NATS JetStream in one process",
@@ -32,6 +32,9 @@ func newServerCmd() *cobra.Command {
 				return fmt.Errorf("--data-dir must not be empty")
 			}
 			if err := checkAsync(); err != nil {
+				return err
+			}
+			if err := checkData(); err != nil {
 				return err
 			}
 			return assemble.Run(cmd.Context(), cfg)
@@ -56,5 +59,6 @@ func newServerCmd() *cobra.Command {
 	f.BoolVar(&cfg.NoAuthOnNetwork, assemble.NoAuthOnNetworkFlag, false, "allow --no-auth on a --listen address other hosts can reach: anyone there may deploy and run code")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")
 	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes; unused code is evicted first, then instance starts are refused")
+	checkData = dataFlags(f, &cfg.Data)
 	return cmd
 }

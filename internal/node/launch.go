@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-faas/baton/internal/datalayer"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/node/runtimeapi"
 	"github.com/baton-faas/baton/internal/runtimes"
@@ -109,13 +110,26 @@ func (w *Worker) serveAPI(a *app, in *instance) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("runtime api listener: %w", err)
 	}
-	in.api = runtimeapi.New(runtimeapi.Options{Logger: w.log, MaxResponseBytes: w.opts.MaxResponseBytes})
+	in.api = runtimeapi.New(runtimeapi.Options{Logger: w.log, MaxResponseBytes: w.opts.MaxResponseBytes, Data: w.dataFor(in.spec)})
 	go func() {
 		if err := in.api.Serve(ln); err != nil {
 			w.log.Debug("runtime api stopped", "instance", in.id, "err", err)
 		}
 	}()
 	return ln.Addr().String(), nil
+}
+
+// dataFor is the data layers as an instance of spec sees them: its
+// application's alone.
+func (w *Worker) dataFor(spec workerapi.InstanceSpec) *datalayer.AppData {
+	if w.opts.Data == nil {
+		return nil
+	}
+	app := spec.App
+	if app == "" {
+		app = function.AppOf(spec.Function, spec.Spec)
+	}
+	return w.opts.Data.App(app)
 }
 
 // spawn starts the instance's process with its output captured: forked

@@ -49,6 +49,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-faas/baton/internal/archive"
+	"github.com/baton-faas/baton/internal/datalayer"
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/keyedlock"
@@ -95,6 +96,10 @@ type Options struct {
 	// Layers stores functions' code as read-only layers for isolated
 	// sandboxes (required with RootFS).
 	Layers *image.Store
+	// Data is the host's data layers, which instances reach through
+	// their Runtime API endpoint, each bound to its application; nil
+	// leaves them out (those routes answer 501).
+	Data *datalayer.Layer
 }
 
 // RootFSProvider mounts the image a sandbox's root is made of.

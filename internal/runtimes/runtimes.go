@@ -54,8 +54,26 @@ func Install(dir string) (Paths, error) {
 			return Paths{}, err
 		}
 		p.clients[d.Name()] = path
+		if lib, ok := d.(libraryDriver); ok {
+			for rel, content := range lib.LibraryFiles() {
+				path := filepath.Join(dir, filepath.FromSlash(rel))
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					return Paths{}, fmt.Errorf("runtimes: create %s: %w", filepath.Dir(path), err)
+				}
+				if err := writeAtomic(path, content); err != nil {
+					return Paths{}, err
+				}
+			}
+		}
 	}
 	return p, nil
+}
+
+// libraryDriver is a Driver whose client comes with modules for functions
+// (Baton's `baton` module: the data layers), installed beside the client
+// by their slash-separated paths relative to the runtimes directory.
+type libraryDriver interface {
+	LibraryFiles() map[string][]byte
 }
 
 func writeAtomic(path string, content []byte) error {

@@ -343,9 +343,15 @@ func TestInstall(t *testing.T) {
 	if !os.SameFile(before, after) {
 		t.Error("identical python script was rewritten")
 	}
+	// The clients, and the directories of Baton's modules for functions.
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
+	if len(entries) != 4 {
 		t.Errorf("install left extra files: %v", entries)
+	}
+	for _, lib := range []string{"python/baton/data.py", "python/baton/__init__.py", "node_modules/baton/index.js"} {
+		if fi, err := os.Stat(filepath.Join(dir, lib)); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s: %v", lib, err)
+		}
 	}
 }
 

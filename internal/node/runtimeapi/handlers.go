@@ -41,6 +41,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.handlers.Done()
 
+	if key, ok := strings.CutPrefix(r.URL.Path, dataPrefix); ok {
+		s.handleData(w, r, key)
+		return
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, apiPrefix)
 	if !ok {
 		s.notFound(w, r)

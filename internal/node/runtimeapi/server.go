@@ -6,6 +6,9 @@
 // GET /2018-06-01/runtime/invocation/next and posts results to
 // .../invocation/{id}/response or .../invocation/{id}/error. Several pollers
 // may wait at once (N:1 concurrency), so several events can be outstanding.
+//
+// The endpoint also serves Baton's data layers to the instance's
+// application (data.go), so that functions of any runtime reach them.
 package runtimeapi
 
 import (
@@ -22,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-faas/baton/internal/datalayer"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -66,6 +70,10 @@ type Options struct {
 	// so a hostile function cannot exhaust the worker's file descriptors.
 	// Zero or negative means DefaultMaxConns.
 	MaxConns int
+	// Data is the data layers as the instance's application sees them,
+	// served under /2018-06-01/baton/data/; nil answers those routes
+	// with 501.
+	Data *datalayer.AppData
 }
 
 // DefaultMaxConns is the connection bound when Options.MaxConns is unset:
@@ -109,6 +117,7 @@ type Server struct {
 	log      *slog.Logger
 	maxResp  int64
 	maxConns int
+	data     *datalayer.AppData
 	srv      *http.Server
 
 	ready     chan struct{}
@@ -174,6 +183,7 @@ func New(opts Options) *Server {
 		log:      logger,
 		maxResp:  maxResp,
 		maxConns: maxConns,
+		data:     opts.Data,
 		ready:    make(chan struct{}),
 		initErr:  make(chan *workerapi.FunctionError, 1),
 		done:     make(chan struct{}),

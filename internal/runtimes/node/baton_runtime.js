@@ -16,6 +16,10 @@ const { pathToFileURL } = require('node:url');
 
 const API_PREFIX = '/2018-06-01/runtime';
 
+// Where Baton's modules for functions (`require('baton')`) are installed,
+// beside this file.
+const LIBRARY_DIR = 'node_modules';
+
 const env = process.env;
 const concurrency = parseConcurrency(env.BATON_CONCURRENCY);
 const apiAddress = env.AWS_LAMBDA_RUNTIME_API;
@@ -401,8 +405,22 @@ function onStrayError(err, kind) {
   process.exit(1);
 }
 
+// exposeLibrary lets functions require Baton's modules by name: their
+// directory joins NODE_PATH, which CommonJS resolution (require, and
+// createRequire in ES modules) searches after the function's own
+// node_modules, so a package of the function's named baton still wins.
+// ES modules' bare imports ignore NODE_PATH; a loader hook that would
+// serve them costs tens of milliseconds per start.
+function exposeLibrary() {
+  const dir = path.join(__dirname, LIBRARY_DIR);
+  env.NODE_PATH = env.NODE_PATH ? `${env.NODE_PATH}${path.delimiter}${dir}` : dir;
+  const Module = require('node:module');
+  if (typeof Module._initPaths === 'function') Module._initPaths();
+}
+
 async function main() {
   patchConsole();
+  exposeLibrary();
   if (!apiAddress) {
     runtimeLog('AWS_LAMBDA_RUNTIME_API is not set');
     process.exit(1);

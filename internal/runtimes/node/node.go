@@ -23,6 +23,17 @@ const maxConcurrency = 1000
 //go:embed baton_runtime.js
 var client []byte
 
+// library is the `baton` module functions require (`require('baton').data`),
+// installed beside the client in node_modules, which the client adds to
+// the module search path after the function's own.
+//
+//go:embed baton_data.js
+var library []byte
+
+// LibraryDir is where the client looks for Baton's modules, relative to
+// its own directory (LIBRARY_DIR in baton_runtime.js).
+const LibraryDir = "node_modules"
+
 // Driver implements runtimes.Driver.
 type Driver struct{}
 
@@ -54,6 +65,12 @@ func (Driver) HostInterpreter() (string, error) {
 }
 
 func (Driver) ClientFile() (string, []byte) { return ClientFile, client }
+
+// LibraryFiles returns the `baton` module by its path in the runtimes
+// directory.
+func (Driver) LibraryFiles() map[string][]byte {
+	return map[string][]byte{LibraryDir + "/baton/index.js": library}
+}
 
 // Forks is false: Node's threads make fork unsafe, each instance is a
 // process.

@@ -27,6 +27,9 @@ import _thread
 
 API_PREFIX = "/2018-06-01/runtime"
 
+# Where Baton's modules for functions are installed, beside this file.
+LIBRARY_DIR = "python"
+
 # Keep messages on the SEQPACKET control socket well below the socket buffer
 # size: a packet larger than it cannot be sent at all.
 MAX_ERROR_MESSAGE = 8192
@@ -350,6 +353,9 @@ def setup_task_root():
     if sys.path and os.path.abspath(sys.path[0] or ".") == here:
         del sys.path[0]
     sys.path.insert(0, task_root)
+    # Baton's own modules (`from baton import data`) come last, so that a
+    # module of the function's named baton still wins.
+    sys.path.append(os.path.join(here, LIBRARY_DIR))
     try:
         os.chdir(task_root)
     except OSError as e:

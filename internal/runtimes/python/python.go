@@ -4,7 +4,7 @@
 package python
 
 import (
-	_ "embed"
+	"embed"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -20,6 +20,17 @@ const ClientFile = "baton_runtime.py"
 
 //go:embed baton_runtime.py
 var client []byte
+
+// library is the `baton` package functions import (`from baton import
+// data`), installed under LibraryDir beside the client, which puts that
+// directory at the end of sys.path.
+//
+//go:embed baton/*.py
+var library embed.FS
+
+// LibraryDir is where the client looks for Baton's modules, relative to
+// its own directory (LIBRARY_DIR in baton_runtime.py).
+const LibraryDir = "python"
 
 // Driver implements runtimes.Driver.
 type Driver struct{}
@@ -63,6 +74,18 @@ func (Driver) HostInterpreter() (string, error) {
 }
 
 func (Driver) ClientFile() (string, []byte) { return ClientFile, client }
+
+// LibraryFiles returns the `baton` package's files by their path in the
+// runtimes directory.
+func (Driver) LibraryFiles() map[string][]byte {
+	files := map[string][]byte{}
+	entries, _ := library.ReadDir("baton") // embedded: cannot fail
+	for _, e := range entries {
+		b, _ := library.ReadFile("baton/" + e.Name())
+		files[LibraryDir+"/baton/"+e.Name()] = b
+	}
+	return files
+}
 
 // Forks: instances are forks of a zygote that imported the handler once.
 func (Driver) Forks() bool { return true }

@@ -333,3 +333,22 @@ func ensureKV(ctx context.Context, op opener, what string, cfg jetstream.KeyValu
 	})
 	return kv, err
 }
+
+// EnsureObjectStore is EnsureStream for an object store: for object
+// stores that other packages own (the data layer's).
+func EnsureObjectStore(ctx context.Context, js jetstream.JetStream, log *slog.Logger, what string, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	op := newOpener(js, log)
+	var obj jetstream.ObjectStore
+	err := op.ensure(ctx, what, "OBJ_"+cfg.Bucket, func(ctx context.Context, replicas int) error {
+		cfg.Replicas = replicas
+		var err error
+		obj, err = op.js.CreateObjectStore(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err = updateExisting(ctx, op.js, "OBJ_"+cfg.Bucket); err == nil {
+				obj, err = op.js.UpdateObjectStore(ctx, cfg)
+			}
+		}
+		return err
+	})
+	return obj, err
+}
