@@ -104,12 +104,20 @@ func (h *History) Flush(ctx context.Context) {
 
 // Read returns an execution's events in order, at most limit (0: all).
 func (h *History) Read(ctx context.Context, id string, limit int) ([]HistoryEvent, error) {
-	c, err := h.js.OrderedConsumer(ctx, historyStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{historyPrefix + id}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	// An ephemeral consumer of its own, deleted when read (and by the
+	// server if this reader dies first).
+	c, err := h.js.CreateConsumer(ctx, historyStream, jetstream.ConsumerConfig{
+		FilterSubject: historyPrefix + id, DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: 30 * time.Second, MemoryStorage: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read history of %s: %w", id, jsstore.Unanswered(err))
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = h.js.DeleteConsumer(dctx, historyStream, c.CachedInfo().Name)
+	}()
 	info, err := c.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read history of %s: %w", id, jsstore.Unanswered(err))
