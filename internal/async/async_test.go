@@ -65,7 +65,7 @@ func (r *runner) Serving(name string) (function.Function, bool, bool) {
 
 func (r *runner) Backlogged(string, int) bool { return false }
 
-func (r *runner) Run(_ context.Context, name, id string, payload []byte, _ int) Result {
+func (r *runner) Run(_ context.Context, name, id string, payload []byte, _ int, _ map[string]string) Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.runs[id]++

@@ -30,7 +30,9 @@ type Runner interface {
 	Backlogged(name string, asyncSlots int) bool
 	// Run invokes the function synchronously; attempt (1-based) is passed
 	// to the function.
-	Run(ctx context.Context, name, id string, payload []byte, attempt int) Result
+	// custom is added to the function's client context (a workflow
+	// step's execution and state).
+	Run(ctx context.Context, name, id string, payload []byte, attempt int, custom map[string]string) Result
 }
 
 // Result is a synchronous run's outcome: Err is nil for a success or a
@@ -339,6 +341,10 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 		return
 	}
 	step, _ := strconv.Atoi(msg.Headers().Get(hdrStep))
+	var custom map[string]string
+	if raw := msg.Headers().Get(hdrCustom); raw != "" {
+		_ = json.Unmarshal([]byte(raw), &custom)
+	}
 	fn, serving, exists := d.run.Serving(name)
 	inv, err := d.q.Get(ctx, id)
 	switch {
@@ -403,7 +409,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	if step > 0 {
 		runAttempt = step
 	}
-	res := d.run.Run(ctx, name, id, msg.Data(), runAttempt)
+	res := d.run.Run(ctx, name, id, msg.Data(), runAttempt, custom)
 	// Throttled, it did not run: not an attempt. It keeps its permit and
 	// tries again shortly (the function is saturated anyway), until
 	// this controller stops serving the function.
@@ -418,7 +424,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 			return
 		}
 		time.Sleep(jitter(wait))
-		res = d.run.Run(ctx, name, id, msg.Data(), runAttempt)
+		res = d.run.Run(ctx, name, id, msg.Data(), runAttempt, custom)
 	}
 	stop()
 	last := &inv.Attempts[len(inv.Attempts)-1]

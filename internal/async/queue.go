@@ -46,6 +46,8 @@ const (
 	// attempt): it runs once, keeps its whole result and goes to no
 	// destination; the workflow's Retry decides what happens next.
 	hdrStep = "Baton-Workflow-Step"
+	// hdrCustom carries a step's client-context fields (JSON).
+	hdrCustom = "Baton-Client-Custom"
 )
 
 // Options configure the queue.
@@ -145,7 +147,7 @@ type Accepted struct {
 // it (replicated in a cluster). With a key, a repeat within the dedup
 // window returns the first invocation's id and stores nothing.
 func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key string) (Accepted, error) {
-	return q.enqueue(ctx, fn, payload, key, 0)
+	return q.enqueue(ctx, fn, payload, key, 0, nil)
 }
 
 // EnqueueStep stores a workflow step's event for fn: the global bus of
@@ -153,11 +155,11 @@ func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key stri
 // cut short by a crash runs again), with attempt as the function's
 // attempt; its outcome is awaited with Await. key makes a repeat of the
 // same step attempt find the first event.
-func (q *Queue) EnqueueStep(ctx context.Context, fn string, payload []byte, key string, attempt int) (Accepted, error) {
-	return q.enqueue(ctx, fn, payload, key, max(attempt, 1))
+func (q *Queue) EnqueueStep(ctx context.Context, fn string, payload []byte, key string, attempt int, custom map[string]string) (Accepted, error) {
+	return q.enqueue(ctx, fn, payload, key, max(attempt, 1), custom)
 }
 
-func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key string, step int) (Accepted, error) {
+func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key string, step int, custom map[string]string) (Accepted, error) {
 	id := requestid.New()
 	if key != "" {
 		existing, fresh, err := q.claimKey(ctx, fn, key, id)
@@ -171,7 +173,7 @@ func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key stri
 			_, err := q.states.Get(ctx, existing)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
-				if err := q.publish(ctx, fn, existing, payload, step); err != nil {
+				if err := q.publish(ctx, fn, existing, payload, step, custom); err != nil {
 					return Accepted{}, err
 				}
 			case err != nil:
@@ -182,7 +184,7 @@ func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key stri
 			return Accepted{ID: existing, Duplicate: true}, nil
 		}
 	}
-	if err := q.publish(ctx, fn, id, payload, step); err != nil {
+	if err := q.publish(ctx, fn, id, payload, step, custom); err != nil {
 		return Accepted{}, err
 	}
 	return Accepted{ID: id}, nil
@@ -224,13 +226,20 @@ func (q *Queue) Claimed(ctx context.Context, fn, key string) (string, bool, erro
 }
 
 // publish stores the event and its first state.
-func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte, step int) error {
+func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte, step int, custom map[string]string) error {
 	msg := nats.NewMsg(subject(fn))
 	msg.Data = payload
 	msg.Header.Set(hdrID, id)
 	msg.Header.Set(hdrFunction, fn)
 	if step > 0 {
 		msg.Header.Set(hdrStep, strconv.Itoa(step))
+	}
+	if len(custom) > 0 {
+		raw, err := json.Marshal(custom)
+		if err != nil {
+			return fmt.Errorf("encode the client context: %w", err)
+		}
+		msg.Header.Set(hdrCustom, string(raw))
 	}
 	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("store the event: %w", jsstore.Unanswered(err))

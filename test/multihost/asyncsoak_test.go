@@ -114,13 +114,16 @@ func soakFunctionOf(i int) string {
 	return "work"
 }
 
-func soakCode(t *testing.T) []byte {
+func soakCode(t *testing.T) []byte { return zipApp(t, soakApp) }
+
+// zipApp zips one Python source as app.py.
+func zipApp(t *testing.T, src string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	w, err := zw.Create("app.py")
 	if err == nil {
-		_, err = w.Write([]byte(soakApp))
+		_, err = w.Write([]byte(src))
 	}
 	if err == nil {
 		err = zw.Close()

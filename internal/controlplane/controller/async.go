@@ -2,7 +2,10 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"strconv"
 	"time"
 
 	"github.com/baton-faas/baton/internal/async"
@@ -26,9 +29,9 @@ func (r asyncRunner) Backlogged(name string, asyncSlots int) bool {
 	return r.c.Status(name).Queued > asyncSlots
 }
 
-func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte, attempt int) async.Result {
+func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte, attempt int, custom map[string]string) async.Result {
 	// The function sees its attempt as Lambda's client context.
-	cc := fmt.Appendf(nil, `{"custom":{"baton-attempt":"%d"}}`, attempt)
+	cc := clientContext(attempt, custom)
 	// A function handed over meanwhile fails with router.ErrReleased: no
 	// attempt (async.Throttled).
 	inv, err := r.c.InvokeWith(ctx, name, id, payload, InvokeOptions{ClientContext: cc, Attempt: attempt})
@@ -36,6 +39,16 @@ func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte, a
 		return async.Result{Err: err}
 	}
 	return async.Result{Payload: inv.Payload, FunctionError: inv.FunctionError, Err: inv.Err, Worker: inv.Worker}
+}
+
+// clientContext is Lambda's client context with Baton's custom fields:
+// the attempt, and a workflow step's execution and state.
+func clientContext(attempt int, custom map[string]string) []byte {
+	fields := make(map[string]string, len(custom)+1)
+	maps.Copy(fields, custom)
+	fields["baton-attempt"] = strconv.Itoa(attempt)
+	cc, _ := json.Marshal(map[string]any{"custom": fields})
+	return cc
 }
 
 // startAsync starts running the asynchronous events of the functions this

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -45,9 +44,8 @@ var _ engine.Interrupted = stepLost{}
 // Step implements engine.Steps.
 func (s WorkflowSteps) Step(ctx context.Context, execID, callID string, call execution.Call) (engine.Step, error) {
 	c := s.C
-	cc, _ := json.Marshal(map[string]any{"custom": map[string]string{
-		"baton-attempt": fmt.Sprint(call.Attempt), "baton-execution": execID, "baton-state": call.State,
-	}})
+	custom := map[string]string{"baton-execution": execID, "baton-state": call.State}
+	cc := clientContext(call.Attempt, custom)
 	if !s.ForceGlobal || c.queue == nil {
 		if _, exists := c.knownFunction(call.Function); !exists && !c.Lookup(ctx, call.Function) {
 			return engine.Step{}, &execution.FunctionError{Type: "Baton.FunctionNotFound", Message: fmt.Sprintf("function %q does not exist", call.Function)}
@@ -67,7 +65,7 @@ func (s WorkflowSteps) Step(ctx context.Context, execID, callID string, call exe
 		}
 	}
 	key := "wf/" + execID + "/" + callID
-	acc, err := c.queue.EnqueueStep(ctx, call.Function, call.Input, key, call.Attempt)
+	acc, err := c.queue.EnqueueStep(ctx, call.Function, call.Input, key, call.Attempt, custom)
 	if err != nil {
 		return engine.Step{Bus: BusGlobal}, stepLost{fmt.Errorf("put the step on the global bus: %w", err)}
 	}
