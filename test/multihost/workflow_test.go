@@ -229,4 +229,3 @@ func readFile(t *testing.T, name string) string {
 	}
 	return string(data)
 }
-
