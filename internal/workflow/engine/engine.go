@@ -294,8 +294,9 @@ func (e *Engine) launch(x journal.Execution, def *asl.Definition) error {
 // drive runs an execution to its end; ended is false when the engine
 // stopped first (the execution stays unfinished for the next runner).
 func (e *Engine) drive(x journal.Execution, def *asl.Definition) (journal.Execution, bool) {
-	t := &tracker{e: e, x: x, entered: map[string]time.Time{}, resumeState: x.ResumeAt, resumeOffset: x.ResumeAttempts}
-	m := execution.New(def, invoker{t}, execution.Options{Observe: t.observe})
+	t := &tracker{e: e, x: x, def: def, entered: map[string]time.Time{}, resumeState: x.ResumeAt, resumeOffset: x.ResumeAttempts,
+		resumeWaitUntil: x.WaitUntil}
+	m := execution.New(def, invoker{t}, execution.Options{Observe: t.observe, Sleep: t.sleep})
 	var input any
 	if err := json.Unmarshal(x.ResumeInput, &input); err != nil {
 		input = map[string]any{}
@@ -355,6 +356,11 @@ type tracker struct {
 	// execution resumed at counts the runs before the crash.
 	resumeState  string
 	resumeOffset int
+	// resumeWaitUntil is when a top-level Wait the execution resumed in
+	// ends: it waits only what was left.
+	resumeWaitUntil time.Time
+	def             *asl.Definition
+	current         string // the top-level state running
 	// calls numbers the task attempts this runner made: with the epoch it
 	// tells two visits of one state apart (a loop), for the global bus's
 	// idempotency keys.
@@ -379,6 +385,9 @@ func (t *tracker) observe(ev execution.Event) {
 	case "entered":
 		h.Kind = "StateEntered"
 		t.entered[key] = ev.Time
+		if ev.Path == "" {
+			t.current = ev.State
+		}
 		if ev.Path == "" && ev.State == t.x.ResumeAt {
 			// This run of the resume state started: after a crash, the
 			// next is a further attempt.
@@ -404,7 +413,7 @@ func (t *tracker) observe(ev execution.Event) {
 			if ev.Next != "" {
 				raw, err := json.Marshal(ev.Output)
 				if err == nil {
-					t.x.ResumeAt, t.x.ResumeInput, t.x.ResumeAttempts = ev.Next, raw, 0
+					t.x.ResumeAt, t.x.ResumeInput, t.x.ResumeAttempts, t.x.WaitUntil = ev.Next, raw, 0, time.Time{}
 					t.x.Seq++
 					t.e.jnl.Record(t.x)
 				}
@@ -423,6 +432,33 @@ func (t *tracker) observe(ev execution.Event) {
 	id := t.x.ID
 	t.mu.Unlock()
 	t.e.hist.Append(id, h)
+}
+
+// sleep waits for Wait states and retries; a top-level Wait's end is
+// recorded, so that a resumed execution waits only what was left.
+func (t *tracker) sleep(ctx context.Context, d time.Duration) error {
+	t.mu.Lock()
+	if st := t.def.States[t.current]; st != nil && st.Type == "Wait" {
+		if !t.resumeWaitUntil.IsZero() && t.current == t.resumeState {
+			d = max(time.Until(t.resumeWaitUntil), 0)
+			t.resumeWaitUntil = time.Time{}
+		}
+		t.x.WaitUntil = time.Now().Add(d).UTC()
+		t.x.Seq++
+		t.e.jnl.Record(t.x)
+	}
+	t.mu.Unlock()
+	if d <= 0 {
+		return ctx.Err()
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // offset is how many runs of a state happened before this runner took

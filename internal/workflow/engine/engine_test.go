@@ -239,3 +239,41 @@ func TestEndlessLoopFails(t *testing.T) {
 		t.Fatalf("endless loop: %+v %v", done, err)
 	}
 }
+
+// A Wait resumed after its runner died waits only what was left of it.
+func TestResumedWaitWaitsWhatWasLeft(t *testing.T) {
+	s := clustertest.Server(t)
+	nc, _ := clustertest.Connect(t, s)
+	ctx := clustertest.Context(t)
+	p := openParts(t, nc)
+	if _, err := p.reg.Put(ctx, "nap", []byte(`{"StartAt": "Nap", "States": {"Nap": {"Type": "Wait", "Seconds": 3600, "Next": "After"}, "After": {"Type": "Pass", "End": true}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	e1 := New(p.reg, p.jnl, p.hist, newSteps(), Options{Self: "r1"})
+	x, _, err := e1.Start(ctx, "nap", nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec journal.Execution
+	clustertest.Eventually(t, "the wait's end to be recorded", func() bool {
+		rec, err = p.jnl.Get(ctx, x.ID)
+		return err == nil && !rec.WaitUntil.IsZero()
+	})
+	if left := time.Until(rec.WaitUntil); left < 50*time.Minute {
+		t.Fatalf("wait recorded to end in %s", left)
+	}
+	e1.Close()
+	// Most of the hour passed while nothing ran it.
+	rec.WaitUntil = time.Now().Add(200 * time.Millisecond).UTC()
+	rec.Seq += 100
+	if err := p.jnl.Store(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	e2 := New(p.reg, p.jnl, p.hist, newSteps(), Options{Self: "r2", Scan: 50 * time.Millisecond})
+	e2.Run()
+	defer e2.Close()
+	clustertest.Eventually(t, "the resumed wait to end", func() bool {
+		got, err := p.jnl.Get(ctx, x.ID)
+		return err == nil && got.Status == journal.Succeeded
+	})
+}

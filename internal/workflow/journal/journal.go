@@ -71,6 +71,8 @@ type Execution struct {
 	// ResumeAttempts counts the runs of the ResumeAt state that started:
 	// a run after a crash is attempt ResumeAttempts+1.
 	ResumeAttempts int `json:"resumeAttempts,omitempty"`
+	// WaitUntil is when the top-level Wait state at ResumeAt ends.
+	WaitUntil time.Time `json:"waitUntil,omitzero"`
 	// Steps counts the top-level states finished.
 	Steps int `json:"steps,omitempty"`
 	// Holder is the runner (a controller's node id, or a server's boot
