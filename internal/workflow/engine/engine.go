@@ -580,12 +580,23 @@ func (e *Engine) Recover(ctx context.Context) {
 		}
 		return
 	}
+	alive := map[string]bool{} // asked once per holder and scan
 	for _, x := range un {
 		e.mu.Lock()
 		_, here := e.running[x.ID]
 		e.mu.Unlock()
-		if here || (x.Holder != e.opts.Self && e.opts.Alive(x.Holder)) {
+		if here {
 			continue
+		}
+		if x.Holder != e.opts.Self {
+			live, asked := alive[x.Holder]
+			if !asked {
+				live = e.opts.Alive(x.Holder)
+				alive[x.Holder] = live
+			}
+			if live {
+				continue
+			}
 		}
 		if x.Holder == e.opts.Self && time.Since(x.Updated) < e.opts.Scan {
 			// Just created here and being launched: not lost.
