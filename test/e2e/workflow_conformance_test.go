@@ -314,6 +314,10 @@ func pathCases() []wfCase {
 			input: `{"args":{"a":3,"b":4}}`, out: `{"args":{"a":3,"b":4},"sum":7}`},
 		{name: "output-path", def: single(`{"Type":"Task","Resource":"wf-echo","ResultPath":"$.r","OutputPath":"$.r.in","End":true}`),
 			input: `{"in":{"z":1}}`, out: `{"z":1}`},
+		{name: "output-path-missing", def: single(`{"Type":"Pass","OutputPath":"$.missing","End":true}`),
+			input: `{"a":1}`, err: "States.Runtime", cause: "OutputPath"},
+		{name: "result-path-not-object", def: single(`{"Type":"Pass","Result":1,"ResultPath":"$.a.b","End":true}`),
+			input: `{"a":1}`, err: "States.Runtime", cause: "ResultPath"},
 		{name: "output-path-null", def: single(`{"Type":"Pass","Result":1,"OutputPath":null,"End":true}`),
 			input: `{"a":1}`, out: `{}`},
 		{name: "paths-in-order", def: single(`{"Type":"Task","Resource":"wf-echo","End":true,
@@ -327,6 +331,9 @@ func intrinsicCases() []wfCase {
 	return []wfCase{
 		{name: "intrinsic-format", def: pass(`{"s.$":"States.Format('Hello, {}! You are {} ({}).', $.name, $.age, $.ok)","q.$":"States.Format('it\\'s {}', $.name)"}`),
 			input: `{"name":"Ada","age":36,"ok":true}`, out: `{"s":"Hello, Ada! You are 36 (true).","q":"it's Ada"}`},
+		// Escaped braces are braces, not a placeholder.
+		{name: "intrinsic-format-escapes", def: pass(`{"s.$":"States.Format('\\{\\} is {}, it\\'s \\\\', $.x)"}`),
+			input: `{"x":"X"}`, out: `{"s":"{} is X, it's \\"}`},
 		{name: "intrinsic-string-to-json", def: pass(`{"o.$":"States.StringToJson($.s)"}`),
 			input: `{"s":"{\"a\":[1,2],\"b\":null}"}`, out: `{"o":{"a":[1,2],"b":null}}`},
 		{name: "intrinsic-json-to-string", def: pass(`{"s.$":"States.JsonToString($.o)"}`),
@@ -438,6 +445,10 @@ func retryCatchCases() []wfCase {
 			out: `{"error":{"Error":"ValueError","Cause":"bad value"},"cause":"bad value","via":"by-name"}`},
 		{name: "catch-task-failed", def: catchDef, input: `{"error":"OSError","cause":"disk"}`,
 			out: `{"error":"OSError","cause":"disk","failed":{"Error":"OSError","Cause":"disk"},"via":"by-task-failed"}`},
+		{name: "catch-result-path-null", def: `{"StartAt":"T","States":{
+			"T":{"Type":"Task","Resource":"wf-fail","End":true,"Catch":[{"ErrorEquals":["States.ALL"],"ResultPath":null,"Next":"Done"}]},
+			"Done":{"Type":"Pass","End":true}}}`,
+			input: `{"error":"ValueError","cause":"dropped"}`, out: `{"error":"ValueError","cause":"dropped"}`},
 		{name: "catch-uncaught", def: single(`{"Type":"Task","Resource":"wf-fail","End":true,"Catch":[{"ErrorEquals":["KeyError"],"Next":"S"}]}`),
 			input: `{"error":"ValueError","cause":"bad value"}`, err: "ValueError", cause: "bad value"},
 		// TimeoutSeconds ends the task with States.Timeout, which
@@ -455,6 +466,22 @@ func retryCatchCases() []wfCase {
 					t.Fatalf("attempts %v; want one: States.TaskFailed does not match States.Timeout", got)
 				}
 			}},
+		{name: "task-timeout-retried", def: `{"StartAt":"T","States":{
+			"T":{"Type":"Task","Resource":"wf-sleep","TimeoutSeconds":1,"End":true,
+				"Retry":[{"ErrorEquals":["States.Timeout"],"IntervalSeconds":1,"MaxAttempts":1}]}}}`,
+			input: `{"seconds":4}`, err: "States.Timeout", cause: "longer than 1 s", check: func(t *testing.T, x apiv1.Execution) {
+				if got := attemptsOf(x, "TaskScheduled", "T"); !slices.Equal(got, []int{1, 2}) {
+					t.Fatalf("attempts %v; want 1 and its retry", got)
+				}
+				for _, ev := range eventsOf(x, "TaskFailed", "T") {
+					if ev.Error != "States.Timeout" {
+						t.Errorf("task event %+v: want the error States.Timeout", ev)
+					}
+				}
+			}},
+		// The machine's TimeoutSeconds ends a task that runs past it.
+		{name: "execution-timeout-in-task", def: `{"TimeoutSeconds":1,"StartAt":"T","States":{"T":{"Type":"Task","Resource":"wf-sleep","End":true}}}`,
+			input: `{"seconds":4}`, err: "States.Timeout"},
 		// The function's own timeout is Sandbox.Timedout, a task failure.
 		{name: "function-timeout", def: `{"StartAt":"T","States":{
 			"T":{"Type":"Task","Resource":"wf-sleep","End":true,"Catch":[{"ErrorEquals":["States.TaskFailed"],"ResultPath":"$.error","Next":"Caught"}]},
