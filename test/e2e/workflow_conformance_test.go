@@ -62,9 +62,9 @@ type wfCase struct {
 	name  string
 	def   string // JSON or YAML
 	input string // JSON; "" is {}
-	// out is the expected output (JSON, compared decoded); ${ID},
-	// ${NAME} and ${WORKFLOW} stand for the execution's id and name and
-	// the workflow's name.
+	// out is the expected output (JSON, compared decoded; "": any, for
+	// check to look at); ${ID}, ${NAME} and ${WORKFLOW} stand for the
+	// execution's id and name and the workflow's name.
 	out string
 	// err is the expected error name (instead of out), cause a substring
 	// of the expected cause.
@@ -445,6 +445,10 @@ func retryCatchCases() []wfCase {
 			out: `{"error":{"Error":"ValueError","Cause":"bad value"},"cause":"bad value","via":"by-name"}`},
 		{name: "catch-task-failed", def: catchDef, input: `{"error":"OSError","cause":"disk"}`,
 			out: `{"error":"OSError","cause":"disk","failed":{"Error":"OSError","Cause":"disk"},"via":"by-task-failed"}`},
+		{name: "catch-all-last", def: `{"StartAt":"T","States":{
+			"T":{"Type":"Task","Resource":"wf-fail","End":true,"Catch":[{"ErrorEquals":["KeyError"],"Next":"Wrong"},{"ErrorEquals":["States.ALL"],"Next":"Done"}]},
+			"Wrong":{"Type":"Fail","Error":"WrongCatcher"},"Done":{"Type":"Pass","End":true}}}`,
+			input: `{"error":"ZeroDivisionError","cause":"division by zero"}`, out: `{"Error":"ZeroDivisionError","Cause":"division by zero"}`},
 		{name: "catch-result-path-null", def: `{"StartAt":"T","States":{
 			"T":{"Type":"Task","Resource":"wf-fail","End":true,"Catch":[{"ErrorEquals":["States.ALL"],"ResultPath":null,"Next":"Done"}]},
 			"Done":{"Type":"Pass","End":true}}}`,
