@@ -61,6 +61,10 @@ type State struct {
 	ItemsPath      string        `json:"ItemsPath,omitempty"`
 	MaxConcurrency int           `json:"MaxConcurrency,omitempty"`
 
+	// ItemSelector is ASL's current name for a Map's Parameters (which
+	// build each item's input).
+	ItemSelector json.RawMessage `json:"ItemSelector,omitempty"`
+
 	// Pass.
 	Result json.RawMessage `json:"Result,omitempty"`
 
@@ -156,7 +160,7 @@ var stateFields = map[string][]string{
 	"Choice":   {"Type", "Comment", "InputPath", "OutputPath", "Choices", "Default"},
 	"Parallel": {"Type", "Comment", "Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector", "Branches", "Retry", "Catch"},
 	"Map": {"Type", "Comment", "Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector",
-		"Iterator", "ItemProcessor", "ItemsPath", "MaxConcurrency", "Retry", "Catch"},
+		"Iterator", "ItemProcessor", "ItemSelector", "ItemsPath", "MaxConcurrency", "Retry", "Catch"},
 	"Pass":    {"Type", "Comment", "Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "Result"},
 	"Wait":    {"Type", "Comment", "Next", "End", "InputPath", "OutputPath", "Seconds", "Timestamp", "SecondsPath", "TimestampPath"},
 	"Succeed": {"Type", "Comment", "InputPath", "OutputPath"},

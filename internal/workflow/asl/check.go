@@ -115,7 +115,7 @@ func (d *Definition) checkState(scope, name string, st *State) error {
 	for _, f := range []struct {
 		name string
 		v    json.RawMessage
-	}{{"Parameters", st.Parameters}, {"ResultSelector", st.ResultSelector}} {
+	}{{"Parameters", st.Parameters}, {"ResultSelector", st.ResultSelector}, {"ItemSelector", st.ItemSelector}} {
 		if len(f.v) == 0 {
 			continue
 		}
@@ -181,7 +181,10 @@ func (d *Definition) checkState(scope, name string, st *State) error {
 		if proc == nil {
 			return invalid("%s: ItemProcessor (or Iterator) is missing", at)
 		}
-		if st.ItemsPath != "" && !isPath(st.ItemsPath) {
+		if len(st.ItemSelector) > 0 && len(st.Parameters) > 0 {
+			return invalid("%s: set ItemSelector or Parameters, not both", at)
+		}
+		if st.ItemsPath != "" && !validPath(st.ItemsPath) {
 			return invalid("%s: ItemsPath %q is not a path starting with $", at, st.ItemsPath)
 		}
 		if st.MaxConcurrency < 0 {
@@ -207,7 +210,7 @@ func (d *Definition) checkState(scope, name string, st *State) error {
 		for _, p := range []string{st.SecondsPath, st.TimestampPath} {
 			if p != "" {
 				set++
-				if !isPath(p) {
+				if !validPath(p) {
 					return invalid("%s: %q is not a path starting with $", at, p)
 				}
 			}
@@ -225,7 +228,7 @@ func checkPathField(v json.RawMessage) error {
 		return nil
 	}
 	var s string
-	if err := json.Unmarshal(v, &s); err != nil || !isPath(s) {
+	if err := json.Unmarshal(v, &s); err != nil || !validPath(s) {
 		return fmt.Errorf("must be null or a path starting with $ (got %s)", v)
 	}
 	return nil
@@ -262,7 +265,7 @@ func checkTemplate(v json.RawMessage) error {
 }
 
 func checkDynamic(s string) error {
-	if isPath(s) || strings.HasPrefix(s, "$$") {
+	if validPath(s) || strings.HasPrefix(s, "$$") && validPath(s[1:]) {
 		return nil
 	}
 	name, _, ok := strings.Cut(s, "(")

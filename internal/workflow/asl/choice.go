@@ -85,7 +85,7 @@ func decodeRule(raw json.RawMessage, at string, top bool) (ChoiceRule, error) {
 		r.Not = &sub
 		return r, nil
 	}
-	if err := json.Unmarshal(fields["Variable"], &r.Variable); err != nil || !isPath(r.Variable) {
+	if err := json.Unmarshal(fields["Variable"], &r.Variable); err != nil || !validPath(r.Variable) {
 		return r, invalid("%s: Variable must be a path starting with $", at)
 	}
 	delete(fields, "Variable")
@@ -122,9 +122,16 @@ func hasType(v json.RawMessage, want string) bool {
 		return ok
 	case "path":
 		s, ok := x.(string)
-		return ok && isPath(s)
+		return ok && validPath(s)
 	}
 	return false
+}
+
+// validPath says whether p is a reference path Get and Set can follow:
+// definitions are checked with it, so that a path that deploys runs.
+func validPath(p string) bool {
+	_, err := parsePath(p)
+	return err == nil
 }
 
 func isPath(p string) bool {

@@ -194,6 +194,10 @@ func evaluate(expr string, input, context any) (any, error) {
 	}
 	vals := make([]any, len(args))
 	for i, a := range args {
+		if i == 0 && strings.TrimSpace(name) == "States.Format" && strings.HasPrefix(a, "'") {
+			vals[i] = literalTemplate(strings.TrimSuffix(strings.TrimPrefix(a, "'"), "'"))
+			continue
+		}
 		if vals[i], err = argument(a, input, context); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -263,31 +267,39 @@ func intrinsic(name string, args []any) (any, error) {
 		if len(args) == 0 {
 			return nil, errors.New("States.Format needs a template")
 		}
-		tmpl, ok := args[0].(string)
-		if !ok {
+		var tmpl string
+		escaped := false
+		switch v := args[0].(type) {
+		case string:
+			tmpl = v
+		case literalTemplate:
+			tmpl, escaped = string(v), true
+		default:
 			return nil, errors.New("States.Format: the template must be a string")
 		}
 		var b strings.Builder
 		n := 1
-		for {
-			i := strings.Index(tmpl, "{}")
-			if i < 0 {
-				b.WriteString(tmpl)
-				break
-			}
-			if n >= len(args) {
-				return nil, errors.New("States.Format: more {} than arguments")
-			}
-			b.WriteString(tmpl[:i])
-			switch v := args[n].(type) {
-			case string:
-				b.WriteString(v)
+		for i := 0; i < len(tmpl); i++ {
+			switch {
+			case escaped && tmpl[i] == '\\' && i+1 < len(tmpl) && strings.IndexByte(`{}'\\`, tmpl[i+1]) >= 0:
+				i++
+				b.WriteByte(tmpl[i])
+			case strings.HasPrefix(tmpl[i:], "{}"):
+				if n >= len(args) {
+					return nil, errors.New("States.Format: more {} than arguments")
+				}
+				switch v := args[n].(type) {
+				case string:
+					b.WriteString(v)
+				default:
+					j, _ := json.Marshal(v)
+					b.Write(j)
+				}
+				n++
+				i++
 			default:
-				j, _ := json.Marshal(v)
-				b.Write(j)
+				b.WriteByte(tmpl[i])
 			}
-			n++
-			tmpl = tmpl[i+2:]
 		}
 		if n != len(args) {
 			return nil, errors.New("States.Format: more arguments than {}")
@@ -315,6 +327,11 @@ func intrinsic(name string, args []any) (any, error) {
 	}
 	return nil, fmt.Errorf("intrinsic function %q is not supported", name)
 }
+
+// literalTemplate is a States.Format template written in the call, its
+// escapes (\{ \} \' \\) kept until the {} are found: an escaped brace is a
+// brace, not half a placeholder.
+type literalTemplate string
 
 func one(args []any) any {
 	if len(args) == 0 {

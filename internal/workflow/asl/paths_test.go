@@ -60,6 +60,7 @@ func TestResolveParametersAndIntrinsics(t *testing.T) {
 	  "id.$": "$.id",
 	  "exec.$": "$$.Execution.Id",
 	  "greeting.$": "States.Format('hello {}, order {} (it\\'s {})', $.name, $.id, 'fine')",
+	  "braces.$": "States.Format('\\{\\} {}', $.id)",
 	  "parsed.$": "States.StringToJson($.doc)",
 	  "text.$": "States.JsonToString($.tags)",
 	  "list.$": "States.Array($.id, 'two', States.Array(3))",
@@ -69,7 +70,7 @@ func TestResolveParametersAndIntrinsics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := decode(t, `{"fixed": {"keep": true}, "id": 7, "exec": "exec-1", "greeting": "hello Ada, order 7 (it's fine)",
+	want := decode(t, `{"fixed": {"keep": true}, "id": 7, "exec": "exec-1", "greeting": "hello Ada, order 7 (it's fine)", "braces": "{} 7",
 	  "parsed": {"a": [1, 2]}, "text": "[\"x\"]", "list": [7, "two", [3]], "nested": {"item": 3}}`)
 	if !reflect.DeepEqual(got, want) {
 		gj, _ := json.Marshal(got)

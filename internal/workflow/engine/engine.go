@@ -518,7 +518,7 @@ func (iv invoker) Invoke(ctx context.Context, call execution.Call) ([]byte, erro
 		c.Attempt = call.Attempt + base + extra
 		start := time.Now()
 		e.hist.Append(id, journal.HistoryEvent{Kind: "TaskScheduled", State: c.State, Path: c.Path, Time: start.UTC(), Attempt: c.Attempt})
-		res, err := e.steps.Step(ctx, id, iv.t.nextCall(), c)
+		res, err := e.step(ctx, id, iv.t.nextCall(), c)
 		h := journal.HistoryEvent{State: c.State, Path: c.Path, Time: time.Now().UTC(), Attempt: c.Attempt,
 			Millis: millis(time.Since(start)), Host: res.Host, Bus: res.Bus, Runner: e.opts.Self}
 		var lost Interrupted
@@ -539,15 +539,46 @@ func (iv invoker) Invoke(ctx context.Context, call execution.Call) ([]byte, erro
 			continue
 		default:
 			var fe *execution.FunctionError
-			if errors.As(err, &fe) {
+			switch {
+			case errors.As(err, &fe):
 				h.Error, h.Cause = fe.Type, fe.Message
-			} else {
+			case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+				h.Error, h.Cause = asl.ErrorTimeout, err.Error()
+			default:
 				h.Error, h.Cause = asl.ErrorTaskFailed, err.Error()
 			}
 			h.Kind = "TaskFailed"
 			e.hist.Append(id, h)
 			return nil, err
 		}
+	}
+}
+
+// step runs one attempt through Steps. Under a deadline (a Task's
+// TimeoutSeconds, a machine's) it returns when the deadline passes even
+// if the attempt goes on: a function's invocation is not cancelled by its
+// caller (as on Lambda), and the task must end on time. The attempt left
+// behind is the engine's, waited for by Close.
+func (e *Engine) step(ctx context.Context, id, callID string, c execution.Call) (Step, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		return e.steps.Step(ctx, id, callID, c)
+	}
+	type result struct {
+		res Step
+		err error
+	}
+	done := make(chan result, 1)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		res, err := e.steps.Step(ctx, id, callID, c)
+		done <- result{res, err}
+	}()
+	select {
+	case r := <-done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return Step{}, ctx.Err()
 	}
 }
 

@@ -174,7 +174,11 @@ func (m *Machine) runFrom(ctx context.Context, def *asl.Definition, name, path s
 func (m *Machine) step(ctx context.Context, name string, st *asl.State, path string, input, cobj any) (any, string, error) {
 	switch st.Type {
 	case "Succeed":
-		out, err := st.Output(input, input, cobj)
+		eff, err := st.EffectiveInput(input, cobj)
+		if err != nil {
+			return nil, "", asTaskFailure(err)
+		}
+		out, err := st.Output(eff, eff, cobj)
 		return out, "", asTaskFailure(err)
 	case "Fail":
 		return nil, "", &Failure{Name: st.Error, Cause: st.Cause}
@@ -203,24 +207,31 @@ func (m *Machine) step(ctx context.Context, name string, st *asl.State, path str
 		out, err := st.Output(input, result, cobj)
 		return out, st.Next, asTaskFailure(err)
 	case "Wait":
-		d, err := m.waitFor(st, input)
+		eff, err := st.EffectiveInput(input, cobj)
+		if err != nil {
+			return nil, "", asTaskFailure(err)
+		}
+		d, err := m.waitFor(st, eff)
 		if err != nil {
 			return nil, "", asTaskFailure(err)
 		}
 		if err := m.opts.Sleep(ctx, d); err != nil {
 			return nil, "", err
 		}
-		out, err := st.Output(input, input, cobj)
+		out, err := st.Output(eff, eff, cobj)
 		return out, st.Next, asTaskFailure(err)
 	}
 	// Task, Parallel and Map: the work, with Retry and Catch around it.
+	// An input that does not fit the state's paths is States.Runtime, as
+	// a result that does not: no function failed, so no Retry or Catch
+	// applies.
 	eff, err := st.EffectiveInput(input, cobj)
-	var result any
-	if err == nil {
-		result, err = m.withRetry(ctx, name, st, path, func(attempt int) (any, error) {
-			return m.work(ctx, name, st, path, eff, cobj, attempt)
-		})
+	if err != nil {
+		return nil, "", asTaskFailure(err)
 	}
+	result, err := m.withRetry(ctx, name, st, path, func(attempt int) (any, error) {
+		return m.work(ctx, name, st, path, eff, cobj, attempt)
+	})
 	if err != nil {
 		var f *Failure
 		if !errors.As(err, &f) {
@@ -298,12 +309,16 @@ func (m *Machine) work(ctx context.Context, name string, st *asl.State, path str
 		if proc == nil {
 			proc = st.Iterator
 		}
+		selector := st.Parameters
+		if len(st.ItemSelector) > 0 {
+			selector = st.ItemSelector
+		}
 		outs := make([]any, len(items))
 		err = m.fanOut(ctx, len(items), st.MaxConcurrency, func(ctx context.Context, i int) error {
 			item := items[i]
-			if len(st.Parameters) > 0 {
+			if len(selector) > 0 {
 				itemCtx := withMapItem(cobj, i, item)
-				r, err := asl.Resolve(st.Parameters, input, itemCtx)
+				r, err := asl.Resolve(selector, input, itemCtx)
 				if err != nil {
 					return &Failure{Name: "States.ParameterPathFailure", Cause: err.Error()}
 				}

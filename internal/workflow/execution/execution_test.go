@@ -186,3 +186,29 @@ func TestRunAtResumes(t *testing.T) {
 		t.Fatal("resumed at a state that does not exist")
 	}
 }
+
+// Succeed and Wait apply InputPath; a Task's input that does not fit its
+// paths is States.Runtime, which no Catch takes; a Map's ItemSelector
+// builds each item's input.
+func TestPathsOfEveryState(t *testing.T) {
+	f := newFunctions()
+	f.fns["echo"] = func(_ context.Context, in map[string]any, _ int) (any, error) { return in, nil }
+	for _, tc := range []struct{ def, input, want, err string }{
+		{`{"StartAt": "S", "States": {"S": {"Type": "Succeed", "InputPath": "$.a", "OutputPath": "$.b"}}}`, `{"a": {"b": 1}}`, `1`, ""},
+		{`{"StartAt": "W", "States": {"W": {"Type": "Wait", "SecondsPath": "$.s", "InputPath": "$.a", "End": true}}}`, `{"a": {"s": 0}}`, `{"s": 0}`, ""},
+		{`{"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "echo", "InputPath": "$.missing", "End": true,
+		  "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "C"}]}, "C": {"Type": "Pass", "End": true}}}`, `{}`, ``, "States.Runtime"},
+		{`{"StartAt": "M", "States": {"M": {"Type": "Map", "ItemSelector": {"v.$": "$$.Map.Item.Value", "i.$": "$$.Map.Item.Index", "k.$": "$.k"},
+		  "ItemsPath": "$.items", "ItemProcessor": {"StartAt": "E", "States": {"E": {"Type": "Task", "Resource": "echo", "End": true}}}, "End": true}}}`,
+			`{"k": "x", "items": ["a"]}`, `[{"v": "a", "i": 0, "k": "x"}]`, ""},
+	} {
+		out, err := machine(t, tc.def, f, nil).Run(context.Background(), decode(t, tc.input), nil)
+		var fail *Failure
+		switch {
+		case tc.err != "" && (!errors.As(err, &fail) || fail.Name != tc.err):
+			t.Errorf("%.60s: %v, %v; want the error %s", tc.def, out, err, tc.err)
+		case tc.err == "" && (err != nil || !reflect.DeepEqual(out, decode(t, tc.want))):
+			t.Errorf("%.60s: %v, %v; want %s", tc.def, out, err, tc.want)
+		}
+	}
+}
