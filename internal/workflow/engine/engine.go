@@ -420,7 +420,7 @@ func (t *tracker) observe(ev execution.Event) {
 			}
 		}
 	case "retrying":
-		h.Kind = "StateRetrying"
+		h.Kind, h.Millis = "StateRetrying", millis(ev.Delay)
 	case "caught":
 		h.Kind = "StateCaught"
 	case "failed":

@@ -67,6 +67,8 @@ type Event struct {
 	// are a resume point.
 	Next   string
 	Output any
+	// Delay is how long a retry waits (Kind "retrying").
+	Delay time.Duration
 }
 
 // Options tune a Machine.
@@ -273,7 +275,7 @@ func (m *Machine) withRetry(ctx context.Context, name string, st *asl.State, pat
 			return nil, f
 		}
 		retried[i]++
-		m.emit("retrying", name, path, attempt, f.Name)
+		m.opts.Observe(Event{Kind: "retrying", State: name, Path: path, Attempt: attempt, Error: f.Name, Time: m.opts.Now(), Delay: d})
 		if err := m.opts.Sleep(ctx, d); err != nil {
 			return nil, err
 		}

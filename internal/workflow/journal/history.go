@@ -32,7 +32,8 @@ type HistoryEvent struct {
 	Time    time.Time `json:"time"`
 	Attempt int       `json:"attempt,omitempty"`
 	// Millis is how long the state (StateExited) or the task's
-	// invocation (TaskSucceeded, TaskFailed) took.
+	// invocation (TaskSucceeded, TaskFailed) took, or how long a retry
+	// waits (StateRetrying).
 	Millis float64 `json:"millis,omitempty"`
 	// Host is the worker a task ran on; Bus says how its event got
 	// there: "local" (handed over in the process that runs the
