@@ -46,19 +46,19 @@ part "unit and package tests" go test -race -count=1 -timeout 7m $packages
 
 if [ "$(id -u)" -eq 0 ]; then
   part "end-to-end tests under the default sandbox (auto: containers as root)" \
-    go test -race -count=1 -timeout 9m ./test/e2e/
+    go test -race -count=1 -timeout 12m ./test/e2e/
 else
   echo "test: not root: skipping the end-to-end run under container sandboxes (they need root); running it under process sandboxes only" >&2
 fi
 
 part "end-to-end tests under process sandboxes (BATON_TEST_SANDBOX=process)" \
-  env BATON_TEST_SANDBOX=process go test -race -count=1 -timeout 9m ./test/e2e/
+  env BATON_TEST_SANDBOX=process go test -race -count=1 -timeout 12m ./test/e2e/
 
 part "asynchronous soak (test/soak: 10,000 events, the server killed -9 three times)" \
   go test -race -count=1 -timeout 12m ./test/soak/
 
 part "multi-host cluster tests (test/multihost: netns hosts, real processes)" \
-  go test -race -count=1 -timeout 6m -skip '^TestAsyncSoakRandomKills$' ./test/multihost/
+  go test -race -count=1 -timeout 8m -skip '^TestAsyncSoakRandomKills$' ./test/multihost/
 
 part "cluster asynchronous soak (10,000 events, workers and controllers killed -9 at random)" \
   go test -race -count=1 -timeout 10m -run '^TestAsyncSoakRandomKills$' ./test/multihost/
