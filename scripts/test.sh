@@ -14,7 +14,7 @@
 # container run is skipped with a message instead.
 #
 # Time budget on a busy 2-core machine: each part's test binaries are
-# stopped by `go test -timeout` (7 + 9 + 9 + 12 + 6 + 10 minutes at most);
+# stopped by `go test -timeout` (7 + 12 + 12 + 12 + 8 + 10 minutes at most);
 # each soak takes 2-4 minutes on a busy machine, and the whole run about 25.
 set -uo pipefail
 cd "$(dirname "$0")/.."
