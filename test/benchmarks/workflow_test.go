@@ -85,6 +85,22 @@ func distRow(d stats.Dist, labels ...string) []string {
 	return append(labels, strconv.Itoa(d.Count), f2(d.P50), f2(d.P90), f2(d.P99), f2(d.Max))
 }
 
+// wfPrint prints a table or a note on stdout, under the benchmark's name:
+// b.Logf keeps only a benchmark's first 10 lines, and these tables are
+// longer.
+func wfPrint(b *testing.B, format string, args ...any) {
+	fmt.Printf("%s: "+format+"\n", append([]any{b.Name()}, args...)...)
+}
+
+// isolation is the server's sandbox kind, for the output.
+func isolation(ctx context.Context, s *harness.Server) string {
+	h, err := s.Client.Health(ctx)
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return h.Isolation
+}
+
 // reportDist reports a distribution's median and p99 (ms).
 func reportDist(b *testing.B, prefix string, d stats.Dist) {
 	b.ReportMetric(d.P50, prefix+"-p50-ms")
@@ -185,7 +201,8 @@ type hopVariant struct {
 //   - http-api: step 1 invokes step 2 itself, POST /v1/functions/NAME/invoke
 //     on loopback with urllib (a new connection per call);
 //   - http-api-keepalive: the same over a kept-alive http.client connection;
-//   - loopback-http: the floor, two plain Python HTTP servers, one POSTing
+//   - loopback-http: the floor, two Python processes speaking plain
+//     HTTP/1.1 over loopback sockets (testdata/workflow-floor), one POSTing
 //     to the other over a kept-alive connection;
 //
 // the variants taking turns, then cold: step 2's function recycled before
@@ -309,7 +326,7 @@ func BenchmarkWorkflowHop(b *testing.B) {
 	keepOverLocal := ratio(stats.Describe(variants[3].hops).P50, base.P50)
 	b.ReportMetric(apiOverLocal, "http-api/local-p50-x")
 	b.ReportMetric(keepOverLocal, "http-api-keepalive/local-p50-x")
-	b.Logf("hop from step 1's end to step 2's start (ms), %d warm rounds, %d cold, variants taking turns:%s", n, hopColdRounds*b.N,
+	wfPrint(b, "hop from step 1's end to step 2's start (ms), %d warm rounds, %d cold, variants taking turns:%s", n, hopColdRounds*b.N,
 		table([]string{"variant", "n", "p50", "p90", "p99", "max", "×local p50", "×local p99"}, rows))
 
 	// Where the local and global hops go, from the histories.
@@ -328,10 +345,11 @@ func BenchmarkWorkflowHop(b *testing.B) {
 		}
 		segRows = append(segRows, []string{v.name, strconv.Itoa(r.Count), f2(r.P50), f2(r.P99), f2(e.P50), f2(e.P99), f2(d.P50), f2(d.P99)})
 	}
-	b.Logf("the hop's parts (ms): return = step 1's end → TaskSucceeded; engine = → next TaskScheduled; dispatch = → step 2's start:%s",
+	wfPrint(b, "the hop's parts (ms): return = step 1's end → TaskSucceeded; engine = → next TaskScheduled; dispatch = → step 2's start:%s",
 		table([]string{"variant", "n", "return p50", "p99", "engine p50", "p99", "dispatch p50", "p99"}, segRows))
-	b.Logf("goal (issue 11): warm local hop p50 ≤ 0.3 ms and ≥ 10× faster than via the HTTP API: local p50 %.3f ms, http-api %.1f×, http-api-keepalive %.1f×; %s",
-		base.P50, apiOverLocal, keepOverLocal, loadAvg())
+	b.Logf("goal (issue 11): warm local hop p50 ≤ 0.3 ms and ≥ 10× faster than via the HTTP API: local p50 %.3f ms, http-api %.1f×, http-api-keepalive %.1f×",
+		base.P50, apiOverLocal, keepOverLocal)
+	b.Logf("sandboxes: %s; at the end: %s", isolation(ctx, local), loadAvg())
 }
 
 // coldHop wraps run: step 2's function is recycled on s, and its instances
@@ -581,11 +599,12 @@ func BenchmarkWorkflowPipeline(b *testing.B) {
 				f2(fanOut.P50), f2(fanIn.P50)})
 		}
 	}
-	b.Logf("image pipeline (%d×%d RGB), ms, p50 unless p99; %d single executions and %d batches of %d per variant, taking turns:%s",
+	wfPrint(b, "image pipeline (%d×%d RGB), ms, p50 unless p99; %d single executions and %d batches of %d per variant, taking turns:%s",
 		pipelineSide, pipelineSide, pipelineSingle*b.N, pipelineBatches*b.N, pipelineConc,
 		table([]string{"pass", "conc", "n", "total", "p99", "server", "compute", "io", "overhead", "p99", "per step", "fan-out", "fan-in"}, rows))
-	b.Logf("total: client's sync call; server: the execution's start→stop; compute: image work on the critical path (extract, the later branch, store); io: the functions' own getting and putting of images there; overhead: total − compute, per step: / %d; %s",
-		pipelineCritHops, loadAvg())
+	wfPrint(b, "total: the client's sync call; server: the execution's start→stop; compute: image work on the critical path (extract, the later branch, store); io: the functions' own getting and putting of images there; overhead: total − compute, per step: / %d",
+		pipelineCritHops)
+	b.Logf("sandboxes: %s; at the end: %s", isolation(ctx, s), loadAvg())
 }
 
 // pipelineSample reads one execution's timings from its output.
@@ -769,8 +788,8 @@ func BenchmarkWorkflowThroughput(b *testing.B) {
 		[]string{"  completed", "", "", f1(total / wfDone.Seconds()), f1(total / wfDone.Seconds() * tpStates), f1(2 * total / wfDone.Seconds()), "-", "-"},
 		[]string{"async invoke (baseline)", strconv.Itoa(tpAsyncConc), strconv.Itoa(int(total)), f1(total / fnStart.Seconds()), "-", "-", "-", "-"},
 		[]string{"  completed", "", "", f1(total / fnDone.Seconds()), "-", f1(total / fnDone.Seconds()), "-", "-"})
-	b.Logf("workflow throughput on one server (3 Pass + 2 Task, no-op Python), %d rounds of %s per target (alternating), async rounds of %d:%s",
+	wfPrint(b, "workflow throughput on one server (3 Pass + 2 Task, no-op Python), %d rounds of %s per target (alternating), async rounds of %d:%s",
 		tpRounds*b.N, tpRoundDur, tpAsyncN,
 		table([]string{"what", "clients", "n", "per s", "transitions/s", "tasks/s", "p50 ms", "p99 ms"}, rows))
-	b.Logf("%s", loadAvg())
+	b.Logf("sandboxes: %s; at the end: %s", isolation(ctx, s), loadAvg())
 }

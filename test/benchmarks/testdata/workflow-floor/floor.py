@@ -1,4 +1,4 @@
-"""The floor of BenchmarkWorkflowHop: plain loopback HTTP between two
+"""The floor of BenchmarkWorkflowHop: plain loopback HTTP/1.1 between two
 Python processes, with no platform in between.
 
     python3 floor.py second           serves step 2
@@ -6,53 +6,73 @@ Python processes, with no platform in between.
                                       at 127.0.0.1:PORT over a kept-alive
                                       connection
 
-Each prints its port on its first line. Step 1 records time.time_ns() just
-before it sends, step 2 once it has read and decoded the request (where a
-Lambda handler is entered), so the hop is measured as the functions'."""
+Each prints its port on its first line and serves one connection at a
+time. HTTP is spoken over plain sockets, as Baton's runtime client speaks
+it (http.server's parsing alone costs about as much as the hop), so this
+is the least a hop between two Python processes over HTTP costs. Step 1
+records time.time_ns() just before it sends, step 2 once it has read and
+decoded the request (where a Lambda handler is entered)."""
 
-import http.client
 import json
+import socket
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep connections alive
-    disable_nagle_algorithm = True
-    next_port = None
-    conn = None
+def read_request(rfile):
+    """The body of the next request or response on rfile; None at EOF."""
+    line = rfile.readline()
+    if not line:
+        return None
+    length = 0
+    while True:
+        h = rfile.readline()
+        if h in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = h.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return rfile.read(length)
 
-    def log_message(self, *args):
-        pass
 
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        event = json.loads(body or b"{}")
-        if self.next_port is None:
-            t2_start = time.time_ns()
-            out = {"t2_start": t2_start, "t1_end": event["t1_end"], "hop_ns": t2_start - event["t1_end"]}
-        else:
-            if Handler.conn is None:
-                Handler.conn = http.client.HTTPConnection("127.0.0.1", self.next_port, timeout=60)
-            t1_end = time.time_ns()
-            Handler.conn.request("POST", "/", json.dumps({"t1_end": t1_end}).encode(),
-                                 {"Content-Type": "application/json"})
-            out = json.loads(Handler.conn.getresponse().read())
-        data = json.dumps(out).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def message(first_line, body):
+    return b"%s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (first_line, len(body), body)
+
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s, s.makefile("rb")
 
 
 def main():
-    if sys.argv[1] == "first":
-        Handler.next_port = int(sys.argv[2])
-    srv = HTTPServer(("127.0.0.1", 0), Handler)
-    print(srv.server_address[1], flush=True)
-    srv.serve_forever()
+    next_port = int(sys.argv[2]) if sys.argv[1] == "first" else None
+    nxt = None
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    print(srv.getsockname()[1], flush=True)
+    while True:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rfile = conn.makefile("rb")
+        while True:
+            body = read_request(rfile)
+            if body is None:
+                break
+            event = json.loads(body or b"{}")
+            if next_port is None:
+                t2_start = time.time_ns()
+                out = {"t2_start": t2_start, "t1_end": event["t1_end"], "hop_ns": t2_start - event["t1_end"]}
+            else:
+                if nxt is None:
+                    nxt = connect(next_port)
+                t1_end = time.time_ns()
+                nxt[0].sendall(message(b"POST / HTTP/1.1\r\nHost: step2", json.dumps({"t1_end": t1_end}).encode()))
+                out = json.loads(read_request(nxt[1]))
+            conn.sendall(message(b"HTTP/1.1 200 OK", json.dumps(out).encode()))
+        rfile.close()
+        conn.close()
 
 
 if __name__ == "__main__":
