@@ -742,7 +742,7 @@ func BenchmarkWorkflowThroughput(b *testing.B) {
 					b.Fatal(err)
 				}
 				wfStart += time.Since(began)
-				xs, err := asyncload.ExecutionsFinished(ctx, c, ids)
+				xs, err := asyncload.Executions{HTTP: newHTTPClient(1), URL: s.URL, Token: s.Token}.Finished(ctx, ids)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -1,8 +1,13 @@
 package asyncload
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -39,10 +44,42 @@ func StartExecutions(ctx context.Context, c *client.Client, wf string, n, client
 	return ids, acceptMs, <-errs
 }
 
-// AwaitExecution polls an execution until it ended or ctx ends.
-func AwaitExecution(ctx context.Context, c *client.Client, id string) (apiv1.Execution, error) {
+// Executions reads executions' states, without their histories (a
+// history is read through a consumer of its own on the history stream,
+// far slower than the state).
+type Executions struct {
+	HTTP  *http.Client
+	URL   string // the server's
+	Token string
+}
+
+// Get returns an execution's state.
+func (e Executions) Get(ctx context.Context, id string) (apiv1.Execution, error) {
+	var x apiv1.Execution
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/v1/executions/"+url.PathEscape(id)+"?history=false", nil)
+	if err != nil {
+		return x, err
+	}
+	req.Header.Set("Authorization", "Bearer "+e.Token)
+	resp, err := e.HTTP.Do(req)
+	if err != nil {
+		return x, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return x, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return x, fmt.Errorf("GET execution %s: HTTP %d: %s", id, resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return x, json.Unmarshal(body, &x)
+}
+
+// Await polls an execution until it ended or ctx ends.
+func (e Executions) Await(ctx context.Context, id string) (apiv1.Execution, error) {
 	for {
-		x, err := c.DescribeExecution(ctx, id)
+		x, err := e.Get(ctx, id)
 		if err == nil && x.Status != apiv1.ExecutionRunning {
 			return x, nil
 		}
@@ -54,12 +91,12 @@ func AwaitExecution(ctx context.Context, c *client.Client, id string) (apiv1.Exe
 	}
 }
 
-// ExecutionsFinished waits for every execution to end and returns them
-// (history included), in the order of ids.
-func ExecutionsFinished(ctx context.Context, c *client.Client, ids []string) ([]apiv1.Execution, error) {
+// Finished waits for every execution to end and returns them, in the
+// order of ids.
+func (e Executions) Finished(ctx context.Context, ids []string) ([]apiv1.Execution, error) {
 	out := make([]apiv1.Execution, 0, len(ids))
 	for _, id := range ids {
-		x, err := AwaitExecution(ctx, c, id)
+		x, err := e.Await(ctx, id)
 		if err != nil {
 			return out, err
 		}
