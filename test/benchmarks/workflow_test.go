@@ -206,9 +206,10 @@ type hopVariant struct {
 //     to the other over a kept-alive connection;
 //
 // the variants taking turns, then cold: step 2's function recycled before
-// each execution, over each bus. The execution histories split the local
-// and global hops into return (step 1's end to the engine's TaskSucceeded),
-// engine (to the next TaskScheduled) and dispatch (to step 2's start).
+// each execution, over each bus. Each hop is then split into parts from
+// the execution's history (when the engine had step 1's result, when it
+// scheduled step 2) and step 2's invocation record (when the router took
+// it, how long it waited for an instance), all on the machine's one clock.
 func BenchmarkWorkflowHop(b *testing.B) {
 	logLoad(b)
 	suppressNsOp(b)
@@ -329,24 +330,45 @@ func BenchmarkWorkflowHop(b *testing.B) {
 	wfPrint(b, "hop from step 1's end to step 2's start (ms), %d warm rounds, %d cold, variants taking turns:%s", n, hopColdRounds*b.N,
 		table([]string{"variant", "n", "p50", "p90", "p99", "max", "×local p50", "×local p99"}, rows))
 
-	// Where the local and global hops go, from the histories.
-	segRows := [][]string{}
-	for _, v := range []*hopVariant{variants[0], variants[1], cold[0], cold[1]} {
-		ret, eng, disp, err := hopSegments(ctx, v.name, lc, gc, v.outs)
+	// Where the hops go: the execution histories and step 2's
+	// invocation records (same clock) split each hop into parts.
+	recs := map[*client.Client][]apiv1.Invocation{}
+	for _, c := range []*client.Client{lc, gc} {
+		r, err := c.Invocations(ctx, "hop-second", 10000)
+		if err != nil {
+			b.Fatal(err)
+		}
+		recs[c] = r
+	}
+	var partRows [][]string
+	for _, v := range []*hopVariant{variants[0], variants[1], variants[2], variants[3], cold[0], cold[1]} {
+		c, viaAPI := lc, strings.HasPrefix(v.name, "http-api")
+		if strings.HasPrefix(v.name, "global") {
+			c = gc
+		}
+		parts, err := hopParts(ctx, c, recs[c], v.outs, viaAPI)
 		if err != nil {
 			b.Errorf("%s: %v", v.name, err)
 			continue
 		}
-		r, e, d := stats.Describe(ret), stats.Describe(eng), stats.Describe(disp)
-		if !strings.Contains(v.name, "cold") {
-			b.ReportMetric(r.P50, v.name+"-return-p50-ms")
-			b.ReportMetric(e.P50, v.name+"-engine-p50-ms")
-			b.ReportMetric(d.P50, v.name+"-dispatch-p50-ms")
+		row := []string{v.name, strconv.Itoa(len(v.outs))}
+		for i, p := range parts {
+			d := stats.Describe(p)
+			if d.Count == 0 {
+				row = append(row, "-")
+				continue
+			}
+			row = append(row, f2(d.P50)+" / "+f2(d.P99))
+			if !strings.Contains(v.name, "cold") {
+				b.ReportMetric(d.P50, v.name+"-"+hopPartNames[i]+"-p50-ms")
+			}
 		}
-		segRows = append(segRows, []string{v.name, strconv.Itoa(r.Count), f2(r.P50), f2(r.P99), f2(e.P50), f2(e.P99), f2(d.P50), f2(d.P99)})
+		partRows = append(partRows, row)
 	}
-	wfPrint(b, "the hop's parts (ms): return = step 1's end → TaskSucceeded; engine = → next TaskScheduled; dispatch = → step 2's start:%s",
-		table([]string{"variant", "n", "return p50", "p99", "engine p50", "p99", "dispatch p50", "p99"}, segRows))
+	wfPrint(b, "the hop's parts, p50 / p99 (ms): return = step 1's end → the engine has its result (TaskSucceeded); engine = → step 2 scheduled (TaskScheduled); "+
+		"bus = → step 2's invocation starts (local: the router; global: the step event through JetStream; http-api: the request through the API); "+
+		"instance = the invocation's wait for an instance (a cold start included); deliver = → step 2's handler entered:%s",
+		table(append([]string{"variant", "n"}, hopPartNames...), partRows))
 	b.Logf("goal (issue 11): warm local hop p50 ≤ 0.3 ms and ≥ 10× faster than via the HTTP API: local p50 %.3f ms, http-api %.1f×, http-api-keepalive %.1f×",
 		base.P50, apiOverLocal, keepOverLocal)
 	b.Logf("sandboxes: %s; at the end: %s", isolation(ctx, local), loadAvg())
@@ -378,42 +400,71 @@ func coldHop(tb testing.TB, s *harness.Server, run func(context.Context) (hopOut
 	}
 }
 
-// hopSegments splits hops into their parts from each execution's history
-// (engine times) and the functions' own (t1_end, t2_start): one clock.
-func hopSegments(ctx context.Context, name string, lc, gc *client.Client, outs []hopOut) (ret, eng, disp []float64, err error) {
-	c := lc
-	if strings.HasPrefix(name, "global") {
-		c = gc
-	}
+var hopPartNames = []string{"return", "engine", "bus", "instance", "deliver"}
+
+// hopParts splits hops into hopPartNames from each execution's history
+// (engine times), step 2's invocation record (router times) and the
+// functions' own times (t1_end, t2_start): one clock. The record of a
+// hop is the one whose run holds t2_start (step 2 ran one at a time).
+// Hops through the HTTP API have no return or engine part.
+func hopParts(ctx context.Context, c *client.Client, recs []apiv1.Invocation, outs []hopOut, viaAPI bool) ([][]float64, error) {
+	parts := make([][]float64, len(hopPartNames))
 	for _, o := range outs {
-		var done, sched time.Time
-		// History is written off the critical path: wait for it.
-		for try := 0; ; try++ {
-			x, err := c.DescribeExecution(ctx, o.exec)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			for _, ev := range x.History {
-				switch {
-				case ev.Kind == "TaskSucceeded" && ev.State == "First":
-					done = ev.Time
-				case ev.Kind == "TaskScheduled" && ev.State == "Second":
-					sched = ev.Time
-				}
-			}
-			if !done.IsZero() && !sched.IsZero() {
+		t1, t2 := time.Unix(0, o.T1End), time.Unix(0, o.T2Start)
+		var rec *apiv1.Invocation
+		for i := range recs {
+			if !recs[i].Start.After(t2) && !recs[i].End.Before(t2) {
+				rec = &recs[i]
 				break
 			}
-			if try == 100 {
-				return nil, nil, nil, fmt.Errorf("execution %s: no TaskSucceeded of First or TaskScheduled of Second in its history", o.exec)
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
-		ret = append(ret, msOf(done.Sub(time.Unix(0, o.T1End))))
-		eng = append(eng, msOf(sched.Sub(done)))
-		disp = append(disp, msOf(time.Unix(0, o.T2Start).Sub(sched)))
+		if rec == nil {
+			return nil, fmt.Errorf("no invocation record of hop-second holds its start %s", t2)
+		}
+		// The wait includes a cold start (init is part of it).
+		onInstance := rec.Start.Add(time.Duration(rec.WaitMs * 1e6))
+		parts[3] = append(parts[3], rec.WaitMs)
+		parts[4] = append(parts[4], msOf(t2.Sub(onInstance)))
+		if viaAPI {
+			parts[2] = append(parts[2], msOf(rec.Start.Sub(t1)))
+			continue
+		}
+		done, sched, err := hopEvents(ctx, c, o.exec)
+		if err != nil {
+			return nil, err
+		}
+		parts[0] = append(parts[0], msOf(done.Sub(t1)))
+		parts[1] = append(parts[1], msOf(sched.Sub(done)))
+		parts[2] = append(parts[2], msOf(rec.Start.Sub(sched)))
 	}
-	return ret, eng, disp, nil
+	return parts, nil
+}
+
+// hopEvents returns when step 1's result reached the engine and when
+// step 2 was scheduled, from the execution's history (written off the
+// critical path: waited for).
+func hopEvents(ctx context.Context, c *client.Client, id string) (done, sched time.Time, err error) {
+	for try := 0; ; try++ {
+		x, err := c.DescribeExecution(ctx, id)
+		if err != nil {
+			return done, sched, err
+		}
+		for _, ev := range x.History {
+			switch {
+			case ev.Kind == "TaskSucceeded" && ev.State == "First":
+				done = ev.Time
+			case ev.Kind == "TaskScheduled" && ev.State == "Second":
+				sched = ev.Time
+			}
+		}
+		if !done.IsZero() && !sched.IsZero() {
+			return done, sched, nil
+		}
+		if try == 100 {
+			return done, sched, fmt.Errorf("execution %s: no TaskSucceeded of First or TaskScheduled of Second in its history", id)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // ---------------------------------------------------------------------------
