@@ -298,8 +298,8 @@ func BenchmarkWorkflowHop(b *testing.B) {
 
 	// Cold: step 2's function recycled (and gone) before each execution.
 	cold := []*hopVariant{
-		{name: "local-cold", run: coldHop(b, local, viaWorkflow(lc))},
-		{name: "global-cold", run: coldHop(b, global, viaWorkflow(gc))},
+		{name: "local-cold", run: coldHop(local, viaWorkflow(lc))},
+		{name: "global-cold", run: coldHop(global, viaWorkflow(gc))},
 	}
 	for i := range hopColdRounds * b.N {
 		for k := range cold {
@@ -376,7 +376,7 @@ func BenchmarkWorkflowHop(b *testing.B) {
 
 // coldHop wraps run: step 2's function is recycled on s, and its instances
 // gone, before each run.
-func coldHop(tb testing.TB, s *harness.Server, run func(context.Context) (hopOut, error)) func(context.Context) (hopOut, error) {
+func coldHop(s *harness.Server, run func(context.Context) (hopOut, error)) func(context.Context) (hopOut, error) {
 	return func(ctx context.Context) (hopOut, error) {
 		if err := s.Client.Recycle(ctx, "hop-second"); err != nil {
 			return hopOut{}, fmt.Errorf("recycle hop-second: %w", err)
