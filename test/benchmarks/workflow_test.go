@@ -210,6 +210,8 @@ type hopVariant struct {
 // the execution's history (when the engine had step 1's result, when it
 // scheduled step 2) and step 2's invocation record (when the router took
 // it, how long it waited for an instance), all on the machine's one clock.
+// With BATON_BENCH_PERF=FILE it then records the local server's CPU with
+// perf over 2,000 more local executions.
 func BenchmarkWorkflowHop(b *testing.B) {
 	logLoad(b)
 	suppressNsOp(b)
@@ -369,9 +371,44 @@ func BenchmarkWorkflowHop(b *testing.B) {
 		"bus = → step 2's invocation starts (local: the router; global: the step event through JetStream; http-api: the request through the API); "+
 		"instance = the invocation's wait for an instance (a cold start included); deliver = → step 2's handler entered:%s",
 		table(append([]string{"variant", "n"}, hopPartNames...), partRows))
+	if path := os.Getenv("BATON_BENCH_PERF"); path != "" {
+		profileLocalHops(b, ctx, local, viaWorkflow(lc), path)
+	}
 	b.Logf("goal (issue 11): warm local hop p50 ≤ 0.3 ms and ≥ 10× faster than via the HTTP API: local p50 %.3f ms, http-api %.1f×, http-api-keepalive %.1f×",
 		base.P50, apiOverLocal, keepOverLocal)
 	b.Logf("sandboxes: %s; at the end: %s", isolation(ctx, local), loadAvg())
+}
+
+// hopProfileRuns is how many local executions BATON_BENCH_PERF profiles.
+const hopProfileRuns = 2000
+
+// profileLocalHops records the local server's CPU with perf (call graphs,
+// 2 kHz) into path while it runs hopProfileRuns executions back to back:
+// where the local bus spends its CPU (read it with perf report -i path).
+func profileLocalHops(b *testing.B, ctx context.Context, s *harness.Server, run func(context.Context) (hopOut, error), path string) {
+	perf := exec.Command(requireCommand(b, "perf"), "record", "-F", "2000", "-g", "-p", strconv.Itoa(s.Pid()), "-o", path)
+	perf.Stdout, perf.Stderr = os.Stderr, os.Stderr
+	if err := perf.Start(); err != nil {
+		b.Fatalf("perf record: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // perf attaches
+	start := time.Now()
+	var runErr error
+	for i := 0; i < hopProfileRuns && runErr == nil; i++ {
+		_, runErr = run(ctx)
+	}
+	took := time.Since(start)
+	// perf writes its file on SIGINT and exits by the signal: its file
+	// says whether it worked.
+	_ = perf.Process.Signal(os.Interrupt)
+	waitErr := perf.Wait()
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		b.Errorf("perf record wrote no profile (%v): %v", err, waitErr)
+	}
+	if runErr != nil {
+		b.Fatalf("profiled executions: %v", runErr)
+	}
+	wfPrint(b, "perf profile of the local server over %d executions (%.0f/s) in %s", hopProfileRuns, hopProfileRuns/took.Seconds(), path)
 }
 
 // coldHop wraps run: step 2's function is recycled on s, and its instances
