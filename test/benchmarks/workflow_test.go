@@ -536,8 +536,6 @@ type stepTime struct {
 	In, Out, Compute, IO int64
 }
 
-func (s stepTime) ms() float64 { return float64(s.Out-s.In) / 1e6 }
-
 // pipeSample is one execution of the pipeline.
 type pipeSample struct {
 	total, server, compute, io, overhead, fanOut, fanIn float64 // ms
