@@ -14,7 +14,7 @@
 # container run is skipped with a message instead.
 #
 # Time budget on a busy 2-core machine: each part's test binaries are
-# stopped by `go test -timeout` (7 + 12 + 12 + 12 + 8 + 10 minutes at most);
+# stopped by `go test -timeout` (7 + 14 + 14 + 12 + 8 + 10 minutes at most);
 # each soak takes 2-4 minutes on a busy machine, and the whole run about 25.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,13 +46,13 @@ part "unit and package tests" go test -race -count=1 -timeout 7m $packages
 
 if [ "$(id -u)" -eq 0 ]; then
   part "end-to-end tests under the default sandbox (auto: containers as root)" \
-    go test -race -count=1 -timeout 12m ./test/e2e/
+    go test -race -count=1 -timeout 14m ./test/e2e/
 else
   echo "test: not root: skipping the end-to-end run under container sandboxes (they need root); running it under process sandboxes only" >&2
 fi
 
 part "end-to-end tests under process sandboxes (BATON_TEST_SANDBOX=process)" \
-  env BATON_TEST_SANDBOX=process go test -race -count=1 -timeout 12m ./test/e2e/
+  env BATON_TEST_SANDBOX=process go test -race -count=1 -timeout 14m ./test/e2e/
 
 part "asynchronous soak (test/soak: 10,000 events, the server killed -9 three times)" \
   go test -race -count=1 -timeout 12m ./test/soak/
