@@ -511,9 +511,7 @@ func BenchmarkWorkflowNetns(b *testing.B) {
 // <attempt> <pid>") in the file STEP_LOG names before it works, so that a
 // run cut short still shows; a state named in event["slow"] sleeps
 // event["sleep"] seconds on its first attempt only. A direct invocation
-// (no workflow state in its client context) echoes its event after
-// holding the instance event["hold"] seconds: the benchmark warms
-// instances with it.
+// (no workflow state in its client context) echoes its event.
 const recoveryApp = `import os
 import time
 
@@ -522,7 +520,6 @@ def step(event, context):
     custom = (context.client_context.custom if context.client_context is not None else None) or {}
     state = custom.get("baton-state")
     if state is None:
-        time.sleep(event.get("hold", 0))
         return event
     attempt = int(custom.get("baton-attempt", "0"))
     line = "%s %s %d %d\n" % (custom.get("baton-execution", "?"), state, attempt, os.getpid())
@@ -607,30 +604,6 @@ func startSlow(b *testing.B, r *netRig, via []*netNode, n, sleep int, tag, logFi
 		return waiting == 0, fmt.Sprintf("%d of %d not in B yet", waiting, len(ids))
 	})
 	return ids
-}
-
-// holdInstances invokes fn n times at once, each holding its instance
-// for a while, so that n idle instances are there afterwards.
-func holdInstances(b *testing.B, c *client.Client, fn string, n int) {
-	b.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if _, err := c.Invoke(ctx, fn, []byte(`{"hold": 2}`)); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Logf("warming %s: %v", fn, err)
-	}
 }
 
 // instancesByWorker counts fn's instances per worker, as c sees them.
@@ -755,11 +728,13 @@ func spread(ds []time.Duration) []string {
 //  1. N executions (started through both controllers, so B runs over
 //     the local bus for those whose controller owns B's function and the
 //     global bus for the others) sit in B on the only worker, w1; two
-//     more workers join and get N idle instances of B's function; w1 is
-//     killed. From the kill to each execution's TaskInterrupted,
-//     TaskScheduled and TaskSucceeded of B's re-run.
+//     more workers join, and w1 is killed. From the kill to each
+//     execution's TaskInterrupted, TaskScheduled and TaskSucceeded of
+//     B's re-run. The re-runs start cold: placement keeps an app's
+//     instances on the hosts that have its sandbox, so none of B's were
+//     elsewhere (warming some first only adds them on w1).
 //  2. N executions started through the controller that owns B's
-//     function sit in B (N more idle instances of B are warmed); that
+//     function sit in B (on w2 and w3, which have B's sandbox now); that
 //     controller is killed. From the kill to each execution's
 //     ExecutionResumed (the other controller claimed it), and to B's
 //     re-run being scheduled and succeeding.
@@ -784,7 +759,7 @@ func BenchmarkWorkflowRecovery(b *testing.B) {
 	waitWorkers(b, cl, 1)
 	zipped := zipPython(b, recoveryApp)
 	for _, fn := range []string{"wr-a", "wr-b"} {
-		// Room for N sleeping first attempts, N warmed instances and the
+		// Room for N sleeping first attempts, their re-runs and the
 		// orphans a dead controller leaves.
 		spec := apiv1.FunctionSpec{Runtime: "python3", Handler: "app.step", TimeoutSeconds: 300, MaxScale: 4 * n,
 			IdleTimeoutSeconds: 900, Env: map[string]string{"STEP_LOG": logFile}}
@@ -809,7 +784,6 @@ func BenchmarkWorkflowRecovery(b *testing.B) {
 	r.worker("w2", sb...)
 	r.worker("w3", sb...)
 	waitWorkers(b, cl, 3)
-	holdInstances(b, cl, "wr-b", n)
 	b.Logf("before killing w1: wr-b's instances by worker: %s", instancesByWorker(cl, "wr-b"))
 	killed := time.Now()
 	w1.p.Kill()
@@ -822,7 +796,6 @@ func BenchmarkWorkflowRecovery(b *testing.B) {
 		victim, survivor = survivor, victim
 	}
 	ids = startSlow(b, r, []*netNode{victim}, n, 90, "controller", logFile)
-	holdInstances(b, r.client(victim), "wr-b", n)
 	b.Logf("before killing %s: wr-b's instances by worker: %s", victim.id, instancesByWorker(r.client(victim), "wr-b"))
 	killed = time.Now()
 	victim.p.Kill()
