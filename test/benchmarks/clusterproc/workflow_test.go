@@ -296,28 +296,47 @@ func asyncRound(ctx context.Context, r *netRig, t wfTarget, wf string, n, conc i
 	return out, nil
 }
 
-// busShares reads the histories of up to k of ids, evenly spaced, and
-// counts their tasks by bus and by worker, and the executions by runner.
-func busShares(ctx context.Context, c *client.Client, ids []string, k int) (buses, hosts, runners map[string]int, err error) {
-	buses, hosts, runners = map[string]int{}, map[string]int{}, map[string]int{}
-	if len(ids) == 0 {
-		return buses, hosts, runners, nil
-	}
+// shares is what a sample of execution histories says: tasks by bus and
+// by worker, executions by runner, each task's duration (TaskSucceeded's,
+// from scheduling to its outcome) by bus and each execution's.
+type shares struct {
+	buses, hosts, runners map[string]int
+	taskMs                map[string][]float64
+	execMs                []float64
+}
+
+// busShares reads the histories of up to k of ids, evenly spaced.
+func busShares(ctx context.Context, c *client.Client, ids []string, k int) (shares, error) {
+	s := shares{buses: map[string]int{}, hosts: map[string]int{}, runners: map[string]int{}, taskMs: map[string][]float64{}}
 	step := max(len(ids)/k, 1)
 	for i := 0; i < len(ids); i += step {
 		x, err := c.DescribeExecution(ctx, ids[i])
 		if err != nil {
-			return nil, nil, nil, err
+			return s, err
 		}
 		for _, ev := range x.History {
 			if ev.Kind == "TaskSucceeded" {
-				buses[ev.Bus]++
-				hosts[ev.Host]++
+				s.buses[ev.Bus]++
+				s.hosts[ev.Host]++
+				s.taskMs[ev.Bus] = append(s.taskMs[ev.Bus], ev.Millis)
 			}
 		}
-		runners[x.Runner]++
+		s.runners[x.Runner]++
+		s.execMs = append(s.execMs, float64(x.Stopped.Sub(x.Started))/1e6)
 	}
-	return buses, hosts, runners, nil
+	return s, nil
+}
+
+// taskTimes renders the median task duration by bus and the median
+// execution duration.
+func (s shares) taskTimes() string {
+	var parts []string
+	for _, bus := range []string{"local", "global"} {
+		if ds := s.taskMs[bus]; len(ds) > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.1f", bus, stats.Describe(ds).P50))
+		}
+	}
+	return fmt.Sprintf("%s; execution %.1f", strings.Join(parts, ", "), stats.Describe(s.execMs).P50)
 }
 
 // counts renders a count map as "a 3, b 1", largest first.
@@ -452,7 +471,7 @@ func BenchmarkWorkflowNetns(b *testing.B) {
 	}
 	b.StopTimer()
 
-	var rows, shares [][]string
+	var rows, shareRows [][]string
 	for _, t := range targets {
 		for _, conc := range levels {
 			s := results[t.name][conc]
@@ -485,22 +504,22 @@ func BenchmarkWorkflowNetns(b *testing.B) {
 		// The bus shares, from histories read after the load (a history
 		// read is slow and would disturb it).
 		for _, conc := range levels {
-			buses, hosts, runners, err := busShares(ctx, t.clients[0], results[t.name][conc].ids, sample)
+			sh, err := busShares(ctx, t.clients[0], results[t.name][conc].ids, sample)
 			if err != nil {
 				b.Fatalf("%s: read histories: %v", t.name, err)
 			}
-			shares = append(shares, []string{t.name, fmt.Sprint(conc), counts(buses), counts(hosts), counts(runners)})
+			shareRows = append(shareRows, []string{t.name, fmt.Sprint(conc), counts(sh.buses), sh.taskTimes(), counts(sh.hosts), counts(sh.runners)})
 			if strings.HasPrefix(t.short, "cluster") {
-				total := buses["local"] + buses["global"]
-				b.ReportMetric(100*float64(buses["global"])/float64(max(total, 1)), fmt.Sprintf("cluster-c%d-global-%%", conc))
+				total := sh.buses["local"] + sh.buses["global"]
+				b.ReportMetric(100*float64(sh.buses["global"])/float64(max(total, 1)), fmt.Sprintf("cluster-c%d-global-%%", conc))
 			}
 		}
 	}
 	b.ReportMetric(0, "ns/op")
 	wfPrintf(b, "workflow throughput (3 Pass + 2 Task, no-op Python in process sandboxes), 2 rounds of %s per target and concurrency, alternating; async: %d starts:%s",
 		round, asyncN, wfTable([]string{"target", "what", "ok", "failed", "per s", "transitions/s", "p50 ms", "p90 ms", "p99 ms", "max ms"}, rows))
-	wfPrintf(b, "tasks by bus, by worker, and executions by runner, from up to %d sync executions' histories per row:%s",
-		sample, wfTable([]string{"target", "clients", "tasks by bus", "tasks by worker", "executions by runner"}, shares))
+	wfPrintf(b, "tasks by bus, their median ms by bus (TaskScheduled to TaskSucceeded) and the executions' (start to stop), tasks by worker, executions by runner, from up to %d sync executions' histories per row:%s",
+		sample, wfTable([]string{"target", "clients", "tasks by bus", "median ms", "tasks by worker", "executions by runner"}, shareRows))
 	wfPrintf(b, "at the end: %s", loadNow())
 }
 
