@@ -66,9 +66,11 @@ type WorkerConfig struct {
 	Listen           string
 	Sandbox          string
 	FakeStartLatency time.Duration
-	MaxPayloadBytes  int64
-	MaxCodeBytes     int64
-	CodeCacheBytes   int64
+	// NoMemoryReclaim: see Config.NoMemoryReclaim.
+	NoMemoryReclaim bool
+	MaxPayloadBytes int64
+	MaxCodeBytes    int64
+	CodeCacheBytes  int64
 	// Data sizes the node's data layers (the global one is on the
 	// cluster's NATS).
 	Data datalayer.Config
@@ -228,7 +230,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	}
 	codeLimits := codeLimitsFor(cfg.MaxCodeBytes)
 	wk, closeNode, err := newHostNode(ctx, hostConfig{
-		ID: id, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
+		ID: id, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency, NoMemoryReclaim: cfg.NoMemoryReclaim,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 		Data: cfg.Data, NATS: nc,
 	}, blobCode{st}, log)
