@@ -1,0 +1,479 @@
+//go:build linux
+
+package benchmarks
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/test/harness"
+)
+
+// BenchmarkMemoryReclaim (issue 12) measures how fast a big N:1 sandbox
+// gives its memory back when it shrinks, end to end through real
+// `baton server --sandbox container` processes (the product path: the
+// router scales the function down, the node resizes the sandbox, the
+// container runtime reclaims):
+//
+// A Python function (testdata/reclaim) with maxScale 16, minScale 1 and a
+// 2 s idle timeout gets 16 concurrent events; each lands on its own
+// instance, which keeps reclaimAnonMB of anonymous memory and reads its own
+// reclaimCacheMB slice of a file of its code into the page cache (4 GiB in
+// all). Then one client invokes the function in a loop, which the router
+// packs onto one instance, so the other 15 idle out and leave. Measured
+// from the first leave: the time until the host's MemAvailable, MemFree
+// and the sandbox's own charge (memory.usage_in_bytes) are back near their
+// values before the growth, and the remaining instance's latency during
+// the scale-down against at rest (before the growth).
+//
+// With reclaim (the default) against --memory-reclaim=false, two servers
+// in the same run, alternating, reclaimRounds rounds each. Before every
+// round the slices are dropped from the page cache (those files only, with
+// posix_fadvise), so that each growth charges them to the sandbox again.
+const (
+	reclaimInstances = 16
+	reclaimAnonMB    = 128
+	reclaimCacheMB   = 128
+	reclaimRounds    = 3
+	// reclaimGiveUp bounds each wait for memory to come back.
+	reclaimGiveUp = 30 * time.Second
+	// reclaimRestProbes is the number of at-rest invocations per round.
+	reclaimRestProbes = 200
+)
+
+// meminfo returns /proc/meminfo's MemAvailable and MemFree in bytes.
+func meminfo() (avail, free int64, err error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "MemAvailable":
+			avail = n << 10
+		case "MemFree":
+			free = n << 10
+		}
+	}
+	return avail, free, sc.Err()
+}
+
+// reclaimCode writes the function's code: app.py and data.bin, 16 slices
+// of reclaimCacheMB. Each 4 KiB block starts with 64 pseudo-random bytes,
+// so that the archive compresses about 60:1, under the server's zip-bomb
+// ratio (100:1), and stays a few tens of MB.
+func reclaimCode(b *testing.B) []byte {
+	b.Helper()
+	dir := b.TempDir()
+	src, err := os.ReadFile(filepath.Join("testdata", "reclaim", "app.py"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app.py"), src, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(dir, "data.bin"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(12, 2026))
+	block := make([]byte, 1<<20)
+	w := bufio.NewWriterSize(f, 1<<20)
+	for range reclaimInstances * reclaimCacheMB {
+		for off := 0; off < len(block); off += 4096 {
+			for i := 0; i < 64; i += 8 {
+				v := rng.Uint64()
+				for j := range 8 {
+					block[off+i+j] = byte(v >> (8 * j))
+				}
+			}
+		}
+		if _, err := w.Write(block); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	code := zipDir(b, dir)
+	if err := os.RemoveAll(dir); err != nil {
+		b.Fatal(err)
+	}
+	return code
+}
+
+// evictServerData drops the data file of the server's code from the page
+// cache: the files named data.bin at the root of the mounts under the
+// server's data directory (the code layers) and the layer files they are
+// mounted from.
+func evictServerData(b *testing.B, s *harness.Server) {
+	b.Helper()
+	// The server's view: this process's own may be a container's (the
+	// container runtime's self-test can leave a thread there).
+	root := fmt.Sprintf("/proc/%d/root", s.Pid())
+	mi, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", s.Pid()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	evicted := 0
+	for _, line := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || !strings.HasPrefix(f[4], s.DataDir+"/") {
+			continue
+		}
+		data := filepath.Join(root, f[4], "data.bin")
+		if _, err := os.Stat(data); err != nil {
+			continue
+		}
+		paths := []string{data}
+		// Fields after the "-" separator: fstype, source, options.
+		if i := slices.Index(f, "-"); i > 0 && i+2 < len(f) && filepath.IsAbs(f[i+2]) {
+			paths = append(paths, filepath.Join(root, f[i+2]))
+		}
+		for _, p := range paths {
+			if err := fadviseDontNeed(p); err != nil {
+				b.Fatalf("evict %s: %v", p, err)
+			}
+			evicted++
+		}
+	}
+	if evicted == 0 {
+		b.Fatalf("no code layer with data.bin is mounted under %s", s.DataDir)
+	}
+}
+
+func fadviseDontNeed(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}
+
+// sandboxMemDir is the cgroup v1 memory directory of the server's only
+// sandbox, or "" where the memory controller is not there (cgroup v2).
+func sandboxMemDir(b *testing.B, s *harness.Server) string {
+	b.Helper()
+	ids := liveSandboxes(b, s)
+	if len(ids) != 1 {
+		b.Fatalf("want one sandbox, the server has %v", ids)
+	}
+	for _, dir := range []string{"/sys/fs/cgroup/memory/baton/" + ids[0], "/sys/fs/cgroup/baton/" + ids[0]} {
+		if _, err := os.Stat(dir); err == nil {
+			return dir
+		}
+	}
+	b.Fatalf("no memory cgroup for sandbox %s", ids[0])
+	return ""
+}
+
+func cgUsage(dir string) int64 {
+	for _, name := range []string{"memory.usage_in_bytes", "memory.current"} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+			n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+func cgLimit(dir string) int64 {
+	for _, name := range []string{"memory.limit_in_bytes", "memory.max"} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+			n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// cgChildren counts the sandbox's child groups (its instances and grain
+// workers).
+func cgChildren(dir string) int {
+	entries, _ := os.ReadDir(dir)
+	n := 0
+	for _, e := range entries {
+		if e.IsDir() {
+			n++
+		}
+	}
+	return n
+}
+
+type probeSample struct {
+	at time.Time
+	ms float64
+}
+
+// prober invokes the function in a loop, one request at a time.
+type prober struct {
+	stop    chan struct{}
+	done    chan struct{}
+	mu      sync.Mutex
+	samples []probeSample
+	errs    int
+}
+
+func startProber(hc *http.Client, url string) *prober {
+	p := &prober{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			t := time.Now()
+			r := post(hc, url, []byte(`{}`), false)
+			p.mu.Lock()
+			if r.ok() {
+				p.samples = append(p.samples, probeSample{at: t, ms: msOf(r.Latency)})
+			} else {
+				p.errs++
+			}
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+func (p *prober) finish() ([]probeSample, int) {
+	close(p.stop)
+	<-p.done
+	return p.samples, p.errs
+}
+
+type reclaimRound struct {
+	// Times from the first instance leaving until each measure is back
+	// (NaN: not within reclaimGiveUp).
+	availPct, availDip, free, charge, allGone float64
+	dipMB, chargeMB, leftMB, limitMB          float64
+	during, rest                              []float64
+	probeErrs                                 int
+}
+
+type reclaimSide struct {
+	label  string
+	s      *harness.Server
+	rounds []reclaimRound
+}
+
+func BenchmarkMemoryReclaim(b *testing.B) {
+	logLoad(b)
+	requireContainerServer(b)
+	realPython(b)
+	code := reclaimCode(b)
+	args := []string{"--sandbox", "container", "--max-code-bytes", strconv.Itoa(3 << 30), "--max-payload", strconv.Itoa(128 << 20)}
+	sides := []*reclaimSide{
+		{label: "reclaim (default)", s: harness.Start(b, harness.Options{Args: args})},
+		{label: "--memory-reclaim=false", s: harness.Start(b, harness.Options{Args: append(slices.Clone(args), "--memory-reclaim=false")})},
+	}
+	hc := newHTTPClient(reclaimInstances + 2)
+	spec := function.Spec{Runtime: function.RuntimePython, Handler: "app.handler", MemoryMB: 512,
+		MinScale: 1, MaxScale: reclaimInstances, IdleTimeoutSeconds: 2}
+	for _, sd := range sides {
+		deploy(b, sd.s, "grow", spec, code)
+		mustPost(b, hc, invokeURL(sd.s, "grow"), []byte(`{}`))
+	}
+	for round := range b.N * reclaimRounds {
+		for k := range sides {
+			sd := sides[(k+round)%len(sides)]
+			sd.rounds = append(sd.rounds, runReclaimRound(b, hc, sd.s))
+		}
+	}
+
+	suppressNsOp(b)
+	var rows [][]string
+	for _, sd := range sides {
+		col := func(get func(reclaimRound) float64) summary {
+			var v []float64
+			for _, r := range sd.rounds {
+				x := get(r)
+				if math.IsNaN(x) { // never back within reclaimGiveUp
+					x = msOf(reclaimGiveUp)
+				}
+				v = append(v, x)
+			}
+			return summarize(v)
+		}
+		var during, rest []float64
+		errs := 0
+		for _, r := range sd.rounds {
+			during = append(during, r.during...)
+			rest = append(rest, r.rest...)
+			errs += r.probeErrs
+		}
+		dip, charge, left, limit := col(func(r reclaimRound) float64 { return r.dipMB }), col(func(r reclaimRound) float64 { return r.chargeMB }),
+			col(func(r reclaimRound) float64 { return r.leftMB }), col(func(r reclaimRound) float64 { return r.limitMB })
+		av, avd, fr, ch, gone := col(func(r reclaimRound) float64 { return r.availPct }), col(func(r reclaimRound) float64 { return r.availDip }),
+			col(func(r reclaimRound) float64 { return r.free }), col(func(r reclaimRound) float64 { return r.charge }),
+			col(func(r reclaimRound) float64 { return r.allGone })
+		d, re := summarize(during), summarize(rest)
+		rows = append(rows, []string{sd.label, strconv.Itoa(len(sd.rounds)), f1(dip.P50), f1(charge.P50),
+			f1(gone.P50), f1(av.P50) + " / " + f1(av.Max), f1(avd.P50) + " / " + f1(avd.Max), f1(fr.P50) + " / " + f1(fr.Max),
+			f1(ch.P50) + " / " + f1(ch.Max), f1(left.P50), f1(limit.P50),
+			strconv.Itoa(re.N), f2(re.P50), f2(re.P99), strconv.Itoa(d.N), f2(d.P50), f2(d.P99), strconv.Itoa(errs)})
+		prefix := "reclaim-"
+		if sd != sides[0] {
+			prefix = "noreclaim-"
+		}
+		b.ReportMetric(avd.P50, prefix+"avail-back-ms")
+		b.ReportMetric(fr.P50, prefix+"free-back-ms")
+		b.ReportMetric(ch.P50, prefix+"charge-back-ms")
+		b.ReportMetric(d.P99, prefix+"during-p99-ms")
+		b.ReportMetric(re.P99, prefix+"rest-p99-ms")
+	}
+	b.Logf("%d instances × (%d MiB anonymous + %d MiB page cache), then scaled to one; times in ms from the first instance leaving, "+
+		"median / max over rounds (%d s when never back); dip and charge in MiB at the peak, left and limit in MiB once settled; "+
+		"probe latency of the remaining instance in ms, at rest (before the growth) and from the first leave until settled:%s",
+		reclaimInstances, reclaimAnonMB, reclaimCacheMB, int(reclaimGiveUp/time.Second), table(
+			[]string{"variant", "rounds", "MemAvailable dip", "sandbox charge", "all 15 gone",
+				"MemAvailable ≥95 % of before", "MemAvailable 95 % of dip back", "MemFree 95 % of dip back", "charge 95 % back",
+				"charge left", "limit", "rest n", "rest p50", "rest p99", "during n", "during p50", "during p99", "probe errors"}, rows))
+	b.Logf("at end: %s", loadAvg())
+}
+
+// runReclaimRound grows the server's sandbox to 16 instances, lets it
+// shrink to one and measures.
+func runReclaimRound(b *testing.B, hc *http.Client, s *harness.Server) reclaimRound {
+	b.Helper()
+	url := invokeURL(s, "grow")
+	evictServerData(b, s)
+	// At rest: the one instance left from before.
+	var rr reclaimRound
+	for range reclaimRestProbes {
+		rr.rest = append(rr.rest, msOf(mustPost(b, hc, url, []byte(`{}`)).Latency))
+	}
+	dir := sandboxMemDir(b, s)
+	// The sandbox's charge and the host's memory before the growth: let
+	// the last probes' effects settle first.
+	time.Sleep(200 * time.Millisecond)
+	availBefore, freeBefore, err := meminfo()
+	if err != nil {
+		b.Fatal(err)
+	}
+	chargeBefore := cgUsage(dir)
+
+	// Growth: one event per slot, held so that each gets an instance.
+	var wg sync.WaitGroup
+	pids := make([]string, reclaimInstances)
+	for i := range reclaimInstances {
+		wg.Go(func() {
+			ev, _ := json.Marshal(map[string]int{"slot": i, "anon_mb": reclaimAnonMB, "cache_mb": reclaimCacheMB, "hold_ms": 4000})
+			r := post(hc, url, ev, false)
+			if !r.ok() {
+				b.Errorf("grow slot %d: %s", i, r.describe())
+				return
+			}
+			var out struct {
+				Read int64 `json:"read"`
+				Pid  int   `json:"pid"`
+			}
+			if err := json.Unmarshal(r.Body, &out); err != nil || out.Read != reclaimCacheMB<<20 {
+				b.Errorf("grow slot %d: %s (%v)", i, bytes.TrimSpace(r.Body), err)
+			}
+			pids[i] = strconv.Itoa(out.Pid) + "@" + r.Instance
+		})
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
+	slices.Sort(pids)
+	if n := len(slices.Compact(slices.Clone(pids))); n != reclaimInstances {
+		b.Fatalf("the %d events ran on %d instances, want one each: %v", reclaimInstances, n, pids)
+	}
+	availGrown, freeGrown, _ := meminfo()
+	chargeGrown := cgUsage(dir)
+	children := cgChildren(dir)
+	rr.dipMB = float64(availBefore-availGrown) / (1 << 20)
+	rr.chargeMB = float64(chargeGrown) / (1 << 20)
+
+	// Shrink: the probe keeps one instance busy, the rest idle out.
+	p := startProber(hc, url)
+	var t0 time.Time
+	nan := math.NaN
+	rr.availPct, rr.availDip, rr.free, rr.charge, rr.allGone = nan(), nan(), nan(), nan(), nan()
+	deadline := time.Now().Add(reclaimGiveUp + 10*time.Second)
+	var settled time.Time
+	for time.Now().Before(deadline) {
+		now := time.Now()
+		n := cgChildren(dir)
+		if t0.IsZero() {
+			if n < children {
+				t0 = now
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		since := msOf(now.Sub(t0))
+		avail, free, _ := meminfo()
+		charge := cgUsage(dir)
+		set := func(v *float64, ok bool) {
+			if ok && math.IsNaN(*v) {
+				*v = since
+			}
+		}
+		set(&rr.allGone, n <= children-(reclaimInstances-1))
+		set(&rr.availPct, float64(avail) >= 0.95*float64(availBefore))
+		set(&rr.availDip, float64(availBefore-avail) <= 0.05*float64(availBefore-availGrown))
+		set(&rr.free, float64(freeBefore-free) <= 0.05*float64(freeBefore-freeGrown))
+		set(&rr.charge, float64(charge-chargeBefore) <= 0.05*float64(chargeGrown-chargeBefore))
+		done := !slices.ContainsFunc([]float64{rr.allGone, rr.availPct, rr.availDip, rr.free, rr.charge}, math.IsNaN)
+		if done && settled.IsZero() {
+			settled = now
+		}
+		// Every measure is back, or the instances are gone and no more is
+		// coming back: the scale-down is over.
+		if !settled.IsZero() || (!math.IsNaN(rr.allGone) && since > msOf(reclaimGiveUp)) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if t0.IsZero() {
+		b.Fatalf("no instance left within %s", reclaimGiveUp+10*time.Second)
+	}
+	end := time.Now()
+	// Let the limit settle (the reclaimer works after the last leave).
+	time.Sleep(500 * time.Millisecond)
+	samples, errs := p.finish()
+	rr.probeErrs = errs
+	for _, s := range samples {
+		if !s.at.Before(t0) && s.at.Before(end) {
+			rr.during = append(rr.during, s.ms)
+		}
+	}
+	rr.leftMB = float64(cgUsage(dir)) / (1 << 20)
+	rr.limitMB = float64(cgLimit(dir)) / (1 << 20)
+	b.Logf("round: before avail %d MiB free %d MiB charge %d MiB; grown dip %.0f MiB, charge %.0f MiB; back after (ms) avail≥95%% %.0f, avail dip %.0f, free %.0f, charge %.0f, all gone %.0f; left %.0f MiB, limit %.0f MiB; %d probes during",
+		availBefore>>20, freeBefore>>20, chargeBefore>>20, rr.dipMB, rr.chargeMB, rr.availPct, rr.availDip, rr.free, rr.charge, rr.allGone, rr.leftMB, rr.limitMB, len(rr.during))
+	return rr
+}
