@@ -302,9 +302,40 @@ type reclaimRound struct {
 	// Times from the first instance leaving until each measure is back
 	// (NaN: not within reclaimGiveUp).
 	availPct, availDip, free, charge, allGone float64
-	dipMB, chargeMB, leftMB, limitMB          float64
-	during, rest                              []float64
-	probeErrs                                 int
+	// chargeAfterLast is the time from the last instance leaving until
+	// the charge was back (0: back by then).
+	chargeAfterLast                  float64
+	dipMB, chargeMB, leftMB, limitMB float64
+	// From the server's log: the departed instances' groups drained, the
+	// bytes that took back and the time the kernel took (sum, longest).
+	drains                            int
+	drainedMB, drainSumMS, drainMaxMS float64
+	during, rest                      []float64
+	probeErrs                         int
+}
+
+// drainsLogged sums the container runtime's "drained a departed
+// instance's group" log lines.
+func drainsLogged(log string) (n int, mb, sumMS, maxMS float64) {
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "drained a departed instance's group") {
+			continue
+		}
+		var bytes int64
+		var took time.Duration
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "reclaimed-bytes="); ok {
+				bytes, _ = strconv.ParseInt(v, 10, 64)
+			} else if v, ok := strings.CutPrefix(f, "took="); ok {
+				took, _ = time.ParseDuration(v)
+			}
+		}
+		n++
+		mb += float64(bytes) / (1 << 20)
+		sumMS += msOf(took)
+		maxMS = max(maxMS, msOf(took))
+	}
+	return n, mb, sumMS, maxMS
 }
 
 type reclaimSide struct {
@@ -363,16 +394,19 @@ func BenchmarkMemoryReclaim(b *testing.B) {
 	suppressNsOp(b)
 	var rows [][]string
 	for _, sd := range sides {
-		col := func(get func(reclaimRound) float64) summary {
+		// med/max of one figure over the rounds; never back counts as
+		// reclaimGiveUp.
+		col := func(get func(reclaimRound) float64) string {
 			var v []float64
 			for _, r := range sd.rounds {
 				x := get(r)
-				if math.IsNaN(x) { // never back within reclaimGiveUp
+				if math.IsNaN(x) {
 					x = msOf(reclaimGiveUp)
 				}
 				v = append(v, x)
 			}
-			return summarize(v)
+			m := summarize(v)
+			return f1(m.P50) + " / " + f1(m.Max)
 		}
 		var during, rest []float64
 		errs := 0
@@ -381,33 +415,48 @@ func BenchmarkMemoryReclaim(b *testing.B) {
 			rest = append(rest, r.rest...)
 			errs += r.probeErrs
 		}
-		dip, charge, left, limit := col(func(r reclaimRound) float64 { return r.dipMB }), col(func(r reclaimRound) float64 { return r.chargeMB }),
-			col(func(r reclaimRound) float64 { return r.leftMB }), col(func(r reclaimRound) float64 { return r.limitMB })
-		av, avd, fr, ch, gone := col(func(r reclaimRound) float64 { return r.availPct }), col(func(r reclaimRound) float64 { return r.availDip }),
-			col(func(r reclaimRound) float64 { return r.free }), col(func(r reclaimRound) float64 { return r.charge }),
-			col(func(r reclaimRound) float64 { return r.allGone })
 		d, re := summarize(during), summarize(rest)
-		rows = append(rows, []string{sd.label, fmt.Sprintf("%d (%d discarded)", len(sd.rounds), len(sd.discarded)), f1(dip.P50), f1(charge.P50),
-			f1(gone.P50), f1(av.P50) + " / " + f1(av.Max), f1(avd.P50) + " / " + f1(avd.Max), f1(fr.P50) + " / " + f1(fr.Max),
-			f1(ch.P50) + " / " + f1(ch.Max), f1(left.P50), f1(limit.P50),
-			strconv.Itoa(re.N), f2(re.P50), f2(re.P99), strconv.Itoa(d.N), f2(d.P50), f2(d.P99), strconv.Itoa(errs)})
+		rows = append(rows, []string{sd.label, fmt.Sprintf("%d (+%d discarded)", len(sd.rounds), len(sd.discarded)),
+			col(func(r reclaimRound) float64 { return r.chargeMB }), col(func(r reclaimRound) float64 { return r.dipMB }),
+			col(func(r reclaimRound) float64 { return r.allGone }),
+			col(func(r reclaimRound) float64 { return r.charge }), col(func(r reclaimRound) float64 { return r.chargeAfterLast }),
+			col(func(r reclaimRound) float64 { return r.free }),
+			col(func(r reclaimRound) float64 { return r.availDip }), col(func(r reclaimRound) float64 { return r.availPct }),
+			col(func(r reclaimRound) float64 { return r.leftMB }), col(func(r reclaimRound) float64 { return r.limitMB }),
+			col(func(r reclaimRound) float64 { return r.drainedMB }), col(func(r reclaimRound) float64 { return r.drainSumMS }),
+			col(func(r reclaimRound) float64 { return r.drainMaxMS }),
+			fmt.Sprintf("%d: %s / %s", re.N, f2(re.P50), f2(re.P99)), fmt.Sprintf("%d: %s / %s", d.N, f2(d.P50), f2(d.P99)),
+			strconv.Itoa(errs)})
 		prefix := "reclaim-"
 		if sd != sides[0] {
 			prefix = "noreclaim-"
 		}
-		b.ReportMetric(avd.P50, prefix+"avail-back-ms")
-		b.ReportMetric(fr.P50, prefix+"free-back-ms")
-		b.ReportMetric(ch.P50, prefix+"charge-back-ms")
+		med := func(get func(reclaimRound) float64) float64 {
+			var v []float64
+			for _, r := range sd.rounds {
+				if x := get(r); !math.IsNaN(x) {
+					v = append(v, x)
+				} else {
+					v = append(v, msOf(reclaimGiveUp))
+				}
+			}
+			return summarize(v).P50
+		}
+		b.ReportMetric(med(func(r reclaimRound) float64 { return r.charge }), prefix+"charge-back-ms")
+		b.ReportMetric(med(func(r reclaimRound) float64 { return r.free }), prefix+"free-back-ms")
+		b.ReportMetric(med(func(r reclaimRound) float64 { return r.availDip }), prefix+"avail-back-ms")
 		b.ReportMetric(d.P99, prefix+"during-p99-ms")
 		b.ReportMetric(re.P99, prefix+"rest-p99-ms")
 	}
-	b.Logf("%d instances × (%d MiB anonymous + %d MiB page cache), then scaled to one; times in ms from the first instance leaving, "+
-		"median / max over rounds (%d s when never back); dip and charge in MiB at the peak, left and limit in MiB once settled; "+
-		"probe latency of the remaining instance in ms, at rest (before the growth) and from the first leave until settled:%s",
+	b.Logf("%d instances × (%d MiB anonymous + %d MiB of a code file, cached twice), then scaled to one. Median / max over the rounds; "+
+		"times in ms from the first instance leaving unless said (%d s: never back); \"back\" = within 5 %% of the growth "+
+		"(charge, MemFree, MemAvailable) or MemAvailable ≥ 95 %% of its value before; MiB at the peak (charge, MemAvailable dip) "+
+		"and once settled (left, limit); drains from the server's log (MiB, kernel ms summed and longest); latency of the "+
+		"remaining instance, n: p50 / p99 ms, at rest (before the growth) and from the first leave until settled:%s",
 		reclaimInstances, reclaimAnonMB, reclaimCacheMB, int(reclaimGiveUp/time.Second), table(
-			[]string{"variant", "rounds", "MemAvailable dip", "sandbox charge", "all 15 gone",
-				"MemAvailable ≥95 % of before", "MemAvailable 95 % of dip back", "MemFree 95 % of dip back", "charge 95 % back",
-				"charge left", "limit", "rest n", "rest p50", "rest p99", "during n", "during p50", "during p99", "probe errors"}, rows))
+			[]string{"variant", "rounds", "charge MiB", "MemAvail dip MiB", "all gone", "charge back", "charge back after last leave",
+				"MemFree back", "MemAvail back", "MemAvail ≥95 %", "left MiB", "limit MiB", "drained MiB", "drain ms sum", "drain ms longest",
+				"at rest", "during", "probe errors"}, rows))
 	b.Logf("at end: %s", loadAvg())
 }
 
@@ -423,6 +472,8 @@ func runReclaimRound(b *testing.B, hc *http.Client, s *harness.Server) (rr recla
 		rr.rest = append(rr.rest, msOf(mustPost(b, hc, url, []byte(`{}`)).Latency))
 	}
 	dir := sandboxMemDir(b, s)
+	restChildren := cgChildren(dir)
+	logBefore := len(s.Logs())
 	// The sandbox's charge and the host's memory before the growth: let
 	// the last probes' effects settle first.
 	time.Sleep(200 * time.Millisecond)
@@ -496,7 +547,7 @@ func runReclaimRound(b *testing.B, hc *http.Client, s *harness.Server) (rr recla
 				*v = since
 			}
 		}
-		set(&rr.allGone, n <= children-(reclaimInstances-1))
+		set(&rr.allGone, n <= restChildren)
 		set(&rr.availPct, float64(avail) >= 0.95*float64(availBefore))
 		set(&rr.availDip, float64(availBefore-avail) <= 0.05*float64(availBefore-availGrown))
 		set(&rr.free, float64(freeBefore-free) <= 0.05*float64(freeBefore-freeGrown))
@@ -525,12 +576,19 @@ func runReclaimRound(b *testing.B, hc *http.Client, s *harness.Server) (rr recla
 			rr.during = append(rr.during, s.ms)
 		}
 	}
+	if !math.IsNaN(rr.charge) && !math.IsNaN(rr.allGone) {
+		rr.chargeAfterLast = max(rr.charge-rr.allGone, 0)
+	} else {
+		rr.chargeAfterLast = math.NaN()
+	}
+	rr.drains, rr.drainedMB, rr.drainSumMS, rr.drainMaxMS = drainsLogged(s.Logs()[logBefore:])
 	rr.leftMB = float64(cgUsage(dir)) / (1 << 20)
 	rr.limitMB = float64(cgLimit(dir)) / (1 << 20)
 	if d := dropPagecacheCount(); why == "" && d != drops {
 		why = fmt.Sprintf("the host's page cache was dropped %d times during the round (drop_pagecache)", d-drops)
 	}
-	b.Logf("round (%d child groups at the peak, %d after): before avail %d MiB free %d MiB charge %d MiB; grown dip %.0f MiB, charge %.0f MiB; back after (ms) avail≥95%% %.0f, avail dip %.0f, free %.0f, charge %.0f, all gone %.0f; left %.0f MiB, limit %.0f MiB; %d probes during",
-		children, cgChildren(dir), availBefore>>20, freeBefore>>20, chargeBefore>>20, rr.dipMB, rr.chargeMB, rr.availPct, rr.availDip, rr.free, rr.charge, rr.allGone, rr.leftMB, rr.limitMB, len(rr.during))
+	b.Logf("round (%d child groups at the peak, %d after): before avail %d MiB free %d MiB charge %d MiB; grown dip %.0f MiB, charge %.0f MiB; back after (ms) avail≥95%% %.0f, avail dip %.0f, free %.0f, charge %.0f, all gone %.0f; left %.0f MiB, limit %.0f MiB; %d probes during; drained %d groups, %.0f MiB in %.1f ms (longest %.1f ms)",
+		children, cgChildren(dir), availBefore>>20, freeBefore>>20, chargeBefore>>20, rr.dipMB, rr.chargeMB, rr.availPct, rr.availDip, rr.free, rr.charge, rr.allGone, rr.leftMB, rr.limitMB, len(rr.during),
+		rr.drains, rr.drainedMB, rr.drainSumMS, rr.drainMaxMS)
 	return rr, why
 }

@@ -100,7 +100,7 @@ func (r *Runtime) drainGroup(sb *Sandbox, cg cgroups.Manager) {
 		c.drains.Add(1)
 		c.drained.Add(n)
 	}
-	r.log.Debug("memory reclaim: drained an instance's group", "sandbox", sb.id, "reclaimed-bytes", n, "took", time.Since(start))
+	r.log.Info("memory reclaim: drained a departed instance's group", "sandbox", sb.id, "reclaimed-bytes", n, "took", time.Since(start))
 }
 
 // New checks that this host and binary can run container sandboxes,
