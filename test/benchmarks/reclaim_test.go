@@ -64,6 +64,9 @@ const (
 	reclaimAttempts = 4 * reclaimRounds
 	// reclaimGiveUp bounds each wait for memory to come back.
 	reclaimGiveUp = 30 * time.Second
+	// reclaimHold is how long the growth's events are held: long enough
+	// for 15 cold starts on a busy host.
+	reclaimHold = 8 * time.Second
 	// reclaimRestProbes is the number of at-rest invocations per round.
 	reclaimRestProbes = 200
 )
@@ -483,12 +486,14 @@ func runReclaimRound(b *testing.B, hc *http.Client, s *harness.Server) (rr recla
 	}
 	chargeBefore := cgUsage(dir)
 
-	// Growth: one event per slot, held so that each gets an instance.
+	// Growth: one event per slot, each held until the same moment, so
+	// that each gets an instance and all go idle together.
+	until := float64(time.Now().Add(reclaimHold).UnixNano()) / 1e9
 	var wg sync.WaitGroup
 	pids := make([]string, reclaimInstances)
 	for i := range reclaimInstances {
 		wg.Go(func() {
-			ev, _ := json.Marshal(map[string]int{"slot": i, "anon_mb": reclaimAnonMB, "cache_mb": reclaimCacheMB, "hold_ms": 4000})
+			ev, _ := json.Marshal(map[string]any{"slot": i, "anon_mb": reclaimAnonMB, "cache_mb": reclaimCacheMB, "until": until})
 			r := post(hc, url, ev, false)
 			if !r.ok() {
 				b.Errorf("grow slot %d: %s", i, r.describe())

@@ -10,7 +10,7 @@ def handler(event, context):
     # A no-op (the probe of the remaining instance) unless the event names
     # a slot: then the instance keeps anon_mb MiB of anonymous memory and
     # reads its slot's cache_mb MiB of data.bin into the page cache, and
-    # holds the invocation hold_ms so that every slot gets an instance.
+    # holds the invocation until `until` so that every slot gets an instance.
     if not isinstance(event, dict) or "slot" not in event:
         return {"ok": True}
     mib = 1 << 20
@@ -25,5 +25,7 @@ def handler(event, context):
                 break
             left -= n
             read += n
-    time.sleep(event.get("hold_ms", 0) / 1000.0)
+    # Every growth event ends at the same moment (until, seconds since the
+    # epoch), so that the instances go idle, and are scaled down, together.
+    time.sleep(max(0.0, event.get("until", 0) - time.time()))
     return {"read": read, "pid": os.getpid()}
