@@ -37,12 +37,14 @@ import (
 // reclaimCacheMB slice of a file of its code. Code layers are EROFS files
 // mounted without a loop device, so a read is cached twice, in the EROFS
 // file's page cache and in the layer file's, both charged to the reader:
-// each instance charges about 256 MiB, 4 GiB in all. Then one client invokes the function in a loop, which the router
-// packs onto one instance, so the other 15 idle out and leave. Measured
-// from the first leave: the time until the host's MemAvailable, MemFree
-// and the sandbox's own charge (memory.usage_in_bytes) are back near their
-// values before the growth, and the remaining instance's latency during
-// the scale-down against at rest (before the growth).
+// each instance charges about 256 MiB, 4 GiB in all. The events all end at
+// the same moment; then one client invokes the function in a loop, which
+// the router packs onto one instance, so the other 15 idle out and leave
+// together. Measured from the first leave: the time until the sandbox's
+// own charge (memory.usage_in_bytes), the host's MemFree and MemAvailable
+// are back near their values before the growth, and the remaining
+// instance's latency in the second after the first leave against at rest
+// (before the growth).
 //
 // With reclaim (the default) against --memory-reclaim=false, two servers
 // in the same run, alternating, reclaimRounds rounds each. Before every
