@@ -81,8 +81,9 @@ func (s *Signer) mac(r Ref) []byte {
 		h.Write(b)
 	}
 	num := func(v int64) {
-		binary.BigEndian.PutUint64(n[:], uint64(v))
-		field(n[:])
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], uint64(v))
+		field(b[:])
 	}
 	field([]byte("baton-transfer-v1"))
 	field([]byte(r.Worker))
