@@ -69,9 +69,17 @@ func (t WorkflowTransfers) Resolve(ctx context.Context, v any) (any, error) {
 
 // Share implements execution.Transfers.
 func (t WorkflowTransfers) Share(vs []any, n int) []any {
+	// Only references that verify are signed again: a forged one (from
+	// an execution's input, say) stays as it is, for the worker to refuse.
+	now := time.Now()
 	count := map[string]int{}
 	for _, v := range vs {
-		_, _ = transfer.Replace(v, func(r transfer.Ref) (any, error) { count[r.ID]++; return nil, nil })
+		_, _ = transfer.Replace(v, func(r transfer.Ref) (any, error) {
+			if t.Signer.Verify(r, "", now) == nil {
+				count[r.MAC]++
+			}
+			return nil, nil
+		})
 	}
 	if len(count) == 0 {
 		return vs
@@ -79,7 +87,11 @@ func (t WorkflowTransfers) Share(vs []any, n int) []any {
 	out := make([]any, len(vs))
 	for i, v := range vs {
 		nv, err := transfer.Replace(v, func(r transfer.Ref) (any, error) {
-			return transfer.MarkerValue(t.Signer.WithPulls(r, r.Pulls*count[r.ID]*n)), nil
+			k := count[r.MAC] // a verified MAC covers every field
+			if k == 0 {
+				return transfer.MarkerValue(r), nil
+			}
+			return transfer.MarkerValue(t.Signer.WithPulls(r, r.Pulls*k*n)), nil
 		})
 		if err != nil {
 			nv = v
