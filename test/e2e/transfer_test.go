@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/client"
-	"github.com/baton-faas/baton/test/harness"
 )
 
 const (
