@@ -72,7 +72,7 @@ func (x *Exchange) Keep(app string, data []byte) (Ref, bool) {
 		return Ref{}, false
 	}
 	r := Ref{Worker: x.cfg.Worker, Addr: x.cfg.Addr, ID: k.ID, Size: k.Size, Digest: k.Digest,
-		Expires: k.Expires.UnixNano(), App: app, Pulls: 1}
+		Expires: k.Expires.UnixMilli(), App: app, Pulls: 1}
 	return x.cfg.Signer.Sign(r), true
 }
 

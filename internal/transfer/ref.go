@@ -37,7 +37,8 @@ type Ref struct {
 	Size   int64  `json:"size"`
 	// Digest is the hex SHA-256 of the bytes.
 	Digest string `json:"sha256"`
-	// Expires is in Unix nanoseconds.
+	// Expires is in Unix milliseconds (exact in a JSON number, which a
+	// decoded workflow state holds as a float64).
 	Expires int64 `json:"expires"`
 	// App is the application whose functions may use the bytes.
 	App string `json:"app"`
@@ -110,8 +111,8 @@ func (s *Signer) Verify(r Ref, app string, now time.Time) error {
 	if err != nil || !hmac.Equal(got, s.mac(r)) {
 		return fmt.Errorf("reference %s from worker %s: %w", r.ID, r.Worker, ErrForged)
 	}
-	if now.UnixNano() >= r.Expires {
-		return fmt.Errorf("reference %s expired at %s: %w", r.ID, time.Unix(0, r.Expires).UTC().Format(time.RFC3339), ErrExpired)
+	if now.UnixMilli() >= r.Expires {
+		return fmt.Errorf("reference %s expired at %s: %w", r.ID, time.UnixMilli(r.Expires).UTC().Format(time.RFC3339), ErrExpired)
 	}
 	if app != "" && r.App != app {
 		return fmt.Errorf("reference %s of app %q presented by app %q: %w", r.ID, r.App, app, ErrWrongApp)

@@ -23,7 +23,7 @@ var t0 = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 
 func sampleRef(s *Signer) Ref {
 	return s.Sign(Ref{Worker: "w1", Addr: "10.0.0.1:7070", ID: "abc", Size: 1 << 20, Digest: "00ff",
-		Expires: t0.Add(time.Minute).UnixNano(), App: "shop", Pulls: 1})
+		Expires: t0.Add(time.Minute).UnixMilli(), App: "shop", Pulls: 1})
 }
 
 func TestNewSignerRefusesShortKey(t *testing.T) {
@@ -66,7 +66,7 @@ func TestVerifyRefusesEachAlteredField(t *testing.T) {
 		"id":      func(r *Ref) { r.ID = "abd" },
 		"size":    func(r *Ref) { r.Size++ },
 		"digest":  func(r *Ref) { r.Digest = "00fe" },
-		"expires": func(r *Ref) { r.Expires += int64(time.Hour) },
+		"expires": func(r *Ref) { r.Expires += time.Hour.Milliseconds() },
 		"app":     func(r *Ref) { r.App = "other" },
 		"pulls":   func(r *Ref) { r.Pulls = 100 },
 		// Moving bytes between adjacent fields must not verify either.
@@ -93,7 +93,7 @@ func TestVerifyRefusesExpired(t *testing.T) {
 	if err := s.Verify(r, "shop", t0.Add(time.Minute)); !errors.Is(err, ErrExpired) {
 		t.Fatalf("at its expiry: %v, want ErrExpired", err)
 	}
-	if err := s.Verify(r, "shop", t0.Add(time.Minute-time.Nanosecond)); err != nil {
+	if err := s.Verify(r, "shop", t0.Add(time.Minute-time.Millisecond)); err != nil {
 		t.Fatalf("just before its expiry: %v", err)
 	}
 }
@@ -148,5 +148,23 @@ func TestMarkerRoundTrips(t *testing.T) {
 	}
 	if out.(map[string]any)["blob"] != "data" || !Contains(nested) {
 		t.Fatalf("Replace: %v (and the input must be unchanged)", out)
+	}
+}
+
+// A marker in a workflow's state is decoded JSON (numbers as float64): a
+// reference read back from it must still verify.
+func TestMarkerSurvivesDecodedState(t *testing.T) {
+	s := testSigner(t, 1)
+	r := s.Sign(Ref{Worker: "w1", ID: "id", Size: 123456789, Digest: "ab", Expires: t0.Add(time.Minute + 7*time.Millisecond).UnixMilli(), App: "a", Pulls: 7})
+	var state any
+	if err := json.Unmarshal([]byte(`{"x":`+string(Marker(r))+`}`), &state); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := RefOf(state.(map[string]any)["x"])
+	if !ok {
+		t.Fatal("marker not found in decoded state")
+	}
+	if err := s.Verify(got, "a", t0); err != nil {
+		t.Fatalf("reference read from decoded state: %v", err)
 	}
 }

@@ -43,7 +43,7 @@ func newTestStore(t *testing.T, mem, spill int64, clk *clock) *Store {
 // refFor is the reference an exchange would sign for k (MAC unchecked by
 // the store).
 func refFor(k Kept, app string, pulls int) Ref {
-	return Ref{Worker: "w", ID: k.ID, Size: k.Size, Digest: k.Digest, Expires: k.Expires.UnixNano(), App: app, Pulls: pulls}
+	return Ref{Worker: "w", ID: k.ID, Size: k.Size, Digest: k.Digest, Expires: k.Expires.UnixMilli(), App: app, Pulls: pulls}
 }
 
 func readPull(t *testing.T, p *Pull) []byte {

@@ -206,7 +206,7 @@ func refToWire(r *transfer.Ref) *pb.TransferRef {
 		return nil
 	}
 	return &pb.TransferRef{Worker: r.Worker, Addr: r.Addr, Id: r.ID, Size: r.Size, Sha256: r.Digest,
-		ExpiresUnixNs: r.Expires, App: r.App, Pulls: int64(r.Pulls), Mac: r.MAC}
+		ExpiresUnixMs: r.Expires, App: r.App, Pulls: int64(r.Pulls), Mac: r.MAC}
 }
 
 func refFromWire(r *pb.TransferRef) *transfer.Ref {
@@ -214,5 +214,5 @@ func refFromWire(r *pb.TransferRef) *transfer.Ref {
 		return nil
 	}
 	return &transfer.Ref{Worker: r.GetWorker(), Addr: r.GetAddr(), ID: r.GetId(), Size: r.GetSize(), Digest: r.GetSha256(),
-		Expires: r.GetExpiresUnixNs(), App: r.GetApp(), Pulls: int(r.GetPulls()), MAC: r.GetMac()}
+		Expires: r.GetExpiresUnixMs(), App: r.GetApp(), Pulls: int(r.GetPulls()), MAC: r.GetMac()}
 }

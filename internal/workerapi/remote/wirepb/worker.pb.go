@@ -1065,7 +1065,7 @@ type TransferRef struct {
 	Id            string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
 	Size          int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
 	Sha256        string                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	ExpiresUnixNs int64                  `protobuf:"varint,6,opt,name=expires_unix_ns,json=expiresUnixNs,proto3" json:"expires_unix_ns,omitempty"`
+	ExpiresUnixMs int64                  `protobuf:"varint,6,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
 	App           string                 `protobuf:"bytes,7,opt,name=app,proto3" json:"app,omitempty"`
 	Pulls         int64                  `protobuf:"varint,8,opt,name=pulls,proto3" json:"pulls,omitempty"`
 	Mac           string                 `protobuf:"bytes,9,opt,name=mac,proto3" json:"mac,omitempty"`
@@ -1138,9 +1138,9 @@ func (x *TransferRef) GetSha256() string {
 	return ""
 }
 
-func (x *TransferRef) GetExpiresUnixNs() int64 {
+func (x *TransferRef) GetExpiresUnixMs() int64 {
 	if x != nil {
-		return x.ExpiresUnixNs
+		return x.ExpiresUnixMs
 	}
 	return 0
 }
@@ -2069,7 +2069,7 @@ const file_worker_proto_rawDesc = "" +
 	"\x02id\x18\x03 \x01(\tR\x02id\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12&\n" +
-	"\x0fexpires_unix_ns\x18\x06 \x01(\x03R\rexpiresUnixNs\x12\x10\n" +
+	"\x0fexpires_unix_ms\x18\x06 \x01(\x03R\rexpiresUnixMs\x12\x10\n" +
 	"\x03app\x18\a \x01(\tR\x03app\x12\x14\n" +
 	"\x05pulls\x18\b \x01(\x03R\x05pulls\x12\x10\n" +
 	"\x03mac\x18\t \x01(\tR\x03mac\"R\n" +
