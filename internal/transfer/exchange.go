@@ -56,6 +56,9 @@ func NewExchange(cfg ExchangeConfig) (*Exchange, error) {
 // Threshold is the size above which results are kept.
 func (x *Exchange) Threshold() int64 { return x.cfg.Threshold }
 
+// Signer is the exchange's signer.
+func (x *Exchange) Signer() *Signer { return x.cfg.Signer }
+
 // Store is the exchange's store.
 func (x *Exchange) Store() *Store { return x.cfg.Store }
 
