@@ -277,14 +277,25 @@ func TestExchangeDetectsCorruption(t *testing.T) {
 	if _, err := dst.Fetch(context.Background(), r, "app"); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("corrupted bytes: %v, want ErrCorrupt", err)
 	}
-	// A buffer altered in the keeper's memory is caught on a local
-	// hand-off too.
-	r2, _ := src.Keep("app", bytes.Repeat([]byte("y"), 64))
-	src.cfg.Store.mu.Lock()
-	src.cfg.Store.bufs[r2.ID].data[3] = 'x'
-	src.cfg.Store.mu.Unlock()
-	if _, err := src.Fetch(context.Background(), r2, "app"); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("buffer corrupted in memory: %v, want ErrCorrupt", err)
+	// A spilled buffer altered on disk is caught on a local hand-off.
+	spill, err := NewStore(StoreConfig{MemoryBytes: 0, SpillDir: filepath.Join(t.TempDir(), "s"), SpillBytes: 1 << 20, TTL: time.Minute, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := NewExchange(ExchangeConfig{Worker: "w3", Threshold: 10, Signer: testSigner(t, 7), Store: spill, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, ok := x.Keep("app", bytes.Repeat([]byte("y"), 64))
+	if !ok {
+		t.Fatal("not kept")
+	}
+	file := filepath.Join(spill.cfg.SpillDir, r2.ID)
+	if err := os.WriteFile(file, bytes.Repeat([]byte("x"), 64), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Fetch(context.Background(), r2, "app"); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("spilled buffer corrupted on disk: %v, want ErrCorrupt", err)
 	}
 }
 
