@@ -54,11 +54,11 @@ func BenchmarkTransfer(b *testing.B) {
 	tune := func(sp *function.Spec) { sp.MemoryMB, sp.TimeoutSeconds, sp.MaxScale = 2048, 120, 2 }
 	for _, s := range []*harness.Server{xdtSrv, inlineSrv} {
 		for _, fn := range []string{"produce", "consume", "put", "get", "json_floor"} {
-			wfFunction(b, s, "xfer-"+fn, "xfer."+fn, "xfer", code, tune)
+			wfFunction(b, s, "xfer-"+strings.ReplaceAll(fn, "_", "-"), "xfer."+fn, "xfer", code, tune)
 		}
 		putWorkflow(b, s, "xfer-pass", `{"StartAt":"P","States":{"P":{"Type":"Task","Resource":"xfer-produce","Next":"C"},
 			"C":{"Type":"Task","Resource":"xfer-consume","End":true}}}`)
-		putWorkflow(b, s, "xfer-floor", `{"StartAt":"F","States":{"F":{"Type":"Task","Resource":"xfer-json_floor","End":true}}}`)
+		putWorkflow(b, s, "xfer-floor", `{"StartAt":"F","States":{"F":{"Type":"Task","Resource":"xfer-json-floor","End":true}}}`)
 		putWorkflow(b, s, "xfer-store", `{"StartAt":"P","States":{"P":{"Type":"Task","Resource":"xfer-put","Next":"C"},
 			"C":{"Type":"Task","Resource":"xfer-get","End":true}}}`)
 	}
