@@ -48,9 +48,12 @@ func TestTransfer(t *testing.T) {
 	requirePython(t)
 	t.Parallel()
 	srv := startServer(t, "--transfer-threshold", "262144")
-	for name, handler := range map[string]string{xdtProduce: "produce", xdtConsume: "consume"} {
+	for name, handler := range map[string]string{xdtProduce: "produce", xdtConsume: "consume", "xdt-consume-other": "consume"} {
 		spec := pySpec(handler)
 		spec.App, spec.MemoryMB = "xdt", 256
+		if name == "xdt-consume-other" {
+			spec.App = "xdt-other"
+		}
 		deploy(t, srv, name, spec, xdtDir)
 	}
 	deployWF := func(name, def string) {
@@ -151,6 +154,29 @@ func TestTransfer(t *testing.T) {
 		if got.Data != xdtData("plain", 300000) {
 			t.Fatalf("a plain invoke got %d bytes of data, not the produced ones", len(got.Data))
 		}
+	})
+
+	t.Run("OtherAppGetsDataInline", func(t *testing.T) {
+		// A worker refuses a reference of another app, so the controller
+		// passes the data inline to a function of another app.
+		deployWF("xdt-cross", fmt.Sprintf(`{"StartAt":"Produce","States":{
+			"Produce":{"Type":"Task","Resource":%q,"Next":"Consume"},
+			"Consume":{"Type":"Task","Resource":%q,"End":true}}}`, task(xdtProduce), task("xdt-consume-other")))
+		out := run("xdt-cross", `{"n":1048576,"seed":"cross"}`)
+		var got consumed
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.SHA256 != xdtDigest("cross", xdtMB) || got.SawReference {
+			t.Fatalf("the other app's function got %+v", got)
+		}
+		waitFor(t, 10*time.Second, "the other app's record", func() (bool, string) {
+			c := recordsOf(t, srv, "xdt-consume-other")
+			if len(c) == 0 {
+				return false, "no record yet"
+			}
+			return c[0].RequestBytes >= xdtMB, fmt.Sprintf("it was sent %d bytes, not the data inline", c[0].RequestBytes)
+		})
 	})
 
 	t.Run("ForgedReferenceRefused", func(t *testing.T) {

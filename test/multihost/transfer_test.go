@@ -27,26 +27,42 @@ func TestTransferAcrossHosts(t *testing.T) {
 	c := newCluster(t, false)
 	d := deployed{}
 	cl := c.client(c.controllers...)
-	// Two functions of two apps (so that placement spreads them), served
-	// by one controller: steps go over its local bus, the only one that
-	// passes references.
+	// Two functions of one app, and a filler of that app, served by one
+	// controller: steps go over its local bus, the only one that passes
+	// references. Each takes 10 GiB of a worker's memory (fake sandboxes
+	// use none), so that the producer and the filler fill one worker and
+	// the consumer must start on another: placement would otherwise put
+	// an app's instances together.
 	d.deploy(t, cl, "xdt-a", 1)
 	owner := c.ownerOf("xdt-a")
-	var second string
-	for i := range 64 {
+	var second, filler string
+	for i := 0; i < 128 && (second == "" || filler == ""); i++ {
 		name := fmt.Sprintf("xdt-b%d", i)
 		d.deploy(t, cl, name, 1)
-		if c.ownerOf(name) == owner {
+		switch {
+		case c.ownerOf(name) != owner:
+		case second == "":
 			second = name
-			break
+		default:
+			filler = name
 		}
 	}
-	if second == "" {
-		t.Fatal("no function name among 64 hashes to the owner of xdt-a")
+	if filler == "" {
+		t.Fatal("not two function names among 128 hash to the owner of xdt-a")
 	}
-	setApp(t, cl, "xdt-a", "xdt-app-a")
-	setApp(t, cl, second, "xdt-app-b")
+	for _, fn := range []string{"xdt-a", second, filler} {
+		setSpec(t, cl, fn, func(sp *apiv1.FunctionSpec) { sp.App, sp.MemoryMB = "xdt-app", 10240 })
+	}
 	oc := c.client(owner)
+	// The producer and the filler start together on one worker.
+	for _, fn := range []string{"xdt-a", filler} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, err := oc.Invoke(ctx, fn, []byte(`{}`))
+		cancel()
+		if err != nil {
+			t.Fatalf("invoke %s: %v", fn, err)
+		}
+	}
 
 	data := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
 	input, _ := json.Marshal(map[string]string{"data": data})
@@ -131,11 +147,11 @@ func TestTransferAcrossHosts(t *testing.T) {
 	})
 }
 
-// setApp moves a deployed function to app (a new version).
-func setApp(t *testing.T, cl *client.Client, name, app string) {
+// setSpec redeploys a function with its spec changed (a new version).
+func setSpec(t *testing.T, cl *client.Client, name string, change func(*apiv1.FunctionSpec)) {
 	t.Helper()
 	sp := spec()
-	sp.App = app
+	change(&sp)
 	waitFor(t, "redeploy "+name, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -2,11 +2,13 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workflow/execution"
 )
@@ -136,4 +138,56 @@ func transferFailure(err error) error {
 		}
 	}
 	return &execution.Failure{Name: name, Cause: err.Error()}
+}
+
+// stepInput is a step's input as its function may receive it: references
+// to data of another app than the function's are resolved here (the
+// controller pulls the data and passes it inline), since a worker refuses
+// a reference presented by another app. Data crosses apps only through
+// the controller, as it would without direct transfers.
+func (c *Controller) stepInput(ctx context.Context, name string, input []byte) ([]byte, error) {
+	if !transfer.MayContain(input) {
+		return input, nil
+	}
+	fn, ok := c.knownFunction(name)
+	if !ok {
+		return input, nil
+	}
+	app := function.AppOf(name, fn.Spec)
+	if r, ok := transfer.ParseMarker(input); ok {
+		if r.App == app {
+			return input, nil
+		}
+		b, err := c.FetchTransfer(ctx, r)
+		if err != nil {
+			return nil, fmt.Errorf("pass data of app %s to %s (app %s): %w", r.App, name, app, err)
+		}
+		return b, nil
+	}
+	var v any
+	if err := json.Unmarshal(input, &v); err != nil {
+		return input, nil
+	}
+	other := false
+	_, _ = transfer.Replace(v, func(r transfer.Ref) (any, error) { other = other || r.App != app; return nil, nil })
+	if !other {
+		return input, nil
+	}
+	out, err := transfer.Replace(v, func(r transfer.Ref) (any, error) {
+		if r.App == app {
+			return transfer.MarkerValue(r), nil
+		}
+		b, err := c.FetchTransfer(ctx, r)
+		if err != nil {
+			return nil, fmt.Errorf("pass data of app %s to %s (app %s): %w", r.App, name, app, err)
+		}
+		if json.Valid(b) {
+			return json.RawMessage(b), nil
+		}
+		return string(b), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(out)
 }

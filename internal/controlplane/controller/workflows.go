@@ -55,6 +55,13 @@ func (s WorkflowSteps) Step(ctx context.Context, execID, callID string, call exe
 		if _, exists := c.knownFunction(call.Function); !exists && !c.Lookup(ctx, call.Function) {
 			return engine.Step{}, &execution.FunctionError{Type: "Baton.FunctionNotFound", Message: fmt.Sprintf("function %q does not exist", call.Function)}
 		}
+	}
+	input, err := c.stepInput(ctx, call.Function, call.Input)
+	if err != nil {
+		return engine.Step{}, stepError(err)
+	}
+	call.Input = input
+	if !s.ForceGlobal || c.queue == nil {
 		if c.owns(call.Function) {
 			inv, err := c.InvokeWith(ctx, call.Function, "", call.Input, InvokeOptions{ClientContext: cc, Attempt: call.Attempt, ByRef: s.Transfers})
 			if err == nil {
