@@ -342,3 +342,18 @@ func TestResolvePayloadNested(t *testing.T) {
 		t.Fatal("a payload without references changed")
 	}
 }
+
+func TestReadVerifiedSizes(t *testing.T) {
+	data := bytes.Repeat([]byte("abc"), 1000)
+	sum := sha256.Sum256(data)
+	r := Ref{ID: "b", Size: int64(len(data)), Digest: hex.EncodeToString(sum[:])}
+	if got, err := ReadVerified(r, bytes.NewReader(data)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("whole stream: %v", err)
+	}
+	if _, err := ReadVerified(r, bytes.NewReader(data[:len(data)-1])); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("short stream: %v, want ErrCorrupt", err)
+	}
+	if _, err := ReadVerified(r, bytes.NewReader(append(bytes.Clone(data), 'x'))); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("long stream: %v, want ErrCorrupt", err)
+	}
+}
