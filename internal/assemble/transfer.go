@@ -104,12 +104,10 @@ func clusterTransferKey(ctx context.Context, nc *nats.Conn, log *slog.Logger) ([
 	return got, nil
 }
 
-// newExchange builds a host's transfer exchange (nil when transfers are
-// off).
+// newExchange builds a host's transfer exchange. A threshold of 0 keeps
+// nothing, but the node still takes the references other workers' results
+// became (a cluster's workers need not agree on the threshold).
 func newExchange(cfg transfer.Config, dataDir, id, addr string, key []byte, peers transfer.Source, log *slog.Logger) (*transfer.Exchange, error) {
-	if cfg.Threshold <= 0 {
-		return nil, nil
-	}
 	signer, err := transfer.NewSigner(key)
 	if err != nil {
 		return nil, err
