@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 
 	"github.com/baton-faas/baton/internal/workflow/asl"
 )
@@ -61,14 +62,87 @@ func (m *Machine) share(vs []any, n int) []any {
 	return m.opts.Transfers.Share(vs, n)
 }
 
+// pathTouches reports whether evaluating path p on v would pass through a
+// reference (reaching one as the path's end just moves it): whether any
+// proper prefix of p names a reference in v.
 func (m *Machine) pathTouches(v any, p string) bool {
 	t := m.opts.Transfers
-	return t != nil && p != "" && p != "$" && asl.PathTouches(v, p, t.IsRef)
+	if t == nil || p == "" || p == "$" {
+		return false
+	}
+	for _, q := range pathPrefixes(p) {
+		if r, err := asl.Get(v, q); err == nil && t.IsRef(r) {
+			return true
+		}
+	}
+	return false
 }
 
+// pathPrefixes are the proper prefixes of a reference path that are paths
+// themselves: "$.a.b[0]" gives "$", "$.a", "$.a.b". Field names in
+// brackets and quotes ($['a.b']) are not split.
+func pathPrefixes(p string) []string {
+	var out []string
+	quoted := false
+	for i := 1; i < len(p); i++ {
+		switch {
+		case strings.HasPrefix(p[i:], "['") && !quoted:
+			out = append(out, p[:i])
+			quoted = true
+			i++
+		case strings.HasPrefix(p[i:], "']") && quoted:
+			quoted = false
+			i++
+		case quoted:
+		case p[i] == '.' || p[i] == '[':
+			out = append(out, p[:i])
+		}
+	}
+	return out
+}
+
+// templateTouches reports whether resolving a Parameters, ItemSelector or
+// ResultSelector template on input and context would look inside a
+// reference: a path passing through one, or an intrinsic function while
+// the data holds any (conservatively).
 func (m *Machine) templateTouches(tpl json.RawMessage, input, cobj any) bool {
+	if m.opts.Transfers == nil || len(tpl) == 0 {
+		return false
+	}
+	var obj map[string]any
+	if json.Unmarshal(tpl, &obj) != nil {
+		return false
+	}
+	return m.objectTouches(obj, input, cobj)
+}
+
+func (m *Machine) objectTouches(obj map[string]any, input, cobj any) bool {
 	t := m.opts.Transfers
-	return t != nil && len(tpl) > 0 && asl.TemplateTouches(tpl, input, cobj, t.IsRef, t.Contains)
+	for k, v := range obj {
+		if strings.HasSuffix(k, ".$") {
+			expr, _ := v.(string)
+			expr = strings.TrimSpace(expr)
+			switch {
+			case strings.HasPrefix(expr, "$$"):
+				if m.pathTouches(cobj, expr[1:]) {
+					return true
+				}
+			case strings.HasPrefix(expr, "$"):
+				if m.pathTouches(input, expr) {
+					return true
+				}
+			default:
+				if t.Contains(input) || t.Contains(cobj) {
+					return true
+				}
+			}
+			continue
+		}
+		if sub, ok := v.(map[string]any); ok && m.objectTouches(sub, input, cobj) {
+			return true
+		}
+	}
+	return false
 }
 
 // resolveIf resolves v's references when look is set.
@@ -102,7 +176,7 @@ func (m *Machine) prepareInput(ctx context.Context, st *asl.State, input, cobj a
 	if t == nil || !t.Contains(input) {
 		return input, nil
 	}
-	look := st.Type == "Choice" || m.pathTouches(input, st.InputPathOf())
+	look := st.Type == "Choice" || m.pathTouches(input, inputPathOf(st))
 	if !look {
 		eff, err := st.EffectiveInput(input, cobj)
 		if err != nil {
@@ -117,7 +191,7 @@ func (m *Machine) prepareInput(ctx context.Context, st *asl.State, input, cobj a
 			}
 		}
 		if !look && st.Type != "Map" {
-			if v, err := asl.Get(input, st.InputPathOf()); err == nil {
+			if v, err := asl.Get(input, inputPathOf(st)); err == nil {
 				look = m.templateTouches(st.Parameters, v, cobj)
 			}
 		}
@@ -156,12 +230,12 @@ func (m *Machine) mapTouches(st *asl.State, eff, cobj any) bool {
 func (m *Machine) output(ctx context.Context, st *asl.State, input, result, cobj any) (any, error) {
 	if t := m.opts.Transfers; t != nil {
 		var err error
-		if m.templateTouches(st.ResultSelector, result, cobj) || (st.OutputPathOf() != "$" && t.Contains(result)) {
+		if m.templateTouches(st.ResultSelector, result, cobj) || (outputPathOf(st) != "$" && t.Contains(result)) {
 			if result, err = m.resolveAll(ctx, result); err != nil {
 				return nil, err
 			}
 		}
-		if m.pathTouches(input, st.ResultPathOf()) || (st.OutputPathOf() != "$" && t.Contains(input)) {
+		if m.pathTouches(input, pathOf(st.ResultPath)) || (outputPathOf(st) != "$" && t.Contains(input)) {
 			if input, err = m.resolveAll(ctx, input); err != nil {
 				return nil, err
 			}
@@ -171,7 +245,21 @@ func (m *Machine) output(ctx context.Context, st *asl.State, input, result, cobj
 	return out, asTaskFailure(err)
 }
 
-// pathOf reads a Catcher's ResultPath ("$" when absent, "" when null).
+// inputPathOf and outputPathOf are a state's InputPath and OutputPath
+// ("$" when absent or null: null makes the data an empty object, which
+// holds nothing to look into).
+func inputPathOf(st *asl.State) string  { return orRoot(pathOf(st.InputPath)) }
+func outputPathOf(st *asl.State) string { return orRoot(pathOf(st.OutputPath)) }
+
+func orRoot(p string) string {
+	if p == "" {
+		return "$"
+	}
+	return p
+}
+
+// pathOf reads an InputPath, OutputPath or ResultPath ("$" when absent,
+// "" when null).
 func pathOf(raw json.RawMessage) string {
 	if len(raw) == 0 {
 		return "$"

@@ -2,6 +2,7 @@ package execution
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -229,5 +230,43 @@ func TestRefResolvedInOutput(t *testing.T) {
 	}
 	if refs.Contains(out) || out.(map[string]any)["s"] != "big" {
 		t.Fatalf("the execution's output %v still holds a reference", out)
+	}
+}
+
+func TestPathPrefixes(t *testing.T) {
+	for p, want := range map[string]string{
+		"$":             "",
+		"$.a":           "$",
+		"$.a.b[0]":      "$ $.a $.a.b",
+		"$['a.b'].c":    "$ $['a.b']",
+		"$.x['y z'][2]": "$ $.x $.x['y z']",
+	} {
+		if got := strings.Join(pathPrefixes(p), " "); got != want {
+			t.Errorf("pathPrefixes(%q) = %q, want %q", p, got, want)
+		}
+	}
+}
+
+func TestRefPathInsideResolves(t *testing.T) {
+	m, refs, seen := refMachine(t, `{"StartAt":"P","States":{
+		"P":{"Type":"Task","Resource":"produce","ResultPath":"$.blob","Next":"C"},
+		"C":{"Type":"Task","Resource":"consume","InputPath":"$.blob","End":true}}}`)
+	if _, err := m.Run(context.Background(), map[string]any{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if refs.resolvedCount() != 0 {
+		t.Fatalf("an InputPath ending at the reference resolved it: %v", refs.resolved)
+	}
+	if _, _, ok := refParts((*seen)[0]); !ok {
+		t.Fatalf("the consumer got %v, want the reference", (*seen)[0])
+	}
+	m, refs, _ = refMachine(t, `{"StartAt":"P","States":{
+		"P":{"Type":"Task","Resource":"produce","ResultPath":"$.blob","Next":"C"},
+		"C":{"Type":"Task","Resource":"consume","InputPath":"$.blob.v","End":true}}}`)
+	if _, err := m.Run(context.Background(), map[string]any{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if refs.resolvedCount() != 1 {
+		t.Fatalf("an InputPath into the reference resolved it %d times, want once", refs.resolvedCount())
 	}
 }
