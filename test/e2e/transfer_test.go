@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/sha256"
+	"errors"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -189,6 +190,12 @@ func TestTransfer(t *testing.T) {
 		}
 		if x.Status != "FAILED" || x.Error != "Baton.TransferRefused" || !strings.Contains(x.Cause, "forged") {
 			t.Fatalf("a forged reference as a step's input: %s %s: %s", x.Status, x.Error, x.Cause)
+		}
+		// Sent to a function directly, it is the caller's bad input.
+		_, err = invoke(t, srv, xdtConsume, forged)
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != 400 || ce.Body.Code != "transfer_ref_forged" {
+			t.Fatalf("a forged reference as an invocation's payload: %v, want 400 transfer_ref_forged", err)
 		}
 		waitFor(t, 10*time.Second, "the refusal in the server's log", func() (bool, string) {
 			return strings.Contains(srv.Logs(), "transfer reference refused"), "not logged"
