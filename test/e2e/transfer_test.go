@@ -123,6 +123,24 @@ func TestTransfer(t *testing.T) {
 		}
 	})
 
+	t.Run("ParallelFanOut", func(t *testing.T) {
+		deployWF("xdt-par", fmt.Sprintf(`{"StartAt":"Produce","States":{
+			"Produce":{"Type":"Task","Resource":%[1]q,"Next":"Both"},
+			"Both":{"Type":"Parallel","End":true,"Branches":[
+				{"StartAt":"C1","States":{"C1":{"Type":"Task","Resource":%[2]q,"End":true}}},
+				{"StartAt":"C2","States":{"C2":{"Type":"Task","Resource":%[2]q,"End":true}}}]}}}`, task(xdtProduce), task(xdtConsume)))
+		out := run("xdt-par", `{"n":1048576,"seed":"par"}`)
+		var got []consumed
+		if err := json.Unmarshal(out, &got); err != nil || len(got) != 2 {
+			t.Fatalf("output %.200s: %v", out, err)
+		}
+		for i, g := range got {
+			if g.SHA256 != xdtDigest("par", xdtMB) || g.SawReference {
+				t.Fatalf("branch %d got %+v", i, g)
+			}
+		}
+	})
+
 	t.Run("ChoiceLooksInside", func(t *testing.T) {
 		deployWF("xdt-choice", fmt.Sprintf(`{"StartAt":"Produce","States":{
 			"Produce":{"Type":"Task","Resource":%q,"Next":"Big"},
@@ -201,4 +219,56 @@ func TestTransfer(t *testing.T) {
 			return strings.Contains(srv.Logs(), "transfer reference refused"), "not logged"
 		})
 	})
+}
+
+// TestTransferSpilledAndExpired: on a server that keeps no transferred
+// data in memory, a step's output is spilled to a file and the next step
+// still gets the right bytes; an output whose next step comes after the
+// buffer's expiry is refused as expired.
+func TestTransferSpilledAndExpired(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	srv := startServer(t, "--transfer-memory", "0", "--transfer-spill-bytes", "67108864", "--transfer-ttl", "10s")
+	for name, handler := range map[string]string{xdtProduce: "produce", xdtConsume: "consume"} {
+		spec := pySpec(handler)
+		spec.App, spec.MemoryMB = "xdt", 256
+		deploy(t, srv, name, spec, xdtDir)
+	}
+	for _, wf := range []struct{ name, between string }{
+		{"xdt-spill", ""},
+		{"xdt-late", `"Later":{"Type":"Wait","Seconds":12,"Next":"Consume"},`},
+	} {
+		next := "Consume"
+		if wf.between != "" {
+			next = "Later"
+		}
+		def := fmt.Sprintf(`{"StartAt":"Produce","States":{
+			"Produce":{"Type":"Task","Resource":"function:%s","Next":%q},%s
+			"Consume":{"Type":"Task","Resource":"function:%s","End":true}}}`, xdtProduce, next, wf.between, xdtConsume)
+		if _, err := srv.Client.DeployWorkflow(ctx(t), wf.name, []byte(def)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x, err := srv.Client.StartExecution(ctx(t), "xdt-spill", []byte(`{"n":1048576,"seed":"spill"}`), client.StartOptions{Sync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got consumed
+	if x.Status != "SUCCEEDED" || json.Unmarshal(x.Output, &got) != nil || got.SHA256 != xdtDigest("spill", xdtMB) {
+		t.Fatalf("spilled hop: %s %s %s, output %.200s", x.Status, x.Error, x.Cause, x.Output)
+	}
+	waitFor(t, 10*time.Second, "the hop by reference", func() (bool, string) {
+		c := recordsOf(t, srv, xdtConsume)
+		if len(c) == 0 {
+			return false, "no record yet"
+		}
+		return c[0].RequestBytes < 4096, fmt.Sprintf("the consumer was sent %d bytes", c[0].RequestBytes)
+	})
+	x, err = srv.Client.StartExecution(ctx(t), "xdt-late", []byte(`{"n":1048576,"seed":"late"}`), client.StartOptions{Sync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Status != "FAILED" || x.Error != "Baton.TransferRefused" || !strings.Contains(x.Cause, "expired") {
+		t.Fatalf("a pull after the expiry: %s %s: %s", x.Status, x.Error, x.Cause)
+	}
 }
