@@ -59,6 +59,8 @@ func (WorkflowTransfers) Contains(v any) bool { return transfer.Contains(v) }
 func (t WorkflowTransfers) Resolve(ctx context.Context, v any) (any, error) {
 	return transfer.Replace(v, func(r transfer.Ref) (any, error) {
 		if err := t.Signer.Verify(r, "", time.Now()); err != nil {
+			_, code := errdefs.Classify(err)
+			t.C.log.Warn("transfer reference refused", "code", code, "buffer", r.ID, "source", r.Worker, "app", r.App, "by", "workflow engine", "err", err)
 			return nil, transferFailure(err)
 		}
 		b, err := t.C.FetchTransfer(ctx, r)
