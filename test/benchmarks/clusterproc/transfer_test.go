@@ -64,7 +64,7 @@ func BenchmarkTransferNetns(b *testing.B) {
 	code := zipAs(b, "xfer.py", src)
 	fns := []struct {
 		name, handler, app string
-		memoryMB          int
+		memoryMB           int
 	}{
 		// In start order: w1 first (the lowest id of empty workers).
 		{"xfer-produce", "produce", "xfer", 4096},
