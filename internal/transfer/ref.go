@@ -14,7 +14,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -188,11 +187,36 @@ func MarkerValue(r Ref) any {
 // Contains reports whether v (decoded JSON) holds a marker anywhere.
 func Contains(v any) bool {
 	found := false
-	_, _ = Replace(v, func(Ref) (any, error) { found = true; return nil, errStop })
+	Walk(v, func(Ref) bool { found = true; return false })
 	return found
 }
 
-var errStop = errors.New("stop")
+// Walk calls fn with each marker's reference in v, without copying v,
+// until fn returns false.
+func Walk(v any, fn func(Ref) bool) {
+	walk(v, fn)
+}
+
+func walk(v any, fn func(Ref) bool) bool {
+	if r, ok := RefOf(v); ok {
+		return fn(r)
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for _, e := range x {
+			if !walk(e, fn) {
+				return false
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if !walk(e, fn) {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // Replace returns v with every marker replaced by what fn returns for its
 // reference; v is not modified.

@@ -78,11 +78,11 @@ func (t WorkflowTransfers) Share(vs []any, n int) []any {
 	now := time.Now()
 	count := map[string]int{}
 	for _, v := range vs {
-		_, _ = transfer.Replace(v, func(r transfer.Ref) (any, error) {
+		transfer.Walk(v, func(r transfer.Ref) bool {
 			if t.Signer.Verify(r, "", now) == nil {
 				count[r.MAC]++
 			}
-			return nil, nil
+			return true
 		})
 	}
 	if len(count) == 0 {
@@ -173,7 +173,7 @@ func (c *Controller) stepInput(ctx context.Context, name string, input []byte) (
 		return input, nil
 	}
 	other := false
-	_, _ = transfer.Replace(v, func(r transfer.Ref) (any, error) { other = other || r.App != app; return nil, nil })
+	transfer.Walk(v, func(r transfer.Ref) bool { other = r.App != app; return !other })
 	if !other {
 		return input, nil
 	}
