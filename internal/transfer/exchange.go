@@ -53,9 +53,6 @@ func NewExchange(cfg ExchangeConfig) (*Exchange, error) {
 	return &Exchange{cfg: cfg, log: cfg.Logger}, nil
 }
 
-// Threshold is the size above which results are kept.
-func (x *Exchange) Threshold() int64 { return x.cfg.Threshold }
-
 // Signer is the exchange's signer.
 func (x *Exchange) Signer() *Signer { return x.cfg.Signer }
 

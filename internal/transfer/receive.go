@@ -15,18 +15,6 @@ type Source interface {
 	Pull(ctx context.Context, r Ref, app string) (io.ReadCloser, error)
 }
 
-// Check verifies that data is what r names (size and digest).
-func Check(r Ref, data []byte) error {
-	if int64(len(data)) != r.Size {
-		return fmt.Errorf("buffer %s: received %d bytes, the reference says %d: %w", r.ID, len(data), r.Size, ErrCorrupt)
-	}
-	sum := sha256.Sum256(data)
-	if hex.EncodeToString(sum[:]) != r.Digest {
-		return fmt.Errorf("buffer %s: received bytes whose sha256 is %x, the reference says %s: %w", r.ID, sum, r.Digest, ErrCorrupt)
-	}
-	return nil
-}
-
 // ReadVerified reads exactly r.Size bytes from rd and checks their
 // digest, hashing as the bytes arrive (so that hashing overlaps the wait
 // for the next chunk).

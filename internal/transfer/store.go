@@ -179,9 +179,6 @@ func (s *Store) Take(r Ref) (*Pull, error) {
 	return &Pull{s: s, b: b, file: b.file}, nil
 }
 
-// Size is the buffer's size.
-func (p *Pull) Size() int64 { return p.b.size }
-
 // Bytes is the buffer in memory (nil when it was spilled).
 func (p *Pull) Bytes() []byte { return p.b.data }
 
