@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -67,7 +68,8 @@ type Kept struct {
 	Spilled bool
 }
 
-// NewStore returns a store; it clears SpillDir of a previous run's files.
+// NewStore returns a store; it removes a previous run's buffer files
+// from SpillDir.
 func NewStore(cfg StoreConfig) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -79,13 +81,22 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		cfg.TTL = 5 * time.Minute
 	}
 	if cfg.SpillDir != "" {
-		// Nothing of a previous run can be pulled: its references name
-		// a process that is gone.
-		if err := os.RemoveAll(cfg.SpillDir); err != nil {
-			return nil, fmt.Errorf("transfer spill directory: %w", err)
-		}
 		if err := os.MkdirAll(cfg.SpillDir, 0o700); err != nil {
 			return nil, fmt.Errorf("transfer spill directory: %w", err)
+		}
+		// Nothing of a previous run can be pulled: its references name
+		// a process that is gone. Only buffer files go: the directory is
+		// the operator's and may hold other things.
+		entries, err := os.ReadDir(cfg.SpillDir)
+		if err != nil {
+			return nil, fmt.Errorf("transfer spill directory: %w", err)
+		}
+		for _, e := range entries {
+			if e.Type().IsRegular() && isBufferID(e.Name()) {
+				if err := os.Remove(filepath.Join(cfg.SpillDir, e.Name())); err != nil {
+					return nil, fmt.Errorf("transfer spill directory: %w", err)
+				}
+			}
 		}
 	}
 	return &Store{cfg: cfg, log: cfg.Logger, bufs: map[string]*buffer{}}, nil
@@ -134,6 +145,15 @@ func (s *Store) Put(app string, data []byte) (Kept, error) {
 
 func (b *buffer) kept() Kept {
 	return Kept{ID: b.id, Size: b.size, Digest: b.digest, Expires: b.expires}
+}
+
+// isBufferID says whether name is a buffer id (newBufferID's form).
+func isBufferID(name string) bool {
+	if len(name) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(name)
+	return err == nil && strings.ToLower(name) == name
 }
 
 func newBufferID() string {

@@ -357,3 +357,23 @@ func TestReadVerifiedSizes(t *testing.T) {
 		t.Fatalf("long stream: %v, want ErrCorrupt", err)
 	}
 }
+
+func TestStoreClearsOnlyItsOwnSpillFiles(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "0123456789abcdef0123456789abcdef")
+	other := filepath.Join(dir, "operator-notes.txt")
+	for _, f := range []string{stale, other} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := NewStore(StoreConfig{SpillDir: dir, SpillBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a previous run's buffer file is still there: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("a file that is not a buffer was removed: %v", err)
+	}
+}
