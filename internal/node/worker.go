@@ -55,6 +55,7 @@ import (
 	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 	"github.com/baton-faas/baton/internal/workerapi/eventlog"
 )
@@ -100,6 +101,9 @@ type Options struct {
 	// their Runtime API endpoint, each bound to its application; nil
 	// leaves them out (those routes answer 501).
 	Data *datalayer.Layer
+	// Transfer keeps large results for direct transfers and resolves the
+	// references invocations carry (transfer.go); nil disables them.
+	Transfer *transfer.Exchange
 }
 
 // RootFSProvider mounts the image a sandbox's root is made of.
@@ -224,6 +228,13 @@ func New(opts Options) (*Worker, error) {
 		defer w.background.Done()
 		w.janitor()
 	}()
+	if opts.Transfer != nil {
+		w.background.Add(1)
+		go func() {
+			defer w.background.Done()
+			w.sweepTransfers()
+		}()
+	}
 	return w, nil
 }
 

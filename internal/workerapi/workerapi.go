@@ -16,6 +16,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/transfer"
 )
 
 // Worker runs function instances on one host.
@@ -141,6 +142,12 @@ type Invocation struct {
 	// Baton puts an asynchronous event's attempt number in its "custom"
 	// map as "baton-attempt".
 	ClientContext []byte `json:"clientContext,omitempty"`
+	// ByRef says the caller takes a reference instead of a result larger
+	// than the worker's transfer threshold (Result.Ref): Baton passes the
+	// data on itself (a workflow step's output). The payload itself may be
+	// a reference (transfer.Marker), which the worker resolves before the
+	// function sees it.
+	ByRef bool `json:"byRef,omitempty"`
 }
 
 // FunctionError is the error a function reported (Lambda error shape).
@@ -159,6 +166,9 @@ type Result struct {
 	Logs          []byte        `json:"logs,omitempty"`
 	LogsTruncated bool          `json:"logsTruncated,omitempty"`
 	Duration      time.Duration `json:"duration"`
+	// Ref, set only for an Invocation with ByRef, stands for a large
+	// payload that the worker kept (Payload is then empty).
+	Ref *transfer.Ref `json:"ref,omitempty"`
 }
 
 // FailureKind classifies an invocation that the function did not answer.

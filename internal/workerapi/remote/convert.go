@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 	pb "github.com/baton-faas/baton/internal/workerapi/remote/wirepb"
 )
@@ -104,12 +105,12 @@ func instanceFromWire(in *pb.Instance) workerapi.Instance {
 
 func invocationToWire(instanceID string, inv workerapi.Invocation) *pb.InvokeRequest {
 	return &pb.InvokeRequest{InstanceId: instanceID, Id: inv.ID, Payload: inv.Payload, DeadlineUnixNs: unixNano(inv.Deadline), TraceId: inv.TraceID,
-		ClientContext: inv.ClientContext}
+		ClientContext: inv.ClientContext, ByRef: inv.ByRef}
 }
 
 func invocationFromWire(req *pb.InvokeRequest) workerapi.Invocation {
 	return workerapi.Invocation{ID: req.GetId(), Payload: req.GetPayload(), Deadline: fromUnixNano(req.GetDeadlineUnixNs()), TraceID: req.GetTraceId(),
-		ClientContext: req.GetClientContext()}
+		ClientContext: req.GetClientContext(), ByRef: req.GetByRef()}
 }
 
 func functionErrorToWire(fe *workerapi.FunctionError) *pb.FunctionError {
@@ -128,12 +129,12 @@ func functionErrorFromWire(fe *pb.FunctionError) *workerapi.FunctionError {
 
 func resultToWire(r workerapi.Result) *pb.InvokeReply {
 	return &pb.InvokeReply{Payload: r.Payload, Error: functionErrorToWire(r.Error), Logs: r.Logs,
-		LogsTruncated: r.LogsTruncated, DurationNs: int64(r.Duration)}
+		LogsTruncated: r.LogsTruncated, DurationNs: int64(r.Duration), Ref: refToWire(r.Ref)}
 }
 
 func resultFromWire(r *pb.InvokeReply) workerapi.Result {
 	return workerapi.Result{Payload: r.GetPayload(), Error: functionErrorFromWire(r.GetError()), Logs: r.GetLogs(),
-		LogsTruncated: r.GetLogsTruncated(), Duration: time.Duration(r.GetDurationNs())}
+		LogsTruncated: r.GetLogsTruncated(), Duration: time.Duration(r.GetDurationNs()), Ref: refFromWire(r.GetRef())}
 }
 
 func failureToWire(f *workerapi.Failure) *pb.Failure {
@@ -198,4 +199,20 @@ func imageFromWire(img *pb.Image) workerapi.Image {
 	return workerapi.Image{Name: img.GetName(), ID: img.GetId(), Layers: img.GetLayers(), Env: img.GetEnv(),
 		Entrypoint: img.GetEntrypoint(), Cmd: img.GetCmd(), WorkingDir: img.GetWorkingDir(), User: img.GetUser(),
 		Created: fromUnixNano(img.GetCreatedUnixNs()), Size: img.GetSize(), Source: img.GetSource()}
+}
+
+func refToWire(r *transfer.Ref) *pb.TransferRef {
+	if r == nil {
+		return nil
+	}
+	return &pb.TransferRef{Worker: r.Worker, Addr: r.Addr, Id: r.ID, Size: r.Size, Sha256: r.Digest,
+		ExpiresUnixMs: r.Expires, App: r.App, Pulls: int64(r.Pulls), Mac: r.MAC}
+}
+
+func refFromWire(r *pb.TransferRef) *transfer.Ref {
+	if r == nil {
+		return nil
+	}
+	return &transfer.Ref{Worker: r.GetWorker(), Addr: r.GetAddr(), ID: r.GetId(), Size: r.GetSize(), Digest: r.GetSha256(),
+		Expires: r.GetExpiresUnixMs(), App: r.GetApp(), Pulls: int(r.GetPulls()), MAC: r.GetMac()}
 }

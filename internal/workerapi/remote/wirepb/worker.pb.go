@@ -820,6 +820,8 @@ type InvokeRequest struct {
 	// as the worker saw it rather than as a lost answer.
 	CallTimeoutNs int64  `protobuf:"varint,6,opt,name=call_timeout_ns,json=callTimeoutNs,proto3" json:"call_timeout_ns,omitempty"`
 	ClientContext []byte `protobuf:"bytes,7,opt,name=client_context,json=clientContext,proto3" json:"client_context,omitempty"`
+	// by_ref: the caller takes a reference for a large result.
+	ByRef         bool `protobuf:"varint,8,opt,name=by_ref,json=byRef,proto3" json:"by_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -903,6 +905,13 @@ func (x *InvokeRequest) GetClientContext() []byte {
 	return nil
 }
 
+func (x *InvokeRequest) GetByRef() bool {
+	if x != nil {
+		return x.ByRef
+	}
+	return false
+}
+
 type FunctionError struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Message       string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
@@ -970,6 +979,8 @@ type InvokeReply struct {
 	Logs          []byte                 `protobuf:"bytes,3,opt,name=logs,proto3" json:"logs,omitempty"`
 	LogsTruncated bool                   `protobuf:"varint,4,opt,name=logs_truncated,json=logsTruncated,proto3" json:"logs_truncated,omitempty"`
 	DurationNs    int64                  `protobuf:"varint,5,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
+	// ref stands for the result when the worker kept it (by_ref).
+	Ref           *TransferRef `protobuf:"bytes,6,opt,name=ref,proto3" json:"ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1039,6 +1050,219 @@ func (x *InvokeReply) GetDurationNs() int64 {
 	return 0
 }
 
+func (x *InvokeReply) GetRef() *TransferRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+// TransferRef mirrors transfer.Ref; every field is covered by mac.
+type TransferRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Worker        string                 `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Id            string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	Size          int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	ExpiresUnixMs int64                  `protobuf:"varint,6,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	App           string                 `protobuf:"bytes,7,opt,name=app,proto3" json:"app,omitempty"`
+	Pulls         int64                  `protobuf:"varint,8,opt,name=pulls,proto3" json:"pulls,omitempty"`
+	Mac           string                 `protobuf:"bytes,9,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferRef) Reset() {
+	*x = TransferRef{}
+	mi := &file_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferRef) ProtoMessage() {}
+
+func (x *TransferRef) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferRef.ProtoReflect.Descriptor instead.
+func (*TransferRef) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TransferRef) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *TransferRef) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *TransferRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TransferRef) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *TransferRef) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *TransferRef) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *TransferRef) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *TransferRef) GetPulls() int64 {
+	if x != nil {
+		return x.Pulls
+	}
+	return 0
+}
+
+func (x *TransferRef) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+type PullRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ref   *TransferRef           `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// app is the receiver's application.
+	App           string `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullRequest) Reset() {
+	*x = PullRequest{}
+	mi := &file_worker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullRequest) ProtoMessage() {}
+
+func (x *PullRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
+func (*PullRequest) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PullRequest) GetRef() *TransferRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *PullRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+type PullChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullChunk) Reset() {
+	*x = PullChunk{}
+	mi := &file_worker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullChunk) ProtoMessage() {}
+
+func (x *PullChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullChunk.ProtoReflect.Descriptor instead.
+func (*PullChunk) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PullChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type Failure struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -1052,7 +1276,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1288,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1301,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{15}
+	return file_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Failure) GetKind() string {
@@ -1125,7 +1349,7 @@ type InitError struct {
 
 func (x *InitError) Reset() {
 	*x = InitError{}
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1361,7 @@ func (x *InitError) String() string {
 func (*InitError) ProtoMessage() {}
 
 func (x *InitError) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1374,7 @@ func (x *InitError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitError.ProtoReflect.Descriptor instead.
 func (*InitError) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{16}
+	return file_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InitError) GetError() *FunctionError {
@@ -1176,7 +1400,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1412,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1425,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{17}
+	return file_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EventsRequest) GetAfter() uint64 {
@@ -1228,7 +1452,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1464,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1477,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{18}
+	return file_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -1338,7 +1562,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1574,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1587,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{19}
+	return file_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Image) GetName() string {
@@ -1452,7 +1676,7 @@ type ImageList struct {
 
 func (x *ImageList) Reset() {
 	*x = ImageList{}
-	mi := &file_worker_proto_msgTypes[20]
+	mi := &file_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1688,7 @@ func (x *ImageList) String() string {
 func (*ImageList) ProtoMessage() {}
 
 func (x *ImageList) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[20]
+	mi := &file_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1701,7 @@ func (x *ImageList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageList.ProtoReflect.Descriptor instead.
 func (*ImageList) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{20}
+	return file_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImageList) GetImages() []*Image {
@@ -1496,7 +1720,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_worker_proto_msgTypes[21]
+	mi := &file_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1732,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[21]
+	mi := &file_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1745,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{21}
+	return file_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ImageRef) GetName() string {
@@ -1542,7 +1766,7 @@ type ImportChunk struct {
 
 func (x *ImportChunk) Reset() {
 	*x = ImportChunk{}
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1778,7 @@ func (x *ImportChunk) String() string {
 func (*ImportChunk) ProtoMessage() {}
 
 func (x *ImportChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1791,7 @@ func (x *ImportChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportChunk.ProtoReflect.Descriptor instead.
 func (*ImportChunk) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{22}
+	return file_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ImportChunk) GetName() string {
@@ -1594,7 +1818,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1830,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1843,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{23}
+	return file_worker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveImageRequest) GetName() string {
@@ -1659,7 +1883,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_worker_proto_msgTypes[24]
+	mi := &file_worker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1895,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[24]
+	mi := &file_worker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1908,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{24}
+	return file_worker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Error) GetClass() string {
@@ -1815,7 +2039,7 @@ const file_worker_proto_rawDesc = "" +
 	"\vInstanceRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
 	"\fInstanceList\x12:\n" +
-	"\tinstances\x18\x01 \x03(\v2\x1c.baton.workerapi.v1.InstanceR\tinstances\"\xee\x01\n" +
+	"\tinstances\x18\x01 \x03(\v2\x1c.baton.workerapi.v1.InstanceR\tinstances\"\x85\x02\n" +
 	"\rInvokeRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x0e\n" +
@@ -1824,19 +2048,36 @@ const file_worker_proto_rawDesc = "" +
 	"\x10deadline_unix_ns\x18\x04 \x01(\x03R\x0edeadlineUnixNs\x12\x19\n" +
 	"\btrace_id\x18\x05 \x01(\tR\atraceId\x12&\n" +
 	"\x0fcall_timeout_ns\x18\x06 \x01(\x03R\rcallTimeoutNs\x12%\n" +
-	"\x0eclient_context\x18\a \x01(\fR\rclientContext\"^\n" +
+	"\x0eclient_context\x18\a \x01(\fR\rclientContext\x12\x15\n" +
+	"\x06by_ref\x18\b \x01(\bR\x05byRef\"^\n" +
 	"\rFunctionError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1f\n" +
 	"\vstack_trace\x18\x03 \x03(\tR\n" +
-	"stackTrace\"\xbc\x01\n" +
+	"stackTrace\"\xef\x01\n" +
 	"\vInvokeReply\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x127\n" +
 	"\x05error\x18\x02 \x01(\v2!.baton.workerapi.v1.FunctionErrorR\x05error\x12\x12\n" +
 	"\x04logs\x18\x03 \x01(\fR\x04logs\x12%\n" +
 	"\x0elogs_truncated\x18\x04 \x01(\bR\rlogsTruncated\x12\x1f\n" +
 	"\vduration_ns\x18\x05 \x01(\x03R\n" +
-	"durationNs\"\x99\x01\n" +
+	"durationNs\x121\n" +
+	"\x03ref\x18\x06 \x01(\v2\x1f.baton.workerapi.v1.TransferRefR\x03ref\"\xd7\x01\n" +
+	"\vTransferRef\x12\x16\n" +
+	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x06 \x01(\x03R\rexpiresUnixMs\x12\x10\n" +
+	"\x03app\x18\a \x01(\tR\x03app\x12\x14\n" +
+	"\x05pulls\x18\b \x01(\x03R\x05pulls\x12\x10\n" +
+	"\x03mac\x18\t \x01(\tR\x03mac\"R\n" +
+	"\vPullRequest\x121\n" +
+	"\x03ref\x18\x01 \x01(\v2\x1f.baton.workerapi.v1.TransferRefR\x03ref\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\"\x1f\n" +
+	"\tPullChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x99\x01\n" +
 	"\aFailure\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12%\n" +
@@ -1894,7 +2135,7 @@ const file_worker_proto_rawDesc = "" +
 	"\n" +
 	"init_error\x18\x06 \x01(\v2\x1d.baton.workerapi.v1.InitErrorR\tinitError\x12\x12\n" +
 	"\x04bare\x18\a \x01(\bR\x04bare\x127\n" +
-	"\x06result\x18\b \x01(\v2\x1f.baton.workerapi.v1.InvokeReplyR\x06result2\xdc\x06\n" +
+	"\x06result\x18\b \x01(\v2\x1f.baton.workerapi.v1.InvokeReplyR\x06result2\xa6\a\n" +
 	"\x06Worker\x12G\n" +
 	"\x04Info\x12\x1f.baton.workerapi.v1.InfoRequest\x1a\x1e.baton.workerapi.v1.WorkerInfo\x12O\n" +
 	"\rStartInstance\x12 .baton.workerapi.v1.InstanceSpec\x1a\x1c.baton.workerapi.v1.Instance\x12M\n" +
@@ -1907,7 +2148,8 @@ const file_worker_proto_rawDesc = "" +
 	"\n" +
 	"CheckImage\x12\x1c.baton.workerapi.v1.ImageRef\x1a\x19.baton.workerapi.v1.Empty\x12K\n" +
 	"\vImportImage\x12\x1f.baton.workerapi.v1.ImportChunk\x1a\x19.baton.workerapi.v1.Image(\x01\x12P\n" +
-	"\vRemoveImage\x12&.baton.workerapi.v1.RemoveImageRequest\x1a\x19.baton.workerapi.v1.EmptyB>Z<github.com/baton-faas/baton/internal/workerapi/remote/wirepbb\x06proto3"
+	"\vRemoveImage\x12&.baton.workerapi.v1.RemoveImageRequest\x1a\x19.baton.workerapi.v1.Empty\x12H\n" +
+	"\x04Pull\x12\x1f.baton.workerapi.v1.PullRequest\x1a\x1d.baton.workerapi.v1.PullChunk0\x01B>Z<github.com/baton-faas/baton/internal/workerapi/remote/wirepbb\x06proto3"
 
 var (
 	file_worker_proto_rawDescOnce sync.Once
@@ -1921,7 +2163,7 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_worker_proto_goTypes = []any{
 	(*Empty)(nil),              // 0: baton.workerapi.v1.Empty
 	(*InfoRequest)(nil),        // 1: baton.workerapi.v1.InfoRequest
@@ -1938,60 +2180,67 @@ var file_worker_proto_goTypes = []any{
 	(*InvokeRequest)(nil),      // 12: baton.workerapi.v1.InvokeRequest
 	(*FunctionError)(nil),      // 13: baton.workerapi.v1.FunctionError
 	(*InvokeReply)(nil),        // 14: baton.workerapi.v1.InvokeReply
-	(*Failure)(nil),            // 15: baton.workerapi.v1.Failure
-	(*InitError)(nil),          // 16: baton.workerapi.v1.InitError
-	(*EventsRequest)(nil),      // 17: baton.workerapi.v1.EventsRequest
-	(*Event)(nil),              // 18: baton.workerapi.v1.Event
-	(*Image)(nil),              // 19: baton.workerapi.v1.Image
-	(*ImageList)(nil),          // 20: baton.workerapi.v1.ImageList
-	(*ImageRef)(nil),           // 21: baton.workerapi.v1.ImageRef
-	(*ImportChunk)(nil),        // 22: baton.workerapi.v1.ImportChunk
-	(*RemoveImageRequest)(nil), // 23: baton.workerapi.v1.RemoveImageRequest
-	(*Error)(nil),              // 24: baton.workerapi.v1.Error
-	nil,                        // 25: baton.workerapi.v1.FunctionSpec.EnvEntry
+	(*TransferRef)(nil),        // 15: baton.workerapi.v1.TransferRef
+	(*PullRequest)(nil),        // 16: baton.workerapi.v1.PullRequest
+	(*PullChunk)(nil),          // 17: baton.workerapi.v1.PullChunk
+	(*Failure)(nil),            // 18: baton.workerapi.v1.Failure
+	(*InitError)(nil),          // 19: baton.workerapi.v1.InitError
+	(*EventsRequest)(nil),      // 20: baton.workerapi.v1.EventsRequest
+	(*Event)(nil),              // 21: baton.workerapi.v1.Event
+	(*Image)(nil),              // 22: baton.workerapi.v1.Image
+	(*ImageList)(nil),          // 23: baton.workerapi.v1.ImageList
+	(*ImageRef)(nil),           // 24: baton.workerapi.v1.ImageRef
+	(*ImportChunk)(nil),        // 25: baton.workerapi.v1.ImportChunk
+	(*RemoveImageRequest)(nil), // 26: baton.workerapi.v1.RemoveImageRequest
+	(*Error)(nil),              // 27: baton.workerapi.v1.Error
+	nil,                        // 28: baton.workerapi.v1.FunctionSpec.EnvEntry
 }
 var file_worker_proto_depIdxs = []int32{
 	4,  // 0: baton.workerapi.v1.WorkerInfo.capacity:type_name -> baton.workerapi.v1.Resources
 	4,  // 1: baton.workerapi.v1.WorkerInfo.reserved:type_name -> baton.workerapi.v1.Resources
-	25, // 2: baton.workerapi.v1.FunctionSpec.env:type_name -> baton.workerapi.v1.FunctionSpec.EnvEntry
+	28, // 2: baton.workerapi.v1.FunctionSpec.env:type_name -> baton.workerapi.v1.FunctionSpec.EnvEntry
 	7,  // 3: baton.workerapi.v1.FunctionSpec.async:type_name -> baton.workerapi.v1.AsyncConfig
 	6,  // 4: baton.workerapi.v1.InstanceSpec.spec:type_name -> baton.workerapi.v1.FunctionSpec
 	9,  // 5: baton.workerapi.v1.InstanceList.instances:type_name -> baton.workerapi.v1.Instance
 	13, // 6: baton.workerapi.v1.InvokeReply.error:type_name -> baton.workerapi.v1.FunctionError
-	13, // 7: baton.workerapi.v1.InitError.error:type_name -> baton.workerapi.v1.FunctionError
-	9,  // 8: baton.workerapi.v1.Event.ready:type_name -> baton.workerapi.v1.Instance
-	16, // 9: baton.workerapi.v1.Event.init_error:type_name -> baton.workerapi.v1.InitError
-	19, // 10: baton.workerapi.v1.ImageList.images:type_name -> baton.workerapi.v1.Image
-	15, // 11: baton.workerapi.v1.Error.failure:type_name -> baton.workerapi.v1.Failure
-	16, // 12: baton.workerapi.v1.Error.init_error:type_name -> baton.workerapi.v1.InitError
-	14, // 13: baton.workerapi.v1.Error.result:type_name -> baton.workerapi.v1.InvokeReply
-	1,  // 14: baton.workerapi.v1.Worker.Info:input_type -> baton.workerapi.v1.InfoRequest
-	8,  // 15: baton.workerapi.v1.Worker.StartInstance:input_type -> baton.workerapi.v1.InstanceSpec
-	10, // 16: baton.workerapi.v1.Worker.WaitInstance:input_type -> baton.workerapi.v1.InstanceRef
-	10, // 17: baton.workerapi.v1.Worker.StopInstance:input_type -> baton.workerapi.v1.InstanceRef
-	2,  // 18: baton.workerapi.v1.Worker.Instances:input_type -> baton.workerapi.v1.InstancesRequest
-	12, // 19: baton.workerapi.v1.Worker.Invoke:input_type -> baton.workerapi.v1.InvokeRequest
-	17, // 20: baton.workerapi.v1.Worker.Events:input_type -> baton.workerapi.v1.EventsRequest
-	3,  // 21: baton.workerapi.v1.Worker.Images:input_type -> baton.workerapi.v1.ImagesRequest
-	21, // 22: baton.workerapi.v1.Worker.CheckImage:input_type -> baton.workerapi.v1.ImageRef
-	22, // 23: baton.workerapi.v1.Worker.ImportImage:input_type -> baton.workerapi.v1.ImportChunk
-	23, // 24: baton.workerapi.v1.Worker.RemoveImage:input_type -> baton.workerapi.v1.RemoveImageRequest
-	5,  // 25: baton.workerapi.v1.Worker.Info:output_type -> baton.workerapi.v1.WorkerInfo
-	9,  // 26: baton.workerapi.v1.Worker.StartInstance:output_type -> baton.workerapi.v1.Instance
-	9,  // 27: baton.workerapi.v1.Worker.WaitInstance:output_type -> baton.workerapi.v1.Instance
-	0,  // 28: baton.workerapi.v1.Worker.StopInstance:output_type -> baton.workerapi.v1.Empty
-	11, // 29: baton.workerapi.v1.Worker.Instances:output_type -> baton.workerapi.v1.InstanceList
-	14, // 30: baton.workerapi.v1.Worker.Invoke:output_type -> baton.workerapi.v1.InvokeReply
-	18, // 31: baton.workerapi.v1.Worker.Events:output_type -> baton.workerapi.v1.Event
-	20, // 32: baton.workerapi.v1.Worker.Images:output_type -> baton.workerapi.v1.ImageList
-	0,  // 33: baton.workerapi.v1.Worker.CheckImage:output_type -> baton.workerapi.v1.Empty
-	19, // 34: baton.workerapi.v1.Worker.ImportImage:output_type -> baton.workerapi.v1.Image
-	0,  // 35: baton.workerapi.v1.Worker.RemoveImage:output_type -> baton.workerapi.v1.Empty
-	25, // [25:36] is the sub-list for method output_type
-	14, // [14:25] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	15, // 7: baton.workerapi.v1.InvokeReply.ref:type_name -> baton.workerapi.v1.TransferRef
+	15, // 8: baton.workerapi.v1.PullRequest.ref:type_name -> baton.workerapi.v1.TransferRef
+	13, // 9: baton.workerapi.v1.InitError.error:type_name -> baton.workerapi.v1.FunctionError
+	9,  // 10: baton.workerapi.v1.Event.ready:type_name -> baton.workerapi.v1.Instance
+	19, // 11: baton.workerapi.v1.Event.init_error:type_name -> baton.workerapi.v1.InitError
+	22, // 12: baton.workerapi.v1.ImageList.images:type_name -> baton.workerapi.v1.Image
+	18, // 13: baton.workerapi.v1.Error.failure:type_name -> baton.workerapi.v1.Failure
+	19, // 14: baton.workerapi.v1.Error.init_error:type_name -> baton.workerapi.v1.InitError
+	14, // 15: baton.workerapi.v1.Error.result:type_name -> baton.workerapi.v1.InvokeReply
+	1,  // 16: baton.workerapi.v1.Worker.Info:input_type -> baton.workerapi.v1.InfoRequest
+	8,  // 17: baton.workerapi.v1.Worker.StartInstance:input_type -> baton.workerapi.v1.InstanceSpec
+	10, // 18: baton.workerapi.v1.Worker.WaitInstance:input_type -> baton.workerapi.v1.InstanceRef
+	10, // 19: baton.workerapi.v1.Worker.StopInstance:input_type -> baton.workerapi.v1.InstanceRef
+	2,  // 20: baton.workerapi.v1.Worker.Instances:input_type -> baton.workerapi.v1.InstancesRequest
+	12, // 21: baton.workerapi.v1.Worker.Invoke:input_type -> baton.workerapi.v1.InvokeRequest
+	20, // 22: baton.workerapi.v1.Worker.Events:input_type -> baton.workerapi.v1.EventsRequest
+	3,  // 23: baton.workerapi.v1.Worker.Images:input_type -> baton.workerapi.v1.ImagesRequest
+	24, // 24: baton.workerapi.v1.Worker.CheckImage:input_type -> baton.workerapi.v1.ImageRef
+	25, // 25: baton.workerapi.v1.Worker.ImportImage:input_type -> baton.workerapi.v1.ImportChunk
+	26, // 26: baton.workerapi.v1.Worker.RemoveImage:input_type -> baton.workerapi.v1.RemoveImageRequest
+	16, // 27: baton.workerapi.v1.Worker.Pull:input_type -> baton.workerapi.v1.PullRequest
+	5,  // 28: baton.workerapi.v1.Worker.Info:output_type -> baton.workerapi.v1.WorkerInfo
+	9,  // 29: baton.workerapi.v1.Worker.StartInstance:output_type -> baton.workerapi.v1.Instance
+	9,  // 30: baton.workerapi.v1.Worker.WaitInstance:output_type -> baton.workerapi.v1.Instance
+	0,  // 31: baton.workerapi.v1.Worker.StopInstance:output_type -> baton.workerapi.v1.Empty
+	11, // 32: baton.workerapi.v1.Worker.Instances:output_type -> baton.workerapi.v1.InstanceList
+	14, // 33: baton.workerapi.v1.Worker.Invoke:output_type -> baton.workerapi.v1.InvokeReply
+	21, // 34: baton.workerapi.v1.Worker.Events:output_type -> baton.workerapi.v1.Event
+	23, // 35: baton.workerapi.v1.Worker.Images:output_type -> baton.workerapi.v1.ImageList
+	0,  // 36: baton.workerapi.v1.Worker.CheckImage:output_type -> baton.workerapi.v1.Empty
+	22, // 37: baton.workerapi.v1.Worker.ImportImage:output_type -> baton.workerapi.v1.Image
+	0,  // 38: baton.workerapi.v1.Worker.RemoveImage:output_type -> baton.workerapi.v1.Empty
+	17, // 39: baton.workerapi.v1.Worker.Pull:output_type -> baton.workerapi.v1.PullChunk
+	28, // [28:40] is the sub-list for method output_type
+	16, // [16:28] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -2005,7 +2254,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
