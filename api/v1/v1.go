@@ -40,6 +40,10 @@ type FunctionSpec struct {
 	Image string `json:"image,omitempty"`
 	// Async configures asynchronous invocations (defaults when absent).
 	Async *AsyncConfig `json:"async,omitempty"`
+	// Prefetch records the working set of the version's first cold start
+	// on a host and prefetches it on later cold starts there (absent:
+	// on; false turns both off).
+	Prefetch *bool `json:"prefetch,omitempty"`
 }
 
 // AsyncConfig is how a function's asynchronous invocations are retried
