@@ -69,6 +69,8 @@ type WorkerConfig struct {
 	MaxPayloadBytes  int64
 	MaxCodeBytes     int64
 	CodeCacheBytes   int64
+	// Prefetch: as Config.Prefetch.
+	Prefetch bool
 	// Data sizes the node's data layers (the global one is on the
 	// cluster's NATS).
 	Data datalayer.Config
@@ -230,7 +232,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	wk, closeNode, err := newHostNode(ctx, hostConfig{
 		ID: id, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
-		Data: cfg.Data, NATS: nc,
+		Data: cfg.Data, NATS: nc, Prefetch: cfg.Prefetch,
 	}, blobCode{st}, log)
 	if err != nil {
 		return err
