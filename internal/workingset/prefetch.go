@@ -3,6 +3,7 @@ package workingset
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -74,10 +75,10 @@ func Check(rec Record, roots map[string]string) ([]Target, error) {
 	return out, nil
 }
 
-// Prefetch asks the kernel to read every range of targets into the page
-// cache (posix_fadvise WILLNEED: the reads are queued at once and the call
-// does not wait for them), on a few goroutines that it waits for. It stops
-// early when ctx ends. A file that vanished since Check is skipped.
+// Prefetch reads every range of targets into the page cache (queued with
+// posix_fadvise WILLNEED, then read), on a few goroutines that it waits
+// for. It stops early when ctx ends. A file that vanished since Check is
+// skipped.
 func Prefetch(ctx context.Context, targets []Target) (Result, error) {
 	work := make(chan Target)
 	var (
@@ -89,8 +90,9 @@ func Prefetch(ctx context.Context, targets []Target) (Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			buf := make([]byte, 1<<20)
 			for t := range work {
-				n, err := prefetchFile(ctx, t)
+				n, err := prefetchFile(ctx, t, buf)
 				mu.Lock()
 				if err == nil {
 					res.Files++
@@ -119,7 +121,7 @@ feed:
 	return res, nil
 }
 
-func prefetchFile(ctx context.Context, t Target) (int64, error) {
+func prefetchFile(ctx context.Context, t Target, buf []byte) (int64, error) {
 	f, err := os.Open(t.path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -128,16 +130,35 @@ func prefetchFile(ctx context.Context, t Target) (int64, error) {
 		return 0, errorf("prefetch %s: %w", t.path, err)
 	}
 	defer f.Close()
-	var n int64
+	// First every range is queued (WILLNEED returns once the reads are
+	// submitted), so that the device sees them all at once; then each is
+	// read, which waits for them. Readahead alone is best effort: on an
+	// EROFS file whose backing file is not cached, the kernel may drop
+	// pages it could not read at once, and each of those would be a
+	// major fault of the instance.
 	for _, r := range t.ranges {
-		if ctx.Err() != nil {
-			return n, ctx.Err()
-		}
 		off, length := int64(r.Start)*PageSize, int64(r.Len)*PageSize
 		if err := unix.Fadvise(int(f.Fd()), off, length, unix.FADV_WILLNEED); err != nil {
-			return n, errorf("prefetch %s: %w", t.path, err)
+			return 0, errorf("prefetch %s: %w", t.path, err)
 		}
-		n += length
+	}
+	var n int64
+	for _, r := range t.ranges {
+		off, end := int64(r.Start)*PageSize, int64(r.Start+r.Len)*PageSize
+		for off < end {
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			m, err := f.ReadAt(buf[:min(int64(len(buf)), end-off)], off)
+			n += int64(m)
+			off += int64(m)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					break // the last page of the file is partial
+				}
+				return n, errorf("prefetch %s: %w", t.path, err)
+			}
+		}
 	}
 	return n, nil
 }
