@@ -130,20 +130,26 @@ func prefetchFile(ctx context.Context, t Target, buf []byte) (int64, error) {
 		return 0, errorf("prefetch %s: %w", t.path, err)
 	}
 	defer f.Close()
+	// Only what is not cached yet: with a warm cache the prefetch then
+	// costs a residency check and no copy.
+	missing := t.ranges
+	if st := residencyOf(f, os.Getpagesize()); st != nil {
+		missing = notResident(t.ranges, st)
+	}
 	// First every range is queued (WILLNEED returns once the reads are
 	// submitted), so that the device sees them all at once; then each is
 	// read, which waits for them. Readahead alone is best effort: on an
 	// EROFS file whose backing file is not cached, the kernel may drop
 	// pages it could not read at once, and each of those would be a
 	// major fault of the instance.
-	for _, r := range t.ranges {
+	for _, r := range missing {
 		off, length := int64(r.Start)*PageSize, int64(r.Len)*PageSize
 		if err := unix.Fadvise(int(f.Fd()), off, length, unix.FADV_WILLNEED); err != nil {
 			return 0, errorf("prefetch %s: %w", t.path, err)
 		}
 	}
 	var n int64
-	for _, r := range t.ranges {
+	for _, r := range missing {
 		off, end := int64(r.Start)*PageSize, int64(r.Start+r.Len)*PageSize
 		for off < end {
 			if ctx.Err() != nil {
@@ -161,4 +167,23 @@ func prefetchFile(ctx context.Context, t Target, buf []byte) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// notResident returns the parts of ranges whose pages st does not have.
+func notResident(ranges []Range, st *fileState) []Range {
+	pages := len(st.resident) * 64
+	var out []Range
+	for _, r := range ranges {
+		for p := r.Start; p < r.Start+r.Len; p++ {
+			if int(p) < pages && st.has(int(p)) {
+				continue
+			}
+			if n := len(out); n > 0 && out[n-1].Start+out[n-1].Len == p {
+				out[n-1].Len++
+				continue
+			}
+			out = append(out, Range{Start: p, Len: 1})
+		}
+	}
+	return out
 }

@@ -105,6 +105,11 @@ func residency(path string, pageSize int) *fileState {
 		return nil
 	}
 	defer f.Close()
+	return residencyOf(f, pageSize)
+}
+
+// residencyOf is residency on an open file.
+func residencyOf(f *os.File, pageSize int) *fileState {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size <= 0 {
 		return nil
