@@ -120,6 +120,7 @@ func measurePrefetch(b *testing.B, s *harness.Server, rt string, spec function.S
 			}
 		}
 	}
+	stopInstances(b, s, on, off) // the next runtime's waits see no process of these
 	ws := waitWorkingSet(b, s, on, func(workingSetView) bool { return true })
 	if ws.Prefetches < int64(2*n) {
 		b.Errorf("%s: %d prefetches counted, want at least %d (every measured start of %s)", rt, ws.Prefetches, 2*n, on)
