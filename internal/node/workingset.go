@@ -31,7 +31,8 @@ const (
 type wsStart struct {
 	key string
 	// prefetch: the record found, and the outcome of its prefetch (done
-	// is closed when the goroutine ends).
+	// is closed when the goroutine ends). releases drop the layer mounts
+	// the prefetch or the recording holds.
 	rec      workingset.Record
 	have     bool
 	done     chan struct{}
@@ -109,7 +110,13 @@ func (w *Worker) wsBeforeSpawn(ctx context.Context, ws *wsStart, in *instance, i
 	if ws == nil {
 		return
 	}
-	roots := w.wsRoots(ctx, in, interp, codeOnHost)
+	roots, release := w.wsRoots(ctx, in, interp, codeOnHost)
+	recording := false
+	defer func() {
+		if !recording {
+			release()
+		}
+	}()
 	if ws.have {
 		<-ws.done
 		same := slices.Equal(sortedIDs(roots), slices.Sorted(slices.Values(ws.rec.Roots)))
@@ -145,6 +152,9 @@ func (w *Worker) wsBeforeSpawn(ctx context.Context, ws *wsStart, in *instance, i
 		return
 	}
 	ws.unclaim, ws.roots, ws.before = unclaim, roots, before
+	// The roots' mounts are held until the second snapshot.
+	ws.releases = append(ws.releases, release)
+	recording = true
 }
 
 // wsFinish ends the start's part: on a successful start that records,
@@ -158,20 +168,23 @@ func (w *Worker) wsFinish(ws *wsStart, spec workerapi.InstanceSpec, started bool
 		ws.cancel()
 		<-ws.done
 	}
-	for _, release := range ws.releases {
-		release()
+	releaseAll := func() {
+		for _, release := range ws.releases {
+			release()
+		}
 	}
-	if ws.before == nil {
-		return
-	}
-	if !started {
-		ws.unclaim()
+	if ws.before == nil || !started {
+		releaseAll()
+		if ws.unclaim != nil {
+			ws.unclaim()
+		}
 		return
 	}
 	w.background.Add(1)
 	go func() {
 		defer w.background.Done()
 		defer ws.unclaim()
+		defer releaseAll()
 		after, err := workingset.Snap(w.ctx, ws.roots)
 		if err != nil {
 			w.log.Warn("working set: snapshot after the start", "function", spec.Function, "err", err)
@@ -198,23 +211,45 @@ func (w *Worker) wsFinish(ws *wsStart, spec workerapi.InstanceSpec, started bool
 // wsRoots are the directories the instance's sandbox reads from: its
 // image's layers and its code layer, or (without isolation) the host's
 // interpreter, its standard library, Baton's runtime clients and the
-// unpacked code.
-func (w *Worker) wsRoots(ctx context.Context, in *instance, interp, codeOnHost string) []workingset.Root {
-	var roots []workingset.Root
+// unpacked code. Layers are reached through mount references of their
+// own (release drops them), so that a recording can finish its walk when
+// the sandbox is already gone.
+func (w *Worker) wsRoots(ctx context.Context, in *instance, interp, codeOnHost string) (roots []workingset.Root, release func()) {
+	var releases []func()
+	release = func() {
+		for _, r := range releases {
+			r()
+		}
+	}
 	if _, isolated := w.files.(imageFiles); isolated {
+		ids := make([]string, 0, len(in.sandbox.image.LowerDirs)+1)
 		for _, dir := range in.sandbox.image.LowerDirs {
-			roots = append(roots, workingset.Root{ID: layerID(dir), Path: dir})
+			ids = append(ids, layerID(dir))
 		}
 		if diffID, err := w.codeLayer(ctx, in.spec.CodeDigest); err == nil {
-			roots = append(roots, workingset.Root{ID: layerRoot + diffID, Path: codeOnHost})
+			ids = append(ids, layerRoot+diffID)
 		}
-		return roots
+		for _, id := range ids {
+			diffID, ok := strings.CutPrefix(id, layerRoot)
+			if !ok {
+				roots = append(roots, workingset.Root{ID: id, Path: strings.TrimPrefix(id, hostRoot)})
+				continue
+			}
+			dir, rel, err := w.opts.Layers.Mount(ctx, diffID)
+			if err != nil {
+				w.log.Debug("working set: layer not mountable", "root", id, "err", err)
+				continue
+			}
+			releases = append(releases, rel)
+			roots = append(roots, workingset.Root{ID: id, Path: dir})
+		}
+		return roots, release
 	}
 	for _, p := range []string{codeOnHost, w.runtimes.Dir} {
 		roots = append(roots, workingset.Root{ID: hostRoot + p, Path: p})
 	}
 	if interp == "" {
-		return roots
+		return roots, release
 	}
 	if real, err := filepath.EvalSymlinks(interp); err == nil {
 		roots = append(roots, workingset.Root{ID: hostRoot + real, Path: real})
@@ -224,7 +259,7 @@ func (w *Worker) wsRoots(ctx context.Context, in *instance, interp, codeOnHost s
 			roots = append(roots, workingset.Root{ID: hostRoot + lib, Path: lib})
 		}
 	}
-	return roots
+	return roots, release
 }
 
 // layerID names a mounted layer by its diff ID (its mount point is
