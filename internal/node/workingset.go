@@ -42,10 +42,12 @@ type wsStart struct {
 	took     time.Duration
 	releases []func()
 	// recording: the claim on the key, the roots and the snapshot before
-	// the runtime started.
-	unclaim func()
-	roots   []workingset.Root
-	before  *workingset.Snapshot
+	// the runtime started; platform is Baton's own executables that a
+	// container's creation runs, snapshotted when the start begins.
+	unclaim  func()
+	roots    []workingset.Root
+	before   *workingset.Snapshot
+	platform *workingset.Snapshot
 }
 
 // wsBegin starts spec's prefetch if this host has its working set, or
@@ -58,6 +60,12 @@ func (w *Worker) wsBegin(ctx context.Context, spec workerapi.InstanceSpec) *wsSt
 	ws := &wsStart{key: workingset.Key(spec.Function, spec.Version, spec.CodeDigest, spec.Spec.Runtime, spec.Spec.Image)}
 	ws.rec, ws.have = w.workingSets.Get(ws.key)
 	if !ws.have {
+		if roots := w.platformRoots(); len(roots) > 0 {
+			// Before the sandbox is made: creating a container runs these.
+			if snap, err := workingset.Snap(ctx, roots); err == nil {
+				ws.platform = snap
+			}
+		}
 		return ws
 	}
 	pctx, cancel := context.WithCancel(ctx)
@@ -110,7 +118,7 @@ func (w *Worker) wsBeforeSpawn(ctx context.Context, ws *wsStart, in *instance, i
 	if ws == nil {
 		return
 	}
-	roots, release := w.wsRoots(ctx, in, interp, codeOnHost)
+	roots, release := w.wsRoots(ctx, ws, in, interp, codeOnHost)
 	recording := false
 	defer func() {
 		if !recording {
@@ -150,6 +158,10 @@ func (w *Worker) wsBeforeSpawn(ctx context.Context, ws *wsStart, in *instance, i
 		unclaim()
 		w.log.Warn("working set: snapshot before the start", "function", in.spec.Function, "err", err)
 		return
+	}
+	if ws.platform != nil {
+		before = workingset.Merge(ws.platform, before)
+		roots = append(slices.Clone(ws.platform.Roots()), roots...)
 	}
 	ws.unclaim, ws.roots, ws.before = unclaim, roots, before
 	// The roots' mounts are held until the second snapshot.
@@ -214,7 +226,7 @@ func (w *Worker) wsFinish(ws *wsStart, spec workerapi.InstanceSpec, started bool
 // unpacked code. Layers are reached through mount references of their
 // own (release drops them), so that a recording can finish its walk when
 // the sandbox is already gone.
-func (w *Worker) wsRoots(ctx context.Context, in *instance, interp, codeOnHost string) (roots []workingset.Root, release func()) {
+func (w *Worker) wsRoots(ctx context.Context, ws *wsStart, in *instance, interp, codeOnHost string) (roots []workingset.Root, release func()) {
 	var releases []func()
 	release = func() {
 		for _, r := range releases {
@@ -222,6 +234,10 @@ func (w *Worker) wsRoots(ctx context.Context, in *instance, interp, codeOnHost s
 		}
 	}
 	if _, isolated := w.files.(imageFiles); isolated {
+		if ws.platform == nil {
+			// The prefetch path compares every root with the record's.
+			roots = append(roots, w.platformRoots()...)
+		}
 		ids := make([]string, 0, len(in.sandbox.image.LowerDirs)+1)
 		for _, dir := range in.sandbox.image.LowerDirs {
 			ids = append(ids, layerID(dir))
@@ -261,6 +277,34 @@ func (w *Worker) wsRoots(ctx context.Context, in *instance, interp, codeOnHost s
 	}
 	return roots, release
 }
+
+// platformRoots are Baton's executables that creating a container runs:
+// this program (the container's init) and the sandbox's PID 1 beside it.
+// After a page-cache drop their pages are read like the function's. None
+// without isolation: process sandboxes run neither.
+func (w *Worker) platformRoots() []workingset.Root {
+	if _, isolated := w.files.(imageFiles); !isolated {
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	roots := []workingset.Root{{ID: hostRoot + exe, Path: exe}}
+	reaper := filepath.Join(filepath.Dir(exe), reaperName)
+	if st, err := os.Stat(reaper); err == nil && st.Mode().IsRegular() {
+		roots = append(roots, workingset.Root{ID: hostRoot + reaper, Path: reaper})
+	}
+	return roots
+}
+
+// reaperName is the sandbox's PID 1 beside the baton executable
+// (container.ReaperName; not imported, to keep the node free of the
+// container driver).
+const reaperName = "baton-reaper"
 
 // layerID names a mounted layer by its diff ID (its mount point is
 // named by the ID's hex digest), so that a record survives a remount.

@@ -94,6 +94,23 @@ func Snap(ctx context.Context, roots []Root) (*Snapshot, error) {
 	return s, nil
 }
 
+// Roots are the roots the snapshot covers.
+func (s *Snapshot) Roots() []Root { return s.roots }
+
+// Merge returns a snapshot of a's roots and files and b's: the
+// snapshots of roots taken at different moments of one start.
+func Merge(a, b *Snapshot) *Snapshot {
+	out := &Snapshot{files: make(map[fileKey]*fileState, len(a.files)+len(b.files)), Took: a.Took + b.Took}
+	out.roots = append(append(out.roots, a.roots...), b.roots...)
+	for k, v := range a.files {
+		out.files[k] = v
+	}
+	for k, v := range b.files {
+		out.files[k] = v
+	}
+	return out
+}
+
 // residency maps the file and asks mincore which of its pages are in the
 // page cache; mapping does not read anything.
 func residency(path string, pageSize int) *fileState {
