@@ -136,6 +136,8 @@ func prefetchFile(ctx context.Context, t Target, buf []byte) (int64, error) {
 	if st := residencyOf(f, os.Getpagesize()); st != nil {
 		missing = notResident(t.ranges, st)
 	}
+	// The ranges are what is needed: no readahead beyond them.
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
 	// First every range is queued (WILLNEED returns once the reads are
 	// submitted), so that the device sees them all at once; then each is
 	// read, which waits for them. Readahead alone is best effort: on an

@@ -39,7 +39,9 @@ func prefetchStarts() int {
 // variant: the client's latency of the cold request and the start's init
 // (Server-Timing), the instance's major page faults (Python: its grain
 // worker's, which imported the code, plus its own; Node: the process's),
-// and the bytes the host's disks read during the request.
+// the bytes the server (the prefetch included) and the instance read from
+// storage (/proc/PID/io), and the bytes the host's disks read during the
+// request (every process's).
 func BenchmarkPrefetch(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("dropping the page cache and container sandboxes need root")
@@ -68,7 +70,10 @@ func BenchmarkPrefetch(b *testing.B) {
 type prefetchSample struct {
 	latency, init float64
 	majflt        float64
-	readMB        float64
+	// readMB: what the host's disks read during the request (every
+	// process's, other benchmarks' included); ownMB: what the server
+	// (prefetch included) and the instance read from storage.
+	readMB, ownMB float64
 }
 
 func measurePrefetch(b *testing.B, s *harness.Server, rt string, spec function.Spec, code []byte) {
@@ -103,19 +108,20 @@ func measurePrefetch(b *testing.B, s *harness.Server, rt string, spec function.S
 				if mode == "dropped" {
 					dropPageCache(b)
 				}
-				before := diskReadBytes()
+				before, serverBefore := diskReadBytes(), procReadBytes(s.Pid())
 				r := mustPost(b, hc, invokeURL(s, name), warmPayload)
-				read := diskReadBytes() - before
+				read, serverRead := diskReadBytes()-before, procReadBytes(s.Pid())-serverBefore
 				if !r.Cold {
 					b.Fatalf("%s %s sample %d was not a cold start", mode, name, i)
 				}
-				var out struct{ Majflt, ParentMajflt float64 }
+				var out struct{ Majflt, ParentMajflt, ReadBytes float64 }
 				if err := json.Unmarshal(r.Body, &out); err != nil {
 					b.Fatalf("%s: body %q: %v", name, r.Body, err)
 				}
 				key := mode + " " + strings.TrimPrefix(name, "reap-"+rt)
 				samples[key] = append(samples[key], prefetchSample{
 					latency: msOf(r.Latency), init: r.Init, majflt: out.Majflt + max(out.ParentMajflt, 0), readMB: float64(read) / (1 << 20),
+					ownMB: (float64(serverRead) + out.ReadBytes) / (1 << 20),
 				})
 			}
 		}
@@ -130,25 +136,26 @@ func measurePrefetch(b *testing.B, s *harness.Server, rt string, spec function.S
 	med := map[string]prefetchSample{}
 	for _, key := range []string{"dropped -off", "dropped ", "cached -off", "cached "} {
 		ss := samples[key]
-		lat, ini, flt, rd := make([]float64, len(ss)), make([]float64, len(ss)), make([]float64, len(ss)), make([]float64, len(ss))
+		lat, ini, flt, rd, own := make([]float64, len(ss)), make([]float64, len(ss)), make([]float64, len(ss)), make([]float64, len(ss)), make([]float64, len(ss))
 		for i, x := range ss {
-			lat[i], ini[i], flt[i], rd[i] = x.latency, x.init, x.majflt, x.readMB
+			lat[i], ini[i], flt[i], rd[i], own[i] = x.latency, x.init, x.majflt, x.readMB, x.ownMB
 		}
 		l := summarize(lat)
-		m := prefetchSample{latency: l.P50, init: summarize(ini).P50, majflt: summarize(flt).P50, readMB: summarize(rd).P50}
+		m := prefetchSample{latency: l.P50, init: summarize(ini).P50, majflt: summarize(flt).P50, readMB: summarize(rd).P50, ownMB: summarize(own).P50}
 		med[key] = m
 		label := strings.Replace(key, " -off", " off", 1)
 		if !strings.HasSuffix(label, " off") {
 			label += "on"
 		}
-		rows = append(rows, append([]string{label}, append(l.cells(), f2(m.init), f2(summarize(ini).P99), f1(m.majflt), f1(summarize(flt).P99), f1(m.readMB))...))
+		rows = append(rows, append([]string{label}, append(l.cells(), f2(m.init), f2(summarize(ini).P99), f1(m.majflt), f1(summarize(flt).P99), f1(m.ownMB), f1(m.readMB))...))
 		metric := strings.ReplaceAll(label, " ", "-")
 		b.ReportMetric(l.P50, metric+"-p50-ms")
 		b.ReportMetric(l.P99, metric+"-p99-ms")
 		b.ReportMetric(m.majflt, metric+"-majflt")
-		b.ReportMetric(m.readMB, metric+"-read-MB")
+		b.ReportMetric(m.readMB, metric+"-disk-MB")
+		b.ReportMetric(m.ownMB, metric+"-own-MB")
 	}
-	b.Logf("%s (%s):%s", rt, loadAvg(), table([]string{"mode/prefetch", "n", "p50", "p90", "p99", "max", "init-p50", "init-p99", "majflt-p50", "majflt-p99", "read-MB-p50"}, rows))
+	b.Logf("%s (%s):%s", rt, loadAvg(), table([]string{"mode/prefetch", "n", "p50", "p90", "p99", "max", "init-p50", "init-p99", "majflt-p50", "majflt-p99", "own-MB-p50", "disk-MB-p50"}, rows))
 	if off, on := med["dropped -off"], med["dropped "]; on.latency > 0 && off.majflt > 0 {
 		b.ReportMetric(off.latency/on.latency, "dropped-speedup-x")
 		b.ReportMetric(100*(1-on.majflt/off.majflt), "dropped-fewer-majflt-%")
@@ -250,6 +257,22 @@ func diskReadBytes() int64 {
 		total += sectors * 512
 	}
 	return total
+}
+
+// procReadBytes is what a process has read from storage (read_bytes of
+// /proc/PID/io).
+func procReadBytes(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "read_bytes:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // nodeBundle is testdata/prefetch/node with lib/ generated: 48 modules of
