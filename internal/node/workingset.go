@@ -27,7 +27,7 @@ const (
 
 // wsStart is one start's part in recording or prefetching its working
 // set. Its goroutine and its mount references belong to the start, which
-// ends them with finish.
+// ends them with wsFinish.
 type wsStart struct {
 	key string
 	// prefetch: the record found, and the outcome of its prefetch (done
@@ -111,9 +111,9 @@ func (w *Worker) wsPrefetch(ctx context.Context, ws *wsStart) (workingset.Result
 }
 
 // wsBeforeSpawn runs once the sandbox shows the code, just before the
-// runtime starts: it waits for the prefetch (the reads are queued by
-// then; the wait is for the requests, not the I/O) and, when the start
-// has no usable record, takes the snapshot a recording starts from.
+// runtime starts: it waits for the prefetch (which ran while the sandbox
+// was made, so that little of it is left by now) and, when the start has
+// no usable record, takes the snapshot a recording starts from.
 func (w *Worker) wsBeforeSpawn(ctx context.Context, ws *wsStart, in *instance, interp, codeOnHost string) {
 	if ws == nil {
 		return
