@@ -221,7 +221,8 @@ func (w *Worker) wsFinish(ws *wsStart, spec workerapi.InstanceSpec, started bool
 }
 
 // wsRoots are the directories the instance's sandbox reads from: its
-// image's layers and its code layer, or (without isolation) the host's
+// image's layers, its code layer and Baton's runtime clients, or (without
+// isolation) the host's
 // interpreter, its standard library, Baton's runtime clients and the
 // unpacked code. Layers are reached through mount references of their
 // own (release drops them), so that a recording can finish its walk when
@@ -238,6 +239,8 @@ func (w *Worker) wsRoots(ctx context.Context, ws *wsStart, in *instance, interp,
 			// The prefetch path compares every root with the record's.
 			roots = append(roots, w.platformRoots()...)
 		}
+		// Baton's runtime clients are bound into every sandbox from here.
+		roots = append(roots, workingset.Root{ID: hostRoot + w.runtimes.Dir, Path: w.runtimes.Dir})
 		ids := make([]string, 0, len(in.sandbox.image.LowerDirs)+1)
 		for _, dir := range in.sandbox.image.LowerDirs {
 			ids = append(ids, layerID(dir))
