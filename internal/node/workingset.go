@@ -199,7 +199,9 @@ func (w *Worker) wsFinish(ws *wsStart, spec workerapi.InstanceSpec, started bool
 		defer releaseAll()
 		after, err := workingset.Snap(w.ctx, ws.roots)
 		if err != nil {
-			w.log.Warn("working set: snapshot after the start", "function", spec.Function, "err", err)
+			if w.ctx.Err() == nil { // else the worker is closing
+				w.log.Warn("working set: snapshot after the start", "function", spec.Function, "err", err)
+			}
 			return
 		}
 		rec := workingset.Build(ws.before, after, workingset.DefaultLimits())
