@@ -26,12 +26,14 @@
 // under instanceTable.mu, so that an instance's state and its event change
 // together), releaseCount.mu (taken under instanceTable.mu and appTable.mu,
 // so that Close never misses a release that is no longer in a table),
-// codeBudget.mu, app.codeMu and the working-set store's lock. The per-digest locks (Worker.codeLocks,
-// app.attaching) come before codeRefs.mu and app.codeMu; app.attaching
-// comes before Worker.codeLocks. No mutex is held across sandbox creation,
-// a process start, a wait for a process, or network I/O; app.attaching (a
-// keyed lock that lets one attach per digest run at a time) is held while
-// that digest's code is fetched and built, on purpose.
+// codeBudget.mu, app.codeMu and the working-set store's lock. The
+// per-digest locks (Worker.codeLocks, app.attaching) come before
+// codeRefs.mu and app.codeMu; app.attaching comes before
+// Worker.codeLocks. No mutex is held across sandbox creation, a process
+// start, a wait for a process, or network I/O; app.attaching (a keyed lock
+// that lets one attach per digest run at a time) is held while that
+// digest's code is fetched and built, on purpose. Working sets take no
+// lock of these: a start's prefetch and recording touch only the store.
 package node
 
 import (
