@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +79,21 @@ func recordFile(t *testing.T, srv *harness.Server, name string, version int) str
 	return ""
 }
 
+// recordRoots lists the roots a record names.
+func recordRoots(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct{ Roots []string }
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(rec.Roots)
+	return rec.Roots
+}
+
 // editRecord rewrites the first file entry of a record.
 func editRecord(t *testing.T, path string, edit func(file map[string]any)) {
 	t.Helper()
@@ -103,7 +120,8 @@ func editRecord(t *testing.T, path string, edit func(file map[string]any)) {
 
 // TestWorkingSet: the first cold start of a version records its working
 // set once; later cold starts prefetch it (the counter shows it) without
-// recording again; a new version (new code) records its own; a record
+// recording again; a new version (new code, another image) records its
+// own; a record
 // that names a file that is gone or changed is ignored safely (the start
 // succeeds) and made again; prefetch: false turns it all off.
 func TestWorkingSet(t *testing.T) {
@@ -185,6 +203,24 @@ func TestWorkingSet(t *testing.T) {
 	}
 	if !strings.Contains(srv.Logs(), "working set no longer matches") {
 		t.Fatal("the server did not log why it recorded again")
+	}
+
+	// Another image (the Python base image alone instead of the host's
+	// runtimes): a new version whose record names other layers.
+	imaged := spec
+	imaged.Image = "baton/python3"
+	deploy(t, srv, "ws-a", imaged, v2)
+	began = time.Now().Add(-time.Second)
+	waitFor(t, 30*time.Second, "version 3 serves", func() (bool, string) {
+		res := mustInvoke(t, srv, "ws-a", nil, &out)
+		return res.Version == 3, strconv.Itoa(res.Version)
+	})
+	third := waitRecordedAfter(t, srv, "ws-a", began)
+	if third.Prefetches != 0 {
+		t.Fatalf("version 3's record: %+v, want no prefetch yet", third)
+	}
+	if r2, r3 := recordRoots(t, recordFile(t, srv, "ws-a", 2)), recordRoots(t, recordFile(t, srv, "ws-a", 3)); slices.Equal(r2, r3) {
+		t.Fatalf("the record of the version on another image names the same roots %v", r3)
 	}
 
 	// prefetch: false: neither recorded nor prefetched.
