@@ -70,6 +70,8 @@ type WorkerConfig struct {
 	MaxPayloadBytes  int64
 	MaxCodeBytes     int64
 	CodeCacheBytes   int64
+	// Prefetch: as Config.Prefetch.
+	Prefetch bool
 	// Data sizes the node's data layers (the global one is on the
 	// cluster's NATS).
 	Data datalayer.Config
@@ -246,7 +248,8 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		ID: id, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Advertise: advertised(cfg.Advertise, ln),
-		Peers: peers,
+		Peers:    peers,
+		Prefetch: cfg.Prefetch,
 	}, blobCode{st}, log)
 	if err != nil {
 		return err

@@ -38,6 +38,8 @@ type hostConfig struct {
 	MaxPayloadBytes  int64
 	CodeLimits       archive.Limits
 	CodeCacheBytes   int64
+	// Prefetch records and prefetches cold starts' working sets.
+	Prefetch bool
 	// Data sizes the host's data layers; NATS, when set, carries their
 	// global layer (nil: local only).
 	Data datalayer.Config
@@ -85,6 +87,7 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 		Code: code, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
 		RootFS: rootFS, Layers: images, Images: images, BaseImages: bases,
 		ArchiveLimits: cfg.CodeLimits, CodeCacheBytes: cfg.CodeCacheBytes, Data: data, Transfer: xfer,
+		Prefetch: cfg.Prefetch,
 	})
 	if err != nil {
 		images.Close()

@@ -55,6 +55,10 @@ type Config struct {
 	// defaults (archive.DefaultMaxTotalBytes, node.DefaultCodeCacheBytes).
 	MaxCodeBytes   int64
 	CodeCacheBytes int64
+	// Prefetch records each function version's cold-start working set
+	// on its first cold start and prefetches it on later ones (the CLI's
+	// --prefetch, on by default there).
+	Prefetch bool
 	// Sandbox selects the isolation: "container", "process", or "auto"
 	// (containers where this host can run them, else processes); empty
 	// means "auto".
@@ -180,7 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wk, closeNode, err := newHostNode(ctx, hostConfig{
 		ID: nodeID, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
-		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey,
+		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Prefetch: cfg.Prefetch,
 	}, reg, log)
 	if err != nil {
 		return err

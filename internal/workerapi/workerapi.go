@@ -86,6 +86,22 @@ type Info struct {
 	Reserved  Resources `json:"reserved"`
 	Instances int       `json:"instances"`
 	Sandboxes int       `json:"sandboxes"`
+	// WorkingSets are the cold-start working sets this host recorded
+	// (see internal/workingset), newest first.
+	WorkingSets []WorkingSet `json:"workingSets,omitempty"`
+}
+
+// WorkingSet summarises one recorded working set of a function version.
+type WorkingSet struct {
+	Function string    `json:"function"`
+	Version  int       `json:"version"`
+	Bytes    int64     `json:"bytes"`
+	Ranges   int       `json:"ranges"`
+	Files    int       `json:"files"`
+	Recorded time.Time `json:"recorded"`
+	// Prefetches counts the cold starts that prefetched it since the
+	// worker started.
+	Prefetches int64 `json:"prefetches"`
 }
 
 // Resources are amounts of host resources.

@@ -35,20 +35,33 @@ func resourcesFromWire(r *pb.Resources) workerapi.Resources {
 }
 
 func infoToWire(i workerapi.Info) *pb.WorkerInfo {
-	return &pb.WorkerInfo{Id: i.ID, Isolation: i.Isolation, Capacity: resourcesToWire(i.Capacity),
+	out := &pb.WorkerInfo{Id: i.ID, Isolation: i.Isolation, Capacity: resourcesToWire(i.Capacity),
 		Reserved: resourcesToWire(i.Reserved), Instances: int64(i.Instances), Sandboxes: int64(i.Sandboxes)}
+	for _, ws := range i.WorkingSets {
+		out.WorkingSets = append(out.WorkingSets, &pb.WorkerInfo_WorkingSet{Function: ws.Function, Version: int64(ws.Version),
+			Bytes: ws.Bytes, Ranges: int64(ws.Ranges), Files: int64(ws.Files), RecordedUnixNs: unixNano(ws.Recorded),
+			Prefetches: ws.Prefetches})
+	}
+	return out
 }
 
 func infoFromWire(i *pb.WorkerInfo) workerapi.Info {
-	return workerapi.Info{ID: i.GetId(), Isolation: i.GetIsolation(), Capacity: resourcesFromWire(i.GetCapacity()),
+	out := workerapi.Info{ID: i.GetId(), Isolation: i.GetIsolation(), Capacity: resourcesFromWire(i.GetCapacity()),
 		Reserved: resourcesFromWire(i.GetReserved()), Instances: int(i.GetInstances()), Sandboxes: int(i.GetSandboxes())}
+	for _, ws := range i.GetWorkingSets() {
+		out.WorkingSets = append(out.WorkingSets, workerapi.WorkingSet{Function: ws.GetFunction(), Version: int(ws.GetVersion()),
+			Bytes: ws.GetBytes(), Ranges: int(ws.GetRanges()), Files: int(ws.GetFiles()), Recorded: fromUnixNano(ws.GetRecordedUnixNs()),
+			Prefetches: ws.GetPrefetches()})
+	}
+	return out
 }
 
 func specToWire(s function.Spec) *pb.FunctionSpec {
 	return &pb.FunctionSpec{Runtime: s.Runtime, Handler: s.Handler, Env: s.Env, MemoryMb: int64(s.MemoryMB),
 		TimeoutSeconds: int64(s.TimeoutSeconds), Concurrency: int64(s.Concurrency), MinScale: int64(s.MinScale),
 		MaxScale: int64(s.MaxScale), IdleTimeoutSeconds: int64(s.IdleTimeoutSeconds), App: s.App,
-		Network: s.Network, Image: s.Image, Autoscaler: s.Autoscaler, Idempotent: s.Idempotent, Async: asyncToWire(s.Async)}
+		Network: s.Network, Image: s.Image, Autoscaler: s.Autoscaler, Idempotent: s.Idempotent, Async: asyncToWire(s.Async),
+		Prefetch: s.Prefetch}
 }
 
 func asyncToWire(a *function.AsyncConfig) *pb.AsyncConfig {
@@ -80,7 +93,7 @@ func specFromWire(s *pb.FunctionSpec) function.Spec {
 		TimeoutSeconds: int(s.GetTimeoutSeconds()), Concurrency: int(s.GetConcurrency()), MinScale: int(s.GetMinScale()),
 		MaxScale: int(s.GetMaxScale()), IdleTimeoutSeconds: int(s.GetIdleTimeoutSeconds()), App: s.GetApp(),
 		Network: s.GetNetwork(), Image: s.GetImage(), Autoscaler: s.GetAutoscaler(), Idempotent: s.GetIdempotent(),
-		Async: asyncFromWire(s.GetAsync())}
+		Async: asyncFromWire(s.GetAsync()), Prefetch: s.Prefetch}
 }
 
 func instanceSpecToWire(s workerapi.InstanceSpec) *pb.InstanceSpec {

@@ -223,13 +223,14 @@ func (x *Resources) GetMilliCpus() int64 {
 }
 
 type WorkerInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Isolation     string                 `protobuf:"bytes,2,opt,name=isolation,proto3" json:"isolation,omitempty"`
-	Capacity      *Resources             `protobuf:"bytes,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	Reserved      *Resources             `protobuf:"bytes,4,opt,name=reserved,proto3" json:"reserved,omitempty"`
-	Instances     int64                  `protobuf:"varint,5,opt,name=instances,proto3" json:"instances,omitempty"`
-	Sandboxes     int64                  `protobuf:"varint,6,opt,name=sandboxes,proto3" json:"sandboxes,omitempty"`
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Id            string                   `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Isolation     string                   `protobuf:"bytes,2,opt,name=isolation,proto3" json:"isolation,omitempty"`
+	Capacity      *Resources               `protobuf:"bytes,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Reserved      *Resources               `protobuf:"bytes,4,opt,name=reserved,proto3" json:"reserved,omitempty"`
+	Instances     int64                    `protobuf:"varint,5,opt,name=instances,proto3" json:"instances,omitempty"`
+	Sandboxes     int64                    `protobuf:"varint,6,opt,name=sandboxes,proto3" json:"sandboxes,omitempty"`
+	WorkingSets   []*WorkerInfo_WorkingSet `protobuf:"bytes,7,rep,name=working_sets,json=workingSets,proto3" json:"working_sets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -306,6 +307,13 @@ func (x *WorkerInfo) GetSandboxes() int64 {
 	return 0
 }
 
+func (x *WorkerInfo) GetWorkingSets() []*WorkerInfo_WorkingSet {
+	if x != nil {
+		return x.WorkingSets
+	}
+	return nil
+}
+
 // FunctionSpec mirrors function.Spec field by field (a test fails when
 // one is added there and not here).
 type FunctionSpec struct {
@@ -325,8 +333,10 @@ type FunctionSpec struct {
 	Autoscaler         string                 `protobuf:"bytes,13,opt,name=autoscaler,proto3" json:"autoscaler,omitempty"`
 	Idempotent         bool                   `protobuf:"varint,14,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
 	Async              *AsyncConfig           `protobuf:"bytes,15,opt,name=async,proto3" json:"async,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Unset: the default (on).
+	Prefetch      *bool `protobuf:"varint,16,opt,name=prefetch,proto3,oneof" json:"prefetch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FunctionSpec) Reset() {
@@ -462,6 +472,13 @@ func (x *FunctionSpec) GetAsync() *AsyncConfig {
 		return x.Async
 	}
 	return nil
+}
+
+func (x *FunctionSpec) GetPrefetch() bool {
+	if x != nil && x.Prefetch != nil {
+		return *x.Prefetch
+	}
+	return false
 }
 
 // AsyncConfig travels for completeness: workers do not use it.
@@ -1967,6 +1984,99 @@ func (x *Error) GetResult() *InvokeReply {
 	return nil
 }
 
+// The working sets this host recorded (REAP), newest first.
+type WorkerInfo_WorkingSet struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Function       string                 `protobuf:"bytes,1,opt,name=function,proto3" json:"function,omitempty"`
+	Version        int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Bytes          int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Ranges         int64                  `protobuf:"varint,4,opt,name=ranges,proto3" json:"ranges,omitempty"`
+	Files          int64                  `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
+	RecordedUnixNs int64                  `protobuf:"varint,6,opt,name=recorded_unix_ns,json=recordedUnixNs,proto3" json:"recorded_unix_ns,omitempty"`
+	Prefetches     int64                  `protobuf:"varint,7,opt,name=prefetches,proto3" json:"prefetches,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WorkerInfo_WorkingSet) Reset() {
+	*x = WorkerInfo_WorkingSet{}
+	mi := &file_worker_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerInfo_WorkingSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerInfo_WorkingSet) ProtoMessage() {}
+
+func (x *WorkerInfo_WorkingSet) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerInfo_WorkingSet.ProtoReflect.Descriptor instead.
+func (*WorkerInfo_WorkingSet) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{5, 0}
+}
+
+func (x *WorkerInfo_WorkingSet) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *WorkerInfo_WorkingSet) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetRanges() int64 {
+	if x != nil {
+		return x.Ranges
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetRecordedUnixNs() int64 {
+	if x != nil {
+		return x.RecordedUnixNs
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetPrefetches() int64 {
+	if x != nil {
+		return x.Prefetches
+	}
+	return 0
+}
+
 var File_worker_proto protoreflect.FileDescriptor
 
 const file_worker_proto_rawDesc = "" +
@@ -1979,7 +2089,7 @@ const file_worker_proto_rawDesc = "" +
 	"\tResources\x12\x1b\n" +
 	"\tmemory_mb\x18\x01 \x01(\x03R\bmemoryMb\x12\x1d\n" +
 	"\n" +
-	"milli_cpus\x18\x02 \x01(\x03R\tmilliCpus\"\xec\x01\n" +
+	"milli_cpus\x18\x02 \x01(\x03R\tmilliCpus\"\x8d\x04\n" +
 	"\n" +
 	"WorkerInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
@@ -1987,7 +2097,19 @@ const file_worker_proto_rawDesc = "" +
 	"\bcapacity\x18\x03 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\bcapacity\x129\n" +
 	"\breserved\x18\x04 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\breserved\x12\x1c\n" +
 	"\tinstances\x18\x05 \x01(\x03R\tinstances\x12\x1c\n" +
-	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\"\xc4\x04\n" +
+	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\x12L\n" +
+	"\fworking_sets\x18\a \x03(\v2).baton.workerapi.v1.WorkerInfo.WorkingSetR\vworkingSets\x1a\xd0\x01\n" +
+	"\n" +
+	"WorkingSet\x12\x1a\n" +
+	"\bfunction\x18\x01 \x01(\tR\bfunction\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x16\n" +
+	"\x06ranges\x18\x04 \x01(\x03R\x06ranges\x12\x14\n" +
+	"\x05files\x18\x05 \x01(\x03R\x05files\x12(\n" +
+	"\x10recorded_unix_ns\x18\x06 \x01(\x03R\x0erecordedUnixNs\x12\x1e\n" +
+	"\n" +
+	"prefetches\x18\a \x01(\x03R\n" +
+	"prefetches\"\xf2\x04\n" +
 	"\fFunctionSpec\x12\x18\n" +
 	"\aruntime\x18\x01 \x01(\tR\aruntime\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12;\n" +
@@ -2008,10 +2130,12 @@ const file_worker_proto_rawDesc = "" +
 	"\n" +
 	"idempotent\x18\x0e \x01(\bR\n" +
 	"idempotent\x125\n" +
-	"\x05async\x18\x0f \x01(\v2\x1f.baton.workerapi.v1.AsyncConfigR\x05async\x1a6\n" +
+	"\x05async\x18\x0f \x01(\v2\x1f.baton.workerapi.v1.AsyncConfigR\x05async\x12\x1f\n" +
+	"\bprefetch\x18\x10 \x01(\bH\x00R\bprefetch\x88\x01\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_prefetch\"\xce\x01\n" +
 	"\vAsyncConfig\x12,\n" +
 	"\x12max_retry_attempts\x18\x01 \x01(\x03R\x10maxRetryAttempts\x121\n" +
 	"\x15max_event_age_seconds\x18\x02 \x01(\x03R\x12maxEventAgeSeconds\x12\x1d\n" +
@@ -2163,84 +2287,86 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_worker_proto_goTypes = []any{
-	(*Empty)(nil),              // 0: baton.workerapi.v1.Empty
-	(*InfoRequest)(nil),        // 1: baton.workerapi.v1.InfoRequest
-	(*InstancesRequest)(nil),   // 2: baton.workerapi.v1.InstancesRequest
-	(*ImagesRequest)(nil),      // 3: baton.workerapi.v1.ImagesRequest
-	(*Resources)(nil),          // 4: baton.workerapi.v1.Resources
-	(*WorkerInfo)(nil),         // 5: baton.workerapi.v1.WorkerInfo
-	(*FunctionSpec)(nil),       // 6: baton.workerapi.v1.FunctionSpec
-	(*AsyncConfig)(nil),        // 7: baton.workerapi.v1.AsyncConfig
-	(*InstanceSpec)(nil),       // 8: baton.workerapi.v1.InstanceSpec
-	(*Instance)(nil),           // 9: baton.workerapi.v1.Instance
-	(*InstanceRef)(nil),        // 10: baton.workerapi.v1.InstanceRef
-	(*InstanceList)(nil),       // 11: baton.workerapi.v1.InstanceList
-	(*InvokeRequest)(nil),      // 12: baton.workerapi.v1.InvokeRequest
-	(*FunctionError)(nil),      // 13: baton.workerapi.v1.FunctionError
-	(*InvokeReply)(nil),        // 14: baton.workerapi.v1.InvokeReply
-	(*TransferRef)(nil),        // 15: baton.workerapi.v1.TransferRef
-	(*PullRequest)(nil),        // 16: baton.workerapi.v1.PullRequest
-	(*PullChunk)(nil),          // 17: baton.workerapi.v1.PullChunk
-	(*Failure)(nil),            // 18: baton.workerapi.v1.Failure
-	(*InitError)(nil),          // 19: baton.workerapi.v1.InitError
-	(*EventsRequest)(nil),      // 20: baton.workerapi.v1.EventsRequest
-	(*Event)(nil),              // 21: baton.workerapi.v1.Event
-	(*Image)(nil),              // 22: baton.workerapi.v1.Image
-	(*ImageList)(nil),          // 23: baton.workerapi.v1.ImageList
-	(*ImageRef)(nil),           // 24: baton.workerapi.v1.ImageRef
-	(*ImportChunk)(nil),        // 25: baton.workerapi.v1.ImportChunk
-	(*RemoveImageRequest)(nil), // 26: baton.workerapi.v1.RemoveImageRequest
-	(*Error)(nil),              // 27: baton.workerapi.v1.Error
-	nil,                        // 28: baton.workerapi.v1.FunctionSpec.EnvEntry
+	(*Empty)(nil),                 // 0: baton.workerapi.v1.Empty
+	(*InfoRequest)(nil),           // 1: baton.workerapi.v1.InfoRequest
+	(*InstancesRequest)(nil),      // 2: baton.workerapi.v1.InstancesRequest
+	(*ImagesRequest)(nil),         // 3: baton.workerapi.v1.ImagesRequest
+	(*Resources)(nil),             // 4: baton.workerapi.v1.Resources
+	(*WorkerInfo)(nil),            // 5: baton.workerapi.v1.WorkerInfo
+	(*FunctionSpec)(nil),          // 6: baton.workerapi.v1.FunctionSpec
+	(*AsyncConfig)(nil),           // 7: baton.workerapi.v1.AsyncConfig
+	(*InstanceSpec)(nil),          // 8: baton.workerapi.v1.InstanceSpec
+	(*Instance)(nil),              // 9: baton.workerapi.v1.Instance
+	(*InstanceRef)(nil),           // 10: baton.workerapi.v1.InstanceRef
+	(*InstanceList)(nil),          // 11: baton.workerapi.v1.InstanceList
+	(*InvokeRequest)(nil),         // 12: baton.workerapi.v1.InvokeRequest
+	(*FunctionError)(nil),         // 13: baton.workerapi.v1.FunctionError
+	(*InvokeReply)(nil),           // 14: baton.workerapi.v1.InvokeReply
+	(*TransferRef)(nil),           // 15: baton.workerapi.v1.TransferRef
+	(*PullRequest)(nil),           // 16: baton.workerapi.v1.PullRequest
+	(*PullChunk)(nil),             // 17: baton.workerapi.v1.PullChunk
+	(*Failure)(nil),               // 18: baton.workerapi.v1.Failure
+	(*InitError)(nil),             // 19: baton.workerapi.v1.InitError
+	(*EventsRequest)(nil),         // 20: baton.workerapi.v1.EventsRequest
+	(*Event)(nil),                 // 21: baton.workerapi.v1.Event
+	(*Image)(nil),                 // 22: baton.workerapi.v1.Image
+	(*ImageList)(nil),             // 23: baton.workerapi.v1.ImageList
+	(*ImageRef)(nil),              // 24: baton.workerapi.v1.ImageRef
+	(*ImportChunk)(nil),           // 25: baton.workerapi.v1.ImportChunk
+	(*RemoveImageRequest)(nil),    // 26: baton.workerapi.v1.RemoveImageRequest
+	(*Error)(nil),                 // 27: baton.workerapi.v1.Error
+	(*WorkerInfo_WorkingSet)(nil), // 28: baton.workerapi.v1.WorkerInfo.WorkingSet
+	nil,                           // 29: baton.workerapi.v1.FunctionSpec.EnvEntry
 }
 var file_worker_proto_depIdxs = []int32{
 	4,  // 0: baton.workerapi.v1.WorkerInfo.capacity:type_name -> baton.workerapi.v1.Resources
 	4,  // 1: baton.workerapi.v1.WorkerInfo.reserved:type_name -> baton.workerapi.v1.Resources
-	28, // 2: baton.workerapi.v1.FunctionSpec.env:type_name -> baton.workerapi.v1.FunctionSpec.EnvEntry
-	7,  // 3: baton.workerapi.v1.FunctionSpec.async:type_name -> baton.workerapi.v1.AsyncConfig
-	6,  // 4: baton.workerapi.v1.InstanceSpec.spec:type_name -> baton.workerapi.v1.FunctionSpec
-	9,  // 5: baton.workerapi.v1.InstanceList.instances:type_name -> baton.workerapi.v1.Instance
-	13, // 6: baton.workerapi.v1.InvokeReply.error:type_name -> baton.workerapi.v1.FunctionError
-	15, // 7: baton.workerapi.v1.InvokeReply.ref:type_name -> baton.workerapi.v1.TransferRef
-	15, // 8: baton.workerapi.v1.PullRequest.ref:type_name -> baton.workerapi.v1.TransferRef
-	13, // 9: baton.workerapi.v1.InitError.error:type_name -> baton.workerapi.v1.FunctionError
-	9,  // 10: baton.workerapi.v1.Event.ready:type_name -> baton.workerapi.v1.Instance
-	19, // 11: baton.workerapi.v1.Event.init_error:type_name -> baton.workerapi.v1.InitError
-	22, // 12: baton.workerapi.v1.ImageList.images:type_name -> baton.workerapi.v1.Image
-	18, // 13: baton.workerapi.v1.Error.failure:type_name -> baton.workerapi.v1.Failure
-	19, // 14: baton.workerapi.v1.Error.init_error:type_name -> baton.workerapi.v1.InitError
-	14, // 15: baton.workerapi.v1.Error.result:type_name -> baton.workerapi.v1.InvokeReply
-	1,  // 16: baton.workerapi.v1.Worker.Info:input_type -> baton.workerapi.v1.InfoRequest
-	8,  // 17: baton.workerapi.v1.Worker.StartInstance:input_type -> baton.workerapi.v1.InstanceSpec
-	10, // 18: baton.workerapi.v1.Worker.WaitInstance:input_type -> baton.workerapi.v1.InstanceRef
-	10, // 19: baton.workerapi.v1.Worker.StopInstance:input_type -> baton.workerapi.v1.InstanceRef
-	2,  // 20: baton.workerapi.v1.Worker.Instances:input_type -> baton.workerapi.v1.InstancesRequest
-	12, // 21: baton.workerapi.v1.Worker.Invoke:input_type -> baton.workerapi.v1.InvokeRequest
-	20, // 22: baton.workerapi.v1.Worker.Events:input_type -> baton.workerapi.v1.EventsRequest
-	3,  // 23: baton.workerapi.v1.Worker.Images:input_type -> baton.workerapi.v1.ImagesRequest
-	24, // 24: baton.workerapi.v1.Worker.CheckImage:input_type -> baton.workerapi.v1.ImageRef
-	25, // 25: baton.workerapi.v1.Worker.ImportImage:input_type -> baton.workerapi.v1.ImportChunk
-	26, // 26: baton.workerapi.v1.Worker.RemoveImage:input_type -> baton.workerapi.v1.RemoveImageRequest
-	16, // 27: baton.workerapi.v1.Worker.Pull:input_type -> baton.workerapi.v1.PullRequest
-	5,  // 28: baton.workerapi.v1.Worker.Info:output_type -> baton.workerapi.v1.WorkerInfo
-	9,  // 29: baton.workerapi.v1.Worker.StartInstance:output_type -> baton.workerapi.v1.Instance
-	9,  // 30: baton.workerapi.v1.Worker.WaitInstance:output_type -> baton.workerapi.v1.Instance
-	0,  // 31: baton.workerapi.v1.Worker.StopInstance:output_type -> baton.workerapi.v1.Empty
-	11, // 32: baton.workerapi.v1.Worker.Instances:output_type -> baton.workerapi.v1.InstanceList
-	14, // 33: baton.workerapi.v1.Worker.Invoke:output_type -> baton.workerapi.v1.InvokeReply
-	21, // 34: baton.workerapi.v1.Worker.Events:output_type -> baton.workerapi.v1.Event
-	23, // 35: baton.workerapi.v1.Worker.Images:output_type -> baton.workerapi.v1.ImageList
-	0,  // 36: baton.workerapi.v1.Worker.CheckImage:output_type -> baton.workerapi.v1.Empty
-	22, // 37: baton.workerapi.v1.Worker.ImportImage:output_type -> baton.workerapi.v1.Image
-	0,  // 38: baton.workerapi.v1.Worker.RemoveImage:output_type -> baton.workerapi.v1.Empty
-	17, // 39: baton.workerapi.v1.Worker.Pull:output_type -> baton.workerapi.v1.PullChunk
-	28, // [28:40] is the sub-list for method output_type
-	16, // [16:28] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	28, // 2: baton.workerapi.v1.WorkerInfo.working_sets:type_name -> baton.workerapi.v1.WorkerInfo.WorkingSet
+	29, // 3: baton.workerapi.v1.FunctionSpec.env:type_name -> baton.workerapi.v1.FunctionSpec.EnvEntry
+	7,  // 4: baton.workerapi.v1.FunctionSpec.async:type_name -> baton.workerapi.v1.AsyncConfig
+	6,  // 5: baton.workerapi.v1.InstanceSpec.spec:type_name -> baton.workerapi.v1.FunctionSpec
+	9,  // 6: baton.workerapi.v1.InstanceList.instances:type_name -> baton.workerapi.v1.Instance
+	13, // 7: baton.workerapi.v1.InvokeReply.error:type_name -> baton.workerapi.v1.FunctionError
+	15, // 8: baton.workerapi.v1.InvokeReply.ref:type_name -> baton.workerapi.v1.TransferRef
+	15, // 9: baton.workerapi.v1.PullRequest.ref:type_name -> baton.workerapi.v1.TransferRef
+	13, // 10: baton.workerapi.v1.InitError.error:type_name -> baton.workerapi.v1.FunctionError
+	9,  // 11: baton.workerapi.v1.Event.ready:type_name -> baton.workerapi.v1.Instance
+	19, // 12: baton.workerapi.v1.Event.init_error:type_name -> baton.workerapi.v1.InitError
+	22, // 13: baton.workerapi.v1.ImageList.images:type_name -> baton.workerapi.v1.Image
+	18, // 14: baton.workerapi.v1.Error.failure:type_name -> baton.workerapi.v1.Failure
+	19, // 15: baton.workerapi.v1.Error.init_error:type_name -> baton.workerapi.v1.InitError
+	14, // 16: baton.workerapi.v1.Error.result:type_name -> baton.workerapi.v1.InvokeReply
+	1,  // 17: baton.workerapi.v1.Worker.Info:input_type -> baton.workerapi.v1.InfoRequest
+	8,  // 18: baton.workerapi.v1.Worker.StartInstance:input_type -> baton.workerapi.v1.InstanceSpec
+	10, // 19: baton.workerapi.v1.Worker.WaitInstance:input_type -> baton.workerapi.v1.InstanceRef
+	10, // 20: baton.workerapi.v1.Worker.StopInstance:input_type -> baton.workerapi.v1.InstanceRef
+	2,  // 21: baton.workerapi.v1.Worker.Instances:input_type -> baton.workerapi.v1.InstancesRequest
+	12, // 22: baton.workerapi.v1.Worker.Invoke:input_type -> baton.workerapi.v1.InvokeRequest
+	20, // 23: baton.workerapi.v1.Worker.Events:input_type -> baton.workerapi.v1.EventsRequest
+	3,  // 24: baton.workerapi.v1.Worker.Images:input_type -> baton.workerapi.v1.ImagesRequest
+	24, // 25: baton.workerapi.v1.Worker.CheckImage:input_type -> baton.workerapi.v1.ImageRef
+	25, // 26: baton.workerapi.v1.Worker.ImportImage:input_type -> baton.workerapi.v1.ImportChunk
+	26, // 27: baton.workerapi.v1.Worker.RemoveImage:input_type -> baton.workerapi.v1.RemoveImageRequest
+	16, // 28: baton.workerapi.v1.Worker.Pull:input_type -> baton.workerapi.v1.PullRequest
+	5,  // 29: baton.workerapi.v1.Worker.Info:output_type -> baton.workerapi.v1.WorkerInfo
+	9,  // 30: baton.workerapi.v1.Worker.StartInstance:output_type -> baton.workerapi.v1.Instance
+	9,  // 31: baton.workerapi.v1.Worker.WaitInstance:output_type -> baton.workerapi.v1.Instance
+	0,  // 32: baton.workerapi.v1.Worker.StopInstance:output_type -> baton.workerapi.v1.Empty
+	11, // 33: baton.workerapi.v1.Worker.Instances:output_type -> baton.workerapi.v1.InstanceList
+	14, // 34: baton.workerapi.v1.Worker.Invoke:output_type -> baton.workerapi.v1.InvokeReply
+	21, // 35: baton.workerapi.v1.Worker.Events:output_type -> baton.workerapi.v1.Event
+	23, // 36: baton.workerapi.v1.Worker.Images:output_type -> baton.workerapi.v1.ImageList
+	0,  // 37: baton.workerapi.v1.Worker.CheckImage:output_type -> baton.workerapi.v1.Empty
+	22, // 38: baton.workerapi.v1.Worker.ImportImage:output_type -> baton.workerapi.v1.Image
+	0,  // 39: baton.workerapi.v1.Worker.RemoveImage:output_type -> baton.workerapi.v1.Empty
+	17, // 40: baton.workerapi.v1.Worker.Pull:output_type -> baton.workerapi.v1.PullChunk
+	29, // [29:41] is the sub-list for method output_type
+	17, // [17:29] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -2248,13 +2374,14 @@ func file_worker_proto_init() {
 	if File_worker_proto != nil {
 		return
 	}
+	file_worker_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
