@@ -107,3 +107,25 @@ const (
 	CodeDeadLetterNotFound    = "dead_letter_not_found"
 	CodeInvalidDeadLetterName = "invalid_dlq_name"
 )
+
+// Codes of direct transfers: a workflow step's large output stays on its
+// worker and travels as a signed reference, which only Baton produces.
+const (
+	// CodeTransferRefForged: a reference that is not Baton's, or was altered.
+	CodeTransferRefForged = "transfer_ref_forged"
+	// CodeTransferRefExpired: a reference past its expiry.
+	CodeTransferRefExpired = "transfer_ref_expired"
+	// CodeTransferRefReplayed: a reference used more often than it allows.
+	CodeTransferRefReplayed = "transfer_ref_replayed"
+	// CodeTransferRefWrongApp: a reference to another application's data.
+	CodeTransferRefWrongApp = "transfer_ref_wrong_app"
+	// CodeTransferSourceLost: the worker that kept the data is gone, or no
+	// longer has it.
+	CodeTransferSourceLost = "transfer-source-lost"
+	// CodeTransferCorrupt: the data did not match its reference's digest.
+	CodeTransferCorrupt = "transfer_corrupt"
+	// CodeTransferStoreFull: a worker had no room to keep the data.
+	CodeTransferStoreFull = "transfer_store_full"
+	// CodeTransferDisabled: the worker keeps no transferred data.
+	CodeTransferDisabled = "transfer_disabled"
+)

@@ -40,6 +40,10 @@ type FunctionSpec struct {
 	Image string `json:"image,omitempty"`
 	// Async configures asynchronous invocations (defaults when absent).
 	Async *AsyncConfig `json:"async,omitempty"`
+	// Prefetch records the working set of the version's first cold start
+	// on a host and prefetches it on later cold starts there (absent:
+	// on; false turns both off).
+	Prefetch *bool `json:"prefetch,omitempty"`
 }
 
 // AsyncConfig is how a function's asynchronous invocations are retried
@@ -107,9 +111,32 @@ type Function struct {
 	UpdatedAt  time.Time      `json:"updatedAt"`
 	Isolation  string         `json:"isolation"`
 	Status     FunctionStatus `json:"status"`
+	// WorkingSet tells whether the hosts recorded the version's
+	// cold-start working set (GET /v1/functions/{name} only).
+	WorkingSet *WorkingSet `json:"workingSet,omitempty"`
 	// Created and NewVersion are set on deploy responses only.
 	Created    bool `json:"created,omitempty"`
 	NewVersion bool `json:"newVersion,omitempty"`
+}
+
+// WorkingSet describes the recorded cold-start working set of a function
+// version (prefetched by later cold starts on the hosts that have it).
+type WorkingSet struct {
+	// Summary reads "recorded, N KiB in M ranges", "not recorded" or
+	// "off (prefetch: false)".
+	Summary  string `json:"summary"`
+	Recorded bool   `json:"recorded"`
+	// Bytes, Ranges and Files are the largest record's among the hosts.
+	Bytes  int64 `json:"bytes,omitempty"`
+	Ranges int   `json:"ranges,omitempty"`
+	Files  int   `json:"files,omitempty"`
+	// Workers are the hosts that recorded it.
+	Workers []string `json:"workers,omitempty"`
+	// RecordedAt is when the newest record was made.
+	RecordedAt *time.Time `json:"recordedAt,omitempty"`
+	// Prefetches counts the cold starts that prefetched it (since each
+	// host's worker started).
+	Prefetches int64 `json:"prefetches"`
 }
 
 // FunctionList is the body of GET /v1/functions.

@@ -28,6 +28,7 @@ import (
 	"github.com/baton-faas/baton/internal/datalayer"
 	"github.com/baton-faas/baton/internal/store/jsstore"
 	"github.com/baton-faas/baton/internal/store/natsd"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/triggers"
 	"github.com/baton-faas/baton/internal/workerapi/remote"
 )
@@ -71,9 +72,14 @@ type WorkerConfig struct {
 	MaxPayloadBytes int64
 	MaxCodeBytes    int64
 	CodeCacheBytes  int64
+	// Prefetch: as Config.Prefetch.
+	Prefetch bool
 	// Data sizes the node's data layers (the global one is on the
 	// cluster's NATS).
 	Data datalayer.Config
+	// Transfer configures direct transfers (the key is the cluster's,
+	// in KV baton_transfer).
+	Transfer transfer.Config
 	// Ready, if set, is called with the worker API's address once it
 	// serves.
 	Ready func(addr string)
@@ -229,10 +235,23 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		return err
 	}
 	codeLimits := codeLimitsFor(cfg.MaxCodeBytes)
+	xferKey, err := clusterTransferKey(ctx, nc, log)
+	if err != nil {
+		return err
+	}
+	clientTLS, err := identity.ClientTLS()
+	if err != nil {
+		return err
+	}
+	// Pulls from other workers go with this worker's own certificate.
+	peers := remote.NewPeers(clientTLS, remote.ClientOptions{Logger: log.With("component", "transfer-peers")})
+	defer peers.Close()
 	wk, closeNode, err := newHostNode(ctx, hostConfig{
 		ID: id, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency, NoMemoryReclaim: cfg.NoMemoryReclaim,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
-		Data: cfg.Data, NATS: nc,
+		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Advertise: advertised(cfg.Advertise, ln),
+		Peers:    peers,
+		Prefetch: cfg.Prefetch,
 	}, blobCode{st}, log)
 	if err != nil {
 		return err
@@ -406,7 +425,15 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 	defer trig.Close()
 	// A controller's executions are held by its node id: when the
 	// membership loses it, another controller resumes them.
-	wf, closeWorkflows, err := openWorkflows(ctx, nc, ctrl, id, members, cfg.Workflows, log)
+	xferKey, err := clusterTransferKey(ctx, nc, log)
+	if err != nil {
+		return err
+	}
+	signer, err := transfer.NewSigner(xferKey)
+	if err != nil {
+		return err
+	}
+	wf, closeWorkflows, err := openWorkflows(ctx, nc, ctrl, id, members, cfg.Workflows, signer, log)
 	if err != nil {
 		return err
 	}

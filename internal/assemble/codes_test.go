@@ -16,6 +16,7 @@ import (
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/node"
 	"github.com/baton-faas/baton/internal/store"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -45,6 +46,8 @@ func TestErrorCodesArePublished(t *testing.T) {
 		node.ErrCodeCacheFull, store.ErrNotFound, store.ErrConflict,
 		workerapi.ErrUnknownInstance, workerapi.ErrNoImageStore, workerapi.ErrImageNotFound,
 		workerapi.ErrImageInUse, workerapi.ErrWorkerUnavailable,
+		transfer.ErrForged, transfer.ErrExpired, transfer.ErrReplayed, transfer.ErrWrongApp, transfer.ErrSourceLost,
+		transfer.ErrCorrupt, transfer.ErrFull, transfer.ErrNoTransfers,
 	}
 	for _, err := range sentinels {
 		if _, code := errdefs.Classify(err); !published[code] {

@@ -23,6 +23,7 @@ import (
 	"github.com/baton-faas/baton/internal/node"
 	"github.com/baton-faas/baton/internal/store"
 	"github.com/baton-faas/baton/internal/store/jsstore"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -40,10 +41,20 @@ type hostConfig struct {
 	MaxPayloadBytes int64
 	CodeLimits      archive.Limits
 	CodeCacheBytes  int64
+	// Prefetch records and prefetches cold starts' working sets.
+	Prefetch bool
 	// Data sizes the host's data layers; NATS, when set, carries their
 	// global layer (nil: local only).
 	Data datalayer.Config
 	NATS *nats.Conn
+	// Transfer configures direct transfers, signed with TransferKey;
+	// Advertise is the worker API address other workers pull from ("" in
+	// `baton server`) and Peers how this node pulls from them (nil: it
+	// has none).
+	Transfer    transfer.Config
+	TransferKey []byte
+	Advertise   string
+	Peers       transfer.Source
 }
 
 // newHostNode opens the host's image store, picks its sandboxes, opens its
@@ -69,11 +80,17 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 		images.Close()
 		return nil, nil, fmt.Errorf("data layer: %w", err)
 	}
+	xfer, err := newExchange(cfg.Transfer, cfg.DataDir, id, cfg.Advertise, cfg.TransferKey, cfg.Peers, log.With("component", "transfer"))
+	if err != nil {
+		images.Close()
+		return nil, nil, fmt.Errorf("direct transfers: %w", err)
+	}
 	wk, err := node.New(node.Options{
 		ID: id, DataDir: filepath.Join(cfg.DataDir, "worker"), Sandboxes: sandboxes,
 		Code: code, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
 		RootFS: rootFS, Layers: images, Images: images, BaseImages: bases,
-		ArchiveLimits: cfg.CodeLimits, CodeCacheBytes: cfg.CodeCacheBytes, Data: data,
+		ArchiveLimits: cfg.CodeLimits, CodeCacheBytes: cfg.CodeCacheBytes, Data: data, Transfer: xfer,
+		Prefetch: cfg.Prefetch,
 	})
 	if err != nil {
 		images.Close()

@@ -32,6 +32,7 @@ import (
 	"github.com/baton-faas/baton/internal/sandbox/fake"
 	"github.com/baton-faas/baton/internal/sandbox/process"
 	"github.com/baton-faas/baton/internal/store/natsd"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/triggers"
 )
 
@@ -54,6 +55,10 @@ type Config struct {
 	// defaults (archive.DefaultMaxTotalBytes, node.DefaultCodeCacheBytes).
 	MaxCodeBytes   int64
 	CodeCacheBytes int64
+	// Prefetch records each function version's cold-start working set
+	// on its first cold start and prefetches it on later ones (the CLI's
+	// --prefetch, on by default there).
+	Prefetch bool
 	// Sandbox selects the isolation: "container", "process", or "auto"
 	// (containers where this host can run them, else processes); empty
 	// means "auto".
@@ -87,6 +92,9 @@ type Config struct {
 	// Data sizes the node's data layers (the global one is on the
 	// embedded NATS).
 	Data datalayer.Config
+	// Transfer configures direct transfers of workflow steps' outputs
+	// (the key is <DataDir>/transfer.key, created on first start).
+	Transfer transfer.Config
 }
 
 // DefaultDataDir is $XDG_DATA_HOME/baton, or ~/.local/share/baton.
@@ -166,10 +174,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	xferKey, err := serverTransferKey(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	var signer *transfer.Signer
+	if cfg.Transfer.Threshold > 0 {
+		if signer, err = transfer.NewSigner(xferKey); err != nil {
+			return err
+		}
+	}
 	wk, closeNode, err := newHostNode(ctx, hostConfig{
 		ID: nodeID, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency, NoMemoryReclaim: cfg.NoMemoryReclaim,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
-		Data: cfg.Data, NATS: nc,
+		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Prefetch: cfg.Prefetch,
 	}, reg, log)
 	if err != nil {
 		return err
@@ -206,7 +224,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer trig.Close()
 	// A server's executions are held by this run of it: after a restart
 	// the next run resumes them.
-	wf, closeWorkflows, err := openWorkflows(ctx, nc, ctrl, nodeID+"/"+requestid.New(), nil, cfg.Workflows, log)
+	wf, closeWorkflows, err := openWorkflows(ctx, nc, ctrl, nodeID+"/"+requestid.New(), nil, cfg.Workflows, signer, log)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/cluster/membership"
 	"github.com/baton-faas/baton/internal/controlplane/controller"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workflow/engine"
 	"github.com/baton-faas/baton/internal/workflow/journal"
 	wfregistry "github.com/baton-faas/baton/internal/workflow/registry"
@@ -30,8 +31,10 @@ type WorkflowConfig struct {
 // openWorkflows opens the workflow registry, journal and history and
 // starts the engine that runs this controller's executions. alive (nil:
 // none but self) says whether another runner still holds its executions.
+// signer (nil: direct transfers off) lets steps' large outputs stay on
+// their workers.
 func openWorkflows(ctx context.Context, nc *nats.Conn, ctrl *controller.Controller, self string, members *membership.Members,
-	cfg WorkflowConfig, log *slog.Logger) (*engine.Engine, func(), error) {
+	cfg WorkflowConfig, signer *transfer.Signer, log *slog.Logger) (*engine.Engine, func(), error) {
 	retention := cfg.Retention
 	if retention <= 0 {
 		retention = 7 * 24 * time.Hour
@@ -64,8 +67,11 @@ func openWorkflows(ctx context.Context, nc *nats.Conn, ctrl *controller.Controll
 			return !errors.Is(err, jetstream.ErrKeyNotFound)
 		}
 	}
-	eng := engine.New(reg, jnl, hist, controller.WorkflowSteps{C: ctrl, ForceGlobal: cfg.Bus == "global"},
-		engine.Options{Self: self, Alive: alive, Logger: log})
+	opts := engine.Options{Self: self, Alive: alive, Logger: log}
+	if signer != nil {
+		opts.Transfers = controller.WorkflowTransfers{C: ctrl, Signer: signer}
+	}
+	eng := engine.New(reg, jnl, hist, controller.WorkflowSteps{C: ctrl, ForceGlobal: cfg.Bus == "global", Transfers: signer != nil}, opts)
 	eng.Run()
 	return eng, func() {
 		eng.Close()

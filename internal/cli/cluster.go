@@ -99,7 +99,8 @@ func newWorkerCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest response payload in bytes")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes")
 	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes")
-	checkData = dataFlags(f, &cfg.Data)
+	f.BoolVar(&cfg.Prefetch, "prefetch", true, "record and prefetch cold starts' working sets on this host (see baton server --help)")
+	checkData = bothChecks(dataFlags(f, &cfg.Data), transferFlags(f, &cfg.Transfer))
 	return cmd
 }
 

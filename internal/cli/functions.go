@@ -28,6 +28,7 @@ func newDeployCmd() *cobra.Command {
 		envVars  []string
 		asyncCfg apiv1.AsyncConfig
 		retries  int
+		prefetch bool
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy NAME --runtime " + strings.Join(runtimes.Names(), "|") + " --handler HANDLER --code DIR_OR_ZIP",
@@ -59,6 +60,9 @@ A deploy request larger than 1 MiB is first checked against the server's limit
 			}
 			if asyncCfg != (apiv1.AsyncConfig{}) {
 				spec.Async = &asyncCfg
+			}
+			if cmd.Flags().Changed("prefetch") {
+				spec.Prefetch = &prefetch
 			}
 			spec.Env = map[string]string{}
 			for _, kv := range envVars {
@@ -112,6 +116,7 @@ A deploy request larger than 1 MiB is first checked against the server's limit
 	f.StringVar(&spec.App, "app", "", "application: functions of one app share a sandbox per host (default: the function's name)")
 	f.StringVar(&spec.Network, "network", "", "isolated (own network namespace, loopback only; default) or host")
 	f.StringVar(&spec.Image, "image", "", "root filesystem image (default: the runtime's base image)")
+	f.BoolVar(&prefetch, "prefetch", true, "record the working set of each version's first cold start on a host and prefetch it on later cold starts there; --prefetch=false turns both off for this function")
 	f.IntVar(&spec.IdleTimeoutSeconds, "idle-timeout", 0, fmt.Sprintf("seconds an idle instance is kept (default %d)", function.DefaultIdleSeconds))
 	return cmd
 }
@@ -296,7 +301,15 @@ func newGetCmd() *cobra.Command {
 				return err
 			}
 			warnIsolation(cmd.ErrOrStderr(), v.Isolation)
-			return printJSON(cmd.OutOrStdout(), v)
+			if err := printJSON(cmd.OutOrStdout(), v); err != nil {
+				return err
+			}
+			// On stderr, beside the isolation warning, so that stdout
+			// stays JSON.
+			if v.WorkingSet != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "working set: %s\n", v.WorkingSet.Summary)
+			}
+			return nil
 		},
 	}
 	connect = serverFlag(cmd)

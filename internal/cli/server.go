@@ -66,6 +66,7 @@ func newServerCmd() *cobra.Command {
 	f.BoolVar(&cfg.NoAuthOnNetwork, assemble.NoAuthOnNetworkFlag, false, "allow --no-auth on a --listen address other hosts can reach: anyone there may deploy and run code")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")
 	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes; unused code is evicted first, then instance starts are refused")
-	checkData = dataFlags(f, &cfg.Data)
+	f.BoolVar(&cfg.Prefetch, "prefetch", true, "record each function version's cold-start working set (pages of its image and code read before the runtime asked for work) on its first cold start on this host and prefetch it in one pass on later cold starts; --prefetch=false turns both off")
+	checkData = bothChecks(dataFlags(f, &cfg.Data), transferFlags(f, &cfg.Transfer))
 	return cmd
 }

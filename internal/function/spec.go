@@ -72,6 +72,10 @@ type Spec struct {
 	Image string `json:"image,omitempty"`
 	// Async configures asynchronous invocations; Normalize fills it in.
 	Async *AsyncConfig `json:"async,omitempty"`
+	// Prefetch records the working set of the version's first cold start
+	// on a host and prefetches it on later cold starts there (absent:
+	// on; false turns both off).
+	Prefetch *bool `json:"prefetch,omitempty"`
 }
 
 // AsyncConfig is the wire type itself, so that specs convert to and from
@@ -306,8 +310,19 @@ func (s Spec) Normalize() (Spec, error) {
 	if err := s.normalizeAsync(); err != nil {
 		return s, err
 	}
+	if s.Prefetch == nil {
+		on := true
+		s.Prefetch = &on
+	} else {
+		on := *s.Prefetch // a copy: the caller's pointer is not shared
+		s.Prefetch = &on
+	}
 	return s, nil
 }
+
+// PrefetchOn says whether the function's cold starts record and prefetch
+// their working set (the default).
+func (s Spec) PrefetchOn() bool { return s.Prefetch == nil || *s.Prefetch }
 
 // AppOf returns the application a function belongs to.
 func AppOf(name string, s Spec) string {

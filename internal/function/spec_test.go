@@ -1,6 +1,7 @@
 package function
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -148,5 +149,28 @@ func TestAsyncConfigDefaultsAndLimits(t *testing.T) {
 		if _, err := spec.Normalize(); err != nil {
 			t.Errorf("destination %s: %v", good, err)
 		}
+	}
+}
+
+// prefetch is on unless a spec says false; a value that is not a boolean
+// is refused when the spec is decoded, naming the field.
+func TestPrefetch(t *testing.T) {
+	s, err := Spec{Runtime: RuntimePython, Handler: "app.handler"}.Normalize()
+	if err != nil || s.Prefetch == nil || !*s.Prefetch || !s.PrefetchOn() {
+		t.Fatalf("default: %v %v, want prefetch true", s.Prefetch, err)
+	}
+	off := false
+	in := Spec{Runtime: RuntimePython, Handler: "app.handler", Prefetch: &off}
+	s, err = in.Normalize()
+	if err != nil || s.PrefetchOn() || s.Prefetch == in.Prefetch {
+		t.Fatalf("false: %v %v, want prefetch false in a copy", s.Prefetch, err)
+	}
+	if (Spec{}).PrefetchOn() != true {
+		t.Fatal("a stored spec without the field must mean on")
+	}
+	var bad Spec
+	err = json.Unmarshal([]byte(`{"runtime":"python","handler":"app.handler","prefetch":"no"}`), &bad)
+	if err == nil || !strings.Contains(err.Error(), "prefetch") {
+		t.Fatalf("prefetch \"no\": %v, want an error naming prefetch", err)
 	}
 }

@@ -534,10 +534,15 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 		case <-ictx.Done():
 		}
 	}()
+	payload, err := w.resolvePayload(ictx, in, inv)
+	if err != nil {
+		// Nothing ran: the instance is as it was.
+		return workerapi.Result{}, err
+	}
 	in.logs.begin(inv.ID)
 	began := time.Now()
 	res, err := in.api.Invoke(ictx, runtimeapi.Event{
-		RequestID: inv.ID, Payload: inv.Payload, Deadline: inv.Deadline, TraceID: inv.TraceID, ClientContext: inv.ClientContext,
+		RequestID: inv.ID, Payload: payload, Deadline: inv.Deadline, TraceID: inv.TraceID, ClientContext: inv.ClientContext,
 		FunctionARN: function.ARN(in.spec.Function, in.spec.Version),
 	})
 	elapsed := time.Since(began)
@@ -555,6 +560,7 @@ func (w *Worker) Invoke(ctx context.Context, id string, inv workerapi.Invocation
 	// The Runtime API bounded the function's error when it read it.
 	out := workerapi.Result{Payload: res.Payload, Duration: elapsed, Error: res.Error}
 	out.Logs, out.LogsTruncated = in.logs.end(inv.ID)
+	w.keepResult(in, inv, &out)
 	return out, nil
 }
 

@@ -32,6 +32,11 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	if err != nil {
 		return workerapi.Instance{}, err
 	}
+	// The working set's prefetch runs while the code is fetched and the
+	// sandbox made.
+	ws := w.wsBegin(ctx, spec)
+	started := false
+	defer func() { w.wsFinish(ws, spec, started) }()
 	w.holdCode(spec.CodeDigest)
 	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
 	if err != nil {
@@ -55,16 +60,17 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	}
 	// launch owns the app and code references from here on, also on
 	// failure.
-	inst, err := w.launch(ctx, drv, in, interp, codeDir)
+	inst, err := w.launch(ctx, drv, in, ws, interp, codeDir)
 	if err != nil {
 		return workerapi.Instance{}, err
 	}
 	inst.InitDuration = time.Since(began)
+	started = true
 	return inst, nil
 }
 
 // launch starts the instance's process and waits for its runtime to poll.
-func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, interp, codeDir string) (workerapi.Instance, error) {
+func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, ws *wsStart, interp, codeDir string) (workerapi.Instance, error) {
 	a := in.sandbox
 	release := func() {
 		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
@@ -75,6 +81,7 @@ func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, 
 		release()
 		return workerapi.Instance{}, err
 	}
+	w.wsBeforeSpawn(ctx, ws, in, interp, codeDir)
 	addr, err := w.serveAPI(a, in)
 	if err != nil {
 		release()

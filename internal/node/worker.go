@@ -15,7 +15,9 @@
 //   - sandboxFiles (files.go): how this host's sandboxes see files (the
 //     host's own, or images and code layers);
 //   - interpreters (drivers.go): each runtime's interpreter on this host,
-//     looked up at its first start.
+//     looked up at its first start;
+//   - workingset.Store (workingset.go): the cold-start working sets
+//     recorded on this host, prefetched by later cold starts.
 //
 // Lock order. instanceTable.mu, appTable.mu, grainTable.mu and codeRefs.mu
 // are never held together: each guards its own table and is released
@@ -24,12 +26,14 @@
 // under instanceTable.mu, so that an instance's state and its event change
 // together), releaseCount.mu (taken under instanceTable.mu and appTable.mu,
 // so that Close never misses a release that is no longer in a table),
-// codeBudget.mu and app.codeMu. The per-digest locks (Worker.codeLocks,
-// app.attaching) come before codeRefs.mu and app.codeMu; app.attaching
-// comes before Worker.codeLocks. No mutex is held across sandbox creation,
-// a process start, a wait for a process, or network I/O; app.attaching (a
-// keyed lock that lets one attach per digest run at a time) is held while
-// that digest's code is fetched and built, on purpose.
+// codeBudget.mu, app.codeMu and the working-set store's lock. The
+// per-digest locks (Worker.codeLocks, app.attaching) come before
+// codeRefs.mu and app.codeMu; app.attaching comes before
+// Worker.codeLocks. No mutex is held across sandbox creation, a process
+// start, a wait for a process, or network I/O; app.attaching (a keyed lock
+// that lets one attach per digest run at a time) is held while that
+// digest's code is fetched and built, on purpose. Working sets take no
+// lock of these: a start's prefetch and recording touch only the store.
 package node
 
 import (
@@ -55,8 +59,10 @@ import (
 	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 	"github.com/baton-faas/baton/internal/workerapi/eventlog"
+	"github.com/baton-faas/baton/internal/workingset"
 )
 
 // Options configure a worker.
@@ -100,6 +106,13 @@ type Options struct {
 	// their Runtime API endpoint, each bound to its application; nil
 	// leaves them out (those routes answer 501).
 	Data *datalayer.Layer
+	// Transfer keeps large results for direct transfers and resolves the
+	// references invocations carry (transfer.go); nil disables them.
+	Transfer *transfer.Exchange
+	// Prefetch records each function version's cold-start working set
+	// on its first cold start here and prefetches it on later ones
+	// (functions can opt out with their spec's prefetch: false).
+	Prefetch bool
 }
 
 // RootFSProvider mounts the image a sandbox's root is made of.
@@ -138,6 +151,9 @@ type Worker struct {
 	budget   *codeBudget // see codebudget.go
 	events   *eventlog.Log
 	capacity workerapi.Resources
+	// workingSets are the recorded cold-start working sets (nil: off;
+	// see workingset.go).
+	workingSets *workingset.Store
 
 	// ctx is the worker's lifetime: the parent of every start, of the
 	// grain workers' starts and of code builds; Close cancels it.
@@ -202,6 +218,9 @@ func New(opts Options) (*Worker, error) {
 		events:   eventlog.New(opts.ID, opts.EventBuffer),
 		capacity: hostCapacity(opts.Capacity),
 	}
+	if w.workingSets, err = openWorkingSets(opts); err != nil {
+		return nil, err
+	}
 	w.instances.init()
 	w.apps.init()
 	w.grains.init()
@@ -224,6 +243,13 @@ func New(opts Options) (*Worker, error) {
 		defer w.background.Done()
 		w.janitor()
 	}()
+	if opts.Transfer != nil {
+		w.background.Add(1)
+		go func() {
+			defer w.background.Done()
+			w.sweepTransfers()
+		}()
+	}
 	return w, nil
 }
 
@@ -235,6 +261,7 @@ func (w *Worker) Info(ctx context.Context) (workerapi.Info, error) {
 	info := workerapi.Info{ID: w.opts.ID, Isolation: w.opts.Sandboxes.Isolation(), Capacity: w.capacity}
 	info.Reserved, info.Instances = w.instances.reserved()
 	info.Sandboxes = w.apps.count()
+	info.WorkingSets = w.workingSetInfo()
 	return info, nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/transfer"
 )
 
 // Worker runs function instances on one host.
@@ -85,6 +86,22 @@ type Info struct {
 	Reserved  Resources `json:"reserved"`
 	Instances int       `json:"instances"`
 	Sandboxes int       `json:"sandboxes"`
+	// WorkingSets are the cold-start working sets this host recorded
+	// (see internal/workingset), newest first.
+	WorkingSets []WorkingSet `json:"workingSets,omitempty"`
+}
+
+// WorkingSet summarises one recorded working set of a function version.
+type WorkingSet struct {
+	Function string    `json:"function"`
+	Version  int       `json:"version"`
+	Bytes    int64     `json:"bytes"`
+	Ranges   int       `json:"ranges"`
+	Files    int       `json:"files"`
+	Recorded time.Time `json:"recorded"`
+	// Prefetches counts the cold starts that prefetched it since the
+	// worker started.
+	Prefetches int64 `json:"prefetches"`
 }
 
 // Resources are amounts of host resources.
@@ -141,6 +158,12 @@ type Invocation struct {
 	// Baton puts an asynchronous event's attempt number in its "custom"
 	// map as "baton-attempt".
 	ClientContext []byte `json:"clientContext,omitempty"`
+	// ByRef says the caller takes a reference instead of a result larger
+	// than the worker's transfer threshold (Result.Ref): Baton passes the
+	// data on itself (a workflow step's output). The payload itself may be
+	// a reference (transfer.Marker), which the worker resolves before the
+	// function sees it.
+	ByRef bool `json:"byRef,omitempty"`
 }
 
 // FunctionError is the error a function reported (Lambda error shape).
@@ -159,6 +182,9 @@ type Result struct {
 	Logs          []byte        `json:"logs,omitempty"`
 	LogsTruncated bool          `json:"logsTruncated,omitempty"`
 	Duration      time.Duration `json:"duration"`
+	// Ref, set only for an Invocation with ByRef, stands for a large
+	// payload that the worker kept (Payload is then empty).
+	Ref *transfer.Ref `json:"ref,omitempty"`
 }
 
 // FailureKind classifies an invocation that the function did not answer.

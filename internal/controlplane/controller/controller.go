@@ -21,6 +21,7 @@ import (
 	"github.com/baton-faas/baton/internal/keyedlock"
 	"github.com/baton-faas/baton/internal/requestid"
 	"github.com/baton-faas/baton/internal/store"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -563,6 +564,8 @@ type Invocation struct {
 	// FunctionError is the error the function itself returned.
 	FunctionError *workerapi.FunctionError
 	Err           error
+	// Ref stands for the result when the worker kept it (ByRef).
+	Ref *transfer.Ref
 }
 
 // Invoke runs one event. Errors before an invocation exists (unknown
@@ -580,6 +583,9 @@ type InvokeOptions struct {
 	ClientContext []byte
 	// Attempt (1-based) marks the record as an asynchronous attempt.
 	Attempt int
+	// ByRef takes a reference instead of a large result (see
+	// workerapi.Invocation.ByRef): only where Baton passes the data on.
+	ByRef bool
 }
 
 // InvokeWith is Invoke with options.
@@ -588,7 +594,7 @@ func (c *Controller) InvokeWith(ctx context.Context, name, id string, payload []
 		id = NewRequestID()
 	}
 	start := time.Now()
-	out, err := c.router.Invoke(ctx, name, workerapi.Invocation{ID: id, Payload: payload, ClientContext: o.ClientContext})
+	out, err := c.router.Invoke(ctx, name, workerapi.Invocation{ID: id, Payload: payload, ClientContext: o.ClientContext, ByRef: o.ByRef})
 	end := time.Now()
 	switch {
 	case errors.Is(err, router.ErrQueueFull):
@@ -611,19 +617,27 @@ func (c *Controller) InvokeWith(ctx context.Context, name, id string, payload []
 	inv := Invocation{
 		ID: id, Version: out.Version, Instance: out.Instance, Worker: out.Worker, Cold: out.Cold,
 		Wait: out.Wait, Init: out.Init, Exec: out.Exec, Payload: out.Result.Payload,
-		FunctionError: out.Result.Error, Err: err,
+		FunctionError: out.Result.Error, Err: err, Ref: out.Result.Ref,
 	}
 	rec := &records.Record{
 		ID: id, Function: name, Version: out.Version, Start: start.UTC(), End: end.UTC(),
 		DurationMs: ms(end.Sub(start)), WaitMs: ms(out.Wait), InitMs: ms(out.Init), ExecMs: ms(out.Exec),
 		Cold: out.Cold, Instance: out.Instance, Logs: string(out.Result.Logs), LogsTruncated: out.Result.LogsTruncated,
-		ResponseBytes: len(out.Result.Payload), RequestBytes: len(payload),
+		ResponseBytes: responseBytes(out.Result), RequestBytes: len(payload),
 		Status: records.StatusSuccess, Error: out.Result.Error, Attempt: o.Attempt,
 	}
 	rec.SetOutcome(err)
 	c.records.Add(rec)
 	c.metrics.ObserveInvocation(name, rec.Status, out.Cold, end.Sub(start).Seconds(), out.Wait.Seconds())
 	return inv, nil
+}
+
+// responseBytes is a result's size, also when the worker kept it.
+func responseBytes(r workerapi.Result) int {
+	if r.Ref != nil {
+		return int(r.Ref.Size)
+	}
+	return len(r.Payload)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

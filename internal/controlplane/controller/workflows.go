@@ -7,6 +7,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/async"
 	"github.com/baton-faas/baton/internal/controlplane/router"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 	"github.com/baton-faas/baton/internal/workflow/engine"
 	"github.com/baton-faas/baton/internal/workflow/execution"
@@ -30,6 +31,10 @@ const (
 type WorkflowSteps struct {
 	C           *Controller
 	ForceGlobal bool
+	// Transfers lets workers keep a large output of a step on the local
+	// bus and pass a reference on (direct transfers; the engine needs
+	// WorkflowTransfers then). Steps on the global bus pass data inline.
+	Transfers bool
 }
 
 // stepLost is a step cut short by the platform: the engine runs it again.
@@ -50,10 +55,22 @@ func (s WorkflowSteps) Step(ctx context.Context, execID, callID string, call exe
 		if _, exists := c.knownFunction(call.Function); !exists && !c.Lookup(ctx, call.Function) {
 			return engine.Step{}, &execution.FunctionError{Type: "Baton.FunctionNotFound", Message: fmt.Sprintf("function %q does not exist", call.Function)}
 		}
+	}
+	input, err := c.stepInput(ctx, call.Function, call.Input)
+	if err != nil {
+		return engine.Step{}, stepError(err)
+	}
+	call.Input = input
+	if !s.ForceGlobal || c.queue == nil {
 		if c.owns(call.Function) {
-			inv, err := c.InvokeWith(ctx, call.Function, "", call.Input, InvokeOptions{ClientContext: cc, Attempt: call.Attempt})
+			inv, err := c.InvokeWith(ctx, call.Function, "", call.Input, InvokeOptions{ClientContext: cc, Attempt: call.Attempt, ByRef: s.Transfers})
 			if err == nil {
-				return stepOutcome(engine.Step{Host: inv.Worker, Bus: BusLocal}, inv.Payload, inv.FunctionError, inv.Err)
+				payload := inv.Payload
+				if inv.Ref != nil {
+					// The worker kept the output: the next step pulls it.
+					payload = transfer.Marker(*inv.Ref)
+				}
+				return stepOutcome(engine.Step{Host: inv.Worker, Bus: BusLocal}, payload, inv.FunctionError, inv.Err)
 			}
 			if !errors.Is(err, router.ErrReleased) && !errors.Is(err, router.ErrUnknownFunction) {
 				return engine.Step{Bus: BusLocal}, stepError(err)
@@ -104,6 +121,9 @@ func stepError(err error) error {
 		default:
 			return &execution.FunctionError{Type: "Baton." + string(f.Kind), Message: f.Message}
 		}
+	}
+	if name := transferName(err); name != "" {
+		return &execution.FunctionError{Type: name, Message: err.Error()}
 	}
 	switch {
 	case errors.Is(err, router.ErrQueueFull):

@@ -177,7 +177,9 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.view(r.Context(), fn))
+	v := s.view(r.Context(), fn)
+	v.WorkingSet = workingSetToWire(fn.Spec.PrefetchOn(), s.c.WorkingSets(r.Context(), fn.Name, fn.Version))
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) listFunctions(w http.ResponseWriter, r *http.Request) {

@@ -1,7 +1,10 @@
 package httpapi
 
 import (
+	"fmt"
+
 	apiv1 "github.com/baton-faas/baton/api/v1"
+	"github.com/baton-faas/baton/internal/controlplane/controller"
 	"github.com/baton-faas/baton/internal/controlplane/records"
 	"github.com/baton-faas/baton/internal/controlplane/router"
 	"github.com/baton-faas/baton/internal/function"
@@ -29,6 +32,31 @@ func functionToWire(fn function.Function, isolation string, st router.Status) ap
 		Name: fn.Name, Version: fn.Version, Spec: specToWire(fn.Spec), CodeDigest: fn.CodeDigest, CodeSize: fn.CodeSize,
 		CreatedAt: fn.CreatedAt, UpdatedAt: fn.UpdatedAt, Isolation: isolation, Status: statusToWire(st),
 	}
+}
+
+// workingSetToWire sums up what the hosts recorded of a version's
+// working set.
+func workingSetToWire(on bool, hosts []controller.HostWorkingSet) *apiv1.WorkingSet {
+	if !on {
+		return &apiv1.WorkingSet{Summary: "off (prefetch: false)"}
+	}
+	out := &apiv1.WorkingSet{Summary: "not recorded"}
+	for _, h := range hosts {
+		out.Recorded = true
+		out.Workers = append(out.Workers, h.Worker)
+		out.Prefetches += h.Prefetches
+		if h.Bytes > out.Bytes {
+			out.Bytes, out.Ranges, out.Files = h.Bytes, h.Ranges, h.Files
+		}
+		if out.RecordedAt == nil || h.Recorded.After(*out.RecordedAt) {
+			at := h.Recorded
+			out.RecordedAt = &at
+		}
+	}
+	if out.Recorded {
+		out.Summary = fmt.Sprintf("recorded, %d KiB in %d ranges", out.Bytes>>10, out.Ranges)
+	}
+	return out
 }
 
 func functionErrorToWire(fe *workerapi.FunctionError) *apiv1.FunctionError {

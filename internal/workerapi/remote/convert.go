@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 	pb "github.com/baton-faas/baton/internal/workerapi/remote/wirepb"
 )
@@ -34,20 +35,33 @@ func resourcesFromWire(r *pb.Resources) workerapi.Resources {
 }
 
 func infoToWire(i workerapi.Info) *pb.WorkerInfo {
-	return &pb.WorkerInfo{Id: i.ID, Isolation: i.Isolation, Capacity: resourcesToWire(i.Capacity),
+	out := &pb.WorkerInfo{Id: i.ID, Isolation: i.Isolation, Capacity: resourcesToWire(i.Capacity),
 		Reserved: resourcesToWire(i.Reserved), Instances: int64(i.Instances), Sandboxes: int64(i.Sandboxes)}
+	for _, ws := range i.WorkingSets {
+		out.WorkingSets = append(out.WorkingSets, &pb.WorkerInfo_WorkingSet{Function: ws.Function, Version: int64(ws.Version),
+			Bytes: ws.Bytes, Ranges: int64(ws.Ranges), Files: int64(ws.Files), RecordedUnixNs: unixNano(ws.Recorded),
+			Prefetches: ws.Prefetches})
+	}
+	return out
 }
 
 func infoFromWire(i *pb.WorkerInfo) workerapi.Info {
-	return workerapi.Info{ID: i.GetId(), Isolation: i.GetIsolation(), Capacity: resourcesFromWire(i.GetCapacity()),
+	out := workerapi.Info{ID: i.GetId(), Isolation: i.GetIsolation(), Capacity: resourcesFromWire(i.GetCapacity()),
 		Reserved: resourcesFromWire(i.GetReserved()), Instances: int(i.GetInstances()), Sandboxes: int(i.GetSandboxes())}
+	for _, ws := range i.GetWorkingSets() {
+		out.WorkingSets = append(out.WorkingSets, workerapi.WorkingSet{Function: ws.GetFunction(), Version: int(ws.GetVersion()),
+			Bytes: ws.GetBytes(), Ranges: int(ws.GetRanges()), Files: int(ws.GetFiles()), Recorded: fromUnixNano(ws.GetRecordedUnixNs()),
+			Prefetches: ws.GetPrefetches()})
+	}
+	return out
 }
 
 func specToWire(s function.Spec) *pb.FunctionSpec {
 	return &pb.FunctionSpec{Runtime: s.Runtime, Handler: s.Handler, Env: s.Env, MemoryMb: int64(s.MemoryMB),
 		TimeoutSeconds: int64(s.TimeoutSeconds), Concurrency: int64(s.Concurrency), MinScale: int64(s.MinScale),
 		MaxScale: int64(s.MaxScale), IdleTimeoutSeconds: int64(s.IdleTimeoutSeconds), App: s.App,
-		Network: s.Network, Image: s.Image, Autoscaler: s.Autoscaler, Idempotent: s.Idempotent, Async: asyncToWire(s.Async)}
+		Network: s.Network, Image: s.Image, Autoscaler: s.Autoscaler, Idempotent: s.Idempotent, Async: asyncToWire(s.Async),
+		Prefetch: s.Prefetch}
 }
 
 func asyncToWire(a *function.AsyncConfig) *pb.AsyncConfig {
@@ -79,7 +93,7 @@ func specFromWire(s *pb.FunctionSpec) function.Spec {
 		TimeoutSeconds: int(s.GetTimeoutSeconds()), Concurrency: int(s.GetConcurrency()), MinScale: int(s.GetMinScale()),
 		MaxScale: int(s.GetMaxScale()), IdleTimeoutSeconds: int(s.GetIdleTimeoutSeconds()), App: s.GetApp(),
 		Network: s.GetNetwork(), Image: s.GetImage(), Autoscaler: s.GetAutoscaler(), Idempotent: s.GetIdempotent(),
-		Async: asyncFromWire(s.GetAsync())}
+		Async: asyncFromWire(s.GetAsync()), Prefetch: s.Prefetch}
 }
 
 func instanceSpecToWire(s workerapi.InstanceSpec) *pb.InstanceSpec {
@@ -104,12 +118,12 @@ func instanceFromWire(in *pb.Instance) workerapi.Instance {
 
 func invocationToWire(instanceID string, inv workerapi.Invocation) *pb.InvokeRequest {
 	return &pb.InvokeRequest{InstanceId: instanceID, Id: inv.ID, Payload: inv.Payload, DeadlineUnixNs: unixNano(inv.Deadline), TraceId: inv.TraceID,
-		ClientContext: inv.ClientContext}
+		ClientContext: inv.ClientContext, ByRef: inv.ByRef}
 }
 
 func invocationFromWire(req *pb.InvokeRequest) workerapi.Invocation {
 	return workerapi.Invocation{ID: req.GetId(), Payload: req.GetPayload(), Deadline: fromUnixNano(req.GetDeadlineUnixNs()), TraceID: req.GetTraceId(),
-		ClientContext: req.GetClientContext()}
+		ClientContext: req.GetClientContext(), ByRef: req.GetByRef()}
 }
 
 func functionErrorToWire(fe *workerapi.FunctionError) *pb.FunctionError {
@@ -128,12 +142,12 @@ func functionErrorFromWire(fe *pb.FunctionError) *workerapi.FunctionError {
 
 func resultToWire(r workerapi.Result) *pb.InvokeReply {
 	return &pb.InvokeReply{Payload: r.Payload, Error: functionErrorToWire(r.Error), Logs: r.Logs,
-		LogsTruncated: r.LogsTruncated, DurationNs: int64(r.Duration)}
+		LogsTruncated: r.LogsTruncated, DurationNs: int64(r.Duration), Ref: refToWire(r.Ref)}
 }
 
 func resultFromWire(r *pb.InvokeReply) workerapi.Result {
 	return workerapi.Result{Payload: r.GetPayload(), Error: functionErrorFromWire(r.GetError()), Logs: r.GetLogs(),
-		LogsTruncated: r.GetLogsTruncated(), Duration: time.Duration(r.GetDurationNs())}
+		LogsTruncated: r.GetLogsTruncated(), Duration: time.Duration(r.GetDurationNs()), Ref: refFromWire(r.GetRef())}
 }
 
 func failureToWire(f *workerapi.Failure) *pb.Failure {
@@ -198,4 +212,20 @@ func imageFromWire(img *pb.Image) workerapi.Image {
 	return workerapi.Image{Name: img.GetName(), ID: img.GetId(), Layers: img.GetLayers(), Env: img.GetEnv(),
 		Entrypoint: img.GetEntrypoint(), Cmd: img.GetCmd(), WorkingDir: img.GetWorkingDir(), User: img.GetUser(),
 		Created: fromUnixNano(img.GetCreatedUnixNs()), Size: img.GetSize(), Source: img.GetSource()}
+}
+
+func refToWire(r *transfer.Ref) *pb.TransferRef {
+	if r == nil {
+		return nil
+	}
+	return &pb.TransferRef{Worker: r.Worker, Addr: r.Addr, Id: r.ID, Size: r.Size, Sha256: r.Digest,
+		ExpiresUnixMs: r.Expires, App: r.App, Pulls: int64(r.Pulls), Mac: r.MAC}
+}
+
+func refFromWire(r *pb.TransferRef) *transfer.Ref {
+	if r == nil {
+		return nil
+	}
+	return &transfer.Ref{Worker: r.GetWorker(), Addr: r.GetAddr(), ID: r.GetId(), Size: r.GetSize(), Digest: r.GetSha256(),
+		Expires: r.GetExpiresUnixMs(), App: r.GetApp(), Pulls: int(r.GetPulls()), MAC: r.GetMac()}
 }

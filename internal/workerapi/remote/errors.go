@@ -10,6 +10,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/clusterpki"
 	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 	pb "github.com/baton-faas/baton/internal/workerapi/remote/wirepb"
 )
@@ -38,6 +39,13 @@ var wellKnown = []struct {
 	{"permission_denied", ErrPermissionDenied},
 	{"context_canceled", context.Canceled},
 	{"context_deadline_exceeded", context.DeadlineExceeded},
+	{"transfer_ref_forged", transfer.ErrForged},
+	{"transfer_ref_expired", transfer.ErrExpired},
+	{"transfer_ref_replayed", transfer.ErrReplayed},
+	{"transfer_ref_wrong_app", transfer.ErrWrongApp},
+	{"transfer-source-lost", transfer.ErrSourceLost},
+	{"transfer_corrupt", transfer.ErrCorrupt},
+	{"transfer_disabled", transfer.ErrNoTransfers},
 }
 
 // ErrPermissionDenied: the peer is a node of the cluster but its role may

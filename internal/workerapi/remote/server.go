@@ -19,6 +19,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/clusterpki"
 	"github.com/baton-faas/baton/internal/errdefs"
+	"github.com/baton-faas/baton/internal/transfer"
 	"github.com/baton-faas/baton/internal/workerapi"
 	pb "github.com/baton-faas/baton/internal/workerapi/remote/wirepb"
 )
@@ -135,7 +136,9 @@ func (s *Server) authorize(ctx context.Context, method string) error {
 	if err != nil {
 		return toStatus(fmt.Errorf("%s: %w", method, err))
 	}
-	if !slices.Contains(s.opts.ClientRoles, role) {
+	// Workers pull transferred data from each other (package transfer).
+	pullByWorker := method == pb.Worker_Pull_FullMethodName && role == clusterpki.Worker
+	if !slices.Contains(s.opts.ClientRoles, role) && !pullByWorker {
 		s.log.Warn("worker API call refused", "node", id, "role", role, "method", method, "remote", p.Addr)
 		return toStatus(fmt.Errorf("%s: node %s (%s): %w", method, id, role, ErrPermissionDenied))
 	}
@@ -272,6 +275,41 @@ func (h handlers) Images(ctx context.Context, _ *pb.ImagesRequest) (*pb.ImageLis
 
 func (h handlers) CheckImage(ctx context.Context, ref *pb.ImageRef) (*pb.Empty, error) {
 	return result(&pb.Empty{}, h.s.w.CheckImage(ctx, ref.GetName()))
+}
+
+// PullChunkBytes is the size of a Pull's chunks.
+const PullChunkBytes = 1 << 20
+
+func (h handlers) Pull(req *pb.PullRequest, stream pb.Worker_PullServer) error {
+	src, ok := h.s.w.(transfer.Source)
+	if !ok {
+		return toStatus(fmt.Errorf("pull: %w", transfer.ErrNoTransfers))
+	}
+	r := refFromWire(req.GetRef())
+	if r == nil {
+		return toStatus(fmt.Errorf("pull: %w: no reference", ErrBadRequest))
+	}
+	rc, err := src.Pull(stream.Context(), *r, req.GetApp())
+	if err != nil {
+		return toStatus(err)
+	}
+	defer rc.Close()
+	for {
+		// A fresh buffer per chunk: gRPC may hold a sent message.
+		buf := make([]byte, PullChunkBytes)
+		n, rerr := io.ReadFull(rc, buf)
+		if n > 0 {
+			if err := stream.Send(&pb.PullChunk{Data: buf[:n]}); err != nil {
+				return err
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return nil
+		}
+		if rerr != nil {
+			return toStatus(fmt.Errorf("pull %s: read the buffer: %w", r.ID, rerr))
+		}
+	}
 }
 
 func (h handlers) ImportImage(stream pb.Worker_ImportImageServer) error {

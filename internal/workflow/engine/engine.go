@@ -75,7 +75,10 @@ type Options struct {
 	// MaxInterruptions bounds how often one step is run again after its
 	// worker was lost (default 5).
 	MaxInterruptions int
-	Logger           *slog.Logger
+	// Transfers resolves and shares references to data that workers keep
+	// (see execution.Transfers); nil when steps never produce them.
+	Transfers execution.Transfers
+	Logger    *slog.Logger
 }
 
 // Engine starts, runs and resumes executions.
@@ -296,7 +299,7 @@ func (e *Engine) launch(x journal.Execution, def *asl.Definition) error {
 func (e *Engine) drive(x journal.Execution, def *asl.Definition) (journal.Execution, bool) {
 	t := &tracker{e: e, x: x, def: def, entered: map[string]time.Time{}, resumeState: x.ResumeAt, resumeOffset: x.ResumeAttempts,
 		resumeWaitUntil: x.WaitUntil}
-	m := execution.New(def, invoker{t}, execution.Options{Observe: t.observe, Sleep: t.sleep})
+	m := execution.New(def, invoker{t}, execution.Options{Observe: t.observe, Sleep: t.sleep, Transfers: e.opts.Transfers})
 	var input any
 	if err := json.Unmarshal(x.ResumeInput, &input); err != nil {
 		input = map[string]any{}

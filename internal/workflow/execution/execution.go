@@ -80,6 +80,10 @@ type Options struct {
 	// ends with ctx).
 	Sleep func(ctx context.Context, d time.Duration) error
 	Now   func() time.Time
+	// Transfers handles references to data that workers keep (direct
+	// transfers), which travel in the state as opaque values; nil when
+	// none can occur. See transfers.go for when they are resolved.
+	Transfers Transfers
 }
 
 // Machine runs one definition.
@@ -136,6 +140,10 @@ func (m *Machine) RunAt(ctx context.Context, state string, input, contextObject 
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && m.def.TimeoutSeconds > 0 {
 		return nil, &Failure{Name: asl.ErrorTimeout, Cause: "the execution ran longer than TimeoutSeconds"}
 	}
+	if err == nil {
+		// The execution's output leaves Baton: no reference in it.
+		out, err = m.resolveAll(ctx, out)
+	}
 	return out, err
 }
 
@@ -174,14 +182,18 @@ func (m *Machine) runFrom(ctx context.Context, def *asl.Definition, name, path s
 
 // step runs one state; next is "" when the machine ends.
 func (m *Machine) step(ctx context.Context, name string, st *asl.State, path string, input, cobj any) (any, string, error) {
+	input, err := m.prepareInput(ctx, st, input, cobj)
+	if err != nil {
+		return nil, "", err
+	}
 	switch st.Type {
 	case "Succeed":
 		eff, err := st.EffectiveInput(input, cobj)
 		if err != nil {
 			return nil, "", asTaskFailure(err)
 		}
-		out, err := st.Output(eff, eff, cobj)
-		return out, "", asTaskFailure(err)
+		out, err := m.output(ctx, st, eff, eff, cobj)
+		return out, "", err
 	case "Fail":
 		return nil, "", &Failure{Name: st.Error, Cause: st.Cause}
 	case "Choice":
@@ -193,8 +205,8 @@ func (m *Machine) step(ctx context.Context, name string, st *asl.State, path str
 		if err != nil {
 			return nil, "", &Failure{Name: "States.NoChoiceMatched", Cause: fmt.Sprintf("state %q: no choice rule matched", name)}
 		}
-		out, err := st.Output(eff, eff, cobj)
-		return out, next, asTaskFailure(err)
+		out, err := m.output(ctx, st, eff, eff, cobj)
+		return out, next, err
 	case "Pass":
 		eff, err := st.EffectiveInput(input, cobj)
 		if err != nil {
@@ -206,8 +218,8 @@ func (m *Machine) step(ctx context.Context, name string, st *asl.State, path str
 				return nil, "", asTaskFailure(err)
 			}
 		}
-		out, err := st.Output(input, result, cobj)
-		return out, st.Next, asTaskFailure(err)
+		out, err := m.output(ctx, st, input, result, cobj)
+		return out, st.Next, err
 	case "Wait":
 		eff, err := st.EffectiveInput(input, cobj)
 		if err != nil {
@@ -220,8 +232,8 @@ func (m *Machine) step(ctx context.Context, name string, st *asl.State, path str
 		if err := m.opts.Sleep(ctx, d); err != nil {
 			return nil, "", err
 		}
-		out, err := st.Output(eff, eff, cobj)
-		return out, st.Next, asTaskFailure(err)
+		out, err := m.output(ctx, st, eff, eff, cobj)
+		return out, st.Next, err
 	}
 	// Task, Parallel and Map: the work, with Retry and Catch around it.
 	// An input that does not fit the state's paths is States.Runtime, as
@@ -230,6 +242,10 @@ func (m *Machine) step(ctx context.Context, name string, st *asl.State, path str
 	eff, err := st.EffectiveInput(input, cobj)
 	if err != nil {
 		return nil, "", asTaskFailure(err)
+	}
+	if st.Type == "Task" {
+		// Each attempt the Retry allows may pull the data again.
+		eff = m.share([]any{eff}, attemptsOf(st))[0]
 	}
 	result, err := m.withRetry(ctx, name, st, path, func(attempt int) (any, error) {
 		return m.work(ctx, name, st, path, eff, cobj, attempt)
@@ -241,14 +257,18 @@ func (m *Machine) step(ctx context.Context, name string, st *asl.State, path str
 		}
 		if c, ok := st.CatcherFor(f.Name); ok && ctx.Err() == nil {
 			m.emit("caught", name, path, 0, f.Name)
-			out, err := c.CatchOutput(input, f.Name, f.Cause)
+			in, err := m.resolveIf(ctx, m.pathTouches(input, pathOf(c.ResultPath)), input)
+			if err != nil {
+				return nil, "", err
+			}
+			out, err := c.CatchOutput(in, f.Name, f.Cause)
 			return out, c.Next, asTaskFailure(err)
 		}
 		return nil, "", f
 	}
-	out, err := st.Output(input, result, cobj)
+	out, err := m.output(ctx, st, input, result, cobj)
 	if err != nil {
-		return nil, "", asTaskFailure(err)
+		return nil, "", err
 	}
 	if st.End {
 		return out, "", nil
@@ -288,8 +308,14 @@ func (m *Machine) work(ctx context.Context, name string, st *asl.State, path str
 		return m.task(ctx, st, Call{State: name, Path: path, Attempt: attempt}, input)
 	case "Parallel":
 		outs := make([]any, len(st.Branches))
+		inputs := make([]any, len(st.Branches))
+		for i := range inputs {
+			inputs[i] = input
+		}
+		// Every branch may pull the data a reference in the input names.
+		inputs = m.share(inputs, 1)
 		err := m.fanOut(ctx, len(st.Branches), 0, func(ctx context.Context, i int) error {
-			out, err := m.run(ctx, st.Branches[i], join(path, name, i), input, cobj)
+			out, err := m.run(ctx, st.Branches[i], join(path, name, i), inputs[i], cobj)
 			outs[i] = out
 			return err
 		})
@@ -315,18 +341,23 @@ func (m *Machine) work(ctx context.Context, name string, st *asl.State, path str
 		if len(st.ItemSelector) > 0 {
 			selector = st.ItemSelector
 		}
-		outs := make([]any, len(items))
-		err = m.fanOut(ctx, len(items), st.MaxConcurrency, func(ctx context.Context, i int) error {
-			item := items[i]
+		inputs := make([]any, len(items))
+		for i, item := range items {
 			if len(selector) > 0 {
 				itemCtx := withMapItem(cobj, i, item)
 				r, err := asl.Resolve(selector, input, itemCtx)
 				if err != nil {
-					return &Failure{Name: "States.ParameterPathFailure", Cause: err.Error()}
+					return nil, &Failure{Name: "States.ParameterPathFailure", Cause: err.Error()}
 				}
 				item = r
 			}
-			out, err := m.run(ctx, proc, join(path, name, i), item, cobj)
+			inputs[i] = item
+		}
+		// A reference in several items' inputs may be pulled by each.
+		inputs = m.share(inputs, 1)
+		outs := make([]any, len(items))
+		err = m.fanOut(ctx, len(items), st.MaxConcurrency, func(ctx context.Context, i int) error {
+			out, err := m.run(ctx, proc, join(path, name, i), inputs[i], cobj)
 			outs[i] = out
 			return err
 		})

@@ -223,13 +223,14 @@ func (x *Resources) GetMilliCpus() int64 {
 }
 
 type WorkerInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Isolation     string                 `protobuf:"bytes,2,opt,name=isolation,proto3" json:"isolation,omitempty"`
-	Capacity      *Resources             `protobuf:"bytes,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	Reserved      *Resources             `protobuf:"bytes,4,opt,name=reserved,proto3" json:"reserved,omitempty"`
-	Instances     int64                  `protobuf:"varint,5,opt,name=instances,proto3" json:"instances,omitempty"`
-	Sandboxes     int64                  `protobuf:"varint,6,opt,name=sandboxes,proto3" json:"sandboxes,omitempty"`
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Id            string                   `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Isolation     string                   `protobuf:"bytes,2,opt,name=isolation,proto3" json:"isolation,omitempty"`
+	Capacity      *Resources               `protobuf:"bytes,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Reserved      *Resources               `protobuf:"bytes,4,opt,name=reserved,proto3" json:"reserved,omitempty"`
+	Instances     int64                    `protobuf:"varint,5,opt,name=instances,proto3" json:"instances,omitempty"`
+	Sandboxes     int64                    `protobuf:"varint,6,opt,name=sandboxes,proto3" json:"sandboxes,omitempty"`
+	WorkingSets   []*WorkerInfo_WorkingSet `protobuf:"bytes,7,rep,name=working_sets,json=workingSets,proto3" json:"working_sets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -306,6 +307,13 @@ func (x *WorkerInfo) GetSandboxes() int64 {
 	return 0
 }
 
+func (x *WorkerInfo) GetWorkingSets() []*WorkerInfo_WorkingSet {
+	if x != nil {
+		return x.WorkingSets
+	}
+	return nil
+}
+
 // FunctionSpec mirrors function.Spec field by field (a test fails when
 // one is added there and not here).
 type FunctionSpec struct {
@@ -325,8 +333,10 @@ type FunctionSpec struct {
 	Autoscaler         string                 `protobuf:"bytes,13,opt,name=autoscaler,proto3" json:"autoscaler,omitempty"`
 	Idempotent         bool                   `protobuf:"varint,14,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
 	Async              *AsyncConfig           `protobuf:"bytes,15,opt,name=async,proto3" json:"async,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Unset: the default (on).
+	Prefetch      *bool `protobuf:"varint,16,opt,name=prefetch,proto3,oneof" json:"prefetch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FunctionSpec) Reset() {
@@ -462,6 +472,13 @@ func (x *FunctionSpec) GetAsync() *AsyncConfig {
 		return x.Async
 	}
 	return nil
+}
+
+func (x *FunctionSpec) GetPrefetch() bool {
+	if x != nil && x.Prefetch != nil {
+		return *x.Prefetch
+	}
+	return false
 }
 
 // AsyncConfig travels for completeness: workers do not use it.
@@ -820,6 +837,8 @@ type InvokeRequest struct {
 	// as the worker saw it rather than as a lost answer.
 	CallTimeoutNs int64  `protobuf:"varint,6,opt,name=call_timeout_ns,json=callTimeoutNs,proto3" json:"call_timeout_ns,omitempty"`
 	ClientContext []byte `protobuf:"bytes,7,opt,name=client_context,json=clientContext,proto3" json:"client_context,omitempty"`
+	// by_ref: the caller takes a reference for a large result.
+	ByRef         bool `protobuf:"varint,8,opt,name=by_ref,json=byRef,proto3" json:"by_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -903,6 +922,13 @@ func (x *InvokeRequest) GetClientContext() []byte {
 	return nil
 }
 
+func (x *InvokeRequest) GetByRef() bool {
+	if x != nil {
+		return x.ByRef
+	}
+	return false
+}
+
 type FunctionError struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Message       string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
@@ -970,6 +996,8 @@ type InvokeReply struct {
 	Logs          []byte                 `protobuf:"bytes,3,opt,name=logs,proto3" json:"logs,omitempty"`
 	LogsTruncated bool                   `protobuf:"varint,4,opt,name=logs_truncated,json=logsTruncated,proto3" json:"logs_truncated,omitempty"`
 	DurationNs    int64                  `protobuf:"varint,5,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
+	// ref stands for the result when the worker kept it (by_ref).
+	Ref           *TransferRef `protobuf:"bytes,6,opt,name=ref,proto3" json:"ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1039,6 +1067,219 @@ func (x *InvokeReply) GetDurationNs() int64 {
 	return 0
 }
 
+func (x *InvokeReply) GetRef() *TransferRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+// TransferRef mirrors transfer.Ref; every field is covered by mac.
+type TransferRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Worker        string                 `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Id            string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	Size          int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	ExpiresUnixMs int64                  `protobuf:"varint,6,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	App           string                 `protobuf:"bytes,7,opt,name=app,proto3" json:"app,omitempty"`
+	Pulls         int64                  `protobuf:"varint,8,opt,name=pulls,proto3" json:"pulls,omitempty"`
+	Mac           string                 `protobuf:"bytes,9,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferRef) Reset() {
+	*x = TransferRef{}
+	mi := &file_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferRef) ProtoMessage() {}
+
+func (x *TransferRef) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferRef.ProtoReflect.Descriptor instead.
+func (*TransferRef) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TransferRef) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *TransferRef) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *TransferRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TransferRef) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *TransferRef) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *TransferRef) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *TransferRef) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *TransferRef) GetPulls() int64 {
+	if x != nil {
+		return x.Pulls
+	}
+	return 0
+}
+
+func (x *TransferRef) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+type PullRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ref   *TransferRef           `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// app is the receiver's application.
+	App           string `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullRequest) Reset() {
+	*x = PullRequest{}
+	mi := &file_worker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullRequest) ProtoMessage() {}
+
+func (x *PullRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
+func (*PullRequest) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PullRequest) GetRef() *TransferRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *PullRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+type PullChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullChunk) Reset() {
+	*x = PullChunk{}
+	mi := &file_worker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullChunk) ProtoMessage() {}
+
+func (x *PullChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullChunk.ProtoReflect.Descriptor instead.
+func (*PullChunk) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PullChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type Failure struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -1052,7 +1293,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1305,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1318,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{15}
+	return file_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Failure) GetKind() string {
@@ -1125,7 +1366,7 @@ type InitError struct {
 
 func (x *InitError) Reset() {
 	*x = InitError{}
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1378,7 @@ func (x *InitError) String() string {
 func (*InitError) ProtoMessage() {}
 
 func (x *InitError) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1391,7 @@ func (x *InitError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitError.ProtoReflect.Descriptor instead.
 func (*InitError) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{16}
+	return file_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InitError) GetError() *FunctionError {
@@ -1176,7 +1417,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1429,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1442,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{17}
+	return file_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EventsRequest) GetAfter() uint64 {
@@ -1228,7 +1469,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1481,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1494,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{18}
+	return file_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -1338,7 +1579,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1591,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1604,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{19}
+	return file_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Image) GetName() string {
@@ -1452,7 +1693,7 @@ type ImageList struct {
 
 func (x *ImageList) Reset() {
 	*x = ImageList{}
-	mi := &file_worker_proto_msgTypes[20]
+	mi := &file_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1705,7 @@ func (x *ImageList) String() string {
 func (*ImageList) ProtoMessage() {}
 
 func (x *ImageList) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[20]
+	mi := &file_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1718,7 @@ func (x *ImageList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageList.ProtoReflect.Descriptor instead.
 func (*ImageList) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{20}
+	return file_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImageList) GetImages() []*Image {
@@ -1496,7 +1737,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_worker_proto_msgTypes[21]
+	mi := &file_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1749,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[21]
+	mi := &file_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1762,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{21}
+	return file_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ImageRef) GetName() string {
@@ -1542,7 +1783,7 @@ type ImportChunk struct {
 
 func (x *ImportChunk) Reset() {
 	*x = ImportChunk{}
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1795,7 @@ func (x *ImportChunk) String() string {
 func (*ImportChunk) ProtoMessage() {}
 
 func (x *ImportChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[22]
+	mi := &file_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1808,7 @@ func (x *ImportChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportChunk.ProtoReflect.Descriptor instead.
 func (*ImportChunk) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{22}
+	return file_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ImportChunk) GetName() string {
@@ -1594,7 +1835,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1847,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[23]
+	mi := &file_worker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1860,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{23}
+	return file_worker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveImageRequest) GetName() string {
@@ -1659,7 +1900,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_worker_proto_msgTypes[24]
+	mi := &file_worker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1912,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[24]
+	mi := &file_worker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1925,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{24}
+	return file_worker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Error) GetClass() string {
@@ -1743,6 +1984,99 @@ func (x *Error) GetResult() *InvokeReply {
 	return nil
 }
 
+// The working sets this host recorded (REAP), newest first.
+type WorkerInfo_WorkingSet struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Function       string                 `protobuf:"bytes,1,opt,name=function,proto3" json:"function,omitempty"`
+	Version        int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Bytes          int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Ranges         int64                  `protobuf:"varint,4,opt,name=ranges,proto3" json:"ranges,omitempty"`
+	Files          int64                  `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
+	RecordedUnixNs int64                  `protobuf:"varint,6,opt,name=recorded_unix_ns,json=recordedUnixNs,proto3" json:"recorded_unix_ns,omitempty"`
+	Prefetches     int64                  `protobuf:"varint,7,opt,name=prefetches,proto3" json:"prefetches,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WorkerInfo_WorkingSet) Reset() {
+	*x = WorkerInfo_WorkingSet{}
+	mi := &file_worker_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerInfo_WorkingSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerInfo_WorkingSet) ProtoMessage() {}
+
+func (x *WorkerInfo_WorkingSet) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerInfo_WorkingSet.ProtoReflect.Descriptor instead.
+func (*WorkerInfo_WorkingSet) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{5, 0}
+}
+
+func (x *WorkerInfo_WorkingSet) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *WorkerInfo_WorkingSet) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetRanges() int64 {
+	if x != nil {
+		return x.Ranges
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetRecordedUnixNs() int64 {
+	if x != nil {
+		return x.RecordedUnixNs
+	}
+	return 0
+}
+
+func (x *WorkerInfo_WorkingSet) GetPrefetches() int64 {
+	if x != nil {
+		return x.Prefetches
+	}
+	return 0
+}
+
 var File_worker_proto protoreflect.FileDescriptor
 
 const file_worker_proto_rawDesc = "" +
@@ -1755,7 +2089,7 @@ const file_worker_proto_rawDesc = "" +
 	"\tResources\x12\x1b\n" +
 	"\tmemory_mb\x18\x01 \x01(\x03R\bmemoryMb\x12\x1d\n" +
 	"\n" +
-	"milli_cpus\x18\x02 \x01(\x03R\tmilliCpus\"\xec\x01\n" +
+	"milli_cpus\x18\x02 \x01(\x03R\tmilliCpus\"\x8d\x04\n" +
 	"\n" +
 	"WorkerInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
@@ -1763,7 +2097,19 @@ const file_worker_proto_rawDesc = "" +
 	"\bcapacity\x18\x03 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\bcapacity\x129\n" +
 	"\breserved\x18\x04 \x01(\v2\x1d.baton.workerapi.v1.ResourcesR\breserved\x12\x1c\n" +
 	"\tinstances\x18\x05 \x01(\x03R\tinstances\x12\x1c\n" +
-	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\"\xc4\x04\n" +
+	"\tsandboxes\x18\x06 \x01(\x03R\tsandboxes\x12L\n" +
+	"\fworking_sets\x18\a \x03(\v2).baton.workerapi.v1.WorkerInfo.WorkingSetR\vworkingSets\x1a\xd0\x01\n" +
+	"\n" +
+	"WorkingSet\x12\x1a\n" +
+	"\bfunction\x18\x01 \x01(\tR\bfunction\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x16\n" +
+	"\x06ranges\x18\x04 \x01(\x03R\x06ranges\x12\x14\n" +
+	"\x05files\x18\x05 \x01(\x03R\x05files\x12(\n" +
+	"\x10recorded_unix_ns\x18\x06 \x01(\x03R\x0erecordedUnixNs\x12\x1e\n" +
+	"\n" +
+	"prefetches\x18\a \x01(\x03R\n" +
+	"prefetches\"\xf2\x04\n" +
 	"\fFunctionSpec\x12\x18\n" +
 	"\aruntime\x18\x01 \x01(\tR\aruntime\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12;\n" +
@@ -1784,10 +2130,12 @@ const file_worker_proto_rawDesc = "" +
 	"\n" +
 	"idempotent\x18\x0e \x01(\bR\n" +
 	"idempotent\x125\n" +
-	"\x05async\x18\x0f \x01(\v2\x1f.baton.workerapi.v1.AsyncConfigR\x05async\x1a6\n" +
+	"\x05async\x18\x0f \x01(\v2\x1f.baton.workerapi.v1.AsyncConfigR\x05async\x12\x1f\n" +
+	"\bprefetch\x18\x10 \x01(\bH\x00R\bprefetch\x88\x01\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_prefetch\"\xce\x01\n" +
 	"\vAsyncConfig\x12,\n" +
 	"\x12max_retry_attempts\x18\x01 \x01(\x03R\x10maxRetryAttempts\x121\n" +
 	"\x15max_event_age_seconds\x18\x02 \x01(\x03R\x12maxEventAgeSeconds\x12\x1d\n" +
@@ -1815,7 +2163,7 @@ const file_worker_proto_rawDesc = "" +
 	"\vInstanceRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
 	"\fInstanceList\x12:\n" +
-	"\tinstances\x18\x01 \x03(\v2\x1c.baton.workerapi.v1.InstanceR\tinstances\"\xee\x01\n" +
+	"\tinstances\x18\x01 \x03(\v2\x1c.baton.workerapi.v1.InstanceR\tinstances\"\x85\x02\n" +
 	"\rInvokeRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x0e\n" +
@@ -1824,19 +2172,36 @@ const file_worker_proto_rawDesc = "" +
 	"\x10deadline_unix_ns\x18\x04 \x01(\x03R\x0edeadlineUnixNs\x12\x19\n" +
 	"\btrace_id\x18\x05 \x01(\tR\atraceId\x12&\n" +
 	"\x0fcall_timeout_ns\x18\x06 \x01(\x03R\rcallTimeoutNs\x12%\n" +
-	"\x0eclient_context\x18\a \x01(\fR\rclientContext\"^\n" +
+	"\x0eclient_context\x18\a \x01(\fR\rclientContext\x12\x15\n" +
+	"\x06by_ref\x18\b \x01(\bR\x05byRef\"^\n" +
 	"\rFunctionError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1f\n" +
 	"\vstack_trace\x18\x03 \x03(\tR\n" +
-	"stackTrace\"\xbc\x01\n" +
+	"stackTrace\"\xef\x01\n" +
 	"\vInvokeReply\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x127\n" +
 	"\x05error\x18\x02 \x01(\v2!.baton.workerapi.v1.FunctionErrorR\x05error\x12\x12\n" +
 	"\x04logs\x18\x03 \x01(\fR\x04logs\x12%\n" +
 	"\x0elogs_truncated\x18\x04 \x01(\bR\rlogsTruncated\x12\x1f\n" +
 	"\vduration_ns\x18\x05 \x01(\x03R\n" +
-	"durationNs\"\x99\x01\n" +
+	"durationNs\x121\n" +
+	"\x03ref\x18\x06 \x01(\v2\x1f.baton.workerapi.v1.TransferRefR\x03ref\"\xd7\x01\n" +
+	"\vTransferRef\x12\x16\n" +
+	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x06 \x01(\x03R\rexpiresUnixMs\x12\x10\n" +
+	"\x03app\x18\a \x01(\tR\x03app\x12\x14\n" +
+	"\x05pulls\x18\b \x01(\x03R\x05pulls\x12\x10\n" +
+	"\x03mac\x18\t \x01(\tR\x03mac\"R\n" +
+	"\vPullRequest\x121\n" +
+	"\x03ref\x18\x01 \x01(\v2\x1f.baton.workerapi.v1.TransferRefR\x03ref\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\"\x1f\n" +
+	"\tPullChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x99\x01\n" +
 	"\aFailure\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12%\n" +
@@ -1894,7 +2259,7 @@ const file_worker_proto_rawDesc = "" +
 	"\n" +
 	"init_error\x18\x06 \x01(\v2\x1d.baton.workerapi.v1.InitErrorR\tinitError\x12\x12\n" +
 	"\x04bare\x18\a \x01(\bR\x04bare\x127\n" +
-	"\x06result\x18\b \x01(\v2\x1f.baton.workerapi.v1.InvokeReplyR\x06result2\xdc\x06\n" +
+	"\x06result\x18\b \x01(\v2\x1f.baton.workerapi.v1.InvokeReplyR\x06result2\xa6\a\n" +
 	"\x06Worker\x12G\n" +
 	"\x04Info\x12\x1f.baton.workerapi.v1.InfoRequest\x1a\x1e.baton.workerapi.v1.WorkerInfo\x12O\n" +
 	"\rStartInstance\x12 .baton.workerapi.v1.InstanceSpec\x1a\x1c.baton.workerapi.v1.Instance\x12M\n" +
@@ -1907,7 +2272,8 @@ const file_worker_proto_rawDesc = "" +
 	"\n" +
 	"CheckImage\x12\x1c.baton.workerapi.v1.ImageRef\x1a\x19.baton.workerapi.v1.Empty\x12K\n" +
 	"\vImportImage\x12\x1f.baton.workerapi.v1.ImportChunk\x1a\x19.baton.workerapi.v1.Image(\x01\x12P\n" +
-	"\vRemoveImage\x12&.baton.workerapi.v1.RemoveImageRequest\x1a\x19.baton.workerapi.v1.EmptyB>Z<github.com/baton-faas/baton/internal/workerapi/remote/wirepbb\x06proto3"
+	"\vRemoveImage\x12&.baton.workerapi.v1.RemoveImageRequest\x1a\x19.baton.workerapi.v1.Empty\x12H\n" +
+	"\x04Pull\x12\x1f.baton.workerapi.v1.PullRequest\x1a\x1d.baton.workerapi.v1.PullChunk0\x01B>Z<github.com/baton-faas/baton/internal/workerapi/remote/wirepbb\x06proto3"
 
 var (
 	file_worker_proto_rawDescOnce sync.Once
@@ -1921,77 +2287,86 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_worker_proto_goTypes = []any{
-	(*Empty)(nil),              // 0: baton.workerapi.v1.Empty
-	(*InfoRequest)(nil),        // 1: baton.workerapi.v1.InfoRequest
-	(*InstancesRequest)(nil),   // 2: baton.workerapi.v1.InstancesRequest
-	(*ImagesRequest)(nil),      // 3: baton.workerapi.v1.ImagesRequest
-	(*Resources)(nil),          // 4: baton.workerapi.v1.Resources
-	(*WorkerInfo)(nil),         // 5: baton.workerapi.v1.WorkerInfo
-	(*FunctionSpec)(nil),       // 6: baton.workerapi.v1.FunctionSpec
-	(*AsyncConfig)(nil),        // 7: baton.workerapi.v1.AsyncConfig
-	(*InstanceSpec)(nil),       // 8: baton.workerapi.v1.InstanceSpec
-	(*Instance)(nil),           // 9: baton.workerapi.v1.Instance
-	(*InstanceRef)(nil),        // 10: baton.workerapi.v1.InstanceRef
-	(*InstanceList)(nil),       // 11: baton.workerapi.v1.InstanceList
-	(*InvokeRequest)(nil),      // 12: baton.workerapi.v1.InvokeRequest
-	(*FunctionError)(nil),      // 13: baton.workerapi.v1.FunctionError
-	(*InvokeReply)(nil),        // 14: baton.workerapi.v1.InvokeReply
-	(*Failure)(nil),            // 15: baton.workerapi.v1.Failure
-	(*InitError)(nil),          // 16: baton.workerapi.v1.InitError
-	(*EventsRequest)(nil),      // 17: baton.workerapi.v1.EventsRequest
-	(*Event)(nil),              // 18: baton.workerapi.v1.Event
-	(*Image)(nil),              // 19: baton.workerapi.v1.Image
-	(*ImageList)(nil),          // 20: baton.workerapi.v1.ImageList
-	(*ImageRef)(nil),           // 21: baton.workerapi.v1.ImageRef
-	(*ImportChunk)(nil),        // 22: baton.workerapi.v1.ImportChunk
-	(*RemoveImageRequest)(nil), // 23: baton.workerapi.v1.RemoveImageRequest
-	(*Error)(nil),              // 24: baton.workerapi.v1.Error
-	nil,                        // 25: baton.workerapi.v1.FunctionSpec.EnvEntry
+	(*Empty)(nil),                 // 0: baton.workerapi.v1.Empty
+	(*InfoRequest)(nil),           // 1: baton.workerapi.v1.InfoRequest
+	(*InstancesRequest)(nil),      // 2: baton.workerapi.v1.InstancesRequest
+	(*ImagesRequest)(nil),         // 3: baton.workerapi.v1.ImagesRequest
+	(*Resources)(nil),             // 4: baton.workerapi.v1.Resources
+	(*WorkerInfo)(nil),            // 5: baton.workerapi.v1.WorkerInfo
+	(*FunctionSpec)(nil),          // 6: baton.workerapi.v1.FunctionSpec
+	(*AsyncConfig)(nil),           // 7: baton.workerapi.v1.AsyncConfig
+	(*InstanceSpec)(nil),          // 8: baton.workerapi.v1.InstanceSpec
+	(*Instance)(nil),              // 9: baton.workerapi.v1.Instance
+	(*InstanceRef)(nil),           // 10: baton.workerapi.v1.InstanceRef
+	(*InstanceList)(nil),          // 11: baton.workerapi.v1.InstanceList
+	(*InvokeRequest)(nil),         // 12: baton.workerapi.v1.InvokeRequest
+	(*FunctionError)(nil),         // 13: baton.workerapi.v1.FunctionError
+	(*InvokeReply)(nil),           // 14: baton.workerapi.v1.InvokeReply
+	(*TransferRef)(nil),           // 15: baton.workerapi.v1.TransferRef
+	(*PullRequest)(nil),           // 16: baton.workerapi.v1.PullRequest
+	(*PullChunk)(nil),             // 17: baton.workerapi.v1.PullChunk
+	(*Failure)(nil),               // 18: baton.workerapi.v1.Failure
+	(*InitError)(nil),             // 19: baton.workerapi.v1.InitError
+	(*EventsRequest)(nil),         // 20: baton.workerapi.v1.EventsRequest
+	(*Event)(nil),                 // 21: baton.workerapi.v1.Event
+	(*Image)(nil),                 // 22: baton.workerapi.v1.Image
+	(*ImageList)(nil),             // 23: baton.workerapi.v1.ImageList
+	(*ImageRef)(nil),              // 24: baton.workerapi.v1.ImageRef
+	(*ImportChunk)(nil),           // 25: baton.workerapi.v1.ImportChunk
+	(*RemoveImageRequest)(nil),    // 26: baton.workerapi.v1.RemoveImageRequest
+	(*Error)(nil),                 // 27: baton.workerapi.v1.Error
+	(*WorkerInfo_WorkingSet)(nil), // 28: baton.workerapi.v1.WorkerInfo.WorkingSet
+	nil,                           // 29: baton.workerapi.v1.FunctionSpec.EnvEntry
 }
 var file_worker_proto_depIdxs = []int32{
 	4,  // 0: baton.workerapi.v1.WorkerInfo.capacity:type_name -> baton.workerapi.v1.Resources
 	4,  // 1: baton.workerapi.v1.WorkerInfo.reserved:type_name -> baton.workerapi.v1.Resources
-	25, // 2: baton.workerapi.v1.FunctionSpec.env:type_name -> baton.workerapi.v1.FunctionSpec.EnvEntry
-	7,  // 3: baton.workerapi.v1.FunctionSpec.async:type_name -> baton.workerapi.v1.AsyncConfig
-	6,  // 4: baton.workerapi.v1.InstanceSpec.spec:type_name -> baton.workerapi.v1.FunctionSpec
-	9,  // 5: baton.workerapi.v1.InstanceList.instances:type_name -> baton.workerapi.v1.Instance
-	13, // 6: baton.workerapi.v1.InvokeReply.error:type_name -> baton.workerapi.v1.FunctionError
-	13, // 7: baton.workerapi.v1.InitError.error:type_name -> baton.workerapi.v1.FunctionError
-	9,  // 8: baton.workerapi.v1.Event.ready:type_name -> baton.workerapi.v1.Instance
-	16, // 9: baton.workerapi.v1.Event.init_error:type_name -> baton.workerapi.v1.InitError
-	19, // 10: baton.workerapi.v1.ImageList.images:type_name -> baton.workerapi.v1.Image
-	15, // 11: baton.workerapi.v1.Error.failure:type_name -> baton.workerapi.v1.Failure
-	16, // 12: baton.workerapi.v1.Error.init_error:type_name -> baton.workerapi.v1.InitError
-	14, // 13: baton.workerapi.v1.Error.result:type_name -> baton.workerapi.v1.InvokeReply
-	1,  // 14: baton.workerapi.v1.Worker.Info:input_type -> baton.workerapi.v1.InfoRequest
-	8,  // 15: baton.workerapi.v1.Worker.StartInstance:input_type -> baton.workerapi.v1.InstanceSpec
-	10, // 16: baton.workerapi.v1.Worker.WaitInstance:input_type -> baton.workerapi.v1.InstanceRef
-	10, // 17: baton.workerapi.v1.Worker.StopInstance:input_type -> baton.workerapi.v1.InstanceRef
-	2,  // 18: baton.workerapi.v1.Worker.Instances:input_type -> baton.workerapi.v1.InstancesRequest
-	12, // 19: baton.workerapi.v1.Worker.Invoke:input_type -> baton.workerapi.v1.InvokeRequest
-	17, // 20: baton.workerapi.v1.Worker.Events:input_type -> baton.workerapi.v1.EventsRequest
-	3,  // 21: baton.workerapi.v1.Worker.Images:input_type -> baton.workerapi.v1.ImagesRequest
-	21, // 22: baton.workerapi.v1.Worker.CheckImage:input_type -> baton.workerapi.v1.ImageRef
-	22, // 23: baton.workerapi.v1.Worker.ImportImage:input_type -> baton.workerapi.v1.ImportChunk
-	23, // 24: baton.workerapi.v1.Worker.RemoveImage:input_type -> baton.workerapi.v1.RemoveImageRequest
-	5,  // 25: baton.workerapi.v1.Worker.Info:output_type -> baton.workerapi.v1.WorkerInfo
-	9,  // 26: baton.workerapi.v1.Worker.StartInstance:output_type -> baton.workerapi.v1.Instance
-	9,  // 27: baton.workerapi.v1.Worker.WaitInstance:output_type -> baton.workerapi.v1.Instance
-	0,  // 28: baton.workerapi.v1.Worker.StopInstance:output_type -> baton.workerapi.v1.Empty
-	11, // 29: baton.workerapi.v1.Worker.Instances:output_type -> baton.workerapi.v1.InstanceList
-	14, // 30: baton.workerapi.v1.Worker.Invoke:output_type -> baton.workerapi.v1.InvokeReply
-	18, // 31: baton.workerapi.v1.Worker.Events:output_type -> baton.workerapi.v1.Event
-	20, // 32: baton.workerapi.v1.Worker.Images:output_type -> baton.workerapi.v1.ImageList
-	0,  // 33: baton.workerapi.v1.Worker.CheckImage:output_type -> baton.workerapi.v1.Empty
-	19, // 34: baton.workerapi.v1.Worker.ImportImage:output_type -> baton.workerapi.v1.Image
-	0,  // 35: baton.workerapi.v1.Worker.RemoveImage:output_type -> baton.workerapi.v1.Empty
-	25, // [25:36] is the sub-list for method output_type
-	14, // [14:25] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	28, // 2: baton.workerapi.v1.WorkerInfo.working_sets:type_name -> baton.workerapi.v1.WorkerInfo.WorkingSet
+	29, // 3: baton.workerapi.v1.FunctionSpec.env:type_name -> baton.workerapi.v1.FunctionSpec.EnvEntry
+	7,  // 4: baton.workerapi.v1.FunctionSpec.async:type_name -> baton.workerapi.v1.AsyncConfig
+	6,  // 5: baton.workerapi.v1.InstanceSpec.spec:type_name -> baton.workerapi.v1.FunctionSpec
+	9,  // 6: baton.workerapi.v1.InstanceList.instances:type_name -> baton.workerapi.v1.Instance
+	13, // 7: baton.workerapi.v1.InvokeReply.error:type_name -> baton.workerapi.v1.FunctionError
+	15, // 8: baton.workerapi.v1.InvokeReply.ref:type_name -> baton.workerapi.v1.TransferRef
+	15, // 9: baton.workerapi.v1.PullRequest.ref:type_name -> baton.workerapi.v1.TransferRef
+	13, // 10: baton.workerapi.v1.InitError.error:type_name -> baton.workerapi.v1.FunctionError
+	9,  // 11: baton.workerapi.v1.Event.ready:type_name -> baton.workerapi.v1.Instance
+	19, // 12: baton.workerapi.v1.Event.init_error:type_name -> baton.workerapi.v1.InitError
+	22, // 13: baton.workerapi.v1.ImageList.images:type_name -> baton.workerapi.v1.Image
+	18, // 14: baton.workerapi.v1.Error.failure:type_name -> baton.workerapi.v1.Failure
+	19, // 15: baton.workerapi.v1.Error.init_error:type_name -> baton.workerapi.v1.InitError
+	14, // 16: baton.workerapi.v1.Error.result:type_name -> baton.workerapi.v1.InvokeReply
+	1,  // 17: baton.workerapi.v1.Worker.Info:input_type -> baton.workerapi.v1.InfoRequest
+	8,  // 18: baton.workerapi.v1.Worker.StartInstance:input_type -> baton.workerapi.v1.InstanceSpec
+	10, // 19: baton.workerapi.v1.Worker.WaitInstance:input_type -> baton.workerapi.v1.InstanceRef
+	10, // 20: baton.workerapi.v1.Worker.StopInstance:input_type -> baton.workerapi.v1.InstanceRef
+	2,  // 21: baton.workerapi.v1.Worker.Instances:input_type -> baton.workerapi.v1.InstancesRequest
+	12, // 22: baton.workerapi.v1.Worker.Invoke:input_type -> baton.workerapi.v1.InvokeRequest
+	20, // 23: baton.workerapi.v1.Worker.Events:input_type -> baton.workerapi.v1.EventsRequest
+	3,  // 24: baton.workerapi.v1.Worker.Images:input_type -> baton.workerapi.v1.ImagesRequest
+	24, // 25: baton.workerapi.v1.Worker.CheckImage:input_type -> baton.workerapi.v1.ImageRef
+	25, // 26: baton.workerapi.v1.Worker.ImportImage:input_type -> baton.workerapi.v1.ImportChunk
+	26, // 27: baton.workerapi.v1.Worker.RemoveImage:input_type -> baton.workerapi.v1.RemoveImageRequest
+	16, // 28: baton.workerapi.v1.Worker.Pull:input_type -> baton.workerapi.v1.PullRequest
+	5,  // 29: baton.workerapi.v1.Worker.Info:output_type -> baton.workerapi.v1.WorkerInfo
+	9,  // 30: baton.workerapi.v1.Worker.StartInstance:output_type -> baton.workerapi.v1.Instance
+	9,  // 31: baton.workerapi.v1.Worker.WaitInstance:output_type -> baton.workerapi.v1.Instance
+	0,  // 32: baton.workerapi.v1.Worker.StopInstance:output_type -> baton.workerapi.v1.Empty
+	11, // 33: baton.workerapi.v1.Worker.Instances:output_type -> baton.workerapi.v1.InstanceList
+	14, // 34: baton.workerapi.v1.Worker.Invoke:output_type -> baton.workerapi.v1.InvokeReply
+	21, // 35: baton.workerapi.v1.Worker.Events:output_type -> baton.workerapi.v1.Event
+	23, // 36: baton.workerapi.v1.Worker.Images:output_type -> baton.workerapi.v1.ImageList
+	0,  // 37: baton.workerapi.v1.Worker.CheckImage:output_type -> baton.workerapi.v1.Empty
+	22, // 38: baton.workerapi.v1.Worker.ImportImage:output_type -> baton.workerapi.v1.Image
+	0,  // 39: baton.workerapi.v1.Worker.RemoveImage:output_type -> baton.workerapi.v1.Empty
+	17, // 40: baton.workerapi.v1.Worker.Pull:output_type -> baton.workerapi.v1.PullChunk
+	29, // [29:41] is the sub-list for method output_type
+	17, // [17:29] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -1999,13 +2374,14 @@ func file_worker_proto_init() {
 	if File_worker_proto != nil {
 		return
 	}
+	file_worker_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

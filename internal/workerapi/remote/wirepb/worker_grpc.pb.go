@@ -35,6 +35,7 @@ const (
 	Worker_CheckImage_FullMethodName    = "/baton.workerapi.v1.Worker/CheckImage"
 	Worker_ImportImage_FullMethodName   = "/baton.workerapi.v1.Worker/ImportImage"
 	Worker_RemoveImage_FullMethodName   = "/baton.workerapi.v1.Worker/RemoveImage"
+	Worker_Pull_FullMethodName          = "/baton.workerapi.v1.Worker/Pull"
 )
 
 // WorkerClient is the client API for Worker service.
@@ -57,6 +58,10 @@ type WorkerClient interface {
 	// carry a chunk of the archive (bounded in size).
 	ImportImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportChunk, Image], error)
 	RemoveImage(ctx context.Context, in *RemoveImageRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Pull streams a buffer this worker keeps for a direct transfer
+	// (internal/transfer): the first message carries the size, every
+	// message a chunk. Workers and controllers may call it.
+	Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullChunk], error)
 }
 
 type workerClient struct {
@@ -189,6 +194,25 @@ func (c *workerClient) RemoveImage(ctx context.Context, in *RemoveImageRequest, 
 	return out, nil
 }
 
+func (c *workerClient) Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Worker_ServiceDesc.Streams[2], Worker_Pull_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PullRequest, PullChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_PullClient = grpc.ServerStreamingClient[PullChunk]
+
 // WorkerServer is the server API for Worker service.
 // All implementations must embed UnimplementedWorkerServer
 // for forward compatibility.
@@ -209,6 +233,10 @@ type WorkerServer interface {
 	// carry a chunk of the archive (bounded in size).
 	ImportImage(grpc.ClientStreamingServer[ImportChunk, Image]) error
 	RemoveImage(context.Context, *RemoveImageRequest) (*Empty, error)
+	// Pull streams a buffer this worker keeps for a direct transfer
+	// (internal/transfer): the first message carries the size, every
+	// message a chunk. Workers and controllers may call it.
+	Pull(*PullRequest, grpc.ServerStreamingServer[PullChunk]) error
 	mustEmbedUnimplementedWorkerServer()
 }
 
@@ -251,6 +279,9 @@ func (UnimplementedWorkerServer) ImportImage(grpc.ClientStreamingServer[ImportCh
 }
 func (UnimplementedWorkerServer) RemoveImage(context.Context, *RemoveImageRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveImage not implemented")
+}
+func (UnimplementedWorkerServer) Pull(*PullRequest, grpc.ServerStreamingServer[PullChunk]) error {
+	return status.Error(codes.Unimplemented, "method Pull not implemented")
 }
 func (UnimplementedWorkerServer) mustEmbedUnimplementedWorkerServer() {}
 func (UnimplementedWorkerServer) testEmbeddedByValue()                {}
@@ -453,6 +484,17 @@ func _Worker_RemoveImage_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Worker_Pull_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PullRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(WorkerServer).Pull(m, &grpc.GenericServerStream[PullRequest, PullChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_PullServer = grpc.ServerStreamingServer[PullChunk]
+
 // Worker_ServiceDesc is the grpc.ServiceDesc for Worker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -507,6 +549,11 @@ var Worker_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ImportImage",
 			Handler:       _Worker_ImportImage_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Pull",
+			Handler:       _Worker_Pull_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "worker.proto",
