@@ -67,9 +67,11 @@ type WorkerConfig struct {
 	Listen           string
 	Sandbox          string
 	FakeStartLatency time.Duration
-	MaxPayloadBytes  int64
-	MaxCodeBytes     int64
-	CodeCacheBytes   int64
+	// NoMemoryReclaim: see Config.NoMemoryReclaim.
+	NoMemoryReclaim bool
+	MaxPayloadBytes int64
+	MaxCodeBytes    int64
+	CodeCacheBytes  int64
 	// Prefetch: as Config.Prefetch.
 	Prefetch bool
 	// Data sizes the node's data layers (the global one is on the
@@ -245,7 +247,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	peers := remote.NewPeers(clientTLS, remote.ClientOptions{Logger: log.With("component", "transfer-peers")})
 	defer peers.Close()
 	wk, closeNode, err := newHostNode(ctx, hostConfig{
-		ID: id, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
+		ID: id, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency, NoMemoryReclaim: cfg.NoMemoryReclaim,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Advertise: advertised(cfg.Advertise, ln),
 		Peers:    peers,

@@ -35,9 +35,12 @@ type hostConfig struct {
 	DataDir          string
 	Sandbox          string
 	FakeStartLatency time.Duration
-	MaxPayloadBytes  int64
-	CodeLimits       archive.Limits
-	CodeCacheBytes   int64
+	// NoMemoryReclaim turns off the container sandboxes' memory reclaim
+	// (container.Options.NoMemoryReclaim).
+	NoMemoryReclaim bool
+	MaxPayloadBytes int64
+	CodeLimits      archive.Limits
+	CodeCacheBytes  int64
 	// Prefetch records and prefetches cold starts' working sets.
 	Prefetch bool
 	// Data sizes the host's data layers; NATS, when set, carries their

@@ -84,6 +84,9 @@ type Config struct {
 	// FakeStartLatency delays each fake instance's first poll (Sandbox
 	// "fake" only).
 	FakeStartLatency time.Duration
+	// NoMemoryReclaim turns off the container sandboxes' memory reclaim
+	// (--memory-reclaim=false), for comparison.
+	NoMemoryReclaim bool
 	// Ready, if set, is called with the API's address once it serves.
 	Ready func(addr string)
 	// Data sizes the node's data layers (the global one is on the
@@ -182,7 +185,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	wk, closeNode, err := newHostNode(ctx, hostConfig{
-		ID: nodeID, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency,
+		ID: nodeID, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency, NoMemoryReclaim: cfg.NoMemoryReclaim,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Prefetch: cfg.Prefetch,
 	}, reg, log)
@@ -368,7 +371,8 @@ func chooseSandboxes(cfg hostConfig, images *image.Store, bases *baseimage.Cache
 		log.Warn("SANDBOX ISOLATION IS OFF: " + p.Isolation() + " (run as root with --sandbox auto or container for containers)")
 		return p, nil, nil
 	case "", "container", "auto":
-		c, err := container.New(container.Options{StateDir: filepath.Join(cfg.DataDir, "sandboxes-state"), Logger: log.With("component", "sandbox")})
+		c, err := container.New(container.Options{StateDir: filepath.Join(cfg.DataDir, "sandboxes-state"),
+			NoMemoryReclaim: cfg.NoMemoryReclaim, Logger: log.With("component", "sandbox")})
 		if err == nil {
 			log.Info("sandbox isolation: " + c.Isolation())
 			return c, imageRootFS{store: images, base: bases, log: log, unavailable: &sync.Map{}}, nil

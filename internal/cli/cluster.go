@@ -73,6 +73,7 @@ func checkNode(cfg *assemble.NodeConfig, fl nodeFlagValues) error {
 func newWorkerCmd() *cobra.Command {
 	cfg := assemble.WorkerConfig{}
 	var fl nodeFlagValues
+	memoryReclaim := true
 	var checkData func() error
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -85,6 +86,7 @@ func newWorkerCmd() *cobra.Command {
 			if err := checkData(); err != nil {
 				return err
 			}
+			cfg.NoMemoryReclaim = !memoryReclaim
 			return assemble.RunWorker(cmd.Context(), cfg)
 		},
 	}
@@ -93,6 +95,7 @@ func newWorkerCmd() *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the worker API (mutual TLS)")
 	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "isolation: auto, container, process or fake (see baton server --help)")
 	f.DurationVar(&cfg.FakeStartLatency, "fake-start-latency", 0, "with --sandbox fake: how long each instance takes to start")
+	f.BoolVar(&memoryReclaim, "memory-reclaim", true, memoryReclaimUsage)
 	f.Int64Var(&cfg.MaxPayloadBytes, "max-payload", 32<<20, "largest response payload in bytes")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes")
 	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes")

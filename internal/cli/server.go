@@ -14,10 +14,15 @@ import (
 	"github.com/baton-faas/baton/internal/node"
 )
 
+// memoryReclaimUsage describes --memory-reclaim (server and worker).
+const memoryReclaimUsage = "give the memory of instances that leave a container sandbox back to the host at once " +
+	"(shrink its limit in the background, reclaiming the page cache they charged); false leaves that cache until host memory pressure evicts it (for comparison)"
+
 func newServerCmd() *cobra.Command {
 	cfg := assemble.Config{}
 	var logLevel string
 	var checkAsync, checkData func() error
+	memoryReclaim := true
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run controller, worker and embedded NATS JetStream in one process",
@@ -28,6 +33,7 @@ func newServerCmd() *cobra.Command {
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			cfg.NoMemoryReclaim = !memoryReclaim
 			if strings.TrimSpace(cfg.DataDir) == "" {
 				return fmt.Errorf("--data-dir must not be empty")
 			}
@@ -45,6 +51,7 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data-dir", assemble.DefaultDataDir(), "directory for durable state (functions, code, records)")
 	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "isolation: auto (containers where this host can run them, else processes with a warning), container (fail if unavailable), process (no isolation) or fake (no processes: instances echo events, for measuring the platform)")
 	f.DurationVar(&cfg.FakeStartLatency, "fake-start-latency", 0, "with --sandbox fake: how long each instance takes to start")
+	f.BoolVar(&memoryReclaim, "memory-reclaim", true, memoryReclaimUsage)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long in-flight invocations may finish on SIGINT/SIGTERM")
 	f.IntVar(&cfg.QueueSize, "queue-size", 1000, "requests that may wait per function while instances start")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/keyedlock"
@@ -24,6 +25,12 @@ type app struct {
 	// memory (guarded by appTable.mu); the sandbox's limits follow them.
 	instances int
 	memoryMB  int
+	// resizeMu makes each resize read the limits and apply them as one
+	// step, so that of concurrent joins and leaves the latest limits are
+	// the ones left in force (a stale, larger or smaller, resize landing
+	// last would leave a grown sandbox too small or a shrunk one unshrunk).
+	// Taken before appTable.mu.
+	resizeMu sync.Mutex
 	// imageFiles only: the image, and the view (bound at /var/task) to
 	// which each version's code layer is attached.
 	image     RootImage
@@ -226,9 +233,16 @@ func (a *app) limits() sandbox.Resources {
 	}
 }
 
+// resizeTimeout bounds one resize: a grow may wait for the write of a
+// shrink in progress (one reclaim step), a shrink returns at once.
+const resizeTimeout = 30 * time.Second
+
 // resize sets the sandbox's limits to what its instances need. Until the
 // sandbox is ready its creator owns a.sb (and catches up on the limits
 // once it is created), so a waiter that gives up earlier must not read it.
+// A shrink leaves the memory the departed instances charged to the
+// sandbox's runtime, which reclaims it off this path (container: see
+// memLimiter), so leaving never waits for the kernel's reclaim.
 func (w *Worker) resize(ctx context.Context, a *app) {
 	select {
 	case <-a.ready:
@@ -238,9 +252,13 @@ func (w *Worker) resize(ctx context.Context, a *app) {
 	if a.sb == nil {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, resizeTimeout)
+	defer cancel()
+	a.resizeMu.Lock()
+	defer a.resizeMu.Unlock()
 	limits := w.apps.limits(a)
 	if err := a.sb.Resize(ctx, limits); err != nil {
-		w.log.Debug("resize sandbox", "app", a.key, "limits", limits, "err", err)
+		w.log.Warn("resize sandbox", "app", a.key, "limits", limits, "err", err)
 	}
 }
 

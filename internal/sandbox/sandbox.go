@@ -136,8 +136,10 @@ type Sandbox interface {
 	// Start runs a process inside the sandbox.
 	Start(ctx context.Context, spec ProcessSpec) (Process, error)
 	// Resize replaces the sandbox's limits, for example as instances come
-	// and go. Shrinking memory below what is in use fails and leaves the
-	// limits as they were.
+	// and go. A higher memory limit holds when Resize returns; a lower one
+	// may be reached later (runtimes that reclaim bring it down in the
+	// background as far as the memory in use allows, never killing for
+	// it), so that a shrink does not wait for the kernel's reclaim.
 	Resize(ctx context.Context, r Resources) error
 	// Listen creates a listener that processes inside the sandbox can
 	// reach at the address it is bound to (for example each instance's

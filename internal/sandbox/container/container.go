@@ -61,6 +61,14 @@ type Options struct {
 	// Reexec), which costs every sandbox a start of this program and its
 	// mounts.
 	ReaperPath string
+	// NoMemoryReclaim turns memory reclaim off (for comparison): a
+	// shrinking sandbox's limit then only follows down to what is charged
+	// to it, and the page cache its departed instances charged stays until
+	// the host's memory pressure evicts it. By default a shrinking
+	// sandbox's limit is brought to its new size in the background, the
+	// kernel reclaiming what is above it, and each instance's group is
+	// drained before it is removed.
+	NoMemoryReclaim bool
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
 }

@@ -539,7 +539,8 @@ func TestResize(t *testing.T) {
 			t.Errorf("cpu shares %q (%v), want 300", shares, err)
 		}
 	}
-	// Shrinking below what is in use fails.
+	// Shrinking below what is in use does not fail (nor kill): the limit
+	// stays above usage (see TestReclaimShortfallDoesNotFailResize).
 	p, err := sb.Start(context.Background(), sandbox.ProcessSpec{
 		Args: []string{"python3", "-c", `import time; x = bytearray(b"\x01") * (100 << 20); print("ready", flush=True); time.sleep(60)`},
 		Env:  []string{"PATH=/usr/bin"},
@@ -552,8 +553,12 @@ func TestResize(t *testing.T) {
 		s, err := m.GetStats()
 		return err == nil && s.MemoryStats.Usage.Usage > 100<<20
 	})
-	if err := sb.Resize(context.Background(), sandbox.Resources{MemoryMB: 32}); err == nil {
-		t.Fatal("shrinking memory below usage succeeded")
+	if err := sb.Resize(context.Background(), sandbox.Resources{MemoryMB: 32}); err != nil {
+		t.Fatalf("shrinking memory below usage: %v", err)
+	}
+	waitFor(t, waitTimeout, "the shrink to give up above usage", func() bool { return r.ReclaimStats().Shortfalls > 0 })
+	if s, err := m.GetStats(); err != nil || s.MemoryStats.Usage.Limit < s.MemoryStats.Usage.Usage {
+		t.Fatalf("after a shrink below usage: %+v, %v", s.MemoryStats.Usage, err)
 	}
 	// Back to unlimited.
 	if err := sb.Resize(context.Background(), sandbox.Resources{}); err != nil {

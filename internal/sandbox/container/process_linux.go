@@ -187,7 +187,7 @@ func (p *process) Wait() (sandbox.ExitStatus, error) {
 func (p *process) reap() (sandbox.ExitStatus, error) {
 	ps, err := p.lp.Wait()
 	p.mu.Lock()
-	oom := closeGroup(p.cg)
+	oom := closeGroup(p.s, p.cg)
 	p.done = true
 	p.mu.Unlock()
 	if ps == nil {
@@ -230,9 +230,10 @@ func (p *process) Kill() error {
 // reports whether the OOM killer killed any of its processes. The kill
 // count is kept per cgroup of the victim, whichever limit (the group's or
 // the sandbox's) was reached.
-func closeGroup(cg cgroups.Manager) (oomKilled bool) {
+func closeGroup(s *Sandbox, cg cgroups.Manager) (oomKilled bool) {
 	n, err := cg.OOMKillCount()
 	_ = killCgroup(cg)
+	s.r.drainGroup(s, cg)
 	// Should removal fail (a killed leftover not yet reaped), the
 	// sandbox's Destroy removes the cgroup with the sandbox's.
 	_ = cg.Destroy()
@@ -286,7 +287,7 @@ func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandb
 	if err != nil {
 		return nil, fmt.Errorf("confine process %d: %w", pid, err)
 	}
-	g := &group{cg: cg}
+	g := &group{s: s, cg: cg}
 	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
 		// Gone before the move: what was moved may not be the child.
 		// Kill nothing that is not of the sandbox.
@@ -373,6 +374,7 @@ func (s *Sandbox) foreignPids(cg cgroups.Manager) []int {
 
 // group is a confined fork and what it started.
 type group struct {
+	s      *Sandbox
 	mu     sync.Mutex
 	cg     cgroups.Manager
 	closed bool
@@ -394,7 +396,7 @@ func (g *group) Close() bool {
 		return false
 	}
 	g.closed = true
-	return closeGroup(g.cg)
+	return closeGroup(g.s, g.cg)
 }
 
 var (

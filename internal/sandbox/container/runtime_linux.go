@@ -39,8 +39,68 @@ type Runtime struct {
 	nofile    uint64   // RLIMIT_NOFILE of sandbox processes
 	lock      *os.File // flock on the state directory, held for the process's life
 
+	reclaim reclaimCounters // summed over every sandbox
+
 	mu   sync.Mutex
 	live map[string]*Sandbox
+}
+
+// ReclaimStats are what the runtime's sandboxes reclaimed so far (see
+// memLimiter): for a node to report, and for comparisons with
+// Options.NoMemoryReclaim.
+func (r *Runtime) ReclaimStats() ReclaimStats { return r.reclaim.stats() }
+
+// memFiles names the memory control files of this host's cgroups.
+func (r *Runtime) memFiles() memFiles { return memFiles{v2: r.v2, swap: r.swap} }
+
+// memoryDir is the directory of cg's memory controller.
+func (r *Runtime) memoryDir(cg cgroups.Manager) string {
+	if r.v2 {
+		return cg.Path("")
+	}
+	return cg.Path("memory")
+}
+
+// newMemLimiter starts the memory limiter of sandbox id, whose cgroup cg
+// was created with memoryMB (0: unlimited).
+func (r *Runtime) newMemLimiter(cg cgroups.Manager, id string, memoryMB int) *memLimiter {
+	limit := int64(unlimited)
+	if memoryMB > 0 {
+		limit = int64(memoryMB) << 20
+	}
+	return newMemLimiter(r.memoryDir(cg), r.memFiles(), limit, !r.opts.NoMemoryReclaim, r.log, id, &r.reclaim)
+}
+
+// drainGroup reclaims what an instance's killed group still holds before
+// it is removed (unless reclaim is off), counting it for sb.
+func (r *Runtime) drainGroup(sb *Sandbox, cg cgroups.Manager) {
+	if r.opts.NoMemoryReclaim {
+		return
+	}
+	sb.mu.Lock()
+	closed := sb.closed // a sandbox being destroyed goes whole
+	sb.mu.Unlock()
+	if closed {
+		return
+	}
+	start := time.Now()
+	n, err := r.memFiles().drain(r.memoryDir(cg))
+	if err != nil {
+		r.log.Debug("memory reclaim: drain an instance's group", "sandbox", sb.id, "err", err)
+		return
+	}
+	if n == 0 {
+		return
+	}
+	counters := []*reclaimCounters{&r.reclaim}
+	if sb.mem != nil {
+		counters = append(counters, &sb.mem.own)
+	}
+	for _, c := range counters {
+		c.drains.Add(1)
+		c.drained.Add(n)
+	}
+	r.log.Info("memory reclaim: drained a departed instance's group", "sandbox", sb.id, "reclaimed-bytes", n, "took", time.Since(start))
 }
 
 // New checks that this host and binary can run container sandboxes,

@@ -40,6 +40,7 @@ type Sandbox struct {
 	init    *libcontainer.Process
 	netns   *os.File // the container's network namespace
 	cg      cgroups.Manager
+	mem     *memLimiter // set once the container runs
 	seq     atomic.Uint64
 
 	mu         sync.Mutex
@@ -162,6 +163,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if s.cg, err = newCgroupManager(c); err != nil {
 		return nil, err
 	}
+	s.mem = r.newMemLimiter(s.cg, spec.ID, spec.MemoryMB)
 	if r.v2 {
 		// cgroup v2 lets no process live in a cgroup whose children have
 		// controllers: the reaper moves to a leaf of its own, so that
@@ -188,11 +190,29 @@ func (s *Sandbox) ID() string { return s.id }
 // Path implements sandbox.Sandbox: mounts appear at their targets.
 func (s *Sandbox) Path(target string) string { return target }
 
-// Resize implements sandbox.Sandbox.
+// Resize implements sandbox.Sandbox. Every limit but memory is written
+// at once; memory too when it grows, while a lower memory limit is reached
+// in the background by the sandbox's reclaimer (see memLimiter), so that
+// instances leaving never wait for the kernel's reclaim.
 func (s *Sandbox) Resize(ctx context.Context, l sandbox.Resources) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.setLimits(l); err != nil {
+		return err
+	}
+	target := int64(unlimited)
+	if l.MemoryMB > 0 {
+		target = int64(l.MemoryMB) << 20
+	}
+	if err := s.mem.resize(ctx, target); err != nil {
+		return fmt.Errorf("resize sandbox %s: memory: %w", s.id, err)
+	}
+	return nil
+}
+
+// setLimits writes every limit but memory (left to memLimiter).
+func (s *Sandbox) setLimits(l sandbox.Resources) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -204,6 +224,7 @@ func (s *Sandbox) Resize(ctx context.Context, l sandbox.Resources) error {
 	// difference (none), on v2 it swaps the eBPF program atomically.
 	res := *cg.Resources
 	s.r.setLimits(&res, l)
+	res.Memory, res.MemorySwap = 0, 0 // 0: the library leaves them alone
 	cg.Resources = &res
 	cfg.Cgroups = &cg
 	if err := s.c.Set(cfg); err != nil {
@@ -211,6 +232,14 @@ func (s *Sandbox) Resize(ctx context.Context, l sandbox.Resources) error {
 	}
 	return nil
 }
+
+// ReclaimStats are what this sandbox's memory shrinks and instance drains
+// reclaimed so far.
+func (s *Sandbox) ReclaimStats() ReclaimStats { return s.mem.stats() }
+
+// MemoryLimit returns the sandbox's memory limit as last written and the
+// target it is being brought to, in bytes (-1: unlimited).
+func (s *Sandbox) MemoryLimit() (limit, target int64) { return s.mem.current() }
 
 // Listen implements sandbox.Sandbox. For an isolated sandbox the socket is
 // created inside the sandbox's network namespace: a fresh goroutine locks
@@ -295,6 +324,9 @@ const initExitTimeout = time.Minute
 
 // teardown releases whatever of the sandbox exists.
 func (s *Sandbox) teardown() error {
+	if s.mem != nil {
+		s.mem.close()
+	}
 	var errs []error
 	if s.c != nil {
 		if s.init != nil {
