@@ -29,7 +29,10 @@
 // codeBudget.mu, app.codeMu and the working-set store's lock. The
 // per-digest locks (Worker.codeLocks, app.attaching) come before
 // codeRefs.mu and app.codeMu; app.attaching comes before
-// Worker.codeLocks. No mutex is held across sandbox creation, a process
+// Worker.codeLocks. app.resizeMu (one resize of a sandbox at a time, so
+// the latest limits are the ones left) comes before appTable.mu and is held
+// across the sandbox's Resize, which never waits for the kernel's reclaim.
+// No other mutex is held across sandbox creation, a process
 // start, a wait for a process, or network I/O; app.attaching (a keyed lock
 // that lets one attach per digest run at a time) is held while that
 // digest's code is fetched and built, on purpose. Working sets take no
