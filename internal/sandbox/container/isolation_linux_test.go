@@ -336,8 +336,10 @@ func TestForkBombStopsAtPIDLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
+	// The shell execs its sleep: once the bomb fills the limit, a fork
+	// for it would fail and end the shell before the Kill below.
 	bomb, err := sb.Start(context.Background(), sandbox.ProcessSpec{
-		Args: []string{"/bin/sh", "-c", "f() { f | f & }; f; sleep 30"}, Stdout: out, Stderr: out,
+		Args: []string{"/bin/sh", "-c", "f() { f | f & }; f; exec sleep 30"}, Stdout: out, Stderr: out,
 		Limits: sandbox.Limits{PIDs: 48},
 	})
 	if err != nil {
