@@ -79,6 +79,11 @@ type Queue struct {
 // the retention).
 var ErrUnknown = errdefs.New(errdefs.NotFound, "invocation_not_found", "no such asynchronous invocation")
 
+// errIdempotencyChurn: a key kept expiring between being found and read
+// (only with a dedup window far shorter than a round trip); retrying is
+// safe.
+var errIdempotencyChurn = errdefs.New(errdefs.Unavailable, "idempotency_key_churn", "idempotency key churning; retry")
+
 // Open creates or opens the stream, buckets and dead-letter stream.
 func Open(ctx context.Context, nc *nats.Conn, o Options) (*Queue, error) {
 	if o.DedupWindow <= 0 {
@@ -194,16 +199,25 @@ func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key stri
 // invocation already; it returns the id the key maps to.
 func (q *Queue) claimKey(ctx context.Context, fn, key, id string) (string, bool, error) {
 	k := idemKey(fn, key)
-	if _, err := q.idem.Create(ctx, k, []byte(id)); err == nil {
-		return id, true, nil
-	} else if !errors.Is(err, jetstream.ErrKeyExists) {
-		return "", false, fmt.Errorf("idempotency key: %w", jsstore.Unanswered(err))
+	// The key can expire between a Create that finds it and the Get that
+	// reads it: then it is free again and the next Create takes it. A few
+	// rounds are plenty: each lost one means the key changed hands meanwhile.
+	for range 3 {
+		if _, err := q.idem.Create(ctx, k, []byte(id)); err == nil {
+			return id, true, nil
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return "", false, fmt.Errorf("idempotency key: %w", jsstore.Unanswered(err))
+		}
+		e, err := q.idem.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("idempotency key: %w", jsstore.Unanswered(err))
+		}
+		return string(e.Value()), false, nil
 	}
-	e, err := q.idem.Get(ctx, k)
-	if err != nil {
-		return "", false, fmt.Errorf("idempotency key: %w", jsstore.Unanswered(err))
-	}
-	return string(e.Value()), false, nil
+	return "", false, fmt.Errorf("idempotency key %q of %s: it expired and was claimed again three times in a row: %w", key, fn, errIdempotencyChurn)
 }
 
 func idemKey(fn, key string) string {

@@ -80,8 +80,11 @@ func TestRedeploy(t *testing.T) {
 	}
 	proc1 := id1.host(t)
 
-	// A slow call on v1 is in flight while v2 is deployed.
-	slow := goInvoke(t, srv, name, `{"sleepMs": 1500}`)
+	// A slow call on v1 is in flight while v2 is deployed. It must outlast
+	// v2's cold start (the first one of a version also records its working
+	// set): while the newest version has no ready instance, a free instance
+	// of the old one serves calls.
+	slow := goInvoke(t, srv, name, `{"sleepMs": 15000}`)
 	waitInFlight(t, srv, name, 1)
 	v = deploy(t, srv, name, spec, v2Dir)
 	if v.Version != 2 || v.Created || !v.NewVersion {
