@@ -81,7 +81,7 @@ func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, 
 		release()
 		return workerapi.Instance{}, err
 	}
-	w.wsBeforeSpawn(ctx, ws, in, interp, codeDir)
+	w.wsBeforeSpawn(ctx, ws, in)
 	addr, err := w.serveAPI(a, in)
 	if err != nil {
 		release()

@@ -53,8 +53,17 @@ type wsStart struct {
 // wsBegin starts spec's prefetch if this host has its working set, or
 // returns a wsStart that records it; nil when working sets are off for
 // spec.
+//
+// Only sandboxes that see images and code layers take part: without
+// isolation a start reads the host's own interpreter and libraries, shared
+// with every other process and mostly cached, and a snapshot of a host's
+// whole standard library costs seconds on a busy machine, on the first
+// cold start of every version.
 func (w *Worker) wsBegin(ctx context.Context, spec workerapi.InstanceSpec) *wsStart {
 	if w.workingSets == nil || !spec.Spec.PrefetchOn() || !w.caps.Programs {
+		return nil
+	}
+	if _, isolated := w.files.(imageFiles); !isolated {
 		return nil
 	}
 	ws := &wsStart{key: workingset.Key(spec.Function, spec.Version, spec.CodeDigest, spec.Spec.Runtime, spec.Spec.Image)}
@@ -114,11 +123,11 @@ func (w *Worker) wsPrefetch(ctx context.Context, ws *wsStart) (workingset.Result
 // runtime starts: it waits for the prefetch (which ran while the sandbox
 // was made, so that little of it is left by now) and, when the start has
 // no usable record, takes the snapshot a recording starts from.
-func (w *Worker) wsBeforeSpawn(ctx context.Context, ws *wsStart, in *instance, interp, codeOnHost string) {
+func (w *Worker) wsBeforeSpawn(ctx context.Context, ws *wsStart, in *instance) {
 	if ws == nil {
 		return
 	}
-	roots, release := w.wsRoots(ctx, ws, in, interp, codeOnHost)
+	roots, release := w.wsRoots(ctx, ws, in)
 	recording := false
 	defer func() {
 		if !recording {
@@ -223,62 +232,43 @@ func (w *Worker) wsFinish(ws *wsStart, spec workerapi.InstanceSpec, started bool
 }
 
 // wsRoots are the directories the instance's sandbox reads from: its
-// image's layers, its code layer and Baton's runtime clients, or (without
-// isolation) the host's
-// interpreter, its standard library, Baton's runtime clients and the
-// unpacked code. Layers are reached through mount references of their
-// own (release drops them), so that a recording can finish its walk when
-// the sandbox is already gone.
-func (w *Worker) wsRoots(ctx context.Context, ws *wsStart, in *instance, interp, codeOnHost string) (roots []workingset.Root, release func()) {
+// image's layers, its code layer and Baton's runtime clients (wsBegin
+// admits only sandboxes that see layers). Layers are reached through mount
+// references of their own (release drops them), so that a recording can
+// finish its walk when the sandbox is already gone.
+func (w *Worker) wsRoots(ctx context.Context, ws *wsStart, in *instance) (roots []workingset.Root, release func()) {
 	var releases []func()
 	release = func() {
 		for _, r := range releases {
 			r()
 		}
 	}
-	if _, isolated := w.files.(imageFiles); isolated {
-		if ws.platform == nil {
-			// The prefetch path compares every root with the record's.
-			roots = append(roots, w.platformRoots()...)
-		}
-		// Baton's runtime clients are bound into every sandbox from here.
-		roots = append(roots, workingset.Root{ID: hostRoot + w.runtimes.Dir, Path: w.runtimes.Dir})
-		ids := make([]string, 0, len(in.sandbox.image.LowerDirs)+1)
-		for _, dir := range in.sandbox.image.LowerDirs {
-			ids = append(ids, layerID(dir))
-		}
-		if diffID, err := w.codeLayer(ctx, in.spec.CodeDigest); err == nil {
-			ids = append(ids, layerRoot+diffID)
-		}
-		for _, id := range ids {
-			diffID, ok := strings.CutPrefix(id, layerRoot)
-			if !ok {
-				roots = append(roots, workingset.Root{ID: id, Path: strings.TrimPrefix(id, hostRoot)})
-				continue
-			}
-			dir, rel, err := w.opts.Layers.Mount(ctx, diffID)
-			if err != nil {
-				w.log.Debug("working set: layer not mountable", "root", id, "err", err)
-				continue
-			}
-			releases = append(releases, rel)
-			roots = append(roots, workingset.Root{ID: id, Path: dir})
-		}
-		return roots, release
+	if ws.platform == nil {
+		// The prefetch path compares every root with the record's.
+		roots = append(roots, w.platformRoots()...)
 	}
-	for _, p := range []string{codeOnHost, w.runtimes.Dir} {
-		roots = append(roots, workingset.Root{ID: hostRoot + p, Path: p})
+	// Baton's runtime clients are bound into every sandbox from here.
+	roots = append(roots, workingset.Root{ID: hostRoot + w.runtimes.Dir, Path: w.runtimes.Dir})
+	ids := make([]string, 0, len(in.sandbox.image.LowerDirs)+1)
+	for _, dir := range in.sandbox.image.LowerDirs {
+		ids = append(ids, layerID(dir))
 	}
-	if interp == "" {
-		return roots, release
+	if diffID, err := w.codeLayer(ctx, in.spec.CodeDigest); err == nil {
+		ids = append(ids, layerRoot+diffID)
 	}
-	if real, err := filepath.EvalSymlinks(interp); err == nil {
-		roots = append(roots, workingset.Root{ID: hostRoot + real, Path: real})
-		// python3.12 keeps its standard library in <prefix>/lib/python3.12.
-		lib := filepath.Join(filepath.Dir(filepath.Dir(real)), "lib", filepath.Base(real))
-		if st, err := os.Stat(lib); err == nil && st.IsDir() {
-			roots = append(roots, workingset.Root{ID: hostRoot + lib, Path: lib})
+	for _, id := range ids {
+		diffID, ok := strings.CutPrefix(id, layerRoot)
+		if !ok {
+			roots = append(roots, workingset.Root{ID: id, Path: strings.TrimPrefix(id, hostRoot)})
+			continue
 		}
+		dir, rel, err := w.opts.Layers.Mount(ctx, diffID)
+		if err != nil {
+			w.log.Debug("working set: layer not mountable", "root", id, "err", err)
+			continue
+		}
+		releases = append(releases, rel)
+		roots = append(roots, workingset.Root{ID: id, Path: dir})
 	}
 	return roots, release
 }

@@ -3,7 +3,7 @@
 //
 // Why page-cache residency (mincore) before and after init: the files a
 // sandbox reads are few, known directories (its image's layers, its code
-// layer, or the host's interpreter and code directory), so a walk of them
+// layer and Baton's runtime clients), so a walk of them
 // with mincore(2) sees every page the start brought into the page cache,
 // whatever read it (read(2), mmap faults, the dynamic loader, Python's
 // bytecode), with no tracing on the instance's path and no kernel feature
