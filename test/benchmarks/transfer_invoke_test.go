@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-faas/baton/client"
 	"github.com/baton-faas/baton/internal/bench/stats"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/test/harness"
@@ -57,13 +58,14 @@ func BenchmarkTransferInvoke(b *testing.B) {
 		xfer, call, e2e []float64
 		failed          string
 	}
+	clients := map[*harness.Server]*client.Client{xdtSrv: wfClient(b, xdtSrv, 1), inlineSrv: wfClient(b, inlineSrv, 1)}
 	rounds := transferRounds(b)
 	var rows [][]string
 	for _, size := range []int{1 << 20, 10 << 20} {
 		variants := []*variant{{name: "xdt", s: xdtSrv, via: "baton"}, {name: "inline", s: inlineSrv, via: "baton"}, {name: "http", s: xdtSrv, via: "http"}}
 		want := transferDigest(size)
 		run := func(v *variant) (time.Duration, float64, float64, error) {
-			c := wfClient(b, v.s, 1)
+			c := clients[v.s]
 			in, _ := json.Marshal(map[string]any{"n": size, "target": "xinv-consume", "via": v.via, "url": v.s.URL, "token": v.s.Token})
 			start := time.Now()
 			resp, err := c.Invoke(ctx, "xinv-caller", in)
