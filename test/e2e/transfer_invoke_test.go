@@ -3,8 +3,12 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/test/harness"
 )
 
 const invokeDir = "testdata/invoke"
@@ -40,33 +44,10 @@ func TestTransferInvoke(t *testing.T) {
 		spec.App, spec.MemoryMB = c.app, 256
 		deploy(t, srv, name, spec, invokeDir)
 	}
-	call := func(target, seed string) invoked {
-		t.Helper()
-		resp, err := invoke(t, srv, "inv-caller", map[string]any{"target": target, "seed": seed, "n": xdtMB})
-		if err != nil {
-			t.Fatalf("invoke inv-caller → %s: %v", target, err)
-		}
-		var got invoked
-		if err := json.Unmarshal(resp.Body, &got); err != nil {
-			t.Fatalf("caller answered %.300s: %v", resp.Body, err)
-		}
-		return got
-	}
+	call := func(target, seed string) invoked { return callVia(t, srv, "inv-caller", target, seed) }
 	// requestBytes is the size of the newest request of fn that the
 	// controller recorded.
-	requestBytes := func(fn string) int {
-		t.Helper()
-		var n int
-		waitFor(t, 10*time.Second, "the record of "+fn, func() (bool, string) {
-			recs := recordsOf(t, srv, fn)
-			if len(recs) == 0 {
-				return false, "no records yet"
-			}
-			n = recs[0].RequestBytes
-			return true, ""
-		})
-		return n
-	}
+	requestBytes := func(fn string) int { return newestRequestBytes(t, srv, fn, 1) }
 
 	t.Run("SameAppByReference", func(t *testing.T) {
 		got := call("inv-callee", "same")
@@ -114,4 +95,61 @@ func TestTransferInvoke(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestTransferInvokeNode: the same from a Node caller (require('baton')
+// .invoke): a 1 MB payload to a function of its app goes by reference and
+// arrives intact; an unknown function is refused by name.
+func TestTransferInvokeNode(t *testing.T) {
+	requirePython(t)
+	requireNode(t)
+	t.Parallel()
+	srv := startServer(t, "--transfer-threshold", "262144")
+	deploy(t, srv, "invn-caller", function.Spec{Runtime: function.RuntimeNode, Handler: "caller.handler", App: "invn", MemoryMB: 256}, invokeDir)
+	spec := pySpec("consume")
+	spec.App, spec.MemoryMB = "invn", 256
+	deploy(t, srv, "invn-callee", spec, invokeDir)
+
+	got := callVia(t, srv, "invn-caller", "invn-callee", "node")
+	if got.Error != nil || got.SHA256 != xdtDigest("node", xdtMB) || got.Len != xdtMB || got.SawReference {
+		t.Fatalf("the callee got %+v (error %+v), want %d bytes with sha256 %s", got.consumed, got.Error, xdtMB, xdtDigest("node", xdtMB))
+	}
+	if n := newestRequestBytes(t, srv, "invn-callee", 1); n > 4096 {
+		t.Fatalf("the callee's request crossed the controller as %d bytes: not by reference", n)
+	}
+	got = callVia(t, srv, "invn-caller", "invn-missing", "node")
+	if got.Error == nil || got.Error.Type != "function_not_found" || got.Error.Status != 404 || !strings.Contains(got.Error.Message, "invn-missing") {
+		t.Fatalf("unknown function: %+v", got.Error)
+	}
+}
+
+// callVia invokes caller, which sends 1 MB made from seed to target with
+// baton.invoke, and returns what it answered.
+func callVia(t *testing.T, srv *harness.Server, caller, target, seed string) invoked {
+	t.Helper()
+	resp, err := invoke(t, srv, caller, map[string]any{"target": target, "seed": seed, "n": xdtMB})
+	if err != nil {
+		t.Fatalf("invoke %s → %s: %v", caller, target, err)
+	}
+	var got invoked
+	if err := json.Unmarshal(resp.Body, &got); err != nil {
+		t.Fatalf("%s answered %.300s: %v", caller, resp.Body, err)
+	}
+	return got
+}
+
+// newestRequestBytes waits until fn has at least n records and returns
+// the request size of the newest (as the controller recorded it).
+func newestRequestBytes(t *testing.T, srv *harness.Server, fn string, n int) int {
+	t.Helper()
+	var size int
+	waitFor(t, 10*time.Second, "the records of "+fn, func() (bool, string) {
+		recs := recordsOf(t, srv, fn)
+		if len(recs) < n {
+			return false, fmt.Sprintf("%d records", len(recs))
+		}
+		size = recs[0].RequestBytes
+		return true, ""
+	})
+	return size
 }
