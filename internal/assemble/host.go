@@ -43,6 +43,9 @@ type hostConfig struct {
 	CodeCacheBytes  int64
 	// Prefetch records and prefetches cold starts' working sets.
 	Prefetch bool
+	// Invoker runs invocations the node's functions ask for (nil: the
+	// route answers 501).
+	Invoker node.Invoker
 	// Data sizes the host's data layers; NATS, when set, carries their
 	// global layer (nil: local only).
 	Data datalayer.Config
@@ -90,7 +93,7 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 		Code: code, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
 		RootFS: rootFS, Layers: images, Images: images, BaseImages: bases,
 		ArchiveLimits: cfg.CodeLimits, CodeCacheBytes: cfg.CodeCacheBytes, Data: data, Transfer: xfer,
-		Prefetch: cfg.Prefetch,
+		Prefetch: cfg.Prefetch, Invoker: cfg.Invoker,
 	})
 	if err != nil {
 		images.Close()

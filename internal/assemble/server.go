@@ -184,10 +184,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	invoker := &serverInvoker{}
 	wk, closeNode, err := newHostNode(ctx, hostConfig{
 		ID: nodeID, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency, NoMemoryReclaim: cfg.NoMemoryReclaim,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Prefetch: cfg.Prefetch,
+		Invoker: invoker,
 	}, reg, log)
 	if err != nil {
 		return err
@@ -207,6 +209,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := ctrl.Start(runCtx); err != nil {
 		return err
 	}
+	invoker.c.Store(ctrl)
 
 	// The one node is both roles; it shows up in baton nodes like a
 	// cluster's nodes do.

@@ -117,7 +117,8 @@ func (w *Worker) serveAPI(a *app, in *instance) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("runtime api listener: %w", err)
 	}
-	in.api = runtimeapi.New(runtimeapi.Options{Logger: w.log, MaxResponseBytes: w.opts.MaxResponseBytes, Data: w.dataFor(in.spec)})
+	in.api = runtimeapi.New(runtimeapi.Options{Logger: w.log, MaxResponseBytes: w.opts.MaxResponseBytes, Data: w.dataFor(in.spec),
+		Invoke: w.invokerFor(in.spec)})
 	go func() {
 		if err := in.api.Serve(ln); err != nil {
 			w.log.Debug("runtime api stopped", "instance", in.id, "err", err)

@@ -112,6 +112,9 @@ type Options struct {
 	// Transfer keeps large results for direct transfers and resolves the
 	// references invocations carry (transfer.go); nil disables them.
 	Transfer *transfer.Exchange
+	// Invoker runs the invocations functions ask for through Baton
+	// (invoke.go); nil answers that route with 501.
+	Invoker Invoker
 	// Prefetch records each function version's cold-start working set
 	// on its first cold start here and prefetches it on later ones
 	// (functions can opt out with their spec's prefetch: false).

@@ -45,6 +45,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.handleData(w, r, key)
 		return
 	}
+	if name, ok := strings.CutPrefix(r.URL.Path, invokePrefix); ok {
+		s.handleInvoke(w, r, name)
+		return
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, apiPrefix)
 	if !ok {
 		s.notFound(w, r)

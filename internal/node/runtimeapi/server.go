@@ -74,6 +74,10 @@ type Options struct {
 	// served under /2018-06-01/baton/data/; nil answers those routes
 	// with 501.
 	Data *datalayer.AppData
+	// Invoke runs invocations the function asks for under
+	// /2018-06-01/baton/invoke/ (invoke.go); nil answers those routes
+	// with 501.
+	Invoke Invoker
 }
 
 // DefaultMaxConns is the connection bound when Options.MaxConns is unset:
@@ -118,6 +122,7 @@ type Server struct {
 	maxResp  int64
 	maxConns int
 	data     *datalayer.AppData
+	invoke   Invoker
 	srv      *http.Server
 
 	ready     chan struct{}
@@ -184,6 +189,7 @@ func New(opts Options) *Server {
 		maxResp:  maxResp,
 		maxConns: maxConns,
 		data:     opts.Data,
+		invoke:   opts.Invoke,
 		ready:    make(chan struct{}),
 		initErr:  make(chan *workerapi.FunctionError, 1),
 		done:     make(chan struct{}),

@@ -1,5 +1,6 @@
 'use strict';
-// Baton's data layers, for passing values between functions by reference.
+// Baton's data layers, for passing values between functions by reference,
+// and invoke, for calling other functions through Baton (at the end).
 // Installed as the `baton` module:
 //
 //   const { data } = require('baton');
@@ -164,4 +165,85 @@ async function del(key, scope) {
 
 const data = { put, get, delete: del, DataError };
 
-module.exports = { data, DataError };
+// Invoking other functions through Baton:
+//
+//   const { invoke } = require('baton');
+//   const result = await invoke('resize', { width: 640 });
+//
+// The payload is a Buffer or Uint8Array (sent as it is: the callee's
+// event) or anything JSON.stringify takes (a string is sent as a JSON
+// string); invoke resolves to the callee's result, parsed when it is JSON,
+// else a Buffer. A payload (or result) larger than the server's
+// --transfer-threshold stays on this host and the callee's host pulls it
+// directly (direct transfers). It rejects with an InvokeError: type is
+// the callee's error type when the callee threw (functionError true), else
+// Baton's code ('function_not_found', 'payload_too_large', 'queue_full',
+// ...), status the HTTP status (0 when the endpoint was not reached).
+// Route: POST /2018-06-01/baton/invoke/{function}.
+const INVOKE_PREFIX = '/2018-06-01/baton/invoke/';
+
+class InvokeError extends Error {
+  constructor(fn, status, type, message, functionError, stackTrace) {
+    super(`invoke ${fn}: ${type}: ${message}`);
+    this.name = 'InvokeError';
+    this.function = fn;
+    this.status = status;
+    this.type = type;
+    this.functionError = Boolean(functionError);
+    this.stackTrace = stackTrace || [];
+  }
+}
+
+function invokeBody(payload) {
+  if (payload === undefined || payload === null) return Buffer.from('{}');
+  if (Buffer.isBuffer(payload)) return payload;
+  if (payload instanceof Uint8Array) return Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  const json = JSON.stringify(payload);
+  if (json === undefined) throw new TypeError(`cannot send ${typeof payload}: not JSON`);
+  return Buffer.from(json, 'utf8');
+}
+
+function parseJSON(body) {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    return null;
+  }
+}
+
+async function invoke(fn, payload) {
+  if (typeof fn !== 'string' || fn === '') throw new TypeError(`function must be a non-empty string, not ${JSON.stringify(fn)}`);
+  const body = invokeBody(payload);
+  let ep;
+  try {
+    ep = endpoint();
+  } catch (err) {
+    throw new InvokeError(fn, 0, 'NoRuntimeAPI', 'AWS_LAMBDA_RUNTIME_API is not set: baton.invoke works inside a Baton function');
+  }
+  const path = INVOKE_PREFIX + encodeURIComponent(fn);
+  // No kept-alive socket and no retry: an invocation is not idempotent.
+  // The callee's own timeout bounds the call.
+  const res = await new Promise((resolve, reject) => {
+    const req = http.request({ host: ep.host, port: ep.port, method: 'POST', path, agent: false,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': body.length } }, (r) => {
+      const chunks = [];
+      r.on('data', (c) => chunks.push(c));
+      r.on('end', () => resolve({ status: r.statusCode, headers: r.headers, body: Buffer.concat(chunks) }));
+      r.on('error', reject);
+    });
+    req.on('error', (err) => reject(new InvokeError(fn, 0, 'RuntimeAPIUnreachable', err.message)));
+    req.end(body);
+  });
+  if (res.status === 200 && res.headers['baton-function-error']) {
+    const e = parseJSON(res.body) || {};
+    throw new InvokeError(fn, res.status, e.errorType || 'Error', e.errorMessage || '', true, e.stackTrace);
+  }
+  if (res.status !== 200) {
+    const e = parseJSON(res.body);
+    if (e && typeof e === 'object' && e.code) throw new InvokeError(fn, res.status, e.code, e.message || '');
+    throw new InvokeError(fn, res.status, 'Error', res.body.toString('utf8', 0, 500));
+  }
+  return decode(res.headers['content-type'] || '', res.body);
+}
+
+module.exports = { data, DataError, invoke, InvokeError };

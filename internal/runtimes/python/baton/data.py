@@ -116,6 +116,7 @@ class _Connection:
                 break
             name, _, value = line.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
+        self.headers = headers  # the last answer's, lower-cased (baton.invoke reads them)
         if headers.get("connection", "").lower() == "close":
             self.open = False
         if status in (204, 304) or method == "HEAD":
