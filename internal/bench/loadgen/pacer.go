@@ -6,10 +6,13 @@ import (
 	"time"
 )
 
-// Bounds of the pacer's spin margin.
+// Bounds of the pacer's spin margin. The ceiling covers the timer's
+// granularity; a wake later than that is the host not scheduling us, which
+// more spinning does not help (and its CPU time makes the kernel schedule
+// us later still).
 const (
 	minSpinMargin = 200 * time.Microsecond
-	maxSpinMargin = 3 * time.Millisecond
+	maxSpinMargin = 1500 * time.Microsecond
 	// spinGuard is added to the worst recent oversleep: the margin must
 	// cover the timer's lateness, not just equal it.
 	spinGuard = 100 * time.Microsecond
