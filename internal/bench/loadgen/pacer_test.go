@@ -55,3 +55,25 @@ func TestPacerMarginFollowsOversleep(t *testing.T) {
 		t.Fatalf("margin %v after a 1 s oversleep, want the ceiling %v", p.margin, maxSpinMargin)
 	}
 }
+
+// Beyond its spin budget the pacer only sleeps: a spinning scheduler
+// would hold a processor the senders need.
+func TestPacerSpinBudget(t *testing.T) {
+	start := time.Unix(1000, 0)
+	p := &pacer{margin: time.Millisecond, start: start}
+	if m := p.mayUse(start.Add(time.Second)); m != time.Millisecond {
+		t.Fatalf("nothing spun yet: margin %v, want 1ms", m)
+	}
+	p.spun = 200 * time.Millisecond // 20 % of the first second
+	if m := p.mayUse(start.Add(time.Second)); m != time.Millisecond {
+		t.Fatalf("within the budget: margin %v, want 1ms", m)
+	}
+	p.spun = 300 * time.Millisecond // 30 %
+	if m := p.mayUse(start.Add(time.Second)); m != 0 {
+		t.Fatalf("beyond the budget: margin %v, want none", m)
+	}
+	// Spinning pays off as time passes without it.
+	if m := p.mayUse(start.Add(2 * time.Second)); m != time.Millisecond {
+		t.Fatalf("back within the budget: margin %v, want 1ms", m)
+	}
+}
