@@ -16,21 +16,25 @@ import (
 
 // timerPerRequest is the open loop as it was before the sender pool and
 // the pacer, kept as the baseline of BenchmarkOpenLoop: a runtime timer
-// per wait and a goroutine started per request. It returns each request's
-// lag (from its due time until it is handed to the target) and latency.
-func timerPerRequest(target Target, rate float64, n int) (lags, latencies []float64) {
+// per wait and a goroutine started per request, at most maxInFlight at
+// once. It returns each request's lag (from its due time until it is
+// handed to the target) and latency.
+func timerPerRequest(target Target, rate float64, n, maxInFlight int) (lags, latencies []float64) {
 	gen, _ := arrival.New(arrival.Exponential, rate, 1)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxInFlight)
 	due := time.Now()
 	for range n {
 		if wait := time.Until(due); wait > 0 {
 			t := time.NewTimer(wait)
 			<-t.C
 		}
+		slots <- struct{}{}
 		wg.Add(1)
 		go func(due time.Time) {
 			defer wg.Done()
+			defer func() { <-slots }()
 			lag := max(time.Since(due), 0)
 			target.Send(context.Background(), []byte("{}"))
 			lat := time.Since(due)
@@ -51,7 +55,8 @@ func timerPerRequest(target Target, rate float64, n int) (lags, latencies []floa
 // iteration: the Runner (pre-started senders, pacer) against the
 // timer-per-request loop it replaced, in the same run. Reported: the
 // client's lateness (p50, p99 in µs, share later than 0.1 ms) and the
-// requests' latency (p50, p99 in µs).
+// requests' latency (p50, p99 in µs). Both keep at most 512 requests
+// outstanding.
 //
 //	go test -run '^$' -bench OpenLoop -benchtime 3x ./internal/bench/loadgen/
 func BenchmarkOpenLoop(b *testing.B) {
@@ -61,6 +66,7 @@ func BenchmarkOpenLoop(b *testing.B) {
 		_, _ = io.WriteString(w, `{"execMs":0,"body":""}`)
 	}))
 	defer srv.Close()
+	const maxInFlight = 512
 	target := NewURLTarget(srv.URL+"/", 64)
 	defer target.CloseIdle()
 	report := func(b *testing.B, lags, latencies []float64) {
@@ -82,7 +88,7 @@ func BenchmarkOpenLoop(b *testing.B) {
 		b.Run(fmt.Sprintf("rate=%d/baseline=timer-per-request", int(rate)), func(b *testing.B) {
 			var lags, latencies []float64
 			for b.Loop() {
-				l, d := timerPerRequest(target, rate, n)
+				l, d := timerPerRequest(target, rate, n, maxInFlight)
 				lags, latencies = append(lags, l...), append(latencies, d...)
 			}
 			report(b, lags, latencies)
@@ -90,7 +96,8 @@ func BenchmarkOpenLoop(b *testing.B) {
 		b.Run(fmt.Sprintf("rate=%d/runner", int(rate)), func(b *testing.B) {
 			var lags, latencies []float64
 			for b.Loop() {
-				r := &Runner{Target: target, Plan: Plan{Mode: Open, Rate: rate, Arrival: arrival.Exponential, Seed: 1, Requests: n}}
+				r := &Runner{Target: target, Plan: Plan{Mode: Open, Rate: rate, Arrival: arrival.Exponential, Seed: 1, Requests: n,
+					MaxInFlight: maxInFlight}}
 				res, err := r.Run(context.Background())
 				if err != nil {
 					b.Fatal(err)
