@@ -53,6 +53,9 @@ type NodeConfig struct {
 	// NATSAuth, when set, logs in to NATS with a user and password (the
 	// --user of `baton nats`).
 	NATSAuth *natsd.Credentials
+	// AdminListen and AdminReady: as Config's.
+	AdminListen string
+	AdminReady  func(addr string)
 	// NATSCA is a PEM file with the CA certificate(s) that NATS servers'
 	// certificates must be signed by; empty means the cluster's CA
 	// (ca.crt in PKIDir). The node presents its own certificate to NATS
@@ -228,6 +231,11 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
+	stopAdmin, err := startAdmin(cfg.AdminListen, log, cfg.AdminReady)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 	// The records stream's limits as a controller with default flags sets
 	// them, so that a worker starting does not change them.
 	st, err := jsstore.Open(ctx, nc, recordStoreOptions(0))
@@ -329,6 +337,11 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
+	stopAdmin, err := startAdmin(cfg.AdminListen, log, cfg.AdminReady)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 	state, err := openControlState(ctx, nc, cfg.MaxRecords, cfg.MaxCodeBytes,
 		async.Options{DedupWindow: cfg.AsyncDedupWindow, Retention: cfg.AsyncRetention}, log)
 	if err != nil {

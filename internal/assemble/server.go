@@ -89,6 +89,11 @@ type Config struct {
 	NoMemoryReclaim bool
 	// Ready, if set, is called with the API's address once it serves.
 	Ready func(addr string)
+	// AdminListen, if set (a loopback host:port), opens the admin
+	// listener: Go's profiles at /debug/pprof/, never on the API's
+	// listener. AdminReady, if set, gets its address.
+	AdminListen string
+	AdminReady  func(addr string)
 	// Data sizes the node's data layers (the global one is on the
 	// embedded NATS).
 	Data datalayer.Config
@@ -146,6 +151,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
+	stopAdmin, err := startAdmin(cfg.AdminListen, log, cfg.AdminReady)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 
 	if loopback, err := IsLoopbackListen(cfg.NATSListen); cfg.NATSListen != "" && (err != nil || !loopback) {
 		return fmt.Errorf("--nats-listen %s: the embedded NATS has no credentials, so it listens on loopback only (use cluster mode's baton nats with --user/--tls-* for other hosts)", cfg.NATSListen)

@@ -79,7 +79,7 @@ falls behind its schedule it says so and by how much.`,
 	fl.DurationVar(&f.burstGap, "burst-gap", 0, "burst mode: time between burst starts")
 	fl.DurationVar(&f.duration, "duration", 0, "measure for this long")
 	fl.IntVarP(&f.requests, "requests", "n", 0, "measure this many requests")
-	fl.IntVar(&f.warmup, "warmup", 0, "requests sent and discarded before measuring (warm mode: default 2×concurrency, at least 20)")
+	fl.IntVar(&f.warmup, "warmup", 0, "requests sent and discarded before measuring (warm mode: default 2×concurrency, at least 20, and then until the server reports enough instances up for --concurrency)")
 	fl.IntVar(&f.maxInFlight, "max-inflight", 10000, "open/burst: most outstanding requests; beyond it sending falls behind (and says so)")
 	fl.BoolVar(&f.baseline, "baseline", false, "first run the same load against a plain HTTP server on loopback in this process and report Baton's overhead")
 	fl.StringVarP(&f.out, "out", "o", "", "directory for requests.csv, summary.json and SVG plots")
@@ -150,6 +150,9 @@ func runBench(cmd *cobra.Command, f benchFlags) error {
 	}
 	plan.Function = target
 	plan.ScaleToZero = func(ctx context.Context) error { return scaleToZero(ctx, c, target) }
+	if mode == loadgen.Warm {
+		plan.Ready = instancesReady(c, target, f.concurrency, cmd.ErrOrStderr())
+	}
 
 	conns := max(f.concurrency, f.burst, 64)
 	var base *loadgen.Summary
@@ -244,6 +247,7 @@ func runBaseline(ctx context.Context, plan loadgen.Plan, responseBytes, conns in
 	tgt := loadgen.NewURLTarget("http://"+ln.Addr().String()+"/", conns)
 	defer tgt.CloseIdle()
 	plan.Function = "baseline"
+	plan.Ready = nil // the baseline server has no instances to wait for
 	runner := &loadgen.Runner{Target: tgt, Plan: plan, OnProgress: progressPrinter(log)}
 	return runner.Run(ctx)
 }
@@ -360,6 +364,37 @@ func scaleToZero(ctx context.Context, c *client.Client, name string) error {
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+}
+
+// instancesReady is warm mode's question to the server: are enough
+// instances of the function's current version up for clients concurrent
+// requests (by the capacity the instances report, within maxScale)? It
+// prints the count whenever it changes.
+func instancesReady(c *client.Client, name string, clients int, log io.Writer) func(context.Context) (bool, string, error) {
+	last := ""
+	return func(ctx context.Context) (bool, string, error) {
+		v, err := c.Get(ctx, name)
+		if err != nil {
+			return false, "", err
+		}
+		up, perInstance := 0, 1
+		for _, in := range v.Status.Instances {
+			if in.Version == v.Version {
+				up++
+				perInstance = max(perInstance, in.Capacity)
+			}
+		}
+		want := (clients + perInstance - 1) / perInstance
+		if v.Spec.MaxScale > 0 {
+			want = min(want, v.Spec.MaxScale)
+		}
+		detail := fmt.Sprintf("%d of %d instances up, %d starting", up, want, v.Status.Starting)
+		if detail != last {
+			fmt.Fprintf(log, "warm-up: %s\n", detail)
+			last = detail
+		}
+		return up >= want, detail, nil
 	}
 }
 

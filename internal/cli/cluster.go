@@ -28,6 +28,7 @@ func nodeFlags(cmd *cobra.Command, cfg *assemble.NodeConfig, fl *nodeFlagValues)
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long in-flight invocations may finish on SIGINT/SIGTERM")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", time.Second, "heartbeat interval of the cluster's membership; a node is dead after 3 missed. Cluster-wide: the first node to start sets it, the others follow")
 	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	adminFlag(f, &cfg.AdminListen)
 }
 
 // nodeFlagValues are the shared flags that are not NodeConfig's fields

@@ -48,6 +48,7 @@ func newServerCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the HTTP API")
+	adminFlag(f, &cfg.AdminListen)
 	f.StringVar(&cfg.DataDir, "data-dir", assemble.DefaultDataDir(), "directory for durable state (functions, code, records)")
 	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "isolation: auto (containers where this host can run them, else processes with a warning), container (fail if unavailable), process (no isolation) or fake (no processes: instances echo events, for measuring the platform)")
 	f.DurationVar(&cfg.FakeStartLatency, "fake-start-latency", 0, "with --sandbox fake: how long each instance takes to start")

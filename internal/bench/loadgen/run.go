@@ -74,6 +74,13 @@ type Plan struct {
 	Requests int
 	// Warmup requests are sent (closed loop) and discarded first.
 	Warmup int
+	// Ready, if set, reports whether the platform has brought up the
+	// instances the measurement needs (warm mode): the warm-up goes on
+	// past Warmup requests until it has, so that no measured request
+	// waits for a cold start. detail says what is still missing.
+	Ready func(ctx context.Context) (ready bool, detail string, err error)
+	// ReadyTimeout bounds the wait for Ready (default 2 minutes).
+	ReadyTimeout time.Duration
 	// MaxInFlight caps outstanding requests in open and burst modes; when
 	// reached, sending falls behind schedule and that lag is reported.
 	MaxInFlight int
@@ -135,6 +142,9 @@ func (p *Plan) Validate() error {
 		if p.Warmup <= 0 {
 			p.Warmup = max(20, 2*p.Concurrency)
 		}
+		if p.ReadyTimeout <= 0 {
+			p.ReadyTimeout = 2 * time.Minute
+		}
 	case Closed, Trace:
 	default:
 		return fmt.Errorf("unknown mode %q", p.Mode)
@@ -155,13 +165,14 @@ type Progress struct {
 	Late int64
 }
 
-// lateThreshold is how late a send may be before it counts as behind
-// schedule (timer resolution and scheduling jitter stay below it).
-const lateThreshold = time.Millisecond
+// LateThreshold is how late a send may be before it counts as behind
+// schedule: the open loop's pacer keeps its own timer jitter well below it,
+// so what exceeds it is the client failing to keep up.
+const LateThreshold = 100 * time.Microsecond
 
 // Late reports whether a request sent lag after its intended time counts
 // as sent late: the one definition used by progress and summaries.
-func Late(lag time.Duration) bool { return lag > lateThreshold }
+func Late(lag time.Duration) bool { return lag > LateThreshold }
 
 // Result is what a run recorded.
 type Result struct {
@@ -223,26 +234,78 @@ func (r *Runner) Run(ctx context.Context) (Result, error) {
 	return Result{Samples: r.samples, Bodies: r.bodies, Start: r.start, End: time.Now()}, err
 }
 
+// readyPoll is how often the warm-up asks whether the instances are up.
+const readyPoll = 50 * time.Millisecond
+
+// warmup sends Plan.Warmup requests in a closed loop and, if Plan.Ready
+// is set, goes on until it reports the instances up. Its requests are
+// not recorded, and all of them have answered when it returns.
 func (r *Runner) warmup(ctx context.Context) error {
 	var wg sync.WaitGroup
-	var next atomic.Int64
-	var failed atomic.Int64
+	var sent, failed, ok atomic.Int64
+	var stop atomic.Bool
 	for c := 0; c < r.Plan.Concurrency; c++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && next.Add(1) <= int64(r.Plan.Warmup) {
+			for ctx.Err() == nil && !stop.Load() {
+				if n := sent.Add(1); r.Plan.Ready == nil && n > int64(r.Plan.Warmup) {
+					sent.Add(-1)
+					return
+				}
 				if resp := r.Target.Send(ctx, r.Plan.Payload(-1)); resp.Err != nil {
 					failed.Add(1)
+				} else {
+					ok.Add(1)
 				}
 			}
 		}()
 	}
+	var err error
+	if r.Plan.Ready != nil {
+		err = r.awaitReady(ctx, &failed, &ok)
+		stop.Store(true)
+	}
 	wg.Wait()
-	if n := failed.Load(); n == int64(r.Plan.Warmup) {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if n := failed.Load(); n > 0 && ok.Load() == 0 {
 		return fmt.Errorf("all %d warm-up requests failed", n)
 	}
-	return ctx.Err()
+	return err
+}
+
+// awaitReady polls Plan.Ready while the warm-up clients send, until at
+// least Plan.Warmup requests answered and the instances are up.
+func (r *Runner) awaitReady(ctx context.Context, failed, ok *atomic.Int64) error {
+	deadline := time.Now().Add(r.Plan.ReadyTimeout)
+	t := time.NewTicker(readyPoll)
+	defer t.Stop()
+	detail := "not asked yet"
+	for {
+		if ok.Load() == 0 && failed.Load() >= int64(r.Plan.Warmup) {
+			return nil // warmup says that every request failed
+		}
+		if ok.Load()+failed.Load() >= int64(r.Plan.Warmup) {
+			ready, d, err := r.Plan.Ready(ctx)
+			if err != nil {
+				return fmt.Errorf("warm-up: ask whether the instances are up: %w", err)
+			}
+			if ready {
+				return nil
+			}
+			detail = d
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("warm-up: the instances were not all up after %s of load (%s)", r.Plan.ReadyTimeout, detail)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // deadline returns the context that ends the measured phase by duration.
@@ -341,13 +404,17 @@ func (r *Runner) closed(ctx context.Context) error {
 }
 
 // schedule runs an open-loop schedule: at(k) gives the intended start of
-// batch k (size requests each), or false when the schedule is over.
+// batch k (size requests each), or false when the schedule is over. The
+// requests go to senders started before they are due (senderPool), and
+// the pacer wakes this loop on time; how late each request still was when
+// its sender took it is its lag.
 func (r *Runner) schedule(ctx context.Context, size int, at func(k int) (time.Time, bool)) error {
 	dctx, cancel := r.deadline(ctx)
 	defer cancel()
-	slots := make(chan struct{}, r.Plan.MaxInFlight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	pool := newSenderPool(r.initialSenders(size), r.Plan.MaxInFlight, func(j job) { r.send(dctx, j.i, j.due) })
+	// Senders finish the requests they took; the pool stops after them.
+	defer pool.close()
+	pace := newPacer()
 	for k := 0; ; k++ {
 		if r.Plan.Requests > 0 && r.sent.Load() >= int64(r.Plan.Requests) {
 			return ignoreDeadline(ctx) // all sent: do not wait for a next batch
@@ -359,34 +426,28 @@ func (r *Runner) schedule(ctx context.Context, size int, at func(k int) (time.Ti
 		if r.Plan.Duration > 0 && due.Sub(r.start) >= r.Plan.Duration {
 			return ignoreDeadline(ctx)
 		}
-		if wait := time.Until(due); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-dctx.Done():
-				t.Stop()
-				return ignoreDeadline(ctx)
-			case <-t.C:
-			}
+		if !pace.wait(dctx, due) {
+			return ignoreDeadline(ctx)
 		}
 		for j := 0; j < size; j++ {
 			i, ok := r.claim(dctx)
 			if !ok {
 				return ignoreDeadline(ctx)
 			}
-			// Waiting for a slot makes us late; the lag is recorded.
-			select {
-			case slots <- struct{}{}:
-			case <-dctx.Done():
+			// Waiting for an idle sender makes us late; the lag is recorded.
+			if !pool.submit(dctx, job{i: i, due: due}) {
+				r.sent.Add(-1) // claimed but never sent
 				return ignoreDeadline(ctx)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				r.send(dctx, i, due)
-			}()
 		}
 	}
+}
+
+// initialSenders sizes the sender pool at the start: a whole batch (a
+// burst) plus what a few milliseconds of the rate keep in flight against
+// a fast target; the pool grows in the background beyond that.
+func (r *Runner) initialSenders(batch int) int {
+	return min(max(32, 2*batch, int(r.Plan.Rate/200)), r.Plan.MaxInFlight)
 }
 
 func (r *Runner) open(ctx context.Context) error {

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,5 +296,82 @@ func TestParseServerTiming(t *testing.T) {
 	}
 	if w, i, e := ParseServerTiming(""); w != 0 || i != 0 || e != 0 {
 		t.Fatal("empty header must give zeros")
+	}
+}
+
+// Lateness is summarised from the lag recorded per request: p50, p99 and
+// max, and the share later than the 0.1 ms threshold (exactly at it is
+// on time).
+func TestLatenessAccounting(t *testing.T) {
+	start := time.Unix(100, 0)
+	var samples []report.Sample
+	for i := range 100 {
+		lag := time.Duration(i) * 2 * time.Microsecond // 0 … 198 µs
+		samples = append(samples, report.Sample{Status: 200, LatencyNs: 1e6, LagNs: lag.Nanoseconds()})
+	}
+	s := Summarize(samples, start, start.Add(time.Second))
+	sc := s.Schedule
+	if sc.LateThresholdMs != 0.1 {
+		t.Fatalf("threshold %v ms, want 0.1", sc.LateThresholdMs)
+	}
+	// Lags above 100 µs: 102 … 198, i.e. i = 51 … 99.
+	if sc.LateRequests != 49 || sc.LateFraction != 0.49 {
+		t.Fatalf("%d late (%.2f), want 49 (0.49)", sc.LateRequests, sc.LateFraction)
+	}
+	if sc.P50LagMs != 0.098 || sc.P99LagMs != 0.196 || sc.MaxLagMs != 0.198 {
+		t.Fatalf("lag p50 %v p99 %v max %v ms, want 0.098, 0.196, 0.198", sc.P50LagMs, sc.P99LagMs, sc.MaxLagMs)
+	}
+	if Late(LateThreshold) || !Late(LateThreshold+1) {
+		t.Fatal("Late must count lags above the threshold only")
+	}
+}
+
+// Warm mode goes on warming up until the platform reports the instances
+// up, and only then measures.
+func TestWarmModeWaitsForInstances(t *testing.T) {
+	tg := &fakeTarget{}
+	var asked atomic.Int64
+	var callsWhenReady atomic.Int64
+	ready := func(context.Context) (bool, string, error) {
+		asked.Add(1)
+		// The platform is "up" once it served 60 warm-up requests, many
+		// more than the 5 of --warmup.
+		if n := tg.calls.Load(); n >= 60 {
+			callsWhenReady.CompareAndSwap(0, n)
+			return true, "4 of 4 instances up", nil
+		}
+		return false, "1 of 4 instances up", nil
+	}
+	r := &Runner{Target: tg, Plan: Plan{Mode: Warm, Concurrency: 2, Requests: 10, Warmup: 5, Ready: ready}}
+	res, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Samples) != 10 {
+		t.Fatalf("%d samples, want 10", len(res.Samples))
+	}
+	if asked.Load() < 1 || callsWhenReady.Load() < 60 {
+		t.Fatalf("ready asked %d times, first ready after %d calls", asked.Load(), callsWhenReady.Load())
+	}
+	// Every measured request came after the platform said it was ready:
+	// the warm-up's requests all answered before the measurement began.
+	if total := tg.calls.Load(); total < callsWhenReady.Load()+10 {
+		t.Fatalf("%d calls in all, ready after %d: measured requests overlapped the warm-up", total, callsWhenReady.Load())
+	}
+	for _, s := range res.Samples {
+		if s.StartNs < res.Start.UnixNano() {
+			t.Fatal("a measured request started before the measurement")
+		}
+	}
+}
+
+func TestWarmModeGivesUpWithWhatIsMissing(t *testing.T) {
+	tg := &fakeTarget{}
+	ready := func(context.Context) (bool, string, error) { return false, "1 of 4 instances up, 0 starting", nil }
+	r := &Runner{Target: tg, Plan: Plan{Mode: Warm, Concurrency: 1, Requests: 10, Warmup: 1, Ready: ready,
+		ReadyTimeout: 100 * time.Millisecond}}
+	_, err := r.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "1 of 4 instances up") {
+		t.Fatalf("err %v, want one saying what is missing", err)
 	}
 }
