@@ -132,7 +132,9 @@ func startS3(ctx context.Context, tb testing.TB, weed string) (*s3Server, error)
 		return nil, fmt.Errorf("s3 server: %w", err)
 	}
 	p := func(i int) string { return strconv.Itoa(ports[i]) }
-	args := []string{"server", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", filepath.Join(dir, "data"),
+	// -logtostderr: its log goes to weed.log, not to files of its own in
+	// the machine's temp dir.
+	args := []string{"-logtostderr", "server", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", filepath.Join(dir, "data"),
 		"-master.port", p(0), "-master.port.grpc", p(1), "-master.telemetry=false",
 		"-volume.port", p(2), "-volume.port.grpc", p(3),
 		"-filer", "-filer.port", p(4), "-filer.port.grpc", p(5),
