@@ -75,7 +75,8 @@ func executable(p string) error {
 // hand:
 //
 //	dir=$(go mod download -json github.com/seaweedfs/seaweedfs@VERSION | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-//	cp -r "$dir" /tmp/sw && chmod -R u+w /tmp/sw && cd /tmp/sw && GOWORK=off GOFLAGS=-mod=mod go build -p 2 -o OUT ./weed
+//	tmp=$(mktemp -d) && cp -r "$dir" "$tmp/src" && chmod -R u+w "$tmp/src" && cd "$tmp/src" &&
+//	  GOWORK=off GOFLAGS=-mod=mod go build -p 2 -o OUT ./weed
 func weedBuild(ctx context.Context, out string) error {
 	tmp, err := os.MkdirTemp("", "baton-weed-build-")
 	if err != nil {
