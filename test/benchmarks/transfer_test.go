@@ -29,6 +29,14 @@ import (
 //     (a second server with --transfer-threshold 0);
 //   - objstore: step 1 puts the data into the global data layer (the
 //     JetStream object store), step 2 gets it (and deletes it);
+//   - s3: step 1 PUTs the data to a real S3-compatible server (SeaweedFS
+//     on loopback, started for the run, anonymous access), step 2 GETs it
+//     (and DELETEs it); only when `weed` is found (weedBinary:
+//     BATON_BENCH_WEED=path, or built once with BATON_BENCH_WEED_BUILD=1),
+//     else left out with a message. A container sandbox reaches no host
+//     address from its own network namespace, so with the s3 way every
+//     function of the run (all ways, both servers: one app, one sandbox)
+//     is deployed with network "host", the same sandbox kind for all;
 //   - json-floor: no hop; one function encodes and decodes the data as
 //     the Python runtime does a result and an event, which xdt and inline
 //     pay within their transfer and objstore does not (its data is raw).
@@ -51,9 +59,23 @@ func BenchmarkTransfer(b *testing.B) {
 	xdtSrv := harness.Start(b, harness.Options{Args: append([]string{"--transfer-threshold", strconv.Itoa(256 << 10)}, limits...)})
 	inlineSrv := harness.Start(b, harness.Options{Args: append([]string{"--transfer-threshold", "0"}, limits...)})
 	code := zipDir(b, filepath.Join("testdata", "transfer"))
-	tune := func(sp *function.Spec) { sp.MemoryMB, sp.TimeoutSeconds, sp.MaxScale = 2048, 120, 2 }
+	network := function.NetworkIsolated
+	var s3 *s3Server
+	if weed, err := weedBinary(ctx, b); err != nil {
+		wfPrint(b, "s3 way left out: %v", err)
+	} else if s3, err = startS3(ctx, b, weed); err != nil {
+		wfPrint(b, "s3 way left out: %v", err)
+	} else {
+		network = function.NetworkHost
+	}
+	tune := func(sp *function.Spec) {
+		sp.MemoryMB, sp.TimeoutSeconds, sp.MaxScale, sp.Network = 2048, 120, 2, network
+		if s3 != nil {
+			sp.Env = map[string]string{"XFER_S3_BUCKET": s3.Bucket}
+		}
+	}
 	for _, s := range []*harness.Server{xdtSrv, inlineSrv} {
-		for _, fn := range []string{"produce", "consume", "put", "get", "json_floor"} {
+		for _, fn := range []string{"produce", "consume", "put", "get", "s3_put", "s3_get", "json_floor"} {
 			wfFunction(b, s, "xfer-"+strings.ReplaceAll(fn, "_", "-"), "xfer."+fn, "xfer", code, tune)
 		}
 		putWorkflow(b, s, "xfer-pass", `{"StartAt":"P","States":{"P":{"Type":"Task","Resource":"xfer-produce","Next":"C"},
@@ -61,6 +83,8 @@ func BenchmarkTransfer(b *testing.B) {
 		putWorkflow(b, s, "xfer-floor", `{"StartAt":"F","States":{"F":{"Type":"Task","Resource":"xfer-json-floor","End":true}}}`)
 		putWorkflow(b, s, "xfer-store", `{"StartAt":"P","States":{"P":{"Type":"Task","Resource":"xfer-put","Next":"C"},
 			"C":{"Type":"Task","Resource":"xfer-get","End":true}}}`)
+		putWorkflow(b, s, "xfer-s3", `{"StartAt":"P","States":{"P":{"Type":"Task","Resource":"xfer-s3-put","Next":"C"},
+			"C":{"Type":"Task","Resource":"xfer-s3-get","End":true}}}`)
 	}
 	xc, ic := wfClient(b, xdtSrv, 1), wfClient(b, inlineSrv, 1)
 	type variant struct {
@@ -83,6 +107,9 @@ func BenchmarkTransfer(b *testing.B) {
 			{name: "inline", c: ic, wf: "xfer-pass"},
 			{name: "objstore", c: xc, wf: "xfer-store"},
 			{name: "json-floor", c: xc, wf: "xfer-floor", floor: true},
+		}
+		if s3 != nil {
+			variants = append(variants, &variant{name: "s3", c: xc, wf: "xfer-s3"})
 		}
 		want := transferDigest(size)
 		input := []byte(fmt.Sprintf(`{"n":%d}`, size))
@@ -152,8 +179,8 @@ func BenchmarkTransfer(b *testing.B) {
 			}
 		}
 	}
-	wfPrint(b, "isolation %s; %s; transfer and e2e in ms; last columns: this way's transfer / xdt's (p50, p99)%s",
-		isolation(ctx, xdtSrv), loadAvg(), table([]string{"size", "way", "n", "xfer-p50", "xfer-p99", "e2e-p50", "e2e-p99", "vs-xdt-p50", "vs-xdt-p99"}, rows))
+	wfPrint(b, "isolation %s, network %s; %s; transfer and e2e in ms; last columns: this way's transfer / xdt's (p50, p99)%s",
+		isolation(ctx, xdtSrv), network, loadAvg(), table([]string{"size", "way", "n", "xfer-p50", "xfer-p99", "e2e-p50", "e2e-p99", "vs-xdt-p50", "vs-xdt-p99"}, rows))
 }
 
 // transferRounds reads BATON_XFER_ROUNDS.

@@ -4,7 +4,10 @@ the transfer runs from step 1's last moment with the data to step 2's
 first moment with it."""
 
 import hashlib
+import http.client
+import os
 import time
+import urllib.parse
 
 from baton import data as batondata
 
@@ -49,6 +52,53 @@ def get(event, context):
     t2 = time.time_ns()
     out = {"transfer_ns": t2 - event["t1"], "sha256": hashlib.sha256(data.encode()).hexdigest(), "len": len(data)}
     batondata.delete(event["key"], scope="global")
+    return out
+
+
+# The S3 way's bucket (http://HOST:PORT/BUCKET, anonymous access) and one
+# kept-alive connection to it per instance, as an S3 client library keeps.
+_s3 = None
+
+
+def _s3_request(method, key, body=None):
+    global _s3
+    url = urllib.parse.urlsplit(os.environ["XFER_S3_BUCKET"])
+    path = url.path + "/" + key
+    for attempt in (1, 2):
+        if _s3 is None:
+            _s3 = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+        try:
+            _s3.request(method, path, body=body)
+            resp = _s3.getresponse()
+            got = resp.read()
+        except (ConnectionError, http.client.HTTPException):
+            # The server closed the kept-alive connection: once more on a
+            # new one.
+            _s3.close()
+            _s3 = None
+            if attempt == 2:
+                raise
+            continue
+        if resp.status // 100 != 2:
+            raise RuntimeError("S3 %s %s: %d %s: %.300r" % (method, path, resp.status, resp.reason, got))
+        return got
+
+
+def s3_put(event, context):
+    """PUTs the data to the S3 server's bucket."""
+    data = _make(int(event["n"]))
+    key = "xfer/" + context.aws_request_id
+    t1 = time.time_ns()
+    _s3_request("PUT", key, data.encode())
+    return {"t1": t1, "key": key}
+
+
+def s3_get(event, context):
+    """GETs the data back from the S3 server, then hashes it."""
+    data = _s3_request("GET", event["key"]).decode()
+    t2 = time.time_ns()
+    out = {"transfer_ns": t2 - event["t1"], "sha256": hashlib.sha256(data.encode()).hexdigest(), "len": len(data)}
+    _s3_request("DELETE", event["key"])
     return out
 
 
