@@ -39,6 +39,11 @@ var ErrNoOwner = errdefs.New(errdefs.Unavailable, "no_owner", "no controller own
 // again: ownership moves in heartbeats (a second), so this costs little.
 const ownerPoll = 20 * time.Millisecond
 
+// forwardedPatience is how long a forwarded request waits while this
+// controller sees another as the owner before sending it there: longer
+// than views of a hand-over take to agree, so that requests do not bounce.
+const forwardedPatience = 2 * time.Second
+
 func (c *Controller) owns(name string) bool { return c.own == nil || c.own.Owns(name) }
 
 // OwnsFunction says whether this controller serves a function now (every
@@ -122,16 +127,23 @@ func (c *Controller) Lookup(ctx context.Context, name string) bool {
 
 // Route says where an invocation of a function runs: "" means here,
 // otherwise the address of the controller that owns it. A request another
-// controller forwarded here is never sent on: if ownership is moving, it
-// waits until this controller owns the function (or OwnerWait passes), so
-// two controllers that disagree for a moment cannot bounce it.
+// controller forwarded here is not sent on at once: if ownership is
+// moving, it waits until this controller owns the function, so two
+// controllers that disagree for a moment cannot bounce it. Only when
+// another controller has been the owner here for forwardedPatience (the
+// forwarder's view was the stale one, and ownership settled elsewhere)
+// does it go on there, rather than wait out OwnerWait for nothing.
 func (c *Controller) Route(ctx context.Context, name string, forwarded bool) (string, error) {
 	if c.own == nil {
 		return "", nil
 	}
 	deadline := time.Now().Add(c.ownerWait)
+	var elsewhereSince time.Time
 	for {
 		id, addr, ok := c.own.Owner(name)
+		if !ok || id == c.self {
+			elsewhereSince = time.Time{}
+		}
 		switch {
 		case ok && id == c.self:
 			if c.own.Owns(name) && c.router.Has(name) {
@@ -141,6 +153,12 @@ func (c *Controller) Route(ctx context.Context, name string, forwarded bool) (st
 			c.poke()
 		case ok && !forwarded:
 			return addr, nil
+		case ok && addr != "":
+			if elsewhereSince.IsZero() {
+				elsewhereSince = time.Now()
+			} else if time.Since(elsewhereSince) >= forwardedPatience {
+				return addr, nil
+			}
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("%w: function %s (ownership is moving between controllers; retry)", ErrNoOwner, name)

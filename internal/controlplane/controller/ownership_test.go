@@ -158,6 +158,13 @@ func TestOwnershipHandOverAdoptsInstances(t *testing.T) {
 	if _, err := c1.Route(ctx, "f", true); err == nil {
 		t.Fatal("a forwarded request on a non-owner was routed")
 	}
+	// Unless another controller stays the owner for forwardedPatience:
+	// the forwarder's view was stale, and the request goes on to the owner
+	// instead of waiting out OwnerWait.
+	c1.ownerWait = time.Minute
+	if addr, err := c1.Route(ctx, "f", true); err != nil || addr != "addr-c2" {
+		t.Fatalf("a forwarded request on a non-owner while c2 owns f: %q, %v; want addr-c2", addr, err)
+	}
 }
 
 // A worker that comes back with instances: those of a function the
