@@ -26,7 +26,14 @@ import (
 // layer's, bound to app.
 func dataEndpoint(t *testing.T, layer *datalayer.Layer, app string) (*runtimeapi.Server, string) {
 	t.Helper()
-	s := runtimeapi.New(runtimeapi.Options{Data: layer.App(app)})
+	return serveEndpoint(t, runtimeapi.Options{Data: layer.App(app)})
+}
+
+// serveEndpoint serves a Runtime API endpoint with opts on loopback until
+// the test ends.
+func serveEndpoint(t *testing.T, opts runtimeapi.Options) (*runtimeapi.Server, string) {
+	t.Helper()
+	s := runtimeapi.New(opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

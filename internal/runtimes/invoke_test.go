@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"testing"
 
 	"github.com/baton-faas/baton/internal/errdefs"
@@ -35,20 +34,8 @@ func TestInvokeModules(t *testing.T) {
 		`"fails":[200,"ValueError",true],"missing":[404,"function_not_found",false],"badName":[400,"invalid_name",false]}`
 	for _, c := range []struct{ interp, sub string }{{"python3", "python"}, {"node", "node"}} {
 		t.Run(c.interp, func(t *testing.T) {
-			s := runtimeapi.New(runtimeapi.Options{Invoke: tableInvoker{}})
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- s.Serve(ln) }()
-			t.Cleanup(func() {
-				s.Close()
-				if err := <-done; err != nil {
-					t.Errorf("serve: %v", err)
-				}
-			})
-			got := runFunction(t, s, ln.Addr().String(), c.interp, c.sub, "invokefn.handler")
+			s, addr := serveEndpoint(t, runtimeapi.Options{Invoke: tableInvoker{}})
+			got := runFunction(t, s, addr, c.interp, c.sub, "invokefn.handler")
 			var g, w any
 			if err := json.Unmarshal(got, &g); err != nil {
 				t.Fatalf("response %s: %v", got, err)

@@ -47,7 +47,7 @@ import (
 // the whole execution. BATON_XFER_ROUNDS ("1MB=20,10MB=10,100MB=4" by
 // default) sets the rounds per size.
 //
-//	go test -run '^$' -bench BenchmarkTransfer -benchtime 1x ./test/benchmarks/
+//	go test -run '^$' -bench 'BenchmarkTransfer$' -benchtime 1x ./test/benchmarks/
 func BenchmarkTransfer(b *testing.B) {
 	logLoad(b)
 	suppressNsOp(b)
