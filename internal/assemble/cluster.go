@@ -260,6 +260,8 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Advertise: advertised(cfg.Advertise, ln),
 		Peers:    peers,
 		Prefetch: cfg.Prefetch,
+		// Functions' calls of functions go over the global bus.
+		Invoker: &busInvoker{nc: nc, fns: st, log: log.With("component", "invoke")},
 	}, blobCode{st}, log)
 	if err != nil {
 		return err

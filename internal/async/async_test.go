@@ -65,15 +65,20 @@ func (r *runner) Serving(name string) (function.Function, bool, bool) {
 
 func (r *runner) Backlogged(string, int) bool { return false }
 
-func (r *runner) Run(_ context.Context, name, id string, payload []byte, _ int, _ map[string]string) Result {
+func (r *runner) Run(_ context.Context, ev Event) Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.runs[id]++
-	if r.fails[name] > 0 {
-		r.fails[name]--
+	r.runs[ev.ID]++
+	if r.fails[ev.Function] > 0 {
+		r.fails[ev.Function]--
 		return Result{FunctionError: &workerapi.FunctionError{Type: "Boom", Message: "attempt failed"}}
 	}
-	return Result{Payload: payload}
+	if ev.ByRef {
+		// A call that may be answered by reference: the answer says who
+		// called, as a marker would stand for the result.
+		return Result{Payload: []byte(`{"caller":"` + ev.CallerApp + `"}`), PayloadRef: true}
+	}
+	return Result{Payload: ev.Payload}
 }
 
 func testFunction(t *testing.T, name string, async *function.AsyncConfig) function.Function {
@@ -276,3 +281,61 @@ func (r *refusals) Handle(_ context.Context, rec slog.Record) error {
 }
 func (r *refusals) WithAttrs([]slog.Attr) slog.Handler { return r }
 func (r *refusals) WithGroup(string) slog.Handler      { return r }
+
+// A worker attaches to the queue a controller opened, changing none of
+// its settings, and its function calls run once (a failing call is not
+// retried), carrying the caller's application and the by-reference flag;
+// before any controller opened the queue, attaching says so.
+func TestAttachedQueueCalls(t *testing.T) {
+	s := clustertest.Server(t)
+	ctx := clustertest.Context(t)
+	wnc, _ := clustertest.Connect(t, s)
+	if _, err := Attach(ctx, wnc, nil); err == nil || !strings.Contains(err.Error(), "no controller has started") {
+		t.Fatalf("attach before any controller: %v, want a clear refusal", err)
+	}
+	cnc, _ := clustertest.Connect(t, s)
+	q, err := Open(ctx, cnc, Options{Retention: 3 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wq, err := Attach(ctx, wnc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := q.states.Status(ctx)
+	if err != nil || st.TTL() != 3*time.Hour {
+		t.Fatalf("the invocations bucket's TTL after a worker attached: %v (%v), want the controller's 3h", st.TTL(), err)
+	}
+	r := &runner{fns: map[string]function.Function{"callee": testFunction(t, "callee", nil), "failing": testFunction(t, "failing", nil)},
+		fails: map[string]int{"failing": 5}, runs: map[string]int{}}
+	d, err := q.Dispatch(r, DispatchOptions{RetryBase: 10 * time.Millisecond, Scan: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+
+	acc, err := wq.EnqueueCall(ctx, "callee", []byte(`{"n":1}`), Call{CallerApp: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := wq.Await(ctx, acc.ID)
+	if err != nil || inv.State != StateSucceeded || string(inv.Result) != `{"n":1}` || inv.ResultRef {
+		t.Fatalf("inline call: %+v, %v", inv, err)
+	}
+	acc, err = wq.EnqueueCall(ctx, "callee", []byte(`{}`), Call{CallerApp: "shop", ByRef: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err = wq.Await(ctx, acc.ID)
+	if err != nil || inv.State != StateSucceeded || string(inv.Result) != `{"caller":"shop"}` || !inv.ResultRef {
+		t.Fatalf("call by reference: %+v (result %s), %v, want the caller's app seen and the result marked a reference", inv, inv.Result, err)
+	}
+	acc, err = wq.EnqueueCall(ctx, "failing", []byte(`{}`), Call{CallerApp: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err = wq.Await(ctx, acc.ID)
+	if err != nil || inv.State != StateFailed || len(inv.Attempts) != 1 || inv.Attempts[0].ErrorType != "Boom" {
+		t.Fatalf("failing call: %+v, %v, want one attempt with the function's error", inv, err)
+	}
+}

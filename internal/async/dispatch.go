@@ -28,17 +28,34 @@ type Runner interface {
 	// Backlogged says that the function's synchronous queue is long:
 	// asynchronous events wait rather than add to it.
 	Backlogged(name string, asyncSlots int) bool
-	// Run invokes the function synchronously; attempt (1-based) is passed
-	// to the function.
-	// custom is added to the function's client context (a workflow
+	// Run invokes the function synchronously.
+	Run(ctx context.Context, ev Event) Result
+}
+
+// Event is one run of an event as the Runner gets it.
+type Event struct {
+	Function string
+	ID       string
+	Payload  []byte
+	// Attempt (1-based) is passed to the function.
+	Attempt int
+	// Custom is added to the function's client context (a workflow
 	// step's execution and state).
-	Run(ctx context.Context, name, id string, payload []byte, attempt int, custom map[string]string) Result
+	Custom map[string]string
+	// CallerApp and ByRef come with a function's call of another
+	// (Queue.EnqueueCall): the caller's application, and whether a large
+	// result may come back as a direct-transfer reference.
+	CallerApp string
+	ByRef     bool
 }
 
 // Result is a synchronous run's outcome: Err is nil for a success or a
 // function error (FunctionError set).
 type Result struct {
-	Payload       []byte
+	Payload []byte
+	// PayloadRef: Payload is a direct-transfer reference's marker, which
+	// the caller resolves (only for an Event with ByRef).
+	PayloadRef    bool
 	FunctionError *workerapi.FunctionError
 	Err           error
 	Worker        string // where it ran, if it did
@@ -341,9 +358,10 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 		return
 	}
 	step, _ := strconv.Atoi(msg.Headers().Get(hdrStep))
-	var custom map[string]string
+	ev := Event{Function: name, ID: id, Payload: msg.Data(), CallerApp: msg.Headers().Get(hdrCallerApp),
+		ByRef: msg.Headers().Get(hdrByRef) == "true"}
 	if raw := msg.Headers().Get(hdrCustom); raw != "" {
-		_ = json.Unmarshal([]byte(raw), &custom)
+		_ = json.Unmarshal([]byte(raw), &ev.Custom)
 	}
 	fn, serving, exists := d.run.Serving(name)
 	inv, err := d.q.Get(ctx, id)
@@ -405,11 +423,11 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	d.save(ctx, inv)
 
 	stop := keepAlive(msg)
-	runAttempt := attempt.Number
+	ev.Attempt = attempt.Number
 	if step > 0 {
-		runAttempt = step
+		ev.Attempt = step
 	}
-	res := d.run.Run(ctx, name, id, msg.Data(), runAttempt, custom)
+	res := d.run.Run(ctx, ev)
 	// Throttled, it did not run: not an attempt. It keeps its permit and
 	// tries again shortly (the function is saturated anyway), until
 	// this controller stops serving the function.
@@ -424,15 +442,15 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 			return
 		}
 		time.Sleep(jitter(wait))
-		res = d.run.Run(ctx, name, id, msg.Data(), runAttempt, custom)
+		res = d.run.Run(ctx, ev)
 	}
 	stop()
 	last := &inv.Attempts[len(inv.Attempts)-1]
 	last.End, last.Worker = time.Now().UTC(), res.Worker
 	switch {
 	case res.Err != nil:
-		_, code := errdefs.Classify(res.Err)
-		last.Error, last.ErrorType, last.Platform = res.Err.Error(), code, true
+		class, code := errdefs.Classify(res.Err)
+		last.Error, last.ErrorType, last.ErrorClass, last.Platform = res.Err.Error(), code, string(class), true
 	case res.FunctionError != nil:
 		last.Error, last.ErrorType = res.FunctionError.Message, res.FunctionError.Type
 	default:
@@ -460,7 +478,7 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 func (d *Dispatcher) finish(ctx context.Context, msg jetstream.Msg, inv Invocation, fn function.Function, state, condition string, event []byte, res Result) {
 	inv.State, inv.Updated = state, time.Now().UTC()
 	if state == StateSucceeded {
-		inv.Result, inv.ResultTruncated = res.Payload, false
+		inv.Result, inv.ResultTruncated, inv.ResultRef = res.Payload, false, res.PayloadRef
 		if inv.Step && len(inv.Result) > maxStepResultBytes {
 			// A step's output goes on whole or not at all.
 			inv.State, inv.Result = StateFailed, nil

@@ -77,9 +77,9 @@ type failingRunner struct {
 	fault func()
 }
 
-func (r *failingRunner) Run(ctx context.Context, name, id string, payload []byte, attempt int, _ map[string]string) Result {
+func (r *failingRunner) Run(ctx context.Context, ev Event) Result {
 	r.once.Do(r.fault)
-	return r.runner.Run(ctx, name, id, payload, attempt, nil)
+	return r.runner.Run(ctx, ev)
 }
 
 // A delivery that cannot read the invocation's state waits: it does not

@@ -48,6 +48,10 @@ const (
 	hdrStep = "Baton-Workflow-Step"
 	// hdrCustom carries a step's client-context fields (JSON).
 	hdrCustom = "Baton-Client-Custom"
+	// A function's call of another (Queue.EnqueueCall): the caller's
+	// application, and "true" when the result may be a reference.
+	hdrCallerApp = "Baton-Caller-App"
+	hdrByRef     = "Baton-By-Ref"
 )
 
 // Options configure the queue.
@@ -138,6 +142,41 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Queue, error) {
 	return q, nil
 }
 
+// Attach opens the stream and buckets a controller created (Open),
+// changing none of their settings: for a worker, which enqueues calls
+// and awaits them but must not reset the limits the controllers' flags
+// set. It fails while no controller has created them yet.
+func Attach(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Queue, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("async: %w", err)
+	}
+	q := &Queue{js: js, log: log}
+	notYet := func(what string, err error) error {
+		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) {
+			return errdefs.New(errdefs.Unavailable, "async_unavailable",
+				fmt.Sprintf("the asynchronous queue's %s does not exist yet: no controller has started", what))
+		}
+		return fmt.Errorf("open the asynchronous queue's %s: %w", what, jsstore.Unanswered(err))
+	}
+	if q.events, err = js.Stream(ctx, eventsStream); err != nil {
+		return nil, notYet("events stream", err)
+	}
+	if q.dlq, err = js.Stream(ctx, dlqStream); err != nil {
+		return nil, notYet("dead-letter stream", err)
+	}
+	if q.states, err = js.KeyValue(ctx, statesBucket); err != nil {
+		return nil, notYet("invocations bucket", err)
+	}
+	if q.idem, err = js.KeyValue(ctx, idempotencyKV); err != nil {
+		return nil, notYet("idempotency bucket", err)
+	}
+	return q, nil
+}
+
 func subject(fn string) string { return eventsPrefix + fn }
 
 // Accepted is the outcome of Enqueue.
@@ -152,7 +191,7 @@ type Accepted struct {
 // it (replicated in a cluster). With a key, a repeat within the dedup
 // window returns the first invocation's id and stores nothing.
 func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key string) (Accepted, error) {
-	return q.enqueue(ctx, fn, payload, key, 0, nil)
+	return q.enqueue(ctx, fn, payload, key, eventMeta{})
 }
 
 // EnqueueStep stores a workflow step's event for fn: the global bus of
@@ -160,11 +199,50 @@ func (q *Queue) Enqueue(ctx context.Context, fn string, payload []byte, key stri
 // cut short by a crash runs again), with attempt as the function's
 // attempt; its outcome is awaited with Await. key makes a repeat of the
 // same step attempt find the first event.
-func (q *Queue) EnqueueStep(ctx context.Context, fn string, payload []byte, key string, attempt int, custom map[string]string) (Accepted, error) {
-	return q.enqueue(ctx, fn, payload, key, max(attempt, 1), custom)
+func (q *Queue) EnqueueStep(ctx context.Context, fn string, payload []byte, key string, s Step) (Accepted, error) {
+	return q.enqueue(ctx, fn, payload, key, eventMeta{step: max(s.Attempt, 1), custom: s.Custom, byRef: s.ByRef})
 }
 
-func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key string, step int, custom map[string]string) (Accepted, error) {
+// Step is a workflow step's event.
+type Step struct {
+	// Attempt is the step's attempt as its function sees it.
+	Attempt int
+	// Custom is added to the function's client context.
+	Custom map[string]string
+	// ByRef lets the function's worker keep a large output and answer
+	// with a reference (Invocation.ResultRef), which the next step pulls.
+	ByRef bool
+}
+
+// Call is a function's synchronous call of another through its Runtime
+// API, when the caller's worker has no controller beside it.
+type Call struct {
+	// CallerApp is the calling function's application: a payload
+	// reference of another application is resolved (inline) before the
+	// callee gets it.
+	CallerApp string
+	// ByRef lets the callee's worker keep a large result and answer with
+	// a reference (Invocation.ResultRef), which the caller pulls.
+	ByRef bool
+}
+
+// EnqueueCall stores a function's call of fn: it runs like a workflow
+// step (once, on the controller that serves fn, again only if cut short
+// by a crash; whole result, no destination), and the caller awaits it
+// with Await.
+func (q *Queue) EnqueueCall(ctx context.Context, fn string, payload []byte, c Call) (Accepted, error) {
+	return q.enqueue(ctx, fn, payload, "", eventMeta{step: 1, callerApp: c.CallerApp, byRef: c.ByRef})
+}
+
+// eventMeta is what an event's headers carry besides its id and function.
+type eventMeta struct {
+	step      int // > 0: a step's (or call's) attempt
+	custom    map[string]string
+	callerApp string
+	byRef     bool
+}
+
+func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key string, meta eventMeta) (Accepted, error) {
 	id := requestid.New()
 	if key != "" {
 		existing, fresh, err := q.claimKey(ctx, fn, key, id)
@@ -178,7 +256,7 @@ func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key stri
 			_, err := q.states.Get(ctx, existing)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
-				if err := q.publish(ctx, fn, existing, payload, step, custom); err != nil {
+				if err := q.publish(ctx, fn, existing, payload, meta); err != nil {
 					return Accepted{}, err
 				}
 			case err != nil:
@@ -189,7 +267,7 @@ func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key stri
 			return Accepted{ID: existing, Duplicate: true}, nil
 		}
 	}
-	if err := q.publish(ctx, fn, id, payload, step, custom); err != nil {
+	if err := q.publish(ctx, fn, id, payload, meta); err != nil {
 		return Accepted{}, err
 	}
 	return Accepted{ID: id}, nil
@@ -240,16 +318,22 @@ func (q *Queue) Claimed(ctx context.Context, fn, key string) (string, bool, erro
 }
 
 // publish stores the event and its first state.
-func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte, step int, custom map[string]string) error {
+func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte, meta eventMeta) error {
 	msg := nats.NewMsg(subject(fn))
 	msg.Data = payload
 	msg.Header.Set(hdrID, id)
 	msg.Header.Set(hdrFunction, fn)
-	if step > 0 {
-		msg.Header.Set(hdrStep, strconv.Itoa(step))
+	if meta.step > 0 {
+		msg.Header.Set(hdrStep, strconv.Itoa(meta.step))
 	}
-	if len(custom) > 0 {
-		raw, err := json.Marshal(custom)
+	if meta.callerApp != "" {
+		msg.Header.Set(hdrCallerApp, meta.callerApp)
+	}
+	if meta.byRef {
+		msg.Header.Set(hdrByRef, "true")
+	}
+	if len(meta.custom) > 0 {
+		raw, err := json.Marshal(meta.custom)
 		if err != nil {
 			return fmt.Errorf("encode the client context: %w", err)
 		}
@@ -259,7 +343,7 @@ func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte, step
 		return fmt.Errorf("store the event: %w", jsstore.Unanswered(err))
 	}
 	now := time.Now().UTC()
-	st := Invocation{ID: id, Function: fn, State: StateQueued, Created: now, Updated: now, Step: step > 0}
+	st := Invocation{ID: id, Function: fn, State: StateQueued, Created: now, Updated: now, Step: meta.step > 0}
 	// Only if nothing is there: the dispatcher may have run the event
 	// already, and its state must not go back to queued.
 	if err := q.create(ctx, st); err != nil {

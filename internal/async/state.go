@@ -34,6 +34,9 @@ type Invocation struct {
 	// Options.MaxResultBytes; ResultTruncated says it was cut).
 	Result          []byte `json:"result,omitempty"`
 	ResultTruncated bool   `json:"resultTruncated,omitempty"`
+	// ResultRef: Result is a direct-transfer reference's marker (a
+	// function's call with Queue.EnqueueCall's ByRef).
+	ResultRef bool `json:"resultRef,omitempty"`
 	// Destination is where the outcome went ("function:NAME",
 	// "dlq:NAME"), if anywhere.
 	Destination string `json:"destination,omitempty"`
@@ -44,7 +47,8 @@ type Invocation struct {
 	// destination: a redelivery of the event delivers it rather than
 	// running the event again.
 	Pending *Pending `json:"pending,omitempty"`
-	// Step: a workflow step's event (see Queue.EnqueueStep).
+	// Step: a workflow step's or a function's call's event (see
+	// Queue.EnqueueStep and Queue.EnqueueCall).
 	Step bool `json:"step,omitempty"`
 }
 
@@ -67,9 +71,10 @@ type Attempt struct {
 	ErrorType string `json:"errorType,omitempty"`
 	// Worker-lost or crashed controller: the attempt never ended here.
 	Interrupted bool `json:"interrupted,omitempty"`
-	// Platform: the error is Baton's (ErrorType is its code), not the
-	// function's.
-	Platform bool `json:"platform,omitempty"`
+	// Platform: the error is Baton's (ErrorType is its code, ErrorClass
+	// its errdefs class), not the function's.
+	Platform   bool   `json:"platform,omitempty"`
+	ErrorClass string `json:"errorClass,omitempty"`
 	// Worker is the worker the attempt ran on.
 	Worker string `json:"worker,omitempty"`
 }

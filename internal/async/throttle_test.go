@@ -14,12 +14,12 @@ import (
 // throttler refuses a third of the runs as overloaded.
 type throttler struct{ runner }
 
-func (r *throttler) Run(ctx context.Context, name, id string, payload []byte, a int, _ map[string]string) Result {
+func (r *throttler) Run(ctx context.Context, ev Event) Result {
 	if rand.IntN(3) == 0 {
 		return Result{Err: errdefs.New(errdefs.Overloaded, "queue_full", "full")}
 	}
 	time.Sleep(time.Millisecond)
-	return r.runner.Run(ctx, name, id, payload, a, nil)
+	return r.runner.Run(ctx, ev)
 }
 
 // A saturated function throttles a third of the deliveries: every event

@@ -66,7 +66,7 @@ func TestTransferAcrossHosts(t *testing.T) {
 
 	data := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
 	input, _ := json.Marshal(map[string]string{"data": data})
-	check := func(x apiv1.Execution) {
+	check := func(t *testing.T, x apiv1.Execution) {
 		t.Helper()
 		if x.Status != apiv1.ExecutionSucceeded {
 			t.Fatalf("execution %s: %s %s: %s", x.ID, x.Status, x.Error, x.Cause)
@@ -84,7 +84,7 @@ func TestTransferAcrossHosts(t *testing.T) {
 		crossed := false
 		for i := 0; i < 6 && !crossed; i++ {
 			x := runWF(t, oc, "xdt-hop", input)
-			check(x)
+			check(t, x)
 			hosts := taskHosts(t, oc, x.ID)
 			t.Logf("execution %s: A on %s, B on %s", x.ID, hosts["A"], hosts["B"])
 			crossed = hosts["A"] != "" && hosts["B"] != "" && hosts["A"] != hosts["B"]
@@ -131,7 +131,7 @@ func TestTransferAcrossHosts(t *testing.T) {
 			}
 			return nil
 		})
-		check(final)
+		check(t, final)
 		var lost, produced int
 		for _, ev := range final.History {
 			if ev.State == "Consume" && ev.Kind == "TaskFailed" && ev.Error == "Baton.TransferSourceLost" {

@@ -12,6 +12,7 @@ import (
 	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/function"
 	"github.com/baton-faas/baton/internal/store"
+	"github.com/baton-faas/baton/internal/transfer"
 )
 
 // ErrNoAsync: this controller was started without the async queue.
@@ -29,16 +30,30 @@ func (r asyncRunner) Backlogged(name string, asyncSlots int) bool {
 	return r.c.Status(name).Queued > asyncSlots
 }
 
-func (r asyncRunner) Run(ctx context.Context, name, id string, payload []byte, attempt int, custom map[string]string) async.Result {
+func (r asyncRunner) Run(ctx context.Context, ev async.Event) async.Result {
 	// The function sees its attempt as Lambda's client context.
-	cc := clientContext(attempt, custom)
+	opts := InvokeOptions{ClientContext: clientContext(ev.Attempt, ev.Custom), Attempt: ev.Attempt, ByRef: ev.ByRef}
+	payload := ev.Payload
+	if ev.CallerApp != "" {
+		// A function's call of another from a worker without a
+		// controller beside it (async.Queue.EnqueueCall): as InvokeFor.
+		var err error
+		if payload, opts.ByRef, err = r.c.callInput(ctx, ev.CallerApp, ev.Function, ev.Payload, ev.ByRef); err != nil {
+			return async.Result{Err: err}
+		}
+	}
 	// A function handed over meanwhile fails with router.ErrReleased: no
 	// attempt (async.Throttled).
-	inv, err := r.c.InvokeWith(ctx, name, id, payload, InvokeOptions{ClientContext: cc, Attempt: attempt})
+	inv, err := r.c.InvokeWith(ctx, ev.Function, ev.ID, payload, opts)
 	if err != nil {
 		return async.Result{Err: err}
 	}
-	return async.Result{Payload: inv.Payload, FunctionError: inv.FunctionError, Err: inv.Err, Worker: inv.Worker}
+	res := async.Result{Payload: inv.Payload, FunctionError: inv.FunctionError, Err: inv.Err, Worker: inv.Worker}
+	if inv.Ref != nil {
+		// The callee's worker kept a large result: the caller pulls it.
+		res.Payload, res.PayloadRef = transfer.Marker(*inv.Ref), true
+	}
+	return res
 }
 
 // clientContext is Lambda's client context with Baton's custom fields:

@@ -27,7 +27,7 @@ func TestAsyncRunOfAFunctionHandedOverIsNoAttempt(t *testing.T) {
 	waitUntil(t, "c1 to take the function over", func() bool { return c1.router.Has("f") })
 	run := asyncRunner{c1}
 	ctx := context.Background()
-	if res := run.Run(ctx, "f", "", []byte(`{}`), 1, nil); res.Err != nil || res.FunctionError != nil {
+	if res := run.Run(ctx, async.Event{Function: "f", Payload: []byte(`{}`), Attempt: 1}); res.Err != nil || res.FunctionError != nil {
 		t.Fatalf("run on the owner: %+v", res)
 	}
 
@@ -41,14 +41,14 @@ func TestAsyncRunOfAFunctionHandedOverIsNoAttempt(t *testing.T) {
 	if _, err := c1.Invoke(ctx, "f", "", []byte(`{}`)); !errors.Is(err, router.ErrReleased) {
 		t.Fatalf("call after the hand-over: %v; want router.ErrReleased", err)
 	}
-	res := run.Run(ctx, "f", "", []byte(`{}`), 1, nil)
+	res := run.Run(ctx, async.Event{Function: "f", Payload: []byte(`{}`), Attempt: 1})
 	if !async.Throttled(res.Err) {
 		class, code := errdefs.Classify(res.Err)
 		t.Fatalf("run after the hand-over: %v (%s %s); want an error under which the event did not run", res.Err, class, code)
 	}
 
 	c1.forgetKnown("f")
-	if res := run.Run(ctx, "f", "", []byte(`{}`), 1, nil); res.Err == nil || async.Throttled(res.Err) {
+	if res := run.Run(ctx, async.Event{Function: "f", Payload: []byte(`{}`), Attempt: 1}); res.Err == nil || async.Throttled(res.Err) {
 		t.Fatalf("run of a deleted function: %v; want a failure", res.Err)
 	}
 }

@@ -21,12 +21,7 @@ func (c *Controller) InvokeFor(ctx context.Context, callerApp, name string, payl
 	if err := function.ValidateName(name); err != nil {
 		return workerapi.Result{}, errdefs.New(errdefs.Invalid, "invalid_name", err.Error())
 	}
-	fn, ok := c.knownFunction(name)
-	if !ok {
-		return workerapi.Result{}, fmt.Errorf("function %q: %w", name, router.ErrUnknownFunction)
-	}
-	byRef = byRef && function.AppOf(name, fn.Spec) == callerApp
-	input, err := c.stepInput(ctx, name, payload)
+	input, byRef, err := c.callInput(ctx, callerApp, name, payload, byRef)
 	if err != nil {
 		return workerapi.Result{}, err
 	}
@@ -38,4 +33,21 @@ func (c *Controller) InvokeFor(ctx context.Context, callerApp, name string, payl
 		return workerapi.Result{}, fmt.Errorf("invocation %s of %s: %w", inv.ID, name, inv.Err)
 	}
 	return workerapi.Result{Payload: inv.Payload, Error: inv.FunctionError, Ref: inv.Ref}, nil
+}
+
+// callInput is the payload a function's call of another passes to the
+// callee (references to another application's data pulled here), and
+// whether the result may come back by reference (only to a caller of the
+// callee's own application).
+func (c *Controller) callInput(ctx context.Context, callerApp, name string, payload []byte, byRef bool) ([]byte, bool, error) {
+	fn, ok := c.knownFunction(name)
+	if !ok {
+		return nil, false, fmt.Errorf("function %q: %w", name, router.ErrUnknownFunction)
+	}
+	byRef = byRef && function.AppOf(name, fn.Spec) == callerApp
+	input, err := c.stepInput(ctx, name, payload)
+	if err != nil {
+		return nil, false, err
+	}
+	return input, byRef, nil
 }

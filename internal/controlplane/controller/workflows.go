@@ -31,11 +31,15 @@ const (
 type WorkflowSteps struct {
 	C           *Controller
 	ForceGlobal bool
-	// Transfers lets workers keep a large output of a step on the local
-	// bus and pass a reference on (direct transfers; the engine needs
-	// WorkflowTransfers then). Steps on the global bus pass data inline.
+	// Transfers lets workers keep a large output of a step and pass a
+	// reference on, on either bus (direct transfers; the engine needs
+	// WorkflowTransfers then).
 	Transfers bool
 }
+
+// ErrorResultTooLarge names a step's output that was too large to pass on
+// (a workflow's Retry and Catch can name it).
+const ErrorResultTooLarge = "Baton.ResultTooLarge"
 
 // stepLost is a step cut short by the platform: the engine runs it again.
 type stepLost struct{ err error }
@@ -82,7 +86,7 @@ func (s WorkflowSteps) Step(ctx context.Context, execID, callID string, call exe
 		}
 	}
 	key := "wf/" + execID + "/" + callID
-	acc, err := c.queue.EnqueueStep(ctx, call.Function, call.Input, key, call.Attempt, custom)
+	acc, err := c.queue.EnqueueStep(ctx, call.Function, call.Input, key, async.Step{Attempt: call.Attempt, Custom: custom, ByRef: s.Transfers})
 	if err != nil {
 		return engine.Step{Bus: BusGlobal}, stepLost{fmt.Errorf("put the step on the global bus: %w", err)}
 	}
@@ -160,6 +164,10 @@ func globalOutcome(inv async.Invocation) (engine.Step, error) {
 	switch {
 	case last.Number == 0:
 		return st, stepLost{fmt.Errorf("the step did not run: %s", inv.Reason)}
+	case last.Error == "":
+		// It ran and its output could not go on (larger than the bus
+		// carries without direct transfers).
+		return st, &execution.FunctionError{Type: ErrorResultTooLarge, Message: inv.Reason}
 	case !last.Platform:
 		return st, &execution.FunctionError{Type: last.ErrorType, Message: last.Error}
 	case last.ErrorType == "timeout":

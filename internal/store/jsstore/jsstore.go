@@ -110,7 +110,11 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 
 // GetFunction implements store.Functions.
 func (s *Store) GetFunction(ctx context.Context, name string) (function.Function, uint64, error) {
-	e, err := retryRead(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.fns.Get(ctx, name) })
+	e, err := retryRead(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
+		// From the leader: a function read right after its deploy (or
+		// read back to be updated) must be the one written.
+		return LatestGet(ctx, s.js, s.fns, name)
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return function.Function{}, 0, fmt.Errorf("function %q: %w", name, store.ErrNotFound)
 	}

@@ -41,6 +41,7 @@ type Workflow struct {
 
 // Registry is the workflows' store.
 type Registry struct {
+	js jetstream.JetStream
 	kv jetstream.KeyValue
 }
 
@@ -56,7 +57,7 @@ func Open(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Registry, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Registry{kv: kv}, nil
+	return &Registry{js: js, kv: kv}, nil
 }
 
 // Put checks src (JSON or YAML) and stores it as name's next version.
@@ -117,7 +118,9 @@ func (r *Registry) Get(ctx context.Context, name string) (Workflow, *asl.Definit
 }
 
 func (r *Registry) get(ctx context.Context, name string) (Workflow, uint64, error) {
-	e, err := r.kv.Get(ctx, name)
+	// From the leader: a workflow started right after its deploy must be
+	// found (jsstore.LatestGet).
+	e, err := jsstore.LatestGet(ctx, r.js, r.kv, name)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Workflow{}, 0, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
