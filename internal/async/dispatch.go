@@ -43,7 +43,7 @@ type Event struct {
 	// step's execution and state).
 	Custom map[string]string
 	// CallerApp and ByRef come with a function's call of another
-	// (Queue.EnqueueCall): the caller's application, and whether a large
+	// (Queue.Call): the caller's application, and whether a large
 	// result may come back as a direct-transfer reference.
 	CallerApp string
 	ByRef     bool
@@ -546,6 +546,9 @@ func (d *Dispatcher) store(ctx context.Context, msg jetstream.Msg, inv Invocatio
 		d.log.Warn("async: store a settled invocation's state; the event is delivered again", "id", inv.ID, "state", inv.State, "err", err)
 		_ = msg.NakWithDelay(jitter(time.Second))
 		return
+	}
+	if inv.Step {
+		d.q.announceDone(inv) // before the acknowledgement's round trip
 	}
 	d.outcome(inv.Function, inv.State)
 	d.ack(ctx, msg, inv.ID)

@@ -22,8 +22,8 @@ import (
 // BenchmarkTransferInvokeNetns is test/benchmarks' BenchmarkTransferInvoke
 // in a cluster: one controller and two workers (process sandboxes, real
 // Python) on netns hosts, the caller on one worker and the callee on the
-// other (each reserves more than half a worker's memory), so every call
-// crosses the virtual network. Two ways, alternating, in the same run:
+// other (memory reservations force the spread), so every call crosses the
+// virtual network. Two ways, alternating, in the same run:
 //
 //   - baton: baton.invoke from the worker: the call over the global bus
 //     (JetStream) to the controller that serves the callee, the payload
@@ -56,15 +56,44 @@ func BenchmarkTransferInvokeNetns(b *testing.B) {
 		b.Fatal(err)
 	}
 	code := zipAs(b, "xinvoke.py", src)
-	for _, fn := range []string{"caller", "consume"} {
-		spec := function.Spec{Runtime: function.RuntimePython, Handler: "xinvoke." + fn, App: "xinv", MemoryMB: 12288,
+	// Started in this order: the caller and the filler fill w1 (an app's
+	// instances go together while they fit), so the callee starts on w2.
+	fns := []struct {
+		name, handler string
+		memoryMB      int
+	}{{"xinv-caller", "caller", 10240}, {"xinv-filler", "consume", 8192}, {"xinv-consume", "consume", 10240}}
+	for _, f := range fns {
+		spec := function.Spec{Runtime: function.RuntimePython, Handler: "xinvoke." + f.handler, App: "xinv", MemoryMB: f.memoryMB,
 			TimeoutSeconds: 120, IdleTimeoutSeconds: 3600, MaxScale: 1}
 		dctx, dcancel := context.WithTimeout(ctx, time.Minute)
-		_, err := cl.Deploy(dctx, "xinv-"+fn, client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: code})
+		_, err := cl.Deploy(dctx, f.name, client.DeployRequest{FunctionSpec: apiv1.FunctionSpec(spec), Code: code})
 		dcancel()
 		if err != nil {
-			b.Fatalf("deploy xinv-%s: %v", fn, err)
+			b.Fatalf("deploy %s: %v", f.name, err)
 		}
+	}
+	for _, f := range fns {
+		// The caller calls the filler, which is to start beside it anyway.
+		ictx, icancel := context.WithTimeout(ctx, 2*time.Minute)
+		_, err := cl.Invoke(ictx, f.name, []byte(`{"n":1,"target":"xinv-filler","t1":0,"data":"x"}`))
+		icancel()
+		if err != nil {
+			b.Fatalf("start %s: %v", f.name, err)
+		}
+	}
+	where := map[string]string{}
+	for _, f := range fns {
+		fn, err := cl.Get(ctx, f.name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, in := range fn.Status.Instances {
+			where[f.name] += in.Worker
+		}
+	}
+	b.Logf("instances: %v", where)
+	if where["xinv-caller"] == where["xinv-consume"] {
+		b.Fatalf("the callee shares a worker with the caller: %v", where)
 	}
 	rounds := envInt(b, "BATON_CALL_ROUNDS", 20)
 	type variant struct {
