@@ -401,8 +401,11 @@ func (q *Queue) subscribeDone(ctx context.Context, id string) (*nats.Subscriptio
 	if err != nil {
 		return nil, fmt.Errorf("listen for the end of %s: %w", id, err)
 	}
-	// The server has the subscription once the flush returns.
-	if err := nc.FlushWithContext(ctx); err != nil {
+	// The server has the subscription once the flush returns (a flush
+	// needs a deadline).
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := nc.FlushWithContext(fctx); err != nil {
 		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("listen for the end of %s: %w", id, jsstore.Unanswered(err))
 	}
