@@ -192,6 +192,8 @@ func (s *blockingStore) AppendRecords(ctx context.Context, recs [][]byte) error 
 func TestBoundWhenStoreBlocks(t *testing.T) {
 	st := &blockingStore{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	l := open(t, Options{Max: 100, Store: st, QueueRecords: 4, BatchRecords: 2, Linger: never})
+	release := sync.OnceFunc(func() { close(st.release) })
+	t.Cleanup(release) // before the log's Close, also if the test fails
 	l.Add(&Record{ID: "0", Function: "f"})
 	l.Add(&Record{ID: "1", Function: "f"})
 	<-st.entered // the writer holds records 0 and 1
@@ -204,7 +206,7 @@ func TestBoundWhenStoreBlocks(t *testing.T) {
 	if got := len(l.Query("f", 100)); got != 22 {
 		t.Fatalf("%d records in memory, want all 22", got)
 	}
-	close(st.release)
+	release()
 	l.Close()
 	if got := ids(t, st.all()); !slices.Equal(got, seqIDs(0, 6)) {
 		t.Fatalf("stored %v, want 0..5", got)
