@@ -420,7 +420,12 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	attempt := Attempt{Number: len(inv.Attempts) + 1, Start: now}
 	inv.Attempts = append(inv.Attempts, attempt)
 	inv.State, inv.Updated = StateRunning, now
-	d.save(ctx, inv)
+	if !inv.Step {
+		// A step's or call's waiter needs only its end, and a step cut
+		// short runs again without this record of its start (it never
+		// completed): one replicated write less on the bus's path.
+		d.save(ctx, inv)
+	}
 
 	stop := keepAlive(msg)
 	ev.Attempt = attempt.Number
