@@ -35,7 +35,8 @@ func TestConformanceContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer images.Close()
-	bases := &baseimage.Cache{Store: images}
+	bases := baseimage.NewCache(images, log)
+	defer bases.Close()
 	workerapitest.Run(t, func(t *testing.T) (workerapi.Worker, workerapitest.Deployer) {
 		dir := t.TempDir()
 		sandboxes, err := container.New(container.Options{StateDir: filepath.Join(dir, "sandboxes-state"), Logger: log})

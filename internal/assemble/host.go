@@ -61,17 +61,23 @@ type hostConfig struct {
 }
 
 // newHostNode opens the host's image store, picks its sandboxes, opens its
-// data layers and creates its node. The returned function stops every instance and closes
-// the image store.
+// data layers and creates its node, which starts preparing its runtimes
+// in the background (node.Worker.Prepare: the base images with container
+// sandboxes). The returned function stops every instance and every base
+// image build and closes the image store.
 func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, log *slog.Logger) (*node.Worker, func(), error) {
 	images, err := image.Open(filepath.Join(cfg.DataDir, "images"), log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("image store: %w", err)
 	}
-	bases := &baseimage.Cache{Store: images}
+	bases := baseimage.NewCache(images, log)
+	closeImages := func() {
+		bases.Close() // before the store: a build writes into it
+		images.Close()
+	}
 	sandboxes, rootFS, err := chooseSandboxes(cfg, images, bases, log)
 	if err != nil {
-		images.Close()
+		closeImages()
 		return nil, nil, err
 	}
 	id := cfg.ID
@@ -80,12 +86,12 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 	}
 	data, err := datalayer.Open(ctx, cfg.NATS, cfg.Data, log.With("component", "datalayer"))
 	if err != nil {
-		images.Close()
+		closeImages()
 		return nil, nil, fmt.Errorf("data layer: %w", err)
 	}
 	xfer, err := newExchange(cfg.Transfer, cfg.DataDir, id, cfg.Advertise, cfg.TransferKey, cfg.Peers, log.With("component", "transfer"))
 	if err != nil {
-		images.Close()
+		closeImages()
 		return nil, nil, fmt.Errorf("direct transfers: %w", err)
 	}
 	wk, err := node.New(node.Options{
@@ -96,10 +102,16 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 		Prefetch: cfg.Prefetch, Invoker: cfg.Invoker,
 	})
 	if err != nil {
-		images.Close()
+		closeImages()
 		return nil, nil, err
 	}
+	// In the background: the first invoke of each runtime then finds its
+	// base image built, or waits only for the rest of its own build.
+	wk.Prepare()
 	return wk, func() {
+		// Builds first: a start waiting for a base image fails at once
+		// instead of holding up the worker's shutdown.
+		bases.Close()
 		closeCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		if err := wk.Close(closeCtx); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/baton-faas/baton/internal/image/baseimage"
 	"github.com/baton-faas/baton/internal/node"
 	"github.com/baton-faas/baton/internal/runtimes"
+	"github.com/baton-faas/baton/internal/runtimes/provided"
 )
 
 // imageRootFS gives container sandboxes their root filesystem from the
@@ -28,11 +29,17 @@ type imageRootFS struct {
 }
 
 // hostRuntimes are the runtimes whose base images make up the root of a
-// sandbox that names no image.
+// sandbox that names no image and may mix runtimes.
 var hostRuntimes = runtimes.Names()
 
+// shellRuntime's base image (C library, POSIX shell, sleep, setsid; a few
+// MB) is in every root of host runtimes, as it was when every root held
+// every runtime: functions expect /bin/sh (Python's os.system and
+// subprocess with shell=True, Node's child_process.exec).
+const shellRuntime = provided.Name
+
 // RootFS implements node.RootFSProvider.
-func (p imageRootFS) RootFS(ctx context.Context, runtime, name string) (node.RootImage, error) {
+func (p imageRootFS) RootFS(ctx context.Context, runtime, name string, mixed bool) (node.RootImage, error) {
 	if name != "" {
 		img, err := p.store.Get(name)
 		if err != nil {
@@ -41,30 +48,42 @@ func (p imageRootFS) RootFS(ctx context.Context, runtime, name string) (node.Roo
 		return p.mount(ctx, []image.Image{img}, nil)
 	}
 	// The runtime's own base image first (required, and top-most), then
-	// the others this host can build: one root serves every function of
-	// an app. Base images come from one host, so the files they share
-	// (the C library, /etc) are the same in each.
-	order := append([]string{runtime}, slices.DeleteFunc(slices.Clone(hostRuntimes), func(r string) bool { return r == runtime })...)
+	// the optional ones. Base images come from one host, so the files
+	// they share (the C library, /etc) are the same in each.
+	order := []string{runtime}
+	for _, rt := range hostRuntimes {
+		if rt != runtime && (mixed || rt == shellRuntime) {
+			order = append(order, rt)
+		}
+	}
+	rts := make([]baseimage.Runtime, 0, len(order))
+	for i, rt := range order {
+		if _, skip := p.unavailable.Load(rt); !skip || i == 0 {
+			rts = append(rts, baseimage.Runtime(rt))
+		}
+	}
+	// Side by side: the root waits for the slowest build, not the sum.
+	p.base.Start(rts...)
 	var imgs []image.Image
 	interps := map[string]string{}
-	for i, rt := range order {
-		if _, skip := p.unavailable.Load(rt); skip && i > 0 {
-			continue
-		}
-		img, err := p.base.Get(ctx, baseimage.Runtime(rt))
+	for i, rt := range rts {
+		img, err := p.base.Get(ctx, rt)
 		if err != nil {
 			if i == 0 {
 				return node.RootImage{}, fmt.Errorf("base image for runtime %s: %w", runtime, err)
 			}
-			p.unavailable.Store(rt, true)
+			if ctx.Err() != nil {
+				return node.RootImage{}, err
+			}
+			p.unavailable.Store(string(rt), true)
 			p.log.Warn("runtime base image unavailable; sandboxes leave it out, and that runtime's functions cannot start in them until the server restarts", "runtime", rt, "err", err)
 			continue
 		}
 		imgs = append(imgs, img)
 		// Runtimes without an interpreter run the function's own
 		// executable; the image's command (a shell) is not theirs.
-		if d, ok := runtimes.Lookup(rt); ok && d.Interpreter() != "" && len(img.Cmd) > 0 {
-			interps[rt] = img.Cmd[0]
+		if d, ok := runtimes.Lookup(string(rt)); ok && d.Interpreter() != "" && len(img.Cmd) > 0 {
+			interps[string(rt)] = img.Cmd[0]
 		}
 	}
 	return p.mount(ctx, imgs, interps)

@@ -49,7 +49,7 @@ func (z *zipCode) Code(_ context.Context, digest string) (io.ReadCloser, error) 
 // create a sandbox.
 type noRootFS struct{}
 
-func (noRootFS) RootFS(context.Context, string, string) (RootImage, error) {
+func (noRootFS) RootFS(context.Context, string, string, bool) (RootImage, error) {
 	return RootImage{}, errors.New("no images in this test")
 }
 

@@ -109,7 +109,7 @@ func (f imageFiles) remove(ctx context.Context, _, hexDigest string) error {
 }
 
 func (f imageFiles) root(ctx context.Context, a *app, spec workerapi.InstanceSpec, _ string, sb *sandbox.Spec) error {
-	img, err := f.w.opts.RootFS.RootFS(ctx, spec.Spec.Runtime, spec.Spec.Image)
+	img, err := f.w.opts.RootFS.RootFS(ctx, spec.Spec.Runtime, spec.Spec.Image, mixedRuntimes(spec))
 	if err != nil {
 		return fmt.Errorf("root filesystem for app %s: %w", spec.App, err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
+	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -127,21 +128,63 @@ func imageError(name string, err error) error {
 	return err
 }
 
+// ensureBaseImages builds the runtime base images this host can build, so
+// that a listing shows them. Each is one build shared with the starts
+// that need it and with Prepare's; none waits for another runtime's.
 func (w *Worker) ensureBaseImages(ctx context.Context) {
 	if w.opts.BaseImages == nil {
 		return
 	}
-	for _, rt := range []baseimage.Runtime{baseimage.Python, baseimage.Node, baseimage.Provided} {
-		img, err := w.opts.BaseImages.Get(ctx, rt)
-		switch {
-		case errors.Is(err, baseimage.ErrNoInterpreter):
-			w.log.Debug("no base image: interpreter not installed on this host", "runtime", rt)
-		case err != nil:
-			w.log.Warn("base image not built", "runtime", rt, "err", err)
-		default:
-			w.log.Debug("base image ready", "image", img.Name, "size", img.Size)
+	rts := baseimage.Runtimes()
+	w.opts.BaseImages.Start(rts...)
+	for _, rt := range rts {
+		// The cache logs why an image is missing; the listing shows the
+		// others.
+		_, _ = w.opts.BaseImages.Get(ctx, rt)
+	}
+}
+
+// Prepare starts, in the background, what the first start of each runtime
+// would otherwise wait for, and returns at once: with isolated sandboxes
+// the runtimes' base images (built one after the other; a start that
+// needs one sooner builds it at once, the two sharing the build), with
+// process sandboxes the lookup of the host's interpreters (finding
+// python3's real path behind a version manager's shim runs it). Close
+// waits for the lookups; the base images' builds belong to their cache.
+func (w *Worker) Prepare() {
+	switch w.files.(type) {
+	case imageFiles:
+		if w.opts.BaseImages != nil {
+			w.opts.BaseImages.Prepare(rootRuntimes()...)
+		}
+	case hostFiles:
+		if !w.caps.Programs {
+			return
+		}
+		w.background.Add(1)
+		go func() {
+			defer w.background.Done()
+			for _, drv := range runtimes.All() {
+				if w.ctx.Err() != nil {
+					return
+				}
+				_, _ = w.interps.find(drv) // a missing one fails its starts, not this
+			}
+		}()
+	}
+}
+
+// rootRuntimes are the base images roots are made of, in the order
+// Prepare builds them: the shell's (small, in every root), then the
+// runtimes'.
+func rootRuntimes() []baseimage.Runtime {
+	out := []baseimage.Runtime{baseimage.Provided}
+	for _, rt := range baseimage.Runtimes() {
+		if rt != baseimage.Provided {
+			out = append(out, rt)
 		}
 	}
+	return out
 }
 
 func apiImage(img image.Image) workerapi.Image {

@@ -117,13 +117,30 @@ func (t *appTable) limits(a *app) sandbox.Resources {
 	return a.limits()
 }
 
-// appKey: one sandbox per application on this host. Functions of one app
-// share it whatever their runtimes when they use the host's runtime images
-// (no image named); functions that name different images, or want
-// different networks, cannot share a root or a network namespace and get
-// one sandbox each. Functions of different apps never share one.
+// appKey: one sandbox per application on this host. Functions of an app
+// named with --app share it whatever their runtimes when they use the
+// host's runtime images (no image named); functions that name different
+// images, or want different networks, cannot share a root or a network
+// namespace and get one sandbox each. Functions of different apps never
+// share one. A function without --app is an app of its own, whose root
+// holds its runtime only (see mixedRuntimes): a redeploy to another
+// runtime gets a sandbox of its own while the old version's instances
+// finish in theirs.
 func appKey(spec workerapi.InstanceSpec) string {
-	return spec.App + "|" + spec.Spec.Image + "|" + spec.Spec.Network
+	key := spec.App + "|" + spec.Spec.Image + "|" + spec.Spec.Network
+	if spec.Spec.Image == "" && !mixedRuntimes(spec) {
+		key += "|" + spec.Spec.Runtime
+	}
+	return key
+}
+
+// mixedRuntimes says whether spec's sandbox may hold functions of other
+// runtimes: only an app named explicitly groups several functions. Such a
+// root holds every host runtime (so it waits for all their base images
+// on a fresh host); any other holds its own, so that the first start of
+// a Python function does not build Node's image.
+func mixedRuntimes(spec workerapi.InstanceSpec) bool {
+	return spec.Spec.App != ""
 }
 
 // Limits. Each instance (and each grain worker) is confined to its

@@ -123,12 +123,14 @@ type Options struct {
 
 // RootFSProvider mounts the image a sandbox's root is made of.
 type RootFSProvider interface {
-	// RootFS mounts the named image or, when image is empty, the host's
-	// runtimes: a root with every runtime's base image that this host can
-	// build (runtime's own first and required), so that the functions of
-	// an app share one sandbox whatever their runtimes. Release unmounts
-	// it when the sandbox is gone.
-	RootFS(ctx context.Context, runtime, image string) (RootImage, error)
+	// RootFS mounts the named image or, when image is empty, a root of
+	// the host's runtime base images: runtime's own (first and required)
+	// and what every root offers besides (a shell); with mixed, every
+	// runtime's base image that this host can build, so that the
+	// functions of an app share one sandbox whatever their runtimes.
+	// Only the images a root holds are built for it. Release unmounts it
+	// when the sandbox is gone.
+	RootFS(ctx context.Context, runtime, image string, mixed bool) (RootImage, error)
 }
 
 // RootImage is a mounted image.

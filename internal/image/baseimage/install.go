@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"sync"
 
 	"github.com/baton-faas/baton/internal/image"
 )
@@ -15,36 +13,48 @@ import (
 // ImageName is the name under which the base image of rt is stored.
 func ImageName(rt Runtime) string { return "baton/" + string(rt) }
 
-// Ensure makes sure the store holds the current base image of rt: it
-// builds the layer from the host's interpreter and stores it unless the
-// stored image already has exactly that layer (same digest), so a changed
-// host interpreter yields a new image and an unchanged one costs one build
-// of the tar.
+// Ensure makes sure the store holds the current base image of rt: a stored
+// image whose layer the host still gives unchanged (same digest) is kept,
+// otherwise the layer is built from the host's interpreter and stored, so
+// a changed host interpreter yields a new image.
 func Ensure(ctx context.Context, store *image.Store, rt Runtime) (image.Image, error) {
-	tmp, err := os.CreateTemp("", "baton-base-*.tar")
-	if err != nil {
-		return image.Image{}, fmt.Errorf("base image %s: %w", rt, err)
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	info, err := Build(ctx, rt, tmp)
-	if err != nil {
-		return image.Image{}, fmt.Errorf("base image %s: %w", rt, err)
-	}
+	img, _, err := ensure(ctx, store, rt, Build)
+	return img, err
+}
+
+// buildFunc writes the base image of rt to w as a tar: Build, or a test's
+// stand-in.
+type buildFunc func(ctx context.Context, rt Runtime, w io.Writer) (Info, error)
+
+// ensure is Ensure with the builder given; stored says whether a new
+// image was stored (false: the stored one is current).
+func ensure(ctx context.Context, store *image.Store, rt Runtime, build buildFunc) (img image.Image, stored bool, err error) {
 	name := ImageName(rt)
-	if cur, err := store.Get(name); err == nil && len(cur.Layers) == 1 && cur.Layers[0] == info.Digest {
-		return cur, nil
-	} else if err != nil && !errors.Is(err, image.ErrNotFound) {
-		return image.Image{}, err
+	cur, err := store.Get(name)
+	switch {
+	case err == nil && len(cur.Layers) == 1:
+		// A restart: hashing the tar, written nowhere, says whether the
+		// host's files still make the stored layer, at a fraction of a
+		// conversion's cost.
+		if _, err := store.Layer(cur.Layers[0]); err == nil {
+			info, err := build(ctx, rt, io.Discard)
+			if err != nil {
+				return image.Image{}, false, fmt.Errorf("base image %s: %w", rt, err)
+			}
+			if info.Digest == cur.Layers[0] {
+				return cur, false, nil
+			}
+		}
+	case err != nil && !errors.Is(err, image.ErrNotFound):
+		return image.Image{}, false, err
 	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return image.Image{}, err
-	}
-	layer, err := store.AddLayerFromTar(ctx, tmp)
+	info, layer, err := buildLayer(ctx, store, rt, build)
 	if err != nil {
-		return image.Image{}, fmt.Errorf("base image %s: %w", rt, err)
+		return image.Image{}, false, fmt.Errorf("base image %s: %w", rt, err)
 	}
-	return store.PutImage(ctx, image.Image{
+	// The image record is written last, whole or not at all: a build cut
+	// short leaves at most a layer no image names, which GC removes.
+	img, err = store.PutImage(ctx, image.Image{
 		Name:   name,
 		Layers: []string{layer.DiffID},
 		Env: []string{
@@ -54,43 +64,44 @@ func Ensure(ctx context.Context, store *image.Store, rt Runtime) (image.Image, e
 		Cmd:    []string{info.Interpreter},
 		Source: fmt.Sprintf("baton: host %s %s", rt, info.Version),
 	})
-}
-
-// Cache builds each runtime's base image at most once per process (and
-// again after Forget), on first need, so that a server that never uses
-// images pays nothing.
-type Cache struct {
-	Store *image.Store
-
-	mu   sync.Mutex
-	done map[Runtime]image.Image
-}
-
-// Get returns the base image of rt, building it if needed.
-func (c *Cache) Get(ctx context.Context, rt Runtime) (image.Image, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if img, ok := c.done[rt]; ok {
-		return img, nil
-	}
-	img, err := Ensure(ctx, c.Store, rt)
 	if err != nil {
-		return image.Image{}, err
+		return image.Image{}, false, err
 	}
-	if c.done == nil {
-		c.done = map[Runtime]image.Image{}
-	}
-	c.done[rt] = img
-	return img, nil
+	return img, true, nil
 }
 
-// Forget drops a cached image (after it was removed from the store).
-func (c *Cache) Forget(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for rt, img := range c.done {
-		if img.Name == name {
-			delete(c.done, rt)
-		}
+// errConversionDone ends a build whose tar the store stopped reading.
+var errConversionDone = errors.New("the layer conversion stopped reading")
+
+// buildLayer streams the build into the store's layer conversion: the tar
+// is never written out whole, and building and converting run side by
+// side.
+func buildLayer(ctx context.Context, store *image.Store, rt Runtime, build buildFunc) (Info, image.Layer, error) {
+	pr, pw := io.Pipe()
+	type built struct {
+		info Info
+		err  error
 	}
+	done := make(chan built, 1)
+	go func() {
+		info, err := build(ctx, rt, pw)
+		pw.CloseWithError(err) // nil: the reader sees the end of the tar
+		done <- built{info, err}
+	}()
+	layer, convErr := store.AddLayerFromTar(ctx, pr)
+	// A build still writing (the conversion failed) gets an error rather
+	// than blocking; it is waited for before returning either way.
+	pr.CloseWithError(errConversionDone)
+	b := <-done
+	switch {
+	case b.err != nil && !errors.Is(b.err, errConversionDone):
+		return Info{}, image.Layer{}, b.err // the cause; the conversion saw only a broken stream
+	case convErr != nil:
+		return Info{}, image.Layer{}, convErr
+	case b.err != nil:
+		return Info{}, image.Layer{}, b.err
+	case layer.DiffID != b.info.Digest:
+		return Info{}, image.Layer{}, fmt.Errorf("the store read layer %s from a tar built as %s", layer.DiffID, b.info.Digest)
+	}
+	return b.info, layer, nil
 }

@@ -1,0 +1,193 @@
+package baseimage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/baton-faas/baton/internal/image"
+)
+
+// ErrClosed is returned by a Cache after Close.
+var ErrClosed = errors.New("base image cache closed")
+
+// Cache builds each runtime's base image into a store at most once per
+// process (again after Forget, or after a build failed), when a start
+// first needs it or ahead of time (Prepare). Builds are per runtime: one
+// runtime's never waits for another's, and concurrent callers of one
+// runtime share a single build. Builds run on goroutines the cache owns:
+// a caller that stops waiting leaves its build running for the next one,
+// and Close stops them all and waits for them.
+type Cache struct {
+	store *image.Store
+	log   *slog.Logger
+	build buildFunc // Build; tests stand in for it
+
+	ctx    context.Context // ends with Close, stopping the builds in flight
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // builds and Prepare's goroutines
+
+	mu      sync.Mutex
+	closed  bool
+	builds  map[Runtime]*cacheBuild // done, or under way
+	started []Runtime
+}
+
+// cacheBuild is one runtime's build; img and err are set before done closes.
+type cacheBuild struct {
+	done chan struct{}
+	img  image.Image
+	err  error
+}
+
+// NewCache returns a cache that builds into store.
+func NewCache(store *image.Store, log *slog.Logger) *Cache {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Cache{store: store, log: log.With("component", "baseimage"), build: Build,
+		ctx: ctx, cancel: cancel, builds: map[Runtime]*cacheBuild{}}
+}
+
+// Get returns the base image of rt, building it if this process has not
+// yet. Waiting ends with ctx; the build does not.
+func (c *Cache) Get(ctx context.Context, rt Runtime) (image.Image, error) {
+	e, err := c.start(rt)
+	if err != nil {
+		return image.Image{}, err
+	}
+	select {
+	case <-e.done:
+		return e.img, e.err
+	case <-ctx.Done():
+		return image.Image{}, fmt.Errorf("base image %s: %w", rt, ctx.Err())
+	}
+}
+
+// Start begins the builds of rts that are neither done nor under way, side
+// by side, and returns at once: a caller about to Get several images in
+// turn waits for the slowest instead of their sum.
+func (c *Cache) Start(rts ...Runtime) {
+	for _, rt := range rts {
+		if _, err := c.start(rt); err != nil {
+			return
+		}
+	}
+}
+
+// Prepare builds the base images of rts in the background, one after the
+// other (on a small host, side by side would delay each), ahead of the
+// starts that will need them. A runtime asked for meanwhile (Get, Start)
+// is built at once beside these, not after them; none is built twice.
+// Runtimes whose interpreter this host lacks are skipped (the build says
+// so at debug level).
+func (c *Cache) Prepare(rts ...Runtime) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for _, rt := range rts {
+			e, err := c.start(rt)
+			if err != nil {
+				return
+			}
+			select {
+			case <-e.done:
+			case <-c.ctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// Started lists the runtimes whose base image this cache set out to build
+// (or to check against the store), in the order it did: what first starts
+// cost this host.
+func (c *Cache) Started() []Runtime {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Runtime(nil), c.started...)
+}
+
+// Forget drops a built image (after it was removed from the store), so
+// that the next Get builds it again.
+func (c *Cache) Forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for rt, e := range c.builds {
+		select {
+		case <-e.done:
+			if e.img.Name == name {
+				delete(c.builds, rt)
+			}
+		default: // under way: it stores the image again anyway
+		}
+	}
+}
+
+// Close stops the builds under way and waits for them. A build stopped
+// midway leaves no image: the image record is written last, and the
+// store removes a half-converted layer (see ensure).
+func (c *Cache) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+}
+
+// start returns rt's build, starting it if there is none.
+func (c *Cache) start(rt Runtime) (*cacheBuild, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("base image %s: %w", rt, ErrClosed)
+	}
+	if e, ok := c.builds[rt]; ok {
+		return e, nil
+	}
+	e := &cacheBuild{done: make(chan struct{})}
+	c.builds[rt] = e
+	c.started = append(c.started, rt)
+	c.wg.Add(1)
+	go c.run(rt, e)
+	return e, nil
+}
+
+func (c *Cache) run(rt Runtime, e *cacheBuild) {
+	defer c.wg.Done()
+	begin := time.Now()
+	img, stored, err := ensure(c.ctx, c.store, rt, c.build)
+	e.img, e.err = img, err
+	if err != nil {
+		// Not kept: the next caller tries again (the build was stopped,
+		// the disk was full, an interpreter was installed since).
+		c.mu.Lock()
+		if c.builds[rt] == e {
+			delete(c.builds, rt)
+		}
+		c.mu.Unlock()
+	}
+	close(e.done)
+	took := time.Since(begin)
+	switch {
+	case err == nil && stored:
+		c.log.Info("base image built", "runtime", rt, "image", img.Name, "size", img.Size, "took", took)
+	case err == nil:
+		c.log.Debug("base image unchanged", "runtime", rt, "image", img.Name, "took", took)
+	case errors.Is(err, ErrNoInterpreter):
+		c.log.Debug("no base image: interpreter not installed on this host", "runtime", rt)
+	case c.ctx.Err() != nil:
+		c.log.Debug("base image build stopped", "runtime", rt, "after", took)
+	default:
+		c.log.Warn("base image not built", "runtime", rt, "err", err)
+	}
+}
