@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sync"
+	"sync/atomic"
 
 	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/workerapi"
@@ -21,6 +22,7 @@ type hostInterpreter struct {
 	once sync.Once
 	path string
 	err  error
+	done atomic.Bool // the lookup ended: path and err are set
 }
 
 func newInterpreters() *interpreters {
@@ -40,7 +42,10 @@ func (c *interpreters) find(drv runtimes.Driver) (string, error) {
 	if h == nil {
 		return "", fmt.Errorf("%w %q", runtimes.ErrUnknown, drv.Name())
 	}
-	h.once.Do(func() { h.path, h.err = drv.HostInterpreter() })
+	h.once.Do(func() {
+		h.path, h.err = drv.HostInterpreter()
+		h.done.Store(true)
+	})
 	if h.err != nil {
 		return "", &workerapi.InitError{Err: workerapi.FunctionError{
 			Type: "Runtime.Unavailable", Message: h.err.Error(),
