@@ -178,4 +178,3 @@ func readFile(path string) string {
 	}
 	return string(data)
 }
-
