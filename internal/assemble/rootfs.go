@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
@@ -63,6 +64,7 @@ func (p imageRootFS) RootFS(ctx context.Context, runtime, name string, mixed boo
 		}
 	}
 	// Side by side: the root waits for the slowest build, not the sum.
+	began := time.Now()
 	p.base.Start(rts...)
 	var imgs []image.Image
 	interps := map[string]string{}
@@ -86,7 +88,12 @@ func (p imageRootFS) RootFS(ctx context.Context, runtime, name string, mixed boo
 			interps[string(rt)] = img.Cmd[0]
 		}
 	}
-	return p.mount(ctx, imgs, interps)
+	built := time.Now()
+	root, err := p.mount(ctx, imgs, interps)
+	if err == nil {
+		p.log.Debug("sandbox root", "image", root.Name, "base-images", built.Sub(began), "mount", time.Since(built))
+	}
+	return root, err
 }
 
 // mount mounts the layers of imgs, the first image's on top.

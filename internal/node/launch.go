@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,6 +29,7 @@ import (
 // work. ctx ends when the start is cancelled or its deadline passes.
 func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
 	began := time.Now()
+	steps := &startSteps{last: began}
 	drv, err := driver(spec.Spec.Runtime)
 	if err != nil {
 		return workerapi.Instance{}, err
@@ -43,11 +45,13 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
+	steps.mark("code")
 	a, err := w.acquireApp(ctx, spec, codeDir)
 	if err != nil {
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
+	steps.mark("sandbox")
 	interp, err := w.files.interpreter(a, spec, drv)
 	if err != nil {
 		w.releaseApp(a.key, spec.Spec.MemoryMB)
@@ -60,17 +64,34 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	}
 	// launch owns the app and code references from here on, also on
 	// failure.
-	inst, err := w.launch(ctx, drv, in, ws, interp, codeDir)
+	inst, err := w.launch(ctx, drv, in, ws, interp, codeDir, steps)
 	if err != nil {
 		return workerapi.Instance{}, err
 	}
 	inst.InitDuration = time.Since(began)
 	started = true
+	if w.log.Enabled(ctx, slog.LevelDebug) {
+		w.log.Debug("instance start steps", append([]any{"function", spec.Function, "version", spec.Version, "instance", id}, steps.attrs...)...)
+	}
 	return inst, nil
 }
 
+// startSteps times a start's steps for the debug log: what a cold start
+// waited for.
+type startSteps struct {
+	last  time.Time
+	attrs []any
+}
+
+// mark ends step, which began when the previous one ended.
+func (s *startSteps) mark(step string) {
+	now := time.Now()
+	s.attrs = append(s.attrs, step, now.Sub(s.last))
+	s.last = now
+}
+
 // launch starts the instance's process and waits for its runtime to poll.
-func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, ws *wsStart, interp, codeDir string) (workerapi.Instance, error) {
+func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, ws *wsStart, interp, codeDir string, steps *startSteps) (workerapi.Instance, error) {
 	a := in.sandbox
 	release := func() {
 		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
@@ -81,7 +102,9 @@ func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, 
 		release()
 		return workerapi.Instance{}, err
 	}
+	steps.mark("task-view")
 	w.wsBeforeSpawn(ctx, ws, in)
+	steps.mark("working-set")
 	addr, err := w.serveAPI(a, in)
 	if err != nil {
 		release()
@@ -106,7 +129,10 @@ func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, 
 	// here watch releases the references, exactly once.
 	w.instances.register(in)
 	go w.watch(in)
-	return w.awaitReady(ctx, drv, in, codeDir)
+	steps.mark("spawn")
+	inst, err := w.awaitReady(ctx, drv, in, codeDir)
+	steps.mark("runtime-init")
+	return inst, err
 }
 
 // serveAPI serves the instance's Runtime API and returns its address. The
