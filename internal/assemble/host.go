@@ -61,10 +61,10 @@ type hostConfig struct {
 }
 
 // newHostNode opens the host's image store, picks its sandboxes, opens its
-// data layers and creates its node, which starts preparing its runtimes
-// in the background (node.Worker.Prepare: the base images with container
-// sandboxes). The returned function stops every instance and every base
-// image build and closes the image store.
+// data layers and creates its node; what the first start of each runtime
+// needs (base images for containers, interpreters for processes) is
+// prepared in the background from here on. The returned function stops
+// every instance and every base image build and closes the image store.
 func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, log *slog.Logger) (*node.Worker, func(), error) {
 	images, err := image.Open(filepath.Join(cfg.DataDir, "images"), log)
 	if err != nil {
@@ -75,10 +75,24 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 		bases.Close() // before the store: a build writes into it
 		images.Close()
 	}
+	// Container sandboxes' roots are made of base images: their builds
+	// start now, in the background, beside the containers' self-test
+	// rather than after it, so that the first invoke finds its image
+	// built or under way (and waits only for its own runtime's).
+	prepared := wantsContainers(cfg.Sandbox)
+	if prepared {
+		bases.Prepare(prepareOrder()...)
+	}
 	sandboxes, rootFS, err := chooseSandboxes(cfg, images, bases, log)
 	if err != nil {
 		closeImages()
 		return nil, nil, err
+	}
+	if prepared && rootFS == nil {
+		// No containers after all: no start needs a base image; a
+		// listing builds them on demand.
+		bases.Close()
+		bases = baseimage.NewCache(images, log)
 	}
 	id := cfg.ID
 	if id == "" {
@@ -105,9 +119,7 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 		closeImages()
 		return nil, nil, err
 	}
-	// In the background: the first invoke of each runtime then finds its
-	// base image built, or waits only for the rest of its own build.
-	wk.Prepare()
+	wk.Prepare() // the host's interpreters, for process sandboxes
 	return wk, func() {
 		// Builds first: a start waiting for a base image fails at once
 		// instead of holding up the worker's shutdown.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +39,30 @@ var hostRuntimes = runtimes.Names()
 // every runtime: functions expect /bin/sh (Python's os.system and
 // subprocess with shell=True, Node's child_process.exec).
 const shellRuntime = provided.Name
+
+// prepareOrder is the order in which a container host builds its base
+// images ahead of time: the shell's first (small, and in every root),
+// then the runtimes' in the registry's order.
+func prepareOrder() []baseimage.Runtime {
+	out := []baseimage.Runtime{shellRuntime}
+	for _, rt := range hostRuntimes {
+		if rt != shellRuntime {
+			out = append(out, baseimage.Runtime(rt))
+		}
+	}
+	return out
+}
+
+// wantsContainers says whether a host asked for sandbox (--sandbox) will
+// likely run containers: as root, unless processes or fakes were asked
+// for. The self-test decides; this only starts the base images early.
+func wantsContainers(sandbox string) bool {
+	switch sandbox {
+	case "", "auto", "container":
+		return os.Geteuid() == 0
+	}
+	return false
+}
 
 // RootFS implements node.RootFSProvider.
 func (p imageRootFS) RootFS(ctx context.Context, runtime, name string, mixed bool) (node.RootImage, error) {

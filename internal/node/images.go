@@ -144,47 +144,27 @@ func (w *Worker) ensureBaseImages(ctx context.Context) {
 	}
 }
 
-// Prepare starts, in the background, what the first start of each runtime
-// would otherwise wait for, and returns at once: with isolated sandboxes
-// the runtimes' base images (built one after the other; a start that
-// needs one sooner builds it at once, the two sharing the build), with
-// process sandboxes the lookup of the host's interpreters (finding
-// python3's real path behind a version manager's shim runs it). Close
-// waits for the lookups; the base images' builds belong to their cache.
+// Prepare starts looking up the host's interpreters in the background and
+// returns at once, so that the first start of each runtime does not
+// (finding python3's real path behind a version manager's shim runs it).
+// Only process sandboxes use the host's interpreters; isolated ones get
+// theirs from base images, which the host's base image cache builds
+// ahead of time (baseimage.Cache.Prepare). Close waits for the lookups.
 func (w *Worker) Prepare() {
-	switch w.files.(type) {
-	case imageFiles:
-		if w.opts.BaseImages != nil {
-			w.opts.BaseImages.Prepare(rootRuntimes()...)
-		}
-	case hostFiles:
-		if !w.caps.Programs {
-			return
-		}
+	if _, host := w.files.(hostFiles); !host || !w.caps.Programs {
+		return
+	}
+	for _, drv := range runtimes.All() {
+		// Side by side: a quick lookup (node's PATH search) does not
+		// wait behind a slow one.
 		w.background.Add(1)
 		go func() {
 			defer w.background.Done()
-			for _, drv := range runtimes.All() {
-				if w.ctx.Err() != nil {
-					return
-				}
+			if w.ctx.Err() == nil {
 				_, _ = w.interps.find(drv) // a missing one fails its starts, not this
 			}
 		}()
 	}
-}
-
-// rootRuntimes are the base images roots are made of, in the order
-// Prepare builds them: the shell's (small, in every root), then the
-// runtimes'.
-func rootRuntimes() []baseimage.Runtime {
-	out := []baseimage.Runtime{baseimage.Provided}
-	for _, rt := range baseimage.Runtimes() {
-		if rt != baseimage.Provided {
-			out = append(out, rt)
-		}
-	}
-	return out
 }
 
 func apiImage(img image.Image) workerapi.Image {
