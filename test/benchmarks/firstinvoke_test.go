@@ -21,8 +21,9 @@ import (
 // a new data directory (no base image, no code layer, nothing recorded),
 // `baton server` started, a function deployed as soon as /healthz answers
 // and invoked at once, as a script setting up a new host would. Figures:
-// the invocation (client-observed, from its send to its answer), and the
-// whole, from the server's process start to that answer.
+// the invocation (client-observed, from its send to its answer), and,
+// from the server's process start, the time until /healthz answered
+// (readiness) and until that invocation's answer.
 //
 // Each sub-benchmark (sandbox × runtime) starts BATON_FIRST_INVOKE_SERVERS
 // fresh servers (default 5) per binary and iteration. The baseline is the
@@ -59,21 +60,23 @@ func BenchmarkFirstInvoke(b *testing.B) {
 				spec := function.Spec{Runtime: rt.runtime, Handler: rt.handler}
 				invoke := make([][]float64, len(bins))
 				whole := make([][]float64, len(bins))
+				ready := make([][]float64, len(bins))
 				for i := range b.N * servers {
 					for k := range bins {
 						j := k
 						if i%2 == 1 {
 							j = len(bins) - 1 - k
 						}
-						inv, all := firstInvoke(b, bins[j].path, sb, spec, code)
-						invoke[j] = append(invoke[j], inv)
-						whole[j] = append(whole[j], all)
+						m := firstInvoke(b, bins[j].path, sb, spec, code)
+						invoke[j] = append(invoke[j], m.invoke)
+						whole[j] = append(whole[j], m.whole)
+						ready[j] = append(ready[j], m.ready)
 					}
 				}
 				suppressNsOp(b)
 				var rows [][]string
 				for j, bin := range bins {
-					in, wh := summarize(invoke[j]), summarize(whole[j])
+					in, wh, rd := summarize(invoke[j]), summarize(whole[j]), summarize(ready[j])
 					prefix := "first-invoke-"
 					if bin.name == "baseline" {
 						prefix = "baseline-first-invoke-"
@@ -81,6 +84,7 @@ func BenchmarkFirstInvoke(b *testing.B) {
 					b.ReportMetric(in.P50, prefix+"p50-ms")
 					b.ReportMetric(in.Max, prefix+"max-ms")
 					rows = append(rows,
+						[]string{bin.name + ": process start to ready", strconv.Itoa(rd.N), f1(rd.P50), f1(rd.Max)},
 						[]string{bin.name + ": first invoke", strconv.Itoa(in.N), f1(in.P50), f1(in.Max)},
 						[]string{bin.name + ": process start to answer", strconv.Itoa(wh.N), f1(wh.P50), f1(wh.Max)})
 				}
@@ -93,10 +97,14 @@ func BenchmarkFirstInvoke(b *testing.B) {
 
 type firstInvokeBin struct{ name, path string }
 
+// firstInvokeTimes are one fresh server's figures (ms): from the
+// process's start until /healthz answered, the first invocation, and from
+// the process's start to that invocation's answer.
+type firstInvokeTimes struct{ ready, invoke, whole float64 }
+
 // firstInvoke starts bin as a fresh server, deploys spec and invokes it
-// once; it returns the invocation's latency and the time from the
-// process's start to its answer (ms), and stops the server.
-func firstInvoke(b *testing.B, bin, sandbox string, spec function.Spec, code []byte) (invokeMs, wholeMs float64) {
+// once, and stops the server.
+func firstInvoke(b *testing.B, bin, sandbox string, spec function.Spec, code []byte) firstInvokeTimes {
 	b.Helper()
 	dir := b.TempDir()
 	addr := harness.FreeAddr(b)
@@ -142,6 +150,7 @@ func firstInvoke(b *testing.B, bin, sandbox string, spec function.Spec, code []b
 			b.Fatalf("%s did not become healthy\n%s", bin, readFile(logPath))
 		}
 	}
+	ready := time.Since(begin)
 	c, err := client.New(url, &http.Client{Timeout: 5 * time.Minute})
 	if err != nil {
 		b.Fatal(err)
@@ -151,7 +160,7 @@ func firstInvoke(b *testing.B, bin, sandbox string, spec function.Spec, code []b
 	if !r.Cold {
 		b.Fatalf("%s: the first invocation was not a cold start", bin)
 	}
-	return msOf(r.Latency), msOf(time.Since(begin))
+	return firstInvokeTimes{ready: msOf(ready), invoke: msOf(r.Latency), whole: msOf(time.Since(begin))}
 }
 
 // stopServer stops the server with SIGTERM (a container server then
