@@ -40,18 +40,34 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	started := false
 	defer func() { w.wsFinish(ws, spec, started) }()
 	w.holdCode(spec.CodeDigest)
-	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
-	if err != nil {
-		w.releaseCode(spec.CodeDigest)
-		return workerapi.Instance{}, err
+	// The code is fetched and built while the sandbox is made (on a
+	// fresh host, while its base images are built): neither needs the
+	// other until the code is shown in the sandbox.
+	type prepared struct {
+		dir  string
+		err  error
+		took time.Duration
 	}
-	steps.mark("code")
-	a, err := w.acquireApp(ctx, spec, codeDir)
-	if err != nil {
-		w.releaseCode(spec.CodeDigest)
-		return workerapi.Instance{}, err
-	}
+	code := make(chan prepared, 1)
+	go func() {
+		began := time.Now()
+		dir, err := w.codeDir(ctx, spec.CodeDigest)
+		code <- prepared{dir, err, time.Since(began)}
+	}()
+	a, err := w.acquireApp(ctx, spec)
 	steps.mark("sandbox")
+	c := <-code
+	steps.attrs = append(steps.attrs, "code", c.took)
+	if err == nil && c.err != nil {
+		w.releaseApp(a.key, spec.Spec.MemoryMB)
+		err = c.err
+	}
+	if err != nil {
+		w.releaseCode(spec.CodeDigest)
+		return workerapi.Instance{}, err
+	}
+	codeDir := c.dir
+	steps.mark("code-wait")
 	interp, err := w.files.interpreter(a, spec, drv)
 	if err != nil {
 		w.releaseApp(a.key, spec.Spec.MemoryMB)

@@ -75,13 +75,12 @@ func TestConcurrentResizesLeaveTheLatestLimits(t *testing.T) {
 	}
 	defer w.Close(context.Background())
 	spec := workerapi.InstanceSpec{Function: "f", Version: 1, App: "app", Spec: function.Spec{MemoryMB: 512}}
-	codeDir := t.TempDir()
 	ctx := context.Background()
-	a, err := w.acquireApp(ctx, spec, codeDir)
+	a, err := w.acquireApp(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.acquireApp(ctx, spec, codeDir); err != nil {
+	if _, err := w.acquireApp(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
 	two := w.apps.limits(a)
@@ -100,7 +99,7 @@ func TestConcurrentResizesLeaveTheLatestLimits(t *testing.T) {
 	// ...while a joiner grows the sandbox back.
 	joined := make(chan error, 1)
 	go func() {
-		_, err := w.acquireApp(ctx, spec, codeDir)
+		_, err := w.acquireApp(ctx, spec)
 		joined <- err
 	}()
 	// Give an unserialised joiner the chance to apply its limits before

@@ -183,7 +183,7 @@ func cpuMillisFor(memoryMB int) int {
 
 // acquireApp returns the sandbox for spec's app, creating it if needed,
 // and counts one more instance (with its memory) against it.
-func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, codeDir string) (*app, error) {
+func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec) (*app, error) {
 	key := appKey(spec)
 	a, created, err := w.apps.join(key, spec.Spec.MemoryMB)
 	if err != nil {
@@ -203,7 +203,7 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, co
 		w.resize(ctx, a)
 		return a, nil
 	}
-	madeWith, err := w.createSandbox(ctx, a, spec, codeDir)
+	madeWith, err := w.createSandbox(ctx, a, spec)
 	a.err = err
 	close(a.ready)
 	if err != nil {
@@ -219,14 +219,14 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, co
 }
 
 // createSandbox creates a's sandbox and returns the limits it was given.
-func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.InstanceSpec, codeDir string) (sandbox.Resources, error) {
+func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.InstanceSpec) (sandbox.Resources, error) {
 	limits := w.apps.limits(a)
 	sbSpec := sandbox.Spec{
 		ID: newID("sb-"), App: spec.App, Network: spec.Spec.Network,
 		MemoryMB: limits.MemoryMB, PIDs: limits.PIDs, CPUShares: limits.CPUShares,
 		Mounts: []sandbox.Mount{{Source: w.runtimes.Dir, Target: runtimeMount}},
 	}
-	if err := w.files.root(ctx, a, spec, codeDir, &sbSpec); err != nil {
+	if err := w.files.root(ctx, a, spec, &sbSpec); err != nil {
 		return limits, err
 	}
 	sb, err := w.opts.Sandboxes.Create(ctx, sbSpec)

@@ -60,11 +60,10 @@ func TestWaiterGivingUpBeforeSandboxIsReady(t *testing.T) {
 	}
 	defer w.Close(context.Background())
 	spec := workerapi.InstanceSpec{Function: "f", Version: 1, App: "app", Spec: function.Spec{MemoryMB: 128}}
-	codeDir := t.TempDir()
 
 	created := make(chan *app, 1)
 	go func() {
-		a, err := w.acquireApp(context.Background(), spec, codeDir)
+		a, err := w.acquireApp(context.Background(), spec)
 		if err != nil {
 			t.Error(err)
 		}
@@ -75,7 +74,7 @@ func TestWaiterGivingUpBeforeSandboxIsReady(t *testing.T) {
 	cancel()
 	gaveUp := make(chan error, 1)
 	go func() {
-		_, err := w.acquireApp(gone, spec, codeDir)
+		_, err := w.acquireApp(gone, spec)
 		gaveUp <- err
 	}()
 	// The sandbox appears while the waiter leaves: nothing orders the two.
