@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -18,9 +19,12 @@ var ErrClosed = errors.New("base image cache closed")
 // process (again after Forget, or after a build failed), when a start
 // first needs it or ahead of time (Prepare). Builds are per runtime: one
 // runtime's never waits for another's, and concurrent callers of one
-// runtime share a single build. Builds run on goroutines the cache owns:
-// a caller that stops waiting leaves its build running for the next one,
-// and Close stops them all and waits for them.
+// runtime share a single build. A build nobody waits for pauses while
+// foreground work holds the cache (Hold): ahead-of-time builds do not
+// take the processors from the starts they are meant to speed up. Builds
+// run on goroutines the cache owns: a caller that stops waiting leaves
+// its build running for the next one, and Close stops them all and waits
+// for them.
 type Cache struct {
 	store *image.Store
 	log   *slog.Logger
@@ -34,13 +38,16 @@ type Cache struct {
 	closed  bool
 	builds  map[Runtime]*cacheBuild // done, or under way
 	started []Runtime
+	holds   int           // foreground work under way (Hold)
+	changed chan struct{} // closed and replaced when holds or a build's waiters change
 }
 
 // cacheBuild is one runtime's build; img and err are set before done closes.
 type cacheBuild struct {
-	done chan struct{}
-	img  image.Image
-	err  error
+	done    chan struct{}
+	img     image.Image
+	err     error
+	waiters int // callers of Get waiting for it (guarded by Cache.mu)
 }
 
 // NewCache returns a cache that builds into store.
@@ -50,7 +57,7 @@ func NewCache(store *image.Store, log *slog.Logger) *Cache {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Cache{store: store, log: log.With("component", "baseimage"), build: Build,
-		ctx: ctx, cancel: cancel, builds: map[Runtime]*cacheBuild{}}
+		ctx: ctx, cancel: cancel, builds: map[Runtime]*cacheBuild{}, changed: make(chan struct{})}
 }
 
 // Get returns the base image of rt, building it if this process has not
@@ -60,12 +67,84 @@ func (c *Cache) Get(ctx context.Context, rt Runtime) (image.Image, error) {
 	if err != nil {
 		return image.Image{}, err
 	}
+	c.wait(e, 1)
+	defer c.wait(e, -1)
 	select {
 	case <-e.done:
 		return e.img, e.err
 	case <-ctx.Done():
 		return image.Image{}, fmt.Errorf("base image %s: %w", rt, ctx.Err())
 	}
+}
+
+// Hold pauses the builds nobody waits for (Prepare's, or one whose caller
+// stopped waiting) until release is called, for as long as any hold is
+// held: the caller is doing work the processors are better spent on (an
+// instance start). Builds someone waits for go on.
+func (c *Cache) Hold() (release func()) {
+	c.mu.Lock()
+	c.holds++
+	c.changedLocked()
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			c.holds--
+			c.changedLocked()
+			c.mu.Unlock()
+		})
+	}
+}
+
+// wait counts a caller of Get in or out of e's waiters.
+func (c *Cache) wait(e *cacheBuild, delta int) {
+	c.mu.Lock()
+	e.waiters += delta
+	c.changedLocked()
+	c.mu.Unlock()
+}
+
+// changedLocked wakes whoever waits for holds or waiters to change (paused
+// builds, Prepare); c.mu is held.
+func (c *Cache) changedLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// paused returns once e may go on: nothing holds the cache, or someone
+// waits for e (or the cache closed: the build then fails). With e nil it
+// waits until nothing holds the cache.
+func (c *Cache) paused(e *cacheBuild) error {
+	for {
+		c.mu.Lock()
+		if c.holds == 0 || (e != nil && e.waiters > 0) {
+			c.mu.Unlock()
+			return nil
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		select {
+		case <-changed:
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		}
+	}
+}
+
+// pausable is a build's output: each write first waits while the build is
+// paused, which stalls the build and the store's conversion reading it.
+type pausable struct {
+	c *Cache
+	e *cacheBuild
+	w io.Writer
+}
+
+func (p pausable) Write(b []byte) (int, error) {
+	if err := p.c.paused(p.e); err != nil {
+		return 0, err
+	}
+	return p.w.Write(b)
 }
 
 // Start begins the builds of rts that are neither done nor under way, side
@@ -95,6 +174,12 @@ func (c *Cache) Prepare(rts ...Runtime) {
 	go func() {
 		defer c.wg.Done()
 		for _, rt := range rts {
+			// Not even the part of a build before its first write (a
+			// walk of the interpreter's files) starts while the cache
+			// is held.
+			if err := c.paused(nil); err != nil {
+				return
+			}
 			e, err := c.start(rt)
 			if err != nil {
 				return
@@ -165,7 +250,10 @@ func (c *Cache) start(rt Runtime) (*cacheBuild, error) {
 func (c *Cache) run(rt Runtime, e *cacheBuild) {
 	defer c.wg.Done()
 	begin := time.Now()
-	img, stored, err := ensure(c.ctx, c.store, rt, c.build)
+	build := func(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
+		return c.build(ctx, rt, pausable{c, e, w})
+	}
+	img, stored, err := ensure(c.ctx, c.store, rt, build)
 	e.img, e.err = img, err
 	if err != nil {
 		// Not kept: the next caller tries again (the build was stopped,

@@ -407,3 +407,49 @@ func TestCachePrepareInOrder(t *testing.T) {
 		t.Fatalf("an image for the runtime without interpreter: %v", err)
 	}
 }
+
+// While the cache is held, builds nobody waits for do not run; one a
+// caller waits for does, and the others go on once the hold is released.
+func TestCacheHoldPausesUnwantedBuilds(t *testing.T) {
+	c, f, store := newTestCache(t)
+	release := c.Hold()
+	c.Prepare(Node)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.Get(ctx, Python); err != nil {
+		t.Fatalf("a build a caller waits for, while the cache is held: %v", err)
+	}
+	if n := f.count(Node); n != 0 {
+		t.Fatalf("%s's build ran %d time(s) while the cache was held", Node, n)
+	}
+	release()
+	release() // a second call changes nothing
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := store.Get(ImageName(Node)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's build did not go on after the hold was released", Node)
+		}
+	}
+}
+
+// A build under way that nobody waits for, held at its next write while
+// the cache is held, goes on when a caller waits for it.
+func TestCacheHoldPausesBuildUnderWay(t *testing.T) {
+	c, f, _ := newTestCache(t)
+	unblock := f.holdBuild(Python)
+	c.Prepare(Python)
+	waitMidway(t, f, Python)
+	release := c.Hold()
+	defer release()
+	unblock() // its next write now waits for the hold
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.Get(ctx, Python); err != nil {
+		t.Fatalf("waiting for a paused build: %v", err)
+	}
+	if n := f.count(Python); n != 1 {
+		t.Fatalf("%d builds, want the paused one finished", n)
+	}
+}
