@@ -88,13 +88,12 @@ func (p imageRootFS) RootFS(ctx context.Context, runtime, name string, mixed boo
 			rts = append(rts, baseimage.Runtime(rt))
 		}
 	}
-	// Side by side: the root waits for the slowest build, not the sum.
 	began := time.Now()
-	p.base.Start(rts...)
+	got, errs := p.base.GetAll(ctx, rts...)
 	var imgs []image.Image
 	interps := map[string]string{}
 	for i, rt := range rts {
-		img, err := p.base.Get(ctx, rt)
+		img, err := got[i], errs[i]
 		if err != nil {
 			if i == 0 {
 				return node.RootImage{}, fmt.Errorf("base image for runtime %s: %w", runtime, err)

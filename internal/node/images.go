@@ -135,13 +135,9 @@ func (w *Worker) ensureBaseImages(ctx context.Context) {
 	if w.opts.BaseImages == nil {
 		return
 	}
-	rts := baseimage.Runtimes()
-	w.opts.BaseImages.Start(rts...)
-	for _, rt := range rts {
-		// The cache logs why an image is missing; the listing shows the
-		// others.
-		_, _ = w.opts.BaseImages.Get(ctx, rt)
-	}
+	// The cache logs why an image is missing; the listing shows the
+	// others.
+	_, _ = w.opts.BaseImages.GetAll(ctx, baseimage.Runtimes()...)
 }
 
 // Prepare starts looking up the host's interpreters in the background and

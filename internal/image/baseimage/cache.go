@@ -63,18 +63,33 @@ func NewCache(store *image.Store, log *slog.Logger) *Cache {
 // Get returns the base image of rt, building it if this process has not
 // yet. Waiting ends with ctx; the build does not.
 func (c *Cache) Get(ctx context.Context, rt Runtime) (image.Image, error) {
-	e, err := c.start(rt)
-	if err != nil {
-		return image.Image{}, err
+	imgs, errs := c.GetAll(ctx, rt)
+	return imgs[0], errs[0]
+}
+
+// GetAll is Get for several runtimes, whose builds run side by side: the
+// caller waits for the slowest, not for their sum.
+func (c *Cache) GetAll(ctx context.Context, rts ...Runtime) ([]image.Image, []error) {
+	imgs, errs := make([]image.Image, len(rts)), make([]error, len(rts))
+	builds := make([]*cacheBuild, len(rts))
+	for i, rt := range rts {
+		if builds[i], errs[i] = c.start(rt); errs[i] == nil {
+			c.wait(builds[i], 1)
+			defer c.wait(builds[i], -1)
+		}
 	}
-	c.wait(e, 1)
-	defer c.wait(e, -1)
-	select {
-	case <-e.done:
-		return e.img, e.err
-	case <-ctx.Done():
-		return image.Image{}, fmt.Errorf("base image %s: %w", rt, ctx.Err())
+	for i, e := range builds {
+		if e == nil {
+			continue
+		}
+		select {
+		case <-e.done:
+			imgs[i], errs[i] = e.img, e.err
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("base image %s: %w", rts[i], ctx.Err())
+		}
 	}
+	return imgs, errs
 }
 
 // Hold pauses the builds nobody waits for (Prepare's, or one whose caller
@@ -147,21 +162,10 @@ func (p pausable) Write(b []byte) (int, error) {
 	return p.w.Write(b)
 }
 
-// Start begins the builds of rts that are neither done nor under way, side
-// by side, and returns at once: a caller about to Get several images in
-// turn waits for the slowest instead of their sum.
-func (c *Cache) Start(rts ...Runtime) {
-	for _, rt := range rts {
-		if _, err := c.start(rt); err != nil {
-			return
-		}
-	}
-}
-
 // Prepare builds the base images of rts in the background, one after the
 // other (on a small host, side by side would delay each), ahead of the
-// starts that will need them. A runtime asked for meanwhile (Get, Start)
-// is built at once beside these, not after them; none is built twice.
+// starts that will need them. A runtime asked for meanwhile (Get) is
+// built at once beside these, not after them; none is built twice.
 // Runtimes whose interpreter this host lacks are skipped (the build says
 // so at debug level).
 func (c *Cache) Prepare(rts ...Runtime) {

@@ -453,3 +453,39 @@ func TestCacheHoldPausesBuildUnderWay(t *testing.T) {
 		t.Fatalf("%d builds, want the paused one finished", n)
 	}
 }
+
+// GetAll runs its builds side by side, each with a waiter, so that a hold
+// (the start that asked for them) pauses none of them.
+func TestCacheGetAllSideBySide(t *testing.T) {
+	c, f, _ := newTestCache(t)
+	release := c.Hold()
+	defer release()
+	unblockPy, unblockSh := f.holdBuild(Python), f.holdBuild(Provided)
+	type got struct {
+		imgs []image.Image
+		errs []error
+	}
+	done := make(chan got, 1)
+	go func() {
+		imgs, errs := c.GetAll(context.Background(), Python, Provided)
+		done <- got{imgs, errs}
+	}()
+	// Both reach their middle before either may finish: side by side.
+	seen := map[Runtime]bool{}
+	for range 2 {
+		select {
+		case rt := <-f.midway:
+			seen[rt] = true
+		case <-time.After(time.Minute):
+			t.Fatalf("only %v of the builds got under way", seen)
+		}
+	}
+	unblockPy()
+	unblockSh()
+	g := <-done
+	for i, rt := range []Runtime{Python, Provided} {
+		if g.errs[i] != nil || g.imgs[i].Name != ImageName(rt) {
+			t.Fatalf("GetAll: %s: %+v, %v", rt, g.imgs[i], g.errs[i])
+		}
+	}
+}
