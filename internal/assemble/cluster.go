@@ -286,6 +286,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 			leaveMembers(self, log)
 		}
 	}()
+	wk.Prepare() // once ready: background work must not delay readiness
 	log.Info("baton worker ready", "listen", ln.Addr().String(), "advertise", advertised(cfg.Advertise, ln), "dataDir", cfg.DataDir)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())

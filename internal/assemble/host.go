@@ -61,10 +61,11 @@ type hostConfig struct {
 }
 
 // newHostNode opens the host's image store, picks its sandboxes, opens its
-// data layers and creates its node; what the first start of each runtime
-// needs (base images for containers, interpreters for processes) is
-// prepared in the background from here on. The returned function stops
-// every instance and every base image build and closes the image store.
+// data layers and creates its node. With containers the base images are
+// built in the background from here on (the caller starts the lookup of
+// interpreters, for process sandboxes, with node.Worker.Prepare once it
+// serves). The returned function stops every instance and every base
+// image build and closes the image store.
 func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, log *slog.Logger) (*node.Worker, func(), error) {
 	images, err := image.Open(filepath.Join(cfg.DataDir, "images"), log)
 	if err != nil {
@@ -119,7 +120,6 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 		closeImages()
 		return nil, nil, err
 	}
-	wk.Prepare() // the host's interpreters, for process sandboxes
 	return wk, func() {
 		// Builds first: a start waiting for a base image fails at once
 		// instead of holding up the worker's shutdown.

@@ -245,6 +245,8 @@ func Run(ctx context.Context, cfg Config) error {
 	handler := httpapi.New(httpapi.Options{Workflows: wf, Controller: ctrl, Metrics: m.Handler(), Logger: log, Nodes: members,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, MaxInflightBytes: cfg.MaxInflightBytes, Token: token, Triggers: trig})
 	err = serveAPI(ctx, ln, handler, ctrl, cfg.ShutdownGrace, log, func(addr string) {
+		// Once ready: background work must not delay readiness.
+		wk.Prepare()
 		log.Info("baton server ready", "listen", addr, "dataDir", cfg.DataDir)
 		if cfg.Ready != nil {
 			cfg.Ready(addr)
