@@ -82,7 +82,10 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 	// built or under way (and waits only for its own runtime's).
 	prepared := wantsContainers(cfg.Sandbox)
 	if prepared {
-		bases.Prepare(prepareOrder()...)
+		// In the registry's order: Python's first, the runtime most
+		// functions use (a first invoke of another runtime pauses it,
+		// see node's start, and builds its own at once).
+		bases.Prepare(baseimage.Runtimes()...)
 	}
 	sandboxes, rootFS, err := chooseSandboxes(cfg, images, bases, log)
 	if err != nil {

@@ -40,19 +40,6 @@ var hostRuntimes = runtimes.Names()
 // subprocess with shell=True, Node's child_process.exec).
 const shellRuntime = provided.Name
 
-// prepareOrder is the order in which a container host builds its base
-// images ahead of time: the shell's first (small, and in every root),
-// then the runtimes' in the registry's order.
-func prepareOrder() []baseimage.Runtime {
-	out := []baseimage.Runtime{shellRuntime}
-	for _, rt := range hostRuntimes {
-		if rt != shellRuntime {
-			out = append(out, baseimage.Runtime(rt))
-		}
-	}
-	return out
-}
-
 // wantsContainers says whether a host asked for sandbox (--sandbox) will
 // likely run containers: as root, unless processes or fakes were asked
 // for. The self-test decides; this only starts the base images early.
