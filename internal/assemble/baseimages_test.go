@@ -120,7 +120,7 @@ func TestMixedAppStartBuildsEveryRuntime(t *testing.T) {
 	}
 }
 
-// A host node prepares its base images in the background from its start;
+// A host node prepares its base images in the background (Prepare);
 // stopping it at once stops those builds, leaves none of its goroutines
 // and no image that is not whole: the store, opened again as by the next
 // run, lists only images whose every layer mounts and verifies.
@@ -132,11 +132,12 @@ func TestHostNodeStopsPreparingAtShutdown(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	before := runtime.NumGoroutine()
 	key := make([]byte, 32)
-	_, closeNode, err := newHostNode(context.Background(), hostConfig{DataDir: dir, Sandbox: "container", TransferKey: key},
+	wk, closeNode, err := newHostNode(context.Background(), hostConfig{DataDir: dir, Sandbox: "container", TransferKey: key},
 		workerapitest.NewPythonCode(), log)
 	if err != nil {
 		t.Skipf("no container host node here: %v", err)
 	}
+	wk.Prepare()
 	closeNode()
 	for deadline := time.Now().Add(time.Minute); runtime.NumGoroutine() > before; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {

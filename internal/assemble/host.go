@@ -61,11 +61,9 @@ type hostConfig struct {
 }
 
 // newHostNode opens the host's image store, picks its sandboxes, opens its
-// data layers and creates its node. With containers the base images are
-// built in the background from here on (the caller starts the lookup of
-// interpreters, for process sandboxes, with node.Worker.Prepare once it
-// serves). The returned function stops every instance and every base
-// image build and closes the image store.
+// data layers and creates its node; the caller calls its Prepare once it
+// serves. The returned function stops every instance and every base image
+// build and closes the image store.
 func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, log *slog.Logger) (*node.Worker, func(), error) {
 	images, err := image.Open(filepath.Join(cfg.DataDir, "images"), log)
 	if err != nil {
@@ -76,27 +74,10 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 		bases.Close() // before the store: a build writes into it
 		images.Close()
 	}
-	// Container sandboxes' roots are made of base images: their builds
-	// start now, in the background, beside the containers' self-test
-	// rather than after it, so that the first invoke finds its image
-	// built or under way (and waits only for its own runtime's).
-	prepared := wantsContainers(cfg.Sandbox)
-	if prepared {
-		// In the registry's order: Python's first, the runtime most
-		// functions use (a first invoke of another runtime pauses it,
-		// see node's start, and builds its own at once).
-		bases.Prepare(baseimage.Runtimes()...)
-	}
 	sandboxes, rootFS, err := chooseSandboxes(cfg, images, bases, log)
 	if err != nil {
 		closeImages()
 		return nil, nil, err
-	}
-	if prepared && rootFS == nil {
-		// No containers after all: no start needs a base image; a
-		// listing builds them on demand.
-		bases.Close()
-		bases = baseimage.NewCache(images, log)
 	}
 	id := cfg.ID
 	if id == "" {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -39,17 +38,6 @@ var hostRuntimes = runtimes.Names()
 // every runtime: functions expect /bin/sh (Python's os.system and
 // subprocess with shell=True, Node's child_process.exec).
 const shellRuntime = provided.Name
-
-// wantsContainers says whether a host asked for sandbox (--sandbox) will
-// likely run containers: as root, unless processes or fakes were asked
-// for. The self-test decides; this only starts the base images early.
-func wantsContainers(sandbox string) bool {
-	switch sandbox {
-	case "", "auto", "container":
-		return os.Geteuid() == 0
-	}
-	return false
-}
 
 // RootFS implements node.RootFSProvider.
 func (p imageRootFS) RootFS(ctx context.Context, runtime, name string, mixed bool) (node.RootImage, error) {

@@ -140,26 +140,37 @@ func (w *Worker) ensureBaseImages(ctx context.Context) {
 	_, _ = w.opts.BaseImages.GetAll(ctx, baseimage.Runtimes()...)
 }
 
-// Prepare starts looking up the host's interpreters in the background and
-// returns at once, so that the first start of each runtime does not
-// (finding python3's real path behind a version manager's shim runs it).
-// Only process sandboxes use the host's interpreters; isolated ones get
-// theirs from base images, which the host's base image cache builds
-// ahead of time (baseimage.Cache.Prepare). Close waits for the lookups.
+// Prepare starts, in the background, what the first start of each runtime
+// would otherwise wait for, and returns at once. With isolated sandboxes
+// that is the runtimes' base images, built one after the other in the
+// registry's order (Python's first, the runtime most functions use); a
+// start that needs another builds it at once and pauses these while it
+// runs (see start). With process sandboxes it is the lookup of the host's
+// interpreters (finding python3's real path behind a version manager's
+// shim runs it). Call it once the host serves: it must not delay that.
+// The builds belong to the base image cache, the lookups to the worker,
+// whose Close waits for them.
 func (w *Worker) Prepare() {
-	if _, host := w.files.(hostFiles); !host || !w.caps.Programs {
-		return
-	}
-	for _, drv := range runtimes.All() {
-		// Side by side: a quick lookup (node's PATH search) does not
-		// wait behind a slow one.
-		w.background.Add(1)
-		go func() {
-			defer w.background.Done()
-			if w.ctx.Err() == nil {
-				_, _ = w.interps.find(drv) // a missing one fails its starts, not this
-			}
-		}()
+	switch w.files.(type) {
+	case imageFiles:
+		if w.opts.BaseImages != nil {
+			w.opts.BaseImages.Prepare(baseimage.Runtimes()...)
+		}
+	case hostFiles:
+		if !w.caps.Programs {
+			return
+		}
+		for _, drv := range runtimes.All() {
+			// Side by side: a quick lookup (node's PATH search) does
+			// not wait behind a slow one.
+			w.background.Add(1)
+			go func() {
+				defer w.background.Done()
+				if w.ctx.Err() == nil {
+					_, _ = w.interps.find(drv) // a missing one fails its starts, not this
+				}
+			}()
+		}
 	}
 }
 
