@@ -10,7 +10,6 @@ import (
 
 	"github.com/baton-faas/baton/internal/image"
 	"github.com/baton-faas/baton/internal/image/baseimage"
-	"github.com/baton-faas/baton/internal/runtimes"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -138,40 +137,6 @@ func (w *Worker) ensureBaseImages(ctx context.Context) {
 	// The cache logs why an image is missing; the listing shows the
 	// others.
 	_, _ = w.opts.BaseImages.GetAll(ctx, baseimage.Runtimes()...)
-}
-
-// Prepare starts, in the background, what the first start of each runtime
-// would otherwise wait for, and returns at once. With isolated sandboxes
-// that is the runtimes' base images, built one after the other in the
-// registry's order (Python's first, the runtime most functions use); a
-// start that needs another builds it at once and pauses these while it
-// runs (see start). With process sandboxes it is the lookup of the host's
-// interpreters (finding python3's real path behind a version manager's
-// shim runs it). Call it once the host serves: it must not delay that.
-// The builds belong to the base image cache, the lookups to the worker,
-// whose Close waits for them.
-func (w *Worker) Prepare() {
-	switch w.files.(type) {
-	case imageFiles:
-		if w.opts.BaseImages != nil {
-			w.opts.BaseImages.Prepare(baseimage.Runtimes()...)
-		}
-	case hostFiles:
-		if !w.caps.Programs {
-			return
-		}
-		for _, drv := range runtimes.All() {
-			// Side by side: a quick lookup (node's PATH search) does
-			// not wait behind a slow one.
-			w.background.Add(1)
-			go func() {
-				defer w.background.Done()
-				if w.ctx.Err() == nil {
-					_, _ = w.interps.find(drv) // a missing one fails its starts, not this
-				}
-			}()
-		}
-	}
 }
 
 func apiImage(img image.Image) workerapi.Image {

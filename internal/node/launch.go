@@ -34,10 +34,11 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	if err != nil {
 		return workerapi.Instance{}, err
 	}
+	// Background preparation (Prepare) waits while a start runs, except
+	// for what the start needs itself: on a small host the start is what
+	// it is meant to speed up.
+	defer w.busy.enter()()
 	if _, isolated := w.files.(imageFiles); isolated && w.opts.BaseImages != nil {
-		// Base images built ahead of time wait while a start runs
-		// (those it needs itself do not): on a small host the start is
-		// what they are meant to speed up.
 		defer w.opts.BaseImages.Hold()()
 	}
 	// The working set's prefetch runs while the code is fetched and the

@@ -55,3 +55,31 @@ func TestAppKeyByRuntimeOnlyWithoutApp(t *testing.T) {
 		t.Error("a named image's sandbox depends on the runtime")
 	}
 }
+
+// Prepare's lookups wait while a start runs, and go on after it.
+func TestPrepareWaitsForStarts(t *testing.T) {
+	w, err := New(Options{DataDir: t.TempDir(), Sandboxes: process.New(), Code: noCode{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	leave := w.busy.enter()
+	w.Prepare()
+	// Held back, not merely slow: the lookups cannot begin while the
+	// start runs, however long this takes.
+	for _, h := range w.interps.byRuntime {
+		if h.done.Load() {
+			t.Fatal("an interpreter was looked up while a start ran")
+		}
+	}
+	leave()
+	deadline := time.Now().Add(time.Minute)
+	for _, rt := range []string{function.RuntimePython, function.RuntimeNode} {
+		for !w.interps.byRuntime[rt].done.Load() {
+			if time.Now().After(deadline) {
+				t.Fatalf("runtime %s: not looked up after the start ended", rt)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}

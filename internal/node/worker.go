@@ -177,6 +177,7 @@ type Worker struct {
 
 	instances instanceTable
 	apps      appTable
+	busy      busy // starts under way, for background preparation (prepare.go)
 	grains    grainTable
 	code      codeRefs
 	releases  releaseCount
