@@ -81,6 +81,7 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
+	steps.mark("interpreter")
 	in := &instance{
 		id: id, spec: spec, app: a.key, sandbox: a, capacity: capacity(drv, spec.Spec.Concurrency),
 		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
