@@ -97,7 +97,14 @@ type Info struct {
 // Build writes the base image for rt to w as an uncompressed tar (the
 // content of one OCI layer) and describes it.
 func Build(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
+	return build(ctx, rt, w, nil)
+}
+
+// build is Build with pause, which the build calls between its steps and
+// which returns once the build may go on (Cache.Hold); nil never pauses.
+func build(ctx context.Context, rt Runtime, w io.Writer, pause func() error) (Info, error) {
 	b := newBuilder(ctx)
+	b.pause = pause
 	info := Info{Runtime: rt}
 	var err error
 	drv, ok := runtimes.Lookup(string(rt))
@@ -167,6 +174,7 @@ type relocation struct{ host, image string }
 // builder collects the image's entries, keyed by absolute clean image path.
 type builder struct {
 	ctx     context.Context
+	pause   func() error // see build; nil: never
 	entries map[string]*entry
 	reloc   []relocation
 	ld      *loader // set once the interpreter is known
@@ -176,6 +184,17 @@ type builder struct {
 	// opensslDirs are the OPENSSLDIRs compiled into the OpenSSL copies
 	// the interpreter links.
 	opensslDirs []string
+}
+
+// check ends the build with its context, and waits while it is paused.
+func (b *builder) check() error {
+	if err := b.ctx.Err(); err != nil {
+		return err
+	}
+	if b.pause != nil {
+		return b.pause()
+	}
+	return nil
 }
 
 func newBuilder(ctx context.Context) *builder {
@@ -429,7 +448,7 @@ func (b *builder) write(w io.Writer, info *Info) error {
 	cw := &countingWriter{w: io.MultiWriter(w, h)}
 	tw := tar.NewWriter(cw)
 	for _, p := range paths {
-		if err := b.ctx.Err(); err != nil {
+		if err := b.check(); err != nil {
 			return err
 		}
 		e := b.entries[p]

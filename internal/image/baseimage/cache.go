@@ -28,7 +28,7 @@ var ErrClosed = errors.New("base image cache closed")
 type Cache struct {
 	store *image.Store
 	log   *slog.Logger
-	build buildFunc // Build; tests stand in for it
+	build pausableBuild // build; tests stand in for it
 
 	ctx    context.Context // ends with Close, stopping the builds in flight
 	cancel context.CancelFunc
@@ -56,7 +56,7 @@ func NewCache(store *image.Store, log *slog.Logger) *Cache {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{store: store, log: log.With("component", "baseimage"), build: Build,
+	return &Cache{store: store, log: log.With("component", "baseimage"), build: build,
 		ctx: ctx, cancel: cancel, builds: map[Runtime]*cacheBuild{}, changed: make(chan struct{})}
 }
 
@@ -254,8 +254,10 @@ func (c *Cache) start(rt Runtime) (*cacheBuild, error) {
 func (c *Cache) run(rt Runtime, e *cacheBuild) {
 	defer c.wg.Done()
 	begin := time.Now()
+	// Paused between its steps and at each write while the cache is
+	// held and nobody waits for it.
 	build := func(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
-		return c.build(ctx, rt, pausable{c, e, w})
+		return c.build(ctx, rt, pausable{c, e, w}, func() error { return c.paused(e) })
 	}
 	img, stored, err := ensure(c.ctx, c.store, rt, build)
 	e.img, e.err = img, err

@@ -54,7 +54,12 @@ func (f *fakeBuilds) count(rt Runtime) int {
 	return f.calls[rt]
 }
 
-func (f *fakeBuilds) build(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
+func (f *fakeBuilds) build(ctx context.Context, rt Runtime, w io.Writer, pause func() error) (Info, error) {
+	if pause != nil {
+		if err := pause(); err != nil {
+			return Info{}, err
+		}
+	}
 	f.mu.Lock()
 	f.calls[rt]++
 	hold, missing, fail, gen := f.hold[rt], f.missing[rt], f.failOnce[rt], f.generation[rt]
@@ -86,6 +91,11 @@ func (f *fakeBuilds) build(ctx context.Context, rt Runtime, w io.Writer) (Info, 
 		return Info{}, err
 	}
 	return info, nil
+}
+
+// unpaused is build outside a cache, as ensure calls it.
+func (f *fakeBuilds) unpaused(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
+	return f.build(ctx, rt, w, nil)
 }
 
 // fakeTar is a deterministic one-file layer.
@@ -256,16 +266,16 @@ func TestEnsureKeepsCurrentImage(t *testing.T) {
 	defer store.Close()
 	f := newFakeBuilds()
 	ctx := context.Background()
-	first, stored, err := ensure(ctx, store, Python, f.build)
+	first, stored, err := ensure(ctx, store, Python, f.unpaused)
 	if err != nil || !stored {
 		t.Fatalf("first ensure: stored %v, %v", stored, err)
 	}
-	again, stored, err := ensure(ctx, store, Python, f.build)
+	again, stored, err := ensure(ctx, store, Python, f.unpaused)
 	if err != nil || stored || again.ID != first.ID {
 		t.Fatalf("ensure of an unchanged host: stored %v, %v, image %s want %s", stored, err, again.ID, first.ID)
 	}
 	f.generation[Python] = 1 // the host's interpreter changed
-	changed, stored, err := ensure(ctx, store, Python, f.build)
+	changed, stored, err := ensure(ctx, store, Python, f.unpaused)
 	if err != nil || !stored || changed.Layers[0] == first.Layers[0] {
 		t.Fatalf("ensure of a changed host: stored %v, %v, layers %v then %v", stored, err, first.Layers, changed.Layers)
 	}
@@ -316,14 +326,14 @@ func TestCacheCloseStopsRealBuild(t *testing.T) {
 	c := NewCache(store, nil)
 	writing := make(chan struct{})
 	var once sync.Once
-	c.build = func(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
-		return Build(ctx, rt, writerFunc(func(p []byte) (int, error) {
+	c.build = func(ctx context.Context, rt Runtime, w io.Writer, pause func() error) (Info, error) {
+		return build(ctx, rt, writerFunc(func(p []byte) (int, error) {
 			once.Do(func() {
 				close(writing)
 				<-ctx.Done()
 			})
 			return w.Write(p)
-		}))
+		}), pause)
 	}
 	c.Prepare(Python)
 	<-writing

@@ -63,6 +63,9 @@ func (b *builder) noteOpenSSL(p string) {
 }
 
 func (b *builder) node(info *Info) error {
+	if err := b.check(); err != nil { // before running the interpreter
+		return err
+	}
 	exe, err := exec.LookPath("node")
 	if err != nil {
 		return fmt.Errorf("%w: no node on PATH", ErrNoInterpreter)

@@ -311,7 +311,7 @@ func (l *loader) usable(p string) bool {
 func (b *builder) placeLibs(links []link, loadPaths map[string]string) error {
 	l := b.ld
 	for _, lk := range links {
-		if err := b.ctx.Err(); err != nil {
+		if err := b.check(); err != nil {
 			return err
 		}
 		img, err := b.addHost(lk.path)

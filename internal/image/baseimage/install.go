@@ -26,6 +26,9 @@ func Ensure(ctx context.Context, store *image.Store, rt Runtime) (image.Image, e
 // stand-in.
 type buildFunc func(ctx context.Context, rt Runtime, w io.Writer) (Info, error)
 
+// pausableBuild is a buildFunc that calls pause between its steps (build).
+type pausableBuild func(ctx context.Context, rt Runtime, w io.Writer, pause func() error) (Info, error)
+
 // ensure is Ensure with the builder given; stored says whether a new
 // image was stored (false: the stored one is current).
 func ensure(ctx context.Context, store *image.Store, rt Runtime, build buildFunc) (img image.Image, stored bool, err error) {

@@ -66,6 +66,9 @@ func skipExtension(file string) bool {
 }
 
 func (b *builder) python(info *Info) error {
+	if err := b.check(); err != nil { // before running the interpreter
+		return err
+	}
 	exe := runtimes.Python()
 	if exe == "" {
 		return fmt.Errorf("%w: no python3 on PATH", ErrNoInterpreter)
@@ -204,7 +207,7 @@ func (w *pyWalker) walk(root string) error {
 		if err != nil {
 			return err
 		}
-		if err := w.b.ctx.Err(); err != nil {
+		if err := w.b.check(); err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
