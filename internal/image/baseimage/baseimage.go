@@ -97,14 +97,24 @@ type Info struct {
 // Build writes the base image for rt to w as an uncompressed tar (the
 // content of one OCI layer) and describes it.
 func Build(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
-	return build(ctx, rt, w, nil)
+	return build(ctx, rt, w, buildOptions{digest: true})
 }
 
-// build is Build with pause, which the build calls between its steps and
-// which returns once the build may go on (Cache.Hold); nil never pauses.
-func build(ctx context.Context, rt Runtime, w io.Writer, pause func() error) (Info, error) {
+// buildOptions adjust build.
+type buildOptions struct {
+	// pause is called between the build's steps and returns once it may
+	// go on (Cache.Hold); nil never pauses.
+	pause func() error
+	// digest computes Info.Digest; a build read by the store, which
+	// hashes the tar itself, leaves it out (hashing is a good part of a
+	// build's cost).
+	digest bool
+}
+
+// build is Build with options.
+func build(ctx context.Context, rt Runtime, w io.Writer, o buildOptions) (Info, error) {
 	b := newBuilder(ctx)
-	b.pause = pause
+	b.pause, b.digest = o.pause, o.digest
 	info := Info{Runtime: rt}
 	var err error
 	drv, ok := runtimes.Lookup(string(rt))
@@ -174,7 +184,8 @@ type relocation struct{ host, image string }
 // builder collects the image's entries, keyed by absolute clean image path.
 type builder struct {
 	ctx     context.Context
-	pause   func() error // see build; nil: never
+	pause   func() error // see buildOptions
+	digest  bool         // see buildOptions
 	entries map[string]*entry
 	reloc   []relocation
 	ld      *loader // set once the interpreter is known
@@ -445,7 +456,10 @@ func (b *builder) write(w io.Writer, info *Info) error {
 	slices.Sort(paths)
 
 	h := sha256.New()
-	cw := &countingWriter{w: io.MultiWriter(w, h)}
+	if b.digest {
+		w = io.MultiWriter(w, h)
+	}
+	cw := &countingWriter{w: w}
 	tw := tar.NewWriter(cw)
 	for _, p := range paths {
 		if err := b.check(); err != nil {
@@ -486,7 +500,9 @@ func (b *builder) write(w io.Writer, info *Info) error {
 		return fmt.Errorf("baseimage: finish tar: %w", err)
 	}
 	info.Bytes = cw.n
-	info.Digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if b.digest {
+		info.Digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	}
 	return nil
 }
 

@@ -28,7 +28,7 @@ var ErrClosed = errors.New("base image cache closed")
 type Cache struct {
 	store *image.Store
 	log   *slog.Logger
-	build pausableBuild // build; tests stand in for it
+	build buildFunc // build; tests stand in for it
 
 	ctx    context.Context // ends with Close, stopping the builds in flight
 	cancel context.CancelFunc
@@ -256,10 +256,10 @@ func (c *Cache) run(rt Runtime, e *cacheBuild) {
 	begin := time.Now()
 	// Paused between its steps and at each write while the cache is
 	// held and nobody waits for it.
-	build := func(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
-		return c.build(ctx, rt, pausable{c, e, w}, func() error { return c.paused(e) })
+	build := func(ctx context.Context, rt Runtime, w io.Writer, o buildOptions) (Info, error) {
+		return c.build(ctx, rt, pausable{c, e, w}, o)
 	}
-	img, stored, err := ensure(c.ctx, c.store, rt, build)
+	img, stored, err := ensure(c.ctx, c.store, rt, build, func() error { return c.paused(e) })
 	e.img, e.err = img, err
 	if err != nil {
 		// Not kept: the next caller tries again (the build was stopped,

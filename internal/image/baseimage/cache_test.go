@@ -54,9 +54,9 @@ func (f *fakeBuilds) count(rt Runtime) int {
 	return f.calls[rt]
 }
 
-func (f *fakeBuilds) build(ctx context.Context, rt Runtime, w io.Writer, pause func() error) (Info, error) {
-	if pause != nil {
-		if err := pause(); err != nil {
+func (f *fakeBuilds) build(ctx context.Context, rt Runtime, w io.Writer, o buildOptions) (Info, error) {
+	if o.pause != nil {
+		if err := o.pause(); err != nil {
 			return Info{}, err
 		}
 	}
@@ -91,11 +91,6 @@ func (f *fakeBuilds) build(ctx context.Context, rt Runtime, w io.Writer, pause f
 		return Info{}, err
 	}
 	return info, nil
-}
-
-// unpaused is build outside a cache, as ensure calls it.
-func (f *fakeBuilds) unpaused(ctx context.Context, rt Runtime, w io.Writer) (Info, error) {
-	return f.build(ctx, rt, w, nil)
 }
 
 // fakeTar is a deterministic one-file layer.
@@ -266,16 +261,16 @@ func TestEnsureKeepsCurrentImage(t *testing.T) {
 	defer store.Close()
 	f := newFakeBuilds()
 	ctx := context.Background()
-	first, stored, err := ensure(ctx, store, Python, f.unpaused)
+	first, stored, err := ensure(ctx, store, Python, f.build, nil)
 	if err != nil || !stored {
 		t.Fatalf("first ensure: stored %v, %v", stored, err)
 	}
-	again, stored, err := ensure(ctx, store, Python, f.unpaused)
+	again, stored, err := ensure(ctx, store, Python, f.build, nil)
 	if err != nil || stored || again.ID != first.ID {
 		t.Fatalf("ensure of an unchanged host: stored %v, %v, image %s want %s", stored, err, again.ID, first.ID)
 	}
 	f.generation[Python] = 1 // the host's interpreter changed
-	changed, stored, err := ensure(ctx, store, Python, f.unpaused)
+	changed, stored, err := ensure(ctx, store, Python, f.build, nil)
 	if err != nil || !stored || changed.Layers[0] == first.Layers[0] {
 		t.Fatalf("ensure of a changed host: stored %v, %v, layers %v then %v", stored, err, first.Layers, changed.Layers)
 	}
@@ -326,14 +321,14 @@ func TestCacheCloseStopsRealBuild(t *testing.T) {
 	c := NewCache(store, nil)
 	writing := make(chan struct{})
 	var once sync.Once
-	c.build = func(ctx context.Context, rt Runtime, w io.Writer, pause func() error) (Info, error) {
+	c.build = func(ctx context.Context, rt Runtime, w io.Writer, o buildOptions) (Info, error) {
 		return build(ctx, rt, writerFunc(func(p []byte) (int, error) {
 			once.Do(func() {
 				close(writing)
 				<-ctx.Done()
 			})
 			return w.Write(p)
-		}), pause)
+		}), o)
 	}
 	c.Prepare(Python)
 	<-writing
@@ -497,5 +492,29 @@ func TestCacheGetAllSideBySide(t *testing.T) {
 		if g.errs[i] != nil || g.imgs[i].Name != ImageName(rt) {
 			t.Fatalf("GetAll: %s: %+v, %v", rt, g.imgs[i], g.errs[i])
 		}
+	}
+}
+
+// A real image streamed into the store is found current by the check a
+// restart makes (the builder's hash of the tar is the store's diffID), so
+// a restart does not build it again.
+func TestEnsureRealImageKeptAcrossRestart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "images")
+	store := openStore(t, dir)
+	ctx := context.Background()
+	first, stored, err := ensure(ctx, store, Provided, build, nil)
+	if errors.Is(err, ErrNoInterpreter) {
+		store.Close()
+		t.Skipf("this host cannot build the shell's image: %v", err)
+	}
+	if err != nil || !stored {
+		t.Fatalf("first ensure: stored %v, %v", stored, err)
+	}
+	store.Close()
+	store = openStore(t, dir) // the next run
+	defer store.Close()
+	again, stored, err := ensure(ctx, store, Provided, build, nil)
+	if err != nil || stored || again.ID != first.ID {
+		t.Fatalf("ensure after a restart: stored %v, %v, image %s want %s", stored, err, again.ID, first.ID)
 	}
 }

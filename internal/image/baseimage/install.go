@@ -18,20 +18,18 @@ func ImageName(rt Runtime) string { return "baton/" + string(rt) }
 // otherwise the layer is built from the host's interpreter and stored, so
 // a changed host interpreter yields a new image.
 func Ensure(ctx context.Context, store *image.Store, rt Runtime) (image.Image, error) {
-	img, _, err := ensure(ctx, store, rt, Build)
+	img, _, err := ensure(ctx, store, rt, build, nil)
 	return img, err
 }
 
-// buildFunc writes the base image of rt to w as a tar: Build, or a test's
+// buildFunc writes the base image of rt to w as a tar: build, or a test's
 // stand-in.
-type buildFunc func(ctx context.Context, rt Runtime, w io.Writer) (Info, error)
+type buildFunc func(ctx context.Context, rt Runtime, w io.Writer, o buildOptions) (Info, error)
 
-// pausableBuild is a buildFunc that calls pause between its steps (build).
-type pausableBuild func(ctx context.Context, rt Runtime, w io.Writer, pause func() error) (Info, error)
-
-// ensure is Ensure with the builder given; stored says whether a new
-// image was stored (false: the stored one is current).
-func ensure(ctx context.Context, store *image.Store, rt Runtime, build buildFunc) (img image.Image, stored bool, err error) {
+// ensure is Ensure with the builder and its pause (buildOptions) given;
+// stored says whether a new image was stored (false: the stored one is
+// current).
+func ensure(ctx context.Context, store *image.Store, rt Runtime, build buildFunc, pause func() error) (img image.Image, stored bool, err error) {
 	name := ImageName(rt)
 	cur, err := store.Get(name)
 	switch {
@@ -40,7 +38,7 @@ func ensure(ctx context.Context, store *image.Store, rt Runtime, build buildFunc
 		// host's files still make the stored layer, at a fraction of a
 		// conversion's cost.
 		if _, err := store.Layer(cur.Layers[0]); err == nil {
-			info, err := build(ctx, rt, io.Discard)
+			info, err := build(ctx, rt, io.Discard, buildOptions{pause: pause, digest: true})
 			if err != nil {
 				return image.Image{}, false, fmt.Errorf("base image %s: %w", rt, err)
 			}
@@ -51,7 +49,7 @@ func ensure(ctx context.Context, store *image.Store, rt Runtime, build buildFunc
 	case err != nil && !errors.Is(err, image.ErrNotFound):
 		return image.Image{}, false, err
 	}
-	info, layer, err := buildLayer(ctx, store, rt, build)
+	info, layer, err := buildLayer(ctx, store, rt, build, pause)
 	if err != nil {
 		return image.Image{}, false, fmt.Errorf("base image %s: %w", rt, err)
 	}
@@ -79,7 +77,7 @@ var errConversionDone = errors.New("the layer conversion stopped reading")
 // buildLayer streams the build into the store's layer conversion: the tar
 // is never written out whole, and building and converting run side by
 // side.
-func buildLayer(ctx context.Context, store *image.Store, rt Runtime, build buildFunc) (Info, image.Layer, error) {
+func buildLayer(ctx context.Context, store *image.Store, rt Runtime, build buildFunc, pause func() error) (Info, image.Layer, error) {
 	pr, pw := io.Pipe()
 	type built struct {
 		info Info
@@ -87,7 +85,8 @@ func buildLayer(ctx context.Context, store *image.Store, rt Runtime, build build
 	}
 	done := make(chan built, 1)
 	go func() {
-		info, err := build(ctx, rt, pw)
+		// No digest: the store hashes what it reads (the layer's diffID).
+		info, err := build(ctx, rt, pw, buildOptions{pause: pause})
 		pw.CloseWithError(err) // nil: the reader sees the end of the tar
 		done <- built{info, err}
 	}()
@@ -103,8 +102,7 @@ func buildLayer(ctx context.Context, store *image.Store, rt Runtime, build build
 		return Info{}, image.Layer{}, convErr
 	case b.err != nil:
 		return Info{}, image.Layer{}, b.err
-	case layer.DiffID != b.info.Digest:
-		return Info{}, image.Layer{}, fmt.Errorf("the store read layer %s from a tar built as %s", layer.DiffID, b.info.Digest)
 	}
+	b.info.Digest = layer.DiffID
 	return b.info, layer, nil
 }
