@@ -18,14 +18,18 @@ import (
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-faas/baton/internal/sandbox"
 )
 
-// Start implements sandbox.Sandbox: the process is exec'd into the running
-// container (libcontainer's Container.Run) in a cgroup of its own below the
-// sandbox's, which Kill and Wait use to reach everything it started.
+// Start implements sandbox.Sandbox: the process runs in the container in a
+// cgroup of its own below the sandbox's, which Kill and Wait use to reach
+// everything it started. The sandbox's reaper starts it where the reaper
+// is baton-reaper (see spawner); otherwise it is exec'd into the running
+// container by libcontainer's Container.Run, which re-executes this
+// program to set it up.
 func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	if len(spec.Args) == 0 {
 		return nil, errors.New("container sandbox: no command")
@@ -51,6 +55,16 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 	if dir == "" {
 		dir = "/"
 	}
+	if s.sp != nil {
+		sp, hostPid, err := s.sp.start(ctx, spec, dir, s.r.opts.UID, s.r.opts.GID, cg)
+		if err != nil {
+			_ = killCgroup(cg)
+			_ = cg.Destroy()
+			return nil, err
+		}
+		return s.track(&process{s: s, sp: sp, cg: cg, pid: hostPid}), nil
+	}
+	none := []string{}
 	lp := &libcontainer.Process{
 		Args:           spec.Args,
 		Env:            spec.Env,
@@ -59,6 +73,8 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 		GID:            s.r.opts.GID,
 		ExtraFiles:     spec.ExtraFiles,
 		SubCgroupPaths: map[string]string{"": sub},
+		// None, whatever the sandbox's init keeps (see pid1.Reaper).
+		Capabilities: &configs.Capabilities{Bounding: none, Effective: none, Inheritable: none, Permitted: none, Ambient: none},
 	}
 	// Unset streams stay nil interfaces: libcontainer gives /dev/null.
 	if spec.Stdout != nil {
@@ -73,11 +89,15 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 		return nil, startError(spec.Args[0], err)
 	}
 	pid, _ := lp.Pid()
-	proc := &process{s: s, lp: lp, cg: cg, pid: pid}
+	return s.track(&process{s: s, lp: lp, cg: cg, pid: pid}), nil
+}
+
+// track records a started process until it is waited for.
+func (s *Sandbox) track(p *process) *process {
 	s.mu.Lock()
-	s.live[proc] = struct{}{}
+	s.live[p] = struct{}{}
 	s.mu.Unlock()
-	return proc, nil
+	return p
 }
 
 func (s *Sandbox) nextGroupName() string {
@@ -154,7 +174,8 @@ func (w *wrapped) Unwrap() []error { return []error{w.err, w.kind} }
 // process is a process started in a sandbox.
 type process struct {
 	s   *Sandbox
-	lp  *libcontainer.Process
+	lp  *libcontainer.Process // started by libcontainer, or
+	sp  *spawned              // by the sandbox's reaper
 	cg  cgroups.Manager
 	pid int
 
@@ -185,6 +206,16 @@ func (p *process) Wait() (sandbox.ExitStatus, error) {
 }
 
 func (p *process) reap() (sandbox.ExitStatus, error) {
+	if p.sp != nil {
+		ws := p.sp.wait()
+		p.mu.Lock()
+		oom := closeGroup(p.s, p.cg)
+		p.done = true
+		p.sp.pidfd.Close()
+		p.mu.Unlock()
+		code, sig := exitStatus(syscall.WaitStatus(ws))
+		return sandbox.ExitStatus{Code: code, Signal: sig, OOMKilled: oom}, nil
+	}
 	ps, err := p.lp.Wait()
 	p.mu.Lock()
 	oom := closeGroup(p.s, p.cg)
@@ -216,7 +247,12 @@ func (p *process) Kill() error {
 	}
 	// The process itself is also signalled through its pidfd, which is
 	// safe against pid reuse.
-	errSig := p.lp.Signal(unix.SIGKILL)
+	var errSig error
+	if p.sp != nil {
+		errSig = p.sp.signal(unix.SIGKILL)
+	} else {
+		errSig = p.lp.Signal(unix.SIGKILL)
+	}
 	if err := killCgroup(p.cg); err != nil {
 		return fmt.Errorf("kill process %d and its descendants: %w", p.pid, err)
 	}

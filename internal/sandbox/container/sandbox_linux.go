@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/sandbox/container/pid1"
 )
 
 // Sandbox is one application's container.
@@ -40,6 +41,7 @@ type Sandbox struct {
 	init    *libcontainer.Process
 	netns   *os.File // the container's network namespace
 	cg      cgroups.Manager
+	sp      *spawner    // nil: processes start through libcontainer
 	mem     *memLimiter // set once the container runs
 	seq     atomic.Uint64
 
@@ -137,6 +139,18 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		return nil, err
 	}
 	args, files := r.launcher.process(reaperArg)
+	var ctl *os.File
+	if r.launcher.helper != nil {
+		// baton-reaper starts the sandbox's processes (see spawner).
+		if s.sp, ctl, err = newSpawnerPair(); err != nil {
+			logR.Close()
+			logW.Close()
+			return nil, err
+		}
+		go s.sp.run()
+		args = append(args, pid1.SpawnArg)
+		files = append(files, ctl) // pid1.ControlFd
+	}
 	s.init = &libcontainer.Process{
 		Args:       args,
 		Env:        []string{"GOMAXPROCS=1", "GOGC=50"},
@@ -147,6 +161,9 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	}
 	err = c.Run(s.init)
 	logW.Close()
+	if ctl != nil {
+		ctl.Close()
+	}
 	if err != nil {
 		logR.Close()
 		return nil, fmt.Errorf("start container: %w", err)
@@ -365,6 +382,9 @@ func (s *Sandbox) teardown() error {
 		}
 	} else if err := destroyCgroup(s.cgPath); err != nil {
 		errs = append(errs, err)
+	}
+	if s.sp != nil {
+		s.sp.close()
 	}
 	if s.netns != nil {
 		s.netns.Close()
