@@ -37,6 +37,8 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	ws := w.wsBegin(ctx, spec)
 	started := false
 	defer func() { w.wsFinish(ws, spec, started) }()
+	// Kept zygotes give way to instances when the node's memory is short.
+	w.makeRoom(grainKey(spec))
 	w.holdCode(spec.CodeDigest)
 	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
 	if err != nil {
@@ -178,11 +180,11 @@ func (w *Worker) spawn(ctx context.Context, drv runtimes.Driver, in *instance, i
 // fork forks the instance from the version's grain worker (starting it if
 // needed) and confines it.
 func (w *Worker) fork(ctx context.Context, drv runtimes.Driver, in *instance, interp, taskRoot string, env map[string]string, stdout, stderr *os.File) error {
-	g, err := w.acquireGrain(ctx, in.sandbox, in.spec, drv, interp, taskRoot)
+	g, revived, err := w.acquireGrain(ctx, in.sandbox, in.spec, drv, interp, taskRoot)
 	if err != nil {
 		return err
 	}
-	in.grain = g
+	in.grain, in.revived = g, revived
 	in.child, err = g.z.Spawn(ctx, env, stdout, stderr)
 	if err == nil {
 		err = w.confine(ctx, in)

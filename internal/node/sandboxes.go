@@ -25,6 +25,11 @@ type app struct {
 	// memory (guarded by appTable.mu); the sandbox's limits follow them.
 	instances int
 	memoryMB  int
+	// kept and keptMB count the grain workers kept in the sandbox after
+	// their last instance left (keep.go) and the memory they may use
+	// (guarded by appTable.mu); they keep the sandbox too.
+	kept   int
+	keptMB int
 	// resizeMu makes each resize read the limits and apply them as one
 	// step, so that of concurrent joins and leaves the latest limits are
 	// the ones left in force (a stale, larger or smaller, resize landing
@@ -102,12 +107,37 @@ func (t *appTable) leave(key string, memoryMB int, releases *releaseCount) (a *a
 	}
 	a.instances--
 	a.memoryMB -= memoryMB
-	if a.instances > 0 {
-		return a, false
+	return a, t.removeIfUnusedLocked(a, releases)
+}
+
+// hold counts a grain worker kept in a (with the memory it may use).
+func (t *appTable) hold(a *app, memoryMB int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a.kept++
+	a.keptMB += memoryMB
+}
+
+// unhold drops a kept grain worker's count; last reports that nothing
+// else used a (it is then out of the table, its release counted in
+// releases for the caller to end).
+func (t *appTable) unhold(a *app, memoryMB int, releases *releaseCount) (last bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a.kept--
+	a.keptMB -= memoryMB
+	return t.removeIfUnusedLocked(a, releases)
+}
+
+// removeIfUnusedLocked takes a out of the table once no instance and no
+// kept grain worker uses it. The caller holds t.mu.
+func (t *appTable) removeIfUnusedLocked(a *app, releases *releaseCount) bool {
+	if a.instances > 0 || a.kept > 0 || t.apps[a.key] != a {
+		return false
 	}
-	delete(t.apps, key)
+	delete(t.apps, a.key)
 	releases.add() // Close no longer sees the app, but must wait for this
-	return a, true
+	return true
 }
 
 // limits are a's sandbox's current limits.
@@ -223,13 +253,13 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 
 // limits are the sandbox's: every instance's memory, as much again for
 // the grain workers they may have been forked from (an upper bound: one
-// grain worker serves all instances of a version), and their processes.
-// The caller holds appTable.mu.
+// grain worker serves all instances of a version), what kept grain
+// workers may use, and their processes. The caller holds appTable.mu.
 func (a *app) limits() sandbox.Resources {
 	return sandbox.Resources{
-		MemoryMB:  sandboxBaseMB + 2*a.memoryMB,
-		PIDs:      sandboxReservePID + 2*a.instances*instancePIDs,
-		CPUShares: cpuSharesFor(a.memoryMB),
+		MemoryMB:  sandboxBaseMB + 2*a.memoryMB + a.keptMB,
+		PIDs:      sandboxReservePID + (2*a.instances+a.kept)*instancePIDs,
+		CPUShares: cpuSharesFor(a.memoryMB + a.keptMB),
 	}
 }
 
@@ -262,9 +292,16 @@ func (w *Worker) resize(ctx context.Context, a *app) {
 	}
 }
 
-// releaseApp drops one instance; the last one destroys the sandbox.
+// releaseApp drops one instance; the last user (of instances and kept
+// grain workers) destroys the sandbox.
 func (w *Worker) releaseApp(key string, memoryMB int) {
 	a, last := w.apps.leave(key, memoryMB, &w.releases)
+	w.afterAppRelease(a, last)
+}
+
+// afterAppRelease resizes a sandbox that lost a user, or destroys it
+// when that was its last.
+func (w *Worker) afterAppRelease(a *app, last bool) {
 	switch {
 	case a == nil:
 	case !last:

@@ -119,6 +119,11 @@ type Options struct {
 	// on its first cold start here and prefetches it on later ones
 	// (functions can opt out with their spec's prefetch: false).
 	Prefetch bool
+	// ZygoteKeep is how long a version's grain worker (zygote) and its
+	// sandbox are kept, parked, after its last instance was stopped, so
+	// that its next cold start forks instead of importing again (see
+	// keep.go); 0 keeps nothing.
+	ZygoteKeep time.Duration
 }
 
 // RootFSProvider mounts the image a sandbox's root is made of.
@@ -176,6 +181,10 @@ type Worker struct {
 	instances instanceTable
 	apps      appTable
 	grains    grainTable
+	// zygotes count kept grain workers; fnVersions is what
+	// FunctionChanged told (keep.go).
+	zygotes    zygoteCounters
+	fnVersions versions
 	code      codeRefs
 	releases  releaseCount
 	// codeLocks orders checking for a digest's code against removing it.
@@ -249,6 +258,13 @@ func New(opts Options) (*Worker, error) {
 		defer w.background.Done()
 		w.janitor()
 	}()
+	if opts.ZygoteKeep > 0 {
+		w.background.Add(1)
+		go func() {
+			defer w.background.Done()
+			w.keeper()
+		}()
+	}
 	if opts.Transfer != nil {
 		w.background.Add(1)
 		go func() {
@@ -330,6 +346,11 @@ func (w *Worker) Close(ctx context.Context) error {
 		}
 	}
 	for _, g := range w.grains.all() {
+		// A parked (kept) one is thawed first: a frozen task would not
+		// die.
+		if err := g.unpark(); err != nil {
+			w.log.Warn("unpark a kept zygote to stop it", "grain", g.key, "err", err)
+		}
 		g.stop()
 	}
 	for _, a := range w.apps.all() {
