@@ -185,8 +185,8 @@ type Worker struct {
 	// FunctionChanged told (keep.go).
 	zygotes    zygoteCounters
 	fnVersions versions
-	code      codeRefs
-	releases  releaseCount
+	code       codeRefs
+	releases   releaseCount
 	// codeLocks orders checking for a digest's code against removing it.
 	codeLocks keyedlock.Locks
 	// builds shares one fetch and build of a digest's code among
