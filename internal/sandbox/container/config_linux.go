@@ -111,7 +111,7 @@ func (r *Runtime) config(spec sandbox.Spec, rootfs string) *configs.Config {
 	// (see pid1.Reaper); each process drops all of it before it runs
 	// anything of its own. Without them everything is empty.
 	initCaps := none
-	if r.launcher.helper != nil {
+	if r.spawns() {
 		initCaps = []string{"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
 	}
 	return &configs.Config{

@@ -140,7 +140,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	}
 	args, files := r.launcher.process(reaperArg)
 	var ctl *os.File
-	if r.launcher.helper != nil {
+	if r.spawns() {
 		// baton-reaper starts the sandbox's processes (see spawner).
 		if s.sp, ctl, err = newSpawnerPair(); err != nil {
 			logR.Close()

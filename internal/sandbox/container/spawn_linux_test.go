@@ -35,7 +35,7 @@ func TestProcessesStartThroughTheReaper(t *testing.T) {
 	defer outR.Close()
 	// The shell's first command reads its own cgroup and parent.
 	p, err := sb.Start(context.Background(), sandbox.ProcessSpec{
-		Args:   []string{"/bin/sh", "-c", `grep -E '^PPid' /proc/$$/status; grep -E 'pids' /proc/$$/cgroup; tr '\0' ' ' < /proc/$$/cmdline; echo; exec cat`},
+		Args:   []string{"/bin/sh", "-c", `grep -E '^PPid' /proc/$$/status; grep -E 'pids' /proc/$$/cgroup; tr '\0' ' ' < /proc/$$/cmdline; echo; exec sleep 600`},
 		Env:    []string{"PATH=/usr/bin:/bin"},
 		Stdout: outW, Stderr: outW,
 	})

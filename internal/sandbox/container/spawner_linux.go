@@ -45,6 +45,9 @@ type spawnReply struct {
 	err   error
 }
 
+// spawns tells whether sandboxes' reapers start their processes.
+func (r *Runtime) spawns() bool { return r.launcher.helper != nil && !r.opts.LibcontainerExec }
+
 // newSpawnerPair returns the runtime's spawner and the reaper's end of
 // its socket (to pass to the reaper as pid1.ControlFd, then close).
 func newSpawnerPair() (*spawner, *os.File, error) {
@@ -275,7 +278,7 @@ func (sp *spawner) start(ctx context.Context, spec sandbox.ProcessSpec, dir stri
 	}
 	// Held on its pipe, the exec stage runs nothing of the process's
 	// own: it joins its cgroup before it exists as the process.
-	if err := cg.Apply(hostPid); err != nil {
+	if err := moveToGroup(cg, hostPid); err != nil {
 		return nil, 0, fmt.Errorf("start %s: move it to its cgroup: %w", spec.Args[0], err)
 	}
 	// The pidfd names the exec stage; the pid written must have been it.
@@ -316,6 +319,23 @@ func (p *spawned) wait() unix.WaitStatus {
 		}
 	}
 	return unix.WaitStatus(uint32(unix.SIGKILL))
+}
+
+// moveToGroup writes pid into every hierarchy of cg, which exists with its
+// limits set (a second Apply would find the mounts and make the
+// directories again).
+func moveToGroup(cg cgroups.Manager, pid int) error {
+	done := map[string]bool{}
+	for _, dir := range cg.GetPaths() {
+		if done[dir] {
+			continue
+		}
+		done[dir] = true
+		if err := cgroups.WriteCgroupProc(dir, pid); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // pidOfPidfd is the host pid of the process a pidfd refers to.
