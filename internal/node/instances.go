@@ -53,6 +53,8 @@ type instance struct {
 	// revived: child was forked from a grain worker kept after its
 	// version had scaled to zero (keep.go).
 	revived bool
+	// marks time the start's steps (only the start uses them).
+	marks *startMarks
 
 	done      chan struct{} // closed when the process is gone
 	exitDesc  string        // set before done closes

@@ -36,8 +36,9 @@ const DefaultZygoteKeep = 3 * time.Minute
 // parker is implemented by sandbox processes that can be paused and have
 // their page cache reclaimed (container.process).
 type parker interface {
-	Park() (reclaimed int64, err error)
+	Park() error
 	Unpark() error
+	Reclaim() (int64, error)
 }
 
 // ZygoteStats count kept grain workers.
@@ -135,25 +136,36 @@ func (w *Worker) releaseKeep(g *grainWorker) {
 	w.afterAppRelease(g.app, last)
 }
 
-// park pauses a kept grain worker, unless it was taken back meanwhile.
+// park pauses a kept grain worker, unless it was taken back meanwhile,
+// then reclaims its page cache. A start that takes it back waits for the
+// freeze only, not for the reclaim.
 func (w *Worker) park(g *grainWorker) {
 	p, ok := g.proc.(parker)
 	if !ok {
 		return
 	}
+	began := time.Now()
 	g.parkMu.Lock()
-	defer g.parkMu.Unlock()
 	if g.parked || !w.grains.isKept(g) {
+		g.parkMu.Unlock()
 		return
 	}
-	began := time.Now()
-	n, err := p.Park()
+	err := p.Park()
+	g.parked = err == nil
+	g.parkMu.Unlock()
 	if err != nil {
 		w.log.Debug("park a kept zygote", "grain", g.key, "err", err)
 		return
 	}
-	g.parked = true
-	w.log.Debug("zygote parked", "grain", g.key, "reclaimed-bytes", n, "took", time.Since(began))
+	frozen := time.Since(began)
+	if !w.grains.isKept(g) {
+		return
+	}
+	n, err := p.Reclaim()
+	if err != nil {
+		w.log.Debug("reclaim a kept zygote's memory", "grain", g.key, "err", err)
+	}
+	w.log.Debug("zygote parked", "grain", g.key, "freeze", frozen, "reclaimed-bytes", n, "took", time.Since(began))
 }
 
 // unpark lets a parked grain worker run again.

@@ -45,6 +45,8 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
+	marks := startMarks{began: began}
+	marks.mark("code")
 	a, err := w.acquireApp(ctx, spec, codeDir)
 	if err != nil {
 		w.releaseCode(spec.CodeDigest)
@@ -56,9 +58,11 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
+	marks.mark("sandbox")
 	in := &instance{
 		id: id, spec: spec, app: a.key, sandbox: a, capacity: capacity(drv, spec.Spec.Concurrency),
 		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
+		marks: &marks,
 	}
 	// launch owns the app and code references from here on, also on
 	// failure.
@@ -68,8 +72,31 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	}
 	inst.InitDuration = time.Since(began)
 	started = true
+	w.log.Debug("instance start", append([]any{"function", spec.Function, "instance", id, "zygote-kept", in.revived}, marks.attrs()...)...)
 	return inst, nil
 }
+
+// startMarks time a start's steps, for the debug log (see start).
+type startMarks struct {
+	began time.Time
+	last  time.Time
+	steps []any // name, duration pairs
+}
+
+// mark ends step name.
+func (m *startMarks) mark(name string) {
+	if m == nil {
+		return
+	}
+	now := time.Now()
+	if m.last.IsZero() {
+		m.last = m.began
+	}
+	m.steps = append(m.steps, name, now.Sub(m.last))
+	m.last = now
+}
+
+func (m *startMarks) attrs() []any { return append(m.steps, "total", time.Since(m.began)) }
 
 // launch starts the instance's process and waits for its runtime to poll.
 func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, ws *wsStart, interp, codeDir string) (workerapi.Instance, error) {
@@ -83,12 +110,15 @@ func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, 
 		release()
 		return workerapi.Instance{}, err
 	}
+	in.marks.mark("task-root")
 	w.wsBeforeSpawn(ctx, ws, in)
+	in.marks.mark("prefetch")
 	addr, err := w.serveAPI(a, in)
 	if err != nil {
 		release()
 		return workerapi.Instance{}, err
 	}
+	in.marks.mark("runtime-api")
 	env := w.instanceEnv(a, in.spec, taskRoot)
 	env["AWS_LAMBDA_RUNTIME_API"] = addr
 	env["AWS_LAMBDA_LOG_STREAM_NAME"] = in.id
@@ -108,7 +138,9 @@ func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, 
 	// here watch releases the references, exactly once.
 	w.instances.register(in)
 	go w.watch(in)
-	return w.awaitReady(ctx, drv, in, codeDir)
+	inst, err := w.awaitReady(ctx, drv, in, codeDir)
+	in.marks.mark("runtime-init")
+	return inst, err
 }
 
 // serveAPI serves the instance's Runtime API and returns its address. The
@@ -167,6 +199,7 @@ func (w *Worker) spawn(ctx context.Context, drv runtimes.Driver, in *instance, i
 			Env:  envList(env), Dir: taskRoot, Stdout: outW, Stderr: errW,
 			Limits: instanceLimits(in.spec),
 		})
+		in.marks.mark("process")
 	}
 	outW.Close()
 	errW.Close()
@@ -185,9 +218,12 @@ func (w *Worker) fork(ctx context.Context, drv runtimes.Driver, in *instance, in
 		return err
 	}
 	in.grain, in.revived = g, revived
+	in.marks.mark("zygote")
 	in.child, err = g.z.Spawn(ctx, env, stdout, stderr)
+	in.marks.mark("fork")
 	if err == nil {
 		err = w.confine(ctx, in)
+		in.marks.mark("confine")
 	}
 	if err != nil {
 		in.grain, in.child = nil, nil

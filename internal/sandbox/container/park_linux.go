@@ -9,29 +9,32 @@ import (
 )
 
 // Park pauses the process and everything in its cgroup (the cgroup
-// freezer) and reclaims the page cache charged to the group, unless memory
-// reclaim is off; what it reclaimed is returned. Anonymous memory stays
-// (there is no swap). A parked process runs nothing until Unpark: a kept
-// zygote costs no CPU, and background threads of the function's code stay
-// still. Unpark before Kill where the freezer is cgroup v1's, which keeps
-// even a killed task until thawed.
-func (p *process) Park() (reclaimed int64, err error) {
+// freezer): a kept zygote then costs no CPU, and background threads of the
+// function's code stay still. Unpark before Kill where the freezer is
+// cgroup v1's, which keeps even a killed task until thawed.
+func (p *process) Park() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.done {
-		return 0, fmt.Errorf("park process %d: it has exited", p.pid)
+		return fmt.Errorf("park process %d: it has exited", p.pid)
 	}
 	if err := p.cg.Freeze(cgroups.Frozen); err != nil {
-		return 0, fmt.Errorf("park process %d: freeze: %w", p.pid, err)
+		return fmt.Errorf("park process %d: freeze: %w", p.pid, err)
 	}
+	return nil
+}
+
+// Reclaim reclaims the page cache charged to the process's cgroup (unless
+// memory reclaim is off) and returns how much; anonymous memory stays
+// (there is no swap). It takes no lock of the process's, so that Unpark
+// does not wait for the kernel's reclaim.
+func (p *process) Reclaim() (int64, error) {
 	if p.s.r.opts.NoMemoryReclaim {
 		return 0, nil
 	}
 	n, err := p.s.r.memFiles().drain(p.s.r.memoryDir(p.cg))
 	if err != nil {
-		// Frozen but not drained: still parked.
-		p.s.r.log.Debug("memory reclaim: drain a parked process's group", "sandbox", p.s.id, "err", err)
-		return 0, nil
+		return 0, fmt.Errorf("reclaim the memory of process %d: %w", p.pid, err)
 	}
 	return n, nil
 }

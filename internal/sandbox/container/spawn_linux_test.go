@@ -74,8 +74,8 @@ func TestProcessesStartThroughTheReaper(t *testing.T) {
 	waitFor(t, waitTimeout, "only the reaper to be left", func() bool { return len(sandboxPids(t, sb)) == 1 })
 }
 
-// Park freezes a process's group and reclaims the page cache charged to
-// it; Unpark lets it run again, and it can then be killed.
+// Park freezes a process's group, Reclaim reclaims the page cache charged
+// to it; Unpark lets it run again, and it can then be killed.
 func TestParkFreezesAndReclaims(t *testing.T) {
 	r := newRuntime(t)
 	// A file on disk, evicted from the page cache, so that the process's
@@ -113,12 +113,15 @@ func TestParkFreezesAndReclaims(t *testing.T) {
 		t.Fatalf("output %q %v", l, err)
 	}
 	proc := p.(*process)
-	reclaimed, err := proc.Park()
-	if err != nil {
+	if err := proc.Park(); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := proc.cg.GetFreezerState(); err != nil || st != cgroups.Frozen {
 		t.Fatalf("freezer state after Park: %v %v", st, err)
+	}
+	reclaimed, err := proc.Reclaim()
+	if err != nil {
+		t.Fatal(err)
 	}
 	if reclaimed < 16<<20 {
 		t.Errorf("Park reclaimed %d bytes, want most of the 32 MiB read", reclaimed)
@@ -135,7 +138,7 @@ func TestParkFreezesAndReclaims(t *testing.T) {
 	if st, err := p.Wait(); err != nil || st.Signal != 9 {
 		t.Fatalf("Wait: %+v %v", st, err)
 	}
-	if _, err := proc.Park(); err == nil {
+	if err := proc.Park(); err == nil {
 		t.Error("Park of an exited process succeeded")
 	}
 }
