@@ -46,16 +46,15 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 	s.mu.Unlock()
 	defer s.starting.Done()
 
-	sub := s.nextGroupName()
-	cg, err := s.newGroup(sub, -1, spec.Limits)
-	if err != nil {
-		return nil, fmt.Errorf("container sandbox %s: %w", s.id, err)
-	}
 	dir := spec.Dir
 	if dir == "" {
 		dir = "/"
 	}
 	if s.sp != nil {
+		cg, err := s.groupFor(-1, spec.Limits)
+		if err != nil {
+			return nil, fmt.Errorf("container sandbox %s: %w", s.id, err)
+		}
 		sp, hostPid, err := s.sp.start(ctx, spec, dir, s.r.opts.UID, s.r.opts.GID, cg)
 		if err != nil {
 			_ = killCgroup(cg)
@@ -63,6 +62,12 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 			return nil, err
 		}
 		return s.track(&process{s: s, sp: sp, cg: cg, pid: hostPid}), nil
+	}
+	// libcontainer joins the process to its group by name.
+	sub := s.nextGroupName()
+	cg, err := s.newGroup(sub, -1, spec.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("container sandbox %s: %w", s.id, err)
 	}
 	none := []string{}
 	lp := &libcontainer.Process{
@@ -316,8 +321,8 @@ func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandb
 	if again, err := childIn(p.cg, p.pid, pid); err != nil || again != hostPid {
 		return nil, fmt.Errorf("confine process %d: %w", pid, sandbox.ErrProcessGone)
 	}
-	cg, err := s.newGroup(s.nextGroupName(), hostPid, l)
-	if errors.Is(err, unix.ESRCH) {
+	cg, err := s.groupFor(hostPid, l)
+	if isGone(err) {
 		err = fmt.Errorf("%w: %w", sandbox.ErrProcessGone, err)
 	}
 	if err != nil {

@@ -42,6 +42,7 @@ type Sandbox struct {
 	netns   *os.File // the container's network namespace
 	cg      cgroups.Manager
 	sp      *spawner    // nil: processes start through libcontainer
+	spare   *spares     // groups made ahead (see groupFor)
 	mem     *memLimiter // set once the container runs
 	seq     atomic.Uint64
 
@@ -105,6 +106,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		network:   spec.Network,
 		destroyed: make(chan struct{}),
 		live:      map[*process]struct{}{},
+		spare:     newSpares(),
 	}
 	if s.network == "" {
 		s.network = sandbox.NetworkIsolated
@@ -117,6 +119,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		r.forget(s)
 		return nil, fmt.Errorf("container sandbox: %w", err)
 	}
+	go s.fill() // stopped by teardown
 	defer func() {
 		if retErr != nil {
 			s.teardown()
@@ -345,6 +348,9 @@ func (s *Sandbox) teardown() error {
 		s.mem.close()
 	}
 	var errs []error
+	if err := s.closeSpares(); err != nil {
+		errs = append(errs, err)
+	}
 	if s.c != nil {
 		if s.init != nil {
 			if err := s.c.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {

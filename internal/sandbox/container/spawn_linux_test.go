@@ -142,3 +142,20 @@ func TestParkFreezesAndReclaims(t *testing.T) {
 		t.Error("Park of an exited process succeeded")
 	}
 }
+
+// Unset streams are /dev/null opened for writing too (a process whose
+// stdout could not be written failed at its first print).
+func TestUnsetStreamsAreWritable(t *testing.T) {
+	r := newRuntime(t)
+	sb := create(t, r, testSpec(t, "devnull"))
+	p, err := sb.Start(context.Background(), sandbox.ProcessSpec{
+		Args: []string{"python3", "-c", "import sys; print('out', flush=True); print('err', file=sys.stderr, flush=True)"},
+		Env:  []string{"PATH=/usr/bin"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Wait(); err != nil || st.Code != 0 {
+		t.Fatalf("writing to unset stdout and stderr: %+v %v", st, err)
+	}
+}

@@ -196,7 +196,8 @@ func (sp *spawner) start(ctx context.Context, spec sandbox.ProcessSpec, dir stri
 			continue
 		}
 		if devNull == nil {
-			if devNull, err = os.Open(os.DevNull); err != nil {
+			// Read-write, as libcontainer gives it: stdout and stderr too.
+			if devNull, err = os.OpenFile(os.DevNull, os.O_RDWR, 0); err != nil {
 				return nil, 0, err
 			}
 			defer devNull.Close()
