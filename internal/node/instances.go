@@ -51,8 +51,10 @@ type instance struct {
 	// group confines child where the sandbox enforces limits.
 	group sandbox.Group
 	// revived: child was forked from a grain worker kept after its
-	// version had scaled to zero (keep.go).
+	// version had scaled to zero (keep.go); claimed is that grain worker
+	// from the start's beginning until fork takes it.
 	revived bool
+	claimed *grainWorker
 	// marks time the start's steps (only the start uses them).
 	marks *startMarks
 

@@ -189,6 +189,21 @@ func (w *Worker) revived(g *grainWorker) {
 	w.releaseKeep(g)
 }
 
+// claimKept takes key's kept grain worker back for a start, counting the
+// start as its child; nil if there is none (or it died: the keeper or
+// join drops it).
+func (t *grainTable) claimKept(key string) *grainWorker {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	g := t.grains[key]
+	if g == nil || !g.kept || isDone(g.z) {
+		return nil
+	}
+	g.kept = false
+	g.children++
+	return g
+}
+
 // dropKept ends the keep of grain workers already taken out of the
 // table: each is thawed (a frozen task would not die), stopped, and its
 // references given back.

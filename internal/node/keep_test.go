@@ -115,8 +115,12 @@ func TestZygoteKeptAcrossScaleToZero(t *testing.T) {
 		t.Fatalf("instances listed while only a zygote is kept: %+v", insts)
 	}
 	zygotePid := g.proc.Pid()
+	keptLimits := w.apps.limits(g.app)
 
 	second := startReady(t, w, spec)
+	if got := w.apps.limits(g.app); got != keptLimits {
+		t.Errorf("the sandbox's limits changed when the kept zygote was taken back: %+v, then %+v", keptLimits, got)
+	}
 	if !second.Forked || w.Zygotes().Revived != 1 || w.Zygotes().Now != 0 {
 		t.Fatalf("the start after scale-to-zero: forked %v, stats %+v; want a fork from the kept zygote", second.Forked, w.Zygotes())
 	}

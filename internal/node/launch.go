@@ -37,17 +37,25 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	ws := w.wsBegin(ctx, spec)
 	started := false
 	defer func() { w.wsFinish(ws, spec, started) }()
-	// Kept zygotes give way to instances when the node's memory is short.
+	// Kept zygotes give way to instances when the node's memory is short;
+	// the version's own is taken back (it holds its sandbox until
+	// acquireApp counts the start there).
 	w.makeRoom(grainKey(spec))
+	revived := w.grains.claimKept(grainKey(spec))
 	w.holdCode(spec.CodeDigest)
 	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
 	if err != nil {
 		w.releaseCode(spec.CodeDigest)
+		if revived != nil {
+			// The keep ends with the start that took it back.
+			w.releaseKeep(revived)
+			w.releaseGrain(revived)
+		}
 		return workerapi.Instance{}, err
 	}
 	marks := startMarks{began: began}
 	marks.mark("code")
-	a, err := w.acquireApp(ctx, spec, codeDir)
+	a, err := w.acquireApp(ctx, spec, codeDir, revived)
 	if err != nil {
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
@@ -62,7 +70,7 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	in := &instance{
 		id: id, spec: spec, app: a.key, sandbox: a, capacity: capacity(drv, spec.Spec.Concurrency),
 		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
-		marks: &marks,
+		marks: &marks, claimed: revived,
 	}
 	// launch owns the app and code references from here on, also on
 	// failure.
@@ -213,7 +221,17 @@ func (w *Worker) spawn(ctx context.Context, drv runtimes.Driver, in *instance, i
 // fork forks the instance from the version's grain worker (starting it if
 // needed) and confines it.
 func (w *Worker) fork(ctx context.Context, drv runtimes.Driver, in *instance, interp, taskRoot string, env map[string]string, stdout, stderr *os.File) error {
-	g, revived, err := w.acquireGrain(ctx, in.sandbox, in.spec, drv, interp, taskRoot)
+	g, revived, err := in.claimed, true, error(nil)
+	in.claimed = nil
+	if g != nil {
+		err = g.unpark()
+		if err != nil {
+			w.releaseGrain(g)
+			err = fmt.Errorf("thaw the kept grain worker: %w", err)
+		}
+	} else {
+		g, revived, err = w.acquireGrain(ctx, in.sandbox, in.spec, drv, interp, taskRoot)
+	}
 	if err != nil {
 		return err
 	}

@@ -110,6 +110,17 @@ func (t *appTable) leave(key string, memoryMB int, releases *releaseCount) (a *a
 	return a, t.removeIfUnusedLocked(a, releases)
 }
 
+// revive turns a kept grain worker's count in a into an instance's (the
+// start that took the grain worker back): the limits do not change.
+func (t *appTable) revive(a *app, memoryMB int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a.kept--
+	a.keptMB -= memoryMB
+	a.instances++
+	a.memoryMB += memoryMB
+}
+
 // hold counts a grain worker kept in a (with the memory it may use).
 func (t *appTable) hold(a *app, memoryMB int) {
 	t.mu.Lock()
@@ -195,8 +206,16 @@ func cpuMillisFor(memoryMB int) int {
 }
 
 // acquireApp returns the sandbox for spec's app, creating it if needed,
-// and counts one more instance (with its memory) against it.
-func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, codeDir string) (*app, error) {
+// and counts one more instance (with its memory) against it. A start that
+// took back a kept grain worker (revived) turns the keep's count into its
+// own, without a resize.
+func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, codeDir string, revived *grainWorker) (*app, error) {
+	if revived != nil {
+		w.apps.revive(revived.app, spec.Spec.MemoryMB)
+		w.releaseCode(spec.CodeDigest) // the keep's; the start holds its own
+		w.zygotes.revived.Add(1)
+		return revived.app, nil
+	}
 	key := appKey(spec)
 	a, created, err := w.apps.join(key, spec.Spec.MemoryMB)
 	if err != nil {
@@ -253,13 +272,16 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 
 // limits are the sandbox's: every instance's memory, as much again for
 // the grain workers they may have been forked from (an upper bound: one
-// grain worker serves all instances of a version), what kept grain
-// workers may use, and their processes. The caller holds appTable.mu.
+// grain worker serves all instances of a version), and their processes. A
+// kept grain worker counts as the one instance its version's return
+// makes of it, so that the return leaves the limits as they are. The
+// caller holds appTable.mu.
 func (a *app) limits() sandbox.Resources {
+	memoryMB, instances := a.memoryMB+a.keptMB, a.instances+a.kept
 	return sandbox.Resources{
-		MemoryMB:  sandboxBaseMB + 2*a.memoryMB + a.keptMB,
-		PIDs:      sandboxReservePID + (2*a.instances+a.kept)*instancePIDs,
-		CPUShares: cpuSharesFor(a.memoryMB + a.keptMB),
+		MemoryMB:  sandboxBaseMB + 2*memoryMB,
+		PIDs:      sandboxReservePID + 2*instances*instancePIDs,
+		CPUShares: cpuSharesFor(memoryMB),
 	}
 }
 

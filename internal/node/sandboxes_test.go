@@ -64,7 +64,7 @@ func TestWaiterGivingUpBeforeSandboxIsReady(t *testing.T) {
 
 	created := make(chan *app, 1)
 	go func() {
-		a, err := w.acquireApp(context.Background(), spec, codeDir)
+		a, err := w.acquireApp(context.Background(), spec, codeDir, nil)
 		if err != nil {
 			t.Error(err)
 		}
@@ -75,7 +75,7 @@ func TestWaiterGivingUpBeforeSandboxIsReady(t *testing.T) {
 	cancel()
 	gaveUp := make(chan error, 1)
 	go func() {
-		_, err := w.acquireApp(gone, spec, codeDir)
+		_, err := w.acquireApp(gone, spec, codeDir, nil)
 		gaveUp <- err
 	}()
 	// The sandbox appears while the waiter leaves: nothing orders the two.
