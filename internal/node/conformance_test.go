@@ -26,9 +26,17 @@ func TestConformanceProcess(t *testing.T) {
 // newConformanceNode is a node with process sandboxes as the suite wants
 // it, closed when the test ends.
 func newConformanceNode(t *testing.T) (*Worker, *workerapitest.PythonCode) {
+	return newPythonNode(t, Options{EventBuffer: workerapitest.EventBuffer})
+}
+
+// newPythonNode is a node with process sandboxes and opts' other
+// settings, serving the suite's Python functions, closed when the test
+// ends.
+func newPythonNode(t *testing.T, opts Options) (*Worker, *workerapitest.PythonCode) {
+	t.Helper()
 	code := workerapitest.NewPythonCode()
-	w, err := New(Options{ID: "node-test", DataDir: t.TempDir(), Sandboxes: process.New(), Code: code,
-		EventBuffer: workerapitest.EventBuffer})
+	opts.ID, opts.DataDir, opts.Sandboxes, opts.Code = "node-test", t.TempDir(), process.New(), code
+	w, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

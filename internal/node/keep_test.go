@@ -18,20 +18,7 @@ func newKeepingNode(t *testing.T, keep time.Duration, capacityMB int) (*Worker, 
 	if runtimes.Python() == "" {
 		t.Skip("python3 is not installed: the test's functions are Python")
 	}
-	code := workerapitest.NewPythonCode()
-	w, err := New(Options{ID: "node-keep", DataDir: t.TempDir(), Sandboxes: process.New(), Code: code,
-		ZygoteKeep: keep, Capacity: workerapi.Resources{MemoryMB: capacityMB}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := w.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return w, code
+	return newPythonNode(t, Options{ZygoteKeep: keep, Capacity: workerapi.Resources{MemoryMB: capacityMB}})
 }
 
 func testCtx(t *testing.T) context.Context {

@@ -82,7 +82,7 @@ func (sp *spawner) run() {
 		n, oobn, _, _, err := sp.conn.ReadMsgUnix(buf, oob)
 		var pidfd *os.File
 		if oobn > 0 {
-			if fds := receivedFds(oob[:oobn]); len(fds) > 0 {
+			if fds := pid1.ReceivedFds(oob[:oobn]); len(fds) > 0 {
 				pidfd = os.NewFile(uintptr(fds[0]), "pidfd")
 				for _, fd := range fds[1:] {
 					unix.Close(fd)
@@ -159,20 +159,6 @@ func (sp *spawner) shutdown() {
 func (sp *spawner) close() {
 	sp.conn.Close()
 	<-sp.done
-}
-
-func receivedFds(oob []byte) []int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var fds []int
-	for _, m := range msgs {
-		if got, err := unix.ParseUnixRights(&m); err == nil {
-			fds = append(fds, got...)
-		}
-	}
-	return fds
 }
 
 // spawned is a process the reaper started.

@@ -195,7 +195,7 @@ func (s *spawner) serve() {
 		if err != nil || n == 0 {
 			return // the runtime is gone: processes can no longer be started
 		}
-		fds := receivedFds(oob[:oobn])
+		fds := ReceivedFds(oob[:oobn])
 		kind, id, extra, ok := ParseHeader(buf[:n])
 		if !ok || kind != MsgSpawn || uint64(len(fds)) != extra+5 {
 			closeAll(fds)
@@ -284,7 +284,8 @@ func (s *spawner) send(kind byte, id, value uint64, text []byte, fd int) {
 	// An error means the runtime is gone; there is nothing to tell.
 }
 
-func receivedFds(oob []byte) []int {
+// ReceivedFds are the descriptors an SCM_RIGHTS control message carried.
+func ReceivedFds(oob []byte) []int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return nil
