@@ -108,10 +108,8 @@ func (s ExecSpec) Marshal() ([]byte, error) {
 		b.WriteByte(0)
 		return nil
 	}
-	for _, v := range []string{strconv.Itoa(s.UID), strconv.Itoa(s.GID), s.Dir, strconv.Itoa(len(s.Args))} {
-		_ = field(v)
-	}
-	for _, v := range append(append([]string(nil), s.Args...), s.Env...) {
+	head := []string{strconv.Itoa(s.UID), strconv.Itoa(s.GID), s.Dir, strconv.Itoa(len(s.Args))}
+	for _, v := range append(append(head, s.Args...), s.Env...) {
 		if err := field(v); err != nil {
 			return nil, err
 		}
