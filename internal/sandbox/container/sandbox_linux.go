@@ -238,16 +238,14 @@ func (s *Sandbox) setLimits(l sandbox.Resources) error {
 	if s.closed {
 		return fmt.Errorf("container sandbox %s: destroyed", s.id)
 	}
-	cfg := s.c.Config()
-	cg := *cfg.Cgroups
-	// The device rules stay; on cgroup v1 the library writes only the
-	// difference (none), on v2 it swaps the eBPF program atomically.
-	res := *cg.Resources
+	// Written through the sandbox's own manager, not libcontainer's
+	// Container.Set, which also rewrites the device rules and saves its
+	// state file on every call, on the path of every instance start.
+	// Device rules never change after Create.
+	res := cgroups.Resources{SkipDevices: true}
 	s.r.setLimits(&res, l)
 	res.Memory, res.MemorySwap = 0, 0 // 0: the library leaves them alone
-	cg.Resources = &res
-	cfg.Cgroups = &cg
-	if err := s.c.Set(cfg); err != nil {
+	if err := s.cg.Set(&res); err != nil {
 		return fmt.Errorf("resize sandbox %s: %w", s.id, err)
 	}
 	return nil
