@@ -48,6 +48,9 @@ type grainWorker struct {
 	// keep.go) until keptUntil; guarded by grainTable.mu.
 	kept      bool
 	keptUntil time.Time
+	// reclaimAt is when a kept grain worker's page cache is reclaimed
+	// (zero: done or not due); guarded by grainTable.mu.
+	reclaimAt time.Time
 
 	// parkMu orders parking (freeze, reclaim) against unparking; parked
 	// is guarded by it.
@@ -127,6 +130,7 @@ func (t *grainTable) leave(g *grainWorker, keep func(*grainWorker) bool, until t
 	}
 	if t.grains[g.key] == g && keep(g) {
 		g.kept, g.keptUntil = true, until
+		g.reclaimAt = time.Now().Add(reclaimDelay(until.Sub(time.Now())))
 		return false, true
 	}
 	if t.grains[g.key] == g {

@@ -15,11 +15,10 @@ import (
 // sandbox it lives in are kept for Options.ZygoteKeep, so that the
 // version's next cold start forks instead of re-importing its code. A kept
 // grain worker is parked where the sandbox runtime can (container: cgroup
-// freezer, then the page cache charged to its group reclaimed; the
-// sandbox's limit drops to its base plus the kept grain workers' memory,
-// which the sandbox's reclaimer brings it down to), holds a reference on
-// its sandbox and its code, and counts no instance: placement and the
-// worker's reserved resources see none.
+// freezer at once, the page cache charged to its group reclaimed once it
+// was kept for reclaimDelay), holds a reference on its sandbox and its
+// code, and counts no instance: placement and the worker's reserved
+// resources see none.
 //
 // A keep ends, and the grain worker is stopped (its sandbox with it when
 // nothing else uses it), when its window passes, when its zygote dies,
@@ -136,9 +135,7 @@ func (w *Worker) releaseKeep(g *grainWorker) {
 	w.afterAppRelease(g.app, last)
 }
 
-// park pauses a kept grain worker, unless it was taken back meanwhile,
-// then reclaims its page cache. A start that takes it back waits for the
-// freeze only, not for the reclaim.
+// park pauses a kept grain worker, unless it was taken back meanwhile.
 func (w *Worker) park(g *grainWorker) {
 	p, ok := g.proc.(parker)
 	if !ok {
@@ -146,26 +143,43 @@ func (w *Worker) park(g *grainWorker) {
 	}
 	began := time.Now()
 	g.parkMu.Lock()
+	defer g.parkMu.Unlock()
 	if g.parked || !w.grains.isKept(g) {
-		g.parkMu.Unlock()
 		return
 	}
-	err := p.Park()
-	g.parked = err == nil
-	g.parkMu.Unlock()
-	if err != nil {
+	if err := p.Park(); err != nil {
 		w.log.Debug("park a kept zygote", "grain", g.key, "err", err)
 		return
 	}
-	frozen := time.Since(began)
-	if !w.grains.isKept(g) {
-		return
+	g.parked = true
+	w.log.Debug("zygote parked", "grain", g.key, "took", time.Since(began))
+}
+
+// reclaimDelay is how long a kept grain worker keeps its page cache: a
+// version that returns within it finds the pages its fork touches still
+// in memory (reclaimed, they are read again, by the working-set prefetch
+// or fault by fault); one that stays away gives them back.
+func reclaimDelay(keep time.Duration) time.Duration {
+	return min(keep/2, 30*time.Second)
+}
+
+// reclaim gives back the page cache charged to kept grain workers whose
+// reclaim is due; a start that takes one back meanwhile does not wait
+// for it.
+func (w *Worker) reclaim(now time.Time) {
+	for _, g := range w.grains.reclaimDue(now) {
+		p, ok := g.proc.(parker)
+		if !ok {
+			continue
+		}
+		began := time.Now()
+		n, err := p.Reclaim()
+		if err != nil {
+			w.log.Debug("reclaim a kept zygote's memory", "grain", g.key, "err", err)
+			continue
+		}
+		w.log.Debug("kept zygote's page cache reclaimed", "grain", g.key, "reclaimed-bytes", n, "took", time.Since(began))
 	}
-	n, err := p.Reclaim()
-	if err != nil {
-		w.log.Debug("reclaim a kept zygote's memory", "grain", g.key, "err", err)
-	}
-	w.log.Debug("zygote parked", "grain", g.key, "freeze", frozen, "reclaimed-bytes", n, "took", time.Since(began))
 }
 
 // unpark lets a parked grain worker run again.
@@ -259,6 +273,7 @@ func (w *Worker) keeper() {
 			w.dropKept("the keep window ended or the zygote died", w.grains.takeKept(func(g *grainWorker) bool {
 				return !now.Before(g.keptUntil) || isDone(g.z)
 			})...)
+			w.reclaim(now)
 		}
 	}
 }
@@ -268,6 +283,21 @@ func (w *Worker) Zygotes() ZygoteStats {
 	st := ZygoteStats{Kept: w.zygotes.kept.Load(), Revived: w.zygotes.revived.Load(), Dropped: w.zygotes.dropped.Load()}
 	st.Now, st.MemoryMB = w.grains.keptUsage()
 	return st
+}
+
+// reclaimDue returns the kept grain workers whose page cache is due to be
+// reclaimed, marking it done.
+func (t *grainTable) reclaimDue(now time.Time) []*grainWorker {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*grainWorker
+	for _, g := range t.grains {
+		if g.kept && !g.reclaimAt.IsZero() && !now.Before(g.reclaimAt) {
+			g.reclaimAt = time.Time{}
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // isKept tells whether g is kept now.

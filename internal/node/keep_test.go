@@ -240,3 +240,25 @@ func TestCloseDropsKeptZygotes(t *testing.T) {
 		t.Fatal("a kept zygote outlived Close")
 	}
 }
+
+// A kept grain worker's page cache is reclaimed once, after reclaimDelay.
+func TestKeptZygoteReclaimIsDelayed(t *testing.T) {
+	var tab grainTable
+	tab.init()
+	now := time.Now()
+	g := &grainWorker{key: "k", kept: true, reclaimAt: now.Add(reclaimDelay(time.Minute))}
+	tab.grains["k"] = g
+	if due := tab.reclaimDue(now); len(due) != 0 {
+		t.Fatalf("reclaimed at once: %v", due)
+	}
+	later := now.Add(time.Minute)
+	if due := tab.reclaimDue(later); len(due) != 1 || due[0] != g {
+		t.Fatalf("not reclaimed when due: %v", due)
+	}
+	if due := tab.reclaimDue(later); len(due) != 0 {
+		t.Fatal("reclaimed twice")
+	}
+	if d := reclaimDelay(3 * time.Minute); d != 30*time.Second {
+		t.Fatalf("reclaim delay of a 3 minute keep: %s", d)
+	}
+}
