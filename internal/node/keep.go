@@ -203,6 +203,40 @@ func (w *Worker) revived(g *grainWorker) {
 	w.releaseKeep(g)
 }
 
+// keptFor takes key's kept grain worker back for a start, unless the start
+// is to record the version's working set (there is no usable record: none,
+// or its prefetch failed): a fork from a kept zygote reads nothing such a
+// recording is made of, so the keep is dropped and the start imports
+// afresh.
+func (w *Worker) keptFor(ctx context.Context, ws *wsStart, key string) *grainWorker {
+	if ws != nil && w.grains.hasKept(key) {
+		usable := ws.have
+		if usable {
+			select {
+			case <-ws.done: // the prefetch checked the record's files
+			case <-ctx.Done():
+				return nil
+			}
+			usable = ws.err == nil
+		}
+		if !usable {
+			w.dropKept("the version's working set is to be recorded again", w.grains.takeKept(func(g *grainWorker) bool {
+				return g.key == key
+			})...)
+			return nil
+		}
+	}
+	return w.grains.claimKept(key)
+}
+
+// hasKept tells whether key's grain worker is kept.
+func (t *grainTable) hasKept(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	g := t.grains[key]
+	return g != nil && g.kept
+}
+
 // claimKept takes key's kept grain worker back for a start, counting the
 // start as its child; nil if there is none (or it died: the keeper or
 // join drops it).

@@ -41,7 +41,7 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	// the version's own is taken back (it holds its sandbox until
 	// acquireApp counts the start there).
 	w.makeRoom(grainKey(spec))
-	revived := w.grains.claimKept(grainKey(spec))
+	revived := w.keptFor(ctx, ws, grainKey(spec))
 	w.holdCode(spec.CodeDigest)
 	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
 	if err != nil {
