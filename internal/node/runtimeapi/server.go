@@ -73,8 +73,8 @@ type Options struct {
 	// ErrResponseTooLarge. Zero or negative means DefaultMaxResponseBytes.
 	MaxResponseBytes int64
 	// MaxConns bounds the connections one instance may hold open at once
-	// (HTTP and socket together), so a hostile function cannot exhaust
-	// the worker's file descriptors. Zero or negative means
+	// on each transport (HTTP, socket), so a hostile function cannot
+	// exhaust the worker's file descriptors. Zero or negative means
 	// DefaultMaxConns.
 	MaxConns int
 	// Data is the data layers as the instance's application sees them,
@@ -125,13 +125,12 @@ type Result struct {
 // Server is the Runtime API endpoint of one function instance. It has no
 // global state; create one per instance.
 type Server struct {
-	log     *slog.Logger
-	maxResp int64
-	data    *datalayer.AppData
-	invoke  Invoker
-	srv     *http.Server
-	// slots bounds open connections (Options.MaxConns), both transports'.
-	slots chan struct{}
+	log      *slog.Logger
+	maxResp  int64
+	maxConns int
+	data     *datalayer.AppData
+	invoke   Invoker
+	srv      *http.Server
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -203,7 +202,7 @@ func New(opts Options) *Server {
 		maxResp:   maxResp,
 		data:      opts.Data,
 		invoke:    opts.Invoke,
-		slots:     make(chan struct{}, maxConns),
+		maxConns:  maxConns,
 		ready:     make(chan struct{}),
 		initErr:   make(chan *workerapi.FunctionError, 1),
 		done:      make(chan struct{}),
@@ -240,7 +239,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return nil
 	}
-	err := s.srv.Serve(&limitListener{Listener: ln, slots: s.slots, done: s.done})
+	err := s.srv.Serve(&limitListener{Listener: ln, slots: make(chan struct{}, s.maxConns), done: s.done})
 	select {
 	case <-s.done:
 		// Close ends a waiting Accept (net.ErrClosed) before the HTTP

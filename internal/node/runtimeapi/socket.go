@@ -66,8 +66,9 @@ const resultOverhead = 4 + 128 + 4 + maxHeaderBytes
 const smallPayload = 64 << 10
 
 // ServeSocket answers the socket transport on ln (a unix socket) until
-// Close is called, and then returns nil. It closes ln. Connections count
-// against Options.MaxConns together with HTTP's.
+// Close is called, and then returns nil. It closes ln. Its connections
+// are bounded by Options.MaxConns (a limit of their own: a listener that
+// waits for a slot shared with another could take it and sit on it).
 func (s *Server) ServeSocket(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
@@ -78,7 +79,7 @@ func (s *Server) ServeSocket(ln net.Listener) error {
 	s.sockLns = append(s.sockLns, ln)
 	s.mu.Unlock()
 
-	lln := &limitListener{Listener: ln, slots: s.slots, done: s.done}
+	lln := &limitListener{Listener: ln, slots: make(chan struct{}, s.maxConns), done: s.done}
 	backoff := time.Duration(0)
 	for {
 		nc, err := lln.Accept()

@@ -79,14 +79,27 @@ var ErrMalformed = errors.New("malformed frame")
 // byte of the header.
 func ReadHeader(r io.Reader) (Kind, int64, error) {
 	var h [HeaderLen]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+	// The length alone first: a zero length is an error at once, not a
+	// wait for a kind byte that may never come.
+	if _, err := io.ReadFull(r, h[:4]); err != nil {
 		return 0, 0, err
 	}
 	n := binary.BigEndian.Uint32(h[:4])
 	if n == 0 {
 		return 0, 0, fmt.Errorf("%w: length 0 leaves no room for the kind", ErrMalformed)
 	}
+	if _, err := io.ReadFull(r, h[4:]); err != nil {
+		return 0, 0, noEOF(err)
+	}
 	return Kind(h[4]), int64(n) - 1, nil
+}
+
+// noEOF turns io.EOF inside a frame into io.ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // AppendHeader appends the header of a frame of kind with a body of
