@@ -79,7 +79,7 @@ func eachTransport(t *testing.T, f func(t *testing.T, tr transport)) {
 func newFakeAPI(t *testing.T, tr transport) *fakeAPI {
 	t.Helper()
 	f := &fakeAPI{
-		t:     t,
+		t:               t,
 		queue:           make(chan fakeEvent, 64),
 		handedOut:       make(chan fakeEvent, 64),
 		nextCalls:       make(chan time.Time, 64),
@@ -405,9 +405,9 @@ func lambdaEnv(api *fakeAPI, handler, taskRoot string) []string {
 		socket = []string{"BATON_RUNTIME_SOCKET=" + api.socket}
 	}
 	return append(socket,
-		"_HANDLER=" + handler,
-		"LAMBDA_TASK_ROOT=" + taskRoot,
-		"AWS_LAMBDA_RUNTIME_API=" + api.addr(),
+		"_HANDLER="+handler,
+		"LAMBDA_TASK_ROOT="+taskRoot,
+		"AWS_LAMBDA_RUNTIME_API="+api.addr(),
 		"AWS_LAMBDA_FUNCTION_NAME=fn",
 		"AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256",
@@ -518,7 +518,9 @@ func parseLogLine(t *testing.T, s string) logLine {
 	return logLine{f[0], f[1], f[2], f[3]}
 }
 
-func TestNodeConcurrentInvocationsAndLogs(t *testing.T) { eachTransport(t, testNodeConcurrentInvocationsAndLogs) }
+func TestNodeConcurrentInvocationsAndLogs(t *testing.T) {
+	eachTransport(t, testNodeConcurrentInvocationsAndLogs)
+}
 
 func testNodeConcurrentInvocationsAndLogs(t *testing.T, tr transport) {
 	api := newFakeAPI(t, tr)
@@ -667,7 +669,9 @@ func testNodeThrownError(t *testing.T, tr transport) {
 	}
 }
 
-func TestNodeStrayErrorsFailTheirInvocation(t *testing.T) { eachTransport(t, testNodeStrayErrorsFailTheirInvocation) }
+func TestNodeStrayErrorsFailTheirInvocation(t *testing.T) {
+	eachTransport(t, testNodeStrayErrorsFailTheirInvocation)
+}
 
 func testNodeStrayErrorsFailTheirInvocation(t *testing.T, tr transport) {
 	for _, tc := range []struct{ handler, wantType, wantMsg string }{
@@ -694,7 +698,9 @@ func testNodeStrayErrorsFailTheirInvocation(t *testing.T, tr transport) {
 	}
 }
 
-func TestNodeUnattributableErrorExits(t *testing.T) { eachTransport(t, testNodeUnattributableErrorExits) }
+func TestNodeUnattributableErrorExits(t *testing.T) {
+	eachTransport(t, testNodeUnattributableErrorExits)
+}
 
 func testNodeUnattributableErrorExits(t *testing.T, tr transport) {
 	api := newFakeAPI(t, tr)
@@ -869,7 +875,9 @@ func testPythonLargePayloads(t *testing.T, tr transport) {
 
 // Without -u stdout is block-buffered into a pipe; the runtime must still
 // flush what the invocation printed before posting its result.
-func TestPythonFlushesOutputWithoutUnbufferedMode(t *testing.T) { eachTransport(t, testPythonFlushesOutputWithoutUnbufferedMode) }
+func TestPythonFlushesOutputWithoutUnbufferedMode(t *testing.T) {
+	eachTransport(t, testPythonFlushesOutputWithoutUnbufferedMode)
+}
 
 func testPythonFlushesOutputWithoutUnbufferedMode(t *testing.T, tr transport) {
 	requireTool(t, "python3")
@@ -1050,7 +1058,9 @@ func wantAlive(t *testing.T, api *fakeAPI, p *proc, id string) {
 	}
 }
 
-func TestPythonDeepEventIsUnmarshalError(t *testing.T) { eachTransport(t, testPythonDeepEventIsUnmarshalError) }
+func TestPythonDeepEventIsUnmarshalError(t *testing.T) {
+	eachTransport(t, testPythonDeepEventIsUnmarshalError)
+}
 
 func testPythonDeepEventIsUnmarshalError(t *testing.T, tr transport) {
 	api := newFakeAPI(t, tr)
