@@ -11,6 +11,25 @@ import (
 	"github.com/baton-faas/baton/internal/node/runtimeapi/frame"
 )
 
+// holdEvent invokes event id and receives it on a raw connection of its
+// own, closed when the test ends.
+func holdEvent(t *testing.T, s *Server, path, id string) (*rawSock, <-chan invokeResult) {
+	t.Helper()
+	r, err := dialSock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.nc.Close() })
+	ch := invokeAsync(t.Context(), s, Event{RequestID: id, Payload: []byte(`{}`)})
+	if _, err := r.nc.Write(frame.AppendNext(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if kind, _, err := r.readFrame(); err != nil || kind != frame.Event {
+		t.Fatalf("first frame: %s, %v", kind, err)
+	}
+	return r, ch
+}
+
 // A client that breaks the socket protocol is disconnected, and the event
 // its connection held fails with a clear error at once: never a hang, and
 // the server goes on serving other connections.
@@ -43,18 +62,7 @@ func TestSocketProtocolErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s, path := startServerOn(t, overSocket, Options{})
-			r, err := dialSock(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.nc.Close()
-			ch := invokeAsync(t.Context(), s, Event{RequestID: "held", Payload: []byte(`{}`)})
-			if _, err := r.nc.Write(frame.AppendNext(nil)); err != nil {
-				t.Fatal(err)
-			}
-			if kind, _, err := r.readFrame(); err != nil || kind != frame.Event {
-				t.Fatalf("first frame: %s, %v", kind, err)
-			}
+			r, ch := holdEvent(t, s, path, "held")
 			if _, err := r.nc.Write(tc.send("held")); err != nil {
 				t.Fatal(err)
 			}
@@ -109,22 +117,10 @@ func TestSocketProtocolErrorsWithoutEvent(t *testing.T) {
 }
 
 // A result frame announcing more than the limit allows is not read: the
-// event fails as too large, the client is told why and dropped, and no
-// buffer of the announced size is allocated up front.
+// event fails as too large, and the client is told why and dropped.
 func TestSocketOversizedFrame(t *testing.T) {
 	s, path := startServerOn(t, overSocket, Options{MaxResponseBytes: 1024})
-	r, err := dialSock(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.nc.Close()
-	ch := invokeAsync(t.Context(), s, Event{RequestID: "big", Payload: []byte(`{}`)})
-	if _, err := r.nc.Write(frame.AppendNext(nil)); err != nil {
-		t.Fatal(err)
-	}
-	if kind, _, err := r.readFrame(); err != nil || kind != frame.Event {
-		t.Fatalf("first frame: %s, %v", kind, err)
-	}
+	r, ch := holdEvent(t, s, path, "big")
 	// Nearly 4 GiB announced, a few bytes sent.
 	head := frame.AppendHeader(nil, frame.Response, 1<<32-2)
 	if _, err := r.nc.Write(append(head, 0, 0, 0, 3, 'b', 'i', 'g')); err != nil {
@@ -150,17 +146,7 @@ func TestSocketOversizedFrame(t *testing.T) {
 // (the node closes the server), as with HTTP.
 func TestSocketClientLeavingMidFrame(t *testing.T) {
 	s, path := startServerOn(t, overSocket, Options{})
-	r, err := dialSock(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := invokeAsync(t.Context(), s, Event{RequestID: "cut", Payload: []byte(`{}`)})
-	if _, err := r.nc.Write(frame.AppendNext(nil)); err != nil {
-		t.Fatal(err)
-	}
-	if kind, _, err := r.readFrame(); err != nil || kind != frame.Event {
-		t.Fatalf("first frame: %s, %v", kind, err)
-	}
+	r, ch := holdEvent(t, s, path, "cut")
 	whole := frame.AppendResponse(nil, "cut", []byte(`{"partial":true}`))
 	if _, err := r.nc.Write(whole[:len(whole)-3]); err != nil {
 		t.Fatal(err)
