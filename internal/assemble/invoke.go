@@ -41,7 +41,7 @@ func (s *serverInvoker) Invoke(ctx context.Context, callerApp, function string, 
 
 // busInvoker is the node's Invoker in `baton worker`, which has no
 // controller beside it: a function's call of another goes over the
-// global bus (async.Queue.EnqueueCall), where the controller that serves
+// global bus (async.Queue.Call), where the controller that serves
 // the callee runs it like a workflow step — with normal routing,
 // placement and autoscaling, once (again only when a crash cut it
 // short) — and the caller awaits its end in the invocation's state. A
@@ -72,13 +72,9 @@ func (b *busInvoker) Invoke(ctx context.Context, callerApp, name string, payload
 		return workerapi.Result{}, err
 	}
 	byRef = byRef && function.AppOf(name, fn.Spec) == callerApp
-	acc, err := q.EnqueueCall(ctx, name, payload, async.Call{CallerApp: callerApp, ByRef: byRef})
+	inv, err := q.Call(ctx, name, payload, async.Call{CallerApp: callerApp, ByRef: byRef})
 	if err != nil {
-		return workerapi.Result{}, fmt.Errorf("put the call of %s on the global bus: %w", name, err)
-	}
-	inv, err := q.Await(ctx, acc.ID)
-	if err != nil {
-		return workerapi.Result{}, fmt.Errorf("await the call %s of %s: %w", acc.ID, name, err)
+		return workerapi.Result{}, fmt.Errorf("call %s over the global bus: %w", name, err)
 	}
 	return b.outcome(ctx, inv)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/baton-faas/baton/internal/cluster/clustertest"
 	"github.com/baton-faas/baton/internal/errdefs"
 	"github.com/baton-faas/baton/internal/function"
+	"github.com/baton-faas/baton/internal/requestid"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
 
@@ -314,28 +315,43 @@ func TestAttachedQueueCalls(t *testing.T) {
 	}
 	defer d.Close()
 
-	acc, err := wq.EnqueueCall(ctx, "callee", []byte(`{"n":1}`), Call{CallerApp: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := wq.Await(ctx, acc.ID)
+	inv, err := wq.Call(ctx, "callee", []byte(`{"n":1}`), Call{CallerApp: "shop"})
 	if err != nil || inv.State != StateSucceeded || string(inv.Result) != `{"n":1}` || inv.ResultRef {
 		t.Fatalf("inline call: %+v, %v", inv, err)
 	}
-	acc, err = wq.EnqueueCall(ctx, "callee", []byte(`{}`), Call{CallerApp: "shop", ByRef: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err = wq.Await(ctx, acc.ID)
+	inv, err = wq.Call(ctx, "callee", []byte(`{}`), Call{CallerApp: "shop", ByRef: true})
 	if err != nil || inv.State != StateSucceeded || string(inv.Result) != `{"caller":"shop"}` || !inv.ResultRef {
 		t.Fatalf("call by reference: %+v (result %s), %v, want the caller's app seen and the result marked a reference", inv, inv.Result, err)
 	}
-	acc, err = wq.EnqueueCall(ctx, "failing", []byte(`{}`), Call{CallerApp: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err = wq.Await(ctx, acc.ID)
+	inv, err = wq.Call(ctx, "failing", []byte(`{}`), Call{CallerApp: "shop"})
 	if err != nil || inv.State != StateFailed || len(inv.Attempts) != 1 || inv.Attempts[0].ErrorType != "Boom" {
 		t.Fatalf("failing call: %+v, %v, want one attempt with the function's error", inv, err)
+	}
+}
+
+// A waiter whose announcement never comes (its controller died between
+// storing the end and announcing it) still learns of the end from the
+// state; one that finished before the wait began is found at once.
+func TestAwaitWithoutAnnouncement(t *testing.T) {
+	q := openQueue(t)
+	ctx := clustertest.Context(t)
+	done := Invocation{ID: requestid.New(), Function: "f", State: StateSucceeded, Result: []byte(`1`), Step: true}
+	if err := q.put(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	if inv, err := q.Await(ctx, done.ID); err != nil || inv.State != StateSucceeded {
+		t.Fatalf("ended before the wait: %+v, %v", inv, err)
+	}
+	later := Invocation{ID: requestid.New(), Function: "f", State: StateRunning, Step: true}
+	if err := q.put(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		later.State, later.Result = StateFailed, nil
+		_ = q.put(context.Background(), later) // stored, never announced
+	}()
+	if inv, err := q.Await(ctx, later.ID); err != nil || inv.State != StateFailed {
+		t.Fatalf("ended unannounced: %+v, %v", inv, err)
 	}
 }

@@ -43,7 +43,7 @@ type Event struct {
 	// step's execution and state).
 	Custom map[string]string
 	// CallerApp and ByRef come with a function's call of another
-	// (Queue.EnqueueCall): the caller's application, and whether a large
+	// (Queue.Call): the caller's application, and whether a large
 	// result may come back as a direct-transfer reference.
 	CallerApp string
 	ByRef     bool
@@ -420,7 +420,12 @@ func (d *Dispatcher) handle(msg jetstream.Msg) {
 	attempt := Attempt{Number: len(inv.Attempts) + 1, Start: now}
 	inv.Attempts = append(inv.Attempts, attempt)
 	inv.State, inv.Updated = StateRunning, now
-	d.save(ctx, inv)
+	if !inv.Step {
+		// A step's or call's waiter needs only its end, and a step cut
+		// short runs again without this record of its start (it never
+		// completed): one replicated write less on the bus's path.
+		d.save(ctx, inv)
+	}
 
 	stop := keepAlive(msg)
 	ev.Attempt = attempt.Number
@@ -546,6 +551,9 @@ func (d *Dispatcher) store(ctx context.Context, msg jetstream.Msg, inv Invocatio
 		d.log.Warn("async: store a settled invocation's state; the event is delivered again", "id", inv.ID, "state", inv.State, "err", err)
 		_ = msg.NakWithDelay(jitter(time.Second))
 		return
+	}
+	if inv.Step {
+		d.q.announceDone(inv) // before the acknowledgement's round trip
 	}
 	d.outcome(inv.Function, inv.State)
 	d.ack(ctx, msg, inv.ID)

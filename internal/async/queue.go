@@ -48,7 +48,7 @@ const (
 	hdrStep = "Baton-Workflow-Step"
 	// hdrCustom carries a step's client-context fields (JSON).
 	hdrCustom = "Baton-Client-Custom"
-	// A function's call of another (Queue.EnqueueCall): the caller's
+	// A function's call of another (Queue.Call): the caller's
 	// application, and "true" when the result may be a reference.
 	hdrCallerApp = "Baton-Caller-App"
 	hdrByRef     = "Baton-By-Ref"
@@ -226,12 +226,25 @@ type Call struct {
 	ByRef bool
 }
 
-// EnqueueCall stores a function's call of fn: it runs like a workflow
-// step (once, on the controller that serves fn, again only if cut short
-// by a crash; whole result, no destination), and the caller awaits it
-// with Await.
-func (q *Queue) EnqueueCall(ctx context.Context, fn string, payload []byte, c Call) (Accepted, error) {
-	return q.enqueue(ctx, fn, payload, "", eventMeta{step: 1, callerApp: c.CallerApp, byRef: c.ByRef})
+// Call stores a function's call of fn and waits for its end: it runs
+// like a workflow step (once, on the controller that serves fn, again
+// only if cut short by a crash; whole result, no destination). The wait
+// is subscribed before the event exists, so the end announced by the
+// dispatcher cannot be missed; the state is read now and then in case
+// an announcement was lost.
+func (q *Queue) Call(ctx context.Context, fn string, payload []byte, c Call) (Invocation, error) {
+	id := requestid.New()
+	sub, err := q.subscribeDone(ctx, id)
+	if err != nil {
+		return Invocation{}, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	// No first state: nobody looks a call up by id, and the dispatcher
+	// writes one when it takes the event (one replicated write less).
+	if err := q.publish(ctx, fn, id, payload, eventMeta{step: 1, callerApp: c.CallerApp, byRef: c.ByRef, noState: true}); err != nil {
+		return Invocation{}, err
+	}
+	return q.awaitDone(ctx, sub, id)
 }
 
 // eventMeta is what an event's headers carry besides its id and function.
@@ -240,6 +253,7 @@ type eventMeta struct {
 	custom    map[string]string
 	callerApp string
 	byRef     bool
+	noState   bool // publish stores no first state
 }
 
 func (q *Queue) enqueue(ctx context.Context, fn string, payload []byte, key string, meta eventMeta) (Accepted, error) {
@@ -344,6 +358,9 @@ func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte, meta
 	}
 	now := time.Now().UTC()
 	st := Invocation{ID: id, Function: fn, State: StateQueued, Created: now, Updated: now, Step: meta.step > 0}
+	if meta.noState {
+		return nil
+	}
 	// Only if nothing is there: the dispatcher may have run the event
 	// already, and its state must not go back to queued.
 	if err := q.create(ctx, st); err != nil {
@@ -354,29 +371,93 @@ func (q *Queue) publish(ctx context.Context, fn, id string, payload []byte, meta
 }
 
 // Await returns an invocation's state once it is final (or ctx ends).
+// It listens for the dispatcher's announcement of a step's or call's end
+// (doneSubject), reading the state once first (it may have ended before)
+// and now and then after (an announcement can be lost).
 func (q *Queue) Await(ctx context.Context, id string) (Invocation, error) {
-	w, err := q.states.Watch(ctx, id)
+	sub, err := q.subscribeDone(ctx, id)
 	if err != nil {
-		return Invocation{}, fmt.Errorf("watch invocation %s: %w", id, jsstore.Unanswered(err))
+		return Invocation{}, err
 	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return Invocation{}, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return Invocation{}, fmt.Errorf("watch invocation %s: the watch ended", id)
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
+	defer func() { _ = sub.Unsubscribe() }()
+	if inv, err := q.latest(ctx, id); err == nil && Final(inv.State) {
+		return inv, nil
+	}
+	return q.awaitDone(ctx, sub, id)
+}
+
+// doneSubject is where the end of a step's or call's event is announced
+// (core NATS, not stored; outside the events stream's subjects), so that
+// its waiter needs no watch (a consumer) of its own on the states bucket.
+func doneSubject(id string) string { return "baton.asyncdone." + id }
+
+// maxDoneNotice bounds the state sent with an announcement; a larger one
+// is announced empty and read from the bucket.
+const maxDoneNotice = 64 << 10
+
+func (q *Queue) subscribeDone(ctx context.Context, id string) (*nats.Subscription, error) {
+	nc := q.js.Conn()
+	sub, err := nc.SubscribeSync(doneSubject(id))
+	if err != nil {
+		return nil, fmt.Errorf("listen for the end of %s: %w", id, err)
+	}
+	// The server has the subscription once the flush returns (a flush
+	// needs a deadline).
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := nc.FlushWithContext(fctx); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("listen for the end of %s: %w", id, jsstore.Unanswered(err))
+	}
+	return sub, nil
+}
+
+func (q *Queue) awaitDone(ctx context.Context, sub *nats.Subscription, id string) (Invocation, error) {
+	for wait := time.Second; ; wait = min(2*wait, 10*time.Second) {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		msg, err := sub.NextMsgWithContext(wctx)
+		cancel()
+		if err == nil {
 			var inv Invocation
-			if json.Unmarshal(e.Value(), &inv) == nil && Final(inv.State) {
+			if len(msg.Data) > 0 && json.Unmarshal(msg.Data, &inv) == nil && inv.ID == id && Final(inv.State) {
 				return inv, nil
 			}
 		}
+		if ctx.Err() != nil {
+			return Invocation{}, ctx.Err()
+		}
+		if inv, err := q.latest(ctx, id); err == nil && Final(inv.State) {
+			return inv, nil
+		}
 	}
+}
+
+// announceDone tells a step's or call's waiter that it ended.
+func (q *Queue) announceDone(inv Invocation) {
+	var data []byte
+	if b, err := json.Marshal(inv); err == nil && len(b) <= maxDoneNotice {
+		data = b
+	}
+	if err := q.js.Conn().Publish(doneSubject(inv.ID), data); err != nil {
+		q.log.Debug("async: announce the end of a step or call; its waiter reads the state", "id", inv.ID, "err", err)
+	}
+}
+
+// latest reads a state from its bucket's leader (Get may be answered by
+// a replica that has not applied the final write yet).
+func (q *Queue) latest(ctx context.Context, id string) (Invocation, error) {
+	e, err := jsstore.LatestGet(ctx, q.js, q.states, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Invocation{}, fmt.Errorf("%w: %q", ErrUnknown, id)
+	}
+	if err != nil {
+		return Invocation{}, jsstore.Unanswered(err)
+	}
+	var inv Invocation
+	if err := json.Unmarshal(e.Value(), &inv); err != nil {
+		return Invocation{}, fmt.Errorf("decode invocation %s: %w", id, err)
+	}
+	return inv, nil
 }
 
 // Get returns an invocation's state.

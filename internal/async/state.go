@@ -35,7 +35,7 @@ type Invocation struct {
 	Result          []byte `json:"result,omitempty"`
 	ResultTruncated bool   `json:"resultTruncated,omitempty"`
 	// ResultRef: Result is a direct-transfer reference's marker (a
-	// function's call with Queue.EnqueueCall's ByRef).
+	// function's call with Queue.Call's ByRef).
 	ResultRef bool `json:"resultRef,omitempty"`
 	// Destination is where the outcome went ("function:NAME",
 	// "dlq:NAME"), if anywhere.
@@ -48,7 +48,7 @@ type Invocation struct {
 	// running the event again.
 	Pending *Pending `json:"pending,omitempty"`
 	// Step: a workflow step's or a function's call's event (see
-	// Queue.EnqueueStep and Queue.EnqueueCall).
+	// Queue.EnqueueStep and Queue.Call).
 	Step bool `json:"step,omitempty"`
 }
 

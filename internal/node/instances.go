@@ -591,6 +591,11 @@ func (w *Worker) invokeFailure(ctx, parent context.Context, in *instance, inv wo
 	default:
 	}
 	switch {
+	case errors.Is(err, runtimeapi.ErrProtocol):
+		// A runtime client that broke the socket protocol cannot be
+		// trusted with the next event either.
+		w.killAndWait(in)
+		return &workerapi.Failure{Kind: workerapi.FailureCrash, Message: "instance " + in.id + "'s runtime client broke the Runtime API: " + err.Error()}
 	case errors.Is(err, runtimeapi.ErrResponseTooLarge):
 		// Runtime clients treat the refused post as fatal (aws-lambda-go
 		// exits), so the instance is replaced rather than trusted.

@@ -129,6 +129,7 @@ func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, 
 	in.marks.mark("runtime-api")
 	env := w.instanceEnv(a, in.spec, taskRoot)
 	env["AWS_LAMBDA_RUNTIME_API"] = addr
+	socketEnv(env, w.serveSocket(drv, a, in))
 	env["AWS_LAMBDA_LOG_STREAM_NAME"] = in.id
 	if err := w.spawn(ctx, drv, in, interp, env); err != nil {
 		in.api.Close()

@@ -43,6 +43,9 @@ type app struct {
 	codeMu    sync.Mutex
 	codes     map[string]bool // digests attached to task (guarded by codeMu)
 	attaching keyedlock.Locks // one attach per digest at a time
+	// sockDir holds the Runtime API sockets of the sandbox's instances
+	// ("": none; runtimesocket.go).
+	sockDir string
 }
 
 // appTable is the worker's sandboxes, one per app key. Its lock is taken
@@ -261,9 +264,11 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 	if err := w.files.root(ctx, a, spec, codeDir, &sbSpec); err != nil {
 		return limits, err
 	}
+	a.sockDir = w.socketDir(&sbSpec)
 	sb, err := w.opts.Sandboxes.Create(ctx, sbSpec)
 	if err != nil {
 		w.files.cleanup(a)
+		w.removeSocketDir(a)
 		return limits, fmt.Errorf("create sandbox for app %s: %w", spec.App, err)
 	}
 	a.sb = sb
@@ -341,4 +346,5 @@ func (w *Worker) destroyApp(a *app) {
 		}
 	}
 	w.files.cleanup(a)
+	w.removeSocketDir(a)
 }

@@ -50,6 +50,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -124,6 +125,10 @@ type Options struct {
 	// that its next cold start forks instead of importing again (see
 	// keep.go); 0 keeps nothing.
 	ZygoteKeep time.Duration
+	// NoRuntimeSocket gives instances the Runtime API over HTTP only;
+	// by default Baton's own runtime clients run the invocation loop
+	// over a unix socket (runtimesocket.go).
+	NoRuntimeSocket bool
 }
 
 // RootFSProvider mounts the image a sandbox's root is made of.
@@ -165,6 +170,11 @@ type Worker struct {
 	// workingSets are the recorded cold-start working sets (nil: off;
 	// see workingset.go).
 	workingSets *workingset.Store
+	// sockRoot holds the sandboxes' Runtime API socket directories ("":
+	// instances get HTTP only); sockSeq names the directories and sockets
+	// in it (runtimesocket.go).
+	sockRoot string
+	sockSeq  atomic.Uint64
 
 	// ctx is the worker's lifetime: the parent of every start, of the
 	// grain workers' starts and of code builds; Close cancels it.
@@ -250,6 +260,9 @@ func New(opts Options) (*Worker, error) {
 		return nil, fmt.Errorf("clear code cache: %w", err)
 	}
 	if err := w.files.adopt(); err != nil {
+		return nil, err
+	}
+	if err := w.initSockets(); err != nil {
 		return nil, err
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
@@ -359,6 +372,7 @@ func (w *Worker) Close(ctx context.Context) error {
 			_ = a.sb.Destroy(ctx)
 		}
 		w.files.cleanup(a)
+		w.removeSocketDir(a)
 	}
 	if err := waitGroup(ctx, &w.background); err != nil {
 		return fmt.Errorf("grain workers still running at shutdown: %w", err)

@@ -46,9 +46,12 @@ type Blobs interface {
 
 // Records is the durable, bounded log of invocation records.
 type Records interface {
-	// AppendRecord stores one encoded record; the oldest records are
-	// dropped beyond the store's bound.
-	AppendRecord(ctx context.Context, function string, data []byte) error
+	// AppendRecords stores encoded records, oldest first, in as few writes
+	// as the store allows (one per invocation would put a store write on
+	// every invocation's account); the oldest records are dropped beyond
+	// the store's bound. It does not keep records after it returns, so
+	// the caller may reuse their memory.
+	AppendRecords(ctx context.Context, records [][]byte) error
 	// RecentRecords returns up to limit of the newest records, oldest first.
 	RecentRecords(ctx context.Context, limit int) ([][]byte, error)
 }

@@ -36,7 +36,7 @@ func (r asyncRunner) Run(ctx context.Context, ev async.Event) async.Result {
 	payload := ev.Payload
 	if ev.CallerApp != "" {
 		// A function's call of another from a worker without a
-		// controller beside it (async.Queue.EnqueueCall): as InvokeFor.
+		// controller beside it (async.Queue.Call): as InvokeFor.
 		var err error
 		if payload, opts.ByRef, err = r.c.callInput(ctx, ev.CallerApp, ev.Function, ev.Payload, ev.ByRef); err != nil {
 			return async.Result{Err: err}

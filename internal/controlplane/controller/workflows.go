@@ -92,6 +92,11 @@ func (s WorkflowSteps) Step(ctx context.Context, execID, callID string, call exe
 	}
 	inv, err := c.queue.Await(ctx, acc.ID)
 	if err != nil {
+		if ctx.Err() == nil {
+			// The store did not answer: the step's event is stored under
+			// its key, so running the step again waits for the same one.
+			return engine.Step{Bus: BusGlobal}, stepLost{fmt.Errorf("await the step on the global bus: %w", err)}
+		}
 		return engine.Step{Bus: BusGlobal}, err
 	}
 	return globalOutcome(inv)

@@ -1,18 +1,30 @@
 // Package records keeps a bounded log of invocation records (OpenWhisk's
 // "activations"): what every invocation did, for `baton logs` and the API.
-// Records are held in memory for queries and written asynchronously to a
-// durable store, so recording never adds a persistent write to the
-// invocation path; on start the newest records are loaded back.
+// Records are held in memory for queries and written to a durable store
+// by a writer goroutine, in batches, so that recording adds no store
+// write (and no encoding) to the invocation path; on start the newest
+// records are loaded back.
+//
+// What a crash may lose: the records not stored yet, that is those
+// waiting in the queue (at most Options.QueueRecords) and those the
+// writer is gathering or writing (at most Options.BatchRecords, for at
+// most Options.Linger plus one store write). Nothing is fsynced per
+// invocation: a stored record is on the store's files, which it syncs on
+// its own interval (see jsstore.Options.MaxRecords). Records that find
+// the queue full (the store is behind) or that the store refused are
+// kept in memory only, counted (NotStored) and reported in one log line
+// at most every ten seconds.
 package records
 
 import (
 	"context"
 	"encoding/json"
-	apiv1 "github.com/baton-faas/baton/api/v1"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	apiv1 "github.com/baton-faas/baton/api/v1"
 	"github.com/baton-faas/baton/internal/store"
 	"github.com/baton-faas/baton/internal/workerapi"
 )
@@ -60,6 +72,17 @@ type Options struct {
 	Max    int
 	Store  store.Records
 	Logger *slog.Logger
+	// QueueRecords bounds the records waiting for the writer (default
+	// 4096); beyond it they are kept in memory only.
+	QueueRecords int
+	// BatchRecords and BatchBytes bound one store write, in records
+	// (default 256) and encoded bytes (default 256 KiB; a larger record
+	// goes alone).
+	BatchRecords int
+	BatchBytes   int
+	// Linger is how long the writer waits for more records after the
+	// first of a batch (default 5 ms).
+	Linger time.Duration
 }
 
 // Log is the bounded record log.
@@ -72,10 +95,13 @@ type Log struct {
 	head int       // index of the oldest record once the ring is full
 	byID map[string]*Record
 	// closed is set by Close under mu; Add sends on queue only under mu
-	// and while !closed, so it never sends on the closed channel.
-	closed bool
+	// and while !closed, so it never sends on the closed channel. The
+	// writer reads it without mu.
+	closed atomic.Bool
 	queue  chan *Record
 	done   chan struct{}
+	// notStored counts the records kept in memory only.
+	notStored atomic.Uint64
 }
 
 // Open loads the newest records from the store and starts the writer.
@@ -86,17 +112,31 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Log{opts: opts, log: opts.Logger, byID: map[string]*Record{}, queue: make(chan *Record, 4096), done: make(chan struct{})}
-	if opts.Store != nil {
-		raw, err := opts.Store.RecentRecords(ctx, opts.Max)
-		if err != nil {
-			l.log.Warn("could not load invocation records", "err", err)
-		}
-		for _, b := range raw {
-			var r Record
-			if json.Unmarshal(b, &r) == nil && r.ID != "" {
-				l.insert(&r)
-			}
+	if opts.QueueRecords <= 0 {
+		opts.QueueRecords = 4096
+	}
+	if opts.BatchRecords <= 0 {
+		opts.BatchRecords = 256
+	}
+	if opts.BatchBytes <= 0 {
+		opts.BatchBytes = 256 << 10
+	}
+	if opts.Linger <= 0 {
+		opts.Linger = 5 * time.Millisecond
+	}
+	l := &Log{opts: opts, log: opts.Logger, byID: map[string]*Record{}, queue: make(chan *Record, opts.QueueRecords), done: make(chan struct{})}
+	if opts.Store == nil {
+		close(l.done)
+		return l, nil
+	}
+	raw, err := opts.Store.RecentRecords(ctx, opts.Max)
+	if err != nil {
+		l.log.Warn("could not load invocation records", "err", err)
+	}
+	for _, b := range raw {
+		var r Record
+		if json.Unmarshal(b, &r) == nil && r.ID != "" {
+			l.insert(&r)
 		}
 	}
 	go l.write()
@@ -118,52 +158,41 @@ func (l *Log) insert(r *Record) {
 	l.byID[r.ID] = r
 }
 
-// Add records an invocation. It never blocks on the store: if the writer
-// is far behind, or the log is closed, the record is kept in memory only
-// and a warning logged.
+// Add records an invocation. It never blocks on the store, nor encodes:
+// the record is queued for the writer, or, if the queue is full (the
+// store is behind) or the log closed, kept in memory only and counted.
+// The caller must not change r afterwards.
 func (l *Log) Add(r *Record) {
 	l.mu.Lock()
 	l.insert(r)
-	queued := l.opts.Store == nil
-	if !queued && !l.closed {
-		select {
-		case l.queue <- r: // never blocks: the lock is not held across a wait
-			queued = true
-		default:
+	if l.opts.Store != nil {
+		queued := false
+		if !l.closed.Load() {
+			select {
+			case l.queue <- r: // never blocks: the lock is not held across a wait
+				queued = true
+			default:
+			}
+		}
+		if !queued {
+			l.notStored.Add(1)
 		}
 	}
-	closed := l.closed
 	l.mu.Unlock()
-	switch {
-	case queued:
-	case closed:
-		l.log.Warn("invocation record log is closed; record kept in memory only", "id", r.ID)
-	default:
-		l.log.Warn("invocation record store is behind; record kept in memory only", "id", r.ID)
-	}
 }
 
-func (l *Log) write() {
-	defer close(l.done)
-	for r := range l.queue {
-		b, err := json.Marshal(r)
-		if err != nil {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := l.opts.Store.AppendRecord(ctx, r.Function, b); err != nil {
-			l.log.Warn("store invocation record", "id", r.ID, "err", err)
-		}
-		cancel()
-	}
+// NotStored is the number of records kept in memory only: they found the
+// queue full or the log closed, or the store refused them.
+func (l *Log) NotStored() uint64 {
+	return l.notStored.Load()
 }
 
-// Close flushes pending records to the store. Records added afterwards
-// stay in memory only; closing twice is harmless.
+// Close writes what is queued to the store and stops the writer. Records
+// added afterwards stay in memory only; closing twice is harmless.
 func (l *Log) Close() {
 	l.mu.Lock()
-	if !l.closed {
-		l.closed = true
+	if !l.closed.Load() {
+		l.closed.Store(true)
 		close(l.queue)
 	}
 	l.mu.Unlock()

@@ -40,11 +40,26 @@ type Options struct {
 	// opening the stores agrees on it; n > 0 asks for exactly n, which
 	// may also lower an existing stream's copies.
 	Replicas int
-	// MaxRecords and MaxRecordBytes bound the invocation record stream.
+	// MaxRecords bounds the invocation record stream in records: it
+	// keeps at least the newest MaxRecords (bytes permitting) and, once
+	// this Store has appended 2×MaxRecords, purges what is older than its
+	// own newest MaxRecords, so the stream holds about 1–2×MaxRecords
+	// records per process writing them. It is also the stream's MaxMsgs,
+	// a ceiling in messages, each holding one record or a batch of them.
+	// MaxRecordBytes bounds the stream's size (MaxBytes).
+	//
+	// Records are not fsynced as they are appended: an append is
+	// acknowledged once the embedded server (or, in a cluster, a quorum
+	// of replicas) has written it to its files, and JetStream fsyncs
+	// them on its own interval (nats-server's default, two minutes),
+	// which Baton does not change for this or any other stream. A
+	// machine crash may lose what was not synced yet; a process crash
+	// loses nothing acknowledged.
 	MaxRecords     int64
 	MaxRecordBytes int64
 	// Logger, when set, tells why Open waits (a cluster without a
-	// JetStream leader yet).
+	// JetStream leader yet) and reports a failed trim of the record
+	// stream.
 	Logger *slog.Logger
 }
 
@@ -54,6 +69,8 @@ type Store struct {
 	fns     jetstream.KeyValue
 	code    jetstream.ObjectStore
 	records jetstream.Stream
+	trim    recordTrim
+	log     *slog.Logger
 }
 
 // Open creates or opens the buckets and stream. It is safe for several
@@ -71,7 +88,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	op := opener{js: js, log: log, want: o.Replicas, clustered: nc.ConnectedClusterName() != ""}
-	st := &Store{js: js}
+	st := &Store{js: js, trim: recordTrim{max: o.MaxRecords}, log: log}
 	// Create first (identical creates are idempotent) and update only what
 	// exists with other settings: see updateExisting.
 	st.fns, err = ensureKV(ctx, op, "functions bucket", jetstream.KeyValueConfig{
@@ -304,54 +321,6 @@ func (s *Store) DeleteBlob(ctx context.Context, name string) error {
 		return fmt.Errorf("delete blob %s: %w", name, Unanswered(err))
 	}
 	return nil
-}
-
-// AppendRecord implements store.Records.
-func (s *Store) AppendRecord(ctx context.Context, fn string, data []byte) error {
-	if _, err := s.js.Publish(ctx, recordsSubject+"."+fn, data); err != nil {
-		return fmt.Errorf("append record: %w", Unanswered(err))
-	}
-	return nil
-}
-
-// RecentRecords implements store.Records.
-func (s *Store) RecentRecords(ctx context.Context, limit int) ([][]byte, error) {
-	info, err := s.records.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("records stream info: %w", err)
-	}
-	if info.State.Msgs == 0 || limit <= 0 {
-		return nil, nil
-	}
-	start := info.State.FirstSeq
-	if info.State.Msgs > uint64(limit) {
-		start = info.State.LastSeq - uint64(limit) + 1
-	}
-	cons, err := s.records.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read records: %w", err)
-	}
-	var out [][]byte
-	for uint64(len(out)) < info.State.Msgs && len(out) < limit {
-		batch, err := cons.Fetch(limit-len(out), jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("fetch records: %w", err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			out = append(out, m.Data())
-			n++
-			if meta, err := m.Metadata(); err == nil && meta.Sequence.Stream >= info.State.LastSeq {
-				return out, nil
-			}
-		}
-		if n == 0 {
-			break
-		}
-	}
-	return out, nil
 }
 
 var (

@@ -90,4 +90,5 @@ func (e latestEntry) Revision() uint64                { return e.rev }
 func (e latestEntry) Created() time.Time              { return e.created }
 func (e latestEntry) Delta() uint64                   { return 0 }
 func (e latestEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
+
 var _ jetstream.KeyValueEntry = latestEntry{}
