@@ -77,6 +77,8 @@ type WorkerConfig struct {
 	CodeCacheBytes  int64
 	// Prefetch: as Config.Prefetch.
 	Prefetch bool
+	// ZygoteKeep: as Config.ZygoteKeep.
+	ZygoteKeep time.Duration
 	// Data sizes the node's data layers (the global one is on the
 	// cluster's NATS).
 	Data datalayer.Config
@@ -259,7 +261,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Advertise: advertised(cfg.Advertise, ln),
 		Peers:    peers,
-		Prefetch: cfg.Prefetch,
+		Prefetch: cfg.Prefetch, ZygoteKeep: cfg.ZygoteKeep,
 		// Functions' calls of functions go over the global bus.
 		Invoker: &busInvoker{nc: nc, fns: st, log: log.With("component", "invoke")},
 	}, blobCode{st}, log)
@@ -267,6 +269,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		return err
 	}
 	defer closeNode()
+	defer followFunctionVersions(ctx, st, wk, cfg.ZygoteKeep, log)()
 	srv, err := remote.NewServer(wk, serverTLS, remote.ServerOptions{Logger: log.With("component", "workerapi")})
 	if err != nil {
 		return err

@@ -43,6 +43,8 @@ type hostConfig struct {
 	CodeCacheBytes  int64
 	// Prefetch records and prefetches cold starts' working sets.
 	Prefetch bool
+	// ZygoteKeep: node.Options.ZygoteKeep.
+	ZygoteKeep time.Duration
 	// Invoker runs invocations the node's functions ask for (nil: the
 	// route answers 501).
 	Invoker node.Invoker
@@ -98,7 +100,7 @@ func newHostNode(ctx context.Context, cfg hostConfig, code workerapi.CodeStore, 
 		Code: code, Logger: log.With("component", "worker"), MaxResponseBytes: cfg.MaxPayloadBytes,
 		RootFS: rootFS, Layers: images, Images: images, BaseImages: bases,
 		ArchiveLimits: cfg.CodeLimits, CodeCacheBytes: cfg.CodeCacheBytes, Data: data, Transfer: xfer,
-		Prefetch: cfg.Prefetch, Invoker: cfg.Invoker,
+		Prefetch: cfg.Prefetch, Invoker: cfg.Invoker, ZygoteKeep: cfg.ZygoteKeep,
 	})
 	if err != nil {
 		closeImages()

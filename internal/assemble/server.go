@@ -59,6 +59,9 @@ type Config struct {
 	// on its first cold start and prefetches it on later ones (the CLI's
 	// --prefetch, on by default there).
 	Prefetch bool
+	// ZygoteKeep keeps a version's zygote and sandbox after its last
+	// instance was stopped (node.Options.ZygoteKeep).
+	ZygoteKeep time.Duration
 	// Sandbox selects the isolation: "container", "process", or "auto"
 	// (containers where this host can run them, else processes); empty
 	// means "auto".
@@ -199,13 +202,14 @@ func Run(ctx context.Context, cfg Config) error {
 		ID: nodeID, DataDir: cfg.DataDir, Sandbox: cfg.Sandbox, FakeStartLatency: cfg.FakeStartLatency, NoMemoryReclaim: cfg.NoMemoryReclaim,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, CodeLimits: codeLimits, CodeCacheBytes: cfg.CodeCacheBytes,
 		Data: cfg.Data, NATS: nc, Transfer: cfg.Transfer, TransferKey: xferKey, Prefetch: cfg.Prefetch,
-		Invoker: invoker,
+		Invoker: invoker, ZygoteKeep: cfg.ZygoteKeep,
 	}, reg, log)
 	if err != nil {
 		return err
 	}
 	// Whatever happens from here on, no instance outlives Run.
 	defer closeNode()
+	defer followFunctionVersions(ctx, state.store, wk, cfg.ZygoteKeep, log)()
 	// The controller holds the node as a workerapi.Worker directly: in
 	// `baton server` the worker API is an in-process call, and the image
 	// store is the node's alone.

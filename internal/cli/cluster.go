@@ -101,6 +101,7 @@ func newWorkerCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes")
 	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes")
 	f.BoolVar(&cfg.Prefetch, "prefetch", true, "record and prefetch cold starts' working sets on this host (see baton server --help)")
+	f.DurationVar(&cfg.ZygoteKeep, "zygote-keep", node.DefaultZygoteKeep, zygoteKeepUsage)
 	checkData = bothChecks(dataFlags(f, &cfg.Data), transferFlags(f, &cfg.Transfer))
 	return cmd
 }

@@ -14,6 +14,11 @@ import (
 	"github.com/baton-faas/baton/internal/node"
 )
 
+// zygoteKeepUsage describes --zygote-keep (server and worker).
+const zygoteKeepUsage = "how long a function version's zygote (Python's grain worker) and its sandbox are kept, paused and with their page cache reclaimed, " +
+	"after its last instance was stopped, so that its next cold start forks instead of importing again; a new version, a delete, " +
+	"the node's memory and shutdown end a keep sooner; 0 keeps nothing"
+
 // memoryReclaimUsage describes --memory-reclaim (server and worker).
 const memoryReclaimUsage = "give the memory of instances that leave a container sandbox back to the host at once " +
 	"(shrink its limit in the background, reclaiming the page cache they charged); false leaves that cache until host memory pressure evicts it (for comparison)"
@@ -67,6 +72,7 @@ func newServerCmd() *cobra.Command {
 	f.BoolVar(&cfg.NoAuthOnNetwork, assemble.NoAuthOnNetworkFlag, false, "allow --no-auth on a --listen address other hosts can reach: anyone there may deploy and run code")
 	f.Int64Var(&cfg.MaxCodeBytes, "max-code-bytes", archive.DefaultMaxTotalBytes, "largest unpacked size of one function's code in bytes (beyond: deploy refused with 413)")
 	f.Int64Var(&cfg.CodeCacheBytes, "code-cache-bytes", node.DefaultCodeCacheBytes, "disk the host's code cache may use in bytes; unused code is evicted first, then instance starts are refused")
+	f.DurationVar(&cfg.ZygoteKeep, "zygote-keep", node.DefaultZygoteKeep, zygoteKeepUsage)
 	f.BoolVar(&cfg.Prefetch, "prefetch", true, "record each function version's cold-start working set (pages of its image and code read before the runtime asked for work) on its first cold start on this host and prefetch it in one pass on later cold starts; --prefetch=false turns both off")
 	checkData = bothChecks(dataFlags(f, &cfg.Data), transferFlags(f, &cfg.Transfer))
 	return cmd

@@ -213,7 +213,7 @@ var reservedEnv = map[string]bool{
 	"LAMBDA_RUNTIME_DIR": true, "AWS_LAMBDA_FUNCTION_NAME": true,
 	"AWS_LAMBDA_FUNCTION_VERSION": true, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": true,
 	"AWS_LAMBDA_LOG_STREAM_NAME": true, "AWS_LAMBDA_LOG_GROUP_NAME": true,
-	"BATON_CONCURRENCY": true,
+	"BATON_CONCURRENCY": true, "BATON_RUNTIME_SOCKET": true,
 }
 
 // ValidateName checks a function name: lower-case DNS label style, because

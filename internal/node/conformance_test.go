@@ -13,22 +13,35 @@ import (
 
 // The node with process sandboxes passes the worker API's conformance
 // suite (with container sandboxes: see internal/assemble, which has the
-// image-backed root filesystems).
+// image-backed root filesystems), with its runtimes' invocation loop over
+// the Runtime API's socket and over HTTP.
 func TestConformanceProcess(t *testing.T) {
 	if runtimes.Python() == "" {
 		t.Skip("python3 is not installed: the node runs the suite's functions in Python")
 	}
-	workerapitest.Run(t, func(t *testing.T) (workerapi.Worker, workerapitest.Deployer) {
-		return newConformanceNode(t)
-	})
+	for _, httpOnly := range []bool{false, true} {
+		t.Run(map[bool]string{false: "socket", true: "http"}[httpOnly], func(t *testing.T) {
+			workerapitest.Run(t, func(t *testing.T) (workerapi.Worker, workerapitest.Deployer) {
+				return newConformanceNode(t, httpOnly)
+			})
+		})
+	}
 }
 
 // newConformanceNode is a node with process sandboxes as the suite wants
 // it, closed when the test ends.
-func newConformanceNode(t *testing.T) (*Worker, *workerapitest.PythonCode) {
+func newConformanceNode(t *testing.T, httpOnly bool) (*Worker, *workerapitest.PythonCode) {
+	return newPythonNode(t, Options{EventBuffer: workerapitest.EventBuffer, NoRuntimeSocket: httpOnly})
+}
+
+// newPythonNode is a node with process sandboxes and opts' other
+// settings, serving the suite's Python functions, closed when the test
+// ends.
+func newPythonNode(t *testing.T, opts Options) (*Worker, *workerapitest.PythonCode) {
+	t.Helper()
 	code := workerapitest.NewPythonCode()
-	w, err := New(Options{ID: "node-test", DataDir: t.TempDir(), Sandboxes: process.New(), Code: code,
-		EventBuffer: workerapitest.EventBuffer})
+	opts.ID, opts.DataDir, opts.Sandboxes, opts.Code = "node-test", t.TempDir(), process.New(), code
+	w, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

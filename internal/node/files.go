@@ -35,9 +35,8 @@ type sandboxFiles interface {
 	prepare(ctx context.Context, digest string) (string, error)
 	// remove deletes digest's code from this host.
 	remove(ctx context.Context, digest, hexDigest string) error
-	// root gives the spec of a's sandbox its root and its task mount;
-	// it needs no code prepared.
-	root(ctx context.Context, a *app, spec workerapi.InstanceSpec, sb *sandbox.Spec) error
+	// root gives the spec of a's sandbox its root and its task mount.
+	root(ctx context.Context, a *app, spec workerapi.InstanceSpec, codeDir string, sb *sandbox.Spec) error
 	// taskRoot makes digest's code visible in a's sandbox and returns its
 	// path there and a host path of the same files.
 	taskRoot(ctx context.Context, a *app, digest, codeDir string) (inSandbox, onHost string, err error)
@@ -65,14 +64,8 @@ func (f hostFiles) remove(_ context.Context, _, hexDigest string) error {
 	return os.RemoveAll(filepath.Join(f.w.opts.DataDir, "code", hexDigest))
 }
 
-func (f hostFiles) root(_ context.Context, _ *app, _ workerapi.InstanceSpec, sb *sandbox.Spec) error {
-	// The whole code cache (see unpackedCode), each version's code below
-	// it by digest; it may be empty yet, the code being unpacked meanwhile.
-	dir := filepath.Join(f.w.opts.DataDir, "code")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("code cache: %w", err)
-	}
-	sb.Mounts = append(sb.Mounts, sandbox.Mount{Source: dir, Target: taskMount})
+func (hostFiles) root(_ context.Context, _ *app, _ workerapi.InstanceSpec, codeDir string, sb *sandbox.Spec) error {
+	sb.Mounts = append(sb.Mounts, sandbox.Mount{Source: filepath.Dir(codeDir), Target: taskMount})
 	return nil
 }
 
@@ -115,7 +108,7 @@ func (f imageFiles) remove(ctx context.Context, _, hexDigest string) error {
 	return f.w.opts.Layers.DeleteRef(ctx, codeRefPrefix+hexDigest)
 }
 
-func (f imageFiles) root(ctx context.Context, a *app, spec workerapi.InstanceSpec, sb *sandbox.Spec) error {
+func (f imageFiles) root(ctx context.Context, a *app, spec workerapi.InstanceSpec, _ string, sb *sandbox.Spec) error {
 	img, err := f.w.opts.RootFS.RootFS(ctx, spec.Spec.Runtime, spec.Spec.Image, mixedRuntimes(spec))
 	if err != nil {
 		return fmt.Errorf("root filesystem for app %s: %w", spec.App, err)

@@ -39,7 +39,23 @@ type grainWorker struct {
 	// exited is closed once the zygote process has been reaped.
 	exited chan struct{}
 
+	// spec and app are the version and the sandbox it was started for.
+	spec workerapi.InstanceSpec
+	app  *app
+
 	children int // guarded by grainTable.mu
+	// kept: the last child left and the grain worker is kept (see
+	// keep.go) until keptUntil; guarded by grainTable.mu.
+	kept      bool
+	keptUntil time.Time
+	// reclaimAt is when a kept grain worker's page cache is reclaimed
+	// (zero: done or not due); guarded by grainTable.mu.
+	reclaimAt time.Time
+
+	// parkMu orders parking (freeze, reclaim) against unparking; parked
+	// is guarded by it.
+	parkMu sync.Mutex
+	parked bool
 }
 
 // grainTable is the worker's grain workers by grainKey. Its lock is taken
@@ -69,8 +85,11 @@ func (t *grainTable) count() int {
 
 // join counts one more child against key's grain worker. A failed or dead
 // one is replaced, so that a transient import failure is retried; when
-// there is none, newGrain makes one (created: the caller starts it).
-func (t *grainTable) join(key string, newGrain func() *grainWorker) (g *grainWorker, created bool) {
+// there is none, newGrain makes one (created: the caller starts it). A
+// kept one is taken back (revived: the caller unparks it and drops its
+// keep); a kept one that died is returned as stale, for the caller to
+// drop.
+func (t *grainTable) join(key string, newGrain func() *grainWorker) (g *grainWorker, created, revived bool, stale *grainWorker) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if g, ok := t.grains[key]; ok {
@@ -79,33 +98,45 @@ func (t *grainTable) join(key string, newGrain func() *grainWorker) (g *grainWor
 			if g.err != nil || isDone(g.z) {
 				delete(t.grains, key)
 				ok = false
+				if g.kept {
+					g.kept = false
+					stale = g
+				}
 			}
 		default:
 		}
 		if ok {
 			g.children++
-			return g, false
+			revived = g.kept
+			g.kept = false
+			return g, false, revived, nil
 		}
 	}
 	g = newGrain()
 	g.children = 1
 	t.grains[key] = g
-	return g, true
+	return g, true, false, stale
 }
 
-// leave drops one child; last reports that it was the last one (the grain
-// worker is then out of the table).
-func (t *grainTable) leave(g *grainWorker) (last bool) {
+// leave drops one child. When it was the last one, the grain worker is
+// kept if keep allows (it stays in the table, kept until until), or else
+// taken out of the table (last).
+func (t *grainTable) leave(g *grainWorker, keep func(*grainWorker) bool, until time.Time) (last, kept bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	g.children--
 	if g.children > 0 {
-		return false
+		return false, false
+	}
+	if t.grains[g.key] == g && keep(g) {
+		g.kept, g.keptUntil = true, until
+		g.reclaimAt = time.Now().Add(reclaimDelay(until.Sub(time.Now())))
+		return false, true
 	}
 	if t.grains[g.key] == g {
 		delete(t.grains, g.key)
 	}
-	return true
+	return true, false
 }
 
 // grainKey identifies what a zygote has loaded. Versions restart at 1
@@ -119,17 +150,24 @@ func grainKey(spec workerapi.InstanceSpec) string {
 }
 
 // acquireGrain returns the running grain worker of the version, starting it
-// if needed, and counts one more child against it. The grain worker starts
-// in a goroutine of the worker's; a caller whose ctx ends only stops
-// waiting (and drops its count: the last one to leave stops it).
-func (w *Worker) acquireGrain(ctx context.Context, a *app, spec workerapi.InstanceSpec, drv runtimes.Driver, interp, taskRoot string) (*grainWorker, error) {
+// if needed, and counts one more child against it; revived says it was
+// kept (keep.go). The grain worker starts in a goroutine of the worker's;
+// a caller whose ctx ends only stops waiting (and drops its count: the
+// last one to leave stops it).
+func (w *Worker) acquireGrain(ctx context.Context, a *app, spec workerapi.InstanceSpec, drv runtimes.Driver, interp, taskRoot string) (_ *grainWorker, revived bool, _ error) {
 	key := grainKey(spec)
 	var gctx context.Context
-	g, created := w.grains.join(key, func() *grainWorker {
-		g := &grainWorker{key: key, ready: make(chan struct{}), exited: make(chan struct{})}
+	g, created, revived, stale := w.grains.join(key, func() *grainWorker {
+		g := &grainWorker{key: key, ready: make(chan struct{}), exited: make(chan struct{}), spec: spec, app: a}
 		gctx, g.cancel = context.WithTimeout(w.ctx, w.opts.StartTimeout)
 		return g
 	})
+	if stale != nil {
+		w.dropKept("its zygote died", stale)
+	}
+	if revived {
+		w.revived(g)
+	}
 	if created {
 		w.background.Add(1)
 		go func() {
@@ -144,17 +182,24 @@ func (w *Worker) acquireGrain(ctx context.Context, a *app, spec workerapi.Instan
 	case <-ctx.Done():
 		w.releaseGrain(g)
 		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-			return nil, &workerapi.InitError{Err: workerapi.FunctionError{
+			return nil, false, &workerapi.InitError{Err: workerapi.FunctionError{
 				Type: "Runtime.InitTimeout", Message: "the handler module did not finish loading before the start deadline",
 			}}
 		}
-		return nil, fmt.Errorf("grain worker start cancelled: %w", context.Cause(ctx))
+		return nil, false, fmt.Errorf("grain worker start cancelled: %w", context.Cause(ctx))
 	}
 	if g.err != nil {
 		w.releaseGrain(g)
-		return nil, g.err
+		return nil, false, g.err
 	}
-	return g, nil
+	// Every start of a kept grain worker thaws it (once): one that joined
+	// right after the start that took it back must not fork from it
+	// frozen.
+	if err := g.unpark(); err != nil {
+		w.releaseGrain(g)
+		return nil, false, fmt.Errorf("thaw the kept grain worker: %w", err)
+	}
+	return g, revived, nil
 }
 
 func isDone(z *grain.Zygote) bool {
@@ -254,9 +299,10 @@ func (w *Worker) forwardGrainOutput(key string, r *os.File) {
 }
 
 // releaseGrain drops one child reference; the last one stops the grain
-// worker, so a function scaled to zero holds nothing.
+// worker, so a function scaled to zero holds nothing (but see
+// releaseGrainKeeping).
 func (w *Worker) releaseGrain(g *grainWorker) {
-	if w.grains.leave(g) {
+	if last, _ := w.grains.leave(g, func(*grainWorker) bool { return false }, time.Time{}); last {
 		g.stop()
 	}
 }

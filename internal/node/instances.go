@@ -50,6 +50,13 @@ type instance struct {
 	grain *grainWorker
 	// group confines child where the sandbox enforces limits.
 	group sandbox.Group
+	// revived: child was forked from a grain worker kept after its
+	// version had scaled to zero (keep.go); claimed is that grain worker
+	// from the start's beginning until fork takes it.
+	revived bool
+	claimed *grainWorker
+	// marks time the start's steps (only the start uses them).
+	marks *startMarks
 
 	done      chan struct{} // closed when the process is gone
 	exitDesc  string        // set before done closes
@@ -233,9 +240,11 @@ func (t *instanceTable) stopAll() []*instance {
 }
 
 // exited removes an instance whose process ended. It reports whether its
-// end is news (a ready instance the worker did not stop) and counts its
-// release, so that Close, which no longer sees it, waits for it.
-func (t *instanceTable) exited(in *instance, releases *releaseCount) (news bool) {
+// end is news (a ready instance the worker did not stop), whether it was a
+// ready instance the worker stopped (whose grain worker may be kept) and
+// counts its release, so that Close, which no longer sees it, waits for
+// it.
+func (t *instanceTable) exited(in *instance, releases *releaseCount) (news, stopped bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.running, in.id)
@@ -247,7 +256,7 @@ func (t *instanceTable) exited(in *instance, releases *releaseCount) (news bool)
 		delete(t.live, in.id)
 	}
 	releases.add()
-	return wasReady && !in.stopping
+	return wasReady && !in.stopping, wasReady && in.stopping
 }
 
 // endedStarts remembers how the latest failed starts ended, so that
@@ -443,9 +452,11 @@ func (w *Worker) watch(in *instance) {
 	close(in.done)
 	in.api.Close()
 
-	news := w.instances.exited(in, &w.releases)
+	news, stopped := w.instances.exited(in, &w.releases)
 	if in.grain != nil {
-		w.releaseGrain(in.grain)
+		// A grain worker whose last instance the worker stopped (not one
+		// that crashed) may be kept for the version's return.
+		w.releaseGrainKeeping(in.grain, stopped)
 	}
 	w.releaseApp(in.app, in.spec.Spec.MemoryMB)
 	w.releaseCode(in.spec.CodeDigest)
@@ -580,6 +591,11 @@ func (w *Worker) invokeFailure(ctx, parent context.Context, in *instance, inv wo
 	default:
 	}
 	switch {
+	case errors.Is(err, runtimeapi.ErrProtocol):
+		// A runtime client that broke the socket protocol cannot be
+		// trusted with the next event either.
+		w.killAndWait(in)
+		return &workerapi.Failure{Kind: workerapi.FailureCrash, Message: "instance " + in.id + "'s runtime client broke the Runtime API: " + err.Error()}
 	case errors.Is(err, runtimeapi.ErrResponseTooLarge):
 		// Runtime clients treat the refused post as fatal (aws-lambda-go
 		// exits), so the instance is replaced rather than trusted.

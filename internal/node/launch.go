@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,7 +28,6 @@ import (
 // work. ctx ends when the start is cancelled or its deadline passes.
 func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSpec) (workerapi.Instance, error) {
 	began := time.Now()
-	steps := &startSteps{last: began}
 	drv, err := driver(spec.Spec.Runtime)
 	if err != nil {
 		return workerapi.Instance{}, err
@@ -46,76 +44,77 @@ func (w *Worker) start(ctx context.Context, id string, spec workerapi.InstanceSp
 	ws := w.wsBegin(ctx, spec)
 	started := false
 	defer func() { w.wsFinish(ws, spec, started) }()
+	// Kept zygotes give way to instances when the node's memory is short;
+	// the version's own is taken back (it holds its sandbox until
+	// acquireApp counts the start there).
+	w.makeRoom(grainKey(spec))
+	revived := w.keptFor(ctx, ws, grainKey(spec))
 	w.holdCode(spec.CodeDigest)
-	// The code is fetched and built while the sandbox is made (on a
-	// fresh host, while its base images are built): neither needs the
-	// other until the code is shown in the sandbox.
-	type prepared struct {
-		dir  string
-		err  error
-		took time.Duration
+	codeDir, err := w.codeDir(ctx, spec.CodeDigest)
+	if err != nil {
+		w.releaseCode(spec.CodeDigest)
+		if revived != nil {
+			// The keep ends with the start that took it back.
+			w.releaseKeep(revived)
+			w.releaseGrain(revived)
+		}
+		return workerapi.Instance{}, err
 	}
-	code := make(chan prepared, 1)
-	go func() {
-		began := time.Now()
-		dir, err := w.codeDir(ctx, spec.CodeDigest)
-		code <- prepared{dir, err, time.Since(began)}
-	}()
-	a, err := w.acquireApp(ctx, spec)
-	steps.mark("sandbox")
-	c := <-code
-	steps.attrs = append(steps.attrs, "code", c.took)
-	if err == nil && c.err != nil {
-		w.releaseApp(a.key, spec.Spec.MemoryMB)
-		err = c.err
-	}
+	marks := startMarks{began: began}
+	marks.mark("code")
+	a, err := w.acquireApp(ctx, spec, codeDir, revived)
 	if err != nil {
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
-	codeDir := c.dir
-	steps.mark("code-wait")
 	interp, err := w.files.interpreter(a, spec, drv)
 	if err != nil {
 		w.releaseApp(a.key, spec.Spec.MemoryMB)
 		w.releaseCode(spec.CodeDigest)
 		return workerapi.Instance{}, err
 	}
-	steps.mark("interpreter")
+	marks.mark("sandbox")
 	in := &instance{
 		id: id, spec: spec, app: a.key, sandbox: a, capacity: capacity(drv, spec.Spec.Concurrency),
 		logs: newLogCapture(w.opts.LogLimit), done: make(chan struct{}), released: make(chan struct{}),
+		marks: &marks, claimed: revived,
 	}
 	// launch owns the app and code references from here on, also on
 	// failure.
-	inst, err := w.launch(ctx, drv, in, ws, interp, codeDir, steps)
+	inst, err := w.launch(ctx, drv, in, ws, interp, codeDir)
 	if err != nil {
 		return workerapi.Instance{}, err
 	}
 	inst.InitDuration = time.Since(began)
 	started = true
-	if w.log.Enabled(ctx, slog.LevelDebug) {
-		w.log.Debug("instance start steps", append([]any{"function", spec.Function, "version", spec.Version, "instance", id}, steps.attrs...)...)
-	}
+	w.log.Debug("instance start", append([]any{"function", spec.Function, "instance", id, "zygote-kept", in.revived}, marks.attrs()...)...)
 	return inst, nil
 }
 
-// startSteps times a start's steps for the debug log: what a cold start
-// waited for.
-type startSteps struct {
+// startMarks time a start's steps, for the debug log (see start).
+type startMarks struct {
+	began time.Time
 	last  time.Time
-	attrs []any
+	steps []any // name, duration pairs
 }
 
-// mark ends step, which began when the previous one ended.
-func (s *startSteps) mark(step string) {
+// mark ends step name.
+func (m *startMarks) mark(name string) {
+	if m == nil {
+		return
+	}
 	now := time.Now()
-	s.attrs = append(s.attrs, step, now.Sub(s.last))
-	s.last = now
+	if m.last.IsZero() {
+		m.last = m.began
+	}
+	m.steps = append(m.steps, name, now.Sub(m.last))
+	m.last = now
 }
+
+func (m *startMarks) attrs() []any { return append(m.steps, "total", time.Since(m.began)) }
 
 // launch starts the instance's process and waits for its runtime to poll.
-func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, ws *wsStart, interp, codeDir string, steps *startSteps) (workerapi.Instance, error) {
+func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, ws *wsStart, interp, codeDir string) (workerapi.Instance, error) {
 	a := in.sandbox
 	release := func() {
 		w.releaseApp(in.app, in.spec.Spec.MemoryMB)
@@ -126,16 +125,18 @@ func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, 
 		release()
 		return workerapi.Instance{}, err
 	}
-	steps.mark("task-view")
+	in.marks.mark("task-root")
 	w.wsBeforeSpawn(ctx, ws, in)
-	steps.mark("working-set")
+	in.marks.mark("prefetch")
 	addr, err := w.serveAPI(a, in)
 	if err != nil {
 		release()
 		return workerapi.Instance{}, err
 	}
+	in.marks.mark("runtime-api")
 	env := w.instanceEnv(a, in.spec, taskRoot)
 	env["AWS_LAMBDA_RUNTIME_API"] = addr
+	socketEnv(env, w.serveSocket(drv, a, in))
 	env["AWS_LAMBDA_LOG_STREAM_NAME"] = in.id
 	if err := w.spawn(ctx, drv, in, interp, env); err != nil {
 		in.api.Close()
@@ -153,9 +154,8 @@ func (w *Worker) launch(ctx context.Context, drv runtimes.Driver, in *instance, 
 	// here watch releases the references, exactly once.
 	w.instances.register(in)
 	go w.watch(in)
-	steps.mark("spawn")
 	inst, err := w.awaitReady(ctx, drv, in, codeDir)
-	steps.mark("runtime-init")
+	in.marks.mark("runtime-init")
 	return inst, err
 }
 
@@ -215,6 +215,7 @@ func (w *Worker) spawn(ctx context.Context, drv runtimes.Driver, in *instance, i
 			Env:  envList(env), Dir: taskRoot, Stdout: outW, Stderr: errW,
 			Limits: instanceLimits(in.spec),
 		})
+		in.marks.mark("process")
 	}
 	outW.Close()
 	errW.Close()
@@ -228,14 +229,27 @@ func (w *Worker) spawn(ctx context.Context, drv runtimes.Driver, in *instance, i
 // fork forks the instance from the version's grain worker (starting it if
 // needed) and confines it.
 func (w *Worker) fork(ctx context.Context, drv runtimes.Driver, in *instance, interp, taskRoot string, env map[string]string, stdout, stderr *os.File) error {
-	g, err := w.acquireGrain(ctx, in.sandbox, in.spec, drv, interp, taskRoot)
+	g, revived, err := in.claimed, true, error(nil)
+	in.claimed = nil
+	if g != nil {
+		err = g.unpark()
+		if err != nil {
+			w.releaseGrain(g)
+			err = fmt.Errorf("thaw the kept grain worker: %w", err)
+		}
+	} else {
+		g, revived, err = w.acquireGrain(ctx, in.sandbox, in.spec, drv, interp, taskRoot)
+	}
 	if err != nil {
 		return err
 	}
-	in.grain = g
+	in.grain, in.revived = g, revived
+	in.marks.mark("zygote")
 	in.child, err = g.z.Spawn(ctx, env, stdout, stderr)
+	in.marks.mark("fork")
 	if err == nil {
 		err = w.confine(ctx, in)
+		in.marks.mark("confine")
 	}
 	if err != nil {
 		in.grain, in.child = nil, nil

@@ -17,7 +17,7 @@ func TestConformanceRemoteProcess(t *testing.T) {
 		t.Skip("python3 is not installed: the node runs the suite's functions in Python")
 	}
 	workerapitest.Run(t, func(t *testing.T) (workerapi.Worker, workerapitest.Deployer) {
-		w, code := newConformanceNode(t)
+		w, code := newConformanceNode(t, false)
 		return remotetest.Loopback(t, w), code
 	})
 }

@@ -75,12 +75,13 @@ func TestConcurrentResizesLeaveTheLatestLimits(t *testing.T) {
 	}
 	defer w.Close(context.Background())
 	spec := workerapi.InstanceSpec{Function: "f", Version: 1, App: "app", Spec: function.Spec{MemoryMB: 512}}
+	codeDir := t.TempDir()
 	ctx := context.Background()
-	a, err := w.acquireApp(ctx, spec)
+	a, err := w.acquireApp(ctx, spec, codeDir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.acquireApp(ctx, spec); err != nil {
+	if _, err := w.acquireApp(ctx, spec, codeDir, nil); err != nil {
 		t.Fatal(err)
 	}
 	two := w.apps.limits(a)
@@ -99,7 +100,7 @@ func TestConcurrentResizesLeaveTheLatestLimits(t *testing.T) {
 	// ...while a joiner grows the sandbox back.
 	joined := make(chan error, 1)
 	go func() {
-		_, err := w.acquireApp(ctx, spec)
+		_, err := w.acquireApp(ctx, spec, codeDir, nil)
 		joined <- err
 	}()
 	// Give an unserialised joiner the chance to apply its limits before

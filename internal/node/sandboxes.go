@@ -25,6 +25,11 @@ type app struct {
 	// memory (guarded by appTable.mu); the sandbox's limits follow them.
 	instances int
 	memoryMB  int
+	// kept and keptMB count the grain workers kept in the sandbox after
+	// their last instance left (keep.go) and the memory they may use
+	// (guarded by appTable.mu); they keep the sandbox too.
+	kept   int
+	keptMB int
 	// resizeMu makes each resize read the limits and apply them as one
 	// step, so that of concurrent joins and leaves the latest limits are
 	// the ones left in force (a stale, larger or smaller, resize landing
@@ -38,6 +43,9 @@ type app struct {
 	codeMu    sync.Mutex
 	codes     map[string]bool // digests attached to task (guarded by codeMu)
 	attaching keyedlock.Locks // one attach per digest at a time
+	// sockDir holds the Runtime API sockets of the sandbox's instances
+	// ("": none; runtimesocket.go).
+	sockDir string
 }
 
 // appTable is the worker's sandboxes, one per app key. Its lock is taken
@@ -102,12 +110,48 @@ func (t *appTable) leave(key string, memoryMB int, releases *releaseCount) (a *a
 	}
 	a.instances--
 	a.memoryMB -= memoryMB
-	if a.instances > 0 {
-		return a, false
+	return a, t.removeIfUnusedLocked(a, releases)
+}
+
+// revive turns a kept grain worker's count in a into an instance's (the
+// start that took the grain worker back): the limits do not change.
+func (t *appTable) revive(a *app, memoryMB int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a.kept--
+	a.keptMB -= memoryMB
+	a.instances++
+	a.memoryMB += memoryMB
+}
+
+// hold counts a grain worker kept in a (with the memory it may use).
+func (t *appTable) hold(a *app, memoryMB int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a.kept++
+	a.keptMB += memoryMB
+}
+
+// unhold drops a kept grain worker's count; last reports that nothing
+// else used a (it is then out of the table, its release counted in
+// releases for the caller to end).
+func (t *appTable) unhold(a *app, memoryMB int, releases *releaseCount) (last bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a.kept--
+	a.keptMB -= memoryMB
+	return t.removeIfUnusedLocked(a, releases)
+}
+
+// removeIfUnusedLocked takes a out of the table once no instance and no
+// kept grain worker uses it. The caller holds t.mu.
+func (t *appTable) removeIfUnusedLocked(a *app, releases *releaseCount) bool {
+	if a.instances > 0 || a.kept > 0 || t.apps[a.key] != a {
+		return false
 	}
-	delete(t.apps, key)
+	delete(t.apps, a.key)
 	releases.add() // Close no longer sees the app, but must wait for this
-	return a, true
+	return true
 }
 
 // limits are a's sandbox's current limits.
@@ -182,8 +226,16 @@ func cpuMillisFor(memoryMB int) int {
 }
 
 // acquireApp returns the sandbox for spec's app, creating it if needed,
-// and counts one more instance (with its memory) against it.
-func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec) (*app, error) {
+// and counts one more instance (with its memory) against it. A start that
+// took back a kept grain worker (revived) turns the keep's count into its
+// own, without a resize.
+func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec, codeDir string, revived *grainWorker) (*app, error) {
+	if revived != nil {
+		w.apps.revive(revived.app, spec.Spec.MemoryMB)
+		w.releaseCode(spec.CodeDigest) // the keep's; the start holds its own
+		w.zygotes.revived.Add(1)
+		return revived.app, nil
+	}
 	key := appKey(spec)
 	a, created, err := w.apps.join(key, spec.Spec.MemoryMB)
 	if err != nil {
@@ -203,7 +255,7 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec) (*
 		w.resize(ctx, a)
 		return a, nil
 	}
-	madeWith, err := w.createSandbox(ctx, a, spec)
+	madeWith, err := w.createSandbox(ctx, a, spec, codeDir)
 	a.err = err
 	close(a.ready)
 	if err != nil {
@@ -219,19 +271,21 @@ func (w *Worker) acquireApp(ctx context.Context, spec workerapi.InstanceSpec) (*
 }
 
 // createSandbox creates a's sandbox and returns the limits it was given.
-func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.InstanceSpec) (sandbox.Resources, error) {
+func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.InstanceSpec, codeDir string) (sandbox.Resources, error) {
 	limits := w.apps.limits(a)
 	sbSpec := sandbox.Spec{
 		ID: newID("sb-"), App: spec.App, Network: spec.Spec.Network,
 		MemoryMB: limits.MemoryMB, PIDs: limits.PIDs, CPUShares: limits.CPUShares,
 		Mounts: []sandbox.Mount{{Source: w.runtimes.Dir, Target: runtimeMount}},
 	}
-	if err := w.files.root(ctx, a, spec, &sbSpec); err != nil {
+	if err := w.files.root(ctx, a, spec, codeDir, &sbSpec); err != nil {
 		return limits, err
 	}
+	a.sockDir = w.socketDir(&sbSpec)
 	sb, err := w.opts.Sandboxes.Create(ctx, sbSpec)
 	if err != nil {
 		w.files.cleanup(a)
+		w.removeSocketDir(a)
 		return limits, fmt.Errorf("create sandbox for app %s: %w", spec.App, err)
 	}
 	a.sb = sb
@@ -240,13 +294,16 @@ func (w *Worker) createSandbox(ctx context.Context, a *app, spec workerapi.Insta
 
 // limits are the sandbox's: every instance's memory, as much again for
 // the grain workers they may have been forked from (an upper bound: one
-// grain worker serves all instances of a version), and their processes.
-// The caller holds appTable.mu.
+// grain worker serves all instances of a version), and their processes. A
+// kept grain worker counts as the one instance its version's return
+// makes of it, so that the return leaves the limits as they are. The
+// caller holds appTable.mu.
 func (a *app) limits() sandbox.Resources {
+	memoryMB, instances := a.memoryMB+a.keptMB, a.instances+a.kept
 	return sandbox.Resources{
-		MemoryMB:  sandboxBaseMB + 2*a.memoryMB,
-		PIDs:      sandboxReservePID + 2*a.instances*instancePIDs,
-		CPUShares: cpuSharesFor(a.memoryMB),
+		MemoryMB:  sandboxBaseMB + 2*memoryMB,
+		PIDs:      sandboxReservePID + 2*instances*instancePIDs,
+		CPUShares: cpuSharesFor(memoryMB),
 	}
 }
 
@@ -279,9 +336,16 @@ func (w *Worker) resize(ctx context.Context, a *app) {
 	}
 }
 
-// releaseApp drops one instance; the last one destroys the sandbox.
+// releaseApp drops one instance; the last user (of instances and kept
+// grain workers) destroys the sandbox.
 func (w *Worker) releaseApp(key string, memoryMB int) {
 	a, last := w.apps.leave(key, memoryMB, &w.releases)
+	w.afterAppRelease(a, last)
+}
+
+// afterAppRelease resizes a sandbox that lost a user, or destroys it
+// when that was its last.
+func (w *Worker) afterAppRelease(a *app, last bool) {
 	switch {
 	case a == nil:
 	case !last:
@@ -299,4 +363,5 @@ func (w *Worker) destroyApp(a *app) {
 		}
 	}
 	w.files.cleanup(a)
+	w.removeSocketDir(a)
 }

@@ -60,10 +60,11 @@ func TestWaiterGivingUpBeforeSandboxIsReady(t *testing.T) {
 	}
 	defer w.Close(context.Background())
 	spec := workerapi.InstanceSpec{Function: "f", Version: 1, App: "app", Spec: function.Spec{MemoryMB: 128}}
+	codeDir := t.TempDir()
 
 	created := make(chan *app, 1)
 	go func() {
-		a, err := w.acquireApp(context.Background(), spec)
+		a, err := w.acquireApp(context.Background(), spec, codeDir, nil)
 		if err != nil {
 			t.Error(err)
 		}
@@ -74,7 +75,7 @@ func TestWaiterGivingUpBeforeSandboxIsReady(t *testing.T) {
 	cancel()
 	gaveUp := make(chan error, 1)
 	go func() {
-		_, err := w.acquireApp(gone, spec)
+		_, err := w.acquireApp(gone, spec, codeDir, nil)
 		gaveUp <- err
 	}()
 	// The sandbox appears while the waiter leaves: nothing orders the two.

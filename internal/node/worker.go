@@ -50,6 +50,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -119,6 +120,15 @@ type Options struct {
 	// on its first cold start here and prefetches it on later ones
 	// (functions can opt out with their spec's prefetch: false).
 	Prefetch bool
+	// ZygoteKeep is how long a version's grain worker (zygote) and its
+	// sandbox are kept, parked, after its last instance was stopped, so
+	// that its next cold start forks instead of importing again (see
+	// keep.go); 0 keeps nothing.
+	ZygoteKeep time.Duration
+	// NoRuntimeSocket gives instances the Runtime API over HTTP only;
+	// by default Baton's own runtime clients run the invocation loop
+	// over a unix socket (runtimesocket.go).
+	NoRuntimeSocket bool
 }
 
 // RootFSProvider mounts the image a sandbox's root is made of.
@@ -162,6 +172,11 @@ type Worker struct {
 	// workingSets are the recorded cold-start working sets (nil: off;
 	// see workingset.go).
 	workingSets *workingset.Store
+	// sockRoot holds the sandboxes' Runtime API socket directories ("":
+	// instances get HTTP only); sockSeq names the directories and sockets
+	// in it (runtimesocket.go).
+	sockRoot string
+	sockSeq  atomic.Uint64
 
 	// ctx is the worker's lifetime: the parent of every start, of the
 	// grain workers' starts and of code builds; Close cancels it.
@@ -179,8 +194,12 @@ type Worker struct {
 	apps      appTable
 	busy      busy // starts under way, for background preparation (prepare.go)
 	grains    grainTable
-	code      codeRefs
-	releases  releaseCount
+	// zygotes count kept grain workers; fnVersions is what
+	// FunctionChanged told (keep.go).
+	zygotes    zygoteCounters
+	fnVersions versions
+	code       codeRefs
+	releases   releaseCount
 	// codeLocks orders checking for a digest's code against removing it.
 	codeLocks keyedlock.Locks
 	// builds shares one fetch and build of a digest's code among
@@ -246,12 +265,22 @@ func New(opts Options) (*Worker, error) {
 	if err := w.files.adopt(); err != nil {
 		return nil, err
 	}
+	if err := w.initSockets(); err != nil {
+		return nil, err
+	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.background.Add(1)
 	go func() {
 		defer w.background.Done()
 		w.janitor()
 	}()
+	if opts.ZygoteKeep > 0 {
+		w.background.Add(1)
+		go func() {
+			defer w.background.Done()
+			w.keeper()
+		}()
+	}
 	if opts.Transfer != nil {
 		w.background.Add(1)
 		go func() {
@@ -333,6 +362,11 @@ func (w *Worker) Close(ctx context.Context) error {
 		}
 	}
 	for _, g := range w.grains.all() {
+		// A parked (kept) one is thawed first: a frozen task would not
+		// die.
+		if err := g.unpark(); err != nil {
+			w.log.Warn("unpark a kept zygote to stop it", "grain", g.key, "err", err)
+		}
 		g.stop()
 	}
 	for _, a := range w.apps.all() {
@@ -341,6 +375,7 @@ func (w *Worker) Close(ctx context.Context) error {
 			_ = a.sb.Destroy(ctx)
 		}
 		w.files.cleanup(a)
+		w.removeSocketDir(a)
 	}
 	if err := waitGroup(ctx, &w.background); err != nil {
 		return fmt.Errorf("grain workers still running at shutdown: %w", err)

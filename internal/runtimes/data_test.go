@@ -53,6 +53,24 @@ func serveEndpoint(t *testing.T, opts runtimeapi.Options) (*runtimeapi.Server, s
 // on the endpoint at addr, invokes it once and returns its response.
 func runFunction(t *testing.T, api *runtimeapi.Server, addr, interp, sub, handler string) json.RawMessage {
 	t.Helper()
+	startClient(t, interp, sub, handler, "AWS_LAMBDA_RUNTIME_API="+addr)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := api.Invoke(ctx, runtimeapi.Event{Payload: []byte("{}")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Error != nil {
+		t.Fatalf("%s failed: %s: %s %v", handler, res.Error.Type, res.Error.Message, res.Error.StackTrace)
+	}
+	return res.Payload
+}
+
+// startClient starts the runtime client of interp for handler (code in
+// testdata/sub) with env added to this process's, and kills it when the
+// test ends. Its output is returned, and logged if the test failed.
+func startClient(t *testing.T, interp, sub, handler string, env ...string) *syncBuffer {
+	t.Helper()
 	if _, err := exec.LookPath(interp); err != nil {
 		t.Skipf("%s not found in PATH; skipping a runtime test", interp)
 	}
@@ -70,10 +88,9 @@ func runFunction(t *testing.T, api *runtimeapi.Server, addr, interp, sub, handle
 	}
 	cmd := exec.Command(interp, args...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "_HANDLER="+handler, "LAMBDA_TASK_ROOT="+root, "AWS_LAMBDA_RUNTIME_API="+addr,
-		"PYTHONDONTWRITEBYTECODE=1")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = append(append(os.Environ(), "_HANDLER="+handler, "LAMBDA_TASK_ROOT="+root, "PYTHONDONTWRITEBYTECODE=1"), env...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -84,16 +101,7 @@ func runFunction(t *testing.T, api *runtimeapi.Server, addr, interp, sub, handle
 			t.Logf("%s output:\n%s", interp, out.String())
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := api.Invoke(ctx, runtimeapi.Event{Payload: []byte("{}")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Error != nil {
-		t.Fatalf("%s failed: %s: %s %v", handler, res.Error.Type, res.Error.Message, res.Error.StackTrace)
-	}
-	return res.Payload
+	return out
 }
 
 type syncBuffer struct {

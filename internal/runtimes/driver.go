@@ -36,6 +36,11 @@ type Driver interface {
 	// ClientFile names the runtime client script and returns its
 	// content; "" when the runtime has none.
 	ClientFile() (name string, content []byte)
+	// RuntimeSocket reports whether the runtime's client runs the
+	// invocation loop over the Runtime API's socket when given one
+	// (runtimeapi.SocketEnv); clients that speak only HTTP (the function's
+	// own, under provided) are not given one.
+	RuntimeSocket() bool
 	// Forks reports whether instances are forked from the app's zygote
 	// (a grain worker that loaded the function once) rather than started
 	// as processes of their own.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-faas/baton/internal/node/runtimeapi/frame"
 	"github.com/baton-faas/baton/internal/runtimes/node"
 	"github.com/baton-faas/baton/internal/runtimes/provided"
 	"github.com/baton-faas/baton/internal/runtimes/python"
@@ -44,7 +46,9 @@ type posted struct {
 }
 
 type fakeAPI struct {
+	t         *testing.T
 	srv       *httptest.Server
+	socket    string // the runtime socket's path, when offered
 	queue     chan fakeEvent
 	handedOut chan fakeEvent
 	nextCalls chan time.Time
@@ -56,9 +60,26 @@ type fakeAPI struct {
 	releaseArrivals chan struct{}
 }
 
-func newFakeAPI(t *testing.T) *fakeAPI {
+// transport is how the fake offers the invocation loop: over HTTP only,
+// or over the runtime socket too (which the runtime must then use).
+type transport string
+
+const (
+	overHTTP   transport = "http"
+	overSocket transport = "socket"
+)
+
+// eachTransport runs f once per transport.
+func eachTransport(t *testing.T, f func(t *testing.T, tr transport)) {
+	for _, tr := range []transport{overHTTP, overSocket} {
+		t.Run(string(tr), func(t *testing.T) { f(t, tr) })
+	}
+}
+
+func newFakeAPI(t *testing.T, tr transport) *fakeAPI {
 	t.Helper()
 	f := &fakeAPI{
+		t:               t,
 		queue:           make(chan fakeEvent, 64),
 		handedOut:       make(chan fakeEvent, 64),
 		nextCalls:       make(chan time.Time, 64),
@@ -84,19 +105,130 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		io.WriteString(w, "released")
 	})
 	f.srv = httptest.NewServer(mux)
+	var sock *socketServer
+	if tr == overSocket {
+		sock = f.serveSocket(t)
+	}
 	t.Cleanup(func() {
 		// Long polls only end when told to; the runtime processes are
 		// killed by cleanups registered after this one, so they run first.
 		close(f.stop)
 		f.srv.CloseClientConnections()
 		f.srv.Close()
+		sock.close()
 	})
 	return f
+}
+
+// socketServer is the fake's runtime socket.
+type socketServer struct {
+	dir   string
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+// serveSocket serves the invocation loop on a unix socket in the framed
+// protocol of package runtimeapi/frame.
+func (f *fakeAPI) serveSocket(t *testing.T) *socketServer {
+	t.Helper()
+	// A short path: sun_path holds 108 bytes, which TempDir may exceed.
+	dir, err := os.MkdirTemp("", "rtfake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.socket = filepath.Join(dir, "s")
+	ln, err := net.Listen("unix", f.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &socketServer{dir: dir, ln: ln}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			s.wg.Go(func() { f.serveSocketConn(c) })
+		}
+	})
+	return s
+}
+
+func (s *socketServer) close() {
+	if s == nil {
+		return
+	}
+	s.ln.Close()
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	os.RemoveAll(s.dir)
+}
+
+func (f *fakeAPI) serveSocketConn(c net.Conn) {
+	br := bufio.NewReader(c)
+	for {
+		kind, n, err := frame.ReadHeader(br)
+		if err != nil {
+			return
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return
+		}
+		switch kind {
+		case frame.Next:
+			f.nextCalls <- time.Now()
+			select {
+			case ev := <-f.queue:
+				fields := frame.EventFields{
+					RequestID: ev.ID, DeadlineMs: time.Now().Add(30 * time.Second).UnixMilli(),
+					FunctionARN: "arn:aws:lambda:us-east-1:123456789012:function:fn", TraceID: "Root=1-trace-" + ev.ID,
+					ClientContext:   []byte(ev.Headers["Lambda-Runtime-Client-Context"]),
+					CognitoIdentity: []byte(ev.Headers["Lambda-Runtime-Cognito-Identity"]),
+				}
+				f.handedOut <- ev
+				if _, err := c.Write(append(frame.AppendEventHead(nil, &fields, len(ev.Body)), ev.Body...)); err != nil {
+					return
+				}
+			case <-f.stop:
+				return
+			}
+		case frame.Response:
+			id, payload, err := frame.ParseResponse(body)
+			if err != nil {
+				f.t.Errorf("runtime sent a malformed response: %v", err)
+				return
+			}
+			f.posts <- posted{Kind: "response", ID: id, Body: payload}
+		case frame.Error:
+			id, typ, doc, err := frame.ParseError(body)
+			if err != nil {
+				f.t.Errorf("runtime sent a malformed error: %v", err)
+				return
+			}
+			f.posts <- posted{Kind: "error", ID: id, Body: doc, ErrorType: typ}
+		default:
+			f.t.Errorf("runtime sent a %s frame", kind)
+			return
+		}
+	}
 }
 
 func (f *fakeAPI) addr() string { return strings.TrimPrefix(f.srv.URL, "http://") }
 
 func (f *fakeAPI) next(w http.ResponseWriter, r *http.Request) {
+	if f.socket != "" {
+		f.t.Errorf("the runtime polled /next over HTTP although it was offered the socket")
+	}
 	f.nextCalls <- time.Now()
 	select {
 	case ev := <-f.queue:
@@ -268,10 +400,14 @@ func testdataDir(t *testing.T, sub string) string {
 }
 
 func lambdaEnv(api *fakeAPI, handler, taskRoot string) []string {
-	return []string{
-		"_HANDLER=" + handler,
-		"LAMBDA_TASK_ROOT=" + taskRoot,
-		"AWS_LAMBDA_RUNTIME_API=" + api.addr(),
+	var socket []string
+	if api.socket != "" {
+		socket = []string{"BATON_RUNTIME_SOCKET=" + api.socket}
+	}
+	return append(socket,
+		"_HANDLER="+handler,
+		"LAMBDA_TASK_ROOT="+taskRoot,
+		"AWS_LAMBDA_RUNTIME_API="+api.addr(),
 		"AWS_LAMBDA_FUNCTION_NAME=fn",
 		"AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256",
@@ -279,7 +415,7 @@ func lambdaEnv(api *fakeAPI, handler, taskRoot string) []string {
 		"AWS_LAMBDA_LOG_STREAM_NAME=2024/01/01/[$LATEST]abc",
 		// Keep testdata free of __pycache__ directories.
 		"PYTHONDONTWRITEBYTECODE=1",
-	}
+	)
 }
 
 func decode(t *testing.T, b []byte) map[string]any {
@@ -383,7 +519,11 @@ func parseLogLine(t *testing.T, s string) logLine {
 }
 
 func TestNodeConcurrentInvocationsAndLogs(t *testing.T) {
-	api := newFakeAPI(t)
+	eachTransport(t, testNodeConcurrentInvocationsAndLogs)
+}
+
+func testNodeConcurrentInvocationsAndLogs(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "barrier.handler", "BATON_CONCURRENCY=4")
 
 	const n = 4
@@ -463,8 +603,10 @@ func TestNodeConcurrentInvocationsAndLogs(t *testing.T) {
 	}
 }
 
-func TestNodeCallbackHandler(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeCallbackHandler(t *testing.T) { eachTransport(t, testNodeCallbackHandler) }
+
+func testNodeCallbackHandler(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "callback.handler")
 	api.enqueue(t, "cb-1", map[string]any{"x": "hi"}, nil)
 	got := api.waitPost(t, p)
@@ -477,8 +619,10 @@ func TestNodeCallbackHandler(t *testing.T) {
 	}
 }
 
-func TestNodeCallbackError(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeCallbackError(t *testing.T) { eachTransport(t, testNodeCallbackError) }
+
+func testNodeCallbackError(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "callback.fails")
 	api.enqueue(t, "cb-2", map[string]any{"x": "y"}, nil)
 	got := api.waitPost(t, p)
@@ -490,8 +634,10 @@ func TestNodeCallbackError(t *testing.T) {
 	}
 }
 
-func TestNodeThrownError(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeThrownError(t *testing.T) { eachTransport(t, testNodeThrownError) }
+
+func testNodeThrownError(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "throws.handler")
 	api.enqueue(t, "err-1", map[string]any{"x": 42}, nil)
 	got := api.waitPost(t, p)
@@ -524,12 +670,16 @@ func TestNodeThrownError(t *testing.T) {
 }
 
 func TestNodeStrayErrorsFailTheirInvocation(t *testing.T) {
+	eachTransport(t, testNodeStrayErrorsFailTheirInvocation)
+}
+
+func testNodeStrayErrorsFailTheirInvocation(t *testing.T, tr transport) {
 	for _, tc := range []struct{ handler, wantType, wantMsg string }{
 		{"throws.stray", "TypeError", "stray a"},
 		{"throws.rejects", "Error", "rejected a"},
 	} {
 		t.Run(tc.handler, func(t *testing.T) {
-			api := newFakeAPI(t)
+			api := newFakeAPI(t, tr)
 			p := startNode(t, api, tc.handler)
 			api.enqueue(t, "stray-1", map[string]any{"x": "a"}, nil)
 			got := api.waitPost(t, p)
@@ -549,7 +699,11 @@ func TestNodeStrayErrorsFailTheirInvocation(t *testing.T) {
 }
 
 func TestNodeUnattributableErrorExits(t *testing.T) {
-	api := newFakeAPI(t)
+	eachTransport(t, testNodeUnattributableErrorExits)
+}
+
+func testNodeUnattributableErrorExits(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "crashlater.handler")
 	err := p.waitExit(t)
 	if err == nil || p.cmd.ProcessState.ExitCode() == 0 {
@@ -560,8 +714,10 @@ func TestNodeUnattributableErrorExits(t *testing.T) {
 	}
 }
 
-func TestNodeUndefinedResultIsNull(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeUndefinedResultIsNull(t *testing.T) { eachTransport(t, testNodeUndefinedResultIsNull) }
+
+func testNodeUndefinedResultIsNull(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "throws.undef")
 	api.enqueue(t, "u-1", map[string]any{}, nil)
 	got := api.waitPost(t, p)
@@ -570,8 +726,10 @@ func TestNodeUndefinedResultIsNull(t *testing.T) {
 	}
 }
 
-func TestNodeESMHandler(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeESMHandler(t *testing.T) { eachTransport(t, testNodeESMHandler) }
+
+func testNodeESMHandler(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "esm.handler")
 	api.enqueue(t, "esm-1", map[string]any{"k": "v"}, nil)
 	got := api.waitPost(t, p)
@@ -587,8 +745,10 @@ func TestNodeESMHandler(t *testing.T) {
 	}
 }
 
-func TestNodeNestedExport(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeNestedExport(t *testing.T) { eachTransport(t, testNodeNestedExport) }
+
+func testNodeNestedExport(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "nested.api.v1")
 	api.enqueue(t, "nest-1", map[string]any{"x": 7}, nil)
 	got := api.waitPost(t, p)
@@ -597,8 +757,10 @@ func TestNodeNestedExport(t *testing.T) {
 	}
 }
 
-func TestNodeContext(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeContext(t *testing.T) { eachTransport(t, testNodeContext) }
+
+func testNodeContext(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "context.handler")
 	api.enqueue(t, "ctx-1", map[string]any{}, map[string]string{
 		"Lambda-Runtime-Client-Context":   `{"custom":{"a":"b"}}`,
@@ -636,8 +798,10 @@ func TestNodeContext(t *testing.T) {
 	}
 }
 
-func TestNodeInitError(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeInitError(t *testing.T) { eachTransport(t, testNodeInitError) }
+
+func testNodeInitError(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "missing.handler")
 	got := api.waitPost(t, p)
 	if got.Kind != "init/error" || got.ErrorType != "Runtime.ImportModuleError" {
@@ -662,8 +826,10 @@ func startPython(t *testing.T, api *fakeAPI, handler string) *proc {
 	return startProc(t, t.TempDir(), lambdaEnv(api, handler, root), "python3", "-u", installed(t).Client(python.Name))
 }
 
-func TestPythonResult(t *testing.T) {
-	api := newFakeAPI(t)
+func TestPythonResult(t *testing.T) { eachTransport(t, testPythonResult) }
+
+func testPythonResult(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startPython(t, api, "app.handler")
 	api.enqueue(t, "py-1", map[string]any{"x": "one"}, nil)
 	got := api.waitPost(t, p)
@@ -686,11 +852,14 @@ func TestPythonResult(t *testing.T) {
 	}
 }
 
-// Large events arrive chunked from the fake API (it sets no
+// Large events arrive chunked from the fake API over HTTP (it sets no
 // Content-Length) and large responses are sent in two writes: both paths of
-// the runtime's own HTTP client, over one kept-alive connection.
-func TestPythonLargePayloads(t *testing.T) {
-	api := newFakeAPI(t)
+// the runtime's own HTTP client, over one kept-alive connection; over the
+// socket, large results go out in writes of their own.
+func TestPythonLargePayloads(t *testing.T) { eachTransport(t, testPythonLargePayloads) }
+
+func testPythonLargePayloads(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startPython(t, api, "app.echo")
 	for i, size := range []int{10, 100 << 10, 1 << 20} {
 		x := strings.Repeat("a", size)
@@ -707,8 +876,12 @@ func TestPythonLargePayloads(t *testing.T) {
 // Without -u stdout is block-buffered into a pipe; the runtime must still
 // flush what the invocation printed before posting its result.
 func TestPythonFlushesOutputWithoutUnbufferedMode(t *testing.T) {
+	eachTransport(t, testPythonFlushesOutputWithoutUnbufferedMode)
+}
+
+func testPythonFlushesOutputWithoutUnbufferedMode(t *testing.T, tr transport) {
 	requireTool(t, "python3")
-	api := newFakeAPI(t)
+	api := newFakeAPI(t, tr)
 	env := append(lambdaEnv(api, "app.handler", testdataDir(t, "python")), "PYTHONUNBUFFERED=")
 	p := startProc(t, t.TempDir(), env, "python3", installed(t).Client(python.Name))
 	api.enqueue(t, "py-f", map[string]any{"x": "buffered"}, nil)
@@ -722,8 +895,10 @@ func TestPythonFlushesOutputWithoutUnbufferedMode(t *testing.T) {
 	}
 }
 
-func TestPythonException(t *testing.T) {
-	api := newFakeAPI(t)
+func TestPythonException(t *testing.T) { eachTransport(t, testPythonException) }
+
+func testPythonException(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startPython(t, api, "app.fail")
 	api.enqueue(t, "py-err", map[string]any{"x": 3}, nil)
 	got := api.waitPost(t, p)
@@ -751,8 +926,10 @@ func TestPythonException(t *testing.T) {
 	}
 }
 
-func TestPythonMarshalError(t *testing.T) {
-	api := newFakeAPI(t)
+func TestPythonMarshalError(t *testing.T) { eachTransport(t, testPythonMarshalError) }
+
+func testPythonMarshalError(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startPython(t, api, "app.unmarshalable")
 	api.enqueue(t, "py-m", map[string]any{}, nil)
 	got := api.waitPost(t, p)
@@ -764,8 +941,10 @@ func TestPythonMarshalError(t *testing.T) {
 	}
 }
 
-func TestPythonContext(t *testing.T) {
-	api := newFakeAPI(t)
+func TestPythonContext(t *testing.T) { eachTransport(t, testPythonContext) }
+
+func testPythonContext(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startPython(t, api, "app.ctx")
 	api.enqueue(t, "py-ctx", map[string]any{}, map[string]string{
 		"Lambda-Runtime-Client-Context":   `{"client":{"app_title":"app"},"custom":{"a":"b"}}`,
@@ -802,8 +981,10 @@ func TestPythonContext(t *testing.T) {
 	}
 }
 
-func TestPythonInitError(t *testing.T) {
-	api := newFakeAPI(t)
+func TestPythonInitError(t *testing.T) { eachTransport(t, testPythonInitError) }
+
+func testPythonInitError(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startPython(t, api, "broken.handler")
 	got := api.waitPost(t, p)
 	if got.Kind != "init/error" || got.ErrorType != "Runtime.ImportModuleError" {
@@ -819,13 +1000,15 @@ func TestPythonInitError(t *testing.T) {
 
 // TestPythonStartupLatency measures plain start to first /next, the number
 // the zygote's fork path is compared with.
-func TestPythonStartupLatency(t *testing.T) {
+func TestPythonStartupLatency(t *testing.T) { eachTransport(t, testPythonStartupLatency) }
+
+func testPythonStartupLatency(t *testing.T, tr transport) {
 	requireTool(t, "python3")
 	paths := installed(t)
 	root := testdataDir(t, "python")
 	var samples []time.Duration
 	for range 5 {
-		api := newFakeAPI(t)
+		api := newFakeAPI(t, tr)
 		start := time.Now()
 		p := startProc(t, t.TempDir(), lambdaEnv(api, "app.handler", root), "python3", "-u", paths.Client(python.Name))
 		select {
@@ -876,22 +1059,30 @@ func wantAlive(t *testing.T, api *fakeAPI, p *proc, id string) {
 }
 
 func TestPythonDeepEventIsUnmarshalError(t *testing.T) {
-	api := newFakeAPI(t)
+	eachTransport(t, testPythonDeepEventIsUnmarshalError)
+}
+
+func testPythonDeepEventIsUnmarshalError(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startPython(t, api, "app.echo")
 	api.enqueueRaw("py-deep", deepJSON(10000))
 	wantFunctionError(t, api, p, "py-deep", "Runtime.UnmarshalError")
 	wantAlive(t, api, p, "py-after-deep")
 }
 
-func TestPythonNaNIsMarshalError(t *testing.T) {
-	api := newFakeAPI(t)
+func TestPythonNaNIsMarshalError(t *testing.T) { eachTransport(t, testPythonNaNIsMarshalError) }
+
+func testPythonNaNIsMarshalError(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startPython(t, api, "app.nan")
 	api.enqueue(t, "py-nan", map[string]any{}, nil)
 	wantFunctionError(t, api, p, "py-nan", "Runtime.MarshalError")
 }
 
-func TestNodeDeepEvent(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeDeepEvent(t *testing.T) { eachTransport(t, testNodeDeepEvent) }
+
+func testNodeDeepEvent(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "json.echo")
 	// V8 parses deep documents without recursing, so the handler gets the
 	// event; echoing it back overflows JSON.stringify, which must fail the
@@ -901,8 +1092,10 @@ func TestNodeDeepEvent(t *testing.T) {
 	wantAlive(t, api, p, "node-after-deep")
 }
 
-func TestNodeNaNResultIsValidJSON(t *testing.T) {
-	api := newFakeAPI(t)
+func TestNodeNaNResultIsValidJSON(t *testing.T) { eachTransport(t, testNodeNaNResultIsValidJSON) }
+
+func testNodeNaNResultIsValidJSON(t *testing.T, tr transport) {
+	api := newFakeAPI(t, tr)
 	p := startNode(t, api, "json.nan")
 	api.enqueue(t, "node-nan", map[string]any{}, nil)
 	got := api.waitPost(t, p)

@@ -208,12 +208,13 @@ func TestNodeConcurrency(t *testing.T) {
 }
 
 // TestScaleToZero checks that idle instances go away after the idle
-// timeout, processes included, and the next call is cold.
+// timeout, processes included, and the next call is cold. Zygotes are not
+// kept here (node's keep.go has its own tests).
 func TestScaleToZero(t *testing.T) {
 	requirePython(t)
 	requireNode(t)
 	t.Parallel()
-	srv := startServer(t)
+	srv := startServer(t, "--zygote-keep=0")
 	py := pySpec("whoami")
 	py.IdleTimeoutSeconds = 1
 	node := function.Spec{Runtime: function.RuntimeNode, Handler: "index.echo", IdleTimeoutSeconds: 1}

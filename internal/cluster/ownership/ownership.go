@@ -577,7 +577,7 @@ func (o *Ownership) reconcile(ctx context.Context) {
 			renew[s] = l.rev
 		}
 	}
-	var take []int
+	var take, stale []int
 	takeBack := map[int]uint64{}
 	if working && selfLive {
 		for s := range o.shards {
@@ -588,6 +588,11 @@ func (o *Ownership) reconcile(ctx context.Context) {
 			switch {
 			case !taken:
 				take = append(take, s)
+			case now.Sub(h.Renewed) > o.ttl:
+				// The lease should have expired and the watch did not say
+				// so (a stream leader lost with its expiry marker, a
+				// watch behind): read it again.
+				stale = append(stale, s)
 			case h.ID == o.self && h.Run == o.runID:
 				// Dropped when the connection did; nobody wrote it since.
 				takeBack[s] = h.rev
@@ -610,6 +615,11 @@ func (o *Ownership) reconcile(ctx context.Context) {
 	defer cancel()
 	value, _ := json.Marshal(holder{ID: o.self, Address: o.addr, Run: o.runID, Renewed: now})
 	var change Change
+	for _, s := range stale {
+		if o.refresh(rctx, s) {
+			take = append(take, s)
+		}
+	}
 	for _, s := range slices.Sorted(maps.Keys(renew)) {
 		sent := time.Now()
 		rev, err := o.kv.Update(rctx, key(s), value, renew[s])
@@ -631,7 +641,12 @@ func (o *Ownership) reconcile(ctx context.Context) {
 		sent := time.Now()
 		rev, err := o.kv.Update(rctx, key(s), value, takeBack[s])
 		if err != nil {
-			continue // someone took it, or it expired: the next round sees
+			// Someone took it, or it expired: read it again, so that the
+			// next round does not try the same revision for ever.
+			if ctx.Err() == nil && o.refresh(rctx, s) {
+				take = append(take, s)
+			}
+			continue
 		}
 		o.setLease(s, rev, sent)
 		change.Gained = append(change.Gained, s)
@@ -651,6 +666,22 @@ func (o *Ownership) reconcile(ctx context.Context) {
 	if change.Gained != nil || change.Lost != nil {
 		o.notify(change)
 	}
+}
+
+// refresh reads shard s's lease again instead of trusting the watch, and
+// says whether the shard is free.
+func (o *Ownership) refresh(ctx context.Context, s int) (free bool) {
+	e, err := o.kv.Get(ctx, key(s))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		o.mu.Lock()
+		delete(o.holders, s)
+		o.mu.Unlock()
+		return true
+	case err != nil:
+		return false // the next round tries again
+	}
+	return o.applyLease(e)
 }
 
 func (o *Ownership) setLease(s int, rev uint64, sent time.Time) {

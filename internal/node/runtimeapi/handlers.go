@@ -156,6 +156,7 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, p *pending) boo
 		s.requeue(p, stateDelivered)
 		return true
 	}
+	s.httpDeliveries.Add(1)
 	s.log.Debug("event delivered", "request_id", ev.RequestID)
 	return true
 }

@@ -9,6 +9,11 @@
 //
 // The endpoint also serves Baton's data layers to the instance's
 // application (data.go), so that functions of any runtime reach them.
+//
+// Baton's own runtime clients run the invocation loop over a unix socket
+// instead (ServeSocket, socket.go; the wire format is package frame), which
+// saves HTTP's cost on every invocation; both transports hand out the same
+// queue of events.
 package runtimeapi
 
 import (
@@ -22,6 +27,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,9 +72,10 @@ type Options struct {
 	// function. Larger posts get HTTP 413 and make Invoke return
 	// ErrResponseTooLarge. Zero or negative means DefaultMaxResponseBytes.
 	MaxResponseBytes int64
-	// MaxConns bounds the connections one instance may hold open at once,
-	// so a hostile function cannot exhaust the worker's file descriptors.
-	// Zero or negative means DefaultMaxConns.
+	// MaxConns bounds the connections one instance may hold open at once
+	// on each transport (HTTP, socket), so a hostile function cannot
+	// exhaust the worker's file descriptors. Zero or negative means
+	// DefaultMaxConns.
 	MaxConns int
 	// Data is the data layers as the instance's application sees them,
 	// served under /2018-06-01/baton/data/; nil answers those routes
@@ -131,16 +138,22 @@ type Server struct {
 	initOnce  sync.Once
 	done      chan struct{} // closed by Close
 
-	// handlers tracks running HTTP handlers so Close can wait for them;
-	// Add is only called under mu while !closed, which keeps it from
-	// racing with Wait.
+	// handlers tracks running HTTP handlers and socket connections so
+	// Close can wait for them; Add is only called under mu while !closed,
+	// which keeps it from racing with Wait.
 	handlers sync.WaitGroup
+
+	// Events handed to the runtime over each transport.
+	httpDeliveries, socketDeliveries atomic.Uint64
 
 	mu      sync.Mutex
 	closed  bool
 	queue   []*pending          // undelivered events, FIFO
 	waiters []*waiter           // parked /next pollers, FIFO
 	byID    map[string]*pending // every event Invoke is still waiting for
+	// The socket transport's listeners and connections, closed by Close.
+	sockLns   []net.Listener
+	sockConns map[*sockConn]struct{}
 }
 
 // connKey is the context key under which the request's net.Conn is stored.
@@ -185,15 +198,16 @@ func New(opts Options) *Server {
 		maxConns = DefaultMaxConns
 	}
 	s := &Server{
-		log:      logger,
-		maxResp:  maxResp,
-		maxConns: maxConns,
-		data:     opts.Data,
-		invoke:   opts.Invoke,
-		ready:    make(chan struct{}),
-		initErr:  make(chan *workerapi.FunctionError, 1),
-		done:     make(chan struct{}),
-		byID:     make(map[string]*pending),
+		log:       logger,
+		maxResp:   maxResp,
+		data:      opts.Data,
+		invoke:    opts.Invoke,
+		maxConns:  maxConns,
+		ready:     make(chan struct{}),
+		initErr:   make(chan *workerapi.FunctionError, 1),
+		done:      make(chan struct{}),
+		byID:      make(map[string]*pending),
+		sockConns: make(map[*sockConn]struct{}),
 	}
 	// Plain HTTP/1.1 with keep-alive: that is what Lambda runtime clients
 	// speak. No write timeout because /next is a long poll.
@@ -252,14 +266,30 @@ func (s *Server) Close() error {
 	close(s.done)
 	s.queue, s.waiters = nil, nil
 	clear(s.byID)
+	lns, conns := s.sockLns, make([]net.Conn, 0, len(s.sockConns))
+	for c := range s.sockConns {
+		conns = append(conns, c.nc)
+	}
 	s.mu.Unlock()
 
 	err := s.srv.Close()
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for _, c := range conns {
+		c.Close()
+	}
 	s.handlers.Wait()
 	if err != nil {
 		return fmt.Errorf("runtimeapi: closing: %w", err)
 	}
 	return nil
+}
+
+// Deliveries counts the events handed to the runtime so far over HTTP and
+// over the socket transport.
+func (s *Server) Deliveries() (http, socket uint64) {
+	return s.httpDeliveries.Load(), s.socketDeliveries.Load()
 }
 
 // Ready is closed when the function first asks for an event, which is the

@@ -49,17 +49,17 @@ func startServer(t *testing.T, opts Options) (*Server, string) {
 	return s, ln.Addr().String()
 }
 
-// rtClient plays the function's side of the Runtime API.
-type rtClient struct {
+// httpClient plays the function's side of the Runtime API over HTTP.
+type httpClient struct {
 	t    *testing.T
 	base string
 	hc   *http.Client
 }
 
-func newClient(t *testing.T, addr string) *rtClient {
+func newClient(t *testing.T, addr string) *httpClient {
 	tr := &http.Transport{Proxy: nil}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &rtClient{t: t, base: "http://" + addr + apiVersionPath, hc: &http.Client{Transport: tr}}
+	return &httpClient{t: t, base: "http://" + addr + apiVersionPath, hc: &http.Client{Transport: tr}}
 }
 
 type delivered struct {
@@ -68,7 +68,7 @@ type delivered struct {
 	payload []byte
 }
 
-func (c *rtClient) next(ctx context.Context) (delivered, error) {
+func (c *httpClient) next(ctx context.Context) (delivered, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/invocation/next", nil)
 	if err != nil {
 		return delivered{}, err
@@ -88,7 +88,7 @@ func (c *rtClient) next(ctx context.Context) (delivered, error) {
 	return delivered{id: resp.Header.Get(headerRequestID), header: resp.Header, payload: body}, nil
 }
 
-func (c *rtClient) mustNext() delivered {
+func (c *httpClient) mustNext() delivered {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -101,7 +101,7 @@ func (c *rtClient) mustNext() delivered {
 
 // post sends body (of unknown length when chunked) and returns the status
 // and decoded JSON answer.
-func (c *rtClient) post(path string, body []byte, chunked bool, header http.Header) (int, map[string]string) {
+func (c *httpClient) post(path string, body []byte, chunked bool, header http.Header) (int, map[string]string) {
 	c.t.Helper()
 	var r io.Reader = bytes.NewReader(body)
 	if chunked {
@@ -129,7 +129,7 @@ func (c *rtClient) post(path string, body []byte, chunked bool, header http.Head
 	return resp.StatusCode, out
 }
 
-func (c *rtClient) respond(id string, body string) {
+func (c *httpClient) respond(id string, body string) {
 	c.t.Helper()
 	if status, out := c.post("/invocation/"+id+"/response", []byte(body), false, nil); status != http.StatusAccepted || out["status"] != "OK" {
 		c.t.Fatalf("response for %s: %d %v", id, status, out)
@@ -191,7 +191,8 @@ func checkNoLeaks(t *testing.T) {
 	for {
 		buf := make([]byte, 1<<20)
 		stacks := string(buf[:runtime.Stack(buf, true)])
-		leaked := strings.Contains(stacks, "runtimeapi.(*Server)") || strings.Contains(stacks, "net/http.(*conn).serve")
+		leaked := strings.Contains(stacks, "runtimeapi.(*Server)") || strings.Contains(stacks, "runtimeapi.(*sockConn)") ||
+			strings.Contains(stacks, "net/http.(*conn).serve")
 		if !leaked {
 			return
 		}
@@ -203,9 +204,10 @@ func checkNoLeaks(t *testing.T) {
 }
 
 func TestFIFODelivery(t *testing.T) {
-	s, addr := startServer(t, Options{})
-	c := newClient(t, addr)
+	eachTransport(t, Options{}, testFIFODelivery)
+}
 
+func testFIFODelivery(t *testing.T, s *Server, c rtClient) {
 	var results []<-chan invokeResult
 	for i := range 5 {
 		results = append(results, invokeAsync(t.Context(), s, Event{
@@ -215,11 +217,11 @@ func TestFIFODelivery(t *testing.T) {
 		waitFor(t, s, "event to be queued", func() bool { return len(s.queue) == i+1 })
 	}
 	for i := range 5 {
-		d := c.mustNext()
+		d := mustNext(t, c)
 		if want := fmt.Sprintf("req-%d", i); d.id != want {
 			t.Fatalf("delivery %d: got %s, want %s", i, d.id, want)
 		}
-		c.respond(d.id, fmt.Sprintf(`{"echo":%s}`, d.payload))
+		respond(t, c, d.id, fmt.Sprintf(`{"echo":%s}`, d.payload))
 	}
 	for i, ch := range results {
 		r := waitResult(t, ch)
@@ -236,9 +238,10 @@ func TestFIFODelivery(t *testing.T) {
 }
 
 func TestConcurrentOutstanding(t *testing.T) {
-	s, addr := startServer(t, Options{})
-	c := newClient(t, addr)
+	eachTransport(t, Options{}, testConcurrentOutstanding)
+}
 
+func testConcurrentOutstanding(t *testing.T, s *Server, c rtClient) {
 	const n = 4
 	got := make(chan delivered, n)
 	for range n {
@@ -263,7 +266,7 @@ func TestConcurrentOutstanding(t *testing.T) {
 		ds = append(ds, <-got)
 	}
 	for i := len(ds) - 1; i >= 0; i-- {
-		c.respond(ds[i].id, `{"for":`+string(ds[i].payload)+`}`)
+		respond(t, c, ds[i].id, `{"for":`+string(ds[i].payload)+`}`)
 	}
 	for id, ch := range results {
 		r := waitResult(t, ch)
@@ -274,9 +277,10 @@ func TestConcurrentOutstanding(t *testing.T) {
 }
 
 func TestWithdrawOnCancel(t *testing.T) {
-	s, addr := startServer(t, Options{})
-	c := newClient(t, addr)
+	eachTransport(t, Options{}, testWithdrawOnCancel)
+}
 
+func testWithdrawOnCancel(t *testing.T, s *Server, c rtClient) {
 	// Cancelled before any poller arrives: withdrawn, never delivered.
 	ctx, cancel := context.WithCancel(t.Context())
 	ch := invokeAsync(ctx, s, Event{RequestID: "withdrawn", Payload: []byte(`{}`)})
@@ -286,10 +290,10 @@ func TestWithdrawOnCancel(t *testing.T) {
 		t.Fatalf("Invoke after cancel: %v, want cancelled and not delivered", r.err)
 	}
 	keep := invokeAsync(t.Context(), s, Event{RequestID: "kept", Payload: []byte(`{}`)})
-	if d := c.mustNext(); d.id != "kept" {
+	if d := mustNext(t, c); d.id != "kept" {
 		t.Fatalf("poller got %s, want kept", d.id)
 	}
-	c.respond("kept", `{}`)
+	respond(t, c, "kept", `{}`)
 	if r := waitResult(t, keep); r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -297,12 +301,12 @@ func TestWithdrawOnCancel(t *testing.T) {
 	// Cancelled after delivery: Invoke returns, later posts are refused.
 	ctx, cancel = context.WithCancel(t.Context())
 	ch = invokeAsync(ctx, s, Event{RequestID: "abandoned", Payload: []byte(`{}`)})
-	d := c.mustNext()
+	d := mustNext(t, c)
 	cancel()
 	if r := waitResult(t, ch); !errors.Is(r.err, context.Canceled) || errors.Is(r.err, ErrNotDelivered) {
 		t.Fatalf("Invoke after cancel: %v, want cancelled after delivery", r.err)
 	}
-	status, out := c.post("/invocation/"+d.id+"/response", []byte(`{}`), false, nil)
+	status, out := c.postResult(d.id, false, []byte(`{}`), "")
 	if status != http.StatusBadRequest || out["errorType"] != "InvalidRequestID" {
 		t.Fatalf("post for abandoned event: %d %v", status, out)
 	}
@@ -338,31 +342,50 @@ func TestInvalidRequestID(t *testing.T) {
 }
 
 func TestResponseTooLarge(t *testing.T) {
-	for _, chunked := range []bool{false, true} {
-		for _, kind := range []string{"response", "error"} {
-			t.Run(fmt.Sprintf("%s/chunked=%v", kind, chunked), func(t *testing.T) {
+	for _, kind := range []string{"response", "error"} {
+		t.Run(kind, func(t *testing.T) {
+			eachTransport(t, Options{MaxResponseBytes: 1024}, func(t *testing.T, s *Server, c rtClient) {
+				testResponseTooLarge(t, s, c, kind == "error", func(id string, body []byte) (int, map[string]string) {
+					return c.postResult(id, kind == "error", body, "")
+				})
+			})
+			t.Run("http-chunked", func(t *testing.T) {
 				s, addr := startServer(t, Options{MaxResponseBytes: 1024})
 				c := newClient(t, addr)
-
-				ch := invokeAsync(t.Context(), s, Event{Payload: []byte(`{}`)})
-				d := c.mustNext()
-				status, out := c.post("/invocation/"+d.id+"/"+kind, bytes.Repeat([]byte("x"), 1025), chunked, nil)
-				if status != http.StatusRequestEntityTooLarge || out["errorType"] == "" {
-					t.Errorf("oversize post: %d %v", status, out)
-				}
-				if r := waitResult(t, ch); !errors.Is(r.err, ErrResponseTooLarge) {
-					t.Errorf("Invoke: %v", r.err)
-				}
-
-				// Exactly the limit is fine.
-				ch = invokeAsync(t.Context(), s, Event{Payload: []byte(`{}`)})
-				d = c.mustNext()
-				c.respond(d.id, strings.Repeat("y", 1024))
-				if r := waitResult(t, ch); r.err != nil || len(r.res.Payload) != 1024 {
-					t.Errorf("Invoke at limit: %d bytes, %v", len(r.res.Payload), r.err)
-				}
+				testResponseTooLarge(t, s, c, kind == "error", func(id string, body []byte) (int, map[string]string) {
+					return c.post("/invocation/"+id+"/"+kind, body, true, nil)
+				})
 			})
-		}
+		})
+	}
+}
+
+func testResponseTooLarge(t *testing.T, s *Server, c rtClient, isError bool, post func(id string, body []byte) (int, map[string]string)) {
+	ch := invokeAsync(t.Context(), s, Event{Payload: []byte(`{}`)})
+	d := mustNext(t, c)
+	status, out := post(d.id, bytes.Repeat([]byte("x"), 1025))
+	if status != http.StatusRequestEntityTooLarge || out["errorType"] == "" {
+		t.Errorf("oversize post: %d %v", status, out)
+	}
+	if r := waitResult(t, ch); !errors.Is(r.err, ErrResponseTooLarge) {
+		t.Errorf("Invoke: %v", r.err)
+	}
+
+	// Exactly the limit is fine.
+	ch = invokeAsync(t.Context(), s, Event{Payload: []byte(`{}`)})
+	d = mustNext(t, c)
+	if status, out := c.postResult(d.id, isError, bytes.Repeat([]byte("y"), 1024), ""); status != http.StatusAccepted {
+		t.Fatalf("post at the limit: %d %v", status, out)
+	}
+	r := waitResult(t, ch)
+	if r.err != nil {
+		t.Fatalf("Invoke at limit: %v", r.err)
+	}
+	if !isError && len(r.res.Payload) != 1024 {
+		t.Errorf("Invoke at limit: %d bytes", len(r.res.Payload))
+	}
+	if isError && (r.res.Error == nil || len(r.res.Error.Message) == 0) {
+		t.Errorf("Invoke at limit: error %+v", r.res.Error)
 	}
 }
 
@@ -388,29 +411,25 @@ func TestErrorPosts(t *testing.T) {
 		{"plain text", "  something broke\n", "Runtime.ExitError", "Runtime.ExitError", "something broke", nil},
 		{"empty body", "", "", "", "", nil},
 	}
-	s, addr := startServer(t, Options{})
-	c := newClient(t, addr)
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ch := invokeAsync(t.Context(), s, Event{Payload: []byte(`{}`)})
-			d := c.mustNext()
-			h := http.Header{}
-			if tc.header != "" {
-				h.Set(headerErrorType, tc.header)
-			}
-			if status, out := c.post("/invocation/"+d.id+"/error", []byte(tc.body), false, h); status != http.StatusAccepted || out["status"] != "OK" {
-				t.Fatalf("post: %d %v", status, out)
-			}
-			r := waitResult(t, ch)
-			if r.err != nil || r.res.Error == nil {
-				t.Fatalf("Invoke: %+v %v", r.res, r.err)
-			}
-			fe := r.res.Error
-			if fe.Type != tc.wantType || fe.Message != tc.wantMsg || fmt.Sprint(fe.StackTrace) != fmt.Sprint(tc.wantStack) {
-				t.Errorf("got %q %q %q", fe.Type, fe.Message, fe.StackTrace)
-			}
-		})
-	}
+	eachTransport(t, Options{}, func(t *testing.T, s *Server, c rtClient) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				ch := invokeAsync(t.Context(), s, Event{Payload: []byte(`{}`)})
+				d := mustNext(t, c)
+				if status, out := c.postResult(d.id, true, []byte(tc.body), tc.header); status != http.StatusAccepted || out["status"] != "OK" {
+					t.Fatalf("post: %d %v", status, out)
+				}
+				r := waitResult(t, ch)
+				if r.err != nil || r.res.Error == nil {
+					t.Fatalf("Invoke: %+v %v", r.res, r.err)
+				}
+				fe := r.res.Error
+				if fe.Type != tc.wantType || fe.Message != tc.wantMsg || fmt.Sprint(fe.StackTrace) != fmt.Sprint(tc.wantStack) {
+					t.Errorf("got %q %q %q", fe.Type, fe.Message, fe.StackTrace)
+				}
+			})
+		}
+	})
 }
 
 // TestStreamingErrorTrailer covers aws-lambda-go's way of reporting a
@@ -471,8 +490,10 @@ func TestInitError(t *testing.T) {
 }
 
 func TestReady(t *testing.T) {
-	s, addr := startServer(t, Options{})
-	c := newClient(t, addr)
+	eachTransport(t, Options{}, testReady)
+}
+
+func testReady(t *testing.T, s *Server, c rtClient) {
 	select {
 	case <-s.Ready():
 		t.Fatal("Ready before any poll")
@@ -489,8 +510,12 @@ func TestReady(t *testing.T) {
 }
 
 func TestNextHeaders(t *testing.T) {
-	s, addr := startServer(t, Options{})
-	c := newClient(t, addr)
+	eachTransport(t, Options{}, testNextHeaders)
+}
+
+// testNextHeaders checks an event's fields, which the socket client turns
+// into the headers HTTP sends.
+func testNextHeaders(t *testing.T, s *Server, c rtClient) {
 	deadline := time.Now().Add(42 * time.Second)
 
 	ch := invokeAsync(t.Context(), s, Event{
@@ -502,7 +527,7 @@ func TestNextHeaders(t *testing.T) {
 		ClientContext:   []byte(`{"custom":{"k":"v"}}`),
 		CognitoIdentity: []byte(`{"cognitoIdentityId":"id"}`),
 	})
-	d := c.mustNext()
+	d := mustNext(t, c)
 	want := map[string]string{
 		headerRequestID:       "hdr-1",
 		headerDeadlineMs:      strconv.FormatInt(deadline.UnixMilli(), 10),
@@ -510,19 +535,24 @@ func TestNextHeaders(t *testing.T) {
 		headerTraceID:         "Root=1-abc",
 		headerClientContext:   `{"custom":{"k":"v"}}`,
 		headerCognitoIdentity: `{"cognitoIdentityId":"id"}`,
-		"Content-Type":        "application/json",
+	}
+	if _, ok := c.(*httpClient); ok {
+		want["Content-Type"] = "application/json"
 	}
 	for k, v := range want {
 		if got := d.header.Get(k); got != v {
 			t.Errorf("%s = %q, want %q", k, got, v)
 		}
 	}
-	c.respond(d.id, `{}`)
+	if string(d.payload) != `{"a":1}` {
+		t.Errorf("payload %q", d.payload)
+	}
+	respond(t, c, d.id, `{}`)
 	waitResult(t, ch)
 
 	// Optional headers are absent when unset; a missing id is generated.
 	ch = invokeAsync(t.Context(), s, Event{Payload: []byte(`{}`)})
-	d = c.mustNext()
+	d = mustNext(t, c)
 	for _, k := range []string{headerClientContext, headerCognitoIdentity} {
 		if _, ok := d.header[k]; ok {
 			t.Errorf("%s sent although unset", k)
@@ -531,7 +561,7 @@ func TestNextHeaders(t *testing.T) {
 	if len(d.id) != 36 {
 		t.Errorf("generated request id %q", d.id)
 	}
-	c.respond(d.id, `{}`)
+	respond(t, c, d.id, `{}`)
 	waitResult(t, ch)
 }
 
@@ -591,17 +621,18 @@ func TestInvokeValidation(t *testing.T) {
 }
 
 func TestCloseUnblocksInvoke(t *testing.T) {
-	s := New(Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) { testCloseUnblocksInvoke(t, tr) })
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ln) }()
-	c := newClient(t, ln.Addr().String())
+}
+
+func testCloseUnblocksInvoke(t *testing.T, tr transport) {
+	s := New(Options{})
+	addr, errc := serveOn(t, tr, s)
+	c := newClientOn(t, tr, s, addr)
 
 	delivered := invokeAsync(t.Context(), s, Event{RequestID: "delivered"})
-	c.mustNext()
+	mustNext(t, c)
 	queued := invokeAsync(t.Context(), s, Event{RequestID: "queued"})
 	waitFor(t, s, "event to be queued", func() bool { return len(s.queue) == 1 })
 
@@ -619,23 +650,28 @@ func TestCloseUnblocksInvoke(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	// Serve after Close returns at once.
+	// Serving after Close returns at once.
 	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
 	if err := s.Serve(ln2); err != nil {
 		t.Errorf("Serve on closed server: %v", err)
+	}
+	ln3, _ := net.Listen("unix", socketPath(t))
+	if err := s.ServeSocket(ln3); err != nil {
+		t.Errorf("ServeSocket on closed server: %v", err)
 	}
 	checkNoLeaks(t)
 }
 
 func TestCloseWithParkedPoller(t *testing.T) {
-	s := New(Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) { testCloseWithParkedPoller(t, tr) })
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ln) }()
-	c := newClient(t, ln.Addr().String())
+}
+
+func testCloseWithParkedPoller(t *testing.T, tr transport) {
+	s := New(Options{})
+	addr, errc := serveOn(t, tr, s)
+	c := newClientOn(t, tr, s, addr)
 
 	pollErr := make(chan error, 1)
 	go func() {
@@ -659,15 +695,12 @@ func TestCloseWithParkedPoller(t *testing.T) {
 // connection has gone is delivered to another poller instead of being lost,
 // however the disconnect races with the hand-off.
 func TestPollerDisconnect(t *testing.T) {
-	s, addr := startServer(t, Options{})
-	c := newClient(t, addr)
+	eachTransport(t, Options{}, testPollerDisconnect)
+}
 
+func testPollerDisconnect(t *testing.T, s *Server, c rtClient) {
 	for i := range 20 {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(conn, "GET %s/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n", apiVersionPath)
+		conn := rawPoll(t, c)
 		waitFor(t, s, "raw poller to park", func() bool { return len(s.waiters) == 1 })
 		if tc, ok := conn.(*net.TCPConn); ok && i%2 == 0 {
 			tc.SetLinger(0) // reset rather than close, on every other round
@@ -680,11 +713,11 @@ func TestPollerDisconnect(t *testing.T) {
 
 		id := fmt.Sprintf("survivor-%d", i)
 		ch := invokeAsync(t.Context(), s, Event{RequestID: id, Payload: []byte(`{}`)})
-		d := c.mustNext()
+		d := mustNext(t, c)
 		if d.id != id {
 			t.Fatalf("round %d: got %s", i, d.id)
 		}
-		c.respond(d.id, `{}`)
+		respond(t, c, d.id, `{}`)
 		if r := waitResult(t, ch); r.err != nil {
 			t.Fatalf("round %d: %v", i, r.err)
 		}
@@ -693,8 +726,10 @@ func TestPollerDisconnect(t *testing.T) {
 
 // TestConcurrentStress runs many pollers and invokers at once under -race.
 func TestConcurrentStress(t *testing.T) {
-	s, addr := startServer(t, Options{})
-	c := newClient(t, addr)
+	eachTransport(t, Options{}, testConcurrentStress)
+}
+
+func testConcurrentStress(t *testing.T, s *Server, c rtClient) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 
@@ -707,11 +742,7 @@ func TestConcurrentStress(t *testing.T) {
 					return
 				}
 				// Posts for events whose Invoke gave up are refused; fine.
-				req, _ := http.NewRequest(http.MethodPost, c.base+"/invocation/"+d.id+"/response", bytes.NewReader(d.payload))
-				if resp, err := c.hc.Do(req); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
+				c.postResult(d.id, false, d.payload, "")
 			}
 		})
 	}
@@ -827,21 +858,19 @@ func TestNotDeliveredWhenNeverReceived(t *testing.T) {
 	}
 
 	// A delivered event is not "not delivered".
-	s2, addr := startServer(t, Options{})
-	c := newClient(t, addr)
-	delivered := invokeAsync(t.Context(), s2, Event{RequestID: "received"})
-	c.mustNext()
-	s2.Close()
-	if r := waitResult(t, delivered); !errors.Is(r.err, ErrClosed) || errors.Is(r.err, ErrNotDelivered) {
-		t.Errorf("delivered event: %v, want ErrClosed without ErrNotDelivered", r.err)
-	}
+	eachTransport(t, Options{}, func(t *testing.T, s2 *Server, c rtClient) {
+		delivered := invokeAsync(t.Context(), s2, Event{RequestID: "received"})
+		mustNext(t, c)
+		s2.Close()
+		if r := waitResult(t, delivered); !errors.Is(r.err, ErrClosed) || errors.Is(r.err, ErrNotDelivered) {
+			t.Errorf("delivered event: %v, want ErrClosed without ErrNotDelivered", r.err)
+		}
+	})
 }
 
 // A function's error is cut to workerapi's limits as soon as it is read:
 // neither an invocation's error nor an init error can be made huge.
 func TestFunctionErrorsAreBounded(t *testing.T) {
-	s, addr := startServer(t, Options{})
-	c := newClient(t, addr)
 	huge := strings.Repeat("m", 10*workerapi.MaxErrorMessageBytes)
 	frames := make([]string, 100)
 	for i := range frames {
@@ -863,16 +892,18 @@ func TestFunctionErrorsAreBounded(t *testing.T) {
 		}
 	}
 
-	ch := invokeAsync(t.Context(), s, Event{Payload: []byte(`{}`)})
-	d := c.mustNext()
-	if status, out := c.post("/invocation/"+d.id+"/error", body, false, nil); status != http.StatusAccepted {
-		t.Fatalf("post: %d %v", status, out)
-	}
-	r := waitResult(t, ch)
-	if r.err != nil || r.res.Error == nil {
-		t.Fatalf("Invoke: %+v %v", r.res, r.err)
-	}
-	check("invocation error", r.res.Error)
+	eachTransport(t, Options{}, func(t *testing.T, s *Server, c rtClient) {
+		ch := invokeAsync(t.Context(), s, Event{Payload: []byte(`{}`)})
+		d := mustNext(t, c)
+		if status, out := c.postResult(d.id, true, body, ""); status != http.StatusAccepted {
+			t.Fatalf("post: %d %v", status, out)
+		}
+		r := waitResult(t, ch)
+		if r.err != nil || r.res.Error == nil {
+			t.Fatalf("Invoke: %+v %v", r.res, r.err)
+		}
+		check("invocation error", r.res.Error)
+	})
 
 	s2, addr2 := startServer(t, Options{})
 	if status, out := newClient(t, addr2).post("/init/error", body, false, nil); status != http.StatusAccepted {

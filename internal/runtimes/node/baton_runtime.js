@@ -5,9 +5,13 @@
 //
 // Loads the _HANDLER export and serves BATON_CONCURRENCY (default 1)
 // invocations at once, each in its own /next long-poll loop. Standard
-// library only.
+// library only. When Baton gives it a unix socket (BATON_RUNTIME_SOCKET),
+// each loop runs over a connection of its own to it instead, in Baton's
+// framed protocol (internal/node/runtimeapi/frame), which saves HTTP's
+// cost on every invocation; init errors still go over HTTP.
 
 const http = require('node:http');
+const net = require('node:net');
 const fs = require('node:fs');
 const path = require('node:path');
 const util = require('node:util');
@@ -24,6 +28,7 @@ const env = process.env;
 const concurrency = parseConcurrency(env.BATON_CONCURRENCY);
 const apiAddress = env.AWS_LAMBDA_RUNTIME_API;
 const [apiHost, apiPort] = splitHostPort(apiAddress || '');
+const socketPath = env.BATON_RUNTIME_SOCKET;
 
 // Each loop holds one request at a time (its long poll or its post), so N
 // sockets suffice; a little headroom avoids queueing behind a slow close.
@@ -135,6 +140,238 @@ function postError(requestId, errBody) {
   return post(`${API_PREFIX}/invocation/${encodeURIComponent(requestId)}/error`, JSON.stringify(errBody), {
     'Lambda-Runtime-Function-Error-Type': headerSafe(errBody.errorType),
   });
+}
+
+// One invocation loop over HTTP: the /next long poll and result posts.
+const httpTransport = {
+  async next() {
+    const res = await request('GET', `${API_PREFIX}/invocation/next`);
+    if (res.status !== 200) {
+      throw new Error(`GET /invocation/next: status ${res.status}: ${res.body.toString('utf8', 0, 200)}`);
+    }
+    const h = res.headers;
+    return {
+      requestId: h['lambda-runtime-aws-request-id'],
+      deadlineMs: Number.parseInt(h['lambda-runtime-deadline-ms'] || '0', 10),
+      functionArn: h['lambda-runtime-invoked-function-arn'],
+      traceId: h['lambda-runtime-trace-id'],
+      clientContext: h['lambda-runtime-client-context'],
+      cognitoIdentity: h['lambda-runtime-cognito-identity'],
+      body: res.body,
+    };
+  },
+  respond: postResponse,
+  reportError: postError,
+};
+
+// ---------------------------------------------------------------------------
+// The runtime socket: frames of uint32 length (of kind and body), kind,
+// body; strings in bodies are a uint32 byte count and the bytes.
+
+const FRAME_NEXT = 0x01;
+const FRAME_RESPONSE = 0x02;
+const FRAME_ERROR = 0x03;
+const FRAME_EVENT = 0x81;
+const FRAME_REJECTED = 0x82;
+const NEXT_FRAME = Buffer.from([0, 0, 0, 1, FRAME_NEXT]);
+// Results up to this size are joined with the following Next into one
+// write.
+const JOIN_LIMIT = 64 << 10;
+
+function frameHead(kind, bodyLength, strs) {
+  let size = 5;
+  for (const s of strs) size += 4 + s.length;
+  const head = Buffer.allocUnsafe(size);
+  head.writeUInt32BE(bodyLength + 1, 0);
+  head[4] = kind;
+  let off = 5;
+  for (const s of strs) {
+    head.writeUInt32BE(s.length, off);
+    s.copy(head, off + 4);
+    off += 4 + s.length;
+  }
+  return head;
+}
+
+function parseEvent(body) {
+  const deadlineMs = Number(body.readBigInt64BE(0));
+  let off = 8;
+  const fields = [];
+  for (let i = 0; i < 5; i++) {
+    const n = body.readUInt32BE(off);
+    off += 4;
+    if (off + n > body.length) throw new Error('malformed event frame: field beyond the frame');
+    fields.push(body.toString('utf8', off, off + n));
+    off += n;
+  }
+  return {
+    requestId: fields[0],
+    deadlineMs,
+    functionArn: fields[1],
+    traceId: fields[2],
+    clientContext: fields[3] || undefined,
+    cognitoIdentity: fields[4] || undefined,
+    body: body.subarray(off),
+  };
+}
+
+// One invocation loop over a connection of its own to the runtime socket.
+// A result goes out with the Next that follows it, in one write: one
+// round trip per invocation.
+class SocketTransport {
+  constructor(path) {
+    this.path = path;
+    this.sock = null;
+    this.chunks = [];
+    this.size = 0;
+    this.frames = [];
+    this.waiter = null;
+    this.error = null;
+    this.pending = null;
+  }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      const sock = net.createConnection({ path: this.path });
+      this.sock = sock;
+      this.chunks = [];
+      this.size = 0;
+      this.frames = [];
+      this.error = null;
+      sock.once('connect', () => {
+        sock.off('error', reject);
+        sock.on('error', (err) => this.broken(sock, err));
+        resolve();
+      });
+      sock.once('error', reject);
+      sock.on('data', (chunk) => this.onData(sock, chunk));
+      sock.on('close', () => this.broken(sock, new Error('runtime socket closed')));
+    });
+  }
+
+  broken(sock, err) {
+    if (sock !== this.sock || this.error) return;
+    this.error = err;
+    sock.destroy();
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.reject(err);
+    }
+  }
+
+  onData(sock, chunk) {
+    if (sock !== this.sock) return;
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.size >= 5) {
+      const len = this.peekLength();
+      if (len === 0) {
+        this.broken(sock, new Error('malformed frame: length 0'));
+        return;
+      }
+      if (this.size < 4 + len) return;
+      const frame = this.take(4 + len);
+      const f = { kind: frame[4], body: frame.subarray(5) };
+      if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = null;
+        w.resolve(f);
+      } else {
+        this.frames.push(f);
+      }
+    }
+  }
+
+  peekLength() {
+    const first = this.chunks[0];
+    if (first.length >= 4) return first.readUInt32BE(0);
+    return Buffer.concat(this.chunks, 4).readUInt32BE(0);
+  }
+
+  // take consumes the first n buffered bytes, copying only when they span
+  // chunks.
+  take(n) {
+    const first = this.chunks[0];
+    let out;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let off = 0;
+      while (off < n) {
+        const c = this.chunks[0];
+        const k = Math.min(c.length, n - off);
+        c.copy(out, off, 0, k);
+        off += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
+    }
+    this.size -= n;
+    return out;
+  }
+
+  readFrame() {
+    if (this.frames.length) return Promise.resolve(this.frames.shift());
+    if (this.error) return Promise.reject(this.error);
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  async next() {
+    // One reconnect covers a connection the node dropped after a refused
+    // result (too large); the result is not sent again: the node has
+    // failed that invocation.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (this.error || !this.sock) await this.connect();
+        const pending = this.pending;
+        this.pending = null;
+        if (!pending) {
+          this.sock.write(NEXT_FRAME);
+        } else if (pending[1].length <= JOIN_LIMIT) {
+          this.sock.write(Buffer.concat([pending[0], pending[1], NEXT_FRAME]));
+        } else {
+          this.sock.write(pending[0]);
+          this.sock.write(pending[1]);
+          this.sock.write(NEXT_FRAME);
+        }
+        for (;;) {
+          const f = await this.readFrame();
+          if (f.kind === FRAME_EVENT) return parseEvent(f.body);
+          if (f.kind === FRAME_REJECTED) {
+            // The node refused a result (e.g. too large); the runtime is
+            // still fine, so report and keep serving.
+            const status = f.body.length >= 2 ? f.body.readUInt16BE(0) : 0;
+            runtimeLog(`result refused: status ${status}: ${f.body.toString('utf8', 2, 502)}`);
+            continue;
+          }
+          throw new Error(`unexpected frame kind 0x${f.kind.toString(16)}`);
+        }
+      } catch (err) {
+        if (this.sock) this.broken(this.sock, err);
+        this.sock = null;
+        if (attempt > 0) throw new Error(`runtime socket ${this.path}: ${err.message}`);
+      }
+    }
+  }
+
+  respond(requestId, payload) {
+    const body = Buffer.isBuffer(payload) ? payload : Buffer.from(payload, 'utf8');
+    const id = Buffer.from(String(requestId), 'utf8');
+    this.pending = [frameHead(FRAME_RESPONSE, 4 + id.length + body.length, [id]), body];
+  }
+
+  reportError(requestId, errBody) {
+    const doc = Buffer.from(JSON.stringify(errBody), 'utf8');
+    const id = Buffer.from(String(requestId), 'utf8');
+    const typ = Buffer.from(String(errBody.errorType), 'utf8');
+    this.pending = [frameHead(FRAME_ERROR, 8 + id.length + typ.length + doc.length, [id, typ]), doc];
+  }
 }
 
 function postInitError(errBody) {
@@ -268,19 +505,19 @@ function parseJSONHeader(value) {
   }
 }
 
-function makeContext(headers, settle) {
-  const deadline = Number.parseInt(headers['lambda-runtime-deadline-ms'] || '0', 10);
+function makeContext(inv, settle) {
+  const deadline = inv.deadlineMs || 0;
   const context = {
     callbackWaitsForEmptyEventLoop: true,
-    awsRequestId: headers['lambda-runtime-aws-request-id'],
-    invokedFunctionArn: headers['lambda-runtime-invoked-function-arn'],
+    awsRequestId: inv.requestId,
+    invokedFunctionArn: inv.functionArn,
     functionName: env.AWS_LAMBDA_FUNCTION_NAME,
     functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
     memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
     logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
     logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
-    clientContext: parseJSONHeader(headers['lambda-runtime-client-context']),
-    identity: parseJSONHeader(headers['lambda-runtime-cognito-identity']),
+    clientContext: parseJSONHeader(inv.clientContext),
+    identity: parseJSONHeader(inv.cognitoIdentity),
     getRemainingTimeInMillis() {
       return Math.max(0, deadline - Date.now());
     },
@@ -311,7 +548,7 @@ function runHandler(handler, event, store) {
       else resolve({ ok: true, value: result });
     };
     store.fail = (err) => settle(err == null ? new Error('unknown error') : err);
-    const context = makeContext(store.headers, settle);
+    const context = makeContext(store.inv, settle);
     let ret;
     try {
       ret = handler(event, context, settle);
@@ -333,23 +570,22 @@ function runHandler(handler, event, store) {
   });
 }
 
-async function handleInvocation(handler, res) {
-  const requestId = res.headers['lambda-runtime-aws-request-id'];
+async function handleInvocation(handler, transport, inv) {
+  const requestId = inv.requestId;
   if (concurrency === 1) {
     // Lambda's per-invocation trace variable; meaningless when several
     // invocations run at once, so only set for N=1.
-    const trace = res.headers['lambda-runtime-trace-id'];
-    if (trace) env._X_AMZN_TRACE_ID = trace;
+    if (inv.traceId) env._X_AMZN_TRACE_ID = inv.traceId;
     else delete env._X_AMZN_TRACE_ID;
   }
-  const store = { requestId, headers: res.headers, fail: null };
+  const store = { requestId, inv, fail: null };
   inFlight.set(requestId, store);
   try {
     let event;
     try {
-      event = res.body.length ? JSON.parse(res.body.toString('utf8')) : null;
+      event = inv.body.length ? JSON.parse(inv.body.toString('utf8')) : null;
     } catch (err) {
-      await postError(requestId, {
+      await transport.reportError(requestId, {
         errorType: 'Runtime.UnmarshalError',
         errorMessage: `Unable to unmarshal input: ${err.message}`,
         stackTrace: [],
@@ -358,7 +594,7 @@ async function handleInvocation(handler, res) {
     }
     const outcome = await invocationStore.run(store, () => runHandler(handler, event, store));
     if (!outcome.ok) {
-      await postError(requestId, errorBody(outcome.value));
+      await transport.reportError(requestId, errorBody(outcome.value));
       return;
     }
     let payload;
@@ -366,14 +602,14 @@ async function handleInvocation(handler, res) {
       payload = JSON.stringify(outcome.value === undefined ? null : outcome.value);
       if (payload === undefined) payload = 'null';
     } catch (err) {
-      await postError(requestId, {
+      await transport.reportError(requestId, {
         errorType: 'Runtime.MarshalError',
         errorMessage: `Unable to stringify response body: ${err.message}`,
         stackTrace: [],
       });
       return;
     }
-    await postResponse(requestId, payload);
+    await transport.respond(requestId, payload);
   } finally {
     inFlight.delete(requestId);
   }
@@ -381,14 +617,30 @@ async function handleInvocation(handler, res) {
 
 const inFlight = new Map();
 
-async function loop(handler) {
+async function loop(handler, transport) {
   for (;;) {
-    const res = await request('GET', `${API_PREFIX}/invocation/next`);
-    if (res.status !== 200) {
-      throw new Error(`GET /invocation/next: status ${res.status}: ${res.body.toString('utf8', 0, 200)}`);
-    }
-    await handleInvocation(handler, res);
+    await handleInvocation(handler, transport, await transport.next());
   }
+}
+
+// loopTransports returns one transport per invocation loop: connections to
+// the runtime socket when Baton offers one that answers, HTTP otherwise.
+async function loopTransports() {
+  if (socketPath) {
+    const transports = [];
+    try {
+      for (let i = 0; i < concurrency; i++) {
+        const t = new SocketTransport(socketPath);
+        await t.connect();
+        transports.push(t);
+      }
+      return transports;
+    } catch (err) {
+      for (const t of transports) t.sock.destroy();
+      runtimeLog(`runtime socket ${socketPath}: ${err.message}; using HTTP`);
+    }
+  }
+  return Array(concurrency).fill(httpTransport);
 }
 
 // Errors that escape a handler's promise chain. When the async context
@@ -451,8 +703,7 @@ async function main() {
     process.exit(1);
   }
 
-  const loops = [];
-  for (let i = 0; i < concurrency; i++) loops.push(loop(handler));
+  const loops = (await loopTransports()).map((t) => loop(handler, t));
   try {
     await Promise.race(loops);
   } catch (err) {

@@ -72,6 +72,9 @@ func (Driver) LibraryFiles() map[string][]byte {
 	return map[string][]byte{LibraryDir + "/baton/index.js": library}
 }
 
+// RuntimeSocket: the client speaks the Runtime API's socket protocol.
+func (Driver) RuntimeSocket() bool { return true }
+
 // Forks is false: Node's threads make fork unsafe, each instance is a
 // process.
 func (Driver) Forks() bool { return false }

@@ -28,6 +28,7 @@ func (Driver) Interpreter() string              { return "" }
 func (Driver) HostInterpreter() (string, error) { return "", nil }
 func (Driver) ClientFile() (string, []byte)     { return "", nil }
 func (Driver) Forks() bool                      { return false }
+func (Driver) RuntimeSocket() bool              { return false } // unmodified Lambda clients speak HTTP
 func (Driver) Executable() string               { return Bootstrap }
 func (Driver) BaseImage() string                { return "shell" }
 func (Driver) Command(_, _, taskRoot string) []string {

@@ -87,6 +87,9 @@ func (Driver) LibraryFiles() map[string][]byte {
 	return files
 }
 
+// RuntimeSocket: the client speaks the Runtime API's socket protocol.
+func (Driver) RuntimeSocket() bool { return true }
+
 // Forks: instances are forks of a zygote that imported the handler once.
 func (Driver) Forks() bool { return true }
 

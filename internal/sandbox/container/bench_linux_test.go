@@ -6,9 +6,12 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/runc/libcontainer/exeseal"
 
 	"github.com/baton-faas/baton/internal/sandbox"
 )
@@ -56,24 +59,63 @@ func BenchmarkCreate(b *testing.B) {
 }
 
 // BenchmarkExec measures starting /usr/bin/true in a running sandbox and
-// waiting for it; BenchmarkExecHostBaseline does the same on the host
-// without any sandbox.
+// waiting for it: through the sandbox's reaper (the default with
+// baton-reaper) and, interleaved as the same run's baseline, through
+// libcontainer's re-exec of the test binary ("libcontainer-");
+// BenchmarkExecHostBaseline does the same on the host without any sandbox.
 func BenchmarkExec(b *testing.B) {
+	requireContainers(b)
+	if reaperPath == "" {
+		b.Skip("baton-reaper could not be built")
+	}
 	r := newRuntime(b)
+	state := filepath.Join(b.TempDir(), "state")
+	rLC, err := New(Options{StateDir: state, ReaperPath: reaperPath, LibcontainerExec: true})
+	if err != nil {
+		b.Fatal(err)
+	}
 	sb := create(b, r, testSpec(b, "bench-exec"))
+	sbLC := create(b, rLC, testSpec(b, "bench-exec-lc"))
+	var d, dLC []time.Duration
+	for b.Loop() {
+		for _, s := range []*Sandbox{sb, sbLC} {
+			t0 := time.Now()
+			p, err := s.Start(context.Background(), sandbox.ProcessSpec{Args: []string{"/usr/bin/true"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if st, err := p.Wait(); err != nil || st.Code != 0 {
+				b.Fatal(st, err)
+			}
+			if s == sb {
+				d = append(d, time.Since(t0))
+			} else {
+				dLC = append(dLC, time.Since(t0))
+			}
+		}
+	}
+	report(b, "exec", d)
+	report(b, "libcontainer-exec", dLC)
+}
+
+// BenchmarkCloneSelfExe measures what libcontainer does first for every
+// process it starts: a sealed clone of the running executable
+// (exeseal.CloneSelfExe: a private overlay mount where it can make one, a
+// memfd copy of the whole binary otherwise), and its release.
+func BenchmarkCloneSelfExe(b *testing.B) {
+	requireContainers(b)
+	dir := b.TempDir()
 	var d []time.Duration
 	for b.Loop() {
 		t0 := time.Now()
-		p, err := sb.Start(context.Background(), sandbox.ProcessSpec{Args: []string{"/usr/bin/true"}})
+		f, err := exeseal.CloneSelfExe(dir)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if st, err := p.Wait(); err != nil || st.Code != 0 {
-			b.Fatal(st, err)
-		}
+		f.Close()
 		d = append(d, time.Since(t0))
 	}
-	report(b, "exec", d)
+	report(b, "clone", d)
 }
 
 func BenchmarkExecHostBaseline(b *testing.B) {

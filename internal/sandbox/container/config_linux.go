@@ -106,6 +106,14 @@ func (r *Runtime) config(spec sandbox.Spec, rootfs string) *configs.Config {
 	r.setLimits(res, spec.Resources())
 
 	none := []string{}
+	// The init (the reaper) keeps what it needs to give the processes it
+	// starts their user and an empty bounding set, where it starts them
+	// (see pid1.Reaper); each process drops all of it before it runs
+	// anything of its own. Without them everything is empty.
+	initCaps := none
+	if r.spawns() {
+		initCaps = []string{"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
+	}
 	return &configs.Config{
 		Rootfs:          rootfs,
 		Readonlyfs:      true,
@@ -115,7 +123,7 @@ func (r *Runtime) config(spec sandbox.Spec, rootfs string) *configs.Config {
 		Hostname:        "baton",
 		Namespaces:      namespaces,
 		Networks:        networks,
-		Capabilities:    &configs.Capabilities{Bounding: none, Effective: none, Inheritable: none, Permitted: none, Ambient: none},
+		Capabilities:    &configs.Capabilities{Bounding: initCaps, Effective: initCaps, Inheritable: none, Permitted: initCaps, Ambient: none},
 		NoNewPrivileges: true,
 		// The seccomp filter forbids keyctl before libcontainer's init
 		// would create a session keyring, so none is created; processes

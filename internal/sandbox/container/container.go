@@ -12,10 +12,12 @@
 // baton-reaper (cmd/baton-reaper, found next to the running executable),
 // exec'd from a sealed in-memory copy, or, without it, this very binary
 // (bind-mounted read-only at /.baton/baton). Every process the worker
-// starts is exec'd into the running container with libcontainer's
-// Container.Run, in a cgroup of its own below the sandbox's, so that Kill
+// starts runs in a cgroup of its own below the sandbox's, so that Kill
 // reaches everything the process forked even when the children changed
-// their process group or were re-parented.
+// their process group or were re-parented. baton-reaper starts them
+// itself (see spawner and package pid1); without it they are exec'd into
+// the running container with libcontainer's Container.Run, which
+// re-executes this program for each.
 //
 // Security: processes run as Options.UID/GID (1000:1000 by default) with
 // no capabilities at all, no_new_privs, a seccomp filter (see
@@ -61,6 +63,10 @@ type Options struct {
 	// Reexec), which costs every sandbox a start of this program and its
 	// mounts.
 	ReaperPath string
+	// LibcontainerExec starts every process through libcontainer (which
+	// re-executes this program for each), as without baton-reaper, for
+	// comparison. By default the sandbox's reaper starts them.
+	LibcontainerExec bool
 	// NoMemoryReclaim turns memory reclaim off (for comparison): a
 	// shrinking sandbox's limit then only follows down to what is charged
 	// to it, and the page cache its departed instances charged stays until

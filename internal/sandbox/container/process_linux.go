@@ -18,14 +18,18 @@ import (
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-faas/baton/internal/sandbox"
 )
 
-// Start implements sandbox.Sandbox: the process is exec'd into the running
-// container (libcontainer's Container.Run) in a cgroup of its own below the
-// sandbox's, which Kill and Wait use to reach everything it started.
+// Start implements sandbox.Sandbox: the process runs in the container in a
+// cgroup of its own below the sandbox's, which Kill and Wait use to reach
+// everything it started. The sandbox's reaper starts it where the reaper
+// is baton-reaper (see spawner); otherwise it is exec'd into the running
+// container by libcontainer's Container.Run, which re-executes this
+// program to set it up.
 func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	if len(spec.Args) == 0 {
 		return nil, errors.New("container sandbox: no command")
@@ -42,15 +46,30 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 	s.mu.Unlock()
 	defer s.starting.Done()
 
+	dir := spec.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	if s.sp != nil {
+		cg, err := s.groupFor(-1, spec.Limits)
+		if err != nil {
+			return nil, fmt.Errorf("container sandbox %s: %w", s.id, err)
+		}
+		sp, hostPid, err := s.sp.start(ctx, spec, dir, s.r.opts.UID, s.r.opts.GID, cg)
+		if err != nil {
+			_ = killCgroup(cg)
+			_ = cg.Destroy()
+			return nil, err
+		}
+		return s.track(&process{s: s, sp: sp, cg: cg, pid: hostPid}), nil
+	}
+	// libcontainer joins the process to its group by name.
 	sub := s.nextGroupName()
 	cg, err := s.newGroup(sub, -1, spec.Limits)
 	if err != nil {
 		return nil, fmt.Errorf("container sandbox %s: %w", s.id, err)
 	}
-	dir := spec.Dir
-	if dir == "" {
-		dir = "/"
-	}
+	none := []string{}
 	lp := &libcontainer.Process{
 		Args:           spec.Args,
 		Env:            spec.Env,
@@ -59,6 +78,8 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 		GID:            s.r.opts.GID,
 		ExtraFiles:     spec.ExtraFiles,
 		SubCgroupPaths: map[string]string{"": sub},
+		// None, whatever the sandbox's init keeps (see pid1.Reaper).
+		Capabilities: &configs.Capabilities{Bounding: none, Effective: none, Inheritable: none, Permitted: none, Ambient: none},
 	}
 	// Unset streams stay nil interfaces: libcontainer gives /dev/null.
 	if spec.Stdout != nil {
@@ -73,11 +94,15 @@ func (s *Sandbox) Start(ctx context.Context, spec sandbox.ProcessSpec) (sandbox.
 		return nil, startError(spec.Args[0], err)
 	}
 	pid, _ := lp.Pid()
-	proc := &process{s: s, lp: lp, cg: cg, pid: pid}
+	return s.track(&process{s: s, lp: lp, cg: cg, pid: pid}), nil
+}
+
+// track records a started process until it is waited for.
+func (s *Sandbox) track(p *process) *process {
 	s.mu.Lock()
-	s.live[proc] = struct{}{}
+	s.live[p] = struct{}{}
 	s.mu.Unlock()
-	return proc, nil
+	return p
 }
 
 func (s *Sandbox) nextGroupName() string {
@@ -154,7 +179,8 @@ func (w *wrapped) Unwrap() []error { return []error{w.err, w.kind} }
 // process is a process started in a sandbox.
 type process struct {
 	s   *Sandbox
-	lp  *libcontainer.Process
+	lp  *libcontainer.Process // started by libcontainer, or
+	sp  *spawned              // by the sandbox's reaper
 	cg  cgroups.Manager
 	pid int
 
@@ -185,6 +211,16 @@ func (p *process) Wait() (sandbox.ExitStatus, error) {
 }
 
 func (p *process) reap() (sandbox.ExitStatus, error) {
+	if p.sp != nil {
+		ws := p.sp.wait()
+		p.mu.Lock()
+		oom := closeGroup(p.s, p.cg)
+		p.done = true
+		p.sp.pidfd.Close()
+		p.mu.Unlock()
+		code, sig := exitStatus(syscall.WaitStatus(ws))
+		return sandbox.ExitStatus{Code: code, Signal: sig, OOMKilled: oom}, nil
+	}
 	ps, err := p.lp.Wait()
 	p.mu.Lock()
 	oom := closeGroup(p.s, p.cg)
@@ -216,7 +252,12 @@ func (p *process) Kill() error {
 	}
 	// The process itself is also signalled through its pidfd, which is
 	// safe against pid reuse.
-	errSig := p.lp.Signal(unix.SIGKILL)
+	var errSig error
+	if p.sp != nil {
+		errSig = p.sp.signal(unix.SIGKILL)
+	} else {
+		errSig = p.lp.Signal(unix.SIGKILL)
+	}
 	if err := killCgroup(p.cg); err != nil {
 		return fmt.Errorf("kill process %d and its descendants: %w", p.pid, err)
 	}
@@ -280,8 +321,8 @@ func (p *process) Confine(ctx context.Context, pid int, l sandbox.Limits) (sandb
 	if again, err := childIn(p.cg, p.pid, pid); err != nil || again != hostPid {
 		return nil, fmt.Errorf("confine process %d: %w", pid, sandbox.ErrProcessGone)
 	}
-	cg, err := s.newGroup(s.nextGroupName(), hostPid, l)
-	if errors.Is(err, unix.ESRCH) {
+	cg, err := s.groupFor(hostPid, l)
+	if isGone(err) {
 		err = fmt.Errorf("%w: %w", sandbox.ErrProcessGone, err)
 	}
 	if err != nil {

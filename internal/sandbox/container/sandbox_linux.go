@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-faas/baton/internal/sandbox"
+	"github.com/baton-faas/baton/internal/sandbox/container/pid1"
 )
 
 // Sandbox is one application's container.
@@ -40,6 +41,8 @@ type Sandbox struct {
 	init    *libcontainer.Process
 	netns   *os.File // the container's network namespace
 	cg      cgroups.Manager
+	sp      *spawner    // nil: processes start through libcontainer
+	spare   *spares     // groups made ahead (see groupFor)
 	mem     *memLimiter // set once the container runs
 	seq     atomic.Uint64
 
@@ -103,6 +106,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		network:   spec.Network,
 		destroyed: make(chan struct{}),
 		live:      map[*process]struct{}{},
+		spare:     newSpares(),
 	}
 	if s.network == "" {
 		s.network = sandbox.NetworkIsolated
@@ -115,6 +119,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		r.forget(s)
 		return nil, fmt.Errorf("container sandbox: %w", err)
 	}
+	go s.fill() // stopped by teardown
 	defer func() {
 		if retErr != nil {
 			s.teardown()
@@ -137,6 +142,18 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		return nil, err
 	}
 	args, files := r.launcher.process(reaperArg)
+	var ctl *os.File
+	if r.spawns() {
+		// baton-reaper starts the sandbox's processes (see spawner).
+		if s.sp, ctl, err = newSpawnerPair(); err != nil {
+			logR.Close()
+			logW.Close()
+			return nil, err
+		}
+		go s.sp.run()
+		args = append(args, pid1.SpawnArg)
+		files = append(files, ctl) // pid1.ControlFd
+	}
 	s.init = &libcontainer.Process{
 		Args:       args,
 		Env:        []string{"GOMAXPROCS=1", "GOGC=50"},
@@ -147,6 +164,9 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	}
 	err = c.Run(s.init)
 	logW.Close()
+	if ctl != nil {
+		ctl.Close()
+	}
 	if err != nil {
 		logR.Close()
 		return nil, fmt.Errorf("start container: %w", err)
@@ -218,16 +238,14 @@ func (s *Sandbox) setLimits(l sandbox.Resources) error {
 	if s.closed {
 		return fmt.Errorf("container sandbox %s: destroyed", s.id)
 	}
-	cfg := s.c.Config()
-	cg := *cfg.Cgroups
-	// The device rules stay; on cgroup v1 the library writes only the
-	// difference (none), on v2 it swaps the eBPF program atomically.
-	res := *cg.Resources
+	// Written through the sandbox's own manager, not libcontainer's
+	// Container.Set, which also rewrites the device rules and saves its
+	// state file on every call, on the path of every instance start.
+	// Device rules never change after Create.
+	res := cgroups.Resources{SkipDevices: true}
 	s.r.setLimits(&res, l)
 	res.Memory, res.MemorySwap = 0, 0 // 0: the library leaves them alone
-	cg.Resources = &res
-	cfg.Cgroups = &cg
-	if err := s.c.Set(cfg); err != nil {
+	if err := s.cg.Set(&res); err != nil {
 		return fmt.Errorf("resize sandbox %s: %w", s.id, err)
 	}
 	return nil
@@ -328,6 +346,9 @@ func (s *Sandbox) teardown() error {
 		s.mem.close()
 	}
 	var errs []error
+	if err := s.closeSpares(); err != nil {
+		errs = append(errs, err)
+	}
 	if s.c != nil {
 		if s.init != nil {
 			if err := s.c.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
@@ -365,6 +386,9 @@ func (s *Sandbox) teardown() error {
 		}
 	} else if err := destroyCgroup(s.cgPath); err != nil {
 		errs = append(errs, err)
+	}
+	if s.sp != nil {
+		s.sp.close()
 	}
 	if s.netns != nil {
 		s.netns.Close()

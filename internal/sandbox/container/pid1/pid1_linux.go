@@ -47,7 +47,12 @@ func Run(args []string) (code int, ok bool) {
 	}
 	switch args[1] {
 	case ReaperArg:
-		return Reaper(), true
+		return Reaper(len(args) > 2 && args[2] == SpawnArg), true
+	case ExecArg:
+		if len(args) < 3 {
+			return 126, true
+		}
+		return Exec(args[2:]), true
 	case SelfTestArg:
 		return SelfTest(), true
 	}
@@ -56,9 +61,12 @@ func Run(args []string) (code int, ok bool) {
 
 // Reaper is the sandbox's PID 1: it reaps the processes re-parented to it
 // and exits on SIGTERM or SIGINT. Signals sent from inside the sandbox
-// never reach it: it runs as uid 0 (without capabilities) and the
-// sandbox's processes do not.
-func Reaper() int {
+// never reach it: it runs as uid 0 and the sandbox's processes do not.
+// With spawn it also starts processes for the runtime (see ExecArg) over
+// the control socket at ControlFd; the runtime then lets it keep
+// CAP_SETUID, CAP_SETGID and CAP_SETPCAP (and no other capability) to
+// give them their user and an empty bounding set.
+func Reaper(spawn bool) int {
 	if err := InstallSeccomp(); err != nil {
 		fmt.Fprintln(os.Stderr, "baton sandbox reaper:", err)
 		return 1
@@ -71,17 +79,17 @@ func Reaper() int {
 	}
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
-	for {
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil || pid <= 0 {
-				break
-			}
+	s := &spawner{fd: ControlFd}
+	if spawn {
+		if err := s.listen(); err != nil {
+			fmt.Fprintln(os.Stderr, "baton sandbox reaper: control socket:", err)
+			return 1
 		}
+		s.children = map[int]uint64{}
+		go s.serve()
+	}
+	for {
+		s.reap()
 		if sig := <-sigs; sig != unix.SIGCHLD {
 			return 0
 		}
