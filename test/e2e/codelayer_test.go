@@ -171,7 +171,8 @@ func TestCodeLayers(t *testing.T) {
 // sandbox's code view and the layer mounts are gone too.
 func TestCodeLayersGoWithTheSandbox(t *testing.T) {
 	t.Parallel()
-	srv := startContainerServer(t)
+	// Without a kept zygote: the sandbox is to go with its last instance.
+	srv := startContainerServer(t, "--zygote-keep=0")
 	s := pySpec("code")
 	s.IdleTimeoutSeconds = 1
 	deploy(t, srv, "cl-idle", s, codeLayerDir)

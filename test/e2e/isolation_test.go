@@ -63,13 +63,13 @@ func lastLines(s string, n int) string {
 // startContainerServer starts a server whose sandboxes are containers, or
 // skips the test when this host cannot run them (not root, kernel features
 // missing).
-func startContainerServer(t *testing.T) *harness.Server {
+func startContainerServer(t *testing.T, extra ...string) *harness.Server {
 	t.Helper()
 	requirePython(t)
 	if os.Geteuid() != 0 {
 		t.Skipf("container sandboxes need root (euid %d): skipping an isolation test", os.Geteuid())
 	}
-	srv := harness.Start(skipUnavailable{t}, harness.Options{Args: []string{"--sandbox", "container"}})
+	srv := harness.Start(skipUnavailable{t}, harness.Options{Args: append([]string{"--sandbox", "container"}, extra...)})
 	res := do(t, http.MethodGet, srv.URL+"/healthz", nil, nil)
 	var health struct{ Isolation string }
 	if err := json.Unmarshal(res.Body, &health); err != nil || res.Status != http.StatusOK {
