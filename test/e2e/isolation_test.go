@@ -717,7 +717,9 @@ func TestIsolationPIDLimit(t *testing.T) {
 // when the bomb hits: one round could pass by luck where the next fails.
 // Not parallel: the other tests' load must not slow the bomb down.
 func TestIsolationEndlessForkBomb(t *testing.T) {
-	srv := startContainerServer(t)
+	// Without kept zygotes: every process with the bomb's environment,
+	// its zygote included, is to be gone once its instance is.
+	srv := startContainerServer(t, "--zygote-keep=0")
 	for i := range 3 {
 		endlessForkBomb(t, srv, fmt.Sprintf("endless%d", i))
 	}
