@@ -87,6 +87,9 @@ func newWorkerCmd() *cobra.Command {
 			if err := checkData(); err != nil {
 				return err
 			}
+			if err := checkZygoteKeep(cfg.ZygoteKeep); err != nil {
+				return err
+			}
 			cfg.NoMemoryReclaim = !memoryReclaim
 			return assemble.RunWorker(cmd.Context(), cfg)
 		},

@@ -95,3 +95,15 @@ func TestAgo(t *testing.T) {
 		}
 	}
 }
+
+// A negative keep window is refused by name.
+func TestZygoteKeepMustNotBeNegative(t *testing.T) {
+	if err := checkZygoteKeep(-time.Second); err == nil || !strings.Contains(err.Error(), "--zygote-keep") {
+		t.Fatalf("-1s: %v, want an error naming --zygote-keep", err)
+	}
+	for _, d := range []time.Duration{0, time.Minute} {
+		if err := checkZygoteKeep(d); err != nil {
+			t.Fatalf("%s: %v", d, err)
+		}
+	}
+}

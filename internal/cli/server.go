@@ -19,6 +19,14 @@ const zygoteKeepUsage = "how long a function version's zygote (Python's grain wo
 	"after its last instance was stopped, so that its next cold start forks instead of importing again; a new version, a delete, " +
 	"the node's memory and shutdown end a keep sooner; 0 keeps nothing"
 
+// checkZygoteKeep refuses a negative --zygote-keep.
+func checkZygoteKeep(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("--zygote-keep %s: want a duration of 0 (keep nothing) or more", d)
+	}
+	return nil
+}
+
 // memoryReclaimUsage describes --memory-reclaim (server and worker).
 const memoryReclaimUsage = "give the memory of instances that leave a container sandbox back to the host at once " +
 	"(shrink its limit in the background, reclaiming the page cache they charged); false leaves that cache until host memory pressure evicts it (for comparison)"
@@ -46,6 +54,9 @@ func newServerCmd() *cobra.Command {
 				return err
 			}
 			if err := checkData(); err != nil {
+				return err
+			}
+			if err := checkZygoteKeep(cfg.ZygoteKeep); err != nil {
 				return err
 			}
 			return assemble.Run(cmd.Context(), cfg)
