@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -358,6 +359,11 @@ func readAll(fd int) ([]byte, error) {
 // execSpec sets the process up and execs it, in libcontainer's order for
 // a process joining a container.
 func execSpec(spec ExecSpec) error {
+	// The bounding set (prctl) and capget are per thread, and execve keeps
+	// only the calling thread: all of them must be the same thread, or the
+	// process may exec from one whose bounding set was never emptied. It
+	// stays locked: this goroutine execs or the stage exits.
+	runtime.LockOSThread()
 	env, err := prepareEnv(spec.Env, spec.UID)
 	if err != nil {
 		return err
