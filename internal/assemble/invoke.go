@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
@@ -51,8 +50,7 @@ type busInvoker struct {
 	fns store.Functions
 	log *slog.Logger
 
-	mu sync.Mutex
-	q  *async.Queue // attached on first use: controllers create it
+	q atomic.Pointer[async.Queue] // attached on first use: controllers create it
 }
 
 var _ node.Invoker = (*busInvoker)(nil)
@@ -80,16 +78,19 @@ func (b *busInvoker) Invoke(ctx context.Context, callerApp, name string, payload
 }
 
 func (b *busInvoker) queue(ctx context.Context) (*async.Queue, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.q == nil {
-		q, err := async.Attach(ctx, b.nc, b.log)
-		if err != nil {
-			return nil, err
-		}
-		b.q = q
+	if q := b.q.Load(); q != nil {
+		return q, nil
 	}
-	return b.q, nil
+	// Attached without a lock held across the round trips: two first
+	// calls may both attach, and one of the equal handles is kept.
+	q, err := async.Attach(ctx, b.nc, b.log)
+	if err != nil {
+		return nil, err
+	}
+	if !b.q.CompareAndSwap(nil, q) {
+		return b.q.Load(), nil
+	}
+	return q, nil
 }
 
 // outcome is a finished call as the caller sees it: a result (inline or
