@@ -73,7 +73,10 @@ func TestCrash(t *testing.T) {
 	requirePython(t)
 	requireNode(t)
 	t.Parallel()
-	srv := startServer(t)
+	// Without kept zygotes: the test checks that every process of the
+	// function goes, and a second instance the autoscaler started on a
+	// busy host and then stopped would leave the version's zygote kept.
+	srv := startServer(t, "--zygote-keep=0")
 
 	t.Run("exit-during-invocation", func(t *testing.T) {
 		deploy(t, srv, "crasher", pySpec("crash"), pyDir)
